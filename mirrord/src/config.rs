@@ -1,0 +1,240 @@
+//! mirrord's TOML configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// Config path.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or has unknown keys.
+    #[error("config {path}: {source}")]
+    Parse {
+        /// Config path.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        source: toml::de::Error,
+    },
+    /// A value is not acceptable.
+    #[error("config {path}: {why}")]
+    Invalid {
+        /// Config path.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        why: String,
+    },
+    /// The link key file is missing or empty.
+    #[error("link key {path}: {why}; create one on one site with `head -c 32 /dev/urandom | base64 > {path}` (mode 0600) and copy it to the other")]
+    Key {
+        /// Key path.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// The whole configuration of one site's mirrord.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This site's name, as peers know it.
+    pub site: String,
+    /// Metadata and default volume files.
+    pub data_dir: PathBuf,
+    /// Local control socket (mode 0600).
+    #[serde(default = "default_socket")]
+    pub control_socket: PathBuf,
+    /// hbfs mount point; no mount when absent.
+    #[serde(default)]
+    pub mount: Option<PathBuf>,
+    /// The remote link.
+    pub link: LinkConfig,
+    /// Peer sites.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+}
+
+/// The remote link's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    /// Address to accept peers on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// File holding the pre-shared key of the sites.
+    pub psk_file: PathBuf,
+    /// Silence after which a connection is declared dead (it carries a ping every `timeout/4`).
+    #[serde(default = "default_link_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// One peer site.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The peer's site name.
+    pub site: String,
+    /// Its link address, `host:port`.
+    pub address: String,
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from(hbmirror::control::DEFAULT_SOCKET)
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 7788))
+}
+
+fn default_link_timeout_ms() -> u64 {
+    5000
+}
+
+impl LinkConfig {
+    /// Silence after which a connection is dropped.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and checks config text; `path` is only for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let invalid = |why: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            why,
+        };
+        check_name("site", &config.site).map_err(invalid)?;
+        for peer in &config.peers {
+            check_name("peers.site", &peer.site).map_err(invalid)?;
+            if peer.site == config.site {
+                return Err(invalid(format!(
+                    "peer '{}' has this site's own name; give each site its own name",
+                    peer.site
+                )));
+            }
+        }
+        let mut names: Vec<&str> = config.peers.iter().map(|p| p.site.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(invalid(format!("peer '{}' is listed twice", w[0])));
+        }
+        if config.link.timeout_ms < 100 {
+            return Err(invalid("link.timeout_ms must be at least 100".into()));
+        }
+        Ok(config)
+    }
+
+    /// Reads the pre-shared link key (surrounding whitespace ignored).
+    pub fn link_key(&self) -> Result<Vec<u8>, ConfigError> {
+        let path = &self.link.psk_file;
+        let key = std::fs::read(path).map_err(|e| ConfigError::Key {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        let key = key.trim_ascii().to_vec();
+        if key.len() < 16 {
+            return Err(ConfigError::Key {
+                path: path.clone(),
+                why: format!("the key is {} bytes; at least 16 are needed", key.len()),
+            });
+        }
+        Ok(key)
+    }
+
+    /// The configured peer called `site`.
+    pub fn peer(&self, site: &str) -> Option<&PeerConfig> {
+        self.peers.iter().find(|p| p.site == site)
+    }
+}
+
+/// Site, pair and volume names: letters, digits, `-`, `_`, `.`; at most 64.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} '{name}' is not a valid name: use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+site = "prod"                                  # this site's name
+data_dir = "/var/lib/hbmirror/prod"            # metadata, and volume files created without --path
+control_socket = "/run/hbmirror/mirrord.sock"  # local control API, mode 0600
+mount = "/mnt/hbfs"                            # hbfs mount point; omit the key to run without a mount
+[link]
+listen = "0.0.0.0:7788"
+psk_file = "/etc/hbmirror/link.key"            # shared secret of the two sites
+[[peers]]
+site = "standby"
+address = "10.0.0.2:7788"
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = Config::parse(EXAMPLE, Path::new("x.toml")).expect("parse");
+        assert_eq!(c.site, "prod");
+        assert_eq!(c.mount.as_deref(), Some(Path::new("/mnt/hbfs")));
+        assert_eq!(c.link.listen.port(), 7788);
+        assert_eq!(c.peers[0].site, "standby");
+        assert_eq!(c.link.timeout(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn defaults_fill_the_optional_keys() {
+        let c = Config::parse(
+            "site='a'\ndata_dir='/d'\n[link]\npsk_file='/k'\n",
+            Path::new("x.toml"),
+        )
+        .expect("parse");
+        assert_eq!(c.control_socket, PathBuf::from("/run/hbmirror/mirrord.sock"));
+        assert!(c.mount.is_none());
+        assert!(c.peers.is_empty());
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_named() {
+        let typo = Config::parse(EXAMPLE.replace("data_dir", "datadir").as_str(), Path::new("x.toml"))
+            .expect_err("typo");
+        assert!(typo.to_string().contains("datadir"), "{typo}");
+        let selfpeer = Config::parse(EXAMPLE.replace("\"standby\"", "\"prod\"").as_str(), Path::new("x.toml"))
+            .expect_err("self peer");
+        assert!(selfpeer.to_string().contains("own name"), "{selfpeer}");
+        let badname = Config::parse(EXAMPLE.replace("\"prod\"", "\"a b\"").as_str(), Path::new("x.toml"))
+            .expect_err("bad name");
+        assert!(badname.to_string().contains("not a valid name"), "{badname}");
+    }
+}

@@ -1,0 +1,80 @@
+//! The control socket: JSON-lines requests from hbctl, answered by the site.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use hbmirror::control::{Reply, Request, Response};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::site::{Site, SiteError};
+
+/// Binds the control socket (mode 0600), replacing a stale socket file.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{} is in use by a running mirrord; stop it or choose another control_socket", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves control requests until `stop`.
+pub async fn serve(listener: UnixListener, site: Arc<Site>, stop: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return,
+            s = listener.accept() => s,
+        };
+        match stream {
+            Ok((stream, _)) => {
+                let site = Arc::clone(&site);
+                tokio::spawn(async move { serve_one(stream, site).await });
+            }
+            Err(e) => tracing::warn!(error = %e, "control accept failed"),
+        }
+    }
+}
+
+async fn serve_one(stream: UnixStream, site: Arc<Site>) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let response = match serde_json::from_str::<Request>(&line) {
+            Ok(request) => match dispatch(&site, request).await {
+                Ok(reply) => Response::Ok(reply),
+                Err(e) => Response::Error(e.to_string()),
+            },
+            Err(e) => Response::Error(format!("malformed control request: {e}; see hbmirror::control::Request for the format")),
+        };
+        let Ok(mut text) = serde_json::to_string(&response) else { return };
+        text.push('\n');
+        if write.write_all(text.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn dispatch(site: &Arc<Site>, request: Request) -> Result<Reply, SiteError> {
+    Ok(match request {
+        Request::VolumeCreate { name, size, path } => Reply::Done(site.volume_create(&name, size, path)?),
+        Request::VolumeList => Reply::Volumes(site.volume_list()),
+        Request::VolumeDelete { name } => Reply::Done(site.volume_delete(&name)?),
+        Request::PairCreate { name, pvol, peer, svol, mode, kind } => {
+            Reply::Done(site.pair_create(&name, &pvol, &peer, svol.as_deref(), mode, kind).await?)
+        }
+        Request::PairStatus { name } => Reply::Pairs(site.pair_status(name.as_deref())?),
+        Request::PairDelete { name, force } => Reply::Done(site.pair_delete(&name, force).await?),
+    })
+}

@@ -1,0 +1,57 @@
+//! The site as hbfs sees it: [`hbfs::Volumes`] over [`Site`], blocking the
+//! FUSE worker thread on the async host I/O path.
+
+use std::sync::Arc;
+
+use hbfs::{Errno, VolumeFile, Volumes};
+use tokio::runtime::Handle;
+
+use crate::site::{Site, SiteError};
+use crate::volume::VolumeError;
+
+/// hbfs's view of a site.
+pub struct SiteFiles {
+    site: Arc<Site>,
+    runtime: Handle,
+}
+
+impl SiteFiles {
+    /// Serves `site` to FUSE threads, running its I/O on `runtime`.
+    pub fn new(site: Arc<Site>, runtime: Handle) -> SiteFiles {
+        SiteFiles { site, runtime }
+    }
+}
+
+fn errno(e: SiteError) -> Errno {
+    match e {
+        SiteError::ReadOnly { .. } => Errno::EROFS,
+        SiteError::NoVolume(_) => Errno::ENOENT,
+        SiteError::Volume(VolumeError::OutOfRange { .. }) => Errno::ENOSPC,
+        other => {
+            tracing::error!("host I/O failed: {other}");
+            Errno::EIO
+        }
+    }
+}
+
+impl Volumes for SiteFiles {
+    fn list(&self) -> Vec<VolumeFile> {
+        self.site
+            .volume_list()
+            .into_iter()
+            .map(|v| VolumeFile { name: v.name, size: v.size, writable: v.writable })
+            .collect()
+    }
+
+    fn read(&self, name: &str, offset: u64, len: u32) -> Result<Vec<u8>, Errno> {
+        self.runtime.block_on(self.site.host_read(name, offset, len as usize)).map_err(errno)
+    }
+
+    fn write(&self, name: &str, offset: u64, data: &[u8]) -> Result<(), Errno> {
+        self.runtime.block_on(self.site.host_write(name, offset, data)).map_err(errno)
+    }
+
+    fn sync(&self, name: &str) -> Result<(), Errno> {
+        self.runtime.block_on(self.site.host_sync(name)).map_err(errno)
+    }
+}

@@ -1,0 +1,116 @@
+//! What travels on the remote link, inside frames.
+
+use hbmirror::control::{Kind, Mode, PairState};
+use serde::{Deserialize, Serialize};
+
+/// Length of handshake nonces.
+pub const NONCE_LEN: usize = 32;
+
+/// One message of the link protocol (version [`super::frame::VERSION`]).
+///
+/// The handshake is `Hello` → `Challenge` → `Proof` → `Welcome` (or
+/// `Refused` at any step); then both sides send `Request`s, `Response`s and
+/// `Ping`s in any order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Dialer: who I am, whom I expect, and a fresh nonce.
+    Hello {
+        /// Dialer's site.
+        site: String,
+        /// Site the dialer expects to reach.
+        to: String,
+        /// Dialer's nonce.
+        nonce: [u8; NONCE_LEN],
+    },
+    /// Listener: my nonce, and proof that I hold the key.
+    Challenge {
+        /// Listener's site.
+        site: String,
+        /// Listener's nonce.
+        nonce: [u8; NONCE_LEN],
+        /// HMAC-SHA256 proof of the listener.
+        proof: Vec<u8>,
+    },
+    /// Dialer: proof that I hold the key.
+    Proof {
+        /// HMAC-SHA256 proof of the dialer.
+        proof: Vec<u8>,
+    },
+    /// Listener: authenticated; the session is open.
+    Welcome,
+    /// Either side: the connection is refused, and why.
+    Refused {
+        /// The reason, for the other side's log.
+        reason: String,
+    },
+    /// Keeps a quiet link observably alive.
+    Ping,
+    /// A request that expects one `Response` with the same id.
+    Request {
+        /// Chosen by the sender, unique per session.
+        id: u64,
+        /// What is asked.
+        body: PeerRequest,
+    },
+    /// The answer to the `Request` with this id.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The answer, or why it was refused.
+        result: Result<PeerReply, String>,
+    },
+}
+
+/// What one site asks of its peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Attach (or re-attach) `svol` as the SVOL of `pair`, whose PVOL is at the sender.
+    Attach {
+        /// Pair name.
+        pair: String,
+        /// PVOL name at the sender.
+        pvol: String,
+        /// SVOL name at the receiver.
+        svol: String,
+        /// PVOL size; the SVOL must have exactly this size.
+        size: u64,
+        /// Remote-copy mode.
+        mode: Mode,
+        /// Heartbeat or data.
+        kind: Kind,
+    },
+    /// Apply a write to the SVOL of `pair`.
+    Write {
+        /// Pair name.
+        pair: String,
+        /// Byte offset.
+        offset: u64,
+        /// The bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// The pair's state changed at the PVOL; mirror it.
+    SetState {
+        /// Pair name.
+        pair: String,
+        /// New state.
+        state: PairState,
+    },
+    /// Dissolve the pair (the volumes stay).
+    Detach {
+        /// Pair name.
+        pair: String,
+    },
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerReply {
+    /// Done.
+    Done,
+    /// The SVOL is attached; the state it had before this request.
+    Attached {
+        /// SVOL-side state before the attach (`SMPL` if it was new).
+        previous: PairState,
+    },
+}

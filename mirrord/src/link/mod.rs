@@ -1,0 +1,336 @@
+//! The remote link: authenticated TCP sessions with the peer sites.
+//!
+//! ```text
+//!  Site ──request()──> PeerLink ──> Session.tx ──> writer task ──frames──> TCP ──> peer
+//!   ▲                       pending[id] <── Response ── reader task <──frames── TCP <──┘
+//!   └──── Handler::handle(Request) ─────────────────────┘   (in arrival order)
+//! ```
+//!
+//! Exactly one side dials: the site whose name sorts first; the other only
+//! accepts. A dropped connection (peer gone, silence past the timeout, a bad
+//! frame) fails the requests in flight, tells the handler (`link_down`), and
+//! the dialer reconnects with backoff (100 ms doubling to 5 s).
+
+pub mod frame;
+pub mod handshake;
+pub mod message;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use handshake::Conn;
+use message::{Message, PeerReply, PeerRequest};
+
+/// A request to a peer that did not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// No session with that peer.
+    #[error("the remote link to site '{0}' is down; check that mirrord runs there and that the link address and key are right (`hbctl pair status` shows the link)")]
+    Down(String),
+    /// The session broke before the answer came.
+    #[error("the remote link to site '{0}' was lost before it answered")]
+    Lost(String),
+    /// No answer in time.
+    #[error("site '{0}' did not answer within {1:?}")]
+    Timeout(String, Duration),
+    /// The peer refused.
+    #[error("site '{0}' refused: {1}")]
+    Refused(String, String),
+    /// The site is not configured.
+    #[error("site '{0}' is not a configured peer; add a [[peers]] entry to mirrord's config")]
+    UnknownPeer(String),
+}
+
+/// What the site does with the link's events; implemented by the site.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers a request from `peer`. Requests of one session are handled one
+    /// at a time in arrival order (writes must apply in the PVOL's order).
+    fn handle(&self, peer: &str, request: PeerRequest) -> impl Future<Output = Result<PeerReply, String>> + Send;
+    /// A session with `peer` opened.
+    fn link_up(self: &Arc<Self>, peer: &str);
+    /// The session with `peer` closed.
+    fn link_down(self: &Arc<Self>, peer: &str);
+}
+
+type Waiters = Mutex<HashMap<u64, oneshot::Sender<Result<PeerReply, String>>>>;
+
+/// One open session.
+struct Session {
+    tx: mpsc::Sender<Message>,
+    waiting: Waiters,
+    next_id: AtomicU64,
+    closed: CancellationToken,
+}
+
+/// The link to one peer site.
+pub struct PeerLink {
+    /// The peer's site name.
+    pub site: String,
+    address: String,
+    session: Mutex<Option<Arc<Session>>>,
+}
+
+/// An answer on its way.
+pub struct Pending {
+    site: String,
+    answer: oneshot::Receiver<Result<PeerReply, String>>,
+}
+
+impl Pending {
+    /// Waits for the answer, at most `timeout`.
+    pub async fn wait(self, timeout: Duration) -> Result<PeerReply, LinkError> {
+        match tokio::time::timeout(timeout, self.answer).await {
+            Err(_) => Err(LinkError::Timeout(self.site, timeout)),
+            Ok(Err(_)) => Err(LinkError::Lost(self.site)),
+            Ok(Ok(Err(reason))) => Err(LinkError::Refused(self.site, reason)),
+            Ok(Ok(Ok(reply))) => Ok(reply),
+        }
+    }
+}
+
+impl PeerLink {
+    fn current(&self) -> Option<Arc<Session>> {
+        self.session.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Whether a session is open.
+    pub fn is_up(&self) -> bool {
+        self.current().is_some()
+    }
+
+    /// Queues `body` for the peer; frames leave in the order of these calls.
+    pub async fn send(&self, body: PeerRequest) -> Result<Pending, LinkError> {
+        let session = self.current().ok_or_else(|| LinkError::Down(self.site.clone()))?;
+        let id = session.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, answer) = oneshot::channel();
+        if let Ok(mut w) = session.waiting.lock() {
+            w.insert(id, tx);
+        }
+        session
+            .tx
+            .send(Message::Request { id, body })
+            .await
+            .map_err(|_| LinkError::Lost(self.site.clone()))?;
+        Ok(Pending { site: self.site.clone(), answer })
+    }
+
+    /// Sends `body` and waits for the answer, at most `timeout`.
+    pub async fn call(&self, body: PeerRequest, timeout: Duration) -> Result<PeerReply, LinkError> {
+        self.send(body).await?.wait(timeout).await
+    }
+
+    /// Drops the current session (the dialer reconnects).
+    pub fn reset(&self) {
+        if let Some(s) = self.current() {
+            s.closed.cancel();
+        }
+    }
+}
+
+/// All peer links of a site.
+pub struct Link {
+    own: String,
+    key: Vec<u8>,
+    timeout: Duration,
+    peers: HashMap<String, Arc<PeerLink>>,
+}
+
+impl Link {
+    /// Links to the peers of `config`, authenticated with `key`; nothing runs until [`Link::start`].
+    pub fn new(config: &Config, key: Vec<u8>) -> Link {
+        let peers = config
+            .peers
+            .iter()
+            .map(|p| {
+                let link = PeerLink { site: p.site.clone(), address: p.address.clone(), session: Mutex::new(None) };
+                (p.site.clone(), Arc::new(link))
+            })
+            .collect();
+        Link { own: config.site.clone(), key, timeout: config.link.timeout(), peers }
+    }
+
+    /// The link to `site`.
+    pub fn peer(&self, site: &str) -> Result<&Arc<PeerLink>, LinkError> {
+        self.peers.get(site).ok_or_else(|| LinkError::UnknownPeer(site.to_string()))
+    }
+
+    /// How long to wait for a peer's answer before declaring the link dead.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Accepts on `listener` and dials the peers this site dials, until `stop`.
+    pub fn start<H: Handler>(self: &Arc<Self>, listener: TcpListener, handler: Arc<H>, stop: CancellationToken) {
+        let link = Arc::clone(self);
+        let h = Arc::clone(&handler);
+        let s = stop.clone();
+        tokio::spawn(async move { link.accept_loop(listener, h, s).await });
+        for peer in self.peers.values() {
+            if self.own < peer.site {
+                let link = Arc::clone(self);
+                let (peer, handler, stop) = (Arc::clone(peer), Arc::clone(&handler), stop.clone());
+                tokio::spawn(async move { link.dial_loop(peer, handler, stop).await });
+            }
+        }
+    }
+
+    async fn accept_loop<H: Handler>(self: Arc<Self>, listener: TcpListener, handler: Arc<H>, stop: CancellationToken) {
+        let sites: Vec<String> = self.peers.keys().cloned().collect();
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => return,
+                a = listener.accept() => a,
+            };
+            let (stream, from) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "link accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let (link, handler, stop, sites) = (Arc::clone(&self), Arc::clone(&handler), stop.clone(), sites.clone());
+            tokio::spawn(async move {
+                match handshake::accept(stream, &link.own, &sites, &link.key).await {
+                    Ok((site, conn)) => {
+                        if let Ok(peer) = link.peer(&site) {
+                            let peer = Arc::clone(peer);
+                            link.run_session(peer, conn, handler, stop).await;
+                        }
+                    }
+                    Err(e) => tracing::warn!(%from, "link connection refused: {e}"),
+                }
+            });
+        }
+    }
+
+    async fn dial_loop<H: Handler>(self: Arc<Self>, peer: Arc<PeerLink>, handler: Arc<H>, stop: CancellationToken) {
+        const MIN: Duration = Duration::from_millis(100);
+        const MAX: Duration = Duration::from_secs(5);
+        let mut backoff = MIN;
+        let mut last_error = String::new();
+        while !stop.is_cancelled() {
+            let attempt = async {
+                let stream = TcpStream::connect(&peer.address).await.map_err(|e| format!("cannot connect to {}: {e}", peer.address))?;
+                let _ = stream.set_nodelay(true);
+                handshake::dial(stream, &self.own, &peer.site, &self.key).await.map_err(|e| e.to_string())
+            };
+            let result = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = attempt => r,
+            };
+            match result {
+                Ok(conn) => {
+                    last_error.clear();
+                    backoff = MIN;
+                    self.run_session(Arc::clone(&peer), conn, Arc::clone(&handler), stop.clone()).await;
+                }
+                Err(e) => {
+                    // Say each distinct failure once, not at every retry.
+                    if e != last_error {
+                        tracing::warn!(peer = %peer.site, "link: {e}; retrying");
+                        last_error = e;
+                    }
+                    backoff = (backoff * 2).min(MAX);
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+        }
+    }
+
+    async fn run_session<H: Handler>(&self, peer: Arc<PeerLink>, conn: Conn, handler: Arc<H>, stop: CancellationToken) {
+        let (tx, mut rx) = mpsc::channel::<Message>(1024);
+        let closed = stop.child_token();
+        let session = Arc::new(Session { tx: tx.clone(), waiting: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1), closed: closed.clone() });
+        let replaced = peer.session.lock().ok().and_then(|mut s| s.replace(Arc::clone(&session)));
+        if let Some(old) = replaced {
+            old.closed.cancel();
+        }
+        tracing::info!(peer = %peer.site, "remote link up");
+        handler.link_up(&peer.site);
+
+        let (mut sink, mut stream) = conn.split();
+        let ping_every = self.timeout / 4;
+        let writer_closed = closed.clone();
+        let writer_site = peer.site.clone();
+        let writer = tokio::spawn(async move {
+            let mut ping = tokio::time::interval(ping_every);
+            loop {
+                let msg = tokio::select! {
+                    _ = writer_closed.cancelled() => break,
+                    m = rx.recv() => match m { Some(m) => m, None => break },
+                    _ = ping.tick() => Message::Ping,
+                };
+                if let Err(e) = sink.send(msg).await {
+                    tracing::warn!(peer = %writer_site, "remote link send failed: {e}");
+                    break;
+                }
+            }
+            writer_closed.cancel();
+        });
+
+        let reason = loop {
+            let next = tokio::select! {
+                _ = closed.cancelled() => break "closed locally".to_string(),
+                n = tokio::time::timeout(self.timeout, stream.next()) => n,
+            };
+            let msg = match next {
+                Err(_) => break format!("nothing heard for {:?}", self.timeout),
+                Ok(None) => break "the peer closed the connection".to_string(),
+                Ok(Some(Err(e))) => break format!("dropped the connection: {e}"),
+                Ok(Some(Ok(msg))) => msg,
+            };
+            match msg {
+                Message::Ping => {}
+                Message::Request { id, body } => {
+                    let result = handler.handle(&peer.site, body).await;
+                    if tx.send(Message::Response { id, result }).await.is_err() {
+                        break "the sender stopped".to_string();
+                    }
+                }
+                Message::Response { id, result } => {
+                    let waiter = session.waiting.lock().ok().and_then(|mut w| w.remove(&id));
+                    if let Some(w) = waiter {
+                        let _ = w.send(result);
+                    }
+                }
+                Message::Refused { reason } => break format!("the peer closed the session: {reason}"),
+                other => break format!("dropped the connection: unexpected {:?} in a session", std::mem::discriminant(&other)),
+            }
+        };
+        closed.cancel();
+        let _ = writer.await;
+        // Dropping the waiters fails every request still in flight.
+        if let Ok(mut w) = session.waiting.lock() {
+            w.clear();
+        }
+        let current = peer.session.lock().ok().map(|mut s| {
+            let is_current = s.as_ref().is_some_and(|c| Arc::ptr_eq(c, &session));
+            if is_current {
+                *s = None;
+            }
+            is_current
+        });
+        if current == Some(true) {
+            if stop.is_cancelled() {
+                tracing::info!(peer = %peer.site, "remote link closed for shutdown");
+            } else {
+                tracing::warn!(peer = %peer.site, "remote link down: {reason}");
+                handler.link_down(&peer.site);
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! What a site remembers across restarts: its volumes and pairs, in
+//! `<data_dir>/meta.json`, replaced atomically (write, fsync, rename, fsync dir).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use hbmirror::control::{Kind, Mode, PairState, Role};
+use serde::{Deserialize, Serialize};
+
+/// Metadata that cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// I/O on the metadata file.
+    #[error("metadata {path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The file is damaged.
+    #[error("metadata {path} is damaged: {source}; restore it from a backup (mirrord keeps none) or move it away to start empty")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// Parse error.
+        source: serde_json::Error,
+    },
+}
+
+/// One volume's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMeta {
+    /// Backing file or device.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// One pair's record at this site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairMeta {
+    /// This site's role.
+    pub role: Role,
+    /// Last known state.
+    pub state: PairState,
+    /// Remote-copy mode.
+    pub mode: Mode,
+    /// Heartbeat or data.
+    pub kind: Kind,
+    /// The other site.
+    pub peer: String,
+    /// PVOL name at the PVOL's site.
+    pub pvol: String,
+    /// SVOL name at the SVOL's site.
+    pub svol: String,
+}
+
+impl PairMeta {
+    /// The name of this site's volume in the pair.
+    pub fn local_volume(&self) -> &str {
+        match self.role {
+            Role::Pvol => &self.pvol,
+            Role::Svol => &self.svol,
+        }
+    }
+}
+
+/// Everything a site persists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// False while mirrord runs: found false at start, the last run crashed.
+    pub clean_shutdown: bool,
+    /// Volumes by name.
+    pub volumes: BTreeMap<String, VolumeMeta>,
+    /// Pairs by name.
+    pub pairs: BTreeMap<String, PairMeta>,
+}
+
+impl Meta {
+    /// Reads `path`; a missing file is an empty site that shut down cleanly.
+    pub fn load(path: &Path) -> Result<Meta, MetaError> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| MetaError::Parse { path: path.into(), source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Meta { clean_shutdown: true, ..Meta::default() }),
+            Err(source) => Err(MetaError::Io { path: path.into(), source }),
+        }
+    }
+
+    /// Replaces `path` with this metadata, durably.
+    pub fn save(&self, path: &Path) -> Result<(), MetaError> {
+        let io = |source| MetaError::Io { path: path.into(), source };
+        let text = serde_json::to_vec_pretty(self).map_err(|source| MetaError::Parse { path: path.into(), source })?;
+        let tmp = path.with_extension("json.tmp");
+        let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        file.write_all(&text).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_and_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("meta.json");
+        assert!(Meta::load(&path).expect("missing is empty").clean_shutdown);
+        let mut meta = Meta::default();
+        meta.volumes.insert("hb0".into(), VolumeMeta { path: "/x".into(), size: 4096 });
+        meta.pairs.insert(
+            "p".into(),
+            PairMeta { role: Role::Pvol, state: PairState::Pair, mode: Mode::Sync, kind: Kind::Heartbeat, peer: "standby".into(), pvol: "hb0".into(), svol: "hb1".into() },
+        );
+        meta.save(&path).expect("save");
+        assert_eq!(Meta::load(&path).expect("load"), meta);
+        std::fs::write(&path, b"{not json").expect("damage");
+        let e = Meta::load(&path).expect_err("damaged");
+        assert!(e.to_string().contains("damaged"), "{e}");
+    }
+}

@@ -1,0 +1,297 @@
+//! The control API of mirrord: one JSON request per line on a Unix socket,
+//! one JSON response per line back. `hbctl` is its client; scripts may speak
+//! it directly (`socat - UNIX-CONNECT:/run/hbmirror/mirrord.sock`).
+
+use std::fmt;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where mirrord listens and hbctl connects unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/hbmirror/mirrord.sock";
+
+/// Role of a volume in a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Primary: written by hosts, copied to the peer.
+    Pvol,
+    /// Secondary: receives the copies, read-only to hosts.
+    Svol,
+}
+
+/// Pair states, with the names storage administrators know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PairState {
+    /// No pair.
+    #[serde(rename = "SMPL")]
+    Smpl,
+    /// Initial copy or resync under way.
+    #[serde(rename = "COPY")]
+    Copy,
+    /// In sync: every host write reaches both volumes.
+    #[serde(rename = "PAIR")]
+    Pair,
+    /// Split by a person; changes tracked.
+    #[serde(rename = "PSUS")]
+    Psus,
+    /// Suspended by an error (link or peer lost); changes tracked.
+    #[serde(rename = "PSUE")]
+    Psue,
+    /// The SVOL side took over and is writable.
+    #[serde(rename = "SSWS")]
+    Ssws,
+}
+
+/// Remote-copy mode of a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// A host write returns once the PVOL holds it and the peer acknowledged the SVOL holds it.
+    Sync,
+}
+
+/// What a pair carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Heartbeat messages only; protected from split while installed for heartbeats.
+    Heartbeat,
+    /// Application data; may be split for backups.
+    Data,
+}
+
+macro_rules! display_as_serde {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let v = serde_json::to_value(self).map_err(|_| fmt::Error)?;
+                f.write_str(v.as_str().unwrap_or("?"))
+            }
+        }
+    )*};
+}
+display_as_serde!(Role, PairState, Mode, Kind);
+
+/// A request to mirrord.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Create a volume: a new file of `size` bytes, or an existing block device at `path`.
+    VolumeCreate {
+        /// Volume name (also its file name on hbfs).
+        name: String,
+        /// Size in bytes; ignored for block devices (their size is taken from the device).
+        size: Option<u64>,
+        /// Backing file or block device; default `<data_dir>/volumes/<name>.vol`.
+        path: Option<PathBuf>,
+    },
+    /// List the volumes of this site.
+    VolumeList,
+    /// Forget a volume (its backing file is kept).
+    VolumeDelete {
+        /// Volume name.
+        name: String,
+    },
+    /// Create a pair with a local PVOL and an SVOL at a peer site.
+    PairCreate {
+        /// Pair name, the same at both sites.
+        name: String,
+        /// Local volume to mirror.
+        pvol: String,
+        /// Peer site holding the SVOL.
+        peer: String,
+        /// SVOL name at the peer; default: the PVOL's name.
+        svol: Option<String>,
+        /// Remote-copy mode.
+        mode: Mode,
+        /// Heartbeat or data pair.
+        kind: Kind,
+    },
+    /// Status of one pair, or of all.
+    PairStatus {
+        /// Pair name; all pairs when absent.
+        name: Option<String>,
+    },
+    /// Dissolve a pair at both sites.
+    PairDelete {
+        /// Pair name.
+        name: String,
+        /// Dissolve locally even when the peer cannot be told.
+        force: bool,
+    },
+}
+
+/// How a volume is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backing {
+    /// A regular file.
+    File,
+    /// A block device.
+    Block,
+}
+
+/// One volume as `volume list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    /// Volume name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Backing file or device.
+    pub path: PathBuf,
+    /// File or block device.
+    pub backing: Backing,
+    /// Pair this volume belongs to, if any.
+    pub pair: Option<String>,
+    /// Its role in that pair.
+    pub role: Option<Role>,
+    /// Whether hosts may write it.
+    pub writable: bool,
+}
+
+/// One pair as `pair status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairInfo {
+    /// Pair name.
+    pub name: String,
+    /// This site's role.
+    pub role: Role,
+    /// Pair state.
+    pub state: PairState,
+    /// Remote-copy mode.
+    pub mode: Mode,
+    /// Heartbeat or data.
+    pub kind: Kind,
+    /// The other site.
+    pub peer: String,
+    /// PVOL name (at the PVOL's site).
+    pub pvol: String,
+    /// SVOL name (at the SVOL's site).
+    pub svol: String,
+    /// Volume size in bytes.
+    pub size: u64,
+    /// Whether the remote link to the peer is up.
+    pub link_up: bool,
+    /// Bytes copied by the running or last copy.
+    pub copied_bytes: u64,
+    /// Bytes the running or last copy has to move.
+    pub copy_total_bytes: u64,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Reply {
+    /// Done; a sentence saying what was done.
+    Done(String),
+    /// Volumes.
+    Volumes(Vec<VolumeInfo>),
+    /// Pairs.
+    Pairs(Vec<PairInfo>),
+}
+
+/// mirrord's answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    /// The request succeeded.
+    Ok(Reply),
+    /// The request was refused or failed; the text names the thing and the way out.
+    Error(String),
+}
+
+/// Why a control call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket could not be reached.
+    #[error("cannot reach mirrord at {path}: {source}; is mirrord running? (give the socket with --socket or HBCTL_SOCKET)")]
+    Connect {
+        /// Socket path.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The conversation broke off.
+    #[error("control socket {path}: {source}")]
+    Io {
+        /// Socket path.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// mirrord answered something unreadable.
+    #[error("unreadable answer from mirrord at {path}: {source}")]
+    Protocol {
+        /// Socket path.
+        path: PathBuf,
+        /// Parse error.
+        source: serde_json::Error,
+    },
+    /// mirrord refused the request.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Sends one request to mirrord at `socket` and waits for its answer.
+pub fn call(socket: &Path, request: &Request) -> Result<Reply, ClientError> {
+    let io = |source| ClientError::Io {
+        path: socket.to_path_buf(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        path: socket.to_path_buf(),
+        source,
+    })?;
+    let mut line = serde_json::to_string(request).map_err(|source| ClientError::Protocol {
+        path: socket.to_path_buf(),
+        source,
+    })?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
+    if answer.is_empty() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "mirrord closed the connection without answering",
+        )));
+    }
+    match serde_json::from_str(&answer).map_err(|source| ClientError::Protocol {
+        path: socket.to_path_buf(),
+        source,
+    })? {
+        Response::Ok(reply) => Ok(reply),
+        Response::Error(message) => Err(ClientError::Refused(message)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_json() {
+        let req = Request::PairCreate {
+            name: "hb0".into(),
+            pvol: "hb0".into(),
+            peer: "standby".into(),
+            svol: None,
+            mode: Mode::Sync,
+            kind: Kind::Heartbeat,
+        };
+        let text = serde_json::to_string(&req).expect("serialize");
+        assert!(text.contains(r#""op":"pair_create""#), "{text}");
+        assert_eq!(serde_json::from_str::<Request>(&text).expect("parse"), req);
+    }
+
+    #[test]
+    fn states_use_the_storage_names() {
+        assert_eq!(PairState::Psue.to_string(), "PSUE");
+        assert_eq!(Role::Svol.to_string(), "svol");
+        assert_eq!(Mode::Sync.to_string(), "sync");
+    }
+}

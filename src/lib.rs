@@ -1,0 +1,19 @@
+//! # hbmirror: storage-based heartbeat for two-site clusters
+//!
+//! This package holds what the binaries share and the host-side tools:
+//!
+//! - [`size`]: human sizes (`64KiB`, `1GiB`) for the CLI and configs.
+//! - [`control`]: the JSON-lines control API of `mirrord` and its client.
+//! - `src/bin/hbctl.rs`: the command-line tool for people and scripts.
+//!
+//! The storage side lives in the member crates: `mirrord` (volumes on
+//! io_uring, the remote link, pairs) and `hbfs` (the FUSE view of volumes).
+//!
+//! ```text
+//!  hbctl ──JSON line──> control socket ─> mirrord ─ PVOL write ─> io_uring ─> file/device
+//!                                           │  └─ Write frame ── TCP link ─> peer mirrord ─> SVOL
+//!  host program ─ open/read/write ─> hbfs (FUSE) ─┘
+//! ```
+
+pub mod control;
+pub mod size;
