@@ -354,17 +354,12 @@ impl Mount {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
-        match umount2(&self.mountpoint, MntFlags::empty()) {
-            // The kernel ends the session; its worker threads return.
-            Ok(()) => session.join(),
-            Err(e) => {
-                tracing::warn!(mountpoint = %self.mountpoint.display(), error = %e, "hbfs busy (files open); detaching it lazily");
-                let detached = umount2(&self.mountpoint, MntFlags::MNT_DETACH).map_err(io::Error::from);
-                // Not joined: the workers end with the process.
-                drop(session);
-                detached
-            }
-        }
+        // fuser unmounts and joins its workers; if hosts hold files open the
+        // kernel says busy, and the mount is detached lazily instead.
+        session.umount_and_join().or_else(|e| {
+            tracing::warn!(mountpoint = %self.mountpoint.display(), error = %e, "hbfs busy (files open); detaching it lazily");
+            umount2(&self.mountpoint, MntFlags::MNT_DETACH).map_err(io::Error::from)
+        })
     }
 }
 

@@ -313,15 +313,18 @@ impl Site {
         let attach = PeerRequest::Attach { pair: name.into(), pvol: pvol.into(), svol: svol.clone(), size, mode, kind };
         link.call(attach, self.link.timeout()).await?;
         let meta = PairMeta { role: Role::Pvol, state: PairState::Copy, mode, kind, peer: peer.into(), pvol: pvol.into(), svol: svol.clone() };
-        {
+        let raced = {
             let mut inner = self.inner();
             // Re-check: another request may have raced us while we waited for the peer.
-            if inner.pairs.contains_key(name) || inner.pair_of_volume(pvol).is_some() {
-                drop(inner);
-                let _ = link.call(PeerRequest::Detach { pair: name.into() }, self.link.timeout()).await;
-                return Err(SiteError::PairExists(name.into()));
+            let raced = inner.pairs.contains_key(name) || inner.pair_of_volume(pvol).is_some();
+            if !raced {
+                inner.pairs.insert(name.into(), Pair { meta, size, copy_running: false, copied: 0, copy_total: 0 });
             }
-            inner.pairs.insert(name.into(), Pair { meta, size, copy_running: false, copied: 0, copy_total: 0 });
+            raced
+        };
+        if raced {
+            // The winner of the race attached the same pair name at the peer: leave it.
+            return Err(SiteError::PairExists(name.into()));
         }
         self.save()?;
         tracing::info!(pair = name, pvol, peer, svol = %svol, %mode, %kind, "pair created; initial copy starts");

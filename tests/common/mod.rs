@@ -1,0 +1,318 @@
+//! The integration-test harness: two real sites (mirrord processes with
+//! their own directories, sockets, ports and FUSE mounts) on loopback,
+//! driven through the real `hbctl`, optionally with a fault-injecting TCP
+//! proxy on the remote link.
+//!
+//! Needs root and /dev/fuse (it mounts hbfs); [`TwoSites::start`] returns
+//! `None` after printing a loud SKIPPED line when they are missing.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long any awaited condition may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A built binary of the workspace (they all land beside hbctl).
+pub fn bin(name: &str) -> PathBuf {
+    let hbctl = PathBuf::from(env!("CARGO_BIN_EXE_hbctl"));
+    let path = hbctl.with_file_name(name);
+    assert!(path.exists(), "{} is not built; run `cargo build --workspace` first (scripts/test.sh does)", path.display());
+    path
+}
+
+/// Polls `cond` until it holds or [`DEADLINE`] passes; panics with `what` then.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "timed out after {DEADLINE:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether this process may mount FUSE filesystems; prints SKIPPED when not.
+pub fn can_mount(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let fuse = Path::new("/dev/fuse").exists();
+    if !(root && fuse) {
+        eprintln!("SKIPPED {test}: needs root and /dev/fuse (root: {root}, /dev/fuse: {fuse}); CI runs it as root");
+    }
+    root && fuse
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// One site: its directory, config and mirrord process.
+pub struct Site {
+    pub name: String,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub mount: PathBuf,
+    pub port: u16,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Site {
+    fn new(root: &Path, name: &str, port: u16, key: &Path, peer: &str, peer_addr: &str) -> Site {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).expect("site dir");
+        let socket = dir.join("mirrord.sock");
+        let mount = dir.join("hbfs");
+        let config = dir.join("mirrord.toml");
+        let text = format!(
+            "site = \"{name}\"\ndata_dir = \"{data}\"\ncontrol_socket = \"{sock}\"\nmount = \"{mount}\"\n\
+             [link]\nlisten = \"127.0.0.1:{port}\"\npsk_file = \"{key}\"\ntimeout_ms = 2000\n\
+             [[peers]]\nsite = \"{peer}\"\naddress = \"{peer_addr}\"\n",
+            data = dir.join("data").display(),
+            sock = socket.display(),
+            mount = mount.display(),
+            key = key.display(),
+        );
+        std::fs::write(&config, text).expect("config");
+        Site { name: name.into(), log: dir.join("mirrord.log"), dir, socket, mount, port, config, child: None }
+    }
+
+    /// Starts mirrord and waits until its control socket answers.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
+        let child = Command::new(bin("mirrord"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mirrord");
+        self.child = Some(child);
+        let what = format!("mirrord of {} to answer", self.name);
+        wait_for(&what, || {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("mirrord of {} exited with {status}:\n{}", self.name, self.log_text());
+            }
+            self.hbctl(&["volume", "list"]).status.success()
+        });
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub fn stop(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                assert!(status.success(), "mirrord of {} exited with {status}:\n{}", self.name, self.log_text());
+                return;
+            }
+            assert!(start.elapsed() < DEADLINE, "mirrord of {} ignored SIGTERM", self.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs hbctl against this site.
+    pub fn hbctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("hbctl")).arg("--socket").arg(&self.socket).args(args).output().expect("run hbctl")
+    }
+
+    /// Runs hbctl and returns its stdout; panics with its stderr on failure.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.hbctl(args);
+        assert!(out.status.success(), "hbctl {args:?} at {} failed: {}", self.name, String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs hbctl expecting failure; returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.hbctl(args);
+        assert!(!out.status.success(), "hbctl {args:?} at {} should have failed", self.name);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// The JSON of `pair status NAME --json` (first entry), or None if the pair is unknown.
+    pub fn pair(&self, name: &str) -> Option<serde_json::Value> {
+        let out = self.hbctl(&["pair", "status", name, "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("pair status JSON");
+        v.get(0).cloned()
+    }
+
+    /// Waits until pair `name` is in `state` here.
+    pub fn wait_state(&self, name: &str, state: &str) {
+        wait_for(&format!("pair {name} at {} to be {state}", self.name), || {
+            self.pair(name).is_some_and(|p| p["state"] == state)
+        });
+    }
+
+    /// The path of a volume's file on this site's hbfs.
+    pub fn file(&self, volume: &str) -> PathBuf {
+        self.mount.join(volume)
+    }
+
+    /// mirrord's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str) {
+        wait_for(&format!("'{needle}' in the log of {}", self.name), || self.log_text().contains(needle));
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        self.kill();
+        // A killed mirrord leaves its mount behind; never leave one on the machine.
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).stderr(Stdio::null()).status();
+    }
+}
+
+/// A TCP proxy between the sites that can corrupt or cut the link.
+pub struct Proxy {
+    pub port: u16,
+    /// Flip a byte in the next chunk forwarded towards the listener.
+    pub corrupt_next: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    /// Forwards 127.0.0.1:<port> to 127.0.0.1:<upstream>.
+    pub fn start(upstream: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
+        let port = listener.local_addr().expect("addr").port();
+        let corrupt_next = Arc::new(AtomicBool::new(false));
+        let corrupt = Arc::clone(&corrupt_next);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (c2, s2) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+                let corrupt = Arc::clone(&corrupt);
+                std::thread::spawn(move || pump(client, server, Some(corrupt)));
+                std::thread::spawn(move || pump(s2, c2, None));
+            }
+        });
+        Proxy { port, corrupt_next }
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, corrupt: Option<Arc<AtomicBool>>) {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(flag) = &corrupt {
+            if flag.swap(false, Ordering::SeqCst) {
+                buf[n - 1] ^= 0x5a;
+            }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = from.shutdown(std::net::Shutdown::Both);
+}
+
+/// Two sites, "prod" (which dials) and "standby", in one temporary directory.
+pub struct TwoSites {
+    pub prod: Site,
+    pub standby: Site,
+    pub proxy: Option<Proxy>,
+    pub root: tempfile::TempDir,
+}
+
+/// How to build the pair of sites.
+#[derive(Default)]
+pub struct Options {
+    /// Give the standby a different link key.
+    pub wrong_key: bool,
+    /// Put a fault-injecting proxy on the link.
+    pub proxy: bool,
+}
+
+impl TwoSites {
+    /// Both sites running with the link up; None (SKIPPED printed) without root or FUSE.
+    pub fn start(test: &str) -> Option<TwoSites> {
+        TwoSites::start_with(test, Options::default())
+    }
+
+    /// As [`TwoSites::start`], with options; with `wrong_key` it does not wait for the link.
+    pub fn start_with(test: &str, options: Options) -> Option<TwoSites> {
+        if !can_mount(test) {
+            return None;
+        }
+        let root = tempfile::Builder::new().prefix("hbmirror-test-").tempdir().expect("tempdir");
+        let key = root.path().join("link.key");
+        std::fs::write(&key, "test-key-0123456789abcdef\n").expect("key");
+        let standby_key = if options.wrong_key {
+            let k = root.path().join("other.key");
+            std::fs::write(&k, "another-key-0123456789abcdef\n").expect("key");
+            k
+        } else {
+            key.clone()
+        };
+        let (prod_port, standby_port) = (free_port(), free_port());
+        let proxy = options.proxy.then(|| Proxy::start(standby_port));
+        let via = proxy.as_ref().map_or(standby_port, |p| p.port);
+        let mut prod = Site::new(root.path(), "prod", prod_port, &key, "standby", &format!("127.0.0.1:{via}"));
+        let mut standby = Site::new(root.path(), "standby", standby_port, &standby_key, "prod", &format!("127.0.0.1:{prod_port}"));
+        standby.start();
+        prod.start();
+        if !options.wrong_key {
+            prod.wait_log("remote link up");
+        }
+        Some(TwoSites { prod, standby, proxy, root })
+    }
+
+    /// Creates volume `name` of `size` at both sites and pairs them (sync), waiting for PAIR.
+    pub fn paired_volume(&self, name: &str, size: &str) {
+        self.prod.ok(&["volume", "create", name, "--size", size]);
+        self.standby.ok(&["volume", "create", name, "--size", size]);
+        self.prod.ok(&["pair", "create", name, "--pvol", name, "--peer", "standby", "--mode", "sync"]);
+        self.prod.wait_state(name, "PAIR");
+        self.standby.wait_state(name, "PAIR");
+    }
+}
+
+/// Writes `data` at `offset` of `path` with plain file I/O (no truncation).
+pub fn write_at(path: &Path, offset: u64, data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap_or_else(|e| panic!("open {} for writing: {e}", path.display()));
+    f.write_all_at(data, offset).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// The whole contents of `path`.
+pub fn read_all(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Deterministic, non-repeating test bytes.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(u32::from(seed % 31)) as u8 ^ seed).collect()
+}
