@@ -95,7 +95,15 @@ mod tests {
 
     #[test]
     fn rejects_garbage_with_a_reason() {
-        for bad in ["", "KiB", "12XB", "-5", "1.5GiB", "99999999999999999999", "99999999TiB"] {
+        for bad in [
+            "",
+            "KiB",
+            "12XB",
+            "-5",
+            "1.5GiB",
+            "99999999999999999999",
+            "99999999TiB",
+        ] {
             let e = parse_size(bad).expect_err(bad);
             assert!(e.to_string().contains("e.g. 4096, 64KiB"), "{e}");
         }

@@ -16,7 +16,10 @@ fn errno(e: &std::io::Error) -> i32 {
 
 #[test]
 fn a_synchronous_write_at_prod_is_at_standby_when_it_returns() {
-    let Some(sites) = TwoSites::start("a_synchronous_write_at_prod_is_at_standby_when_it_returns") else { return };
+    let Some(sites) = TwoSites::start("a_synchronous_write_at_prod_is_at_standby_when_it_returns")
+    else {
+        return;
+    };
     sites.paired_volume("hb0", "1MiB");
     let (p, s) = (sites.prod.file("hb0"), sites.standby.file("hb0"));
 
@@ -37,27 +40,52 @@ fn a_synchronous_write_at_prod_is_at_standby_when_it_returns() {
 
     // Aligned, unaligned, block-crossing and large writes: each is at the
     // standby the moment write(2) returns at prod (no waiting: that is sync mode).
-    for (i, (offset, len)) in [(8192u64, 4096usize), (5000, 100), (4090, 20), (500_000, 300_000), (1_048_576 - 7, 7)].into_iter().enumerate() {
+    for (i, (offset, len)) in [
+        (8192u64, 4096usize),
+        (5000, 100),
+        (4090, 20),
+        (500_000, 300_000),
+        (1_048_576 - 7, 7),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let data = pattern(len, i as u8 + 1);
         write_at(&p, offset, &data);
         let mut back = vec![0u8; len];
-        std::fs::File::open(&s).expect("open standby").read_exact_at(&mut back, offset).expect("read standby");
-        assert!(back == data, "write {i} ({len} bytes at {offset}) not at the standby when it returned");
+        std::fs::File::open(&s)
+            .expect("open standby")
+            .read_exact_at(&mut back, offset)
+            .expect("read standby");
+        assert!(
+            back == data,
+            "write {i} ({len} bytes at {offset}) not at the standby when it returned"
+        );
     }
     assert!(read_all(&p) == read_all(&s), "volumes differ");
     assert_eq!(read_all(&p).len(), 1 << 20);
 
     // The standby's file is read-only while paired, and stays untouched.
     let before = read_all(&s);
-    let e = std::fs::OpenOptions::new().write(true).open(&s).expect_err("SVOL opened for writing");
+    let e = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&s)
+        .expect_err("SVOL opened for writing");
     assert_eq!(errno(&e), libc::EROFS, "{e}");
     assert!(read_all(&s) == before);
 
     // Fixed-size files: no writes past the end, no truncation, no new files.
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(&p).expect("open prod");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&p)
+        .expect("open prod");
     let e = f.write_at(b"x", 1 << 20).expect_err("write past the end");
     assert_eq!(errno(&e), libc::ENOSPC, "{e}");
-    assert_eq!(f.write_at(b"abcdefgh", (1 << 20) - 4).expect("cut short"), 4);
+    assert_eq!(
+        f.write_at(b"abcdefgh", (1 << 20) - 4).expect("cut short"),
+        4
+    );
     let e = f.set_len(4096).expect_err("truncate");
     assert_eq!(errno(&e), libc::EPERM, "{e}");
     f.sync_all().expect("fsync reaches the backing store");
@@ -66,27 +94,55 @@ fn a_synchronous_write_at_prod_is_at_standby_when_it_returns() {
     assert_eq!(errno(&e), libc::EPERM, "{e}");
 
     // One file per volume in the directory.
-    let names: Vec<String> = std::fs::read_dir(&sites.standby.mount).expect("readdir").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = std::fs::read_dir(&sites.standby.mount)
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(names, vec!["hb0".to_string()]);
-    let df = Command::new("df").arg("-B1").arg(&sites.prod.mount).output().expect("df");
-    assert!(String::from_utf8_lossy(&df.stdout).contains("hbfs"), "statfs: {}", String::from_utf8_lossy(&df.stdout));
+    let df = Command::new("df")
+        .arg("-B1")
+        .arg(&sites.prod.mount)
+        .output()
+        .expect("df");
+    assert!(
+        String::from_utf8_lossy(&df.stdout).contains("hbfs"),
+        "statfs: {}",
+        String::from_utf8_lossy(&df.stdout)
+    );
 }
 
 #[test]
 fn a_wrong_key_is_refused_and_both_sides_say_why() {
-    let Some(sites) = TwoSites::start_with("a_wrong_key_is_refused_and_both_sides_say_why", Options { wrong_key: true, ..Options::default() }) else { return };
+    let Some(sites) = TwoSites::start_with(
+        "a_wrong_key_is_refused_and_both_sides_say_why",
+        Options {
+            wrong_key: true,
+            ..Options::default()
+        },
+    ) else {
+        return;
+    };
     sites.prod.wait_log("link keys differ");
     sites.standby.wait_log("link keys differ");
-    sites.prod.ok(&["volume", "create", "hb0", "--size", "64KiB"]);
-    sites.standby.ok(&["volume", "create", "hb0", "--size", "64KiB"]);
-    let e = sites.prod.fails(&["pair", "create", "hb0", "--pvol", "hb0", "--peer", "standby"]);
+    sites
+        .prod
+        .ok(&["volume", "create", "hb0", "--size", "64KiB"]);
+    sites
+        .standby
+        .ok(&["volume", "create", "hb0", "--size", "64KiB"]);
+    let e = sites.prod.fails(&[
+        "pair", "create", "hb0", "--pvol", "hb0", "--peer", "standby",
+    ]);
     assert!(e.contains("remote link to site 'standby' is down"), "{e}");
     assert!(!sites.prod.log_text().contains("remote link up"));
 }
 
 #[test]
 fn pairs_and_their_data_survive_a_restart_of_both_daemons() {
-    let Some(mut sites) = TwoSites::start("pairs_and_their_data_survive_a_restart_of_both_daemons") else { return };
+    let Some(mut sites) = TwoSites::start("pairs_and_their_data_survive_a_restart_of_both_daemons")
+    else {
+        return;
+    };
     sites.paired_volume("hb0", "256KiB");
     write_at(&sites.prod.file("hb0"), 0, &pattern(256 << 10, 7));
     sites.prod.stop();
@@ -95,7 +151,10 @@ fn pairs_and_their_data_survive_a_restart_of_both_daemons() {
     sites.prod.start();
     sites.prod.wait_state("hb0", "PAIR");
     sites.standby.wait_state("hb0", "PAIR");
-    assert!(sites.prod.log_text().contains("still in sync (PAIR)"), "a clean restart should not need a copy");
+    assert!(
+        sites.prod.log_text().contains("still in sync (PAIR)"),
+        "a clean restart should not need a copy"
+    );
     assert!(read_all(&sites.prod.file("hb0")) == read_all(&sites.standby.file("hb0")));
     let data = pattern(1000, 9);
     write_at(&sites.prod.file("hb0"), 1234, &data);
@@ -106,7 +165,11 @@ fn pairs_and_their_data_survive_a_restart_of_both_daemons() {
 
 #[test]
 fn a_killed_production_mirrord_comes_back_and_copies_again() {
-    let Some(mut sites) = TwoSites::start("a_killed_production_mirrord_comes_back_and_copies_again") else { return };
+    let Some(mut sites) =
+        TwoSites::start("a_killed_production_mirrord_comes_back_and_copies_again")
+    else {
+        return;
+    };
     sites.paired_volume("hb0", "256KiB");
     sites.prod.kill();
     sites.standby.wait_state("hb0", "PSUE");
@@ -123,12 +186,22 @@ fn a_killed_production_mirrord_comes_back_and_copies_again() {
 
 #[test]
 fn corrupt_frames_drop_the_connection_and_the_link_recovers() {
-    let Some(sites) = TwoSites::start_with("corrupt_frames_drop_the_connection_and_the_link_recovers", Options { proxy: true, ..Options::default() }) else { return };
+    let Some(sites) = TwoSites::start_with(
+        "corrupt_frames_drop_the_connection_and_the_link_recovers",
+        Options {
+            proxy: true,
+            ..Options::default()
+        },
+    ) else {
+        return;
+    };
     sites.paired_volume("hb0", "128KiB");
 
     // Garbage straight at the standby's listener: refused, logged, nothing else disturbed.
-    let mut junk = std::net::TcpStream::connect(("127.0.0.1", sites.standby.port)).expect("connect");
-    junk.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("send junk");
+    let mut junk =
+        std::net::TcpStream::connect(("127.0.0.1", sites.standby.port)).expect("connect");
+    junk.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send junk");
     sites.standby.wait_log("bad frame magic");
     sites.standby.ok(&["volume", "list"]);
 
@@ -142,12 +215,17 @@ fn corrupt_frames_drop_the_connection_and_the_link_recovers() {
     sites.prod.wait_log("copy complete");
     sites.prod.wait_state("hb0", "PAIR");
     sites.standby.wait_state("hb0", "PAIR");
-    assert!(read_all(&sites.prod.file("hb0")) == read_all(&sites.standby.file("hb0")), "volumes differ after recovery");
+    assert!(
+        read_all(&sites.prod.file("hb0")) == read_all(&sites.standby.file("hb0")),
+        "volumes differ after recovery"
+    );
 }
 
 #[test]
 fn refusals_name_the_thing_and_the_way_out() {
-    let Some(sites) = TwoSites::start("refusals_name_the_thing_and_the_way_out") else { return };
+    let Some(sites) = TwoSites::start("refusals_name_the_thing_and_the_way_out") else {
+        return;
+    };
     let (p, s) = (&sites.prod, &sites.standby);
     let e = p.fails(&["volume", "create", "v", "--size", "12XB"]);
     assert!(e.contains("invalid size '12XB'"), "{e}");
@@ -160,22 +238,45 @@ fn refusals_name_the_thing_and_the_way_out() {
     assert!(e.contains("exists already"), "{e}");
 
     let e = p.fails(&["pair", "create", "v", "--pvol", "v", "--peer", "standby"]);
-    assert!(e.contains("no volume 'v' at site 'standby'") && e.contains("hbctl volume create v"), "{e}");
+    assert!(
+        e.contains("no volume 'v' at site 'standby'") && e.contains("hbctl volume create v"),
+        "{e}"
+    );
     s.ok(&["volume", "create", "v", "--size", "128KiB"]);
     let e = p.fails(&["pair", "create", "v", "--pvol", "v", "--peer", "standby"]);
     assert!(e.contains("exactly the PVOL's size"), "{e}");
     let e = p.fails(&["pair", "create", "v", "--pvol", "v", "--peer", "elsewhere"]);
     assert!(e.contains("'elsewhere' is not a configured peer"), "{e}");
-    let e = p.fails(&["pair", "create", "v", "--pvol", "nosuch", "--peer", "standby"]);
+    let e = p.fails(&[
+        "pair", "create", "v", "--pvol", "nosuch", "--peer", "standby",
+    ]);
     assert!(e.contains("no volume 'nosuch' at this site"), "{e}");
-    assert!(p.pair("v").is_none() && s.pair("v").is_none(), "a refused create leaves no pair");
+    assert!(
+        p.pair("v").is_none() && s.pair("v").is_none(),
+        "a refused create leaves no pair"
+    );
 
     // A right-sized SVOL under another name.
     s.ok(&["volume", "create", "w", "--size", "64KiB"]);
-    p.ok(&["pair", "create", "pv", "--pvol", "v", "--peer", "standby", "--svol", "w", "--kind", "heartbeat"]);
+    p.ok(&[
+        "pair",
+        "create",
+        "pv",
+        "--pvol",
+        "v",
+        "--peer",
+        "standby",
+        "--svol",
+        "w",
+        "--kind",
+        "heartbeat",
+    ]);
     p.wait_state("pv", "PAIR");
     let e = p.fails(&["volume", "delete", "v"]);
-    assert!(e.contains("belongs to pair 'pv'") && e.contains("hbctl pair delete pv"), "{e}");
+    assert!(
+        e.contains("belongs to pair 'pv'") && e.contains("hbctl pair delete pv"),
+        "{e}"
+    );
     let e = p.fails(&["pair", "create", "pv", "--pvol", "v", "--peer", "standby"]);
     assert!(e.contains("exists already"), "{e}");
     let e = p.fails(&["pair", "status", "nosuch"]);
@@ -194,7 +295,10 @@ fn refusals_name_the_thing_and_the_way_out() {
 
 #[test]
 fn a_pair_deleted_at_the_standby_is_dissolved_at_both_sites() {
-    let Some(sites) = TwoSites::start("a_pair_deleted_at_the_standby_is_dissolved_at_both_sites") else { return };
+    let Some(sites) = TwoSites::start("a_pair_deleted_at_the_standby_is_dissolved_at_both_sites")
+    else {
+        return;
+    };
     sites.paired_volume("hb0", "64KiB");
     sites.standby.ok(&["pair", "delete", "hb0"]);
     assert!(sites.prod.pair("hb0").is_none() && sites.standby.pair("hb0").is_none());
@@ -202,10 +306,16 @@ fn a_pair_deleted_at_the_standby_is_dissolved_at_both_sites() {
 
 #[test]
 fn the_control_socket_is_private_and_refuses_garbage() {
-    let Some(sites) = TwoSites::start("the_control_socket_is_private_and_refuses_garbage") else { return };
+    let Some(sites) = TwoSites::start("the_control_socket_is_private_and_refuses_garbage") else {
+        return;
+    };
     use std::io::{BufRead, BufReader};
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&sites.prod.socket).expect("socket").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&sites.prod.socket)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     let mut c = std::os::unix::net::UnixStream::connect(&sites.prod.socket).expect("connect");
     c.write_all(b"{\"op\":\"explode\"}\n").expect("send");
@@ -220,9 +330,19 @@ struct Loop(String);
 
 impl Loop {
     fn new(backing: &std::path::Path, size: u64) -> Loop {
-        std::fs::File::create(backing).and_then(|f| f.set_len(size)).expect("backing file");
-        let out = Command::new("losetup").args(["--find", "--show"]).arg(backing).output().expect("losetup");
-        assert!(out.status.success(), "losetup: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::File::create(backing)
+            .and_then(|f| f.set_len(size))
+            .expect("backing file");
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(backing)
+            .output()
+            .expect("losetup");
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Loop(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 }
@@ -235,32 +355,51 @@ impl Drop for Loop {
 
 #[test]
 fn block_device_volumes_on_loop_devices_mirror_like_files() {
-    let Some(mut sites) = TwoSites::start("block_device_volumes_on_loop_devices_mirror_like_files") else { return };
+    let Some(mut sites) = TwoSites::start("block_device_volumes_on_loop_devices_mirror_like_files")
+    else {
+        return;
+    };
     if Command::new("losetup").arg("--version").output().is_err() {
         eprintln!("SKIPPED block_device_volumes_on_loop_devices_mirror_like_files: losetup (util-linux) is missing");
         return;
     }
     let prod_dev = Loop::new(&sites.root.path().join("prod.img"), 4 << 20);
     let standby_dev = Loop::new(&sites.root.path().join("standby.img"), 4 << 20);
-    let out = sites.prod.ok(&["volume", "create", "blk", "--path", &prod_dev.0]);
+    let out = sites
+        .prod
+        .ok(&["volume", "create", "blk", "--path", &prod_dev.0]);
     assert!(out.contains("block device"), "{out}");
-    sites.standby.ok(&["volume", "create", "blk", "--path", &standby_dev.0]);
-    let e = sites.prod.fails(&["volume", "create", "blk2", "--path", &prod_dev.0]);
+    sites
+        .standby
+        .ok(&["volume", "create", "blk", "--path", &standby_dev.0]);
+    let e = sites
+        .prod
+        .fails(&["volume", "create", "blk2", "--path", &prod_dev.0]);
     assert!(e.contains("already backs volume 'blk'"), "{e}");
-    let listed: serde_json::Value = serde_json::from_str(&sites.prod.ok(&["volume", "list", "--json"])).expect("json");
+    let listed: serde_json::Value =
+        serde_json::from_str(&sites.prod.ok(&["volume", "list", "--json"])).expect("json");
     assert_eq!(listed[0]["backing"], "block");
     assert_eq!(listed[0]["size"], 4 << 20);
-    sites.prod.ok(&["pair", "create", "blk", "--pvol", "blk", "--peer", "standby"]);
+    sites.prod.ok(&[
+        "pair", "create", "blk", "--pvol", "blk", "--peer", "standby",
+    ]);
     sites.standby.wait_state("blk", "PAIR");
     write_at(&sites.prod.file("blk"), 12345, &pattern(70_000, 5));
     assert!(read_all(&sites.prod.file("blk")) == read_all(&sites.standby.file("blk")));
     // The bytes are on the standby's device itself, under O_DIRECT.
     let mut raw = vec![0u8; 70_000];
-    std::fs::File::open(&standby_dev.0).expect("device").read_exact_at(&mut raw, 12345).expect("read device");
+    std::fs::File::open(&standby_dev.0)
+        .expect("device")
+        .read_exact_at(&mut raw, 12345)
+        .expect("read device");
     assert!(raw == pattern(70_000, 5));
     // Stop the daemons before the devices go away.
     sites.prod.stop();
     sites.standby.stop();
-    let e = std::fs::OpenOptions::new().write(true).open(sites.prod.file("blk")).map(|_| ()).expect_err("unmounted");
+    let e = std::fs::OpenOptions::new()
+        .write(true)
+        .open(sites.prod.file("blk"))
+        .map(|_| ())
+        .expect_err("unmounted");
     assert!(matches!(e.kind(), ErrorKind::NotFound), "{e}");
 }

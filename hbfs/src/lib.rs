@@ -100,7 +100,10 @@ impl HbFs {
     fn file(&self, ino: INodeNo) -> Option<VolumeFile> {
         let name = {
             let inodes = self.inodes.lock().ok()?;
-            inodes.names.get(usize::try_from(ino.0.checked_sub(2)?).ok()?)?.clone()
+            inodes
+                .names
+                .get(usize::try_from(ino.0.checked_sub(2)?).ok()?)?
+                .clone()
         };
         self.volumes.list().into_iter().find(|f| f.name == name)
     }
@@ -127,7 +130,12 @@ impl HbFs {
 
     fn file_attr(&self, file: &VolumeFile) -> FileAttr {
         let perm = if file.writable { 0o644 } else { 0o444 };
-        self.attr(self.ino_of(&file.name), FileType::RegularFile, file.size, perm)
+        self.attr(
+            self.ino_of(&file.name),
+            FileType::RegularFile,
+            file.size,
+            perm,
+        )
     }
 
     fn root_attr(&self) -> FileAttr {
@@ -140,7 +148,11 @@ impl Filesystem for HbFs {
         if parent != INodeNo::ROOT {
             return reply.error(Errno::ENOENT);
         }
-        let found = self.volumes.list().into_iter().find(|f| OsStr::new(&f.name) == name);
+        let found = self
+            .volumes
+            .list()
+            .into_iter()
+            .find(|f| OsStr::new(&f.name) == name);
         match found {
             Some(file) => reply.entry(&TTL, &self.file_attr(&file), Generation(0)),
             None => reply.error(Errno::ENOENT),
@@ -275,7 +287,14 @@ impl Filesystem for HbFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         let Some(file) = self.file(ino) else {
             return reply.error(Errno::ENOENT);
         };
@@ -285,7 +304,14 @@ impl Filesystem for HbFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         if ino != INodeNo::ROOT {
             return reply.error(Errno::ENOTDIR);
         }
@@ -306,7 +332,10 @@ impl Filesystem for HbFs {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let files = self.volumes.list();
-        let blocks: u64 = files.iter().map(|f| f.size.div_ceil(u64::from(BLOCK))).sum();
+        let blocks: u64 = files
+            .iter()
+            .map(|f| f.size.div_ceil(u64::from(BLOCK)))
+            .sum();
         // Volumes are preallocated and fixed: the space is all in use, none free.
         reply.statfs(blocks, 0, 0, files.len() as u64, 0, BLOCK, 255, BLOCK);
     }
@@ -321,12 +350,18 @@ impl Filesystem for HbFs {
         _flags: i32,
         reply: fuser::ReplyCreate,
     ) {
-        tracing::warn!(?name, "refused to create a file on hbfs: create volumes with `hbctl volume create`");
+        tracing::warn!(
+            ?name,
+            "refused to create a file on hbfs: create volumes with `hbctl volume create`"
+        );
         reply.error(Errno::EPERM);
     }
 
     fn unlink(&self, _req: &Request, _parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        tracing::warn!(?name, "refused to remove a file on hbfs: delete volumes with `hbctl volume delete`");
+        tracing::warn!(
+            ?name,
+            "refused to remove a file on hbfs: delete volumes with `hbctl volume delete`"
+        );
         reply.error(Errno::EPERM);
     }
 }
@@ -409,7 +444,8 @@ pub fn clear_stale_mount(mountpoint: &Path) -> io::Result<()> {
     match std::fs::metadata(mountpoint) {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             tracing::warn!(mountpoint = %mountpoint.display(), "clearing a stale hbfs mount left by an earlier crash");
-            nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH).map_err(io::Error::from)
+            nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH)
+                .map_err(io::Error::from)
         }
         _ => Ok(()),
     }

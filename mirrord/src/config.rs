@@ -176,7 +176,9 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if ok {
         Ok(())
     } else {
@@ -220,21 +222,36 @@ address = "10.0.0.2:7788"
             Path::new("x.toml"),
         )
         .expect("parse");
-        assert_eq!(c.control_socket, PathBuf::from("/run/hbmirror/mirrord.sock"));
+        assert_eq!(
+            c.control_socket,
+            PathBuf::from("/run/hbmirror/mirrord.sock")
+        );
         assert!(c.mount.is_none());
         assert!(c.peers.is_empty());
     }
 
     #[test]
     fn typos_and_bad_values_are_named() {
-        let typo = Config::parse(EXAMPLE.replace("data_dir", "datadir").as_str(), Path::new("x.toml"))
-            .expect_err("typo");
+        let typo = Config::parse(
+            EXAMPLE.replace("data_dir", "datadir").as_str(),
+            Path::new("x.toml"),
+        )
+        .expect_err("typo");
         assert!(typo.to_string().contains("datadir"), "{typo}");
-        let selfpeer = Config::parse(EXAMPLE.replace("\"standby\"", "\"prod\"").as_str(), Path::new("x.toml"))
-            .expect_err("self peer");
+        let selfpeer = Config::parse(
+            EXAMPLE.replace("\"standby\"", "\"prod\"").as_str(),
+            Path::new("x.toml"),
+        )
+        .expect_err("self peer");
         assert!(selfpeer.to_string().contains("own name"), "{selfpeer}");
-        let badname = Config::parse(EXAMPLE.replace("\"prod\"", "\"a b\"").as_str(), Path::new("x.toml"))
-            .expect_err("bad name");
-        assert!(badname.to_string().contains("not a valid name"), "{badname}");
+        let badname = Config::parse(
+            EXAMPLE.replace("\"prod\"", "\"a b\"").as_str(),
+            Path::new("x.toml"),
+        )
+        .expect_err("bad name");
+        assert!(
+            badname.to_string().contains("not a valid name"),
+            "{badname}"
+        );
     }
 }

@@ -20,7 +20,10 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
-                format!("{} is in use by a running mirrord; stop it or choose another control_socket", path.display()),
+                format!(
+                    "{} is in use by a running mirrord; stop it or choose another control_socket",
+                    path.display()
+                ),
             ));
         }
         std::fs::remove_file(path)?;
@@ -56,9 +59,13 @@ async fn serve_one(stream: UnixStream, site: Arc<Site>) {
                 Ok(reply) => Response::Ok(reply),
                 Err(e) => Response::Error(e.to_string()),
             },
-            Err(e) => Response::Error(format!("malformed control request: {e}; see hbmirror::control::Request for the format")),
+            Err(e) => Response::Error(format!(
+                "malformed control request: {e}; see hbmirror::control::Request for the format"
+            )),
         };
-        let Ok(mut text) = serde_json::to_string(&response) else { return };
+        let Ok(mut text) = serde_json::to_string(&response) else {
+            return;
+        };
         text.push('\n');
         if write.write_all(text.as_bytes()).await.is_err() {
             return;
@@ -68,12 +75,22 @@ async fn serve_one(stream: UnixStream, site: Arc<Site>) {
 
 async fn dispatch(site: &Arc<Site>, request: Request) -> Result<Reply, SiteError> {
     Ok(match request {
-        Request::VolumeCreate { name, size, path } => Reply::Done(site.volume_create(&name, size, path)?),
+        Request::VolumeCreate { name, size, path } => {
+            Reply::Done(site.volume_create(&name, size, path)?)
+        }
         Request::VolumeList => Reply::Volumes(site.volume_list()),
         Request::VolumeDelete { name } => Reply::Done(site.volume_delete(&name)?),
-        Request::PairCreate { name, pvol, peer, svol, mode, kind } => {
-            Reply::Done(site.pair_create(&name, &pvol, &peer, svol.as_deref(), mode, kind).await?)
-        }
+        Request::PairCreate {
+            name,
+            pvol,
+            peer,
+            svol,
+            mode,
+            kind,
+        } => Reply::Done(
+            site.pair_create(&name, &pvol, &peer, svol.as_deref(), mode, kind)
+                .await?,
+        ),
         Request::PairStatus { name } => Reply::Pairs(site.pair_status(name.as_deref())?),
         Request::PairDelete { name, force } => Reply::Done(site.pair_delete(&name, force).await?),
     })

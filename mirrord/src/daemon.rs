@@ -16,26 +16,46 @@ use crate::site::Site;
 /// Runs mirrord with `config` until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let key = config.link_key()?;
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let io = IoEngine::start();
     let link = Arc::new(Link::new(&config, key));
     let site = Arc::new(Site::open(&config, io, Arc::clone(&link))?);
     let listener = TcpListener::bind(config.link.listen)
         .await
-        .with_context(|| format!("cannot listen for the remote link on {} (link.listen)", config.link.listen))?;
-    let control = crate::control::bind(&config.control_socket)
-        .with_context(|| format!("cannot open the control socket {} (control_socket)", config.control_socket.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot listen for the remote link on {} (link.listen)",
+                config.link.listen
+            )
+        })?;
+    let control = crate::control::bind(&config.control_socket).with_context(|| {
+        format!(
+            "cannot open the control socket {} (control_socket)",
+            config.control_socket.display()
+        )
+    })?;
     let mount = match &config.mount {
         Some(path) => {
-            let files = Arc::new(SiteFiles::new(Arc::clone(&site), tokio::runtime::Handle::current()));
-            Some(hbfs::mount(files, path).with_context(|| format!("cannot mount hbfs at {} (mount)", path.display()))?)
+            let files = Arc::new(SiteFiles::new(
+                Arc::clone(&site),
+                tokio::runtime::Handle::current(),
+            ));
+            Some(
+                hbfs::mount(files, path)
+                    .with_context(|| format!("cannot mount hbfs at {} (mount)", path.display()))?,
+            )
         }
         None => None,
     };
 
     let stop = CancellationToken::new();
     link.start(listener, Arc::clone(&site), stop.clone());
-    tokio::spawn(crate::control::serve(control, Arc::clone(&site), stop.clone()));
+    tokio::spawn(crate::control::serve(
+        control,
+        Arc::clone(&site),
+        stop.clone(),
+    ));
     tracing::info!(
         site = site.name(),
         listen = %config.link.listen,
@@ -52,7 +72,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     // No new host I/O first, then the link, then the record of a clean stop.
     if let Some(mount) = mount {
-        tokio::task::spawn_blocking(move || mount.unmount()).await?.context("unmounting hbfs")?;
+        tokio::task::spawn_blocking(move || mount.unmount())
+            .await?
+            .context("unmounting hbfs")?;
     }
     stop.cancel();
     site.shutdown()?;

@@ -39,19 +39,29 @@ impl Volumes for SiteFiles {
         self.site
             .volume_list()
             .into_iter()
-            .map(|v| VolumeFile { name: v.name, size: v.size, writable: v.writable })
+            .map(|v| VolumeFile {
+                name: v.name,
+                size: v.size,
+                writable: v.writable,
+            })
             .collect()
     }
 
     fn read(&self, name: &str, offset: u64, len: u32) -> Result<Vec<u8>, Errno> {
-        self.runtime.block_on(self.site.host_read(name, offset, len as usize)).map_err(errno)
+        self.runtime
+            .block_on(self.site.host_read(name, offset, len as usize))
+            .map_err(errno)
     }
 
     fn write(&self, name: &str, offset: u64, data: &[u8]) -> Result<(), Errno> {
-        self.runtime.block_on(self.site.host_write(name, offset, data)).map_err(errno)
+        self.runtime
+            .block_on(self.site.host_write(name, offset, data))
+            .map_err(errno)
     }
 
     fn sync(&self, name: &str) -> Result<(), Errno> {
-        self.runtime.block_on(self.site.host_sync(name)).map_err(errno)
+        self.runtime
+            .block_on(self.site.host_sync(name))
+            .map_err(errno)
     }
 }

@@ -126,31 +126,55 @@ impl IoEngine {
     }
 
     /// Fills `buf` from `file` at `offset`.
-    pub async fn read_exact_at(&self, file: &Arc<File>, offset: u64, buf: AlignedBuf) -> io::Result<AlignedBuf> {
+    pub async fn read_exact_at(
+        &self,
+        file: &Arc<File>,
+        offset: u64,
+        buf: AlignedBuf,
+    ) -> io::Result<AlignedBuf> {
         self.transfer_all(OpKind::Read, file, offset, buf).await
     }
 
     /// Writes all of `buf` to `file` at `offset`.
-    pub async fn write_all_at(&self, file: &Arc<File>, offset: u64, buf: AlignedBuf) -> io::Result<AlignedBuf> {
+    pub async fn write_all_at(
+        &self,
+        file: &Arc<File>,
+        offset: u64,
+        buf: AlignedBuf,
+    ) -> io::Result<AlignedBuf> {
         self.transfer_all(OpKind::Write, file, offset, buf).await
     }
 
     /// Makes earlier writes to `file` durable (fdatasync).
     pub async fn sync(&self, file: &Arc<File>) -> io::Result<()> {
-        self.submit(OpKind::Sync, file, 0, AlignedBuf::zeroed(0), 0..0).await.0.map(|_| ())
+        self.submit(OpKind::Sync, file, 0, AlignedBuf::zeroed(0), 0..0)
+            .await
+            .0
+            .map(|_| ())
     }
 
-    async fn transfer_all(&self, kind: OpKind, file: &Arc<File>, offset: u64, mut buf: AlignedBuf) -> io::Result<AlignedBuf> {
+    async fn transfer_all(
+        &self,
+        kind: OpKind,
+        file: &Arc<File>,
+        offset: u64,
+        mut buf: AlignedBuf,
+    ) -> io::Result<AlignedBuf> {
         let mut done = 0;
         while done < buf.len() {
             let range = done..buf.len();
-            let (result, back) = self.submit(kind, file, offset + done as u64, buf, range).await;
+            let (result, back) = self
+                .submit(kind, file, offset + done as u64, buf, range)
+                .await;
             buf = back;
             match result? {
                 0 => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        format!("{kind:?} at offset {} reached the end of the backing store", offset + done as u64),
+                        format!(
+                            "{kind:?} at offset {} reached the end of the backing store",
+                            offset + done as u64
+                        ),
                     ))
                 }
                 n => done += n,
@@ -159,18 +183,38 @@ impl IoEngine {
         Ok(buf)
     }
 
-    async fn submit(&self, kind: OpKind, file: &Arc<File>, offset: u64, buf: AlignedBuf, range: Range<usize>) -> (io::Result<usize>, AlignedBuf) {
+    async fn submit(
+        &self,
+        kind: OpKind,
+        file: &Arc<File>,
+        offset: u64,
+        buf: AlignedBuf,
+        range: Range<usize>,
+    ) -> (io::Result<usize>, AlignedBuf) {
         let file = Arc::clone(file);
         match &self.ring {
             Some(ring) => {
                 let (reply, answer) = oneshot::channel();
-                let op = Op { kind, file, offset, buf, range, reply };
+                let op = Op {
+                    kind,
+                    file,
+                    offset,
+                    buf,
+                    range,
+                    reply,
+                };
                 if let Err(mpsc::SendError(op)) = ring.send(op) {
-                    return (Err(io::Error::other("the io_uring thread has stopped")), op.buf);
+                    return (
+                        Err(io::Error::other("the io_uring thread has stopped")),
+                        op.buf,
+                    );
                 }
                 match answer.await {
                     Ok(done) => done,
-                    Err(_) => (Err(io::Error::other("the io_uring thread dropped a request")), AlignedBuf::zeroed(0)),
+                    Err(_) => (
+                        Err(io::Error::other("the io_uring thread dropped a request")),
+                        AlignedBuf::zeroed(0),
+                    ),
                 }
             }
             None => {
@@ -186,7 +230,13 @@ impl IoEngine {
     }
 }
 
-fn blocking(kind: OpKind, file: &File, offset: u64, buf: &mut AlignedBuf, range: Range<usize>) -> io::Result<usize> {
+fn blocking(
+    kind: OpKind,
+    file: &File,
+    offset: u64,
+    buf: &mut AlignedBuf,
+    range: Range<usize>,
+) -> io::Result<usize> {
     match kind {
         OpKind::Read => file.read_at(&mut buf.as_mut_slice()[range], offset),
         OpKind::Write => file.write_at(&buf.as_slice()[range], offset),
@@ -228,7 +278,9 @@ fn ring_thread(mut ring: io_uring::IoUring, rx: mpsc::Receiver<Op>) {
                     let ptr = op.buf.as_slice()[op.range.clone()].as_ptr();
                     opcode::Write::new(fd, ptr, len).offset(op.offset).build()
                 }
-                OpKind::Sync => opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build(),
+                OpKind::Sync => opcode::Fsync::new(fd)
+                    .flags(types::FsyncFlags::DATASYNC)
+                    .build(),
             }
             .user_data(slot as u64);
             // The submission queue has room for 256; make room if a burst fills it.
@@ -242,7 +294,10 @@ fn ring_thread(mut ring: io_uring::IoUring, rx: mpsc::Receiver<Op>) {
             // never reallocated) until the kernel posts this entry's completion.
             let pushed = unsafe { ring.submission().push(&entry) };
             if pushed.is_err() {
-                let _ = op.reply.send((Err(io::Error::other("io_uring submission queue full")), op.buf));
+                let _ = op.reply.send((
+                    Err(io::Error::other("io_uring submission queue full")),
+                    op.buf,
+                ));
                 continue;
             }
             slots[slot] = Some(op);
@@ -257,7 +312,10 @@ fn ring_thread(mut ring: io_uring::IoUring, rx: mpsc::Receiver<Op>) {
             }
         }
         for cqe in ring.completion() {
-            let Some(op) = slots.get_mut(cqe.user_data() as usize).and_then(Option::take) else {
+            let Some(op) = slots
+                .get_mut(cqe.user_data() as usize)
+                .and_then(Option::take)
+            else {
                 continue;
             };
             inflight -= 1;
@@ -289,16 +347,30 @@ mod tests {
     async fn write_then_read_round_trips_on_the_engine() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("v");
-        let file = Arc::new(std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).expect("open"));
+        let file = Arc::new(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .expect("open"),
+        );
         file.set_len(65536).expect("size");
         let io = IoEngine::start();
         let mut buf = AlignedBuf::zeroed(8192);
         buf.as_mut_slice().fill(0xab);
         io.write_all_at(&file, 4096, buf).await.expect("write");
         io.sync(&file).await.expect("sync");
-        let back = io.read_exact_at(&file, 4096, AlignedBuf::zeroed(8192)).await.expect("read");
+        let back = io
+            .read_exact_at(&file, 4096, AlignedBuf::zeroed(8192))
+            .await
+            .expect("read");
         assert!(back.as_slice().iter().all(|b| *b == 0xab));
-        let before = io.read_exact_at(&file, 0, AlignedBuf::zeroed(4096)).await.expect("read");
+        let before = io
+            .read_exact_at(&file, 0, AlignedBuf::zeroed(4096))
+            .await
+            .expect("read");
         assert!(before.as_slice().iter().all(|b| *b == 0));
     }
 }

@@ -82,23 +82,40 @@ impl Meta {
     /// Reads `path`; a missing file is an empty site that shut down cleanly.
     pub fn load(path: &Path) -> Result<Meta, MetaError> {
         match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| MetaError::Parse { path: path.into(), source }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Meta { clean_shutdown: true, ..Meta::default() }),
-            Err(source) => Err(MetaError::Io { path: path.into(), source }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| MetaError::Parse {
+                path: path.into(),
+                source,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Meta {
+                clean_shutdown: true,
+                ..Meta::default()
+            }),
+            Err(source) => Err(MetaError::Io {
+                path: path.into(),
+                source,
+            }),
         }
     }
 
     /// Replaces `path` with this metadata, durably.
     pub fn save(&self, path: &Path) -> Result<(), MetaError> {
-        let io = |source| MetaError::Io { path: path.into(), source };
-        let text = serde_json::to_vec_pretty(self).map_err(|source| MetaError::Parse { path: path.into(), source })?;
+        let io = |source| MetaError::Io {
+            path: path.into(),
+            source,
+        };
+        let text = serde_json::to_vec_pretty(self).map_err(|source| MetaError::Parse {
+            path: path.into(),
+            source,
+        })?;
         let tmp = path.with_extension("json.tmp");
         let mut file = std::fs::File::create(&tmp).map_err(io)?;
         file.write_all(&text).map_err(io)?;
         file.sync_all().map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)?;
         if let Some(dir) = path.parent() {
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
         }
         Ok(())
     }
@@ -114,10 +131,24 @@ mod tests {
         let path = dir.path().join("meta.json");
         assert!(Meta::load(&path).expect("missing is empty").clean_shutdown);
         let mut meta = Meta::default();
-        meta.volumes.insert("hb0".into(), VolumeMeta { path: "/x".into(), size: 4096 });
+        meta.volumes.insert(
+            "hb0".into(),
+            VolumeMeta {
+                path: "/x".into(),
+                size: 4096,
+            },
+        );
         meta.pairs.insert(
             "p".into(),
-            PairMeta { role: Role::Pvol, state: PairState::Pair, mode: Mode::Sync, kind: Kind::Heartbeat, peer: "standby".into(), pvol: "hb0".into(), svol: "hb1".into() },
+            PairMeta {
+                role: Role::Pvol,
+                state: PairState::Pair,
+                mode: Mode::Sync,
+                kind: Kind::Heartbeat,
+                peer: "standby".into(),
+                pvol: "hb0".into(),
+                svol: "hb1".into(),
+            },
         );
         meta.save(&path).expect("save");
         assert_eq!(Meta::load(&path).expect("load"), meta);

@@ -20,7 +20,7 @@ use hbmirror::size::Bytes;
 
 use crate::config::{check_name, Config};
 use crate::io::IoEngine;
-use crate::link::message::{PeerReply, PeerRequest};
+use crate::link::message::{Attach, PeerReply, PeerRequest};
 use crate::link::{Handler, Link, LinkError};
 use crate::meta::{Meta, MetaError, PairMeta, VolumeMeta};
 use crate::volume::{Volume, VolumeError};
@@ -129,11 +129,16 @@ struct Inner {
 
 impl Inner {
     fn pair_of_volume(&self, volume: &str) -> Option<(&String, &Pair)> {
-        self.pairs.iter().find(|(_, p)| p.meta.local_volume() == volume)
+        self.pairs
+            .iter()
+            .find(|(_, p)| p.meta.local_volume() == volume)
     }
 
     fn volume(&self, name: &str) -> Result<Arc<Volume>, SiteError> {
-        self.volumes.get(name).cloned().ok_or_else(|| SiteError::NoVolume(name.into()))
+        self.volumes
+            .get(name)
+            .cloned()
+            .ok_or_else(|| SiteError::NoVolume(name.into()))
     }
 }
 
@@ -160,16 +165,31 @@ impl Site {
         let meta = Meta::load(&meta_path)?;
         let mut inner = Inner::default();
         for (name, v) in &meta.volumes {
-            inner.volumes.insert(name.clone(), Arc::new(Volume::open(name, &v.path, Some(v.size))?));
+            inner.volumes.insert(
+                name.clone(),
+                Arc::new(Volume::open(name, &v.path, Some(v.size))?),
+            );
         }
         for (name, p) in meta.pairs {
             let mut p = p;
-            if !meta.clean_shutdown && p.role == Role::Pvol && matches!(p.state, PairState::Pair | PairState::Copy) {
+            if !meta.clean_shutdown
+                && p.role == Role::Pvol
+                && matches!(p.state, PairState::Pair | PairState::Copy)
+            {
                 tracing::warn!(pair = %name, "mirrord did not shut down cleanly: pair suspended (PSUE) until it is copied again");
                 p.state = PairState::Psue;
             }
             let size = inner.volumes.get(p.local_volume()).map_or(0, |v| v.size);
-            inner.pairs.insert(name, Pair { meta: p, size, copy_running: false, copied: 0, copy_total: 0 });
+            inner.pairs.insert(
+                name,
+                Pair {
+                    meta: p,
+                    size,
+                    copy_running: false,
+                    copied: 0,
+                    copy_total: 0,
+                },
+            );
         }
         let site = Site {
             name: config.site.clone(),
@@ -202,8 +222,24 @@ impl Site {
             let inner = self.inner();
             Meta {
                 clean_shutdown: self.clean_shutdown.load(Ordering::SeqCst),
-                volumes: inner.volumes.iter().map(|(n, v)| (n.clone(), VolumeMeta { path: v.path.clone(), size: v.size })).collect(),
-                pairs: inner.pairs.iter().map(|(n, p)| (n.clone(), p.meta.clone())).collect(),
+                volumes: inner
+                    .volumes
+                    .iter()
+                    .map(|(n, v)| {
+                        (
+                            n.clone(),
+                            VolumeMeta {
+                                path: v.path.clone(),
+                                size: v.size,
+                            },
+                        )
+                    })
+                    .collect(),
+                pairs: inner
+                    .pairs
+                    .iter()
+                    .map(|(n, p)| (n.clone(), p.meta.clone()))
+                    .collect(),
             }
         };
         meta.save(&self.meta_path)
@@ -224,27 +260,55 @@ impl Site {
     // ----- volumes -------------------------------------------------------
 
     /// Creates a volume (a new file, or an existing block device).
-    pub fn volume_create(&self, name: &str, size: Option<u64>, path: Option<PathBuf>) -> Result<String, SiteError> {
+    pub fn volume_create(
+        &self,
+        name: &str,
+        size: Option<u64>,
+        path: Option<PathBuf>,
+    ) -> Result<String, SiteError> {
         check_name("volume", name).map_err(SiteError::BadName)?;
         if self.inner().volumes.contains_key(name) {
             return Err(SiteError::VolumeExists(name.into()));
         }
-        let path = path.unwrap_or_else(|| self.data_dir.join("volumes").join(format!("{name}.vol")));
+        let path =
+            path.unwrap_or_else(|| self.data_dir.join("volumes").join(format!("{name}.vol")));
         if let Some((other, _)) = self.inner().volumes.iter().find(|(_, v)| v.path == path) {
-            return Err(SiteError::PathInUse { path, volume: other.clone() });
+            return Err(SiteError::PathInUse {
+                path,
+                volume: other.clone(),
+            });
         }
         let volume = match std::fs::metadata(&path) {
             Ok(m) if std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()) => {
                 let v = Volume::open(name, &path, None)?;
                 if let Some(asked) = size.filter(|s| *s != v.size) {
-                    return Err(SiteError::DeviceSize { name: name.into(), path, asked, actual: v.size });
+                    return Err(SiteError::DeviceSize {
+                        name: name.into(),
+                        path,
+                        asked,
+                        actual: v.size,
+                    });
                 }
                 v
             }
-            Ok(_) => return Err(SiteError::FileExists { name: name.into(), path }),
-            Err(_) => Volume::create_file(name, &path, size.ok_or_else(|| SiteError::SizeNeeded(name.into()))?)?,
+            Ok(_) => {
+                return Err(SiteError::FileExists {
+                    name: name.into(),
+                    path,
+                })
+            }
+            Err(_) => Volume::create_file(
+                name,
+                &path,
+                size.ok_or_else(|| SiteError::SizeNeeded(name.into()))?,
+            )?,
         };
-        let message = format!("volume '{name}' created: {} on {} ({})", Bytes(volume.size), path.display(), backing_name(volume.backing));
+        let message = format!(
+            "volume '{name}' created: {} on {} ({})",
+            Bytes(volume.size),
+            path.display(),
+            backing_name(volume.backing)
+        );
         {
             let mut inner = self.inner();
             if inner.volumes.contains_key(name) {
@@ -283,12 +347,23 @@ impl Site {
         let path = {
             let mut inner = self.inner();
             if let Some((pair, _)) = inner.pair_of_volume(name) {
-                return Err(SiteError::Paired { volume: name.into(), pair: pair.clone() });
+                return Err(SiteError::Paired {
+                    volume: name.into(),
+                    pair: pair.clone(),
+                });
             }
-            inner.volumes.remove(name).ok_or_else(|| SiteError::NoVolume(name.into()))?.path.clone()
+            inner
+                .volumes
+                .remove(name)
+                .ok_or_else(|| SiteError::NoVolume(name.into()))?
+                .path
+                .clone()
         };
         self.save()?;
-        let message = format!("volume '{name}' deleted; its data stays in {}", path.display());
+        let message = format!(
+            "volume '{name}' deleted; its data stays in {}",
+            path.display()
+        );
         tracing::info!("{message}");
         Ok(message)
     }
@@ -296,7 +371,15 @@ impl Site {
     // ----- pairs ---------------------------------------------------------
 
     /// Creates a pair with local PVOL `pvol` and SVOL `svol` at `peer`, and starts the initial copy.
-    pub async fn pair_create(self: &Arc<Self>, name: &str, pvol: &str, peer: &str, svol: Option<&str>, mode: Mode, kind: Kind) -> Result<String, SiteError> {
+    pub async fn pair_create(
+        self: &Arc<Self>,
+        name: &str,
+        pvol: &str,
+        peer: &str,
+        svol: Option<&str>,
+        mode: Mode,
+        kind: Kind,
+    ) -> Result<String, SiteError> {
         check_name("pair", name).map_err(SiteError::BadName)?;
         let svol = svol.unwrap_or(pvol).to_string();
         let size = {
@@ -305,20 +388,43 @@ impl Site {
                 return Err(SiteError::PairExists(name.into()));
             }
             if let Some((pair, _)) = inner.pair_of_volume(pvol) {
-                return Err(SiteError::Paired { volume: pvol.into(), pair: pair.clone() });
+                return Err(SiteError::Paired {
+                    volume: pvol.into(),
+                    pair: pair.clone(),
+                });
             }
             inner.volume(pvol)?.size
         };
         let link = self.link.peer(peer)?;
-        let attach = PeerRequest::Attach { pair: name.into(), pvol: pvol.into(), svol: svol.clone(), size, mode, kind };
-        link.call(attach, self.link.timeout()).await?;
-        let meta = PairMeta { role: Role::Pvol, state: PairState::Copy, mode, kind, peer: peer.into(), pvol: pvol.into(), svol: svol.clone() };
+        let meta = PairMeta {
+            role: Role::Pvol,
+            state: PairState::Copy,
+            mode,
+            kind,
+            peer: peer.into(),
+            pvol: pvol.into(),
+            svol: svol.clone(),
+        };
+        link.call(
+            PeerRequest::Attach(attach_request(name, &meta, size)),
+            self.link.timeout(),
+        )
+        .await?;
         let raced = {
             let mut inner = self.inner();
             // Re-check: another request may have raced us while we waited for the peer.
             let raced = inner.pairs.contains_key(name) || inner.pair_of_volume(pvol).is_some();
             if !raced {
-                inner.pairs.insert(name.into(), Pair { meta, size, copy_running: false, copied: 0, copy_total: 0 });
+                inner.pairs.insert(
+                    name.into(),
+                    Pair {
+                        meta,
+                        size,
+                        copy_running: false,
+                        copied: 0,
+                        copy_total: 0,
+                    },
+                );
             }
             raced
         };
@@ -366,9 +472,20 @@ impl Site {
 
     /// Dissolves a pair at both sites (or only here with `force` when the peer is unreachable).
     pub async fn pair_delete(&self, name: &str, force: bool) -> Result<String, SiteError> {
-        let peer = self.inner().pairs.get(name).map(|p| p.meta.peer.clone()).ok_or_else(|| SiteError::NoPair(name.into()))?;
+        let peer = self
+            .inner()
+            .pairs
+            .get(name)
+            .map(|p| p.meta.peer.clone())
+            .ok_or_else(|| SiteError::NoPair(name.into()))?;
         let told = match self.link.peer(&peer) {
-            Ok(link) => link.call(PeerRequest::Detach { pair: name.into() }, self.link.timeout()).await,
+            Ok(link) => {
+                link.call(
+                    PeerRequest::Detach { pair: name.into() },
+                    self.link.timeout(),
+                )
+                .await
+            }
             Err(e) => Err(e),
         };
         let note = match told {
@@ -382,7 +499,9 @@ impl Site {
         self.inner().pairs.remove(name);
         self.save()?;
         tracing::info!(pair = name, "pair dissolved{note}");
-        Ok(format!("pair '{name}' dissolved{note}; its volumes are SMPL"))
+        Ok(format!(
+            "pair '{name}' dissolved{note}; its volumes are SMPL"
+        ))
     }
 
     fn set_state(&self, pair: &str, from: &[PairState], to: PairState, why: &str) -> bool {
@@ -398,7 +517,10 @@ impl Site {
         };
         if changed {
             if to == PairState::Psue {
-                tracing::warn!(pair, "pair suspended (PSUE): {why}; host writes continue on the PVOL");
+                tracing::warn!(
+                    pair,
+                    "pair suspended (PSUE): {why}; host writes continue on the PVOL"
+                );
             } else {
                 tracing::info!(pair, state = %to, "{why}");
             }
@@ -409,7 +531,12 @@ impl Site {
 
     /// Suspends a mirrored pair after a replication failure.
     fn suspend(&self, pair: &str, why: &str) {
-        self.set_state(pair, &[PairState::Pair, PairState::Copy], PairState::Psue, why);
+        self.set_state(
+            pair,
+            &[PairState::Pair, PairState::Copy],
+            PairState::Psue,
+            why,
+        );
     }
 
     // ----- the copy ------------------------------------------------------
@@ -417,7 +544,9 @@ impl Site {
     fn start_copy(self: &Arc<Self>, pair: &str) {
         {
             let mut inner = self.inner();
-            let Some(p) = inner.pairs.get_mut(pair) else { return };
+            let Some(p) = inner.pairs.get_mut(pair) else {
+                return;
+            };
             if p.copy_running || p.meta.role != Role::Pvol {
                 return;
             }
@@ -433,7 +562,9 @@ impl Site {
                 p.copy_running = false;
             }
             match result {
-                Ok(bytes) => tracing::info!(pair = %pair, bytes, "copy complete: pair in sync (PAIR)"),
+                Ok(bytes) => {
+                    tracing::info!(pair = %pair, bytes, "copy complete: pair in sync (PAIR)")
+                }
                 Err(e) => site.suspend(&pair, &format!("copy stopped: {e}")),
             }
         });
@@ -443,13 +574,28 @@ impl Site {
     async fn copy(&self, pair: &str) -> Result<u64, SiteError> {
         let (volume, meta) = {
             let inner = self.inner();
-            let p = inner.pairs.get(pair).ok_or_else(|| SiteError::NoPair(pair.into()))?;
+            let p = inner
+                .pairs
+                .get(pair)
+                .ok_or_else(|| SiteError::NoPair(pair.into()))?;
             (inner.volume(&p.meta.pvol)?, p.meta.clone())
         };
-        self.set_state(pair, &[PairState::Psue, PairState::Pair, PairState::Copy], PairState::Copy, "copy started (COPY)");
+        self.set_state(
+            pair,
+            &[PairState::Psue, PairState::Pair, PairState::Copy],
+            PairState::Copy,
+            "copy started (COPY)",
+        );
         let link = self.link.peer(&meta.peer)?;
         let timeout = self.link.timeout();
-        link.call(PeerRequest::SetState { pair: pair.into(), state: PairState::Copy }, timeout).await?;
+        link.call(
+            PeerRequest::SetState {
+                pair: pair.into(),
+                state: PairState::Copy,
+            },
+            timeout,
+        )
+        .await?;
         let mut in_flight = VecDeque::new();
         let mut offset = 0u64;
         while offset < volume.size {
@@ -459,11 +605,17 @@ impl Site {
                 // to this range lands either in this chunk or after it on the wire.
                 let _order = volume.order.lock().await;
                 let data = volume.read(&self.io, offset, len).await?;
-                link.send(PeerRequest::Write { pair: pair.into(), offset, data }).await?
+                link.send(PeerRequest::Write {
+                    pair: pair.into(),
+                    offset,
+                    data,
+                })
+                .await?
             };
             in_flight.push_back((pending, len as u64));
             if in_flight.len() >= COPY_WINDOW {
-                self.copy_acked(pair, in_flight.pop_front(), timeout).await?;
+                self.copy_acked(pair, in_flight.pop_front(), timeout)
+                    .await?;
             }
             offset += len as u64;
             if !self.inner().pairs.contains_key(pair) {
@@ -473,12 +625,29 @@ impl Site {
         while let Some(next) = in_flight.pop_front() {
             self.copy_acked(pair, Some(next), timeout).await?;
         }
-        link.call(PeerRequest::SetState { pair: pair.into(), state: PairState::Pair }, timeout).await?;
-        self.set_state(pair, &[PairState::Copy], PairState::Pair, "copy done (PAIR)");
+        link.call(
+            PeerRequest::SetState {
+                pair: pair.into(),
+                state: PairState::Pair,
+            },
+            timeout,
+        )
+        .await?;
+        self.set_state(
+            pair,
+            &[PairState::Copy],
+            PairState::Pair,
+            "copy done (PAIR)",
+        );
         Ok(volume.size)
     }
 
-    async fn copy_acked(&self, pair: &str, next: Option<(crate::link::Pending, u64)>, timeout: std::time::Duration) -> Result<(), SiteError> {
+    async fn copy_acked(
+        &self,
+        pair: &str,
+        next: Option<(crate::link::Pending, u64)>,
+        timeout: std::time::Duration,
+    ) -> Result<(), SiteError> {
         if let Some((pending, len)) = next {
             pending.wait(timeout).await?;
             if let Some(p) = self.inner().pairs.get_mut(pair) {
@@ -491,14 +660,24 @@ impl Site {
     // ----- host I/O (through hbfs) ---------------------------------------
 
     /// Reads a volume for a host.
-    pub async fn host_read(&self, volume: &str, offset: u64, len: usize) -> Result<Vec<u8>, SiteError> {
+    pub async fn host_read(
+        &self,
+        volume: &str,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, SiteError> {
         let v = self.inner().volume(volume)?;
         Ok(v.read(&self.io, offset, len).await?)
     }
 
     /// Writes a volume for a host; on a mirrored PVOL, returns once the peer holds it too
     /// (or the pair was suspended because it could not).
-    pub async fn host_write(&self, volume: &str, offset: u64, data: &[u8]) -> Result<(), SiteError> {
+    pub async fn host_write(
+        &self,
+        volume: &str,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), SiteError> {
         let v = self.inner().volume(volume)?;
         let _order = v.order.lock().await;
         // Read the pair under the order lock: a state change cannot slip
@@ -507,16 +686,28 @@ impl Site {
             let inner = self.inner();
             match inner.pair_of_volume(volume) {
                 Some((name, p)) if !host_writable(&p.meta) => {
-                    return Err(SiteError::ReadOnly { volume: volume.into(), pair: name.clone() });
+                    return Err(SiteError::ReadOnly {
+                        volume: volume.into(),
+                        pair: name.clone(),
+                    });
                 }
-                Some((name, p)) if matches!(p.meta.state, PairState::Pair | PairState::Copy) => Some((name.clone(), p.meta.peer.clone())),
+                Some((name, p)) if matches!(p.meta.state, PairState::Pair | PairState::Copy) => {
+                    Some((name.clone(), p.meta.peer.clone()))
+                }
                 _ => None,
             }
         };
         let mut pending = None;
         if let Some((pair, peer)) = &target {
             let sent = match self.link.peer(peer) {
-                Ok(link) => link.send(PeerRequest::Write { pair: pair.clone(), offset, data: data.to_vec() }).await,
+                Ok(link) => {
+                    link.send(PeerRequest::Write {
+                        pair: pair.clone(),
+                        offset,
+                        data: data.to_vec(),
+                    })
+                    .await
+                }
                 Err(e) => Err(e),
             };
             match sent {
@@ -547,16 +738,29 @@ impl Site {
 
     /// Whether hosts may write `volume` now.
     pub fn host_writable(&self, volume: &str) -> bool {
-        self.inner().pair_of_volume(volume).is_none_or(|(_, p)| host_writable(&p.meta))
+        self.inner()
+            .pair_of_volume(volume)
+            .is_none_or(|(_, p)| host_writable(&p.meta))
     }
 
     // ----- the peer's requests -------------------------------------------
 
-    async fn attach(&self, peer: &str, pair: String, pvol: String, svol: String, size: u64, mode: Mode, kind: Kind) -> Result<PeerReply, String> {
+    fn attach(&self, peer: &str, request: Attach) -> Result<PeerReply, String> {
+        let Attach {
+            pair,
+            pvol,
+            svol,
+            size,
+            mode,
+            kind,
+        } = request;
         let previous = {
             let mut inner = self.inner();
             if let Some(p) = inner.pairs.get(&pair) {
-                let same = p.meta.role == Role::Svol && p.meta.peer == peer && p.meta.pvol == pvol && p.meta.svol == svol;
+                let same = p.meta.role == Role::Svol
+                    && p.meta.peer == peer
+                    && p.meta.pvol == pvol
+                    && p.meta.svol == svol;
                 if !same {
                     return Err(format!("pair '{pair}' already exists at site '{}' with other volumes or roles; delete it there or choose another pair name", self.name));
                 }
@@ -571,13 +775,36 @@ impl Site {
                     ));
                 }
                 if let Some((other, _)) = inner.pair_of_volume(&svol) {
-                    return Err(format!("volume '{svol}' at site '{}' already belongs to pair '{other}'", self.name));
+                    return Err(format!(
+                        "volume '{svol}' at site '{}' already belongs to pair '{other}'",
+                        self.name
+                    ));
                 }
             }
-            let previous = inner.pairs.get(&pair).map_or(PairState::Smpl, |p| p.meta.state);
-            let meta = PairMeta { role: Role::Svol, state: PairState::Copy, mode, kind, peer: peer.into(), pvol, svol };
-            let entry = inner.pairs.entry(pair.clone()).or_insert(Pair { meta: meta.clone(), size, copy_running: false, copied: 0, copy_total: 0 });
-            entry.meta = PairMeta { state: previous_or_copy(previous), ..meta };
+            let previous = inner
+                .pairs
+                .get(&pair)
+                .map_or(PairState::Smpl, |p| p.meta.state);
+            let meta = PairMeta {
+                role: Role::Svol,
+                state: PairState::Copy,
+                mode,
+                kind,
+                peer: peer.into(),
+                pvol,
+                svol,
+            };
+            let entry = inner.pairs.entry(pair.clone()).or_insert(Pair {
+                meta: meta.clone(),
+                size,
+                copy_running: false,
+                copied: 0,
+                copy_total: 0,
+            });
+            entry.meta = PairMeta {
+                state: previous_or_copy(previous),
+                ..meta
+            };
             previous
         };
         self.save().map_err(|e| e.to_string())?;
@@ -590,15 +817,36 @@ impl Site {
     async fn apply_write(&self, pair: &str, offset: u64, data: &[u8]) -> Result<PeerReply, String> {
         let volume = {
             let inner = self.inner();
-            let p = inner.pairs.get(pair).ok_or_else(|| format!("no pair '{pair}' at site '{}'", self.name))?;
+            let p = inner
+                .pairs
+                .get(pair)
+                .ok_or_else(|| format!("no pair '{pair}' at site '{}'", self.name))?;
             if p.meta.role != Role::Svol {
-                return Err(format!("pair '{pair}' at site '{}' is not an SVOL here; refusing a remote write", self.name));
+                return Err(format!(
+                    "pair '{pair}' at site '{}' is not an SVOL here; refusing a remote write",
+                    self.name
+                ));
             }
             inner.volume(&p.meta.svol).map_err(|e| e.to_string())?
         };
         let _order = volume.order.lock().await;
-        volume.write(&self.io, offset, data).await.map_err(|e| e.to_string())?;
+        volume
+            .write(&self.io, offset, data)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(PeerReply::Done)
+    }
+}
+
+/// What the PVOL's site asks the peer to attach for pair `name`.
+fn attach_request(name: &str, meta: &PairMeta, size: u64) -> Attach {
+    Attach {
+        pair: name.into(),
+        pvol: meta.pvol.clone(),
+        svol: meta.svol.clone(),
+        size,
+        mode: meta.mode,
+        kind: meta.kind,
     }
 }
 
@@ -626,15 +874,36 @@ fn backing_name(b: Backing) -> &'static str {
 impl Handler for Site {
     async fn handle(&self, peer: &str, request: PeerRequest) -> Result<PeerReply, String> {
         match request {
-            PeerRequest::Attach { pair, pvol, svol, size, mode, kind } => self.attach(peer, pair, pvol, svol, size, mode, kind).await,
-            PeerRequest::Write { pair, offset, data } => self.apply_write(&pair, offset, &data).await,
+            PeerRequest::Attach(request) => self.attach(peer, request),
+            PeerRequest::Write { pair, offset, data } => {
+                self.apply_write(&pair, offset, &data).await
+            }
             PeerRequest::SetState { pair, state } => {
-                let exists = self.inner().pairs.get(&pair).is_some_and(|p| p.meta.peer == peer);
+                let exists = self
+                    .inner()
+                    .pairs
+                    .get(&pair)
+                    .is_some_and(|p| p.meta.peer == peer);
                 if !exists {
-                    return Err(format!("no pair '{pair}' with site '{peer}' at site '{}'", self.name));
+                    return Err(format!(
+                        "no pair '{pair}' with site '{peer}' at site '{}'",
+                        self.name
+                    ));
                 }
-                let all = [PairState::Smpl, PairState::Copy, PairState::Pair, PairState::Psus, PairState::Psue, PairState::Ssws];
-                self.set_state(&pair, &all, state, &format!("state set by the PVOL's site ({state})"));
+                let all = [
+                    PairState::Smpl,
+                    PairState::Copy,
+                    PairState::Pair,
+                    PairState::Psus,
+                    PairState::Psue,
+                    PairState::Ssws,
+                ];
+                self.set_state(
+                    &pair,
+                    &all,
+                    state,
+                    &format!("state set by the PVOL's site ({state})"),
+                );
                 Ok(PeerReply::Done)
             }
             PeerRequest::Detach { pair } => {
@@ -661,7 +930,13 @@ impl Handler for Site {
     }
 
     fn link_down(self: &Arc<Self>, peer: &str) {
-        let affected: Vec<String> = self.inner().pairs.iter().filter(|(_, p)| p.meta.peer == peer).map(|(n, _)| n.clone()).collect();
+        let affected: Vec<String> = self
+            .inner()
+            .pairs
+            .iter()
+            .filter(|(_, p)| p.meta.peer == peer)
+            .map(|(n, _)| n.clone())
+            .collect();
         for pair in affected {
             self.suspend(&pair, &format!("remote link to '{peer}' lost"));
         }
@@ -679,16 +954,31 @@ impl Site {
             .filter(|(_, p)| p.meta.peer == peer && p.meta.role == Role::Pvol)
             .map(|(n, p)| (n.clone(), p.meta.clone(), p.size))
             .collect();
-        let Ok(link) = self.link.peer(peer) else { return };
+        let Ok(link) = self.link.peer(peer) else {
+            return;
+        };
         for (name, meta, size) in pairs {
-            let attach = PeerRequest::Attach { pair: name.clone(), pvol: meta.pvol.clone(), svol: meta.svol.clone(), size, mode: meta.mode, kind: meta.kind };
+            let attach = PeerRequest::Attach(attach_request(&name, &meta, size));
             if let Err(e) = link.call(attach, self.link.timeout()).await {
                 tracing::warn!(pair = %name, "re-attach at '{peer}' failed: {e}");
                 continue;
             }
-            let in_sync = self.inner().pairs.get(&name).is_some_and(|p| p.meta.state == PairState::Pair);
+            let in_sync = self
+                .inner()
+                .pairs
+                .get(&name)
+                .is_some_and(|p| p.meta.state == PairState::Pair);
             if in_sync {
-                match link.call(PeerRequest::SetState { pair: name.clone(), state: PairState::Pair }, self.link.timeout()).await {
+                match link
+                    .call(
+                        PeerRequest::SetState {
+                            pair: name.clone(),
+                            state: PairState::Pair,
+                        },
+                        self.link.timeout(),
+                    )
+                    .await
+                {
                     Ok(_) => tracing::info!(pair = %name, "re-attached; still in sync (PAIR)"),
                     Err(e) => self.suspend(&name, &e.to_string()),
                 }

@@ -55,7 +55,9 @@ pub enum VolumeError {
         found: u64,
     },
     /// A size that cannot be a volume's.
-    #[error("volume '{name}': size {size} is not a positive multiple of 4096 bytes; choose e.g. 1MiB")]
+    #[error(
+        "volume '{name}': size {size} is not a positive multiple of 4096 bytes; choose e.g. 1MiB"
+    )]
     BadSize {
         /// Volume.
         name: String,
@@ -110,7 +112,10 @@ impl Volume {
     /// Creates a new backing file of `size` bytes.
     pub fn create_file(name: &str, path: &Path, size: u64) -> Result<Volume, VolumeError> {
         if size == 0 || size % ALIGN as u64 != 0 {
-            return Err(VolumeError::BadSize { name: name.into(), size });
+            return Err(VolumeError::BadSize {
+                name: name.into(),
+                size,
+            });
         }
         let open_err = |source| VolumeError::Open {
             name: name.into(),
@@ -120,16 +125,20 @@ impl Volume {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(open_err)?;
         }
-        let file = OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                VolumeError::Exists {
-                    name: name.into(),
-                    path: path.to_path_buf(),
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    VolumeError::Exists {
+                        name: name.into(),
+                        path: path.to_path_buf(),
+                    }
+                } else {
+                    open_err(e)
                 }
-            } else {
-                open_err(e)
-            }
-        })?;
+            })?;
         file.set_len(size).map_err(open_err)?;
         file.sync_all().map_err(open_err)?;
         drop(file);
@@ -176,7 +185,10 @@ impl Volume {
             }
         }
         if size == 0 || size % ALIGN as u64 != 0 {
-            return Err(VolumeError::BadSize { name: name.into(), size });
+            return Err(VolumeError::BadSize {
+                name: name.into(),
+                size,
+            });
         }
         Ok(Volume {
             name: name.into(),
@@ -200,7 +212,12 @@ impl Volume {
         }
     }
 
-    fn io_err(&self, op: &'static str, offset: u64, len: u64) -> impl FnOnce(io::Error) -> VolumeError + '_ {
+    fn io_err(
+        &self,
+        op: &'static str,
+        offset: u64,
+        len: u64,
+    ) -> impl FnOnce(io::Error) -> VolumeError + '_ {
         move |source| VolumeError::Io {
             name: self.name.clone(),
             op,
@@ -211,7 +228,12 @@ impl Volume {
     }
 
     /// Reads `len` bytes at `offset`.
-    pub async fn read(&self, io: &IoEngine, offset: u64, len: usize) -> Result<Vec<u8>, VolumeError> {
+    pub async fn read(
+        &self,
+        io: &IoEngine,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, VolumeError> {
         self.check_range(offset, len as u64)?;
         let (start, end) = covering_blocks(offset, len);
         let buf = AlignedBuf::zeroed((end - start) as usize);
@@ -233,14 +255,20 @@ impl Volume {
             AlignedBuf::zeroed(len)
         } else {
             // Partial blocks: bring in what the write does not cover.
-            match io.read_exact_at(&self.file, start, AlignedBuf::zeroed(len)).await {
+            match io
+                .read_exact_at(&self.file, start, AlignedBuf::zeroed(len))
+                .await
+            {
                 Ok(buf) => buf,
                 Err(e) => return Err(err(e)),
             }
         };
         let skip = (offset - start) as usize;
         buf.as_mut_slice()[skip..skip + data.len()].copy_from_slice(data);
-        io.write_all_at(&self.file, start, buf).await.map(|_| ()).map_err(err)
+        io.write_all_at(&self.file, start, buf)
+            .await
+            .map(|_| ())
+            .map_err(err)
     }
 
     /// Makes earlier writes durable.
@@ -289,17 +317,24 @@ mod tests {
         assert_eq!(&back[..10], &[7u8; 10]);
         assert_eq!(&back[10..21], b"hello world");
         assert_eq!(&back[21..], &[7u8; 11]);
-        let err = vol.write(&io, 16380, b"too long").await.expect_err("beyond end");
+        let err = vol
+            .write(&io, 16380, b"too long")
+            .await
+            .expect_err("beyond end");
         assert!(err.to_string().contains("beyond its end"), "{err}");
     }
 
     #[test]
     fn sizes_must_be_whole_blocks_and_files_new() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let e = Volume::create_file("v", &dir.path().join("a"), 1000).err().expect("bad size");
+        let e = Volume::create_file("v", &dir.path().join("a"), 1000)
+            .err()
+            .expect("bad size");
         assert!(e.to_string().contains("multiple of 4096"), "{e}");
         Volume::create_file("v", &dir.path().join("b"), 4096).expect("create");
-        let e = Volume::create_file("v", &dir.path().join("b"), 4096).err().expect("exists");
+        let e = Volume::create_file("v", &dir.path().join("b"), 4096)
+            .err()
+            .expect("exists");
         assert!(e.to_string().contains("already exists"), "{e}");
     }
 }

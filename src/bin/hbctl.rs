@@ -161,7 +161,10 @@ fn print_volumes(volumes: &[VolumeInfo]) {
         println!("no volumes; create one with `hbctl volume create NAME --size 1MiB`");
         return;
     }
-    println!("{:<16} {:>10} {:<6} {:<12} {:<5} {:<3} PATH", "NAME", "SIZE", "KIND", "PAIR", "ROLE", "RW");
+    println!(
+        "{:<16} {:>10} {:<6} {:<12} {:<5} {:<3} PATH",
+        "NAME", "SIZE", "KIND", "PAIR", "ROLE", "RW"
+    );
     for v in volumes {
         println!(
             "{:<16} {:>10} {:<6} {:<12} {:<5} {:<3} {}",
@@ -186,11 +189,9 @@ fn print_pairs(pairs: &[PairInfo]) {
         "PAIR", "ROLE", "STATE", "MODE", "KIND", "PEER", "PVOL", "SVOL", "COPIED"
     );
     for p in pairs {
-        let copied = if p.copy_total_bytes == 0 {
-            "-".to_string()
-        } else {
-            format!("{}%", p.copied_bytes * 100 / p.copy_total_bytes)
-        };
+        let copied = (p.copied_bytes * 100)
+            .checked_div(p.copy_total_bytes)
+            .map_or_else(|| "-".to_string(), |pct| format!("{pct}%"));
         println!(
             "{:<12} {:<5} {:<5} {:<5} {:<9} {:<10} {:<12} {:<12} {:>8} {}",
             p.name,

@@ -23,7 +23,11 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 pub fn bin(name: &str) -> PathBuf {
     let hbctl = PathBuf::from(env!("CARGO_BIN_EXE_hbctl"));
     let path = hbctl.with_file_name(name);
-    assert!(path.exists(), "{} is not built; run `cargo build --workspace` first (scripts/test.sh does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo build --workspace` first (scripts/test.sh does)",
+        path.display()
+    );
     path
 }
 
@@ -31,7 +35,10 @@ pub fn bin(name: &str) -> PathBuf {
 pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < DEADLINE, "timed out after {DEADLINE:?} waiting for {what}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -49,7 +56,10 @@ pub fn can_mount(test: &str) -> bool {
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// One site: its directory, config and mirrord process.
@@ -81,13 +91,26 @@ impl Site {
             key = key.display(),
         );
         std::fs::write(&config, text).expect("config");
-        Site { name: name.into(), log: dir.join("mirrord.log"), dir, socket, mount, port, config, child: None }
+        Site {
+            name: name.into(),
+            log: dir.join("mirrord.log"),
+            dir,
+            socket,
+            mount,
+            port,
+            config,
+            child: None,
+        }
     }
 
     /// Starts mirrord and waits until its control socket answers.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} already running", self.name);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
         let child = Command::new(bin("mirrord"))
             .arg("--config")
             .arg(&self.config)
@@ -101,7 +124,11 @@ impl Site {
         let what = format!("mirrord of {} to answer", self.name);
         wait_for(&what, || {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("mirrord of {} exited with {status}:\n{}", self.name, self.log_text());
+                panic!(
+                    "mirrord of {} exited with {status}:\n{}",
+                    self.name,
+                    self.log_text()
+                );
             }
             self.hbctl(&["volume", "list"]).status.success()
         });
@@ -110,14 +137,26 @@ impl Site {
     /// SIGTERM, and wait for a clean exit.
     pub fn stop(&mut self) {
         let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                assert!(status.success(), "mirrord of {} exited with {status}:\n{}", self.name, self.log_text());
+                assert!(
+                    status.success(),
+                    "mirrord of {} exited with {status}:\n{}",
+                    self.name,
+                    self.log_text()
+                );
                 return;
             }
-            assert!(start.elapsed() < DEADLINE, "mirrord of {} ignored SIGTERM", self.name);
+            assert!(
+                start.elapsed() < DEADLINE,
+                "mirrord of {} ignored SIGTERM",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -132,20 +171,34 @@ impl Site {
 
     /// Runs hbctl against this site.
     pub fn hbctl(&self, args: &[&str]) -> Output {
-        Command::new(bin("hbctl")).arg("--socket").arg(&self.socket).args(args).output().expect("run hbctl")
+        Command::new(bin("hbctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run hbctl")
     }
 
     /// Runs hbctl and returns its stdout; panics with its stderr on failure.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.hbctl(args);
-        assert!(out.status.success(), "hbctl {args:?} at {} failed: {}", self.name, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "hbctl {args:?} at {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Runs hbctl expecting failure; returns its stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.hbctl(args);
-        assert!(!out.status.success(), "hbctl {args:?} at {} should have failed", self.name);
+        assert!(
+            !out.status.success(),
+            "hbctl {args:?} at {} should have failed",
+            self.name
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
@@ -161,9 +214,10 @@ impl Site {
 
     /// Waits until pair `name` is in `state` here.
     pub fn wait_state(&self, name: &str, state: &str) {
-        wait_for(&format!("pair {name} at {} to be {state}", self.name), || {
-            self.pair(name).is_some_and(|p| p["state"] == state)
-        });
+        wait_for(
+            &format!("pair {name} at {} to be {state}", self.name),
+            || self.pair(name).is_some_and(|p| p["state"] == state),
+        );
     }
 
     /// The path of a volume's file on this site's hbfs.
@@ -178,7 +232,9 @@ impl Site {
 
     /// Waits until the log contains `needle`.
     pub fn wait_log(&self, needle: &str) {
-        wait_for(&format!("'{needle}' in the log of {}", self.name), || self.log_text().contains(needle));
+        wait_for(&format!("'{needle}' in the log of {}", self.name), || {
+            self.log_text().contains(needle)
+        });
     }
 }
 
@@ -186,7 +242,11 @@ impl Drop for Site {
     fn drop(&mut self) {
         self.kill();
         // A killed mirrord leaves its mount behind; never leave one on the machine.
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).stderr(Stdio::null()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mount)
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -206,10 +266,15 @@ impl Proxy {
         let corrupt = Arc::clone(&corrupt_next);
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
-                let (c2, s2) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+                let (c2, s2) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
                 let corrupt = Arc::clone(&corrupt);
                 std::thread::spawn(move || pump(client, server, Some(corrupt)));
                 std::thread::spawn(move || pump(s2, c2, None));
@@ -267,7 +332,10 @@ impl TwoSites {
         if !can_mount(test) {
             return None;
         }
-        let root = tempfile::Builder::new().prefix("hbmirror-test-").tempdir().expect("tempdir");
+        let root = tempfile::Builder::new()
+            .prefix("hbmirror-test-")
+            .tempdir()
+            .expect("tempdir");
         let key = root.path().join("link.key");
         std::fs::write(&key, "test-key-0123456789abcdef\n").expect("key");
         let standby_key = if options.wrong_key {
@@ -280,21 +348,42 @@ impl TwoSites {
         let (prod_port, standby_port) = (free_port(), free_port());
         let proxy = options.proxy.then(|| Proxy::start(standby_port));
         let via = proxy.as_ref().map_or(standby_port, |p| p.port);
-        let mut prod = Site::new(root.path(), "prod", prod_port, &key, "standby", &format!("127.0.0.1:{via}"));
-        let mut standby = Site::new(root.path(), "standby", standby_port, &standby_key, "prod", &format!("127.0.0.1:{prod_port}"));
+        let mut prod = Site::new(
+            root.path(),
+            "prod",
+            prod_port,
+            &key,
+            "standby",
+            &format!("127.0.0.1:{via}"),
+        );
+        let mut standby = Site::new(
+            root.path(),
+            "standby",
+            standby_port,
+            &standby_key,
+            "prod",
+            &format!("127.0.0.1:{prod_port}"),
+        );
         standby.start();
         prod.start();
         if !options.wrong_key {
             prod.wait_log("remote link up");
         }
-        Some(TwoSites { prod, standby, proxy, root })
+        Some(TwoSites {
+            prod,
+            standby,
+            proxy,
+            root,
+        })
     }
 
     /// Creates volume `name` of `size` at both sites and pairs them (sync), waiting for PAIR.
     pub fn paired_volume(&self, name: &str, size: &str) {
         self.prod.ok(&["volume", "create", name, "--size", size]);
         self.standby.ok(&["volume", "create", name, "--size", size]);
-        self.prod.ok(&["pair", "create", name, "--pvol", name, "--peer", "standby", "--mode", "sync"]);
+        self.prod.ok(&[
+            "pair", "create", name, "--pvol", name, "--peer", "standby", "--mode", "sync",
+        ]);
         self.prod.wait_state(name, "PAIR");
         self.standby.wait_state(name, "PAIR");
     }
@@ -303,8 +392,12 @@ impl TwoSites {
 /// Writes `data` at `offset` of `path` with plain file I/O (no truncation).
 pub fn write_at(path: &Path, offset: u64, data: &[u8]) {
     use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap_or_else(|e| panic!("open {} for writing: {e}", path.display()));
-    f.write_all_at(data, offset).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {} for writing: {e}", path.display()));
+    f.write_all_at(data, offset)
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
 /// The whole contents of `path`.
@@ -314,5 +407,12 @@ pub fn read_all(path: &Path) -> Vec<u8> {
 
 /// Deterministic, non-repeating test bytes.
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(u32::from(seed % 31)) as u8 ^ seed).collect()
+    (0..len)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(2_654_435_761)
+                .rotate_left(u32::from(seed % 31)) as u8
+                ^ seed
+        })
+        .collect()
 }

@@ -90,7 +90,9 @@ impl Decoder for FrameCodec {
         if computed != stated {
             return Err(FrameError::Crc { computed, stated });
         }
-        postcard::from_bytes(payload).map(Some).map_err(FrameError::Malformed)
+        postcard::from_bytes(payload)
+            .map(Some)
+            .map_err(FrameError::Malformed)
     }
 }
 
@@ -118,36 +120,67 @@ impl Encoder<Message> for FrameCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::message::{PeerReply, PeerRequest};
+    use crate::link::message::{Attach, PeerReply, PeerRequest};
     use hbmirror::control::{Kind, Mode, PairState};
 
     fn samples() -> Vec<Message> {
         vec![
-            Message::Hello { site: "prod".into(), to: "standby".into(), nonce: [7; 32] },
-            Message::Challenge { site: "standby".into(), nonce: [9; 32], proof: vec![1; 32] },
+            Message::Hello {
+                site: "prod".into(),
+                to: "standby".into(),
+                nonce: [7; 32],
+            },
+            Message::Challenge {
+                site: "standby".into(),
+                nonce: [9; 32],
+                proof: vec![1; 32],
+            },
             Message::Proof { proof: vec![2; 32] },
             Message::Welcome,
-            Message::Refused { reason: "no".into() },
+            Message::Refused {
+                reason: "no".into(),
+            },
             Message::Ping,
             Message::Request {
                 id: 1,
-                body: PeerRequest::Attach {
+                body: PeerRequest::Attach(Attach {
                     pair: "p".into(),
                     pvol: "a".into(),
                     svol: "b".into(),
                     size: 1 << 20,
                     mode: Mode::Sync,
                     kind: Kind::Heartbeat,
-                },
+                }),
             },
             Message::Request {
                 id: u64::MAX,
-                body: PeerRequest::Write { pair: "p".into(), offset: 4096, data: vec![0xaa; 70_000] },
+                body: PeerRequest::Write {
+                    pair: "p".into(),
+                    offset: 4096,
+                    data: vec![0xaa; 70_000],
+                },
             },
-            Message::Request { id: 3, body: PeerRequest::SetState { pair: "p".into(), state: PairState::Pair } },
-            Message::Request { id: 4, body: PeerRequest::Detach { pair: "p".into() } },
-            Message::Response { id: 5, result: Ok(PeerReply::Attached { previous: PairState::Smpl }) },
-            Message::Response { id: 6, result: Err("nope".into()) },
+            Message::Request {
+                id: 3,
+                body: PeerRequest::SetState {
+                    pair: "p".into(),
+                    state: PairState::Pair,
+                },
+            },
+            Message::Request {
+                id: 4,
+                body: PeerRequest::Detach { pair: "p".into() },
+            },
+            Message::Response {
+                id: 5,
+                result: Ok(PeerReply::Attached {
+                    previous: PairState::Smpl,
+                }),
+            },
+            Message::Response {
+                id: 6,
+                result: Err("nope".into()),
+            },
         ]
     }
 
@@ -162,7 +195,10 @@ mod tests {
         for msg in samples() {
             let whole = encode(msg.clone());
             let mut buf = whole.clone();
-            assert_eq!(FrameCodec.decode(&mut buf).expect("decode"), Some(msg.clone()));
+            assert_eq!(
+                FrameCodec.decode(&mut buf).expect("decode"),
+                Some(msg.clone())
+            );
             assert!(buf.is_empty());
             // Arriving in pieces: nothing until the last byte.
             let mut trickle = BytesMut::new();
@@ -176,7 +212,14 @@ mod tests {
 
     #[test]
     fn a_flipped_bit_anywhere_is_rejected() {
-        let whole = encode(Message::Request { id: 9, body: PeerRequest::Write { pair: "p".into(), offset: 0, data: vec![1, 2, 3] } });
+        let whole = encode(Message::Request {
+            id: 9,
+            body: PeerRequest::Write {
+                pair: "p".into(),
+                offset: 0,
+                data: vec![1, 2, 3],
+            },
+        });
         for i in 0..whole.len() {
             if (5..8).contains(&i) {
                 continue; // flags and reserved: not interpreted, still CRC-covered below
@@ -190,7 +233,10 @@ mod tests {
         }
         let mut reserved = whole.clone();
         reserved[6] ^= 1;
-        assert!(matches!(FrameCodec.decode(&mut reserved), Err(FrameError::Crc { .. })));
+        assert!(matches!(
+            FrameCodec.decode(&mut reserved),
+            Err(FrameError::Crc { .. })
+        ));
     }
 
     #[test]
@@ -198,13 +244,22 @@ mod tests {
         let good = encode(Message::Ping);
         let mut magic = good.clone();
         magic[0] = b'X';
-        assert!(matches!(FrameCodec.decode(&mut magic), Err(FrameError::BadMagic(_))));
+        assert!(matches!(
+            FrameCodec.decode(&mut magic),
+            Err(FrameError::BadMagic(_))
+        ));
         let mut version = good.clone();
         version[4] = 99;
-        assert!(matches!(FrameCodec.decode(&mut version), Err(FrameError::Version(99))));
+        assert!(matches!(
+            FrameCodec.decode(&mut version),
+            Err(FrameError::Version(99))
+        ));
         let mut big = good.clone();
         big[8..12].copy_from_slice(&(MAX_PAYLOAD as u32 + 1).to_le_bytes());
-        assert!(matches!(FrameCodec.decode(&mut big), Err(FrameError::Oversized(_))));
+        assert!(matches!(
+            FrameCodec.decode(&mut big),
+            Err(FrameError::Oversized(_))
+        ));
         // A well-framed payload whose variant index no message has.
         let payload = [200u8];
         let mut header = [0u8; HEADER_LEN];
@@ -215,6 +270,9 @@ mod tests {
         header[12..16].copy_from_slice(&sum.to_le_bytes());
         let mut unknown = BytesMut::from(&header[..]);
         unknown.put_slice(&payload);
-        assert!(matches!(FrameCodec.decode(&mut unknown), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            FrameCodec.decode(&mut unknown),
+            Err(FrameError::Malformed(_))
+        ));
     }
 }

@@ -52,14 +52,40 @@ pub enum HandshakeError {
     Unexpected(&'static str),
 }
 
-fn proof(key: &[u8], role: &str, dialer_nonce: &[u8], listener_nonce: &[u8], dialer: &str, listener: &str) -> Vec<u8> {
-    mac(key, role, dialer_nonce, listener_nonce, dialer, listener).finalize().into_bytes().to_vec()
+fn proof(
+    key: &[u8],
+    role: &str,
+    dialer_nonce: &[u8],
+    listener_nonce: &[u8],
+    dialer: &str,
+    listener: &str,
+) -> Vec<u8> {
+    mac(key, role, dialer_nonce, listener_nonce, dialer, listener)
+        .finalize()
+        .into_bytes()
+        .to_vec()
 }
 
-fn mac(key: &[u8], role: &str, dialer_nonce: &[u8], listener_nonce: &[u8], dialer: &str, listener: &str) -> Hmac<Sha256> {
+fn mac(
+    key: &[u8],
+    role: &str,
+    dialer_nonce: &[u8],
+    listener_nonce: &[u8],
+    dialer: &str,
+    listener: &str,
+) -> Hmac<Sha256> {
     // HMAC takes keys of any length; new_from_slice cannot fail for it.
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-    for part in [b"hbmirror-link-v1".as_slice(), role.as_bytes(), dialer_nonce, listener_nonce, dialer.as_bytes(), &[0], listener.as_bytes()] {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    for part in [
+        b"hbmirror-link-v1".as_slice(),
+        role.as_bytes(),
+        dialer_nonce,
+        listener_nonce,
+        dialer.as_bytes(),
+        &[0],
+        listener.as_bytes(),
+    ] {
         m.update(&(part.len() as u32).to_le_bytes());
         m.update(part);
     }
@@ -82,25 +108,50 @@ async fn next(conn: &mut Conn) -> Result<Message, HandshakeError> {
 
 async fn refuse(conn: &mut Conn, reason: String) -> HandshakeError {
     // Best effort: the reason is for the other side's log.
-    let _ = conn.send(Message::Refused { reason: reason.clone() }).await;
+    let _ = conn
+        .send(Message::Refused {
+            reason: reason.clone(),
+        })
+        .await;
     HandshakeError::Refused(reason)
 }
 
 /// Opens an authenticated connection to site `peer` as site `own`.
-pub async fn dial(stream: TcpStream, own: &str, peer: &str, key: &[u8]) -> Result<Conn, HandshakeError> {
+pub async fn dial(
+    stream: TcpStream,
+    own: &str,
+    peer: &str,
+    key: &[u8],
+) -> Result<Conn, HandshakeError> {
     let mut conn = Framed::new(stream, FrameCodec);
     let mine = nonce();
-    conn.send(Message::Hello { site: own.into(), to: peer.into(), nonce: mine }).await?;
-    let Message::Challenge { site, nonce: theirs, proof: their_proof } = next(&mut conn).await? else {
+    conn.send(Message::Hello {
+        site: own.into(),
+        to: peer.into(),
+        nonce: mine,
+    })
+    .await?;
+    let Message::Challenge {
+        site,
+        nonce: theirs,
+        proof: their_proof,
+    } = next(&mut conn).await?
+    else {
         return Err(HandshakeError::Unexpected("message instead of Challenge"));
     };
     if site != peer {
         return Err(refuse(&mut conn, format!("expected site '{peer}' at this address but '{site}' answered; fix [[peers]] address")).await);
     }
-    if mac(key, "listener", &mine, &theirs, own, peer).verify_slice(&their_proof).is_err() {
+    if mac(key, "listener", &mine, &theirs, own, peer)
+        .verify_slice(&their_proof)
+        .is_err()
+    {
         return Err(refuse(&mut conn, format!("authentication failed between '{own}' and '{peer}': the link keys differ; use the same psk_file contents at both sites")).await);
     }
-    conn.send(Message::Proof { proof: proof(key, "dialer", &mine, &theirs, own, peer) }).await?;
+    conn.send(Message::Proof {
+        proof: proof(key, "dialer", &mine, &theirs, own, peer),
+    })
+    .await?;
     match next(&mut conn).await? {
         Message::Welcome => Ok(conn),
         _ => Err(HandshakeError::Unexpected("message instead of Welcome")),
@@ -108,9 +159,19 @@ pub async fn dial(stream: TcpStream, own: &str, peer: &str, key: &[u8]) -> Resul
 }
 
 /// Admits a connection from one of `peers` as site `own`; returns the peer's site.
-pub async fn accept(stream: TcpStream, own: &str, peers: &[String], key: &[u8]) -> Result<(String, Conn), HandshakeError> {
+pub async fn accept(
+    stream: TcpStream,
+    own: &str,
+    peers: &[String],
+    key: &[u8],
+) -> Result<(String, Conn), HandshakeError> {
     let mut conn = Framed::new(stream, FrameCodec);
-    let Message::Hello { site, to, nonce: theirs } = next(&mut conn).await? else {
+    let Message::Hello {
+        site,
+        to,
+        nonce: theirs,
+    } = next(&mut conn).await?
+    else {
         return Err(refuse(&mut conn, "expected Hello first".into()).await);
     };
     if to != own {
@@ -120,11 +181,19 @@ pub async fn accept(stream: TcpStream, own: &str, peers: &[String], key: &[u8]) 
         return Err(refuse(&mut conn, format!("site '{site}' is not a configured peer of site '{own}'; add a [[peers]] entry for it at '{own}'")).await);
     }
     let mine = nonce();
-    conn.send(Message::Challenge { site: own.into(), nonce: mine, proof: proof(key, "listener", &theirs, &mine, &site, own) }).await?;
+    conn.send(Message::Challenge {
+        site: own.into(),
+        nonce: mine,
+        proof: proof(key, "listener", &theirs, &mine, &site, own),
+    })
+    .await?;
     let Message::Proof { proof: their_proof } = next(&mut conn).await? else {
         return Err(refuse(&mut conn, "expected Proof".into()).await);
     };
-    if mac(key, "dialer", &theirs, &mine, &site, own).verify_slice(&their_proof).is_err() {
+    if mac(key, "dialer", &theirs, &mine, &site, own)
+        .verify_slice(&their_proof)
+        .is_err()
+    {
         return Err(refuse(&mut conn, format!("authentication failed between '{site}' and '{own}': the link keys differ; use the same psk_file contents at both sites")).await);
     }
     conn.send(Message::Welcome).await?;
@@ -136,14 +205,27 @@ mod tests {
     use super::*;
     use tokio::net::TcpListener;
 
-    async fn pair(dial_key: &'static [u8], listen_key: &'static [u8], dialer: &'static str) -> (Result<Conn, HandshakeError>, Result<(String, Conn), HandshakeError>) {
+    async fn pair(
+        dial_key: &'static [u8],
+        listen_key: &'static [u8],
+        dialer: &'static str,
+    ) -> (
+        Result<Conn, HandshakeError>,
+        Result<(String, Conn), HandshakeError>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let server = tokio::spawn(async move {
             let (s, _) = listener.accept().await.expect("accept");
             accept(s, "standby", &["prod".to_string()], listen_key).await
         });
-        let client = dial(TcpStream::connect(addr).await.expect("connect"), dialer, "standby", dial_key).await;
+        let client = dial(
+            TcpStream::connect(addr).await.expect("connect"),
+            dialer,
+            "standby",
+            dial_key,
+        )
+        .await;
         (client, server.await.expect("join"))
     }
 
@@ -157,16 +239,19 @@ mod tests {
     #[tokio::test]
     async fn different_keys_are_refused_on_both_sides() {
         let (c, s) = pair(b"0123456789abcdef", b"fedcba9876543210", "prod").await;
-        let c = c.err().expect("dialer refuses");
+        let c = c.expect_err("dialer refuses");
         assert!(c.to_string().contains("link keys differ"), "{c}");
-        let s = s.err().expect("listener refused");
+        let s = s.expect_err("listener refused");
         assert!(s.to_string().contains("link keys differ"), "{s}");
     }
 
     #[tokio::test]
     async fn unknown_sites_are_refused_by_name() {
         let (c, s) = pair(b"0123456789abcdef", b"0123456789abcdef", "intruder").await;
-        assert!(c.err().expect("refused").to_string().contains("'intruder' is not a configured peer"));
+        assert!(c
+            .expect_err("refused")
+            .to_string()
+            .contains("'intruder' is not a configured peer"));
         assert!(s.is_err());
     }
 }

@@ -64,21 +64,8 @@ pub enum Message {
 /// What one site asks of its peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerRequest {
-    /// Attach (or re-attach) `svol` as the SVOL of `pair`, whose PVOL is at the sender.
-    Attach {
-        /// Pair name.
-        pair: String,
-        /// PVOL name at the sender.
-        pvol: String,
-        /// SVOL name at the receiver.
-        svol: String,
-        /// PVOL size; the SVOL must have exactly this size.
-        size: u64,
-        /// Remote-copy mode.
-        mode: Mode,
-        /// Heartbeat or data.
-        kind: Kind,
-    },
+    /// Attach (or re-attach) an SVOL here for a pair whose PVOL is at the sender.
+    Attach(Attach),
     /// Apply a write to the SVOL of `pair`.
     Write {
         /// Pair name.
@@ -101,6 +88,23 @@ pub enum PeerRequest {
         /// Pair name.
         pair: String,
     },
+}
+
+/// The identity of a pair, as the PVOL's site asks the peer to attach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attach {
+    /// Pair name.
+    pub pair: String,
+    /// PVOL name at the sender.
+    pub pvol: String,
+    /// SVOL name at the receiver.
+    pub svol: String,
+    /// PVOL size; the SVOL must have exactly this size.
+    pub size: u64,
+    /// Remote-copy mode.
+    pub mode: Mode,
+    /// Heartbeat or data.
+    pub kind: Kind,
 }
 
 /// A successful answer.

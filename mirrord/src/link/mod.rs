@@ -54,7 +54,11 @@ pub enum LinkError {
 pub trait Handler: Send + Sync + 'static {
     /// Answers a request from `peer`. Requests of one session are handled one
     /// at a time in arrival order (writes must apply in the PVOL's order).
-    fn handle(&self, peer: &str, request: PeerRequest) -> impl Future<Output = Result<PeerReply, String>> + Send;
+    fn handle(
+        &self,
+        peer: &str,
+        request: PeerRequest,
+    ) -> impl Future<Output = Result<PeerReply, String>> + Send;
     /// A session with `peer` opened.
     fn link_up(self: &Arc<Self>, peer: &str);
     /// The session with `peer` closed.
@@ -109,7 +113,9 @@ impl PeerLink {
 
     /// Queues `body` for the peer; frames leave in the order of these calls.
     pub async fn send(&self, body: PeerRequest) -> Result<Pending, LinkError> {
-        let session = self.current().ok_or_else(|| LinkError::Down(self.site.clone()))?;
+        let session = self
+            .current()
+            .ok_or_else(|| LinkError::Down(self.site.clone()))?;
         let id = session.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, answer) = oneshot::channel();
         if let Ok(mut w) = session.waiting.lock() {
@@ -120,7 +126,10 @@ impl PeerLink {
             .send(Message::Request { id, body })
             .await
             .map_err(|_| LinkError::Lost(self.site.clone()))?;
-        Ok(Pending { site: self.site.clone(), answer })
+        Ok(Pending {
+            site: self.site.clone(),
+            answer,
+        })
     }
 
     /// Sends `body` and waits for the answer, at most `timeout`.
@@ -151,16 +160,27 @@ impl Link {
             .peers
             .iter()
             .map(|p| {
-                let link = PeerLink { site: p.site.clone(), address: p.address.clone(), session: Mutex::new(None) };
+                let link = PeerLink {
+                    site: p.site.clone(),
+                    address: p.address.clone(),
+                    session: Mutex::new(None),
+                };
                 (p.site.clone(), Arc::new(link))
             })
             .collect();
-        Link { own: config.site.clone(), key, timeout: config.link.timeout(), peers }
+        Link {
+            own: config.site.clone(),
+            key,
+            timeout: config.link.timeout(),
+            peers,
+        }
     }
 
     /// The link to `site`.
     pub fn peer(&self, site: &str) -> Result<&Arc<PeerLink>, LinkError> {
-        self.peers.get(site).ok_or_else(|| LinkError::UnknownPeer(site.to_string()))
+        self.peers
+            .get(site)
+            .ok_or_else(|| LinkError::UnknownPeer(site.to_string()))
     }
 
     /// How long to wait for a peer's answer before declaring the link dead.
@@ -169,7 +189,12 @@ impl Link {
     }
 
     /// Accepts on `listener` and dials the peers this site dials, until `stop`.
-    pub fn start<H: Handler>(self: &Arc<Self>, listener: TcpListener, handler: Arc<H>, stop: CancellationToken) {
+    pub fn start<H: Handler>(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        handler: Arc<H>,
+        stop: CancellationToken,
+    ) {
         let link = Arc::clone(self);
         let h = Arc::clone(&handler);
         let s = stop.clone();
@@ -183,7 +208,12 @@ impl Link {
         }
     }
 
-    async fn accept_loop<H: Handler>(self: Arc<Self>, listener: TcpListener, handler: Arc<H>, stop: CancellationToken) {
+    async fn accept_loop<H: Handler>(
+        self: Arc<Self>,
+        listener: TcpListener,
+        handler: Arc<H>,
+        stop: CancellationToken,
+    ) {
         let sites: Vec<String> = self.peers.keys().cloned().collect();
         loop {
             let accepted = tokio::select! {
@@ -199,7 +229,12 @@ impl Link {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let (link, handler, stop, sites) = (Arc::clone(&self), Arc::clone(&handler), stop.clone(), sites.clone());
+            let (link, handler, stop, sites) = (
+                Arc::clone(&self),
+                Arc::clone(&handler),
+                stop.clone(),
+                sites.clone(),
+            );
             tokio::spawn(async move {
                 match handshake::accept(stream, &link.own, &sites, &link.key).await {
                     Ok((site, conn)) => {
@@ -214,16 +249,25 @@ impl Link {
         }
     }
 
-    async fn dial_loop<H: Handler>(self: Arc<Self>, peer: Arc<PeerLink>, handler: Arc<H>, stop: CancellationToken) {
+    async fn dial_loop<H: Handler>(
+        self: Arc<Self>,
+        peer: Arc<PeerLink>,
+        handler: Arc<H>,
+        stop: CancellationToken,
+    ) {
         const MIN: Duration = Duration::from_millis(100);
         const MAX: Duration = Duration::from_secs(5);
         let mut backoff = MIN;
         let mut last_error = String::new();
         while !stop.is_cancelled() {
             let attempt = async {
-                let stream = TcpStream::connect(&peer.address).await.map_err(|e| format!("cannot connect to {}: {e}", peer.address))?;
+                let stream = TcpStream::connect(&peer.address)
+                    .await
+                    .map_err(|e| format!("cannot connect to {}: {e}", peer.address))?;
                 let _ = stream.set_nodelay(true);
-                handshake::dial(stream, &self.own, &peer.site, &self.key).await.map_err(|e| e.to_string())
+                handshake::dial(stream, &self.own, &peer.site, &self.key)
+                    .await
+                    .map_err(|e| e.to_string())
             };
             let result = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -233,7 +277,8 @@ impl Link {
                 Ok(conn) => {
                     last_error.clear();
                     backoff = MIN;
-                    self.run_session(Arc::clone(&peer), conn, Arc::clone(&handler), stop.clone()).await;
+                    self.run_session(Arc::clone(&peer), conn, Arc::clone(&handler), stop.clone())
+                        .await;
                 }
                 Err(e) => {
                     // Say each distinct failure once, not at every retry.
@@ -251,11 +296,26 @@ impl Link {
         }
     }
 
-    async fn run_session<H: Handler>(&self, peer: Arc<PeerLink>, conn: Conn, handler: Arc<H>, stop: CancellationToken) {
+    async fn run_session<H: Handler>(
+        &self,
+        peer: Arc<PeerLink>,
+        conn: Conn,
+        handler: Arc<H>,
+        stop: CancellationToken,
+    ) {
         let (tx, mut rx) = mpsc::channel::<Message>(1024);
         let closed = stop.child_token();
-        let session = Arc::new(Session { tx: tx.clone(), waiting: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1), closed: closed.clone() });
-        let replaced = peer.session.lock().ok().and_then(|mut s| s.replace(Arc::clone(&session)));
+        let session = Arc::new(Session {
+            tx: tx.clone(),
+            waiting: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            closed: closed.clone(),
+        });
+        let replaced = peer
+            .session
+            .lock()
+            .ok()
+            .and_then(|mut s| s.replace(Arc::clone(&session)));
         if let Some(old) = replaced {
             old.closed.cancel();
         }
@@ -307,8 +367,15 @@ impl Link {
                         let _ = w.send(result);
                     }
                 }
-                Message::Refused { reason } => break format!("the peer closed the session: {reason}"),
-                other => break format!("dropped the connection: unexpected {:?} in a session", std::mem::discriminant(&other)),
+                Message::Refused { reason } => {
+                    break format!("the peer closed the session: {reason}")
+                }
+                other => {
+                    break format!(
+                        "dropped the connection: unexpected {:?} in a session",
+                        std::mem::discriminant(&other)
+                    )
+                }
             }
         };
         closed.cancel();
