@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit tests and the two-site integration tests
+# (real mirrord processes, FUSE mounts, loop devices: those need root and
+# /dev/fuse and print SKIPPED without them).
+# Extra arguments go to `cargo test` (e.g. scripts/test.sh --test two_sites).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# The integration tests drive the built binaries (mirrord, hbctl).
+cargo build --workspace --bins
+cargo test --workspace "$@"
