@@ -22,6 +22,10 @@ fn a_synchronous_write_at_prod_is_at_standby_when_it_returns() {
     };
     sites.paired_volume("hb0", "1MiB");
     let (p, s) = (sites.prod.file("hb0"), sites.standby.file("hb0"));
+    assert!(
+        sites.prod.log_text().contains("I/O engine: io_uring"),
+        "volume I/O should go through io_uring"
+    );
 
     // Status at both sites, with the documented fields.
     let at_prod = sites.prod.pair("hb0").expect("status at prod");
@@ -402,4 +406,51 @@ fn block_device_volumes_on_loop_devices_mirror_like_files() {
         .map(|_| ())
         .expect_err("unmounted");
     assert!(matches!(e.kind(), ErrorKind::NotFound), "{e}");
+}
+
+#[test]
+fn the_pread_fallback_mirrors_too_and_says_so() {
+    let options = Options {
+        standby_env: vec![("HBMIRROR_IO".into(), "pread".into())],
+        ..Options::default()
+    };
+    let Some(sites) = TwoSites::start_with("the_pread_fallback_mirrors_too_and_says_so", options)
+    else {
+        return;
+    };
+    sites.standby.wait_log("I/O engine: pread/pwrite");
+    sites.paired_volume("hb0", "64KiB");
+    write_at(
+        &sites.prod.file("hb0"),
+        100,
+        b"through pwrite at the standby",
+    );
+    assert!(read_all(&sites.prod.file("hb0")) == read_all(&sites.standby.file("hb0")));
+}
+
+#[test]
+fn hbctl_takes_its_socket_from_the_environment() {
+    let Some(sites) = TwoSites::start("hbctl_takes_its_socket_from_the_environment") else {
+        return;
+    };
+    let out = Command::new(common::bin("hbctl"))
+        .args(["volume", "create", "viaenv", "--size", "4KiB"])
+        .env("HBCTL_SOCKET", &sites.standby.socket)
+        .output()
+        .expect("hbctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(sites.standby.ok(&["volume", "list"]).contains("viaenv"));
+    let out = Command::new(common::bin("hbctl"))
+        .args(["--socket", "/nonexistent/x.sock", "volume", "list"])
+        .output()
+        .expect("hbctl");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("is mirrord running?") && e.contains("HBCTL_SOCKET"),
+        "{e}"
+    );
 }

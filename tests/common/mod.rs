@@ -71,6 +71,8 @@ pub struct Site {
     pub port: u16,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// Extra environment for mirrord.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -99,6 +101,7 @@ impl Site {
             mount,
             port,
             config,
+            env: Vec::new(),
             child: None,
         }
     }
@@ -116,6 +119,7 @@ impl Site {
             .arg(&self.config)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -319,6 +323,8 @@ pub struct Options {
     pub wrong_key: bool,
     /// Put a fault-injecting proxy on the link.
     pub proxy: bool,
+    /// Extra environment for the standby's mirrord.
+    pub standby_env: Vec<(String, String)>,
 }
 
 impl TwoSites {
@@ -364,6 +370,7 @@ impl TwoSites {
             "prod",
             &format!("127.0.0.1:{prod_port}"),
         );
+        standby.env = options.standby_env;
         standby.start();
         prod.start();
         if !options.wrong_key {
