@@ -20,6 +20,7 @@
 //!      └ wait for the ack <──────────────────────────────────────── Response
 //! ```
 
+pub mod bitmap;
 pub mod config;
 pub mod control;
 pub mod daemon;
