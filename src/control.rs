@@ -51,7 +51,41 @@ pub enum PairState {
 pub enum Mode {
     /// A host write returns once the PVOL holds it and the peer acknowledged the SVOL holds it.
     Sync,
+    /// A host write returns after the PVOL write; its transfer starts at once, and the
+    /// next write to the pair waits until it is acknowledged (at most one unacknowledged).
+    SemiSync,
+    /// A host write returns after the PVOL write; pending data ships when the link can
+    /// take it, bounded in memory by the skew (beyond it, blocks are tracked and read back).
+    Adaptive,
 }
+
+/// What a synchronous pair does with a write that cannot reach the SVOL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Fence {
+    /// The write succeeds on the PVOL, the pair suspends (PSUE) and tracks it.
+    Never,
+    /// The write fails with EIO and the PVOL is left untouched: the copies never diverge.
+    Data,
+}
+
+/// The adjustable settings of a pair, the same at both sites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairSettings {
+    /// Remote-copy mode.
+    pub mode: Mode,
+    /// Fence level (sync mode).
+    pub fence: Fence,
+    /// Adaptive mode: most bytes of pending writes held in memory.
+    pub skew: u64,
+    /// Resynchronise by itself when the link returns after PSUE.
+    pub auto_resync: bool,
+    /// Heartbeat pairs: installed for heartbeats, hence protected from split and delete.
+    pub installed: bool,
+}
+
+/// Default adaptive skew: 4 MiB.
+pub const DEFAULT_SKEW: u64 = 4 << 20;
 
 /// What a pair carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -73,7 +107,7 @@ macro_rules! display_as_serde {
         }
     )*};
 }
-display_as_serde!(Role, PairState, Mode, Kind);
+display_as_serde!(Role, PairState, Mode, Kind, Fence);
 
 /// A request to mirrord.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,21 +139,67 @@ pub enum Request {
         peer: String,
         /// SVOL name at the peer; default: the PVOL's name.
         svol: Option<String>,
-        /// Remote-copy mode.
-        mode: Mode,
         /// Heartbeat or data pair.
         kind: Kind,
+        /// Remote-copy mode.
+        mode: Mode,
+        /// Fence level; default `never`.
+        fence: Option<Fence>,
+        /// Adaptive skew in bytes; default 4 MiB.
+        skew: Option<u64>,
+        /// Resync by itself after PSUE; default on for heartbeat pairs, off for data pairs.
+        auto_resync: Option<bool>,
+    },
+    /// Change settings of a live pair (at either site).
+    PairSet {
+        /// Pair name.
+        name: String,
+        /// New mode.
+        mode: Option<Mode>,
+        /// New fence level.
+        fence: Option<Fence>,
+        /// New adaptive skew.
+        skew: Option<u64>,
+        /// New auto-resync setting.
+        auto_resync: Option<bool>,
     },
     /// Status of one pair, or of all.
     PairStatus {
         /// Pair name; all pairs when absent.
         name: Option<String>,
     },
+    /// Split a pair (PSUS): the SVOL becomes writable at its site, both sides track changes.
+    PairSplit {
+        /// Pair name.
+        name: String,
+        /// Split even a heartbeat pair installed for heartbeats.
+        force: bool,
+    },
+    /// Copy the blocks dirty on either side from the PVOL (COPY → PAIR); with
+    /// `reverse`, at the site that took over, make it the PVOL first.
+    PairResync {
+        /// Pair name.
+        name: String,
+        /// Swap the roles: the SVOL site (SSWS) becomes the PVOL site.
+        reverse: bool,
+    },
+    /// At the SVOL's site: make the SVOL writable (SSWS), tracking its changes.
+    PairTakeover {
+        /// Pair name.
+        name: String,
+    },
+    /// Mark a heartbeat pair installed for heartbeats (protected) or not.
+    PairInstall {
+        /// Pair name.
+        name: String,
+        /// Installed or de-installed.
+        installed: bool,
+    },
     /// Dissolve a pair at both sites.
     PairDelete {
         /// Pair name.
         name: String,
-        /// Dissolve locally even when the peer cannot be told.
+        /// Dissolve locally even when the peer cannot be told, and even an installed heartbeat pair.
         force: bool,
     },
 }
@@ -154,7 +234,7 @@ pub struct VolumeInfo {
 }
 
 /// One pair as `pair status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PairInfo {
     /// Pair name.
     pub name: String,
@@ -174,16 +254,45 @@ pub struct PairInfo {
     pub svol: String,
     /// Volume size in bytes.
     pub size: u64,
+    /// Fence level.
+    pub fence: Fence,
+    /// Adaptive skew in bytes.
+    pub skew: u64,
+    /// Resyncs by itself after PSUE.
+    pub auto_resync: bool,
+    /// Installed for heartbeats (protected from split and delete).
+    pub installed: bool,
     /// Whether the remote link to the peer is up.
     pub link_up: bool,
-    /// Bytes copied by the running or last copy.
+    /// Bytes of blocks changed here that the other side lacks (dirty bitmap).
+    pub pending_bytes: u64,
+    /// Adaptive mode: bytes of pending writes held in memory (at most the skew).
+    pub queued_bytes: u64,
+    /// Age of the oldest unshipped change, in milliseconds.
+    pub oldest_pending_ms: Option<u64>,
+    /// Most writes of this pair ever unacknowledged at once since the mode was set.
+    pub max_in_flight: u64,
+    /// The running or last copy.
+    pub copy: CopyProgress,
+}
+
+/// Progress of a copy (initial copy or resync).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CopyProgress {
+    /// Whether a copy runs now.
+    pub running: bool,
+    /// Bytes copied.
     pub copied_bytes: u64,
-    /// Bytes the running or last copy has to move.
-    pub copy_total_bytes: u64,
+    /// Bytes to copy (grows if hosts dirty more blocks meanwhile).
+    pub total_bytes: u64,
+    /// copied / total, in percent.
+    pub percent: f64,
+    /// Average rate since the copy started, bytes per second.
+    pub rate_bytes_per_s: f64,
 }
 
 /// A successful answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum Reply {
     /// Done; a sentence saying what was done.
@@ -195,7 +304,7 @@ pub enum Reply {
 }
 
 /// mirrord's answer to one request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
     /// The request succeeded.
@@ -280,8 +389,11 @@ mod tests {
             pvol: "hb0".into(),
             peer: "standby".into(),
             svol: None,
-            mode: Mode::Sync,
             kind: Kind::Heartbeat,
+            mode: Mode::SemiSync,
+            fence: None,
+            skew: Some(DEFAULT_SKEW),
+            auto_resync: None,
         };
         let text = serde_json::to_string(&req).expect("serialize");
         assert!(text.contains(r#""op":"pair_create""#), "{text}");
@@ -292,6 +404,7 @@ mod tests {
     fn states_use_the_storage_names() {
         assert_eq!(PairState::Psue.to_string(), "PSUE");
         assert_eq!(Role::Svol.to_string(), "svol");
-        assert_eq!(Mode::Sync.to_string(), "sync");
+        assert_eq!(Mode::SemiSync.to_string(), "semi-sync");
+        assert_eq!(Fence::Data.to_string(), "data");
     }
 }

@@ -174,7 +174,9 @@ fn a_killed_production_mirrord_comes_back_and_copies_again() {
     else {
         return;
     };
-    sites.paired_volume("hb0", "256KiB");
+    sites.paired_volume("hb0", "16MiB");
+    // A write in the middle of the volume, then a crash before the bitmap is tidied.
+    write_at(&sites.prod.file("hb0"), 9 << 20, &pattern(10_000, 4));
     sites.prod.kill();
     sites.standby.wait_state("hb0", "PSUE");
     let stale = std::fs::metadata(&sites.prod.mount).expect_err("the dead mount");
@@ -182,10 +184,20 @@ fn a_killed_production_mirrord_comes_back_and_copies_again() {
     sites.prod.start();
     sites.prod.wait_log("clearing a stale hbfs mount");
     sites.prod.wait_log("did not shut down cleanly");
+    // A data pair waits for a person after a crash; the bitmap names what to copy:
+    // at most the 2 MiB extent that was being written, never the whole volume.
+    sites.prod.wait_log("re-attached; suspended (PSUE)");
+    let pending = sites.prod.pair_u64("hb0", "pending_bytes");
+    assert!(
+        pending <= 2 << 20,
+        "a crash over-marks only the active extents, not {pending} bytes"
+    );
+    sites.prod.ok(&["pair", "resync", "hb0"]);
     sites.prod.wait_state("hb0", "PAIR");
     sites.standby.wait_state("hb0", "PAIR");
+    assert_eq!(sites.prod.pair_u64("hb0", "copy.total_bytes"), pending);
     write_at(&sites.prod.file("hb0"), 77, b"after the crash");
-    assert!(read_all(&sites.prod.file("hb0")) == read_all(&sites.standby.file("hb0")));
+    assert!(sites.identical("hb0"));
 }
 
 #[test]
@@ -199,7 +211,8 @@ fn corrupt_frames_drop_the_connection_and_the_link_recovers() {
     ) else {
         return;
     };
-    sites.paired_volume("hb0", "128KiB");
+    // A heartbeat pair resyncs by itself when the link returns.
+    sites.pair("hb0", "128KiB", &["--kind", "heartbeat"]);
 
     // Garbage straight at the standby's listener: refused, logged, nothing else disturbed.
     let mut junk =
@@ -278,7 +291,7 @@ fn refusals_name_the_thing_and_the_way_out() {
     p.wait_state("pv", "PAIR");
     let e = p.fails(&["volume", "delete", "v"]);
     assert!(
-        e.contains("belongs to pair 'pv'") && e.contains("hbctl pair delete pv"),
+        e.contains("belongs to heartbeat pair 'pv'") && e.contains("hbctl pair delete pv"),
         "{e}"
     );
     let e = p.fails(&["pair", "create", "pv", "--pvol", "v", "--peer", "standby"]);
@@ -289,6 +302,13 @@ fn refusals_name_the_thing_and_the_way_out() {
     assert!(listed.contains("\"pair\": \"pv\""), "{listed}");
 
     // Delete dissolves both halves: both volumes SMPL, the SVOL writable again.
+    // (A heartbeat pair is protected until de-installed.)
+    let e = p.fails(&["pair", "delete", "pv"]);
+    assert!(
+        e.contains("carries heartbeats") && e.contains("hbctl pair uninstall pv"),
+        "{e}"
+    );
+    p.ok(&["pair", "uninstall", "pv"]);
     p.ok(&["pair", "delete", "pv"]);
     assert!(p.pair("pv").is_none() && s.pair("pv").is_none());
     write_at(&s.file("w"), 0, b"writable again");

@@ -64,13 +64,22 @@ impl DirtyMap {
     /// Opens (or creates, clean) the bitmap of a volume of `size` bytes.
     /// What the file holds is taken as dirty.
     pub fn open(path: &Path, size: u64) -> Result<DirtyMap, BitmapError> {
-        let err = |source| BitmapError { path: path.to_path_buf(), source };
+        let err = |source| BitmapError {
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
         let blocks = size.div_ceil(BLOCK);
         let bytes = blocks.div_ceil(8) as usize;
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(err)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(err)?;
         let mut bits = vec![0u8; bytes];
         let on_disk = file.metadata().map_err(err)?.len();
         if on_disk == bytes as u64 {
@@ -97,7 +106,10 @@ impl DirtyMap {
     }
 
     fn err(&self) -> impl FnOnce(io::Error) -> BitmapError + '_ {
-        |source| BitmapError { path: self.path.clone(), source }
+        |source| BitmapError {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     fn is_set(&self, b: u64) -> bool {
@@ -235,7 +247,12 @@ impl DirtyMap {
     /// Rewrites idle extents with their exact bits (clearing on disk what was acked).
     pub fn flush_idle(&mut self, idle: Duration) -> Result<(), BitmapError> {
         let now = Instant::now();
-        let idle_extents: Vec<u64> = self.active.iter().filter(|(_, t)| now.duration_since(**t) >= idle).map(|(e, _)| *e).collect();
+        let idle_extents: Vec<u64> = self
+            .active
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) >= idle)
+            .map(|(e, _)| *e)
+            .collect();
         for extent in idle_extents {
             self.persist_extent(extent, false)?;
             self.active.remove(&extent);
@@ -254,13 +271,18 @@ impl DirtyMap {
     /// Puts one extent on disk: all ones (before writes into it) or its exact bits.
     fn persist_extent(&mut self, extent: u64, all_ones: bool) -> Result<(), BitmapError> {
         let start = (extent * EXTENT_BLOCKS / 8) as usize;
-        let end = (((extent + 1) * EXTENT_BLOCKS).min(self.blocks).div_ceil(8) as usize).min(self.bits.len());
+        let end = (((extent + 1) * EXTENT_BLOCKS).min(self.blocks).div_ceil(8) as usize)
+            .min(self.bits.len());
         let bytes: Vec<u8> = if all_ones {
-            (start..end).map(|i| self.bits[i] | self.valid_mask(i)).collect()
+            (start..end)
+                .map(|i| self.bits[i] | self.valid_mask(i))
+                .collect()
         } else {
             self.bits[start..end].to_vec()
         };
-        self.file.write_all_at(&bytes, start as u64).map_err(self.err())?;
+        self.file
+            .write_all_at(&bytes, start as u64)
+            .map_err(self.err())?;
         if all_ones {
             // Setting bits must be on disk before the write it covers.
             self.file.sync_data().map_err(self.err())?;
@@ -314,11 +336,14 @@ mod tests {
         let s = m.mark(3 << 20, 4096).expect("mark"); // extent 1
         m.acked_write(3 << 20, 4096, s);
         m.mark(10 << 20, 4096).expect("mark"); // extent 5, stays dirty
-        // "Crash": drop without flushing; the file holds both extents whole.
+                                               // "Crash": drop without flushing; the file holds both extents whole.
         drop(m);
         let after = on_disk(&path, size);
         assert_eq!(after.dirty_blocks(), 2 * EXTENT_BLOCKS);
-        assert!(after.runs(0, u64::MAX, 10).iter().any(|r| r.first <= 2560 && 2560 < r.first + r.len));
+        assert!(after
+            .runs(0, u64::MAX, 10)
+            .iter()
+            .any(|r| r.first <= 2560 && 2560 < r.first + r.len));
     }
 
     #[test]
@@ -341,8 +366,18 @@ mod tests {
         let mut m = DirtyMap::open(&dir.path().join("b"), 1 << 20).expect("open");
         m.mark(0, 5 * 4096).expect("mark");
         m.mark(100 * 4096, 4096).expect("mark");
-        assert_eq!(m.runs(0, 3, 10), vec![Run { first: 0, len: 3 }, Run { first: 3, len: 2 }, Run { first: 100, len: 1 }]);
-        assert_eq!(m.runs(4, 3, 10), vec![Run { first: 4, len: 1 }, Run { first: 100, len: 1 }]);
+        assert_eq!(
+            m.runs(0, 3, 10),
+            vec![
+                Run { first: 0, len: 3 },
+                Run { first: 3, len: 2 },
+                Run { first: 100, len: 1 }
+            ]
+        );
+        assert_eq!(
+            m.runs(4, 3, 10),
+            vec![Run { first: 4, len: 1 }, Run { first: 100, len: 1 }]
+        );
         let mut other = vec![0u8; m.bits().len()];
         other[20] = 0b1000_0001;
         m.merge(&other).expect("merge");

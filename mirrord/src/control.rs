@@ -85,13 +85,41 @@ async fn dispatch(site: &Arc<Site>, request: Request) -> Result<Reply, SiteError
             pvol,
             peer,
             svol,
-            mode,
             kind,
+            mode,
+            fence,
+            skew,
+            auto_resync,
         } => Reply::Done(
-            site.pair_create(&name, &pvol, &peer, svol.as_deref(), mode, kind)
-                .await?,
+            site.pair_create(
+                &name,
+                &pvol,
+                &peer,
+                svol.as_deref(),
+                kind,
+                mode,
+                fence,
+                skew,
+                auto_resync,
+            )
+            .await?,
         ),
+        Request::PairSet {
+            name,
+            mode,
+            fence,
+            skew,
+            auto_resync,
+        } => Reply::Done(site.pair_set(&name, mode, fence, skew, auto_resync).await?),
         Request::PairStatus { name } => Reply::Pairs(site.pair_status(name.as_deref())?),
+        Request::PairSplit { name, force } => Reply::Done(site.pair_split(&name, force).await?),
+        Request::PairResync { name, reverse } => {
+            Reply::Done(site.pair_resync(&name, reverse).await?)
+        }
+        Request::PairTakeover { name } => Reply::Done(site.pair_takeover(&name).await?),
+        Request::PairInstall { name, installed } => {
+            Reply::Done(site.pair_install(&name, installed).await?)
+        }
         Request::PairDelete { name, force } => Reply::Done(site.pair_delete(&name, force).await?),
     })
 }

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::fs::SiteFiles;
 use crate::io::IoEngine;
 use crate::link::Link;
-use crate::site::Site;
+use crate::site::{Site, SiteHandler};
 
 /// Runs mirrord with `config` until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -20,7 +20,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let io = IoEngine::start();
     let link = Arc::new(Link::new(&config, key));
-    let site = Arc::new(Site::open(&config, io, Arc::clone(&link))?);
+    let stop = CancellationToken::new();
+    let site = Arc::new(Site::open(&config, io, Arc::clone(&link), stop.clone())?);
     let listener = TcpListener::bind(config.link.listen)
         .await
         .with_context(|| {
@@ -49,8 +50,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
 
-    let stop = CancellationToken::new();
-    link.start(listener, Arc::clone(&site), stop.clone());
+    link.start(
+        listener,
+        Arc::new(SiteHandler(Arc::clone(&site))),
+        stop.clone(),
+    );
+    site.start();
     tokio::spawn(crate::control::serve(
         control,
         Arc::clone(&site),

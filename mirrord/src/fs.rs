@@ -27,6 +27,10 @@ fn errno(e: SiteError) -> Errno {
         SiteError::ReadOnly { .. } => Errno::EROFS,
         SiteError::NoVolume(_) => Errno::ENOENT,
         SiteError::Volume(VolumeError::OutOfRange { .. }) => Errno::ENOSPC,
+        fenced @ SiteError::Fenced { .. } => {
+            tracing::warn!("host write refused: {fenced}");
+            Errno::EIO
+        }
         other => {
             tracing::error!("host I/O failed: {other}");
             Errno::EIO

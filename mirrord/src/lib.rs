@@ -28,5 +28,6 @@ pub mod fs;
 pub mod io;
 pub mod link;
 pub mod meta;
+pub mod pair;
 pub mod site;
 pub mod volume;

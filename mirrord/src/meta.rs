@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use hbmirror::control::{Kind, Mode, PairState, Role};
+use hbmirror::control::{Kind, PairSettings, PairState, Role};
 use serde::{Deserialize, Serialize};
 
 /// Metadata that cannot be read or written.
@@ -45,10 +45,10 @@ pub struct PairMeta {
     pub role: Role,
     /// Last known state.
     pub state: PairState,
-    /// Remote-copy mode.
-    pub mode: Mode,
     /// Heartbeat or data.
     pub kind: Kind,
+    /// Mode, fence, skew, auto-resync, installed.
+    pub settings: PairSettings,
     /// The other site.
     pub peer: String,
     /// PVOL name at the PVOL's site.
@@ -124,6 +124,7 @@ impl Meta {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hbmirror::control::{Fence, Mode};
 
     #[test]
     fn saves_and_loads() {
@@ -143,8 +144,14 @@ mod tests {
             PairMeta {
                 role: Role::Pvol,
                 state: PairState::Pair,
-                mode: Mode::Sync,
                 kind: Kind::Heartbeat,
+                settings: PairSettings {
+                    mode: Mode::Sync,
+                    fence: Fence::Never,
+                    skew: 1 << 20,
+                    auto_resync: true,
+                    installed: true,
+                },
                 peer: "standby".into(),
                 pvol: "hb0".into(),
                 svol: "hb1".into(),

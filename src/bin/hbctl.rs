@@ -1,11 +1,13 @@
 //! hbctl: the command-line tool for mirrord (volumes and pairs).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use hbmirror::control::{self, Kind, Mode, PairInfo, Reply, Request, VolumeInfo};
+use hbmirror::control::{self, Fence, Kind, Mode, PairInfo, PairState, Reply, Request, VolumeInfo};
 use hbmirror::size::{parse_size, Bytes};
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// Drive the mirrord of this site: volumes and remote-copy pairs.
 #[derive(Parser)]
@@ -60,6 +62,10 @@ enum PairCommand {
     /// Pair a local PVOL with an SVOL at a peer site, copy it in full (COPY), then mirror it (PAIR).
     ///
     /// The SVOL must already exist at the peer with exactly the PVOL's size.
+    /// Modes: `sync` (a write returns once both volumes hold it), `semi-sync`
+    /// (a write returns after the PVOL write; the next write waits for the
+    /// previous one's acknowledgement), `adaptive` (writes ship in the
+    /// background, at most --skew held in memory; the lag shows in `pair status`).
     Create {
         /// Pair name, the same at both sites.
         name: String,
@@ -75,26 +81,116 @@ enum PairCommand {
         /// Remote-copy mode.
         #[arg(long, value_enum, default_value_t = Mode::Sync)]
         mode: Mode,
-        /// Heartbeat pairs carry heartbeats and are protected from split; data pairs carry data.
+        /// Heartbeat pairs carry only heartbeats, resync by themselves, and are
+        /// protected from split and delete while installed; data pairs carry data.
         #[arg(long, value_enum, default_value_t = Kind::Data)]
         kind: Kind,
+        /// Sync mode: `data` fails a write that cannot reach the SVOL with EIO
+        /// (PVOL untouched); `never` keeps writing the PVOL and tracks the blocks.
+        #[arg(long, value_enum)]
+        fence: Option<Fence>,
+        /// Adaptive mode: most pending write data held in memory (default 4MiB);
+        /// beyond it blocks are only marked dirty and read back when they ship.
+        #[arg(long, value_parser = parse_size)]
+        skew: Option<u64>,
+        /// Resync by itself when the link returns after PSUE (default: on for heartbeat pairs, off for data pairs).
+        #[arg(long, value_enum)]
+        auto_resync: Option<OnOff>,
     },
-    /// Show pairs: role, state (SMPL COPY PAIR PSUS PSUE SSWS), mode, peer, copy progress.
+    /// Change the mode, fence, skew or auto-resync of a live pair (at either site).
+    Set {
+        /// Pair name.
+        name: String,
+        /// New remote-copy mode.
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
+        /// New fence level (sync mode).
+        #[arg(long, value_enum)]
+        fence: Option<Fence>,
+        /// New adaptive skew.
+        #[arg(long, value_parser = parse_size)]
+        skew: Option<u64>,
+        /// Resync by itself after PSUE.
+        #[arg(long, value_enum)]
+        auto_resync: Option<OnOff>,
+    },
+    /// Show pairs: role, state (SMPL COPY PAIR PSUS PSUE SSWS), mode, lag, copy progress.
     Status {
         /// Pair name; all pairs when omitted.
         name: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Follow a running copy with a progress bar until it ends (needs NAME).
+        #[arg(long, requires = "name")]
+        watch: bool,
+    },
+    /// Split a data pair (PSUS), e.g. for a backup: what is pending ships first, then the
+    /// SVOL becomes readable and writable at its site; both sides track their changes.
+    ///
+    /// Refused for a heartbeat pair installed for heartbeats (a split heartbeat
+    /// mirror freezes the heartbeat and looks like a dead site): de-install it
+    /// first (`hbctl pair uninstall NAME`), or add --force (logged as a warning).
+    Split {
+        /// Pair name.
+        name: String,
+        /// Split even a pair installed for heartbeats.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Join a split or suspended pair again: copy from the PVOL exactly the blocks
+    /// changed on either side (COPY), then mirror (PAIR).
+    ///
+    /// After a takeover, run `pair resync NAME --reverse` at the site that took
+    /// over: its volume becomes the PVOL and only the blocks changed on either
+    /// side since the split are copied back to the old PVOL. A plain `pair resync`
+    /// at the PVOL's site instead discards the SVOL's changes.
+    Resync {
+        /// Pair name.
+        name: String,
+        /// Swap the roles (run at the site that took over, SSWS).
+        #[arg(long)]
+        reverse: bool,
+    },
+    /// At the SVOL's site: make the SVOL writable (SSWS) and track its changes,
+    /// also when the PVOL's site is unreachable (failover of a data pair).
+    Takeover {
+        /// Pair name.
+        name: String,
+    },
+    /// Mark a heartbeat pair installed for heartbeats: split and delete are refused.
+    /// (Heartbeat pairs are installed when created; hbd installs and de-installs them too.)
+    Install {
+        /// Pair name.
+        name: String,
+    },
+    /// De-install a heartbeat pair: it may then be split or deleted.
+    Uninstall {
+        /// Pair name.
+        name: String,
     },
     /// Dissolve a pair at both sites; both volumes stay, in state SMPL.
     Delete {
         /// Pair name.
         name: String,
-        /// Dissolve it here even if the peer site cannot be told (it keeps its half until deleted there).
+        /// Dissolve it here even if the peer site cannot be told (it keeps its half
+        /// until deleted there), and even a heartbeat pair installed for heartbeats.
         #[arg(long)]
         force: bool,
     },
+}
+
+/// A switch.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+impl OnOff {
+    fn on(self) -> bool {
+        matches!(self, OnOff::On)
+    }
 }
 
 fn main() -> ExitCode {
@@ -109,6 +205,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), control::ClientError> {
+    let socket = cli.socket;
     let (request, json) = match cli.command {
         Command::Volume(VolumeCommand::Create { name, size, path }) => {
             (Request::VolumeCreate { name, size, path }, false)
@@ -122,30 +219,117 @@ fn run(cli: Cli) -> Result<(), control::ClientError> {
             svol,
             mode,
             kind,
+            fence,
+            skew,
+            auto_resync,
         }) => (
             Request::PairCreate {
                 name,
                 pvol,
                 peer,
                 svol,
-                mode,
                 kind,
+                mode,
+                fence,
+                skew,
+                auto_resync: auto_resync.map(OnOff::on),
             },
             false,
         ),
-        Command::Pair(PairCommand::Status { name, json }) => (Request::PairStatus { name }, json),
+        Command::Pair(PairCommand::Set {
+            name,
+            mode,
+            fence,
+            skew,
+            auto_resync,
+        }) => (
+            Request::PairSet {
+                name,
+                mode,
+                fence,
+                skew,
+                auto_resync: auto_resync.map(OnOff::on),
+            },
+            false,
+        ),
+        Command::Pair(PairCommand::Status {
+            name: Some(name),
+            watch: true,
+            ..
+        }) => return watch(&socket, &name),
+        Command::Pair(PairCommand::Status { name, json, .. }) => {
+            (Request::PairStatus { name }, json)
+        }
+        Command::Pair(PairCommand::Split { name, force }) => {
+            (Request::PairSplit { name, force }, false)
+        }
+        Command::Pair(PairCommand::Resync { name, reverse }) => {
+            (Request::PairResync { name, reverse }, false)
+        }
+        Command::Pair(PairCommand::Takeover { name }) => (Request::PairTakeover { name }, false),
+        Command::Pair(PairCommand::Install { name }) => (
+            Request::PairInstall {
+                name,
+                installed: true,
+            },
+            false,
+        ),
+        Command::Pair(PairCommand::Uninstall { name }) => (
+            Request::PairInstall {
+                name,
+                installed: false,
+            },
+            false,
+        ),
         Command::Pair(PairCommand::Delete { name, force }) => {
             (Request::PairDelete { name, force }, false)
         }
     };
-    let reply = control::call(&cli.socket, &request)?;
+    let reply = control::call(&socket, &request)?;
     match reply {
         Reply::Done(message) => println!("{message}"),
         Reply::Volumes(v) if json => print_json(&v),
         Reply::Volumes(v) => print_volumes(&v),
         Reply::Pairs(p) if json => print_json(&p),
+        Reply::Pairs(p) if p.len() == 1 => print_pair(&p[0]),
         Reply::Pairs(p) => print_pairs(&p),
     }
+    Ok(())
+}
+
+/// Follows a pair's copy with a progress bar until it is no longer in COPY.
+fn watch(socket: &Path, name: &str) -> Result<(), control::ClientError> {
+    let status = || -> Result<PairInfo, control::ClientError> {
+        match control::call(
+            socket,
+            &Request::PairStatus {
+                name: Some(name.to_string()),
+            },
+        )? {
+            Reply::Pairs(mut p) if !p.is_empty() => Ok(p.remove(0)),
+            _ => Err(control::ClientError::Refused(format!("no pair '{name}'"))),
+        }
+    };
+    let mut pair = status()?;
+    if pair.state == PairState::Copy {
+        let bar = ProgressBar::new(pair.copy.total_bytes.max(1));
+        let style = ProgressStyle::with_template(
+            "{prefix} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(format!("{name} COPY"));
+        while pair.state == PairState::Copy {
+            bar.set_length(pair.copy.total_bytes.max(1));
+            bar.set_position(pair.copy.copied_bytes);
+            std::thread::sleep(Duration::from_millis(200));
+            pair = status()?;
+        }
+        bar.set_position(pair.copy.copied_bytes);
+        bar.finish_with_message(pair.state.to_string());
+    }
+    print_pair(&pair);
     Ok(())
 }
 
@@ -185,15 +369,12 @@ fn print_pairs(pairs: &[PairInfo]) {
         return;
     }
     println!(
-        "{:<12} {:<5} {:<5} {:<5} {:<9} {:<10} {:<12} {:<12} {:>8} LINK",
-        "PAIR", "ROLE", "STATE", "MODE", "KIND", "PEER", "PVOL", "SVOL", "COPIED"
+        "{:<12} {:<5} {:<5} {:<9} {:<9} {:<10} {:<12} {:<12} {:>9} {:>6} LINK",
+        "PAIR", "ROLE", "STATE", "MODE", "KIND", "PEER", "PVOL", "SVOL", "PENDING", "COPY"
     );
     for p in pairs {
-        let copied = (p.copied_bytes * 100)
-            .checked_div(p.copy_total_bytes)
-            .map_or_else(|| "-".to_string(), |pct| format!("{pct}%"));
         println!(
-            "{:<12} {:<5} {:<5} {:<5} {:<9} {:<10} {:<12} {:<12} {:>8} {}",
+            "{:<12} {:<5} {:<5} {:<9} {:<9} {:<10} {:<12} {:<12} {:>9} {:>6} {}",
             p.name,
             p.role.to_string(),
             p.state.to_string(),
@@ -202,8 +383,67 @@ fn print_pairs(pairs: &[PairInfo]) {
             p.peer,
             p.pvol,
             p.svol,
-            copied,
+            Bytes(p.pending_bytes).to_string(),
+            if p.copy.running {
+                format!("{:.0}%", p.copy.percent)
+            } else {
+                "-".into()
+            },
             if p.link_up { "up" } else { "down" }
+        );
+    }
+}
+
+fn print_pair(p: &PairInfo) {
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    println!("pair        {}", p.name);
+    println!(
+        "role        {} (peer site '{}', link {})",
+        p.role,
+        p.peer,
+        if p.link_up { "up" } else { "down" }
+    );
+    println!("state       {}", p.state);
+    println!(
+        "volumes     PVOL {} -> SVOL {} ({})",
+        p.pvol,
+        p.svol,
+        Bytes(p.size)
+    );
+    println!(
+        "kind        {}{}",
+        p.kind,
+        if p.kind == Kind::Heartbeat {
+            format!(", installed for heartbeats: {}", yes_no(p.installed))
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "mode        {} (fence {}, skew {}, auto-resync {})",
+        p.mode,
+        p.fence,
+        Bytes(p.skew),
+        if p.auto_resync { "on" } else { "off" }
+    );
+    let age = p
+        .oldest_pending_ms
+        .map(|ms| format!(", oldest {:.1}s", ms as f64 / 1000.0))
+        .unwrap_or_default();
+    println!(
+        "pending     {} not yet at the other side{age}; {} queued in memory",
+        Bytes(p.pending_bytes),
+        Bytes(p.queued_bytes)
+    );
+    let c = &p.copy;
+    if c.total_bytes > 0 || c.running {
+        println!(
+            "copy        {}{:.1}%: {} of {} at {}/s",
+            if c.running { "running, " } else { "last: " },
+            c.percent,
+            Bytes(c.copied_bytes),
+            Bytes(c.total_bytes),
+            Bytes(c.rate_bytes_per_s as u64)
         );
     }
 }

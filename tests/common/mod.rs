@@ -13,7 +13,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long any awaited condition may take before the test fails.
@@ -216,6 +216,17 @@ impl Site {
         v.get(0).cloned()
     }
 
+    /// A number field of `pair status NAME --json` (`copy.total_bytes` reaches into objects).
+    pub fn pair_u64(&self, name: &str, field: &str) -> u64 {
+        let v = self.pair(name).expect("pair");
+        let mut at = &v;
+        for part in field.split('.') {
+            at = &at[part];
+        }
+        at.as_u64()
+            .unwrap_or_else(|| panic!("{field} of pair {name} is not a number: {v}"))
+    }
+
     /// Waits until pair `name` is in `state` here.
     pub fn wait_state(&self, name: &str, state: &str) {
         wait_for(
@@ -254,11 +265,15 @@ impl Drop for Site {
     }
 }
 
-/// A TCP proxy between the sites that can corrupt or cut the link.
+/// A TCP proxy between the sites that can corrupt, stall or cut the link.
 pub struct Proxy {
     pub port: u16,
     /// Flip a byte in the next chunk forwarded towards the listener.
     pub corrupt_next: Arc<AtomicBool>,
+    /// Hold all traffic (both directions) while set, without closing anything.
+    pub hold: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Proxy {
@@ -267,28 +282,73 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
         let port = listener.local_addr().expect("addr").port();
         let corrupt_next = Arc::new(AtomicBool::new(false));
-        let corrupt = Arc::clone(&corrupt_next);
+        let hold = Arc::new(AtomicBool::new(false));
+        let down = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let (corrupt, held, cut, conns) = (
+            Arc::clone(&corrupt_next),
+            Arc::clone(&hold),
+            Arc::clone(&down),
+            Arc::clone(&open),
+        );
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
+                if cut.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                     continue;
                 };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
+                if let Ok(mut c) = conns.lock() {
+                    c.extend([
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                    ]);
+                }
                 let (c2, s2) = (
                     client.try_clone().expect("clone"),
                     server.try_clone().expect("clone"),
                 );
-                let corrupt = Arc::clone(&corrupt);
-                std::thread::spawn(move || pump(client, server, Some(corrupt)));
-                std::thread::spawn(move || pump(s2, c2, None));
+                let (corrupt, h1, h2) =
+                    (Arc::clone(&corrupt), Arc::clone(&held), Arc::clone(&held));
+                std::thread::spawn(move || pump(client, server, Some(corrupt), h1));
+                std::thread::spawn(move || pump(s2, c2, None, h2));
             }
         });
-        Proxy { port, corrupt_next }
+        Proxy {
+            port,
+            corrupt_next,
+            hold,
+            down,
+            open,
+        }
+    }
+
+    /// Cuts the link: closes every connection and refuses new ones until [`Proxy::restore`].
+    pub fn cut(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        if let Ok(mut conns) = self.open.lock() {
+            for c in conns.drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.down.store(false, Ordering::SeqCst);
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, corrupt: Option<Arc<AtomicBool>>) {
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    corrupt: Option<Arc<AtomicBool>>,
+    hold: Arc<AtomicBool>,
+) {
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = match from.read(&mut buf) {
@@ -299,6 +359,9 @@ fn pump(mut from: TcpStream, mut to: TcpStream, corrupt: Option<Arc<AtomicBool>>
             if flag.swap(false, Ordering::SeqCst) {
                 buf[n - 1] ^= 0x5a;
             }
+        }
+        while hold.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
         }
         if to.write_all(&buf[..n]).is_err() {
             break;
@@ -384,15 +447,32 @@ impl TwoSites {
         })
     }
 
-    /// Creates volume `name` of `size` at both sites and pairs them (sync), waiting for PAIR.
+    /// Creates volume `name` of `size` at both sites and pairs them (sync, data), waiting for PAIR.
     pub fn paired_volume(&self, name: &str, size: &str) {
+        self.pair(name, size, &[]);
+    }
+
+    /// As [`TwoSites::paired_volume`], with extra `pair create` arguments (`--mode`, `--kind`, ...).
+    pub fn pair(&self, name: &str, size: &str, extra: &[&str]) {
         self.prod.ok(&["volume", "create", name, "--size", size]);
         self.standby.ok(&["volume", "create", name, "--size", size]);
-        self.prod.ok(&[
-            "pair", "create", name, "--pvol", name, "--peer", "standby", "--mode", "sync",
-        ]);
+        let mut args = vec!["pair", "create", name, "--pvol", name, "--peer", "standby"];
+        args.extend_from_slice(extra);
+        self.prod.ok(&args);
         self.prod.wait_state(name, "PAIR");
         self.standby.wait_state(name, "PAIR");
+    }
+
+    /// The fault-injecting proxy (the sites were started with one).
+    pub fn proxy(&self) -> &Proxy {
+        self.proxy
+            .as_ref()
+            .expect("started with Options { proxy: true }")
+    }
+
+    /// Whether both sites' copies of `volume` are byte-identical.
+    pub fn identical(&self, volume: &str) -> bool {
+        read_all(&self.prod.file(volume)) == read_all(&self.standby.file(volume))
     }
 }
 

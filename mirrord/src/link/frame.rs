@@ -121,7 +121,7 @@ impl Encoder<Message> for FrameCodec {
 mod tests {
     use super::*;
     use crate::link::message::{Attach, PeerReply, PeerRequest};
-    use hbmirror::control::{Kind, Mode, PairState};
+    use hbmirror::control::{Fence, Kind, Mode, PairSettings, PairState};
 
     fn samples() -> Vec<Message> {
         vec![
@@ -148,8 +148,14 @@ mod tests {
                     pvol: "a".into(),
                     svol: "b".into(),
                     size: 1 << 20,
-                    mode: Mode::Sync,
                     kind: Kind::Heartbeat,
+                    settings: PairSettings {
+                        mode: Mode::Adaptive,
+                        fence: Fence::Never,
+                        skew: 4 << 20,
+                        auto_resync: true,
+                        installed: true,
+                    },
                 }),
             },
             Message::Request {
@@ -162,14 +168,41 @@ mod tests {
             },
             Message::Request {
                 id: 3,
-                body: PeerRequest::SetState {
+                body: PeerRequest::Update {
                     pair: "p".into(),
-                    state: PairState::Pair,
+                    state: Some(PairState::Pair),
+                    settings: None,
                 },
             },
             Message::Request {
                 id: 4,
                 body: PeerRequest::Detach { pair: "p".into() },
+            },
+            Message::Request {
+                id: 7,
+                body: PeerRequest::TakeBitmap { pair: "p".into() },
+            },
+            Message::Request {
+                id: 8,
+                body: PeerRequest::Split { pair: "p".into() },
+            },
+            Message::Request {
+                id: 9,
+                body: PeerRequest::Resync { pair: "p".into() },
+            },
+            Message::Request {
+                id: 10,
+                body: PeerRequest::Takeover { pair: "p".into() },
+            },
+            Message::Request {
+                id: 11,
+                body: PeerRequest::Reverse { pair: "p".into() },
+            },
+            Message::Response {
+                id: 12,
+                result: Ok(PeerReply::Bitmap {
+                    bits: vec![0xf0; 512],
+                }),
             },
             Message::Response {
                 id: 5,

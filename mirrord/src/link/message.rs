@@ -1,6 +1,6 @@
 //! What travels on the remote link, inside frames.
 
-use hbmirror::control::{Kind, Mode, PairState};
+use hbmirror::control::{Kind, PairSettings, PairState};
 use serde::{Deserialize, Serialize};
 
 /// Length of handshake nonces.
@@ -76,12 +76,39 @@ pub enum PeerRequest {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
-    /// The pair's state changed at the PVOL; mirror it.
-    SetState {
+    /// The pair's state or settings changed at the sender; follow.
+    Update {
         /// Pair name.
         pair: String,
-        /// New state.
-        state: PairState,
+        /// New state (entering COPY as SVOL clears its bitmap: the PVOL merged it).
+        state: Option<PairState>,
+        /// New settings.
+        settings: Option<PairSettings>,
+    },
+    /// Send me your dirty bitmap (before a resync merges it).
+    TakeBitmap {
+        /// Pair name.
+        pair: String,
+    },
+    /// SVOL site to PVOL site: split the pair (drain what is pending, then PSUS).
+    Split {
+        /// Pair name.
+        pair: String,
+    },
+    /// SVOL site to PVOL site: resync from the PVOL.
+    Resync {
+        /// Pair name.
+        pair: String,
+    },
+    /// SVOL site to PVOL site: the SVOL was taken over (SSWS).
+    Takeover {
+        /// Pair name.
+        pair: String,
+    },
+    /// Taken-over site to old PVOL site: become the SVOL; answer with your bitmap.
+    Reverse {
+        /// Pair name.
+        pair: String,
     },
     /// Dissolve the pair (the volumes stay).
     Detach {
@@ -101,10 +128,10 @@ pub struct Attach {
     pub svol: String,
     /// PVOL size; the SVOL must have exactly this size.
     pub size: u64,
-    /// Remote-copy mode.
-    pub mode: Mode,
     /// Heartbeat or data.
     pub kind: Kind,
+    /// Mode and the other settings.
+    pub settings: PairSettings,
 }
 
 /// A successful answer.
@@ -116,5 +143,11 @@ pub enum PeerReply {
     Attached {
         /// SVOL-side state before the attach (`SMPL` if it was new).
         previous: PairState,
+    },
+    /// A dirty bitmap.
+    Bitmap {
+        /// One bit per 4 KiB block.
+        #[serde(with = "serde_bytes")]
+        bits: Vec<u8>,
     },
 }

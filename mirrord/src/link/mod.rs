@@ -1,9 +1,9 @@
 //! The remote link: authenticated TCP sessions with the peer sites.
 //!
 //! ```text
-//!  Site ──request()──> PeerLink ──> Session.tx ──> writer task ──frames──> TCP ──> peer
-//!   ▲                       pending[id] <── Response ── reader task <──frames── TCP <──┘
-//!   └──── Handler::handle(Request) ─────────────────────┘   (in arrival order)
+//!  Site ──send()──> PeerLink ──> Session.tx ──> writer task ──frames──> TCP ──> peer
+//!   ▲                     waiting[id] <── Response ── reader task <──frames── TCP <──┘
+//!   └── Handler::handle ── answerer task <── Request ──┘   (one at a time, in arrival order)
 //! ```
 //!
 //! Exactly one side dials: the site whose name sorts first; the other only
@@ -342,6 +342,25 @@ impl Link {
             writer_closed.cancel();
         });
 
+        // Requests are answered in arrival order by their own task, so the
+        // reader stays free to deliver responses to requests that a handler
+        // itself sends to the peer (a forwarded split drains pending writes).
+        let (requests, mut incoming) = mpsc::channel::<(u64, PeerRequest)>(1024);
+        let answer_tx = tx.clone();
+        let answer_site = peer.site.clone();
+        let answer_handler = Arc::clone(&handler);
+        let answerer = tokio::spawn(async move {
+            while let Some((id, body)) = incoming.recv().await {
+                let result = answer_handler.handle(&answer_site, body).await;
+                if answer_tx
+                    .send(Message::Response { id, result })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
         let reason = loop {
             let next = tokio::select! {
                 _ = closed.cancelled() => break "closed locally".to_string(),
@@ -356,9 +375,8 @@ impl Link {
             match msg {
                 Message::Ping => {}
                 Message::Request { id, body } => {
-                    let result = handler.handle(&peer.site, body).await;
-                    if tx.send(Message::Response { id, result }).await.is_err() {
-                        break "the sender stopped".to_string();
+                    if requests.send((id, body)).await.is_err() {
+                        break "the request handler stopped".to_string();
                     }
                 }
                 Message::Response { id, result } => {
@@ -379,6 +397,8 @@ impl Link {
             }
         };
         closed.cancel();
+        drop(requests);
+        answerer.abort();
         let _ = writer.await;
         // Dropping the waiters fails every request still in flight.
         if let Ok(mut w) = session.waiting.lock() {

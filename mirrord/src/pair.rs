@@ -1,0 +1,207 @@
+//! The runtime of one pair at this site, beside its persisted [`PairMeta`]:
+//! the dirty bitmap, the adaptive queue, the semi-synchronous slot, the copy
+//! progress and the in-flight accounting.
+//!
+//! One rule serves every mode: a write gets a sequence number and sets its
+//! blocks' dirty bits; the peer's acknowledgement of data that carried a
+//! block as of sequence `s` clears the bit only if `s` is still that block's
+//! latest. Copies (initial, resync, adaptive overflow) ship dirty blocks
+//! read back from the volume, so they copy exactly what the other side lacks.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hbmirror::control::{CopyProgress, PairState, Role};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::bitmap::DirtyMap;
+use crate::link::message::PeerReply;
+use crate::link::{LinkError, Pending};
+use crate::meta::PairMeta;
+
+/// A write waiting in memory to ship (adaptive mode).
+pub struct Queued {
+    /// Byte offset.
+    pub offset: u64,
+    /// The bytes.
+    pub data: Vec<u8>,
+    /// The write's sequence number.
+    pub seq: u64,
+    /// When the host wrote it.
+    pub at: Instant,
+}
+
+/// The adaptive queue: writes in order, at most `skew` bytes; past that the
+/// pair "overflows" and ships dirty blocks read back from the PVOL until the
+/// bitmap is clean again.
+#[derive(Default)]
+pub struct Queue {
+    /// Pending writes, oldest first.
+    pub entries: VecDeque<Queued>,
+    /// Bytes held.
+    pub bytes: u64,
+    /// Writes beyond the skew are tracked in the bitmap only.
+    pub overflowed: bool,
+}
+
+impl Queue {
+    /// Forgets everything held (its blocks stay dirty).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.overflowed = true;
+    }
+}
+
+#[derive(Default)]
+struct Copy {
+    running: bool,
+    copied: u64,
+    total: u64,
+    started: Option<Instant>,
+}
+
+/// One pair as this site runs it.
+pub struct PairRt {
+    /// Dirty bitmap.
+    pub dirty: Mutex<DirtyMap>,
+    /// Adaptive queue.
+    pub queue: Mutex<Queue>,
+    /// Wakes the adaptive shipper.
+    pub wake: Notify,
+    /// Semi-sync: the settling of the one unacknowledged write.
+    pub semi: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Whether the adaptive shipper task runs.
+    pub shipper: AtomicBool,
+    copy: Mutex<Copy>,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded values stay consistent across a panic (no multi-step
+    // invariants span an unwind point), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl PairRt {
+    /// A runtime around a bitmap.
+    pub fn new(dirty: DirtyMap) -> PairRt {
+        PairRt {
+            dirty: Mutex::new(dirty),
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+            semi: tokio::sync::Mutex::new(None),
+            shipper: AtomicBool::new(false),
+            copy: Mutex::new(Copy::default()),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
+        }
+    }
+
+    /// The bitmap, locked.
+    pub fn dirty(&self) -> MutexGuard<'_, DirtyMap> {
+        lock(&self.dirty)
+    }
+
+    /// The adaptive queue, locked.
+    pub fn queue(&self) -> MutexGuard<'_, Queue> {
+        lock(&self.queue)
+    }
+
+    /// Counts a write put on the wire.
+    pub fn shipped(&self) {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    }
+
+    /// Waits for the answer to a shipped write, and counts it settled.
+    pub async fn settle(
+        &self,
+        pending: Pending,
+        timeout: Duration,
+    ) -> Result<PeerReply, LinkError> {
+        let answer = pending.wait(timeout).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        answer
+    }
+
+    /// Starts counting in-flight writes afresh (after a mode change).
+    pub fn reset_in_flight_max(&self) {
+        self.max_in_flight
+            .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    /// Claims the copy; false if one runs already.
+    pub fn begin_copy(&self) -> bool {
+        let mut c = lock(&self.copy);
+        if c.running {
+            return false;
+        }
+        *c = Copy {
+            running: true,
+            copied: 0,
+            total: 0,
+            started: Some(Instant::now()),
+        };
+        true
+    }
+
+    /// Sets the bytes a copy still has to move (the bitmap grows while hosts write).
+    pub fn copy_remaining(&self, remaining: u64) {
+        let mut c = lock(&self.copy);
+        c.total = c.copied + remaining;
+    }
+
+    /// Counts bytes copied.
+    pub fn copied(&self, bytes: u64) {
+        lock(&self.copy).copied += bytes;
+    }
+
+    /// The copy ended.
+    pub fn end_copy(&self) {
+        lock(&self.copy).running = false;
+    }
+
+    /// What `pair status` shows of the copy.
+    pub fn copy_progress(&self) -> CopyProgress {
+        let c = lock(&self.copy);
+        let secs = c.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        CopyProgress {
+            running: c.running,
+            copied_bytes: c.copied,
+            total_bytes: c.total,
+            percent: if c.total == 0 {
+                100.0
+            } else {
+                c.copied as f64 * 100.0 / c.total as f64
+            },
+            rate_bytes_per_s: if secs > 0.0 {
+                c.copied as f64 / secs
+            } else {
+                0.0
+            },
+        }
+    }
+
+    /// The most writes ever in flight at once.
+    pub fn max_in_flight(&self) -> u64 {
+        self.max_in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// Whether hosts may write this site's volume of a pair.
+pub fn host_writable(meta: &PairMeta) -> bool {
+    match meta.role {
+        Role::Pvol => true,
+        Role::Svol => matches!(meta.state, PairState::Psus | PairState::Ssws),
+    }
+}
+
+/// Whether host writes to the PVOL are copied to the SVOL as they happen.
+pub fn mirroring(meta: &PairMeta) -> bool {
+    meta.role == Role::Pvol && matches!(meta.state, PairState::Pair | PairState::Copy)
+}
