@@ -270,7 +270,7 @@ pub struct PairInfo {
     pub queued_bytes: u64,
     /// Age of the oldest unshipped change, in milliseconds.
     pub oldest_pending_ms: Option<u64>,
-    /// Most writes of this pair ever unacknowledged at once since the mode was set.
+    /// Most host writes of this pair ever unacknowledged at once since the mode was set (copies not counted).
     pub max_in_flight: u64,
     /// The running or last copy.
     pub copy: CopyProgress,

@@ -851,7 +851,7 @@ impl Site {
     async fn split_here(self: &Arc<Self>, name: &str) -> Result<String, SiteError> {
         let w = self.work(name)?;
         let _order = w.volume.order.lock().await;
-        self.settle_semi(name, &w.rt).await;
+        Self::settle_semi(&w.rt).await;
         let mirrored = self
             .meta_of(name)
             .is_some_and(|m| m.state == PairState::Pair);
@@ -1072,8 +1072,24 @@ impl Site {
 
     // ----- shipping --------------------------------------------------------
 
-    /// Ships one write to the peer; counts it in flight.
+    /// Ships one write to the peer.
     async fn ship(
+        &self,
+        meta: &PairMeta,
+        pair: &str,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<Pending, LinkError> {
+        let request = PeerRequest::Write {
+            pair: pair.into(),
+            offset,
+            data,
+        };
+        self.link.peer(&meta.peer)?.send(request).await
+    }
+
+    /// Ships a host write; counts it in flight until settled.
+    async fn ship_host_write(
         &self,
         meta: &PairMeta,
         rt: &PairRt,
@@ -1081,21 +1097,13 @@ impl Site {
         offset: u64,
         data: Vec<u8>,
     ) -> Result<Pending, LinkError> {
-        let pending = self
-            .link
-            .peer(&meta.peer)?
-            .send(PeerRequest::Write {
-                pair: pair.into(),
-                offset,
-                data,
-            })
-            .await?;
+        let pending = self.ship(meta, pair, offset, data).await?;
         rt.shipped();
         Ok(pending)
     }
 
     /// Semi-sync: waits until the one unacknowledged write is settled.
-    async fn settle_semi(&self, _pair: &str, rt: &PairRt) {
+    async fn settle_semi(rt: &PairRt) {
         let mut slot = rt.semi.lock().await;
         if let Some(previous) = slot.take() {
             let _ = previous.await;
@@ -1141,7 +1149,7 @@ impl Site {
                     let data = w.volume.read(&self.io, offset, len).await?;
                     let seqs = w.rt.dirty().seqs(run.first, run.len);
                     Shipped {
-                        pending: self.ship(&w.meta, &w.rt, name, offset, data).await?,
+                        pending: self.ship(&w.meta, name, offset, data).await?,
                         first: run.first,
                         bytes: len as u64,
                         seqs,
@@ -1161,7 +1169,7 @@ impl Site {
 
     /// Waits for a shipped run and clears the bits it carried.
     async fn acked(&self, w: &Work, shipped: Shipped, timeout: Duration) -> Result<(), SiteError> {
-        w.rt.settle(shipped.pending, timeout).await?;
+        shipped.pending.wait(timeout).await?;
         w.rt.dirty().acked(shipped.first, &shipped.seqs);
         w.rt.copied(shipped.bytes);
         Ok(())
@@ -1288,7 +1296,7 @@ impl Site {
                     };
                     let Some(entry) = next else { break };
                     let pending = self
-                        .ship(&w.meta, rt, name, entry.offset, entry.data.clone())
+                        .ship_host_write(&w.meta, rt, name, entry.offset, entry.data.clone())
                         .await?;
                     window.push_back((pending, entry));
                     if window.len() >= SHIP_WINDOW {
@@ -1374,7 +1382,10 @@ impl Site {
         match meta.settings.mode {
             Mode::Sync if fenced => {
                 // Remote first, local after: a write the SVOL cannot take never reaches the PVOL.
-                let answer = match self.ship(&meta, &rt, &name, offset, data.to_vec()).await {
+                let answer = match self
+                    .ship_host_write(&meta, &rt, &name, offset, data.to_vec())
+                    .await
+                {
                     Ok(p) => rt.settle(p, timeout).await.map(|_| ()),
                     Err(e) => Err(e),
                 };
@@ -1390,7 +1401,9 @@ impl Site {
             }
             Mode::Sync => {
                 // Queued before the PVOL write, so the transfer and the SVOL write overlap it.
-                let shipped = self.ship(&meta, &rt, &name, offset, data.to_vec()).await;
+                let shipped = self
+                    .ship_host_write(&meta, &rt, &name, offset, data.to_vec())
+                    .await;
                 v.write(&self.io, offset, data).await?;
                 let answer = match shipped {
                     Ok(p) => rt.settle(p, timeout).await.map(|_| ()),
@@ -1402,11 +1415,14 @@ impl Site {
                 }
             }
             Mode::SemiSync => {
-                self.settle_semi(&name, &rt).await;
+                Self::settle_semi(&rt).await;
                 // Settling may have suspended the pair.
                 let still = self.meta_of(&name).is_some_and(|m| mirroring(&m));
                 let shipped = if still {
-                    Some(self.ship(&meta, &rt, &name, offset, data.to_vec()).await)
+                    Some(
+                        self.ship_host_write(&meta, &rt, &name, offset, data.to_vec())
+                            .await,
+                    )
                 } else {
                     None
                 };
