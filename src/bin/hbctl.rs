@@ -26,9 +26,23 @@ enum Command {
     #[command(subcommand)]
     Volume(VolumeCommand),
     /// Remote-copy pairs: a local PVOL mirrored to an SVOL at a peer site.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = PAIR_HELP)]
     Pair(PairCommand),
 }
+
+const PAIR_HELP: &str = "\
+States: SMPL no pair | COPY copying | PAIR in sync | PSUS split by a person |
+        PSUE suspended by an error (link or peer lost) | SSWS SVOL taken over.
+In PSUS, PSUE and SSWS every changed block is tracked (dirty bitmap, kept across
+restarts); a resync copies exactly the blocks changed on either side.
+
+Backup from the SVOL:   pair split NAME  ...  pair resync NAME
+Link lost (PSUE):       heartbeat pairs resync by themselves; data pairs: pair resync NAME
+Failover to the SVOL:   pair takeover NAME            (at the SVOL's site)
+Fail back:              pair resync NAME --reverse    (there, once both sites are up)
+                        then, to return home: pair takeover NAME and pair resync NAME --reverse
+                        at the original site
+Heartbeat pairs refuse split and delete while installed: pair uninstall NAME first.";
 
 #[derive(Subcommand)]
 enum VolumeCommand {
