@@ -138,27 +138,27 @@ fn fence_data_refuses_writes_that_cannot_reach_the_svol() {
     assert!(sites.identical("fenced"));
 }
 
+/// Four threads writing 50 blocks each, concurrently, into the first 800 KiB.
+fn four_writers(file: &std::path::Path, seed: u8) {
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            s.spawn(move || {
+                for i in 0..50u64 {
+                    let block = t * 50 + i;
+                    write_at(file, block * 4096, &pattern(4096, seed ^ block as u8));
+                }
+            });
+        }
+    });
+}
+
 #[test]
 fn semi_sync_never_has_two_writes_in_flight() {
     let Some(sites) = TwoSites::start("semi_sync_never_has_two_writes_in_flight") else {
         return;
     };
     sites.pair("semi", "1MiB", &["--mode", "semi-sync"]);
-    let file = sites.prod.file("semi");
-    std::thread::scope(|s| {
-        for t in 0..4u8 {
-            let file = &file;
-            s.spawn(move || {
-                for i in 0..50u64 {
-                    write_at(
-                        file,
-                        (u64::from(t) * 50 + i) * 4096,
-                        &pattern(4096, t * 50 + i as u8),
-                    );
-                }
-            });
-        }
-    });
+    four_writers(&sites.prod.file("semi"), 1);
     wait_for("semi-sync pair to settle", || {
         sites.prod.pair_u64("semi", "pending_bytes") == 0
     });
@@ -168,21 +168,7 @@ fn semi_sync_never_has_two_writes_in_flight() {
     sites
         .prod
         .ok(&["pair", "set", "semi", "--mode", "adaptive"]);
-    let file = sites.prod.file("semi");
-    std::thread::scope(|s| {
-        for t in 0..4u8 {
-            let file = &file;
-            s.spawn(move || {
-                for i in 0..50u64 {
-                    write_at(
-                        file,
-                        (u64::from(t) * 50 + i) * 4096,
-                        &pattern(4096, t ^ i as u8),
-                    );
-                }
-            });
-        }
-    });
+    four_writers(&sites.prod.file("semi"), 2);
     wait_for("adaptive pair to drain", || {
         sites.prod.pair_u64("semi", "pending_bytes") == 0
     });

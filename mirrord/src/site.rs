@@ -961,15 +961,7 @@ impl Site {
             }
         };
         w.rt.dirty().merge(&bits)?;
-        link.call(
-            PeerRequest::Update {
-                pair: name.into(),
-                state: Some(PairState::Copy),
-                settings: Some(w.meta.settings),
-            },
-            timeout,
-        )
-        .await?;
+        // The copy task tells the peer (which then clears its merged bitmap).
         self.set_state(
             name,
             &[
