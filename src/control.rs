@@ -1,6 +1,7 @@
 //! The control API of mirrord: one JSON request per line on a Unix socket,
 //! one JSON response per line back. `hbctl` is its client; scripts may speak
-//! it directly (`socat - UNIX-CONNECT:/run/hbmirror/mirrord.sock`).
+//! it directly (`socat - UNIX-CONNECT:/run/hbmirror/mirrord.sock`). hbd's
+//! API (`hb::api`) travels the same way through [`call_as`].
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Write};
@@ -303,12 +304,12 @@ pub enum Reply {
     Pairs(Vec<PairInfo>),
 }
 
-/// mirrord's answer to one request.
+/// A daemon's answer to one request (mirrord's replies by default; hbd has its own).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Response {
+pub enum Response<R = Reply> {
     /// The request succeeded.
-    Ok(Reply),
+    Ok(R),
     /// The request was refused or failed; the text names the thing and the way out.
     Error(String),
 }
@@ -317,7 +318,7 @@ pub enum Response {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The socket could not be reached.
-    #[error("cannot reach mirrord at {path}: {source}; is mirrord running? (give the socket with --socket or HBCTL_SOCKET)")]
+    #[error("cannot reach the daemon at {path}: {source}; is it running? (give the socket with --socket or HBCTL_SOCKET)")]
     Connect {
         /// Socket path.
         path: PathBuf,
@@ -332,8 +333,8 @@ pub enum ClientError {
         /// OS error.
         source: std::io::Error,
     },
-    /// mirrord answered something unreadable.
-    #[error("unreadable answer from mirrord at {path}: {source}")]
+    /// The daemon answered something unreadable.
+    #[error("unreadable answer from {path}: {source}")]
     Protocol {
         /// Socket path.
         path: PathBuf,
@@ -347,6 +348,14 @@ pub enum ClientError {
 
 /// Sends one request to mirrord at `socket` and waits for its answer.
 pub fn call(socket: &Path, request: &Request) -> Result<Reply, ClientError> {
+    call_as(socket, request)
+}
+
+/// Sends one request to the daemon at `socket` (mirrord or hbd) and waits for its answer.
+pub fn call_as<Q: Serialize, R: serde::de::DeserializeOwned>(
+    socket: &Path,
+    request: &Q,
+) -> Result<R, ClientError> {
     let io = |source| ClientError::Io {
         path: socket.to_path_buf(),
         source,
@@ -369,7 +378,7 @@ pub fn call(socket: &Path, request: &Request) -> Result<Reply, ClientError> {
             "mirrord closed the connection without answering",
         )));
     }
-    match serde_json::from_str(&answer).map_err(|source| ClientError::Protocol {
+    match serde_json::from_str::<Response<R>>(&answer).map_err(|source| ClientError::Protocol {
         path: socket.to_path_buf(),
         source,
     })? {

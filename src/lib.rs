@@ -3,8 +3,10 @@
 //! This package holds what the binaries share and the host-side tools:
 //!
 //! - [`size`]: human sizes (`64KiB`, `1GiB`) for the CLI and configs.
+//! - [`align`]: buffers aligned for O_DIRECT (volume I/O, heartbeat slots).
 //! - [`control`]: the JSON-lines control API of `mirrord` and its client.
-//! - `src/bin/hbctl.rs`: the command-line tool for people and scripts.
+//! - [`hb`]: hbd, the heartbeat check (seed Figures 2–11).
+//! - `src/bin/hbctl.rs`, `src/bin/hbd.rs`: the thin binaries.
 //!
 //! The storage side lives in the member crates: `mirrord` (volumes on
 //! io_uring, the remote link, pairs) and `hbfs` (the FUSE view of volumes).
@@ -15,5 +17,7 @@
 //!  host program ─ open/read/write ─> hbfs (FUSE) ─┘
 //! ```
 
+pub mod align;
 pub mod control;
+pub mod hb;
 pub mod size;

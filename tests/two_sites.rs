@@ -470,7 +470,7 @@ fn hbctl_takes_its_socket_from_the_environment() {
         .expect("hbctl");
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && e.contains("is mirrord running?") && e.contains("HBCTL_SOCKET"),
+        !out.status.success() && e.contains("is it running?") && e.contains("HBCTL_SOCKET"),
         "{e}"
     );
 }

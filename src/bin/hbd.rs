@@ -1,0 +1,47 @@
+//! hbd: the heartbeat check of one host.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// The heartbeat check of one host: sends heartbeats over the network (UDP)
+/// and through heartbeat mirrors (plain files, usually on hbfs), checks the
+/// peer's, keeps the heartbeat status table, and at the standby fails over
+/// only when every enabled channel says the production group is dead.
+/// Runs in the foreground and logs to stderr (RUST_LOG=debug for more).
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration (see the README: host, group, peers, data_dir, psk_file,
+    /// interval_ms, timeout_ms, [network], [[mirrors]], [failover], [[checks]]).
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = hbmirror::hb::config::Config::load(&cli.config)
+        .map_err(anyhow::Error::from)
+        .and_then(|config| {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(hbmirror::hb::daemon::run(config))
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("hbd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! hbd's TOML configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// Config path.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or has unknown keys.
+    #[error("config {path}: {source}")]
+    Parse {
+        /// Config path.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        source: toml::de::Error,
+    },
+    /// A value is not acceptable.
+    #[error("config {path}: {why}")]
+    Invalid {
+        /// Config path.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        why: String,
+    },
+    /// The key file is missing or too short.
+    #[error("heartbeat key {path}: {why}; create one with `head -c 32 /dev/urandom | base64 > {path}` (mode 0600) and copy it to the peer host")]
+    Key {
+        /// Key path.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// Which group this host belongs to; only the standby fails over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Group {
+    /// The production site's group: reports the standby's health, never fails over.
+    Production,
+    /// The standby site's group: fails over when the production group is dead.
+    Standby,
+}
+
+/// The whole configuration of one host's hbd.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This host's identifier, carried in every message it sends.
+    pub host: String,
+    /// Its group.
+    pub group: Group,
+    /// Identifiers approved as senders (the peer group's hosts).
+    pub peers: Vec<String>,
+    /// Where the status table (`table.json`) and events (`events.jsonl`) live.
+    pub data_dir: PathBuf,
+    /// Control socket for `hbctl hb` (mode 0600).
+    #[serde(default = "default_socket")]
+    pub control_socket: PathBuf,
+    /// Milliseconds between heartbeats (and checks).
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    /// Milliseconds without an advancing heartbeat after which a channel fails.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Pre-shared key of the heartbeat messages (network and volumes).
+    pub psk_file: PathBuf,
+    /// Directory where this host sees heartbeat volumes as files (its hbfs
+    /// mount); a peer's activation names a volume, found here.
+    #[serde(default)]
+    pub volume_dir: Option<PathBuf>,
+    /// Also keep the status table on this volume (a file path), besides `data_dir`.
+    #[serde(default)]
+    pub table_volume: Option<PathBuf>,
+    /// The network channel.
+    #[serde(default)]
+    pub network: Option<NetworkConfig>,
+    /// Heartbeat mirrors installed at start.
+    #[serde(default)]
+    pub mirrors: Vec<MirrorConfig>,
+    /// What to do at failover, and where to reach mirrord.
+    #[serde(default)]
+    pub failover: FailoverConfig,
+    /// Local checks whose failures are notified to the peer (Fig 10).
+    #[serde(default)]
+    pub checks: Vec<CheckConfig>,
+}
+
+/// The network heartbeat channel (UDP).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Address to receive heartbeats on.
+    pub listen: SocketAddr,
+    /// The peer hbd's address(es); each gets every heartbeat.
+    pub peers: Vec<String>,
+}
+
+/// One heartbeat mirror: a PVOL path this host writes and/or an SVOL path it reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// Name, the same at both hosts.
+    pub name: String,
+    /// Heartbeat PVOL to write (sending).
+    #[serde(default)]
+    pub pvol: Option<PathBuf>,
+    /// Heartbeat SVOL to read (receiving).
+    #[serde(default)]
+    pub svol: Option<PathBuf>,
+    /// The mirrord pair behind it (protected from split while installed).
+    #[serde(default)]
+    pub pair: Option<String>,
+}
+
+/// Failover actions.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverConfig {
+    /// Command run (by `sh -c`) once at failover, with the reason and the table in its environment.
+    #[serde(default)]
+    pub hook: Option<String>,
+    /// Data pairs to take over through mirrord at failover.
+    #[serde(default)]
+    pub take_over: Vec<String>,
+    /// mirrord's control socket (pair takeover, heartbeat-pair protection).
+    #[serde(default = "default_mirrord_socket")]
+    pub mirrord_socket: PathBuf,
+    /// Command run for received SYSTEM DOWN and SERIOUS notices.
+    #[serde(default)]
+    pub alert: Option<String>,
+}
+
+/// Failure levels (Fig 11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Level {
+    /// The whole system is down.
+    #[serde(rename = "SYSTEM DOWN")]
+    SystemDown,
+    /// Serious.
+    #[serde(rename = "SERIOUS")]
+    Serious,
+    /// Moderate.
+    #[serde(rename = "MODERATE")]
+    Moderate,
+    /// Temporary.
+    #[serde(rename = "TEMPORARY")]
+    Temporary,
+}
+
+impl Level {
+    /// Whether a received notice of this level runs the alert command.
+    pub fn alerts(self) -> bool {
+        matches!(self, Level::SystemDown | Level::Serious)
+    }
+}
+
+/// A local check: exactly one of `command`, `writable`, `network`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    /// The part's identifier (host, volume, link...).
+    pub part: String,
+    /// Level of its failure.
+    pub level: Level,
+    /// Fails when this command (run by `sh -c`) exits non-zero.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Fails when this volume (file) cannot be opened for writing.
+    #[serde(default)]
+    pub writable: Option<PathBuf>,
+    /// Fails when a TCP connection to this `host:port` cannot be made within the interval.
+    #[serde(default)]
+    pub network: Option<String>,
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from(super::api::DEFAULT_SOCKET)
+}
+
+fn default_mirrord_socket() -> PathBuf {
+    PathBuf::from(crate::control::DEFAULT_SOCKET)
+}
+
+fn default_interval_ms() -> u64 {
+    1000
+}
+
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and checks config text; `path` is only for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
+        let invalid = |why: String| ConfigError::Invalid {
+            path: path.into(),
+            why,
+        };
+        if config.interval_ms < 10 {
+            return Err(invalid(format!(
+                "interval_ms = {} is below 10 ms",
+                config.interval_ms
+            )));
+        }
+        if config.timeout_ms <= config.interval_ms {
+            return Err(invalid(format!(
+                "timeout_ms ({}) must exceed interval_ms ({}): a channel needs at least one heartbeat per timeout; use e.g. 10 x the interval",
+                config.timeout_ms, config.interval_ms
+            )));
+        }
+        if config.peers.is_empty() {
+            return Err(invalid(
+                "peers is empty: name the peer host(s) whose heartbeats this hbd approves".into(),
+            ));
+        }
+        let mut names: Vec<&str> = config.mirrors.iter().map(|m| m.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(invalid(format!("mirror '{}' is listed twice", w[0])));
+        }
+        for m in &config.mirrors {
+            if m.pvol.is_none() && m.svol.is_none() {
+                return Err(invalid(format!(
+                    "mirror '{}' has neither pvol (to write) nor svol (to read)",
+                    m.name
+                )));
+            }
+        }
+        for c in &config.checks {
+            let kinds = [
+                c.command.is_some(),
+                c.writable.is_some(),
+                c.network.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if kinds != 1 {
+                return Err(invalid(format!(
+                    "check '{}' needs exactly one of command, writable, network",
+                    c.part
+                )));
+            }
+        }
+        Ok(config)
+    }
+
+    /// The heartbeat interval.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+
+    /// The channel timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// Reads the pre-shared key (surrounding whitespace ignored).
+    pub fn key(&self) -> Result<Vec<u8>, ConfigError> {
+        let path = &self.psk_file;
+        let key = std::fs::read(path).map_err(|e| ConfigError::Key {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        let key = key.trim_ascii().to_vec();
+        if key.len() < 16 {
+            return Err(ConfigError::Key {
+                path: path.clone(),
+                why: format!("the key is {} bytes; at least 16 are needed", key.len()),
+            });
+        }
+        Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+host = "standby-a"
+group = "standby"
+peers = ["prod-a"]
+data_dir = "/var/lib/hbd"
+psk_file = "/etc/hbmirror/hb.key"
+interval_ms = 200
+timeout_ms = 1000
+volume_dir = "/mnt/hbfs"
+[network]
+listen = "0.0.0.0:7790"
+peers = ["10.0.0.1:7790"]
+[[mirrors]]
+name = "hb0"
+svol = "/mnt/hbfs/hb0"
+pair = "hb0"
+[[mirrors]]
+name = "hb1"
+pvol = "/mnt/hbfs/hb1"
+[failover]
+hook = "/usr/local/bin/take-over-app"
+take_over = ["app"]
+alert = "logger -t hbd"
+[[checks]]
+part = "db"
+level = "SERIOUS"
+command = "pgrep -x postgres"
+[[checks]]
+part = "hb1"
+level = "MODERATE"
+writable = "/mnt/hbfs/hb1"
+"#;
+
+    #[test]
+    fn the_example_parses_with_sub_second_timing() {
+        let c = Config::parse(EXAMPLE, Path::new("hbd.toml")).expect("parse");
+        assert_eq!(c.group, Group::Standby);
+        assert_eq!(c.interval(), Duration::from_millis(200));
+        assert_eq!(
+            c.mirrors[0].svol.as_deref(),
+            Some(Path::new("/mnt/hbfs/hb0"))
+        );
+        assert_eq!(c.failover.take_over, vec!["app".to_string()]);
+        assert_eq!(c.checks[0].level, Level::Serious);
+        assert_eq!(c.control_socket, PathBuf::from("/run/hbmirror/hbd.sock"));
+    }
+
+    #[test]
+    fn defaults_are_one_and_ten_seconds() {
+        let c = Config::parse(
+            "host='a'\ngroup='production'\npeers=['b']\ndata_dir='/d'\npsk_file='/k'\n",
+            Path::new("x"),
+        )
+        .expect("parse");
+        assert_eq!(c.interval(), Duration::from_secs(1));
+        assert_eq!(c.timeout(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Config::parse(
+            &EXAMPLE.replace("timeout_ms = 1000", "timeout_ms = 100"),
+            Path::new("x"),
+        )
+        .expect_err("timeout");
+        assert!(e.to_string().contains("must exceed interval_ms"), "{e}");
+        let e = Config::parse(
+            &EXAMPLE.replace("writable = ", "command = 'x'\nwritable = "),
+            Path::new("x"),
+        )
+        .expect_err("two kinds");
+        assert!(e.to_string().contains("exactly one of"), "{e}");
+        let e = Config::parse(
+            &EXAMPLE.replace("group = \"standby\"", "group = \"primary\""),
+            Path::new("x"),
+        )
+        .expect_err("group");
+        assert!(e.to_string().contains("group"), "{e}");
+    }
+}

@@ -1,0 +1,298 @@
+//! The heartbeat message (Fig 3) and the control messages it carries.
+//!
+//! ```text
+//!  0       4        5      6        8        12                  12+len        +32
+//!  │"HBBT" │version │flags │len (LE)│crc32c  │ payload (postcard) │ HMAC-SHA256 │
+//! ```
+//! The CRC32C covers header and payload; the HMAC (pre-shared key) covers the
+//! same bytes. The same frame is a UDP datagram on the network and one 4 KiB
+//! aligned slot on a heartbeat volume (zero-padded, written with one write, so
+//! a reader sees the old or the new message, and the CRC tells a torn one).
+//!
+//! Every heartbeat carries the sender's unacknowledged control messages
+//! (activation, de-activation, procedure, failure notices) and the highest
+//! control id it has received from the addressee: control travels over
+//! whichever channel works, and is repeated until acknowledged.
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use super::config::{Group, Level};
+
+/// Magic of a heartbeat frame.
+pub const MAGIC: [u8; 4] = *b"HBBT";
+/// Version of the heartbeat frame.
+pub const VERSION: u8 = 1;
+/// Size of a heartbeat slot on a volume.
+pub const SLOT: usize = 4096;
+const HEADER: usize = 12;
+const MAC: usize = 32;
+/// Largest payload that fits a slot.
+pub const MAX_PAYLOAD: usize = SLOT - HEADER - MAC;
+/// The serial number's maximum; the one after it is 1.
+pub const SERIAL_MAX: u32 = u32::MAX;
+
+/// The serial number after `serial` (Fig 3: counts up by one, back to 1 after the maximum).
+pub fn next_serial(serial: u32) -> u32 {
+    if serial >= SERIAL_MAX {
+        1
+    } else {
+        serial + 1
+    }
+}
+
+/// A heartbeat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Beat {
+    /// Serial number (Fig 3, 310).
+    pub serial: u32,
+    /// Time of generation, milliseconds since the Unix epoch (320).
+    pub time_ms: u64,
+    /// Sender identifier (330).
+    pub sender: String,
+    /// The sender's group.
+    pub group: Group,
+    /// Highest control id the sender has received from the addressee.
+    pub ack: u64,
+    /// Unacknowledged control messages, oldest first.
+    pub controls: Vec<Control>,
+}
+
+/// A control message, numbered by its sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Control {
+    /// Sender-assigned, increasing.
+    pub id: u64,
+    /// What it says.
+    pub body: ControlBody,
+}
+
+/// What a control message says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlBody {
+    /// Fig 4: a heartbeat mirror was installed; register its SVOL.
+    Activate {
+        /// Mirror name.
+        mirror: String,
+        /// SVOL volume name at the receiver (found in its `volume_dir`).
+        svol: String,
+        /// Or the SVOL's path at the receiver, if the installer gave it.
+        path: Option<String>,
+    },
+    /// Fig 5: a heartbeat mirror was de-installed.
+    Deactivate {
+        /// Mirror name.
+        mirror: String,
+    },
+    /// Fig 8: the checking procedure changed.
+    Procedure(Procedure),
+    /// Fig 10/11: a failure at the sender's site.
+    Notice(Notice),
+}
+
+/// A change of the checking procedure (Fig 8).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Procedure {
+    /// Network channel on or off.
+    pub network: Option<bool>,
+    /// Mirror channel on or off.
+    pub mirrors: Option<bool>,
+    /// One mirror on or off.
+    pub mirror: Option<(String, bool)>,
+}
+
+/// A failure indication (Fig 11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    /// The failed part's identifier (1105).
+    pub part: String,
+    /// Level of failure (1120).
+    pub level: Level,
+    /// Part information: address, path, serial (1110).
+    pub info: String,
+    /// When the failure was detected, ms since the epoch (1115).
+    pub time_ms: u64,
+    /// The host that detected it.
+    pub host: String,
+}
+
+/// A frame that is not a valid heartbeat.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MessageError {
+    /// Too short, or not a heartbeat frame (an empty, never-written slot).
+    #[error("no heartbeat message (bad magic or empty slot)")]
+    Empty,
+    /// Another protocol version.
+    #[error("heartbeat version {0} is not supported (this build speaks {VERSION}); run the same release on both hosts")]
+    Version(u8),
+    /// Damaged, or torn by a concurrent write.
+    #[error("heartbeat CRC32C mismatch (damaged or torn)")]
+    Crc,
+    /// Signed with another key.
+    #[error("heartbeat HMAC mismatch: the sender uses another key (check psk_file on both hosts)")]
+    Mac,
+    /// Intact but unreadable.
+    #[error("malformed heartbeat payload: {0}")]
+    Malformed(String),
+    /// Too many control messages to fit.
+    #[error("heartbeat message of {0} bytes does not fit a {SLOT}-byte slot")]
+    TooLarge(usize),
+}
+
+fn mac(key: &[u8], bytes: &[u8]) -> Hmac<Sha256> {
+    // HMAC takes keys of any length; new_from_slice cannot fail for it.
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    m.update(bytes);
+    m
+}
+
+impl Beat {
+    /// Encodes and signs the message.
+    pub fn encode(&self, key: &[u8]) -> Result<Vec<u8>, MessageError> {
+        let payload =
+            postcard::to_allocvec(self).map_err(|e| MessageError::Malformed(e.to_string()))?;
+        if payload.len() > MAX_PAYLOAD {
+            return Err(MessageError::TooLarge(payload.len() + HEADER + MAC));
+        }
+        let mut frame = Vec::with_capacity(HEADER + payload.len() + MAC);
+        frame.extend_from_slice(&MAGIC);
+        frame.push(VERSION);
+        frame.push(0);
+        frame.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+        frame.extend_from_slice(&[0; 4]);
+        frame.extend_from_slice(&payload);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&frame[..8]), &payload);
+        frame[8..12].copy_from_slice(&crc.to_le_bytes());
+        let tag = mac(key, &frame).finalize().into_bytes();
+        frame.extend_from_slice(&tag);
+        Ok(frame)
+    }
+
+    /// Checks and decodes a frame (trailing bytes, such as a slot's padding, are ignored).
+    pub fn decode(bytes: &[u8], key: &[u8]) -> Result<Beat, MessageError> {
+        if bytes.len() < HEADER + MAC || bytes[..4] != MAGIC {
+            return Err(MessageError::Empty);
+        }
+        if bytes[4] != VERSION {
+            return Err(MessageError::Version(bytes[4]));
+        }
+        let len = usize::from(u16::from_le_bytes([bytes[6], bytes[7]]));
+        if len > MAX_PAYLOAD || bytes.len() < HEADER + len + MAC {
+            return Err(MessageError::Crc);
+        }
+        let payload = &bytes[HEADER..HEADER + len];
+        let stated = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        if crc32c::crc32c_append(crc32c::crc32c(&bytes[..8]), payload) != stated {
+            return Err(MessageError::Crc);
+        }
+        mac(key, &bytes[..HEADER + len])
+            .verify_slice(&bytes[HEADER + len..HEADER + len + MAC])
+            .map_err(|_| MessageError::Mac)?;
+        postcard::from_bytes(payload).map_err(|e| MessageError::Malformed(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = b"0123456789abcdef";
+
+    fn beat(controls: Vec<Control>) -> Beat {
+        Beat {
+            serial: 7,
+            time_ms: 1_700_000_000_000,
+            sender: "prod-a".into(),
+            group: Group::Production,
+            ack: 3,
+            controls,
+        }
+    }
+
+    #[test]
+    fn a_beat_with_every_control_round_trips_in_a_slot() {
+        let b = beat(vec![
+            Control {
+                id: 1,
+                body: ControlBody::Activate {
+                    mirror: "hb0".into(),
+                    svol: "hb0".into(),
+                    path: None,
+                },
+            },
+            Control {
+                id: 2,
+                body: ControlBody::Deactivate {
+                    mirror: "hb9".into(),
+                },
+            },
+            Control {
+                id: 3,
+                body: ControlBody::Procedure(Procedure {
+                    network: Some(false),
+                    mirrors: None,
+                    mirror: Some(("hb0".into(), true)),
+                }),
+            },
+            Control {
+                id: 4,
+                body: ControlBody::Notice(Notice {
+                    part: "db".into(),
+                    level: Level::SystemDown,
+                    info: "pgrep -x postgres".into(),
+                    time_ms: 5,
+                    host: "prod-a".into(),
+                }),
+            },
+        ]);
+        let mut slot = b.encode(KEY).expect("encode");
+        assert!(slot.len() <= SLOT);
+        slot.resize(SLOT, 0);
+        assert_eq!(Beat::decode(&slot, KEY), Ok(b));
+    }
+
+    #[test]
+    fn damage_wrong_keys_and_empty_slots_are_told_apart() {
+        let frame = beat(vec![]).encode(KEY).expect("encode");
+        assert_eq!(Beat::decode(&[0u8; SLOT], KEY), Err(MessageError::Empty));
+        assert_eq!(
+            Beat::decode(&frame, b"another-key-0123456"),
+            Err(MessageError::Mac)
+        );
+        for i in 8..frame.len() - MAC {
+            let mut bad = frame.clone();
+            bad[i] ^= 1;
+            assert!(Beat::decode(&bad, KEY).is_err(), "flip at {i} accepted");
+        }
+        let mut v = frame.clone();
+        v[4] = 9;
+        assert_eq!(Beat::decode(&v, KEY), Err(MessageError::Version(9)));
+    }
+
+    #[test]
+    fn serials_count_up_and_wrap_to_one() {
+        assert_eq!(next_serial(1), 2);
+        assert_eq!(next_serial(SERIAL_MAX - 1), SERIAL_MAX);
+        assert_eq!(next_serial(SERIAL_MAX), 1);
+    }
+
+    #[test]
+    fn an_outbox_too_large_for_a_slot_is_refused() {
+        let notice = |i| Control {
+            id: i,
+            body: ControlBody::Notice(Notice {
+                part: "x".repeat(200),
+                level: Level::Moderate,
+                info: "y".repeat(300),
+                time_ms: 1,
+                host: "h".into(),
+            }),
+        };
+        let e = beat((0..10).map(notice).collect())
+            .encode(KEY)
+            .expect_err("too large");
+        assert!(matches!(e, MessageError::TooLarge(_)));
+    }
+}
