@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use hbmirror::control::{self, Fence, Kind, Mode, PairInfo, PairState, Reply, Request, VolumeInfo};
+use hbmirror::hb;
+use hbmirror::hb::api::{Event, HbReply, HbRequest};
+use hbmirror::hb::message::Procedure;
+use hbmirror::hb::table::{Seen, Table};
 use hbmirror::size::{parse_size, Bytes};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -13,9 +17,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
-    /// mirrord's control socket.
-    #[arg(long, global = true, env = "HBCTL_SOCKET", default_value = control::DEFAULT_SOCKET)]
-    socket: PathBuf,
+    /// Control socket of the daemon addressed [default: /run/hbmirror/mirrord.sock
+    /// for `volume` and `pair`, /run/hbmirror/hbd.sock for `hb`].
+    #[arg(long, global = true, env = "HBCTL_SOCKET")]
+    socket: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,6 +33,76 @@ enum Command {
     /// Remote-copy pairs: a local PVOL mirrored to an SVOL at a peer site.
     #[command(subcommand, after_help = PAIR_HELP)]
     Pair(PairCommand),
+    /// The heartbeat check (hbd): status table, events, heartbeat mirrors, procedure.
+    #[command(subcommand)]
+    Hb(HbCommand),
+}
+
+#[derive(Subcommand)]
+enum HbCommand {
+    /// Show the heartbeat status table (Fig 2): channels, peer status, mirrors, counts.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show recent events: channel failures and recoveries, failure notices, failover.
+    Events {
+        /// How many, newest last.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install or de-install heartbeat mirrors while heartbeat checking runs.
+    #[command(subcommand)]
+    Mirror(MirrorCommand),
+    /// Turn the network channel, the mirror channel, or one mirror on or off,
+    /// here and (over a working channel) at the peer (Fig 8).
+    Procedure {
+        /// Send and check heartbeats over the network.
+        #[arg(long, value_enum)]
+        network: Option<OnOff>,
+        /// Send and check heartbeats through the heartbeat mirrors.
+        #[arg(long, value_enum)]
+        mirrors: Option<OnOff>,
+        /// One mirror: NAME on|off.
+        #[arg(long, num_args = 2, value_names = ["NAME", "on|off"])]
+        mirror: Option<Vec<String>>,
+    },
+    /// Allow another failover, after a failback to the production site.
+    Rearm,
+}
+
+#[derive(Subcommand)]
+enum MirrorCommand {
+    /// Install a heartbeat mirror whose PVOL this host writes (Fig 4): registers
+    /// it, enables it, protects its mirrord pair from split, and tells the peer
+    /// hbd, which registers its SVOL.
+    Install {
+        /// The heartbeat PVOL as a file here (usually on hbfs).
+        #[arg(long)]
+        pvol: PathBuf,
+        /// The mirrord pair behind it (must be a heartbeat pair with its PVOL here).
+        #[arg(long)]
+        pair: Option<String>,
+        /// Mirror name. Default: the pair's name, else the PVOL file's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// SVOL volume name at the peer (found in its volume_dir). Default: the pair's SVOL.
+        #[arg(long)]
+        svol: Option<String>,
+        /// Or the SVOL's full path at the peer.
+        #[arg(long)]
+        svol_path: Option<String>,
+    },
+    /// De-install a heartbeat mirror (Fig 5): stops using it here and at the peer,
+    /// and lifts its pair's split protection.
+    Uninstall {
+        /// Mirror name.
+        name: String,
+    },
 }
 
 const PAIR_HELP: &str = "\
@@ -219,8 +294,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), control::ClientError> {
-    let socket = cli.socket;
+    let socket_or = |default: &str| cli.socket.clone().unwrap_or_else(|| PathBuf::from(default));
+    let socket = socket_or(control::DEFAULT_SOCKET);
     let (request, json) = match cli.command {
+        Command::Hb(command) => return run_hb(&socket_or(hb::api::DEFAULT_SOCKET), command),
         Command::Volume(VolumeCommand::Create { name, size, path }) => {
             (Request::VolumeCreate { name, size, path }, false)
         }
@@ -345,6 +422,167 @@ fn watch(socket: &Path, name: &str) -> Result<(), control::ClientError> {
     }
     print_pair(&pair);
     Ok(())
+}
+
+fn run_hb(socket: &Path, command: HbCommand) -> Result<(), control::ClientError> {
+    let (request, json) = match command {
+        HbCommand::Status { json } => (HbRequest::Status, json),
+        HbCommand::Events { limit, json } => (HbRequest::Events { limit }, json),
+        HbCommand::Mirror(MirrorCommand::Install {
+            pvol,
+            pair,
+            name,
+            svol,
+            svol_path,
+        }) => {
+            let pvol = std::path::absolute(&pvol).unwrap_or(pvol);
+            (
+                HbRequest::Install {
+                    pvol,
+                    pair,
+                    name,
+                    svol,
+                    svol_path,
+                },
+                false,
+            )
+        }
+        HbCommand::Mirror(MirrorCommand::Uninstall { name }) => {
+            (HbRequest::Uninstall { name }, false)
+        }
+        HbCommand::Procedure {
+            network,
+            mirrors,
+            mirror,
+        } => {
+            let mirror = match mirror.as_deref() {
+                None => None,
+                Some([name, state]) => match state.as_str() {
+                    "on" => Some((name.clone(), true)),
+                    "off" => Some((name.clone(), false)),
+                    other => {
+                        return Err(control::ClientError::Refused(format!(
+                            "--mirror {name} {other}: say on or off"
+                        )))
+                    }
+                },
+                Some(_) => {
+                    return Err(control::ClientError::Refused(
+                        "--mirror takes NAME on|off".into(),
+                    ))
+                }
+            };
+            if network.is_none() && mirrors.is_none() && mirror.is_none() {
+                return Err(control::ClientError::Refused(
+                    "nothing to change: give --network, --mirrors or --mirror NAME on|off".into(),
+                ));
+            }
+            (
+                HbRequest::Procedure(Procedure {
+                    network: network.map(OnOff::on),
+                    mirrors: mirrors.map(OnOff::on),
+                    mirror,
+                }),
+                false,
+            )
+        }
+        HbCommand::Rearm => (HbRequest::Rearm, false),
+    };
+    match control::call_as::<_, HbReply>(socket, &request)? {
+        HbReply::Done(text) => println!("{text}"),
+        HbReply::Table(t) if json => print_json(&t),
+        HbReply::Table(t) => print_table(&t),
+        HbReply::Events(e) if json => print_json(&e),
+        HbReply::Events(e) => print_events(&e),
+    }
+    Ok(())
+}
+
+fn ago(ms: Option<u64>) -> String {
+    match ms {
+        Some(ms) => format!(
+            "{:.1}s ago",
+            hb::table::now_ms().saturating_sub(ms) as f64 / 1000.0
+        ),
+        None => "never".into(),
+    }
+}
+
+fn upper<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn print_table(t: &Table) {
+    println!(
+        "host {} ({:?} group){}",
+        t.host,
+        t.group,
+        if t.failed_over { "  FAILED OVER" } else { "" }
+    );
+    let seen = |s: &Seen| {
+        let problem = s
+            .problem
+            .as_ref()
+            .map(|p| format!("  ({p})"))
+            .unwrap_or_default();
+        format!("{} heartbeats, last {}{problem}", s.count, ago(s.last_ms))
+    };
+    println!(
+        "network heartbeat enable     {:<8} remote group via network  {:<8} {}",
+        upper(&t.network_enable),
+        upper(&t.remote_group_via_network),
+        seen(&t.network)
+    );
+    println!(
+        "remote copy heartbeat enable {:<8} remote group via mirrors  {}",
+        upper(&t.remote_copy_enable),
+        upper(&t.remote_group_via_mirrors)
+    );
+    if t.devices.is_empty() {
+        println!("no heartbeat mirrors; install one with `hbctl hb mirror install --pvol PATH --pair NAME`");
+    }
+    for d in &t.devices {
+        let address = d
+            .address
+            .as_ref()
+            .map(|a| a.display().to_string())
+            .unwrap_or_else(|| "NULL".into());
+        println!(
+            "  mirror {:<10} {:<8} {:<7} {address}  {}",
+            d.name,
+            upper(&d.status),
+            upper(&d.direction),
+            seen(&d.seen)
+        );
+    }
+    if !t.outbox.is_empty() {
+        println!(
+            "{} control message(s) not yet acknowledged by the peer",
+            t.outbox.len()
+        );
+    }
+}
+
+fn print_events(events: &[Event]) {
+    if events.is_empty() {
+        println!("no events");
+    }
+    for e in events {
+        let level = e
+            .level
+            .map(|l| format!(" [{}]", hb::daemon::level_name(l)))
+            .unwrap_or_default();
+        println!(
+            "{} {:<5}{level} {}: {}",
+            ago(Some(e.time_ms)),
+            upper(&e.source),
+            e.part,
+            e.text
+        );
+    }
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {

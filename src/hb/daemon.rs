@@ -369,20 +369,23 @@ impl Hbd {
         let (network, targets) = {
             let c = self.checker();
             let t = &c.table;
+            // Unacknowledged control messages (a procedure change that turns
+            // off the last channel, say) still travel every channel until the
+            // peer acknowledges them.
+            let controls = !t.outbox.is_empty();
             let targets: Vec<(String, PathBuf)> = t
                 .devices
                 .iter()
                 .filter(|d| {
                     d.direction == Direction::Send
-                        && t.mirrors_wanted
-                        && d.wanted
                         && d.status != DeviceStatus::Null
+                        && (controls || (t.mirrors_wanted && d.wanted))
                 })
                 .filter_map(|d| d.address.clone().map(|a| (d.name.clone(), a)))
                 .collect();
             // FAILED channels are still used, so they can recover.
             (
-                t.network_wanted && t.network_enable != Enable::Disable,
+                controls || (t.network_wanted && t.network_enable != Enable::Disable),
                 targets,
             )
         };

@@ -35,7 +35,7 @@ pub const SERIAL_MAX: u32 = u32::MAX;
 
 /// The serial number after `serial` (Fig 3: counts up by one, back to 1 after the maximum).
 pub fn next_serial(serial: u32) -> u32 {
-    if serial >= SERIAL_MAX {
+    if serial == SERIAL_MAX {
         1
     } else {
         serial + 1

@@ -321,7 +321,7 @@ impl Checker {
 
     /// Rule (1): the sender is an approved member.
     pub fn approve(&self, beat: &Beat) -> Result<(), String> {
-        if self.approved.iter().any(|a| *a == beat.sender) {
+        if self.approved.contains(&beat.sender) {
             Ok(())
         } else {
             Err(format!(
@@ -665,7 +665,7 @@ mod tests {
             let now = at(s, u64::from(i) * 200);
             c.network_beat(&beat(i, u64::from(i)), now)
                 .expect("approved");
-            let read = if i < 3 || i > 15 {
+            let read = if !(3..=15).contains(&i) {
                 Ok(beat(i, u64::from(i)))
             } else {
                 Err("EIO".to_string())

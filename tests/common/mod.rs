@@ -503,3 +503,161 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A UDP forwarder for the network heartbeat channel that can drop everything.
+pub struct UdpProxy {
+    /// Where the sender sends.
+    pub port: u16,
+    /// Drop every datagram while set.
+    pub blocked: Arc<AtomicBool>,
+}
+
+impl UdpProxy {
+    /// Forwards datagrams arriving at 127.0.0.1:<port> to 127.0.0.1:<target>.
+    pub fn start(target: u16) -> UdpProxy {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+        let port = socket.local_addr().expect("addr").port();
+        let blocked = Arc::new(AtomicBool::new(false));
+        let drop_all = Arc::clone(&blocked);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = socket.recv(&mut buf) {
+                if !drop_all.load(Ordering::SeqCst) {
+                    let _ = socket.send_to(&buf[..n], ("127.0.0.1", target));
+                }
+            }
+        });
+        UdpProxy { port, blocked }
+    }
+}
+
+/// One host's hbd process.
+pub struct Hbd {
+    pub name: String,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Hbd {
+    /// Writes `config_text` as this hbd's config (under `dir`).
+    pub fn new(dir: &Path, name: &str, config_text: &str) -> Hbd {
+        std::fs::create_dir_all(dir).expect("hbd dir");
+        let config = dir.join("hbd.toml");
+        std::fs::write(&config, config_text).expect("hbd config");
+        Hbd {
+            name: name.into(),
+            socket: dir.join("hbd.sock"),
+            config,
+            log: dir.join("hbd.log"),
+            dir: dir.to_path_buf(),
+            child: None,
+        }
+    }
+
+    /// Starts hbd and waits until it answers.
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let child = Command::new(bin("hbd"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn hbd");
+        self.child = Some(child);
+        let what = format!("hbd of {} to answer", self.name);
+        wait_for(&what, || {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "hbd of {} exited with {status}:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            self.hbctl(&["hb", "status"]).status.success()
+        });
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs `hbctl hb ...` against this hbd.
+    pub fn hbctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("hbctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run hbctl")
+    }
+
+    /// Runs hbctl and returns its stdout; panics with its stderr on failure.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.hbctl(args);
+        assert!(
+            out.status.success(),
+            "hbctl {args:?} at hbd {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The status table as JSON.
+    pub fn table(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["hb", "status", "--json"])).expect("table JSON")
+    }
+
+    /// The device entry of mirror `name`, if installed.
+    pub fn device(&self, name: &str) -> Option<serde_json::Value> {
+        let t = self.table();
+        t["devices"].as_array().and_then(|d| {
+            d.iter()
+                .find(|d| d["name"] == name && d["status"] != "NULL")
+                .cloned()
+        })
+    }
+
+    /// Waits until `pred` holds for the table.
+    pub fn wait_table(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
+        wait_for(&format!("{what} at hbd {}", self.name), || {
+            pred(&self.table())
+        });
+    }
+
+    /// hbd's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Hbd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,457 @@
+//! hbd with real processes: two sites on loopback, each with mirrord, an
+//! hbfs mount and hbd; heartbeat mirrors both ways (hb0: prod → standby,
+//! hb1: standby → prod), a data pair "app", a UDP proxy on the network
+//! channel and a TCP proxy on the remote link. Needs root and /dev/fuse.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{wait_for, Hbd, Options, TwoSites, UdpProxy};
+
+const INTERVAL_MS: u64 = 100;
+const TIMEOUT_MS: u64 = 1000;
+
+struct Cluster {
+    sites: TwoSites,
+    prod: Hbd,
+    standby: Hbd,
+    to_standby: UdpProxy,
+    to_prod: UdpProxy,
+    /// Where hooks and alerts leave their traces.
+    out: PathBuf,
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("udp port")
+}
+
+impl Cluster {
+    fn start(test: &str) -> Option<Cluster> {
+        let sites = TwoSites::start_with(
+            test,
+            Options {
+                proxy: true,
+                ..Options::default()
+            },
+        )?;
+        sites.pair("hb0", "64KiB", &["--kind", "heartbeat"]);
+        sites.pair("app", "1MiB", &[]);
+        sites
+            .prod
+            .ok(&["volume", "create", "hb1", "--size", "64KiB"]);
+        sites
+            .standby
+            .ok(&["volume", "create", "hb1", "--size", "64KiB"]);
+        sites.standby.ok(&[
+            "pair",
+            "create",
+            "hb1",
+            "--pvol",
+            "hb1",
+            "--peer",
+            "prod",
+            "--kind",
+            "heartbeat",
+        ]);
+        sites.prod.wait_state("hb1", "PAIR");
+        let out = sites.root.path().join("out");
+        std::fs::create_dir_all(&out).expect("out dir");
+        for ok in ["db.ok", "cache.ok"] {
+            std::fs::write(out.join(ok), "").expect("check file");
+        }
+        let key = sites.root.path().join("hb.key");
+        std::fs::write(&key, "heartbeat-key-0123456789\n").expect("key");
+        let (prod_port, standby_port) = (free_udp_port(), free_udp_port());
+        let to_standby = UdpProxy::start(standby_port);
+        let to_prod = UdpProxy::start(prod_port);
+        let common = |host: &str,
+                      group: &str,
+                      peer: &str,
+                      dir: &std::path::Path,
+                      mount: &std::path::Path,
+                      port: u16,
+                      via: u16,
+                      mirrord: &std::path::Path| {
+            format!(
+                "host = \"{host}\"\ngroup = \"{group}\"\npeers = [\"{peer}\"]\ndata_dir = \"{data}\"\ncontrol_socket = \"{sock}\"\n\
+                 psk_file = \"{key}\"\ninterval_ms = {INTERVAL_MS}\ntimeout_ms = {TIMEOUT_MS}\nvolume_dir = \"{mount}\"\n\
+                 [network]\nlisten = \"127.0.0.1:{port}\"\npeers = [\"127.0.0.1:{via}\"]\n",
+                data = dir.join("data").display(),
+                sock = dir.join("hbd.sock").display(),
+                key = key.display(),
+                mount = mount.display(),
+            ) + &format!("[failover]\nmirrord_socket = \"{}\"\n", mirrord.display())
+        };
+        let prod_dir = sites.prod.dir.join("hbd");
+        let mut prod_cfg = common(
+            "prod-a",
+            "production",
+            "standby-a",
+            &prod_dir,
+            &sites.prod.mount,
+            prod_port,
+            to_standby.port,
+            &sites.prod.socket,
+        );
+        prod_cfg += &format!(
+            "[[mirrors]]\nname = \"hb0\"\npvol = \"{m}/hb0\"\npair = \"hb0\"\n[[mirrors]]\nname = \"hb1\"\nsvol = \"{m}/hb1\"\n\
+             [[checks]]\npart = \"db\"\nlevel = \"SERIOUS\"\ncommand = \"test -e {o}/db.ok\"\n\
+             [[checks]]\npart = \"cache\"\nlevel = \"MODERATE\"\ncommand = \"test -e {o}/cache.ok\"\n",
+            m = sites.prod.mount.display(),
+            o = out.display()
+        );
+        let standby_dir = sites.standby.dir.join("hbd");
+        let mut standby_cfg = common(
+            "standby-a",
+            "standby",
+            "prod-a",
+            &standby_dir,
+            &sites.standby.mount,
+            standby_port,
+            to_prod.port,
+            &sites.standby.socket,
+        );
+        standby_cfg = standby_cfg.replace(
+            "[failover]\n",
+            &format!(
+                "[failover]\nhook = \"env | grep ^HBD_ > {o}/failover.env; echo ran >> {o}/failover.count\"\ntake_over = [\"app\"]\nalert = \"echo $HBD_LEVEL $HBD_PART >> {o}/alerts\"\n",
+                o = out.display()
+            ),
+        );
+        standby_cfg += &format!("[[mirrors]]\nname = \"hb0\"\nsvol = \"{m}/hb0\"\n[[mirrors]]\nname = \"hb1\"\npvol = \"{m}/hb1\"\npair = \"hb1\"\n", m = sites.standby.mount.display());
+        let mut prod = Hbd::new(&prod_dir, "prod-a", &prod_cfg);
+        let mut standby = Hbd::new(&standby_dir, "standby-a", &standby_cfg);
+        standby.start();
+        prod.start();
+        let cluster = Cluster {
+            sites,
+            prod,
+            standby,
+            to_standby,
+            to_prod,
+            out,
+        };
+        for hbd in [&cluster.prod, &cluster.standby] {
+            hbd.wait_table("the peer ALIVE on both channels", |t| {
+                t["remote_group_via_network"] == "ALIVE" && t["remote_group_via_mirrors"] == "ALIVE"
+            });
+        }
+        Some(cluster)
+    }
+
+    fn failovers(&self) -> usize {
+        std::fs::read_to_string(self.out.join("failover.count"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+
+    /// Watches for `window` that no failover happens (absence can only be watched).
+    fn assert_no_failover_for(&self, window: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < window {
+            assert_eq!(
+                self.failovers(),
+                0,
+                "failed over:\n{}",
+                self.standby.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(self.standby.table()["failed_over"], false);
+    }
+
+    fn block_network(&self, blocked: bool) {
+        for p in [&self.to_standby, &self.to_prod] {
+            p.blocked
+                .store(blocked, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+#[test]
+fn heartbeats_flow_on_both_channels_in_both_directions() {
+    let Some(mut c) = Cluster::start("heartbeats_flow_on_both_channels_in_both_directions") else {
+        return;
+    };
+    for hbd in [&c.prod, &c.standby] {
+        let t = hbd.table();
+        assert_eq!(t["network_enable"], "ENABLE");
+        assert_eq!(t["remote_copy_enable"], "ENABLE");
+        assert!(t["network"]["count"].as_u64().expect("count") > 0);
+        assert!(t["network"]["last_ms"].is_u64());
+    }
+    // Standby reads hb0 (written at prod); prod reads hb1 (written at the standby).
+    let hb0 = c.standby.device("hb0").expect("hb0 at the standby");
+    assert_eq!(hb0["direction"], "receive");
+    assert_eq!(hb0["status"], "ENABLE");
+    assert!(hb0["seen"]["count"].as_u64().expect("count") > 0);
+    let hb1 = c.prod.device("hb1").expect("hb1 at prod");
+    assert_eq!(hb1["direction"], "receive");
+    assert!(hb1["seen"]["count"].as_u64().expect("count") > 0);
+    let text = c.standby.ok(&["hb", "status"]);
+    assert!(
+        text.contains("remote group via network  ALIVE") && text.contains("mirror hb0"),
+        "{text}"
+    );
+    // The mirrord pairs behind the sending mirrors are protected.
+    assert_eq!(c.sites.prod.pair("hb0").expect("pair")["installed"], true);
+    // A restarted hbd resumes its table: the serial goes on.
+    let before = c.standby.table()["serial"].as_u64().expect("serial");
+    c.standby.stop();
+    c.standby.start();
+    assert!(c.standby.log_text().contains("resuming the status table"));
+    assert!(c.standby.table()["serial"].as_u64().expect("serial") >= before);
+    c.prod.wait_table("the standby alive again", |t| {
+        t["remote_group_via_mirrors"] == "ALIVE"
+    });
+}
+
+#[test]
+fn a_network_cut_alone_never_fails_over() {
+    let Some(c) = Cluster::start("a_network_cut_alone_never_fails_over") else {
+        return;
+    };
+    c.block_network(true);
+    c.standby.wait_table("the network FAILED", |t| {
+        t["network_enable"] == "FAILED" && t["remote_group_via_network"] == "FAILED"
+    });
+    assert_eq!(c.standby.table()["remote_group_via_mirrors"], "ALIVE");
+    c.assert_no_failover_for(Duration::from_millis(2 * TIMEOUT_MS));
+    let events = c.standby.ok(&["hb", "events"]);
+    assert!(events.contains("network: FAILED"), "{events}");
+    c.block_network(false);
+    c.standby
+        .wait_table("the network back", |t| t["network_enable"] == "ENABLE");
+    assert!(c.standby.log_text().contains("back to ENABLE"));
+}
+
+#[test]
+fn losing_the_mirror_path_alone_never_fails_over() {
+    let Some(c) = Cluster::start("losing_the_mirror_path_alone_never_fails_over") else {
+        return;
+    };
+    c.sites.proxy().cut();
+    c.standby.wait_table("the mirrors FAILED", |t| {
+        t["remote_group_via_mirrors"] == "FAILED"
+    });
+    assert_eq!(c.standby.table()["remote_group_via_network"], "ALIVE");
+    c.assert_no_failover_for(Duration::from_millis(2 * TIMEOUT_MS));
+    // The link returns, the heartbeat pairs resync by themselves, the mirrors recover.
+    c.sites.proxy().restore();
+    c.standby.wait_table("mirror hb0 back", |t| {
+        t["remote_group_via_mirrors"] == "ALIVE"
+    });
+    assert_eq!(c.standby.device("hb0").expect("hb0")["status"], "ENABLE");
+}
+
+#[test]
+fn a_silent_split_is_detected_as_stale() {
+    let Some(c) = Cluster::start("a_silent_split_is_detected_as_stale") else {
+        return;
+    };
+    // Someone forces a split of the heartbeat pair: the SVOL freezes silently.
+    c.sites.prod.ok(&["pair", "split", "hb0", "--force"]);
+    c.standby.wait_table("hb0 FAILED", |t| {
+        t["devices"].as_array().is_some_and(|d| {
+            d.iter()
+                .any(|d| d["name"] == "hb0" && d["status"] == "FAILED")
+        })
+    });
+    let hb0 = c.standby.device("hb0").expect("hb0");
+    let problem = hb0["seen"]["problem"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(problem.starts_with("stale"), "{problem}");
+    assert_eq!(c.standby.table()["remote_group_via_network"], "ALIVE");
+    c.assert_no_failover_for(Duration::from_millis(TIMEOUT_MS));
+}
+
+#[test]
+fn killing_the_production_site_fails_over_once_within_timeout_and_interval() {
+    let Some(mut c) =
+        Cluster::start("killing_the_production_site_fails_over_once_within_timeout_and_interval")
+    else {
+        return;
+    };
+    c.prod.kill();
+    c.sites.prod.kill();
+    wait_for("the failover hook", || c.failovers() == 1);
+    let env = std::fs::read_to_string(c.out.join("failover.env")).expect("hook env");
+    let var = |name: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        var("HBD_REASON").contains("network") && var("HBD_REASON").contains("mirror hb0"),
+        "{env}"
+    );
+    assert_eq!(var("HBD_TAKEN_OVER"), "app:ok");
+    assert_eq!(var("HBD_HOST"), "standby-a");
+    let table: serde_json::Value =
+        serde_json::from_str(&var("HBD_TABLE")).expect("table in the hook's environment");
+    assert_eq!(table["remote_group_via_network"], "FAILED");
+    // hbd's own measure of the silence when it decided; 300 ms of slack for a loaded machine's ticks.
+    let silent: u64 = var("HBD_SILENT_FOR_MS").parse().expect("silent_for");
+    assert!(
+        silent <= TIMEOUT_MS + INTERVAL_MS + 300,
+        "decided after {silent} ms of silence"
+    );
+    c.sites.standby.wait_state("app", "SSWS");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(c.sites.standby.file("app"))
+        .expect("the data volume is writable at the standby");
+    // Exactly once.
+    std::thread::sleep(Duration::from_millis(3 * INTERVAL_MS));
+    assert_eq!(c.failovers(), 1);
+    assert_eq!(c.standby.table()["failed_over"], true);
+}
+
+#[test]
+fn mirrors_install_and_uninstall_while_checking_runs() {
+    let Some(c) = Cluster::start("mirrors_install_and_uninstall_while_checking_runs") else {
+        return;
+    };
+    c.sites.pair("hb2", "64KiB", &["--kind", "heartbeat"]);
+    c.sites.prod.ok(&["pair", "uninstall", "hb2"]);
+    // A data pair is never a heartbeat mirror.
+    let out = c.prod.hbctl(&[
+        "hb",
+        "mirror",
+        "install",
+        "--pvol",
+        &c.sites.prod.file("app").display().to_string(),
+        "--pair",
+        "app",
+    ]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("data pair"), "{e}");
+    let count_before = c.standby.device("hb0").expect("hb0")["seen"]["count"]
+        .as_u64()
+        .expect("count");
+    let said = c.prod.ok(&[
+        "hb",
+        "mirror",
+        "install",
+        "--pvol",
+        &c.sites.prod.file("hb2").display().to_string(),
+        "--pair",
+        "hb2",
+    ]);
+    assert!(said.contains("protected from split"), "{said}");
+    assert_eq!(c.sites.prod.pair("hb2").expect("pair")["installed"], true);
+    c.standby.wait_table("hb2 registered and alive", |t| {
+        t["devices"].as_array().is_some_and(|d| {
+            d.iter().any(|d| {
+                d["name"] == "hb2"
+                    && d["direction"] == "receive"
+                    && d["seen"]["count"].as_u64().unwrap_or(0) > 0
+            })
+        })
+    });
+    let hb2 = c.standby.device("hb2").expect("hb2");
+    assert_eq!(
+        hb2["address"],
+        c.sites.standby.file("hb2").display().to_string()
+    );
+    let e = c.sites.prod.fails(&["pair", "split", "hb2"]);
+    assert!(e.contains("carries heartbeats"), "{e}");
+    c.prod.ok(&["hb", "mirror", "uninstall", "hb2"]);
+    assert_eq!(c.sites.prod.pair("hb2").expect("pair")["installed"], false);
+    c.standby.wait_table("hb2 vacated", |t| {
+        t["devices"].as_array().is_some_and(|d| {
+            !d.iter()
+                .any(|d| d["name"] == "hb2" && d["status"] != "NULL")
+        })
+    });
+    c.sites.prod.ok(&["pair", "split", "hb2"]);
+    // Checking went on all along.
+    assert!(
+        c.standby.device("hb0").expect("hb0")["seen"]["count"]
+            .as_u64()
+            .expect("count")
+            > count_before
+    );
+    c.assert_no_failover_for(Duration::from_millis(TIMEOUT_MS));
+}
+
+#[test]
+fn a_procedure_change_reaches_the_peer() {
+    let Some(c) = Cluster::start("a_procedure_change_reaches_the_peer") else {
+        return;
+    };
+    let said = c.prod.ok(&["hb", "procedure", "--network", "off"]);
+    assert!(said.contains("network off"), "{said}");
+    c.standby
+        .wait_table("the network DISABLE", |t| t["network_enable"] == "DISABLE");
+    assert_eq!(c.prod.table()["network_enable"], "DISABLE");
+    c.prod.ok(&["hb", "procedure", "--mirror", "hb0", "off"]);
+    c.standby.wait_table("hb0 DISABLE", |t| {
+        t["devices"].as_array().is_some_and(|d| {
+            d.iter()
+                .any(|d| d["name"] == "hb0" && d["status"] == "DISABLE")
+        })
+    });
+    assert!(c
+        .standby
+        .ok(&["hb", "events"])
+        .contains("changed by prod-a"));
+    let out = c
+        .prod
+        .hbctl(&["hb", "procedure", "--mirror", "nosuch", "on"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no heartbeat mirror 'nosuch'"));
+    c.prod.ok(&[
+        "hb",
+        "procedure",
+        "--network",
+        "on",
+        "--mirror",
+        "hb0",
+        "on",
+    ]);
+    c.standby.wait_table("both back", |t| {
+        t["network_enable"] == "ENABLE" && t["remote_group_via_mirrors"] == "ALIVE"
+    });
+    c.assert_no_failover_for(Duration::from_millis(TIMEOUT_MS));
+}
+
+#[test]
+fn failure_notices_reach_the_peer_and_alert_by_level() {
+    let Some(c) = Cluster::start("failure_notices_reach_the_peer_and_alert_by_level") else {
+        return;
+    };
+    std::fs::remove_file(c.out.join("db.ok")).expect("fail db");
+    std::fs::remove_file(c.out.join("cache.ok")).expect("fail cache");
+    wait_for("both notices at the standby", || {
+        let events: serde_json::Value =
+            serde_json::from_str(&c.standby.ok(&["hb", "events", "--json"])).expect("events");
+        let from_peer = |part: &str, level: &str| {
+            events.as_array().is_some_and(|e| {
+                e.iter()
+                    .any(|e| e["source"] == "peer" && e["part"] == part && e["level"] == level)
+            })
+        };
+        from_peer("db", "SERIOUS") && from_peer("cache", "MODERATE")
+    });
+    wait_for("the alert for the SERIOUS notice", || {
+        std::fs::read_to_string(c.out.join("alerts")).is_ok_and(|a| a.contains("SERIOUS db"))
+    });
+    std::thread::sleep(Duration::from_millis(3 * INTERVAL_MS));
+    let alerts = std::fs::read_to_string(c.out.join("alerts")).expect("alerts");
+    assert!(
+        !alerts.contains("cache"),
+        "a MODERATE notice ran the alert: {alerts}"
+    );
+    assert_eq!(alerts.lines().count(), 1, "one alert per failure: {alerts}");
+    let text = c.standby.ok(&["hb", "events"]);
+    assert!(text.contains("[SERIOUS] db"), "{text}");
+}
