@@ -350,6 +350,19 @@ writable = "/mnt/hbfs/hb1"
     }
 
     #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("host = \"standby-a\"")
+            .expect("the README has the hbd example");
+        let end = start + readme[start..].find("```").expect("end of the example");
+        let c = Config::parse(&readme[start..end], Path::new("README.md"))
+            .expect("the README's example is valid");
+        assert_eq!(c.mirrors.len(), 2);
+        assert_eq!(c.checks[0].part, "db");
+    }
+
+    #[test]
     fn defaults_are_one_and_ten_seconds() {
         let c = Config::parse(
             "host='a'\ngroup='production'\npeers=['b']\ndata_dir='/d'\npsk_file='/k'\n",
