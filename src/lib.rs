@@ -5,6 +5,7 @@
 //! - [`size`]: human sizes (`64KiB`, `1GiB`) for the CLI and configs.
 //! - [`align`]: buffers aligned for O_DIRECT (volume I/O, heartbeat slots).
 //! - [`control`]: the JSON-lines control API of `mirrord` and its client.
+//! - [`bench`]: measurements for `scripts/bench.sh` (`src/bin/hbbench.rs`).
 //! - [`hb`]: hbd, the heartbeat check (seed Figures 2–11).
 //! - `src/bin/hbctl.rs`, `src/bin/hbd.rs`: the thin binaries.
 //!
@@ -18,6 +19,7 @@
 //! ```
 
 pub mod align;
+pub mod bench;
 pub mod control;
 pub mod hb;
 pub mod size;

@@ -53,6 +53,8 @@ pub struct VolumeFile {
 pub trait Volumes: Send + Sync + 'static {
     /// The files to show, in a stable order.
     fn list(&self) -> Vec<VolumeFile>;
+    /// One file, by name (asked on every lookup, getattr and open: keep it cheap).
+    fn stat(&self, name: &str) -> Option<VolumeFile>;
     /// Reads up to `len` bytes at `offset` (short at the volume's end).
     fn read(&self, name: &str, offset: u64, len: u32) -> Result<Vec<u8>, Errno>;
     /// Writes `data` at `offset`; the range is within the volume.
@@ -105,7 +107,7 @@ impl HbFs {
                 .get(usize::try_from(ino.0.checked_sub(2)?).ok()?)?
                 .clone()
         };
-        self.volumes.list().into_iter().find(|f| f.name == name)
+        self.volumes.stat(&name)
     }
 
     fn attr(&self, ino: u64, kind: FileType, size: u64, perm: u16) -> FileAttr {

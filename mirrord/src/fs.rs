@@ -51,6 +51,10 @@ impl Volumes for SiteFiles {
             .collect()
     }
 
+    fn stat(&self, name: &str) -> Option<VolumeFile> {
+        self.site.volume_file(name)
+    }
+
     fn read(&self, name: &str, offset: u64, len: u32) -> Result<Vec<u8>, Errno> {
         self.runtime
             .block_on(self.site.host_read(name, offset, len as usize))

@@ -504,6 +504,20 @@ impl Site {
             .collect()
     }
 
+    /// One volume as hbfs shows it: name, size, whether hosts may write it.
+    pub fn volume_file(&self, name: &str) -> Option<hbfs::VolumeFile> {
+        let inner = self.inner();
+        let v = inner.volumes.get(name)?;
+        let writable = inner
+            .pair_of_volume(name)
+            .is_none_or(|(_, p)| host_writable(&p.meta));
+        Some(hbfs::VolumeFile {
+            name: v.name.clone(),
+            size: v.size,
+            writable,
+        })
+    }
+
     /// Forgets a volume that is not paired; the backing store is kept.
     pub fn volume_delete(&self, name: &str) -> Result<String, SiteError> {
         let path = {

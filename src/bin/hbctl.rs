@@ -283,6 +283,12 @@ impl OnOff {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: restoring the default SIGPIPE action before any thread starts;
+    // a closed pipe (`hbctl ... | head`) then ends hbctl quietly, as for any
+    // Unix filter, instead of a panic in println!.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,6 +34,8 @@ use crate::control::{self, Kind, PairInfo, Reply, Request, Response, Role};
 
 /// Events kept in memory for `hbctl hb events`.
 const EVENTS_KEPT: usize = 1000;
+/// Longest the table file may lag behind counts and last-seen times.
+const TABLE_SAVE_EVERY: Duration = Duration::from_secs(10);
 /// Control messages carried at most in one heartbeat.
 const OUTBOX_MAX: usize = 8;
 
@@ -48,6 +50,8 @@ struct Hbd {
     checks_ok: Mutex<HashMap<String, bool>>,
     table_path: PathBuf,
     events_path: PathBuf,
+    files: Arc<OpenFiles>,
+    saved_at: Mutex<Instant>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -118,6 +122,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         checks_ok: Mutex::new(HashMap::new()),
         table_path,
         events_path,
+        files: Arc::new(OpenFiles::default()),
+        saved_at: Mutex::new(Instant::now()),
         config,
     });
     hbd.save();
@@ -198,18 +204,53 @@ fn open_slot(path: &Path, write: bool) -> std::io::Result<std::fs::File> {
     }
 }
 
+/// Heartbeat files kept open between ticks (a FUSE open costs more round
+/// trips than the write itself); a handle that fails is dropped and reopened.
+#[derive(Default)]
+struct OpenFiles(Mutex<HashMap<(PathBuf, bool), Arc<std::fs::File>>>);
+
+impl OpenFiles {
+    fn get(&self, path: &Path, write: bool) -> std::io::Result<Arc<std::fs::File>> {
+        let key = (path.to_path_buf(), write);
+        if let Some(f) = lock(&self.0).get(&key) {
+            return Ok(Arc::clone(f));
+        }
+        let f = Arc::new(open_slot(path, write)?);
+        lock(&self.0).insert(key, Arc::clone(&f));
+        Ok(f)
+    }
+
+    /// Runs `io` on the open file, reopening once if the kept handle failed.
+    fn with<T>(
+        &self,
+        path: &Path,
+        write: bool,
+        io: impl Fn(&std::fs::File) -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        match io(self.get(path, write)?.as_ref()) {
+            Ok(v) => Ok(v),
+            Err(_) => {
+                lock(&self.0).remove(&(path.to_path_buf(), write));
+                io(self.get(path, write)?.as_ref())
+            }
+        }
+    }
+}
+
 /// Writes one message as slot 0 of a PVOL, with one aligned write.
-fn write_slot(path: &Path, frame: &[u8]) -> std::io::Result<()> {
+fn write_slot(files: &OpenFiles, path: &Path, frame: &[u8]) -> std::io::Result<()> {
     let mut buf = AlignedBuf::zeroed(SLOT);
     buf.as_mut_slice()[..frame.len()].copy_from_slice(frame);
-    open_slot(path, true)?.write_all_at(buf.as_slice(), 0)
+    files.with(path, true, |f| f.write_all_at(buf.as_slice(), 0))
 }
 
 /// Reads slot 0 of an SVOL.
-fn read_slot(path: &Path) -> std::io::Result<AlignedBuf> {
-    let mut buf = AlignedBuf::zeroed(SLOT);
-    open_slot(path, false)?.read_exact_at(buf.as_mut_slice(), 0)?;
-    Ok(buf)
+fn read_slot(files: &OpenFiles, path: &Path) -> std::io::Result<AlignedBuf> {
+    files.with(path, false, |f| {
+        let mut buf = AlignedBuf::zeroed(SLOT);
+        f.read_exact_at(buf.as_mut_slice(), 0)?;
+        Ok(buf)
+    })
 }
 
 impl Hbd {
@@ -219,6 +260,7 @@ impl Hbd {
 
     /// Persists the table (a file, and the table volume if configured).
     fn save(&self) {
+        *lock(&self.saved_at) = Instant::now();
         let text = match serde_json::to_vec_pretty(&self.checker().table) {
             Ok(t) => t,
             Err(e) => return tracing::error!("cannot serialize the status table: {e}"),
@@ -332,6 +374,7 @@ impl Hbd {
             }
             (transitions, reason)
         };
+        let changed = !transitions.is_empty() || !self.checker().table.outbox.is_empty();
         for t in transitions {
             if t.failed {
                 tracing::warn!(channel = %t.channel, "heartbeat channel FAILED: {}", t.why);
@@ -358,7 +401,12 @@ impl Hbd {
             tokio::spawn(async move { hbd.fail_over(reason, silent).await });
         }
         self.run_checks().await;
-        self.save();
+        // Counts and last-seen times may lag on disk; changes of substance
+        // (transitions, controls, failover) are saved where they happen.
+        let due = lock(&self.saved_at).elapsed() >= TABLE_SAVE_EVERY;
+        if changed || due {
+            self.save();
+        }
     }
 
     /// Fig 6: to the network (unless disabled) and to every usable PVOL.
@@ -400,10 +448,10 @@ impl Hbd {
         for (name, path) in targets {
             let frame = frame.clone();
             let shown = path.display().to_string();
-            let written = tokio::time::timeout(
-                deadline,
-                tokio::task::spawn_blocking(move || write_slot(&path, &frame)),
-            )
+            let written = tokio::time::timeout(deadline, {
+                let files = Arc::clone(&self.files);
+                tokio::task::spawn_blocking(move || write_slot(&files, &path, &frame))
+            })
             .await;
             let result = match written {
                 Ok(Ok(Ok(()))) => Ok(serial),
@@ -434,10 +482,10 @@ impl Hbd {
         let deadline = self.config.interval();
         for (name, path) in sources {
             let shown = path.display().to_string();
-            let read = tokio::time::timeout(
-                deadline,
-                tokio::task::spawn_blocking(move || read_slot(&path)),
-            )
+            let read = tokio::time::timeout(deadline, {
+                let files = Arc::clone(&self.files);
+                tokio::task::spawn_blocking(move || read_slot(&files, &path))
+            })
             .await;
             let beat = match read {
                 Ok(Ok(Ok(buf))) => {
@@ -512,8 +560,12 @@ impl Hbd {
             }
             fresh
         };
+        let any = !fresh.is_empty();
         for ctl in fresh {
             self.apply(&beat.sender, ctl.body).await;
+        }
+        if any {
+            self.save();
         }
     }
 
@@ -845,7 +897,8 @@ impl Hbd {
             .map(|(_, f)| f)
             .ok_or("cannot encode a heartbeat")?;
         let probe = pvol.clone();
-        tokio::task::spawn_blocking(move || write_slot(&probe, &frame))
+        let files = Arc::clone(&self.files);
+        tokio::task::spawn_blocking(move || write_slot(&files, &probe, &frame))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot write the heartbeat PVOL {}: {e}", pvol.display()))?;

@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# Benchmarks against the physical limits of this machine, each measured in
+# the same run. Starts two sites on loopback (release build), measures, prints
+# a markdown table and writes JSON (BENCH_OUT, default bench-results.json).
+# Installs fio from Debian's packages if it is missing. Needs root (FUSE).
+#
+#   scripts/bench.sh              everything (about 5 minutes)
+#   BENCH_QUICK=1 scripts/bench.sh  shorter runs, fewer trials (a smoke test)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[[ $(id -u) -eq 0 && -e /dev/fuse ]] || { echo "bench: needs root and /dev/fuse" >&2; exit 1; }
+out_json=$(realpath -m "${BENCH_OUT:-bench-results.json}")
+quick=${BENCH_QUICK:-}
+runtime=${quick:+2}; runtime=${runtime:-8}
+trials=${quick:+3}; trials=${trials:-10}
+cost_s=${quick:+5}; cost_s=${cost_s:-30}
+
+if ! command -v fio >/dev/null; then
+    echo "bench: installing fio from Debian's packages" >&2
+    apt-get install -y -qq fio >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq fio >/dev/null; }
+fi
+command -v python3 >/dev/null || { echo "bench: needs python3 to read fio's JSON" >&2; exit 1; }
+
+echo "bench: building (release)" >&2
+cargo build --release --workspace --bins -q
+export PATH=$PWD/target/release:$PATH
+
+B=$(mktemp -d /var/tmp/hbbench.XXXXXX)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    for site in prod standby; do umount -l "$B/$site/hbfs" 2>/dev/null || true; done
+    rm -rf "$B"
+}
+trap cleanup EXIT
+results=$B/results.tsv
+: > "$results"
+# row KEY WHAT OURS LIMIT UNIT NOTE   (ratio = OURS / LIMIT)
+row() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$results"; echo "bench: $2: $3 $5 (limit $4)" >&2; }
+log() { echo "bench: $*" >&2; }
+
+# fio helpers: latency percentiles (us) and bandwidth (MB/s) from its JSON.
+fio_json() { fio --output-format=json --name=b --ioengine=psync --direct=1 --iodepth=1 --time_based --runtime="$runtime" "$@"; }
+lat() { python3 -c 'import json,sys; p=json.load(sys.stdin)["jobs"][0]["write"]["clat_ns"]["percentile"]; print(*(round(p[k]/1000,1) for k in ("50.000000","99.000000","99.900000")))'; }
+bw() { python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["write"]["bw_bytes"]/1e6,1))'; }
+
+# ---- the sites -----------------------------------------------------------
+base=${PORT_BASE:-27788}
+head -c 32 /dev/urandom | base64 > "$B/link.key"
+head -c 32 /dev/urandom | base64 > "$B/hb.key"
+site_config() { # site port peer peer_port
+    mkdir -p "$B/$1"
+    cat > "$B/$1/mirrord.toml" <<TOML
+site = "$1"
+data_dir = "$B/$1/data"
+control_socket = "$B/$1/mirrord.sock"
+mount = "$B/$1/hbfs"
+[link]
+listen = "127.0.0.1:$2"
+psk_file = "$B/link.key"
+[[peers]]
+site = "$3"
+address = "127.0.0.1:$4"
+TOML
+}
+site_config prod "$base" standby $((base + 1))
+site_config standby $((base + 1)) prod "$base"
+declare -A mirrord_pid hbd_pid
+start_mirrord() {
+    mirrord --config "$B/$1/mirrord.toml" 2>> "$B/$1/mirrord.log" &
+    mirrord_pid[$1]=$!
+    pids+=($!)
+    until hbctl --socket "$B/$1/mirrord.sock" volume list >/dev/null 2>&1; do sleep 0.05; done
+}
+prod() { hbctl --socket "$B/prod/mirrord.sock" "$@"; }
+standby() { hbctl --socket "$B/standby/mirrord.sock" "$@"; }
+wait_pair() { # name state site
+    until hbctl --socket "$B/${3:-prod}/mirrord.sock" pair status "$1" --json | grep -q "\"state\": \"$2\""; do sleep 0.05; done
+}
+volume_pair() { # name size mode kind
+    prod volume create "$1" --size "$2" >/dev/null
+    standby volume create "$1" --size "$2" >/dev/null
+    prod pair create "$1" --pvol "$1" --peer standby --mode "$3" --kind "$4" >/dev/null
+    wait_pair "$1" PAIR
+}
+start_mirrord standby
+start_mirrord prod
+until grep -q "remote link up" "$B/prod/mirrord.log"; do sleep 0.05; done
+
+# ---- physical limits -----------------------------------------------------
+log "raw disk (fio on the volumes' filesystem: $(df --output=source,fstype "$B" | tail -1))"
+read -r raw50 raw99 raw999 < <(fio_json --filename="$B/raw.dat" --size=256M --rw=randwrite --bs=4k | lat)
+raw_seq=$(fio_json --filename="$B/rawseq.dat" --size=1G --rw=write --bs=1M | bw)
+rm -f "$B/raw.dat" "$B/rawseq.dat"
+log "raw loopback TCP (hbbench)"
+tcp=$(hbbench tcp --count 20000 --stream 2GiB)
+read -r rtt50 rtt99 tcp_mb < <(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["rtt"]["p50_us"], d["rtt"]["p99_us"], round(d["stream_bytes_per_s"]/1e6,1))' "$tcp")
+row raw_write_p50 "4 KiB O_DIRECT write p50, raw disk (limit)" "$raw50" "$raw50" us "fio, qd1"
+row raw_write_p99 "4 KiB O_DIRECT write p99, raw disk (limit)" "$raw99" "$raw99" us "fio, qd1"
+row tcp_rtt_p50 "loopback TCP round trip p50 (limit)" "$rtt50" "$rtt50" us "64 B, TCP_NODELAY"
+row tcp_rtt_p99 "loopback TCP round trip p99 (limit)" "$rtt99" "$rtt99" us ""
+row tcp_stream "loopback TCP single stream (limit)" "$tcp_mb" "$tcp_mb" MB/s ""
+row raw_seq "sequential 1 MiB O_DIRECT write, raw disk (limit)" "$raw_seq" "$raw_seq" MB/s ""
+sync_limit=$(python3 -c "print(round($raw50 + $rtt50, 1))")
+seq_limit=$(python3 -c "print(min($raw_seq, $tcp_mb))")
+
+# ---- 4 KiB latency at qd1 ---------------------------------------------------
+log "4 KiB writes at qd1"
+fio_json --filename="$B/plain.dat" --size=256M --rw=randwrite --bs=4k > "$B/plain.json"
+read -r p50 p99 p999 < <(lat < "$B/plain.json")
+row plain_p50 "4 KiB write p50, plain local file (no mirror)" "$p50" "$raw50" us "p99 $p99, p99.9 $p999"
+prod volume create solo --size 256MiB >/dev/null
+read -r p50 p99 p999 < <(fio_json --filename="$B/prod/hbfs/solo" --size=256M --rw=randwrite --bs=4k | lat)
+row hbfs_solo_p50 "4 KiB write p50, hbfs file, unpaired (FUSE, no mirror)" "$p50" "$raw50" us "p99 $p99, p99.9 $p999"
+volume_pair lat 256MiB sync data
+for mode in sync semi-sync adaptive; do
+    prod pair set lat --mode "$mode" >/dev/null
+    read -r p50 p99 p999 < <(fio_json --filename="$B/prod/hbfs/lat" --size=256M --rw=randwrite --bs=4k | lat)
+    limit=$([[ $mode == sync ]] && echo "$sync_limit" || echo "$raw50")
+    row "lat_${mode}_p50" "4 KiB write p50 through hbfs, $mode" "$p50" "$limit" us "p99 $p99, p99.9 $p999; limit: raw write$([[ $mode == sync ]] && echo ' + round trip')"
+    until prod pair status lat --json | grep -q '"pending_bytes": 0'; do sleep 0.05; done
+done
+
+# ---- sequential throughput ---------------------------------------------------
+log "sequential 1 MiB writes"
+for mode in sync semi-sync adaptive; do
+    prod pair set lat --mode "$mode" >/dev/null
+    mb=$(fio_json --filename="$B/prod/hbfs/lat" --size=256M --rw=write --bs=1M | bw)
+    row "seq_$mode" "sequential 1 MiB write through hbfs, $mode" "$mb" "$seq_limit" MB/s "limit: min(raw disk, TCP)"
+    until prod pair status lat --json | grep -q '"pending_bytes": 0'; do sleep 0.05; done
+done
+
+# ---- resync ----------------------------------------------------------------
+log "resync of a 1 GiB volume with 10% of its blocks dirty"
+volume_pair big 1GiB sync data
+prod pair split big >/dev/null
+for i in $(seq 0 10 1020); do
+    dd if=/dev/urandom of="$B/prod/hbfs/big" bs=1M count=1 seek="$i" oflag=direct conv=notrunc status=none
+done
+t0=$(date +%s%N)
+prod pair resync big >/dev/null
+wait_pair big PAIR
+t1=$(date +%s%N)
+copied=$(prod pair status big --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["copy"]["copied_bytes"])')
+resync_mb=$(python3 -c "print(round($copied / (($t1 - $t0) / 1e9) / 1e6, 1))")
+row resync "resync, 1 GiB volume, 10% dirty ($((copied >> 20)) MiB copied)" "$resync_mb" "$tcp_mb" MB/s "limit: TCP stream"
+prod pair delete big >/dev/null; prod volume delete big >/dev/null; standby volume delete big >/dev/null
+
+# ---- heartbeat propagation ----------------------------------------------------
+log "heartbeat propagation"
+volume_pair hb0 64KiB sync heartbeat
+prop=$(hbbench propagation --from "$B/prod/hbfs/hb0" --to "$B/standby/hbfs/hb0" --count 500)
+read -r h50 h99 < <(python3 -c 'import json,sys; d=json.loads(sys.argv[1])["propagation"]; print(d["p50_us"], d["p99_us"])' "$prop")
+row prop_p50 "heartbeat propagation p50 (write at prod's file -> seen at standby's)" "$h50" "$sync_limit" us "p99 $h99; limit: raw write + round trip"
+
+# ---- cost at 1 Hz with 100 heartbeat mirrors ------------------------------------
+hbd_config() { # site host group peer port peer_port interval timeout mirrors-toml extra
+    mkdir -p "$B/$1/hbd"
+    cat > "$B/$1/hbd.toml" <<TOML
+host = "$2"
+group = "$3"
+peers = ["$4"]
+data_dir = "$B/$1/hbd"
+control_socket = "$B/$1/hbd.sock"
+psk_file = "$B/hb.key"
+interval_ms = $7
+timeout_ms = $8
+volume_dir = "$B/$1/hbfs"
+[network]
+listen = "127.0.0.1:$5"
+peers = ["127.0.0.1:$6"]
+[failover]
+mirrord_socket = "$B/$1/mirrord.sock"
+${10:-}
+$9
+TOML
+}
+start_hbd() {
+    hbd --config "$B/$1/hbd.toml" 2>> "$B/$1/hbd.log" &
+    hbd_pid[$1]=$!
+    pids+=($!)
+    until hbctl --socket "$B/$1/hbd.sock" hb status >/dev/null 2>&1; do sleep 0.05; done
+}
+stop_hbd() { kill -TERM "${hbd_pid[$1]}" 2>/dev/null || true; wait "${hbd_pid[$1]}" 2>/dev/null || true; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+log "cost: 100 heartbeat mirrors at 1 Hz for ${cost_s} s"
+prod_mirrors="" ; standby_mirrors=""
+for i in $(seq -w 0 99); do
+    prod volume create "c$i" --size 64KiB >/dev/null
+    standby volume create "c$i" --size 64KiB >/dev/null
+    prod pair create "c$i" --pvol "c$i" --peer standby --kind heartbeat >/dev/null
+    prod_mirrors+=$'\n'"[[mirrors]]"$'\n'"name = \"c$i\""$'\n'"pvol = \"$B/prod/hbfs/c$i\""
+    standby_mirrors+=$'\n'"[[mirrors]]"$'\n'"name = \"c$i\""$'\n'"svol = \"$B/standby/hbfs/c$i\""
+done
+wait_pair c99 PAIR
+hbd_config prod prod-a production standby-a $((base + 10)) $((base + 11)) 1000 10000 "$prod_mirrors"
+hbd_config standby standby-a standby prod-a $((base + 11)) $((base + 10)) 1000 10000 "$standby_mirrors"
+start_hbd standby
+start_hbd prod
+sleep 3
+declare -A t0s
+for site in prod standby; do for d in mirrord hbd; do
+    eval "pid=\${${d}_pid[$site]}"; t0s[$site$d]=$(cpu_ticks "$pid")
+done; done
+sleep "$cost_s"
+hz=$(getconf CLK_TCK)
+for site in prod standby; do
+    total=0
+    for d in mirrord hbd; do
+        eval "pid=\${${d}_pid[$site]}"
+        used=$(( $(cpu_ticks "$pid") - ${t0s[$site$d]} ))
+        rss=$(rss_kb "$pid")
+        pct=$(python3 -c "print(round($used / $hz / $cost_s * 100, 2))")
+        total=$(python3 -c "print($total + $pct)")
+        row "cost_${site}_$d" "CPU of $d at $site, 100 mirrors at 1 Hz" "$pct" 1 "% of a core" "$(python3 -c "print(round($used / $hz / $cost_s * 60, 2))") CPU s/min, RSS $((rss / 1024)) MiB"
+    done
+    row "cost_${site}" "CPU of hbd + mirrord at $site, 100 mirrors at 1 Hz" "$total" 1 "% of a core" "target: below 1% of a core"
+done
+stop_hbd prod; stop_hbd standby
+for i in $(seq -w 0 99); do prod pair uninstall "c$i" >/dev/null; prod pair delete "c$i" >/dev/null; done
+
+# ---- failure detection ---------------------------------------------------------
+detect() { # interval_ms timeout_ms
+    local interval=$1 timeout=$2 hook=$B/hook.$1
+    : > "$hook"
+    hbd_config prod prod-a production standby-a $((base + 10)) $((base + 11)) "$interval" "$timeout" \
+        "[[mirrors]]"$'\n'"name = \"hb0\""$'\n'"pvol = \"$B/prod/hbfs/hb0\""
+    hbd_config standby standby-a standby prod-a $((base + 11)) $((base + 10)) "$interval" "$timeout" \
+        "[[mirrors]]"$'\n'"name = \"hb0\""$'\n'"svol = \"$B/standby/hbfs/hb0\"" "hook = \"date +%s%N >> $hook\""
+    start_hbd standby
+    local times=()
+    for _ in $(seq 1 "$trials"); do
+        [[ -n "${mirrord_pid[prod]:-}" ]] && kill -0 "${mirrord_pid[prod]}" 2>/dev/null || start_mirrord prod
+        start_hbd prod
+        hbctl --socket "$B/standby/hbd.sock" hb rearm >/dev/null
+        until hbctl --socket "$B/standby/hbd.sock" hb status --json | tr -d ' \n' | grep -q '"remote_group_via_network":"ALIVE","remote_copy_enable":"ENABLE","remote_group_via_mirrors":"ALIVE"'; do sleep 0.02; done
+        until hbctl --socket "$B/standby/hbd.sock" hb status --json | grep -q '"armed": true'; do sleep 0.02; done
+        local before; before=$(wc -l < "$hook")
+        local t0; t0=$(date +%s%N)
+        kill -9 "${hbd_pid[prod]}" "${mirrord_pid[prod]}"
+        wait "${hbd_pid[prod]}" "${mirrord_pid[prod]}" 2>/dev/null || true
+        mirrord_pid[prod]=""
+        until [[ $(wc -l < "$hook") -gt $before ]]; do sleep 0.01; done
+        local t1; t1=$(tail -1 "$hook")
+        times+=($(( (t1 - t0) / 1000000 )))
+        start_mirrord prod
+        wait_pair hb0 PAIR
+    done
+    stop_hbd standby
+    local runs; runs=$(wc -l < "$hook")
+    read -r mn md mx < <(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[1], a[int((NR+1)/2)], a[NR]}')
+    row "detect_${interval}_${timeout}" "failure detection, interval ${interval} ms / timeout ${timeout} ms (kill -9 -> hook), median of $trials" \
+        "$md" "$((interval + timeout))" ms "min $mn, max $mx; hook runs $runs for $trials kills (false failovers: $((runs - trials)))"
+}
+log "failure detection: $trials trials at 1 s / 3 s"
+detect 1000 3000
+log "failure detection: $trials trials at 100 ms / 500 ms"
+detect 100 500
+
+# ---- the table ----------------------------------------------------------------
+python3 - "$results" "$out_json" <<'PY'
+import json, platform, subprocess, sys, datetime
+rows = []
+for line in open(sys.argv[1]):
+    key, what, ours, limit, unit, note = line.rstrip("\n").split("\t")
+    ours, limit = float(ours), float(limit)
+    rows.append(dict(key=key, what=what, ours=ours, limit=limit, unit=unit, ratio=round(ours / limit, 2) if limit else None, note=note))
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+machine = dict(cpu=cpu, cores=int(subprocess.check_output(["nproc"]).decode()), kernel=platform.release(),
+               date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+json.dump(dict(machine=machine, rows=rows), open(sys.argv[2], "w"), indent=2)
+print(f"Machine: {machine['cpu']}, {machine['cores']} cores, Linux {machine['kernel']}, {machine['date']}\n")
+print("| what | ours | limit (same run) | ratio | notes |")
+print("|---|---|---|---|---|")
+for r in rows:
+    print(f"| {r['what']} | {r['ours']:g} {r['unit']} | {r['limit']:g} {r['unit']} | {r['ratio']} | {r['note']} |")
+print(f"\nJSON: {sys.argv[2]}")
+PY

@@ -1,0 +1,71 @@
+//! hbbench: the measurements of scripts/bench.sh that fio does not make.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use hbmirror::bench;
+use hbmirror::size::parse_size;
+
+/// Measures loopback TCP limits and heartbeat propagation; prints JSON.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Loopback TCP: 64-byte round trips (TCP_NODELAY) and single-stream throughput.
+    Tcp {
+        /// Round trips to time.
+        #[arg(long, default_value_t = 20_000)]
+        count: u64,
+        /// Bytes to stream.
+        #[arg(long, value_parser = parse_size, default_value = "2GiB")]
+        stream: u64,
+    },
+    /// Heartbeat propagation: write a numbered slot at FROM, poll TO until it shows.
+    Propagation {
+        /// The production site's heartbeat file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The standby site's heartbeat file.
+        #[arg(long)]
+        to: PathBuf,
+        /// Samples.
+        #[arg(long, default_value_t = 500)]
+        count: u64,
+        /// Milliseconds between samples.
+        #[arg(long, default_value_t = 5)]
+        gap_ms: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Tcp { count, stream } => bench::tcp_round_trip(count).and_then(|rtt| {
+            let bytes_per_s = bench::tcp_stream(stream)?;
+            Ok(serde_json::json!({ "rtt": rtt, "stream_bytes_per_s": bytes_per_s }))
+        }),
+        Command::Propagation {
+            from,
+            to,
+            count,
+            gap_ms,
+        } => bench::propagation(&from, &to, count, Duration::from_millis(gap_ms))
+            .map(|l| serde_json::json!({ "propagation": l })),
+    };
+    match result {
+        Ok(v) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hbbench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
