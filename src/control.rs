@@ -346,6 +346,43 @@ pub enum ClientError {
     Refused(String),
 }
 
+/// Binds a daemon's control socket (mode 0600), replacing a stale socket
+/// file but refusing one a running daemon still answers on.
+pub fn bind_socket(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "{} is in use by a running daemon; stop it or choose another control_socket",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Reads a pre-shared key file (surrounding whitespace ignored; at least 16 bytes).
+pub fn read_key(path: &Path) -> Result<Vec<u8>, String> {
+    let key = std::fs::read(path).map_err(|e| e.to_string())?;
+    let key = key.trim_ascii().to_vec();
+    if key.len() < 16 {
+        return Err(format!(
+            "the key is {} bytes; at least 16 are needed",
+            key.len()
+        ));
+    }
+    Ok(key)
+}
+
 /// Sends one request to mirrord at `socket` and waits for its answer.
 pub fn call(socket: &Path, request: &Request) -> Result<Reply, ClientError> {
     call_as(socket, request)

@@ -148,21 +148,12 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads the pre-shared link key (surrounding whitespace ignored).
+    /// Reads the pre-shared link key.
     pub fn link_key(&self) -> Result<Vec<u8>, ConfigError> {
-        let path = &self.link.psk_file;
-        let key = std::fs::read(path).map_err(|e| ConfigError::Key {
-            path: path.clone(),
-            why: e.to_string(),
-        })?;
-        let key = key.trim_ascii().to_vec();
-        if key.len() < 16 {
-            return Err(ConfigError::Key {
-                path: path.clone(),
-                why: format!("the key is {} bytes; at least 16 are needed", key.len()),
-            });
-        }
-        Ok(key)
+        hbmirror::control::read_key(&self.link.psk_file).map_err(|why| ConfigError::Key {
+            path: self.link.psk_file.clone(),
+            why,
+        })
     }
 
     /// The configured peer called `site`.

@@ -1,7 +1,5 @@
 //! The control socket: JSON-lines requests from hbctl, answered by the site.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::sync::Arc;
 
 use hbmirror::control::{Reply, Request, Response};
@@ -11,27 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::site::{Site, SiteError};
 
-/// Binds the control socket (mode 0600), replacing a stale socket file.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!(
-                    "{} is in use by a running mirrord; stop it or choose another control_socket",
-                    path.display()
-                ),
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
-}
+pub use hbmirror::control::bind_socket as bind;
 
 /// Serves control requests until `stop`.
 pub async fn serve(listener: UnixListener, site: Arc<Site>, stop: CancellationToken) {

@@ -369,6 +369,11 @@ impl Site {
         })
     }
 
+    fn pair_meta(&self, pair: &str) -> Result<PairMeta, SiteError> {
+        self.meta_of(pair)
+            .ok_or_else(|| SiteError::NoPair(pair.into()))
+    }
+
     fn meta_of(&self, pair: &str) -> Option<PairMeta> {
         self.inner().pairs.get(pair).map(|p| p.meta.clone())
     }
@@ -770,9 +775,7 @@ impl Site {
         name: &str,
         installed: bool,
     ) -> Result<String, SiteError> {
-        let meta = self
-            .meta_of(name)
-            .ok_or_else(|| SiteError::NoPair(name.into()))?;
+        let meta = self.pair_meta(name)?;
         if meta.kind != Kind::Heartbeat {
             return Err(refused(format!(
                 "pair '{name}' is a data pair; only heartbeat pairs are installed for heartbeats"
@@ -812,9 +815,7 @@ impl Site {
         name: &str,
         force: bool,
     ) -> Result<String, SiteError> {
-        let meta = self
-            .meta_of(name)
-            .ok_or_else(|| SiteError::NoPair(name.into()))?;
+        let meta = self.pair_meta(name)?;
         self.check_protection(&meta, name, force, "split")?;
         match meta.state {
             PairState::Psus => return Err(refused(format!("pair '{name}' is split already (PSUS); `hbctl pair resync {name}` joins it again"))),
@@ -895,9 +896,7 @@ impl Site {
         name: &str,
         reverse: bool,
     ) -> Result<String, SiteError> {
-        let meta = self
-            .meta_of(name)
-            .ok_or_else(|| SiteError::NoPair(name.into()))?;
+        let meta = self.pair_meta(name)?;
         let link = self.link.peer(&meta.peer)?;
         if reverse {
             if meta.role != Role::Svol || !matches!(meta.state, PairState::Ssws | PairState::Psus) {
@@ -994,9 +993,7 @@ impl Site {
 
     /// At the SVOL's site: make the SVOL writable (SSWS), also when the PVOL's site is gone.
     pub async fn pair_takeover(self: &Arc<Self>, name: &str) -> Result<String, SiteError> {
-        let meta = self
-            .meta_of(name)
-            .ok_or_else(|| SiteError::NoPair(name.into()))?;
+        let meta = self.pair_meta(name)?;
         if meta.role != Role::Svol {
             return Err(refused(format!(
                 "pair '{name}' has its PVOL here; take over at site '{}', which holds the SVOL",
@@ -1037,9 +1034,7 @@ impl Site {
 
     /// Dissolves a pair at both sites (or only here with `force` when the peer is unreachable).
     pub async fn pair_delete(&self, name: &str, force: bool) -> Result<String, SiteError> {
-        let meta = self
-            .meta_of(name)
-            .ok_or_else(|| SiteError::NoPair(name.into()))?;
+        let meta = self.pair_meta(name)?;
         self.check_protection(&meta, name, force, "delete")?;
         let told = match self.link.peer(&meta.peer) {
             Ok(link) => {

@@ -280,21 +280,12 @@ impl Config {
         Duration::from_millis(self.timeout_ms)
     }
 
-    /// Reads the pre-shared key (surrounding whitespace ignored).
+    /// Reads the pre-shared key.
     pub fn key(&self) -> Result<Vec<u8>, ConfigError> {
-        let path = &self.psk_file;
-        let key = std::fs::read(path).map_err(|e| ConfigError::Key {
-            path: path.clone(),
-            why: e.to_string(),
-        })?;
-        let key = key.trim_ascii().to_vec();
-        if key.len() < 16 {
-            return Err(ConfigError::Key {
-                path: path.clone(),
-                why: format!("the key is {} bytes; at least 16 are needed", key.len()),
-            });
-        }
-        Ok(key)
+        crate::control::read_key(&self.psk_file).map_err(|why| ConfigError::Key {
+            path: self.psk_file.clone(),
+            why,
+        })
     }
 }
 

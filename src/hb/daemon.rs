@@ -102,7 +102,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })?),
         None => None,
     };
-    let control = bind_control(&config.control_socket).with_context(|| {
+    let control = control::bind_socket(&config.control_socket).with_context(|| {
         format!(
             "cannot open the control socket {}",
             config.control_socket.display()
@@ -151,25 +151,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&hbd.config.control_socket);
     tracing::info!("hbd stopped");
     Ok(())
-}
-
-fn bind_control(path: &Path) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!("{} is in use by a running hbd", path.display()),
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
 }
 
 fn load_events(path: &Path) -> VecDeque<Event> {

@@ -62,6 +62,48 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Starts a daemon of the workspace with its stderr appended to `log`.
+fn spawn_daemon(program: &str, config: &Path, log: &Path, env: &[(String, String)]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log");
+    Command::new(bin(program))
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"))
+}
+
+/// Runs hbctl against the daemon at `socket`.
+pub fn run_hbctl(socket: &Path, args: &[&str]) -> Output {
+    Command::new(bin("hbctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("run hbctl")
+}
+
+/// Waits until a started daemon answers; panics with its log if it exits first.
+fn wait_ready(child: &mut Option<Child>, what: &str, log: &Path, mut ready: impl FnMut() -> bool) {
+    wait_for(&format!("{what} to answer"), || {
+        if let Some(Ok(Some(status))) = child.as_mut().map(|c| c.try_wait()) {
+            panic!(
+                "{what} exited with {status}:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        ready()
+    });
+}
+
 /// One site: its directory, config and mirrord process.
 pub struct Site {
     pub name: String,
@@ -109,32 +151,11 @@ impl Site {
     /// Starts mirrord and waits until its control socket answers.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} already running", self.name);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log");
-        let child = Command::new(bin("mirrord"))
-            .arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn mirrord");
-        self.child = Some(child);
-        let what = format!("mirrord of {} to answer", self.name);
-        wait_for(&what, || {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!(
-                    "mirrord of {} exited with {status}:\n{}",
-                    self.name,
-                    self.log_text()
-                );
-            }
-            self.hbctl(&["volume", "list"]).status.success()
+        self.child = Some(spawn_daemon("mirrord", &self.config, &self.log, &self.env));
+        let (what, log) = (format!("mirrord of {}", self.name), self.log.clone());
+        let socket = self.socket.clone();
+        wait_ready(&mut self.child, &what, &log, || {
+            run_hbctl(&socket, &["volume", "list"]).status.success()
         });
     }
 
@@ -175,12 +196,7 @@ impl Site {
 
     /// Runs hbctl against this site.
     pub fn hbctl(&self, args: &[&str]) -> Output {
-        Command::new(bin("hbctl"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("run hbctl")
+        run_hbctl(&self.socket, args)
     }
 
     /// Runs hbctl and returns its stdout; panics with its stderr on failure.
@@ -559,31 +575,11 @@ impl Hbd {
 
     /// Starts hbd and waits until it answers.
     pub fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log");
-        let child = Command::new(bin("hbd"))
-            .arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn hbd");
-        self.child = Some(child);
-        let what = format!("hbd of {} to answer", self.name);
-        wait_for(&what, || {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!(
-                    "hbd of {} exited with {status}:\n{}",
-                    self.name,
-                    self.log_text()
-                );
-            }
-            self.hbctl(&["hb", "status"]).status.success()
+        self.child = Some(spawn_daemon("hbd", &self.config, &self.log, &[]));
+        let (what, log) = (format!("hbd of {}", self.name), self.log.clone());
+        let socket = self.socket.clone();
+        wait_ready(&mut self.child, &what, &log, || {
+            run_hbctl(&socket, &["hb", "status"]).status.success()
         });
     }
 
@@ -608,12 +604,7 @@ impl Hbd {
 
     /// Runs `hbctl hb ...` against this hbd.
     pub fn hbctl(&self, args: &[&str]) -> Output {
-        Command::new(bin("hbctl"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("run hbctl")
+        run_hbctl(&self.socket, args)
     }
 
     /// Runs hbctl and returns its stdout; panics with its stderr on failure.
