@@ -10,7 +10,7 @@ use hbmirror::size::parse_size;
 
 /// Measures loopback TCP limits and heartbeat propagation; prints JSON.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -13,9 +13,9 @@ use hbmirror::hb::table::{Seen, Table};
 use hbmirror::size::{parse_size, Bytes};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Drive the mirrord of this site: volumes and remote-copy pairs.
+/// Drive this site's mirrord (volumes, remote-copy pairs) and hbd (the heartbeat check).
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Cli {
     /// Control socket of the daemon addressed [default: /run/hbmirror/mirrord.sock
     /// for `volume` and `pair`, /run/hbmirror/hbd.sock for `hb`].

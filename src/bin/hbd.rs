@@ -11,7 +11,7 @@ use clap::Parser;
 /// only when every enabled channel says the production group is dead.
 /// Runs in the foreground and logs to stderr (RUST_LOG=debug for more).
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     /// TOML configuration (see the README: host, group, peers, data_dir, psk_file,
     /// interval_ms, timeout_ms, [network], [[mirrors]], [failover], [[checks]]).

@@ -10,7 +10,7 @@ use clap::Parser;
 /// and answers hbctl on its control socket. Runs in the foreground and logs
 /// to stderr (RUST_LOG=debug for more); stops cleanly on SIGINT/SIGTERM.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     /// TOML configuration (keys: site, data_dir, control_socket, mount, [link] listen/psk_file/timeout_ms, [[peers]] site/address).
     #[arg(long, short)]
