@@ -349,9 +349,12 @@ impl Link {
         let answer_tx = tx.clone();
         let answer_site = peer.site.clone();
         let answer_handler = Arc::clone(&handler);
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let answered = Arc::clone(&queued);
         let answerer = tokio::spawn(async move {
             while let Some((id, body)) = incoming.recv().await {
                 let result = answer_handler.handle(&answer_site, body).await;
+                answered.fetch_sub(1, Ordering::SeqCst);
                 if answer_tx
                     .send(Message::Response { id, result })
                     .await
@@ -374,7 +377,19 @@ impl Link {
             };
             match msg {
                 Message::Ping => {}
+                // A write needs nothing from the peer: with no other request
+                // waiting, answering it here keeps the order and saves a hop.
+                Message::Request { id, body }
+                    if matches!(body, PeerRequest::Write { .. })
+                        && queued.load(Ordering::SeqCst) == 0 =>
+                {
+                    let result = handler.handle(&peer.site, body).await;
+                    if tx.send(Message::Response { id, result }).await.is_err() {
+                        break "the sender stopped".to_string();
+                    }
+                }
                 Message::Request { id, body } => {
+                    queued.fetch_add(1, Ordering::SeqCst);
                     if requests.send((id, body)).await.is_err() {
                         break "the request handler stopped".to_string();
                     }
