@@ -14,6 +14,10 @@ quick=${BENCH_QUICK:-}
 runtime=${quick:+2}; runtime=${runtime:-8}
 trials=${quick:+3}; trials=${trials:-10}
 cost_s=${quick:+5}; cost_s=${cost_s:-30}
+# BENCH_ONLY="detect cost" runs only those stages (limits always run):
+# latency seq resync propagation cost detect
+only=${BENCH_ONLY:-}
+stage() { [[ -z "$only" || " $only " == *" $1 "* ]]; }
 
 if ! command -v fio >/dev/null; then
     echo "bench: installing fio from Debian's packages" >&2
@@ -110,6 +114,7 @@ sync_limit=$(python3 -c "print(round($raw50 + $rtt50, 1))")
 seq_limit=$(python3 -c "print(min($raw_seq, $tcp_mb))")
 
 # ---- 4 KiB latency at qd1 ---------------------------------------------------
+if stage latency; then
 log "4 KiB writes at qd1"
 fio_json --filename="$B/plain.dat" --size=256M --rw=randwrite --bs=4k > "$B/plain.json"
 read -r p50 p99 p999 < <(lat < "$B/plain.json")
@@ -126,7 +131,11 @@ for mode in sync semi-sync adaptive; do
     until prod pair status lat --json | grep -q '"pending_bytes": 0'; do sleep 0.05; done
 done
 
+fi
+prod pair status lat >/dev/null 2>&1 || volume_pair lat 256MiB sync data
+
 # ---- sequential throughput ---------------------------------------------------
+if stage seq; then
 log "sequential 1 MiB writes"
 for mode in sync semi-sync adaptive; do
     prod pair set lat --mode "$mode" >/dev/null
@@ -135,7 +144,10 @@ for mode in sync semi-sync adaptive; do
     until prod pair status lat --json | grep -q '"pending_bytes": 0'; do sleep 0.05; done
 done
 
+fi
+
 # ---- resync ----------------------------------------------------------------
+if stage resync; then
 log "resync of a 1 GiB volume with 10% of its blocks dirty"
 volume_pair big 1GiB sync data
 prod pair split big >/dev/null
@@ -151,12 +163,16 @@ resync_mb=$(python3 -c "print(round($copied / (($t1 - $t0) / 1e9) / 1e6, 1))")
 row resync "resync, 1 GiB volume, 10% dirty ($((copied >> 20)) MiB copied)" "$resync_mb" "$tcp_mb" MB/s "limit: TCP stream"
 prod pair delete big >/dev/null; prod volume delete big >/dev/null; standby volume delete big >/dev/null
 
+fi
+
 # ---- heartbeat propagation ----------------------------------------------------
-log "heartbeat propagation"
 volume_pair hb0 64KiB sync heartbeat
+if stage propagation; then
+log "heartbeat propagation"
 prop=$(hbbench propagation --from "$B/prod/hbfs/hb0" --to "$B/standby/hbfs/hb0" --count 500)
 read -r h50 h99 < <(python3 -c 'import json,sys; d=json.loads(sys.argv[1])["propagation"]; print(d["p50_us"], d["p99_us"])' "$prop")
 row prop_p50 "heartbeat propagation p50 (write at prod's file -> seen at standby's)" "$h50" "$sync_limit" us "p99 $h99; limit: raw write + round trip"
+fi
 
 # ---- cost at 1 Hz with 100 heartbeat mirrors ------------------------------------
 hbd_config() { # site host group peer port peer_port interval timeout mirrors-toml extra
@@ -190,6 +206,7 @@ stop_hbd() { kill -TERM "${hbd_pid[$1]}" 2>/dev/null || true; wait "${hbd_pid[$1
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
+if stage cost; then
 log "cost: 100 heartbeat mirrors at 1 Hz for ${cost_s} s"
 prod_mirrors="" ; standby_mirrors=""
 for i in $(seq -w 0 99); do
@@ -225,6 +242,7 @@ for site in prod standby; do
 done
 stop_hbd prod; stop_hbd standby
 for i in $(seq -w 0 99); do prod pair uninstall "c$i" >/dev/null; prod pair delete "c$i" >/dev/null; done
+fi
 
 # ---- failure detection ---------------------------------------------------------
 detect() { # interval_ms timeout_ms
@@ -233,9 +251,9 @@ detect() { # interval_ms timeout_ms
     hbd_config prod prod-a production standby-a $((base + 10)) $((base + 11)) "$interval" "$timeout" \
         "[[mirrors]]"$'\n'"name = \"hb0\""$'\n'"pvol = \"$B/prod/hbfs/hb0\""
     hbd_config standby standby-a standby prod-a $((base + 11)) $((base + 10)) "$interval" "$timeout" \
-        "[[mirrors]]"$'\n'"name = \"hb0\""$'\n'"svol = \"$B/standby/hbfs/hb0\"" "hook = \"date +%s%N >> $hook\""
+        "[[mirrors]]"$'\n'"name = \"hb0\""$'\n'"svol = \"$B/standby/hbfs/hb0\"" "hook = \"echo \$(date +%s%N) \$HBD_SILENT_FOR_MS >> $hook\""
     start_hbd standby
-    local times=()
+    local times=() silences=()
     for _ in $(seq 1 "$trials"); do
         [[ -n "${mirrord_pid[prod]:-}" ]] && kill -0 "${mirrord_pid[prod]}" 2>/dev/null || start_mirrord prod
         start_hbd prod
@@ -248,21 +266,25 @@ detect() { # interval_ms timeout_ms
         wait "${hbd_pid[prod]}" "${mirrord_pid[prod]}" 2>/dev/null || true
         mirrord_pid[prod]=""
         until [[ $(wc -l < "$hook") -gt $before ]]; do sleep 0.01; done
-        local t1; t1=$(tail -1 "$hook")
+        local t1 silent; read -r t1 silent < <(tail -1 "$hook")
         times+=($(( (t1 - t0) / 1000000 )))
+        silences+=("$silent")
         start_mirrord prod
         wait_pair hb0 PAIR
     done
     stop_hbd standby
     local runs; runs=$(wc -l < "$hook")
     read -r mn md mx < <(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[1], a[int((NR+1)/2)], a[NR]}')
+    read -r smn smx < <(printf '%s\n' "${silences[@]}" | sort -n | awk '{a[NR]=$1} END {print a[1], a[NR]}')
     row "detect_${interval}_${timeout}" "failure detection, interval ${interval} ms / timeout ${timeout} ms (kill -9 -> hook), median of $trials" \
-        "$md" "$((interval + timeout))" ms "min $mn, max $mx; hook runs $runs for $trials kills (false failovers: $((runs - trials)))"
+        "$md" "$((interval + timeout))" ms "min $mn, max $mx; silence at decision $smn-$smx ms; hook runs $runs for $trials kills (false failovers: $((runs - trials)))"
 }
+if stage detect; then
 log "failure detection: $trials trials at 1 s / 3 s"
 detect 1000 3000
 log "failure detection: $trials trials at 100 ms / 500 ms"
 detect 100 500
+fi
 
 # ---- the table ----------------------------------------------------------------
 python3 - "$results" "$out_json" <<'PY'

@@ -227,9 +227,9 @@ impl Config {
                 config.interval_ms
             )));
         }
-        if config.timeout_ms <= config.interval_ms {
+        if config.timeout_ms < 2 * config.interval_ms {
             return Err(invalid(format!(
-                "timeout_ms ({}) must exceed interval_ms ({}): a channel needs at least one heartbeat per timeout; use e.g. 10 x the interval",
+                "timeout_ms ({}) must be at least twice interval_ms ({}): a channel needs more than one heartbeat per timeout; use e.g. 10 x the interval",
                 config.timeout_ms, config.interval_ms
             )));
         }
@@ -371,7 +371,7 @@ writable = "/mnt/hbfs/hb1"
             Path::new("x"),
         )
         .expect_err("timeout");
-        assert!(e.to_string().contains("must exceed interval_ms"), "{e}");
+        assert!(e.to_string().contains("at least twice interval_ms"), "{e}");
         let e = Config::parse(
             &EXAMPLE.replace("writable = ", "command = 'x'\nwritable = "),
             Path::new("x"),

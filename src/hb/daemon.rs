@@ -112,6 +112,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         table,
         config.peers.clone(),
         config.timeout(),
+        config.interval(),
         Instant::now(),
     );
     let hbd = Arc::new(Hbd {

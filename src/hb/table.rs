@@ -297,18 +297,31 @@ pub struct Checker {
     pub table: Table,
     approved: Vec<String>,
     timeout: Duration,
+    /// Mirrors are read once per interval, so a heartbeat is seen up to one
+    /// interval after it was written: they get `timeout - interval` between
+    /// observed advances, so that detection from the last write stays within
+    /// timeout + interval on every channel.
+    mirror_timeout: Duration,
     started: Instant,
     network: Watch,
     devices: BTreeMap<String, Watch>,
 }
 
 impl Checker {
-    /// A checker around `table`, approving messages from `approved` senders.
-    pub fn new(table: Table, approved: Vec<String>, timeout: Duration, now: Instant) -> Checker {
+    /// A checker around `table`, approving messages from `approved` senders;
+    /// mirrors are read every `interval`.
+    pub fn new(
+        table: Table,
+        approved: Vec<String>,
+        timeout: Duration,
+        interval: Duration,
+        now: Instant,
+    ) -> Checker {
         Checker {
             table,
             approved,
             timeout,
+            mirror_timeout: timeout.saturating_sub(interval),
             started: now,
             network: Watch::default(),
             devices: BTreeMap::new(),
@@ -356,7 +369,7 @@ impl Checker {
         let (seen, serial) = match approved {
             Ok(beat) => {
                 let seen = watch.observe(beat.serial, beat.time_ms, now);
-                if seen == Observation::Stale && !watch.alive(now, self.timeout) {
+                if seen == Observation::Stale && !watch.alive(now, self.mirror_timeout) {
                     watch.problem = Some(format!("stale: the same heartbeat (serial {}) for over {:?}; the mirror may be split or frozen", beat.serial, self.timeout));
                 }
                 (seen, Some(beat.serial))
@@ -409,7 +422,7 @@ impl Checker {
     /// Brings the table up to date; returns the channels that failed or recovered.
     pub fn evaluate(&mut self, now: Instant) -> Vec<Transition> {
         let grace = self.in_grace(now);
-        let timeout = self.timeout;
+        let (timeout, mirror_timeout) = (self.timeout, self.mirror_timeout);
         let mut changes = Vec::new();
         let mut change = |channel: String, failed: bool, why: String| {
             changes.push(Transition {
@@ -470,7 +483,8 @@ impl Checker {
                 Direction::Receive => {
                     receiving += 1;
                     let watch = self.devices.entry(d.name.clone()).or_default();
-                    let ok = watch.alive(now, timeout) || (grace && watch.advanced_at.is_none());
+                    let ok =
+                        watch.alive(now, mirror_timeout) || (grace && watch.advanced_at.is_none());
                     if ok {
                         d.seen.problem = None;
                     } else {
@@ -479,7 +493,7 @@ impl Checker {
                                 format!("no valid heartbeat for over {timeout:?}")
                             }));
                     }
-                    if watch.alive(now, timeout) {
+                    if watch.alive(now, mirror_timeout) {
                         alive += 1;
                     }
                     ok
@@ -596,7 +610,13 @@ mod tests {
     fn standby(start: Instant) -> Checker {
         let mut t = Table::new("standby-a", Group::Standby, true);
         t.install("hb0", "/mnt/hbfs/hb0".into(), Direction::Receive, None);
-        Checker::new(t, vec!["prod-a".into()], T, start)
+        Checker::new(
+            t,
+            vec!["prod-a".into()],
+            T,
+            Duration::from_millis(200),
+            start,
+        )
     }
 
     fn at(start: Instant, ms: u64) -> Instant {
