@@ -370,7 +370,7 @@ impl Checker {
             Ok(beat) => {
                 let seen = watch.observe(beat.serial, beat.time_ms, now);
                 if seen == Observation::Stale && !watch.alive(now, self.mirror_timeout) {
-                    watch.problem = Some(format!("stale: the same heartbeat (serial {}) for over {:?}; the mirror may be split or frozen", beat.serial, self.timeout));
+                    watch.problem = Some(format!("stale: the same heartbeat (serial {}) for over {:?}; the mirror may be split or frozen", beat.serial, self.mirror_timeout));
                 }
                 (seen, Some(beat.serial))
             }
@@ -488,10 +488,9 @@ impl Checker {
                     if ok {
                         d.seen.problem = None;
                     } else {
-                        d.seen.problem =
-                            Some(watch.problem.clone().unwrap_or_else(|| {
-                                format!("no valid heartbeat for over {timeout:?}")
-                            }));
+                        d.seen.problem = Some(watch.problem.clone().unwrap_or_else(|| {
+                            format!("no valid heartbeat for over {mirror_timeout:?}")
+                        }));
                     }
                     if watch.alive(now, mirror_timeout) {
                         alive += 1;
