@@ -298,11 +298,6 @@ impl DirtyMap {
             n => ((1u16 << n) - 1) as u8,
         }
     }
-
-    /// Removes the bitmap file (the pair is dissolved).
-    pub fn remove(self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
 }
 
 #[cfg(test)]
