@@ -370,19 +370,6 @@ pub fn bind_socket(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
-/// Reads a pre-shared key file (surrounding whitespace ignored; at least 16 bytes).
-pub fn read_key(path: &Path) -> Result<Vec<u8>, String> {
-    let key = std::fs::read(path).map_err(|e| e.to_string())?;
-    let key = key.trim_ascii().to_vec();
-    if key.len() < 16 {
-        return Err(format!(
-            "the key is {} bytes; at least 16 are needed",
-            key.len()
-        ));
-    }
-    Ok(key)
-}
-
 /// Sends one request to mirrord at `socket` and waits for its answer.
 pub fn call(socket: &Path, request: &Request) -> Result<Reply, ClientError> {
     call_as(socket, request)

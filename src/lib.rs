@@ -3,6 +3,7 @@
 //! This package holds what the binaries share and the host-side tools:
 //!
 //! - [`size`]: human sizes (`64KiB`, `1GiB`) for the CLI and configs.
+//! - [`config`]: what the daemons' TOML configs share (loading, keys, errors).
 //! - [`align`]: buffers aligned for O_DIRECT (volume I/O, heartbeat slots).
 //! - [`control`]: the JSON-lines control API of `mirrord` and its client.
 //! - [`bench`]: measurements for `scripts/bench.sh` (`src/bin/hbbench.rs`).
@@ -20,6 +21,7 @@
 
 pub mod align;
 pub mod bench;
+pub mod config;
 pub mod control;
 pub mod hb;
 pub mod size;

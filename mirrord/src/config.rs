@@ -6,42 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// A configuration that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        /// Config path.
-        path: PathBuf,
-        /// OS error.
-        source: std::io::Error,
-    },
-    /// The TOML is invalid or has unknown keys.
-    #[error("config {path}: {source}")]
-    Parse {
-        /// Config path.
-        path: PathBuf,
-        /// What is wrong, with line and column.
-        source: toml::de::Error,
-    },
-    /// A value is not acceptable.
-    #[error("config {path}: {why}")]
-    Invalid {
-        /// Config path.
-        path: PathBuf,
-        /// What is wrong and what to do.
-        why: String,
-    },
-    /// The link key file is missing or empty.
-    #[error("link key {path}: {why}; create one on one site with `head -c 32 /dev/urandom | base64 > {path}` (mode 0600) and copy it to the other")]
-    Key {
-        /// Key path.
-        path: PathBuf,
-        /// What is wrong.
-        why: String,
-    },
-}
+use hbmirror::config;
+pub use hbmirror::config::ConfigError;
 
 /// The whole configuration of one site's mirrord.
 #[derive(Debug, Clone, Deserialize)]
@@ -110,23 +76,14 @@ impl LinkConfig {
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = config::read(path)?;
         Config::parse(&text, path)
     }
 
     /// Parses and checks config text; `path` is only for messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let invalid = |why: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            why,
-        };
+        let config: Config = config::parse(text, path)?;
+        let invalid = |why: String| ConfigError::invalid(path, why);
         check_name("site", &config.site).map_err(invalid)?;
         for peer in &config.peers {
             check_name("peers.site", &peer.site).map_err(invalid)?;
@@ -150,10 +107,7 @@ impl Config {
 
     /// Reads the pre-shared link key.
     pub fn link_key(&self) -> Result<Vec<u8>, ConfigError> {
-        hbmirror::control::read_key(&self.link.psk_file).map_err(|why| ConfigError::Key {
-            path: self.link.psk_file.clone(),
-            why,
-        })
+        config::read_key(&self.link.psk_file)
     }
 
     /// The configured peer called `site`.

@@ -283,12 +283,7 @@ impl Site {
                     _ = site.stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let rts: Vec<Arc<PairRt>> = site
-                    .inner()
-                    .pairs
-                    .values()
-                    .map(|p| Arc::clone(&p.rt))
-                    .collect();
+                let rts = site.pair_runtimes();
                 for rt in rts {
                     if let Err(e) = rt.dirty().flush_idle(BITMAP_IDLE) {
                         tracing::error!("{e}");
@@ -344,14 +339,18 @@ impl Site {
         }
     }
 
-    /// Writes exact bitmaps and records a clean shutdown.
-    pub fn shutdown(&self) -> Result<(), SiteError> {
-        let rts: Vec<Arc<PairRt>> = self
-            .inner()
+    /// The runtimes of all pairs (for work outside the lock).
+    fn pair_runtimes(&self) -> Vec<Arc<PairRt>> {
+        self.inner()
             .pairs
             .values()
             .map(|p| Arc::clone(&p.rt))
-            .collect();
+            .collect()
+    }
+
+    /// Writes exact bitmaps and records a clean shutdown.
+    pub fn shutdown(&self) -> Result<(), SiteError> {
+        let rts = self.pair_runtimes();
         for rt in rts {
             rt.dirty().write_all()?;
         }

@@ -6,42 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// A configuration that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        /// Config path.
-        path: PathBuf,
-        /// OS error.
-        source: std::io::Error,
-    },
-    /// The TOML is invalid or has unknown keys.
-    #[error("config {path}: {source}")]
-    Parse {
-        /// Config path.
-        path: PathBuf,
-        /// What is wrong, with line and column.
-        source: toml::de::Error,
-    },
-    /// A value is not acceptable.
-    #[error("config {path}: {why}")]
-    Invalid {
-        /// Config path.
-        path: PathBuf,
-        /// What is wrong and what to do.
-        why: String,
-    },
-    /// The key file is missing or too short.
-    #[error("heartbeat key {path}: {why}; create one with `head -c 32 /dev/urandom | base64 > {path}` (mode 0600) and copy it to the peer host")]
-    Key {
-        /// Key path.
-        path: PathBuf,
-        /// What is wrong.
-        why: String,
-    },
-}
+use crate::config;
+pub use crate::config::ConfigError;
 
 /// Which group this host belongs to; only the standby fails over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,23 +170,14 @@ fn default_timeout_ms() -> u64 {
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text = config::read(path)?;
         Config::parse(&text, path)
     }
 
     /// Parses and checks config text; `path` is only for messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: path.into(),
-            source,
-        })?;
-        let invalid = |why: String| ConfigError::Invalid {
-            path: path.into(),
-            why,
-        };
+        let config: Config = config::parse(text, path)?;
+        let invalid = |why: String| ConfigError::invalid(path, why);
         if config.interval_ms < 10 {
             return Err(invalid(format!(
                 "interval_ms = {} is below 10 ms",
@@ -282,10 +239,7 @@ impl Config {
 
     /// Reads the pre-shared key.
     pub fn key(&self) -> Result<Vec<u8>, ConfigError> {
-        crate::control::read_key(&self.psk_file).map_err(|why| ConfigError::Key {
-            path: self.psk_file.clone(),
-            why,
-        })
+        config::read_key(&self.psk_file)
     }
 }
 

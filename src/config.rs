@@ -1,0 +1,85 @@
+//! What the daemons' TOML configurations share: reading and parsing them,
+//! reading their pre-shared keys, and errors that name the file and the fix.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// Config path.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or has unknown keys.
+    #[error("config {path}: {source}")]
+    Parse {
+        /// Config path.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        source: toml::de::Error,
+    },
+    /// A value is not acceptable.
+    #[error("config {path}: {why}")]
+    Invalid {
+        /// Config path.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        why: String,
+    },
+    /// The key file is missing or too short.
+    #[error("key {path}: {why}; create one with `head -c 32 /dev/urandom | base64 > {path}` (mode 0600) and put the same file at the other site")]
+    Key {
+        /// Key path.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+impl ConfigError {
+    /// A value of the config at `path` that cannot be used, and why.
+    pub fn invalid(path: &Path, why: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: path.into(),
+            why,
+        }
+    }
+}
+
+/// Reads a config file.
+pub fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Parses config text (unknown keys are errors where the type says so); `path` is for messages.
+pub fn parse<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|source| ConfigError::Parse {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Reads a pre-shared key file (surrounding whitespace ignored; at least 16 bytes).
+pub fn read_key(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let key = std::fs::read(path).map_err(|e| ConfigError::Key {
+        path: path.into(),
+        why: e.to_string(),
+    })?;
+    let key = key.trim_ascii().to_vec();
+    if key.len() < 16 {
+        return Err(ConfigError::Key {
+            path: path.into(),
+            why: format!("the key is {} bytes; at least 16 are needed", key.len()),
+        });
+    }
+    Ok(key)
+}
