@@ -370,6 +370,39 @@ pub fn bind_socket(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
+/// Answers one client of a daemon's control socket: a JSON request per line,
+/// a JSON [`Response`] per line, until the client hangs up. `what` names the
+/// request type in the error for a malformed line.
+pub async fn serve_client<Q, R, F, Fut>(stream: tokio::net::UnixStream, what: &str, mut answer: F)
+where
+    Q: serde::de::DeserializeOwned,
+    R: Serialize,
+    F: FnMut(Q) -> Fut,
+    Fut: std::future::Future<Output = Result<R, String>>,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (read, mut write) = stream.into_split();
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let response = match serde_json::from_str::<Q>(&line) {
+            Ok(request) => match answer(request).await {
+                Ok(reply) => Response::Ok(reply),
+                Err(e) => Response::Error(e),
+            },
+            Err(e) => Response::Error(format!(
+                "malformed control request: {e}; see {what} for the format"
+            )),
+        };
+        let Ok(mut text) = serde_json::to_string(&response) else {
+            return;
+        };
+        text.push('\n');
+        if write.write_all(text.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Sends one request to mirrord at `socket` and waits for its answer.
 pub fn call(socket: &Path, request: &Request) -> Result<Reply, ClientError> {
     call_as(socket, request)

@@ -8,6 +8,7 @@
 //! - [`control`]: the JSON-lines control API of `mirrord` and its client.
 //! - [`bench`]: measurements for `scripts/bench.sh` (`src/bin/hbbench.rs`).
 //! - [`hb`]: hbd, the heartbeat check (seed Figures 2–11).
+//! - [`daemon`]: the common body of the daemons' thin `main`s.
 //! - `src/bin/hbctl.rs`, `src/bin/hbd.rs`: the thin binaries.
 //!
 //! The storage side lives in the member crates: `mirrord` (volumes on
@@ -23,5 +24,6 @@ pub mod align;
 pub mod bench;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod hb;
 pub mod size;

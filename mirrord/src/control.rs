@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use hbmirror::control::{Reply, Request, Response};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use hbmirror::control::{Reply, Request};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
@@ -29,26 +28,11 @@ pub async fn serve(listener: UnixListener, site: Arc<Site>, stop: CancellationTo
 }
 
 async fn serve_one(stream: UnixStream, site: Arc<Site>) {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let response = match serde_json::from_str::<Request>(&line) {
-            Ok(request) => match dispatch(&site, request).await {
-                Ok(reply) => Response::Ok(reply),
-                Err(e) => Response::Error(e.to_string()),
-            },
-            Err(e) => Response::Error(format!(
-                "malformed control request: {e}; see hbmirror::control::Request for the format"
-            )),
-        };
-        let Ok(mut text) = serde_json::to_string(&response) else {
-            return;
-        };
-        text.push('\n');
-        if write.write_all(text.as_bytes()).await.is_err() {
-            return;
-        }
-    }
+    hbmirror::control::serve_client(stream, "hbmirror::control::Request", |request: Request| {
+        let site = Arc::clone(&site);
+        async move { dispatch(&site, request).await.map_err(|e| e.to_string()) }
+    })
+    .await;
 }
 
 async fn dispatch(site: &Arc<Site>, request: Request) -> Result<Reply, SiteError> {

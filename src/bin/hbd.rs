@@ -21,27 +21,9 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let result = hbmirror::hb::config::Config::load(&cli.config)
-        .map_err(anyhow::Error::from)
-        .and_then(|config| {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            runtime.block_on(hbmirror::hb::daemon::run(config))
-        });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("hbd: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    hbmirror::daemon::main(
+        "hbd",
+        || hbmirror::hb::config::Config::load(&cli.config),
+        hbmirror::hb::daemon::run,
+    )
 }

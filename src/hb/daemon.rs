@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UdpSocket, UnixListener, UnixStream};
 
 use super::api::{Event, HbReply, HbRequest, Source};
@@ -30,7 +29,7 @@ use super::message::{
 };
 use super::table::{now_ms, Checker, DeviceStatus, Direction, Enable, Table};
 use crate::align::AlignedBuf;
-use crate::control::{self, Kind, PairInfo, Reply, Request, Response, Role};
+use crate::control::{self, Kind, PairInfo, Reply, Request, Role};
 
 /// Events kept in memory for `hbctl hb events`.
 const EVENTS_KEPT: usize = 1000;
@@ -766,24 +765,12 @@ impl Hbd {
     }
 
     async fn serve_one(&self, stream: UnixStream) {
-        let (read, mut write) = stream.into_split();
-        let mut lines = BufReader::new(read).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let response: Response<HbReply> = match serde_json::from_str::<HbRequest>(&line) {
-                Ok(request) => match self.dispatch(request).await {
-                    Ok(reply) => Response::Ok(reply),
-                    Err(e) => Response::Error(e),
-                },
-                Err(e) => Response::Error(format!("malformed hbd request: {e}")),
-            };
-            let Ok(mut text) = serde_json::to_string(&response) else {
-                return;
-            };
-            text.push('\n');
-            if write.write_all(text.as_bytes()).await.is_err() {
-                return;
-            }
-        }
+        control::serve_client(
+            stream,
+            "hbmirror::hb::api::HbRequest",
+            |request: HbRequest| self.dispatch(request),
+        )
+        .await;
     }
 
     async fn dispatch(&self, request: HbRequest) -> Result<HbReply, String> {
