@@ -91,6 +91,25 @@ pub fn run_hbctl(socket: &Path, args: &[&str]) -> Output {
         .expect("run hbctl")
 }
 
+/// Runs hbctl and returns its stdout; panics with its stderr (naming `who`) on failure.
+pub fn hbctl_ok(socket: &Path, who: &str, args: &[&str]) -> String {
+    let out = run_hbctl(socket, args);
+    assert!(
+        out.status.success(),
+        "hbctl {args:?} at {who} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// kill -9 of a daemon, if it runs.
+fn kill_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 /// Waits until a started daemon answers; panics with its log if it exits first.
 fn wait_ready(child: &mut Option<Child>, what: &str, log: &Path, mut ready: impl FnMut() -> bool) {
     wait_for(&format!("{what} to answer"), || {
@@ -188,10 +207,7 @@ impl Site {
 
     /// kill -9.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// Runs hbctl against this site.
@@ -201,14 +217,7 @@ impl Site {
 
     /// Runs hbctl and returns its stdout; panics with its stderr on failure.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.hbctl(args);
-        assert!(
-            out.status.success(),
-            "hbctl {args:?} at {} failed: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        hbctl_ok(&self.socket, &self.name, args)
     }
 
     /// Runs hbctl expecting failure; returns its stderr.
@@ -585,10 +594,7 @@ impl Hbd {
 
     /// kill -9.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// SIGTERM and wait.
@@ -609,14 +615,7 @@ impl Hbd {
 
     /// Runs hbctl and returns its stdout; panics with its stderr on failure.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.hbctl(args);
-        assert!(
-            out.status.success(),
-            "hbctl {args:?} at hbd {} failed: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        hbctl_ok(&self.socket, &format!("hbd {}", self.name), args)
     }
 
     /// The status table as JSON.
