@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::align::AlignedBuf;
+use hbcore::align::AlignedBuf;
 
 /// Latency percentiles in microseconds.
 #[derive(Debug, Serialize)]

@@ -2,13 +2,8 @@
 //!
 //! This package holds what the binaries share and the host-side tools:
 //!
-//! - [`size`]: human sizes (`64KiB`, `1GiB`) for the CLI and configs.
-//! - [`config`]: what the daemons' TOML configs share (loading, keys, errors).
-//! - [`align`]: buffers aligned for O_DIRECT (volume I/O, heartbeat slots).
-//! - [`control`]: the JSON-lines control API of `mirrord` and its client.
 //! - [`bench`]: measurements for `scripts/bench.sh` (`src/bin/hbbench.rs`).
 //! - [`hb`]: hbd, the heartbeat check (seed Figures 2–11).
-//! - [`daemon`]: the common body of the daemons' thin `main`s.
 //! - `src/bin/hbctl.rs`, `src/bin/hbd.rs`: the thin binaries.
 //!
 //! The storage side lives in the member crates: `mirrord` (volumes on
@@ -20,10 +15,5 @@
 //!  host program ─ open/read/write ─> hbfs (FUSE) ─┘
 //! ```
 
-pub mod align;
 pub mod bench;
-pub mod config;
-pub mod control;
-pub mod daemon;
 pub mod hb;
-pub mod size;

@@ -384,7 +384,10 @@ fn block_device_volumes_on_loop_devices_mirror_like_files() {
         return;
     };
     if Command::new("losetup").arg("--version").output().is_err() {
-        eprintln!("SKIPPED block_device_volumes_on_loop_devices_mirror_like_files: losetup (util-linux) is missing");
+        common::skip(
+            "block_device_volumes_on_loop_devices_mirror_like_files",
+            "losetup (util-linux) is missing",
+        );
         return;
     }
     let prod_dev = Loop::new(&sites.root.path().join("prod.img"), 4 << 20);

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use hbmirror::config;
-pub use hbmirror::config::ConfigError;
+pub use hbcore::config::ConfigError;
+use hbcore::config::{self, Checked};
 
 /// The whole configuration of one site's mirrord.
 #[derive(Debug, Clone, Deserialize)]
@@ -55,7 +55,7 @@ pub struct PeerConfig {
 }
 
 fn default_socket() -> PathBuf {
-    PathBuf::from(hbmirror::control::DEFAULT_SOCKET)
+    PathBuf::from(hbcore::control::DEFAULT_SOCKET)
 }
 
 fn default_listen() -> SocketAddr {
@@ -73,16 +73,9 @@ impl LinkConfig {
     }
 }
 
-impl Config {
-    /// Reads and checks a config file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = config::read(path)?;
-        Config::parse(&text, path)
-    }
-
-    /// Parses and checks config text; `path` is only for messages.
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = config::parse(text, path)?;
+impl Checked for Config {
+    fn check(self, path: &Path) -> Result<Config, ConfigError> {
+        let config = self;
         let invalid = |why: String| ConfigError::invalid(path, why);
         check_name("site", &config.site).map_err(invalid)?;
         for peer in &config.peers {
@@ -103,6 +96,18 @@ impl Config {
             return Err(invalid("link.timeout_ms must be at least 100".into()));
         }
         Ok(config)
+    }
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        config::load(path)
+    }
+
+    /// Parses and checks config text; `path` is only for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        config::parse(text, path)
     }
 
     /// Reads the pre-shared link key.
@@ -182,7 +187,8 @@ address = "10.0.0.2:7788"
             Path::new("x.toml"),
         )
         .expect_err("typo");
-        assert!(typo.to_string().contains("datadir"), "{typo}");
+        let text = hbcore::report::chain(&typo);
+        assert!(text.contains("datadir"), "{text}");
         let selfpeer = Config::parse(
             EXAMPLE.replace("\"standby\"", "\"prod\"").as_str(),
             Path::new("x.toml"),

@@ -1,10 +1,11 @@
-//! Start-up and shutdown of mirrord: everything in order, then wait for a signal.
+//! Start-up and shutdown of mirrord: everything in order, then wait for
+//! the shutdown (a signal, or a test completing the future).
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use hbcore::daemon::Shutdown;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -13,8 +14,8 @@ use crate::io::IoEngine;
 use crate::link::Link;
 use crate::site::{Site, SiteHandler};
 
-/// Runs mirrord with `config` until SIGINT or SIGTERM.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Runs mirrord with `config` until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let key = config.link_key()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
@@ -30,7 +31,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 config.link.listen
             )
         })?;
-    let control = crate::control::bind(&config.control_socket).with_context(|| {
+    let control = hbcore::jsonl::bind(&config.control_socket).with_context(|| {
         format!(
             "cannot open the control socket {} (control_socket)",
             config.control_socket.display()
@@ -56,10 +57,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stop.clone(),
     );
     site.start();
+    let control_stop = stop.clone();
     tokio::spawn(crate::control::serve(
         control,
         Arc::clone(&site),
-        stop.clone(),
+        async move { control_stop.cancelled().await },
     ));
     tracing::info!(
         site = site.name(),
@@ -69,12 +71,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "mirrord ready"
     );
 
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
+    shutdown.await;
     // No new host I/O first, then the link, then the record of a clean stop.
     if let Some(mount) = mount {
         tokio::task::spawn_blocking(move || mount.unmount())

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-pub use hbmirror::align::{AlignedBuf, ALIGN};
+pub use hbcore::align::{AlignedBuf, ALIGN};
 
 #[derive(Clone, Copy, Debug)]
 enum OpKind {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use hbmirror::control::{Kind, PairSettings, PairState, Role};
+use hbcore::vocab::{Kind, PairSettings, PairState, Role};
 use serde::{Deserialize, Serialize};
 
 /// Metadata that cannot be read or written.
@@ -124,7 +124,7 @@ impl Meta {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hbmirror::control::{Fence, Mode};
+    use hbcore::vocab::{Fence, Mode};
 
     #[test]
     fn saves_and_loads() {

@@ -13,14 +13,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hbmirror::control::{CopyProgress, PairState, Role};
+use hbcore::control::CopyProgress;
+use hbcore::vocab::{PairState, Role};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::bitmap::DirtyMap;
-use crate::link::message::PeerReply;
 use crate::link::{LinkError, Pending};
 use crate::meta::PairMeta;
+use hbcore::link::PeerReply;
 
 /// A write waiting in memory to ship (adaptive mode).
 pub struct Queued {

@@ -18,16 +18,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hbmirror::control::{
-    Backing, Fence, Kind, Mode, PairInfo, PairSettings, PairState, Role, VolumeInfo, DEFAULT_SKEW,
-};
-use hbmirror::size::Bytes;
+use hbcore::control::{PairInfo, VolumeInfo};
+use hbcore::link::{Attach, PeerError, PeerReply, PeerRequest};
+use hbcore::size::Bytes;
+use hbcore::vocab::{Backing, Fence, Kind, Mode, PairSettings, PairState, Role, DEFAULT_SKEW};
 use tokio_util::sync::CancellationToken;
 
 use crate::bitmap::{BitmapError, DirtyMap, BLOCK};
 use crate::config::{check_name, Config};
 use crate::io::IoEngine;
-use crate::link::message::{Attach, PeerReply, PeerRequest};
 use crate::link::{Handler, Link, LinkError, Pending};
 use crate::meta::{Meta, MetaError, PairMeta, VolumeMeta};
 use crate::pair::{host_writable, mirroring, PairRt, Queued};
@@ -1843,8 +1842,11 @@ fn backing_name(b: Backing) -> &'static str {
 pub struct SiteHandler(pub Arc<Site>);
 
 impl Handler for SiteHandler {
-    async fn handle(&self, peer: &str, request: PeerRequest) -> Result<PeerReply, String> {
-        self.0.handle_request(peer, request).await
+    async fn handle(&self, peer: &str, request: PeerRequest) -> Result<PeerReply, PeerError> {
+        self.0
+            .handle_request(peer, request)
+            .await
+            .map_err(|detail| PeerError::Refused { detail })
     }
 
     fn link_up(self: &Arc<Self>, peer: &str) {

@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hbmirror::control::Backing;
+use hbcore::vocab::Backing;
 
 use crate::io::{AlignedBuf, IoEngine, ALIGN};
 

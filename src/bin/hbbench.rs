@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use hbcore::size::parse_size;
 use hbmirror::bench;
-use hbmirror::size::parse_size;
 
 /// Measures loopback TCP limits and heartbeat propagation; prints JSON.
 #[derive(Parser)]

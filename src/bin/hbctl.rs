@@ -5,12 +5,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use hbmirror::control::{self, Fence, Kind, Mode, PairInfo, PairState, Reply, Request, VolumeInfo};
+use hbcore::control::{self, PairInfo, Reply, Request, VolumeInfo};
+use hbcore::jsonl::{self, ClientError};
+use hbcore::size::Bytes;
+use hbcore::vocab::{Kind, PairState};
 use hbmirror::hb;
 use hbmirror::hb::api::{Event, HbReply, HbRequest};
 use hbmirror::hb::message::Procedure;
 use hbmirror::hb::table::{Seen, Table};
-use hbmirror::size::{parse_size, Bytes};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Drive this site's mirrord (volumes, remote-copy pairs) and hbd (the heartbeat check).
@@ -121,92 +123,24 @@ Heartbeat pairs refuse split and delete while installed: pair uninstall NAME fir
 
 #[derive(Subcommand)]
 enum VolumeCommand {
-    /// Create a volume: a new file of --size bytes, or an existing block device given by --path.
-    Create {
-        /// Volume name; also its file name on hbfs.
-        name: String,
-        /// Size: 4096, 64KiB, 1MiB, 1GiB (a multiple of 4KiB). Not needed for a block device.
-        #[arg(long, value_parser = parse_size)]
-        size: Option<u64>,
-        /// Backing file to create, or an existing block device such as /dev/loop0.
-        /// Default: <data_dir>/volumes/NAME.vol.
-        #[arg(long)]
-        path: Option<PathBuf>,
-    },
+    Create(control::VolumeCreate),
     /// List the volumes of this site.
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Forget a volume (refused while it is paired); its backing file is kept.
-    Delete {
-        /// Volume name.
-        name: String,
-    },
+    Delete(control::VolumeDelete),
 }
 
 #[derive(Subcommand)]
 enum PairCommand {
-    /// Pair a local PVOL with an SVOL at a peer site, copy it in full (COPY), then mirror it (PAIR).
-    ///
-    /// The SVOL must already exist at the peer with exactly the PVOL's size.
-    /// Modes: `sync` (a write returns once both volumes hold it), `semi-sync`
-    /// (a write returns after the PVOL write; the next write waits for the
-    /// previous one's acknowledgement), `adaptive` (writes ship in the
-    /// background, at most --skew held in memory; the lag shows in `pair status`).
-    Create {
-        /// Pair name, the same at both sites.
-        name: String,
-        /// Local volume to mirror (the PVOL).
-        #[arg(long)]
-        pvol: String,
-        /// Peer site that holds the SVOL (a [[peers]] entry of mirrord's config).
-        #[arg(long)]
-        peer: String,
-        /// SVOL name at the peer. Default: the PVOL's name.
-        #[arg(long)]
-        svol: Option<String>,
-        /// Remote-copy mode.
-        #[arg(long, value_enum, default_value_t = Mode::Sync)]
-        mode: Mode,
-        /// Heartbeat pairs carry only heartbeats, resync by themselves, and are
-        /// protected from split and delete while installed; data pairs carry data.
-        #[arg(long, value_enum, default_value_t = Kind::Data)]
-        kind: Kind,
-        /// Sync mode: `data` fails a write that cannot reach the SVOL with EIO
-        /// (PVOL untouched); `never` keeps writing the PVOL and tracks the blocks.
-        #[arg(long, value_enum)]
-        fence: Option<Fence>,
-        /// Adaptive mode: most pending write data held in memory (default 4MiB);
-        /// beyond it blocks are only marked dirty and read back when they ship.
-        #[arg(long, value_parser = parse_size)]
-        skew: Option<u64>,
-        /// Resync by itself when the link returns after PSUE (default: on for heartbeat pairs, off for data pairs).
-        #[arg(long, value_enum)]
-        auto_resync: Option<OnOff>,
-    },
-    /// Change the mode, fence, skew or auto-resync of a live pair (at either site).
-    Set {
-        /// Pair name.
-        name: String,
-        /// New remote-copy mode.
-        #[arg(long, value_enum)]
-        mode: Option<Mode>,
-        /// New fence level (sync mode).
-        #[arg(long, value_enum)]
-        fence: Option<Fence>,
-        /// New adaptive skew.
-        #[arg(long, value_parser = parse_size)]
-        skew: Option<u64>,
-        /// Resync by itself after PSUE.
-        #[arg(long, value_enum)]
-        auto_resync: Option<OnOff>,
-    },
+    Create(control::PairCreate),
+    Set(control::PairSet),
     /// Show pairs: role, state (SMPL COPY PAIR PSUS PSUE SSWS), mode, lag, copy progress.
     Status {
-        /// Pair name; all pairs when omitted.
-        name: Option<String>,
+        #[command(flatten)]
+        request: control::PairStatus,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -214,59 +148,15 @@ enum PairCommand {
         #[arg(long, requires = "name")]
         watch: bool,
     },
-    /// Split a data pair (PSUS), e.g. for a backup: what is pending ships first, then the
-    /// SVOL becomes readable and writable at its site; both sides track their changes.
-    ///
-    /// Refused for a heartbeat pair installed for heartbeats (a split heartbeat
-    /// mirror freezes the heartbeat and looks like a dead site): de-install it
-    /// first (`hbctl pair uninstall NAME`), or add --force (logged as a warning).
-    Split {
-        /// Pair name.
-        name: String,
-        /// Split even a pair installed for heartbeats.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Join a split or suspended pair again: copy from the PVOL exactly the blocks
-    /// changed on either side (COPY), then mirror (PAIR).
-    ///
-    /// After a takeover, run `pair resync NAME --reverse` at the site that took
-    /// over: its volume becomes the PVOL and only the blocks changed on either
-    /// side since the split are copied back to the old PVOL. A plain `pair resync`
-    /// at the PVOL's site instead discards the SVOL's changes.
-    Resync {
-        /// Pair name.
-        name: String,
-        /// Swap the roles (run at the site that took over, SSWS).
-        #[arg(long)]
-        reverse: bool,
-    },
-    /// At the SVOL's site: make the SVOL writable (SSWS) and track its changes,
-    /// also when the PVOL's site is unreachable (failover of a data pair).
-    Takeover {
-        /// Pair name.
-        name: String,
-    },
+    Split(control::PairSplit),
+    Resync(control::PairResync),
+    Takeover(control::PairTakeover),
     /// Mark a heartbeat pair installed for heartbeats: split and delete are refused.
     /// (Heartbeat pairs are installed when created; hbd installs and de-installs them too.)
-    Install {
-        /// Pair name.
-        name: String,
-    },
+    Install(control::PairInstall),
     /// De-install a heartbeat pair: it may then be split or deleted.
-    Uninstall {
-        /// Pair name.
-        name: String,
-    },
-    /// Dissolve a pair at both sites; both volumes stay, in state SMPL.
-    Delete {
-        /// Pair name.
-        name: String,
-        /// Dissolve it here even if the peer site cannot be told (it keeps its half
-        /// until deleted there), and even a heartbeat pair installed for heartbeats.
-        #[arg(long)]
-        force: bool,
-    },
+    Uninstall(control::PairInstall),
+    Delete(control::PairDelete),
 }
 
 /// A switch.
@@ -293,96 +183,50 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hbctl: {e}");
+            eprintln!("hbctl: {}", hbcore::report::chain(&e));
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> Result<(), control::ClientError> {
+fn run(cli: Cli) -> Result<(), ClientError> {
     let socket_or = |default: &str| cli.socket.clone().unwrap_or_else(|| PathBuf::from(default));
     let socket = socket_or(control::DEFAULT_SOCKET);
     let (request, json) = match cli.command {
         Command::Hb(command) => return run_hb(&socket_or(hb::api::DEFAULT_SOCKET), command),
-        Command::Volume(VolumeCommand::Create { name, size, path }) => {
-            (Request::VolumeCreate { name, size, path }, false)
-        }
+        Command::Volume(VolumeCommand::Create(r)) => (Request::VolumeCreate(r), false),
         Command::Volume(VolumeCommand::List { json }) => (Request::VolumeList, json),
-        Command::Volume(VolumeCommand::Delete { name }) => (Request::VolumeDelete { name }, false),
-        Command::Pair(PairCommand::Create {
-            name,
-            pvol,
-            peer,
-            svol,
-            mode,
-            kind,
-            fence,
-            skew,
-            auto_resync,
-        }) => (
-            Request::PairCreate {
-                name,
-                pvol,
-                peer,
-                svol,
-                kind,
-                mode,
-                fence,
-                skew,
-                auto_resync: auto_resync.map(OnOff::on),
-            },
-            false,
-        ),
-        Command::Pair(PairCommand::Set {
-            name,
-            mode,
-            fence,
-            skew,
-            auto_resync,
-        }) => (
-            Request::PairSet {
-                name,
-                mode,
-                fence,
-                skew,
-                auto_resync: auto_resync.map(OnOff::on),
-            },
-            false,
-        ),
+        Command::Volume(VolumeCommand::Delete(r)) => (Request::VolumeDelete(r), false),
+        Command::Pair(PairCommand::Create(r)) => (Request::PairCreate(r), false),
+        Command::Pair(PairCommand::Set(r)) => (Request::PairSet(r), false),
         Command::Pair(PairCommand::Status {
-            name: Some(name),
+            request: control::PairStatus { name: Some(name) },
             watch: true,
             ..
         }) => return watch(&socket, &name),
-        Command::Pair(PairCommand::Status { name, json, .. }) => {
-            (Request::PairStatus { name }, json)
+        Command::Pair(PairCommand::Status { request, json, .. }) => {
+            (Request::PairStatus(request), json)
         }
-        Command::Pair(PairCommand::Split { name, force }) => {
-            (Request::PairSplit { name, force }, false)
-        }
-        Command::Pair(PairCommand::Resync { name, reverse }) => {
-            (Request::PairResync { name, reverse }, false)
-        }
-        Command::Pair(PairCommand::Takeover { name }) => (Request::PairTakeover { name }, false),
-        Command::Pair(PairCommand::Install { name }) => (
-            Request::PairInstall {
-                name,
+        Command::Pair(PairCommand::Split(r)) => (Request::PairSplit(r), false),
+        Command::Pair(PairCommand::Resync(r)) => (Request::PairResync(r), false),
+        Command::Pair(PairCommand::Takeover(r)) => (Request::PairTakeover(r), false),
+        Command::Pair(PairCommand::Install(r)) => (
+            Request::PairInstall(control::PairInstall {
                 installed: true,
-            },
+                ..r
+            }),
             false,
         ),
-        Command::Pair(PairCommand::Uninstall { name }) => (
-            Request::PairInstall {
-                name,
+        Command::Pair(PairCommand::Uninstall(r)) => (
+            Request::PairInstall(control::PairInstall {
                 installed: false,
-            },
+                ..r
+            }),
             false,
         ),
-        Command::Pair(PairCommand::Delete { name, force }) => {
-            (Request::PairDelete { name, force }, false)
-        }
+        Command::Pair(PairCommand::Delete(r)) => (Request::PairDelete(r), false),
     };
-    let reply = control::call(&socket, &request)?;
+    let reply: Reply = jsonl::call(&socket, &request)?;
     match reply {
         Reply::Done(message) => println!("{message}"),
         Reply::Volumes(v) if json => print_json(&v),
@@ -395,16 +239,16 @@ fn run(cli: Cli) -> Result<(), control::ClientError> {
 }
 
 /// Follows a pair's copy with a progress bar until it is no longer in COPY.
-fn watch(socket: &Path, name: &str) -> Result<(), control::ClientError> {
-    let status = || -> Result<PairInfo, control::ClientError> {
-        match control::call(
+fn watch(socket: &Path, name: &str) -> Result<(), ClientError> {
+    let status = || -> Result<PairInfo, ClientError> {
+        match jsonl::call(
             socket,
-            &Request::PairStatus {
+            &Request::PairStatus(control::PairStatus {
                 name: Some(name.to_string()),
-            },
+            }),
         )? {
             Reply::Pairs(mut p) if !p.is_empty() => Ok(p.remove(0)),
-            _ => Err(control::ClientError::Refused(format!("no pair '{name}'"))),
+            _ => Err(ClientError::Refused(format!("no pair '{name}'"))),
         }
     };
     let mut pair = status()?;
@@ -430,7 +274,7 @@ fn watch(socket: &Path, name: &str) -> Result<(), control::ClientError> {
     Ok(())
 }
 
-fn run_hb(socket: &Path, command: HbCommand) -> Result<(), control::ClientError> {
+fn run_hb(socket: &Path, command: HbCommand) -> Result<(), ClientError> {
     let (request, json) = match command {
         HbCommand::Status { json } => (HbRequest::Status, json),
         HbCommand::Events { limit, json } => (HbRequest::Events { limit }, json),
@@ -467,19 +311,15 @@ fn run_hb(socket: &Path, command: HbCommand) -> Result<(), control::ClientError>
                     "on" => Some((name.clone(), true)),
                     "off" => Some((name.clone(), false)),
                     other => {
-                        return Err(control::ClientError::Refused(format!(
+                        return Err(ClientError::Refused(format!(
                             "--mirror {name} {other}: say on or off"
                         )))
                     }
                 },
-                Some(_) => {
-                    return Err(control::ClientError::Refused(
-                        "--mirror takes NAME on|off".into(),
-                    ))
-                }
+                Some(_) => return Err(ClientError::Refused("--mirror takes NAME on|off".into())),
             };
             if network.is_none() && mirrors.is_none() && mirror.is_none() {
-                return Err(control::ClientError::Refused(
+                return Err(ClientError::Refused(
                     "nothing to change: give --network, --mirrors or --mirror NAME on|off".into(),
                 ));
             }
@@ -494,7 +334,7 @@ fn run_hb(socket: &Path, command: HbCommand) -> Result<(), control::ClientError>
         }
         HbCommand::Rearm => (HbRequest::Rearm, false),
     };
-    match control::call_as::<_, HbReply>(socket, &request)? {
+    match jsonl::call::<_, HbReply>(socket, &request)? {
         HbReply::Done(text) => println!("{text}"),
         HbReply::Table(t) if json => print_json(&t),
         HbReply::Table(t) => print_table(&t),
@@ -577,10 +417,7 @@ fn print_events(events: &[Event]) {
         println!("no events");
     }
     for e in events {
-        let level = e
-            .level
-            .map(|l| format!(" [{}]", hb::daemon::level_name(l)))
-            .unwrap_or_default();
+        let level = e.level.map(|l| format!(" [{}]", l)).unwrap_or_default();
         println!(
             "{} {:<5}{level} {}: {}",
             ago(Some(e.time_ms)),

@@ -21,7 +21,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    hbmirror::daemon::main(
+    hbcore::daemon::main(
         "hbd",
         || hbmirror::hb::config::Config::load(&cli.config),
         hbmirror::hb::daemon::run,

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::Level;
 use super::message::Procedure;
 use super::table::Table;
+use hbcore::vocab::Level;
 
 /// Where hbd listens and `hbctl hb` connects unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/hbmirror/hbd.sock";

@@ -6,18 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config;
-pub use crate::config::ConfigError;
-
-/// Which group this host belongs to; only the standby fails over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Group {
-    /// The production site's group: reports the standby's health, never fails over.
-    Production,
-    /// The standby site's group: fails over when the production group is dead.
-    Standby,
-}
+pub use hbcore::config::ConfigError;
+use hbcore::config::{self, Checked};
+pub use hbcore::vocab::{Group, Level};
 
 /// The whole configuration of one host's hbd.
 #[derive(Debug, Clone, Deserialize)]
@@ -108,30 +99,6 @@ pub struct FailoverConfig {
     pub alert: Option<String>,
 }
 
-/// Failure levels (Fig 11).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Level {
-    /// The whole system is down.
-    #[serde(rename = "SYSTEM DOWN")]
-    SystemDown,
-    /// Serious.
-    #[serde(rename = "SERIOUS")]
-    Serious,
-    /// Moderate.
-    #[serde(rename = "MODERATE")]
-    Moderate,
-    /// Temporary.
-    #[serde(rename = "TEMPORARY")]
-    Temporary,
-}
-
-impl Level {
-    /// Whether a received notice of this level runs the alert command.
-    pub fn alerts(self) -> bool {
-        matches!(self, Level::SystemDown | Level::Serious)
-    }
-}
-
 /// A local check: exactly one of `command`, `writable`, `network`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,7 +123,7 @@ fn default_socket() -> PathBuf {
 }
 
 fn default_mirrord_socket() -> PathBuf {
-    PathBuf::from(crate::control::DEFAULT_SOCKET)
+    PathBuf::from(hbcore::control::DEFAULT_SOCKET)
 }
 
 fn default_interval_ms() -> u64 {
@@ -167,16 +134,9 @@ fn default_timeout_ms() -> u64 {
     10_000
 }
 
-impl Config {
-    /// Reads and checks a config file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = config::read(path)?;
-        Config::parse(&text, path)
-    }
-
-    /// Parses and checks config text; `path` is only for messages.
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = config::parse(text, path)?;
+impl Checked for Config {
+    fn check(self, path: &Path) -> Result<Config, ConfigError> {
+        let config = self;
         let invalid = |why: String| ConfigError::invalid(path, why);
         if config.interval_ms < 10 {
             return Err(invalid(format!(
@@ -225,6 +185,18 @@ impl Config {
             }
         }
         Ok(config)
+    }
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        config::load(path)
+    }
+
+    /// Parses and checks config text; `path` is only for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        config::parse(text, path)
     }
 
     /// The heartbeat interval.
@@ -337,6 +309,7 @@ writable = "/mnt/hbfs/hb1"
             Path::new("x"),
         )
         .expect_err("group");
-        assert!(e.to_string().contains("group"), "{e}");
+        let text = hbcore::report::chain(&e);
+        assert!(text.contains("unknown variant `primary`"), "{text}");
     }
 }

@@ -20,16 +20,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::net::{UdpSocket, UnixListener, UnixStream};
+use tokio::net::{UdpSocket, UnixListener};
 
 use super::api::{Event, HbReply, HbRequest, Source};
-use super::config::{CheckConfig, Config, Level};
+use super::config::{CheckConfig, Config};
 use super::message::{
     next_serial, Beat, Control, ControlBody, MessageError, Notice, Procedure, SLOT,
 };
 use super::table::{now_ms, Checker, DeviceStatus, Direction, Enable, Table};
-use crate::align::AlignedBuf;
-use crate::control::{self, Kind, PairInfo, Reply, Request, Role};
+use hbcore::align::AlignedBuf;
+use hbcore::control::{PairInfo, PairInstall, PairStatus, PairTakeover, Reply, Request};
+use hbcore::daemon::Shutdown;
+use hbcore::jsonl;
+use hbcore::vocab::Level;
+use hbcore::vocab::{Kind, Role};
 
 /// Events kept in memory for `hbctl hb events`.
 const EVENTS_KEPT: usize = 1000;
@@ -58,8 +62,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs hbd with `config` until SIGINT or SIGTERM.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Runs hbd with `config` until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let key = config.key()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
@@ -101,7 +105,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })?),
         None => None,
     };
-    let control = control::bind_socket(&config.control_socket).with_context(|| {
+    let control = jsonl::bind(&config.control_socket).with_context(|| {
         format!(
             "cannot open the control socket {}",
             config.control_socket.display()
@@ -138,12 +142,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let receiver = tokio::spawn(Arc::clone(&hbd).receive_network());
     let controller = tokio::spawn(Arc::clone(&hbd).serve(control));
     let ticker = tokio::spawn(Arc::clone(&hbd).tick_loop());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
+    shutdown.await;
     ticker.abort();
     receiver.abort();
     controller.abort();
@@ -636,7 +635,7 @@ impl Hbd {
     }
 
     async fn notice_received(&self, n: Notice) {
-        let text = format!("{} at {}: {} ({})", n.level_name(), n.host, n.part, n.info);
+        let text = format!("{} at {}: {} ({})", n.level, n.host, n.part, n.info);
         if n.level.alerts() {
             tracing::error!("failure notice from the peer: {text}");
         } else {
@@ -646,12 +645,12 @@ impl Hbd {
             Source::Peer,
             Some(n.level),
             &n.part,
-            format!("{} ({}) detected at {}", n.info, n.level_name(), n.time_ms),
+            format!("{} ({}) detected at {}", n.info, n.level, n.time_ms),
         );
         if let (true, Some(alert)) = (n.level.alerts(), &self.config.failover.alert) {
             let env = vec![
                 ("HBD_EVENT", "notice".to_string()),
-                ("HBD_LEVEL", n.level_name().to_string()),
+                ("HBD_LEVEL", n.level.to_string()),
                 ("HBD_PART", n.part.clone()),
                 ("HBD_INFO", n.info.clone()),
                 ("HBD_TIME_MS", n.time_ms.to_string()),
@@ -674,9 +673,10 @@ impl Hbd {
         let mut taken = vec![];
         for pair in &self.config.failover.take_over {
             let socket = self.config.failover.mirrord_socket.clone();
-            let request = Request::PairTakeover { name: pair.clone() };
+            let request = Request::PairTakeover(PairTakeover { name: pair.clone() });
             let result =
-                tokio::task::spawn_blocking(move || control::call(&socket, &request)).await;
+                tokio::task::spawn_blocking(move || jsonl::call::<_, Reply>(&socket, &request))
+                    .await;
             let outcome = match result {
                 Ok(Ok(Reply::Done(text))) => {
                     tracing::info!(pair = %pair, "taken over: {text}");
@@ -734,7 +734,7 @@ impl Hbd {
                         time_ms: now_ms(),
                         host: self.config.host.clone(),
                     };
-                    tracing::warn!(part = %check.part, level = notice.level_name(), "local failure: {info}; notifying the peer");
+                    tracing::warn!(part = %check.part, level = %notice.level, "local failure: {info}; notifying the peer");
                     self.event(
                         Source::Local,
                         Some(check.level),
@@ -753,22 +753,14 @@ impl Hbd {
     }
 
     async fn serve(self: Arc<Self>, listener: UnixListener) {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let hbd = Arc::clone(&self);
-                    tokio::spawn(async move { hbd.serve_one(stream).await });
-                }
-                Err(e) => tracing::warn!("control accept failed: {e}"),
-            }
-        }
-    }
-
-    async fn serve_one(&self, stream: UnixStream) {
-        control::serve_client(
-            stream,
+        jsonl::serve(
+            listener,
             "hbmirror::hb::api::HbRequest",
-            |request: HbRequest| self.dispatch(request),
+            move |request: HbRequest| {
+                let hbd = Arc::clone(&self);
+                async move { hbd.dispatch(request).await }
+            },
+            std::future::pending(),
         )
         .await;
     }
@@ -847,10 +839,10 @@ impl Hbd {
                 return Err(format!("pair '{pair}' has its SVOL at this site; install the mirror at site '{}', which writes its PVOL", info.peer));
             }
             svol_name = svol_name.or(Some(info.svol));
-            self.mirrord(Request::PairInstall {
+            self.mirrord(Request::PairInstall(PairInstall {
                 name: pair.clone(),
                 installed: true,
-            })
+            }))
             .await?;
         }
         let name = name
@@ -900,10 +892,10 @@ impl Hbd {
             format!("no heartbeat mirror '{name}' here; `hbctl hb status` lists them")
         })?;
         if let Some(pair) = &device.pair {
-            self.mirrord(Request::PairInstall {
+            self.mirrord(Request::PairInstall(PairInstall {
                 name: pair.clone(),
                 installed: false,
-            })
+            }))
             .await?;
         }
         {
@@ -935,7 +927,7 @@ impl Hbd {
 
     async fn mirrord(&self, request: Request) -> Result<Reply, String> {
         let socket = self.config.failover.mirrord_socket.clone();
-        tokio::task::spawn_blocking(move || control::call(&socket, &request))
+        tokio::task::spawn_blocking(move || jsonl::call::<_, Reply>(&socket, &request))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("mirrord: {e}"))
@@ -943,31 +935,14 @@ impl Hbd {
 
     async fn mirrord_pair(&self, pair: &str) -> Result<PairInfo, String> {
         match self
-            .mirrord(Request::PairStatus {
+            .mirrord(Request::PairStatus(PairStatus {
                 name: Some(pair.into()),
-            })
+            }))
             .await?
         {
             Reply::Pairs(mut p) if !p.is_empty() => Ok(p.remove(0)),
             _ => Err(format!("mirrord has no pair '{pair}'")),
         }
-    }
-}
-
-impl Notice {
-    /// The level as the seed writes it.
-    pub fn level_name(&self) -> &'static str {
-        level_name(self.level)
-    }
-}
-
-/// A level as the seed writes it.
-pub fn level_name(level: Level) -> &'static str {
-    match level {
-        Level::SystemDown => "SYSTEM DOWN",
-        Level::Serious => "SERIOUS",
-        Level::Moderate => "MODERATE",
-        Level::Temporary => "TEMPORARY",
     }
 }
 

@@ -1,35 +1,31 @@
 //! The heartbeat message (Fig 3) and the control messages it carries.
 //!
-//! ```text
-//!  0       4        5      6        8        12                  12+len        +32
-//!  │"HBBT" │version │flags │len (LE)│crc32c  │ payload (postcard) │ HMAC-SHA256 │
-//! ```
-//! The CRC32C covers header and payload; the HMAC (pre-shared key) covers the
-//! same bytes. The same frame is a UDP datagram on the network and one 4 KiB
-//! aligned slot on a heartbeat volume (zero-padded, written with one write, so
-//! a reader sees the old or the new message, and the CRC tells a torn one).
+//! A [`Beat`] is a postcard payload in an `HBBT` frame ([`hbcore::frame`]):
+//! a 16-byte header with CRC32C, the payload, and an HMAC-SHA256 tag on the
+//! pre-shared key. The same frame is a UDP datagram on the network and one
+//! 4 KiB aligned slot on a heartbeat volume (zero-padded, written with one
+//! write, so a reader sees the old or the new message, and the CRC tells a
+//! torn one).
 //!
 //! Every heartbeat carries the sender's unacknowledged control messages
 //! (activation, de-activation, procedure, failure notices) and the highest
 //! control id it has received from the addressee: control travels over
 //! whichever channel works, and is repeated until acknowledged.
 
-use hmac::{Hmac, Mac};
+use hbcore::frame::{Format, FrameError};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
-use super::config::{Group, Level};
+use hbcore::vocab::{Group, Level};
 
-/// Magic of a heartbeat frame.
-pub const MAGIC: [u8; 4] = *b"HBBT";
-/// Version of the heartbeat frame.
-pub const VERSION: u8 = 1;
 /// Size of a heartbeat slot on a volume.
 pub const SLOT: usize = 4096;
-const HEADER: usize = 12;
-const MAC: usize = 32;
-/// Largest payload that fits a slot.
-pub const MAX_PAYLOAD: usize = SLOT - HEADER - MAC;
+/// The heartbeat's frames: one fits a slot.
+pub const FORMAT: Format = Format {
+    magic: *b"HBBT",
+    version: 2,
+    max_payload: Format::payload_room(SLOT, true),
+    signed: true,
+};
 /// The serial number's maximum; the one after it is 1.
 pub const SERIAL_MAX: u32 = u32::MAX;
 
@@ -118,79 +114,45 @@ pub struct Notice {
 }
 
 /// A frame that is not a valid heartbeat.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum MessageError {
-    /// Too short, or not a heartbeat frame (an empty, never-written slot).
-    #[error("no heartbeat message (bad magic or empty slot)")]
+    /// Not a heartbeat frame: an empty, never-written slot, or other bytes.
+    #[error("no heartbeat message (empty slot or not a heartbeat frame)")]
     Empty,
-    /// Another protocol version.
-    #[error("heartbeat version {0} is not supported (this build speaks {VERSION}); run the same release on both hosts")]
-    Version(u8),
-    /// Damaged, or torn by a concurrent write.
-    #[error("heartbeat CRC32C mismatch (damaged or torn)")]
-    Crc,
-    /// Signed with another key.
-    #[error("heartbeat HMAC mismatch: the sender uses another key (check psk_file on both hosts)")]
-    Mac,
+    /// The frame is damaged, torn, from another version, or signed with another key.
+    #[error(transparent)]
+    Frame(FrameError),
     /// Intact but unreadable.
-    #[error("malformed heartbeat payload: {0}")]
-    Malformed(String),
+    #[error("malformed heartbeat payload")]
+    Malformed(#[source] postcard::Error),
     /// Too many control messages to fit.
     #[error("heartbeat message of {0} bytes does not fit a {SLOT}-byte slot")]
     TooLarge(usize),
 }
 
-fn mac(key: &[u8], bytes: &[u8]) -> Hmac<Sha256> {
-    // HMAC takes keys of any length; new_from_slice cannot fail for it.
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-    m.update(bytes);
-    m
+impl From<FrameError> for MessageError {
+    fn from(e: FrameError) -> MessageError {
+        match e {
+            FrameError::BadMagic { .. } | FrameError::Short { .. } => MessageError::Empty,
+            other => MessageError::Frame(other),
+        }
+    }
 }
 
 impl Beat {
     /// Encodes and signs the message.
     pub fn encode(&self, key: &[u8]) -> Result<Vec<u8>, MessageError> {
-        let payload =
-            postcard::to_allocvec(self).map_err(|e| MessageError::Malformed(e.to_string()))?;
-        if payload.len() > MAX_PAYLOAD {
-            return Err(MessageError::TooLarge(payload.len() + HEADER + MAC));
+        let payload = postcard::to_allocvec(self).map_err(MessageError::Malformed)?;
+        if payload.len() > FORMAT.max_payload {
+            return Err(MessageError::TooLarge(FORMAT.frame_len(payload.len())));
         }
-        let mut frame = Vec::with_capacity(HEADER + payload.len() + MAC);
-        frame.extend_from_slice(&MAGIC);
-        frame.push(VERSION);
-        frame.push(0);
-        frame.extend_from_slice(&(payload.len() as u16).to_le_bytes());
-        frame.extend_from_slice(&[0; 4]);
-        frame.extend_from_slice(&payload);
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&frame[..8]), &payload);
-        frame[8..12].copy_from_slice(&crc.to_le_bytes());
-        let tag = mac(key, &frame).finalize().into_bytes();
-        frame.extend_from_slice(&tag);
-        Ok(frame)
+        Ok(FORMAT.encode(&payload, Some(key))?)
     }
 
     /// Checks and decodes a frame (trailing bytes, such as a slot's padding, are ignored).
     pub fn decode(bytes: &[u8], key: &[u8]) -> Result<Beat, MessageError> {
-        if bytes.len() < HEADER + MAC || bytes[..4] != MAGIC {
-            return Err(MessageError::Empty);
-        }
-        if bytes[4] != VERSION {
-            return Err(MessageError::Version(bytes[4]));
-        }
-        let len = usize::from(u16::from_le_bytes([bytes[6], bytes[7]]));
-        if len > MAX_PAYLOAD || bytes.len() < HEADER + len + MAC {
-            return Err(MessageError::Crc);
-        }
-        let payload = &bytes[HEADER..HEADER + len];
-        let stated = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        if crc32c::crc32c_append(crc32c::crc32c(&bytes[..8]), payload) != stated {
-            return Err(MessageError::Crc);
-        }
-        mac(key, &bytes[..HEADER + len])
-            .verify_slice(&bytes[HEADER + len..HEADER + len + MAC])
-            .map_err(|_| MessageError::Mac)?;
-        postcard::from_bytes(payload).map_err(|e| MessageError::Malformed(e.to_string()))
+        let payload = FORMAT.open(bytes, Some(key))?;
+        postcard::from_bytes(payload).map_err(MessageError::Malformed)
     }
 }
 
@@ -250,25 +212,31 @@ mod tests {
         let mut slot = b.encode(KEY).expect("encode");
         assert!(slot.len() <= SLOT);
         slot.resize(SLOT, 0);
-        assert_eq!(Beat::decode(&slot, KEY), Ok(b));
+        assert_eq!(Beat::decode(&slot, KEY).expect("decode"), b);
     }
 
     #[test]
     fn damage_wrong_keys_and_empty_slots_are_told_apart() {
         let frame = beat(vec![]).encode(KEY).expect("encode");
-        assert_eq!(Beat::decode(&[0u8; SLOT], KEY), Err(MessageError::Empty));
-        assert_eq!(
+        assert!(matches!(
+            Beat::decode(&[0u8; SLOT], KEY),
+            Err(MessageError::Empty)
+        ));
+        assert!(matches!(
             Beat::decode(&frame, b"another-key-0123456"),
-            Err(MessageError::Mac)
-        );
-        for i in 8..frame.len() - MAC {
+            Err(MessageError::Frame(FrameError::Mac))
+        ));
+        for i in 8..frame.len() {
             let mut bad = frame.clone();
             bad[i] ^= 1;
             assert!(Beat::decode(&bad, KEY).is_err(), "flip at {i} accepted");
         }
         let mut v = frame.clone();
         v[4] = 9;
-        assert_eq!(Beat::decode(&v, KEY), Err(MessageError::Version(9)));
+        assert!(matches!(
+            Beat::decode(&v, KEY),
+            Err(MessageError::Frame(FrameError::Version { got: 9, .. }))
+        ));
     }
 
     #[test]

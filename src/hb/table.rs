@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::config::Group;
 use super::message::{Beat, Control, SERIAL_MAX};
+use hbcore::vocab::Group;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {

@@ -44,14 +44,41 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// Whether this process may mount FUSE filesystems; prints SKIPPED when not.
+/// Under `CI=true` nothing may skip: a missing prerequisite fails the test.
 pub fn can_mount(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let fuse = Path::new("/dev/fuse").exists();
     if !(root && fuse) {
-        eprintln!("SKIPPED {test}: needs root and /dev/fuse (root: {root}, /dev/fuse: {fuse}); CI runs it as root");
+        skip(
+            test,
+            &format!("needs root and /dev/fuse (root: {root}, /dev/fuse: {fuse})"),
+        );
     }
     root && fuse
+}
+
+/// Records that `test` cannot run here and returns to let it end early.
+/// Under `CI=true` nothing may skip: this fails the test instead.
+/// `scripts/test.sh` counts the skips (through `HBMIRROR_SKIP_LOG`) and
+/// reports them as skipped, never as passed.
+pub fn skip(test: &str, why: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} {why}, and CI=true allows no skipping"
+    );
+    eprintln!("SKIPPED {test}: {why}");
+    if let Ok(log) = std::env::var("HBMIRROR_SKIP_LOG") {
+        use std::io::Write;
+        let appended = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&log)
+            .and_then(|mut f| writeln!(f, "{test}: {why}"));
+        if let Err(e) = appended {
+            eprintln!("cannot record the skip in {log}: {e}");
+        }
+    }
 }
 
 /// A free TCP port on loopback.

@@ -19,7 +19,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    hbmirror::daemon::main(
+    hbcore::daemon::main(
         "mirrord",
         || mirrord::config::Config::load(&cli.config),
         mirrord::daemon::run,

@@ -15,16 +15,13 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use hbcore::auth;
+use hbcore::link::{LinkCodec, LinkError, Message, NONCE_LEN};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-use super::frame::{FrameCodec, FrameError};
-use super::message::{Message, NONCE_LEN};
-
 /// An authenticated connection.
-pub type Conn = Framed<TcpStream, FrameCodec>;
+pub type Conn = Framed<TcpStream, LinkCodec>;
 
 /// Longest a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,7 +31,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum HandshakeError {
     /// Framing or socket failure.
     #[error(transparent)]
-    Frame(#[from] FrameError),
+    Frame(#[from] LinkError),
     /// The other side closed the connection.
     #[error("the peer closed the connection during the handshake")]
     Closed,
@@ -52,44 +49,26 @@ pub enum HandshakeError {
     Unexpected(&'static str),
 }
 
-fn proof(
-    key: &[u8],
-    role: &str,
-    dialer_nonce: &[u8],
-    listener_nonce: &[u8],
-    dialer: &str,
-    listener: &str,
-) -> Vec<u8> {
-    mac(key, role, dialer_nonce, listener_nonce, dialer, listener)
-        .finalize()
-        .into_bytes()
-        .to_vec()
-}
-
-fn mac(
-    key: &[u8],
-    role: &str,
-    dialer_nonce: &[u8],
-    listener_nonce: &[u8],
-    dialer: &str,
-    listener: &str,
-) -> Hmac<Sha256> {
-    // HMAC takes keys of any length; new_from_slice cannot fail for it.
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-    for part in [
+/// The transcript one side signs: its role, both nonces, both site names.
+fn transcript<'a>(
+    role: &'a str,
+    dialer_nonce: &'a [u8],
+    listener_nonce: &'a [u8],
+    dialer: &'a str,
+    listener: &'a str,
+) -> [&'a [u8]; 6] {
+    [
         b"hbmirror-link-v1".as_slice(),
         role.as_bytes(),
         dialer_nonce,
         listener_nonce,
         dialer.as_bytes(),
-        &[0],
         listener.as_bytes(),
-    ] {
-        m.update(&(part.len() as u32).to_le_bytes());
-        m.update(part);
-    }
-    m
+    ]
+}
+
+fn proof(key: &[u8], parts: [&[u8]; 6]) -> Vec<u8> {
+    auth::sign_parts(key, &parts).to_vec()
 }
 
 fn nonce() -> [u8; NONCE_LEN] {
@@ -123,7 +102,7 @@ pub async fn dial(
     peer: &str,
     key: &[u8],
 ) -> Result<Conn, HandshakeError> {
-    let mut conn = Framed::new(stream, FrameCodec);
+    let mut conn = Framed::new(stream, LinkCodec);
     let mine = nonce();
     conn.send(Message::Hello {
         site: own.into(),
@@ -142,14 +121,15 @@ pub async fn dial(
     if site != peer {
         return Err(refuse(&mut conn, format!("expected site '{peer}' at this address but '{site}' answered; fix [[peers]] address")).await);
     }
-    if mac(key, "listener", &mine, &theirs, own, peer)
-        .verify_slice(&their_proof)
-        .is_err()
-    {
+    if !auth::verify_parts(
+        key,
+        &transcript("listener", &mine, &theirs, own, peer),
+        &their_proof,
+    ) {
         return Err(refuse(&mut conn, format!("authentication failed between '{own}' and '{peer}': the link keys differ; use the same psk_file contents at both sites")).await);
     }
     conn.send(Message::Proof {
-        proof: proof(key, "dialer", &mine, &theirs, own, peer),
+        proof: proof(key, transcript("dialer", &mine, &theirs, own, peer)),
     })
     .await?;
     match next(&mut conn).await? {
@@ -165,7 +145,7 @@ pub async fn accept(
     peers: &[String],
     key: &[u8],
 ) -> Result<(String, Conn), HandshakeError> {
-    let mut conn = Framed::new(stream, FrameCodec);
+    let mut conn = Framed::new(stream, LinkCodec);
     let Message::Hello {
         site,
         to,
@@ -184,16 +164,17 @@ pub async fn accept(
     conn.send(Message::Challenge {
         site: own.into(),
         nonce: mine,
-        proof: proof(key, "listener", &theirs, &mine, &site, own),
+        proof: proof(key, transcript("listener", &theirs, &mine, &site, own)),
     })
     .await?;
     let Message::Proof { proof: their_proof } = next(&mut conn).await? else {
         return Err(refuse(&mut conn, "expected Proof".into()).await);
     };
-    if mac(key, "dialer", &theirs, &mine, &site, own)
-        .verify_slice(&their_proof)
-        .is_err()
-    {
+    if !auth::verify_parts(
+        key,
+        &transcript("dialer", &theirs, &mine, &site, own),
+        &their_proof,
+    ) {
         return Err(refuse(&mut conn, format!("authentication failed between '{site}' and '{own}': the link keys differ; use the same psk_file contents at both sites")).await);
     }
     conn.send(Message::Welcome).await?;

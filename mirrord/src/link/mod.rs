@@ -11,9 +11,7 @@
 //! frame) fails the requests in flight, tells the handler (`link_down`), and
 //! the dialer reconnects with backoff (100 ms doubling to 5 s).
 
-pub mod frame;
 pub mod handshake;
-pub mod message;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -28,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use handshake::Conn;
-use message::{Message, PeerReply, PeerRequest};
+use hbcore::link::{Message, PeerError, PeerReply, PeerRequest};
 
 /// A request to a peer that did not get an answer.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +42,7 @@ pub enum LinkError {
     Timeout(String, Duration),
     /// The peer refused.
     #[error("site '{0}' refused: {1}")]
-    Refused(String, String),
+    Refused(String, PeerError),
     /// The site is not configured.
     #[error("site '{0}' is not a configured peer; add a [[peers]] entry to mirrord's config")]
     UnknownPeer(String),
@@ -58,14 +56,14 @@ pub trait Handler: Send + Sync + 'static {
         &self,
         peer: &str,
         request: PeerRequest,
-    ) -> impl Future<Output = Result<PeerReply, String>> + Send;
+    ) -> impl Future<Output = Result<PeerReply, PeerError>> + Send;
     /// A session with `peer` opened.
     fn link_up(self: &Arc<Self>, peer: &str);
     /// The session with `peer` closed.
     fn link_down(self: &Arc<Self>, peer: &str);
 }
 
-type Waiters = Mutex<HashMap<u64, oneshot::Sender<Result<PeerReply, String>>>>;
+type Waiters = Mutex<HashMap<u64, oneshot::Sender<Result<PeerReply, PeerError>>>>;
 
 /// One open session.
 struct Session {
@@ -86,7 +84,7 @@ pub struct PeerLink {
 /// An answer on its way.
 pub struct Pending {
     site: String,
-    answer: oneshot::Receiver<Result<PeerReply, String>>,
+    answer: oneshot::Receiver<Result<PeerReply, PeerError>>,
 }
 
 impl Pending {

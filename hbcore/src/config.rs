@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}")]
     Read {
         /// Config path.
         path: PathBuf,
@@ -17,7 +17,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The TOML is invalid or has unknown keys.
-    #[error("config {path}: {source}")]
+    #[error("config {path}")]
     Parse {
         /// Config path.
         path: PathBuf,
@@ -52,20 +52,30 @@ impl ConfigError {
     }
 }
 
-/// Reads a config file.
-pub fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.into(),
-        source,
-    })
+/// A configuration type: parsed from TOML, then checked as a whole.
+pub trait Checked: DeserializeOwned {
+    /// Checks the values that TOML alone cannot (ranges, names, combinations);
+    /// `path` is for messages.
+    fn check(self, path: &Path) -> Result<Self, ConfigError>;
 }
 
-/// Parses config text (unknown keys are errors where the type says so); `path` is for messages.
-pub fn parse<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|source| ConfigError::Parse {
+/// Reads, parses and checks the config file at `path`.
+pub fn load<T: Checked>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.into(),
         source,
-    })
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and checks config text (unknown keys are errors where the type
+/// says so); `path` is only for messages.
+pub fn parse<T: Checked>(text: &str, path: &Path) -> Result<T, ConfigError> {
+    let config: T = toml::from_str(text).map_err(|source| ConfigError::Parse {
+        path: path.into(),
+        source,
+    })?;
+    config.check(path)
 }
 
 /// Reads a pre-shared key file (surrounding whitespace ignored; at least 16 bytes).

@@ -1,0 +1,230 @@
+//! The control transport of both daemons: one JSON request per line on a
+//! Unix socket (mode 0600), one JSON [`Response`] per line back. `hbctl` is
+//! the client; scripts may speak it directly
+//! (`socat - UNIX-CONNECT:/run/hbmirror/mirrord.sock`).
+//!
+//! ```text
+//!  hbctl ─ call() ─ line ─> socket ─> serve(): accept loop ─ task per client ─> answer(request)
+//!        <──────────── line ─ Response::Ok(reply) | Response::Error(text) <──┘
+//! ```
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+/// A daemon's answer to one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response<R> {
+    /// The request succeeded.
+    Ok(R),
+    /// The request was refused or failed; the text names the thing and the way out.
+    Error(String),
+}
+
+/// Why a control call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket could not be reached.
+    #[error("cannot reach the daemon at {path}; is it running? (give the socket with --socket or HBCTL_SOCKET)")]
+    Connect {
+        /// Socket path.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The conversation broke off.
+    #[error("control socket {path}")]
+    Io {
+        /// Socket path.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The daemon answered something unreadable.
+    #[error("unreadable answer from {path}")]
+    Protocol {
+        /// Socket path.
+        path: PathBuf,
+        /// Parse error.
+        source: serde_json::Error,
+    },
+    /// The daemon refused the request; its text says why and what to do.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Binds a daemon's control socket (mode 0600), replacing a stale socket
+/// file but refusing one a running daemon still answers on.
+pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "{} is in use by a running daemon; stop it or choose another control_socket",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves a daemon's control socket until `shutdown` resolves: each client
+/// on a task of its own, each request line answered by `answer`. `what`
+/// names the request type in the error for a malformed line.
+pub async fn serve<Q, R, F, Fut>(
+    listener: tokio::net::UnixListener,
+    what: &'static str,
+    answer: F,
+    shutdown: impl Future<Output = ()>,
+) where
+    Q: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+    F: Fn(Q) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, String>> + Send + 'static,
+{
+    let answer = Arc::new(answer);
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let answer = Arc::clone(&answer);
+                tokio::spawn(async move { serve_client(stream, what, &*answer).await });
+            }
+            Err(e) => tracing::warn!(error = %e, "control socket: accept failed"),
+        }
+    }
+}
+
+async fn serve_client<Q, R, F, Fut>(stream: tokio::net::UnixStream, what: &str, answer: &F)
+where
+    Q: DeserializeOwned,
+    R: Serialize,
+    F: Fn(Q) -> Fut,
+    Fut: Future<Output = Result<R, String>>,
+{
+    let (read, mut write) = stream.into_split();
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let response = match serde_json::from_str::<Q>(&line) {
+            Ok(request) => match answer(request).await {
+                Ok(reply) => Response::Ok(reply),
+                Err(e) => Response::Error(e),
+            },
+            Err(e) => Response::Error(format!(
+                "malformed control request: {e}; see {what} for the format"
+            )),
+        };
+        let Ok(mut text) = serde_json::to_string(&response) else {
+            return;
+        };
+        text.push('\n');
+        if write.write_all(text.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends one request to the daemon at `socket` and waits for its answer.
+pub fn call<Q: Serialize, R: DeserializeOwned>(
+    socket: &Path,
+    request: &Q,
+) -> Result<R, ClientError> {
+    let io = |source| ClientError::Io {
+        path: socket.to_path_buf(),
+        source,
+    };
+    let protocol = |source| ClientError::Protocol {
+        path: socket.to_path_buf(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        path: socket.to_path_buf(),
+        source,
+    })?;
+    let mut line = serde_json::to_string(request).map_err(protocol)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
+    if answer.is_empty() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the daemon closed the connection without answering",
+        )));
+    }
+    match serde_json::from_str::<Response<R>>(&answer).map_err(protocol)? {
+        Response::Ok(reply) => Ok(reply),
+        Response::Error(message) => Err(ClientError::Refused(message)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_is_answered_and_a_malformed_one_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.sock");
+        let listener = bind(&path).expect("bind");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            "the Echo type",
+            |n: u32| async move {
+                if n > 9 {
+                    Err(format!("{n} is too big"))
+                } else {
+                    Ok(n * 2)
+                }
+            },
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let client = path.clone();
+        let answers = tokio::task::spawn_blocking(move || {
+            (
+                call::<u32, u32>(&client, &4).map_err(|e| e.to_string()),
+                call::<u32, u32>(&client, &10).map_err(|e| e.to_string()),
+                call::<&str, u32>(&client, &"x").map_err(|e| e.to_string()),
+            )
+        })
+        .await
+        .expect("join");
+        assert_eq!(answers.0, Ok(8));
+        assert_eq!(answers.1, Err("10 is too big".into()));
+        assert!(
+            answers
+                .2
+                .as_ref()
+                .is_err_and(|e| e.contains("see the Echo type")),
+            "{answers:?}"
+        );
+        // A second daemon on the same live socket is refused by name.
+        let e = bind(&path).expect_err("in use");
+        assert!(e.to_string().contains("in use by a running daemon"), "{e}");
+        let _ = stop.send(());
+        server.await.expect("server stops on shutdown");
+    }
+}

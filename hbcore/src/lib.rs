@@ -1,0 +1,38 @@
+//! # hbcore: the vocabulary every part of hbmirror shares
+//!
+//! mirrord (the storage engine), hbd (the heartbeat check) and hbctl (the
+//! command line) each depend on this crate and on nothing of each other's;
+//! it depends on nothing in the workspace, and on neither FUSE nor io_uring.
+//!
+//! Modules in reading order:
+//!
+//! - [`vocab`]: roles, pair states with their one transition table, modes,
+//!   fence levels, pair kinds, heartbeat groups, failure levels.
+//! - [`control`]: mirrord's control requests (one struct per operation, serde
+//!   for the daemon and clap for hbctl) and replies.
+//! - [`jsonl`]: the JSON-lines control transport: the daemons' accept loop,
+//!   hbctl's call.
+//! - [`auth`]: the one HMAC-SHA256 setup (handshake proofs, heartbeat tags).
+//! - [`frame`]: the one frame layout, for the link (`HBLK`) and heartbeats (`HBBT`).
+//! - [`link`]: the messages of the remote link between two mirrords, and their codec.
+//! - [`config`]: loading a daemon's TOML config and its pre-shared key.
+//! - [`daemon`]: the body of a daemon's `main`, with its shutdown as a future.
+//! - [`report`]: an error and its causes, each said once.
+//! - [`size`], [`align`]: human sizes; buffers aligned for O_DIRECT.
+//!
+//! ```text
+//!  hbctl ──control::Request──jsonl──> mirrord ──link::Message in frame::Format HBLK──> mirrord
+//!  hbctl ──hbd's requests────jsonl──> hbd ──────heartbeat in frame::Format HBBT (UDP, volume slot)──> hbd
+//! ```
+
+pub mod align;
+pub mod auth;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod frame;
+pub mod jsonl;
+pub mod link;
+pub mod report;
+pub mod size;
+pub mod vocab;
