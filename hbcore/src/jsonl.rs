@@ -7,16 +7,32 @@
 //!  hbctl ─ call() ─ line ─> socket ─> serve(): accept loop ─ task per client ─> answer(request)
 //!        <──────────── line ─ Response::Ok(reply) | Response::Error(text) <──┘
 //! ```
+//!
+//! A client costs bounded memory and time: a request line is at most
+//! [`MAX_REQUEST`] bytes (a longer one is answered with an error and the
+//! connection closed), a client silent for [`IDLE_TIMEOUT`] is disconnected,
+//! and a line that is not UTF-8 or not a request is answered with an error
+//! that says so (and logged, at most once a minute per kind).
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+use crate::throttle::{suppressed_note, Throttle, Verdict};
+
+/// Longest request line accepted, in bytes (the largest real request is a few hundred).
+pub const MAX_REQUEST: usize = 64 << 10;
+/// A client that sends nothing for this long is disconnected.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// One log line per kind of malformed request per this period.
+const LOG_PERIOD: Duration = Duration::from_secs(60);
 
 /// A daemon's answer to one request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,6 +115,7 @@ pub async fn serve<Q, R, F, Fut>(
     Fut: Future<Output = Result<R, String>> + Send + 'static,
 {
     let answer = Arc::new(answer);
+    let throttle = Arc::new(Throttle::new(LOG_PERIOD, 64));
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -108,37 +125,107 @@ pub async fn serve<Q, R, F, Fut>(
         match accepted {
             Ok((stream, _)) => {
                 let answer = Arc::clone(&answer);
-                tokio::spawn(async move { serve_client(stream, what, &*answer).await });
+                let throttle = Arc::clone(&throttle);
+                tokio::spawn(async move { serve_client(stream, what, &*answer, &throttle).await });
             }
             Err(e) => tracing::warn!(error = %e, "control socket: accept failed"),
         }
     }
 }
 
-async fn serve_client<Q, R, F, Fut>(stream: tokio::net::UnixStream, what: &str, answer: &F)
-where
+/// One line read from a client.
+enum Line {
+    /// A complete line (without its newline).
+    Text(String),
+    /// Bytes that are not UTF-8.
+    NotUtf8,
+    /// More than [`MAX_REQUEST`] bytes without a newline.
+    TooLong,
+    /// The client hung up, stayed silent too long, or the socket failed.
+    End,
+}
+
+async fn read_line(reader: &mut (impl tokio::io::AsyncBufRead + Unpin), buf: &mut Vec<u8>) -> Line {
+    buf.clear();
+    // One byte over the limit tells a line that is too long from one that just fits.
+    let limit = (MAX_REQUEST + 1) as u64;
+    let read = tokio::time::timeout(IDLE_TIMEOUT, reader.take(limit).read_until(b'\n', buf)).await;
+    match read {
+        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => Line::End,
+        Ok(Ok(_)) => {
+            if buf.last() == Some(&b'\n') {
+                buf.pop();
+            } else if buf.len() > MAX_REQUEST {
+                return Line::TooLong;
+            }
+            match std::str::from_utf8(buf) {
+                Ok(text) => Line::Text(text.to_string()),
+                Err(_) => Line::NotUtf8,
+            }
+        }
+    }
+}
+
+async fn serve_client<Q, R, F, Fut>(
+    stream: tokio::net::UnixStream,
+    what: &str,
+    answer: &F,
+    throttle: &Throttle,
+) where
     Q: DeserializeOwned,
     R: Serialize,
     F: Fn(Q) -> Fut,
     Fut: Future<Output = Result<R, String>>,
 {
     let (read, mut write) = stream.into_split();
-    let mut lines = tokio::io::BufReader::new(read).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let response = match serde_json::from_str::<Q>(&line) {
-            Ok(request) => match answer(request).await {
-                Ok(reply) => Response::Ok(reply),
-                Err(e) => Response::Error(e),
+    let mut reader = tokio::io::BufReader::new(read);
+    let mut buf = Vec::new();
+    loop {
+        // A refusal of the request itself (not of what it asks) is also logged.
+        let refusal = |kind: &'static str, text: String| {
+            if let Verdict::Say { suppressed } = throttle.note("control socket", kind) {
+                tracing::warn!(
+                    "control socket: {text}{}",
+                    suppressed_note(suppressed, LOG_PERIOD)
+                );
+            }
+            Response::<R>::Error(text)
+        };
+        let (response, close) = match read_line(&mut reader, &mut buf).await {
+            Line::End => return,
+            Line::TooLong => (
+                refusal(
+                    "too long",
+                    format!("control request longer than {MAX_REQUEST} bytes; closing the connection"),
+                ),
+                true,
+            ),
+            Line::NotUtf8 => (
+                refusal(
+                    "not UTF-8",
+                    format!("control request is not UTF-8 text; send one JSON object per line (see {what})"),
+                ),
+                false,
+            ),
+            Line::Text(line) => match serde_json::from_str::<Q>(&line) {
+                Ok(request) => match answer(request).await {
+                    Ok(reply) => (Response::Ok(reply), false),
+                    Err(e) => (Response::Error(e), false),
+                },
+                Err(e) => (
+                    refusal(
+                        "malformed",
+                        format!("malformed control request: {e}; see {what} for the format"),
+                    ),
+                    false,
+                ),
             },
-            Err(e) => Response::Error(format!(
-                "malformed control request: {e}; see {what} for the format"
-            )),
         };
         let Ok(mut text) = serde_json::to_string(&response) else {
             return;
         };
         text.push('\n');
-        if write.write_all(text.as_bytes()).await.is_err() {
+        if write.write_all(text.as_bytes()).await.is_err() || close {
             return;
         }
     }

@@ -18,6 +18,7 @@
 //! - [`config`]: loading a daemon's TOML config and its pre-shared key.
 //! - [`daemon`]: the body of a daemon's `main`, with its shutdown as a future.
 //! - [`report`]: an error and its causes, each said once.
+//! - [`throttle`]: log lines for repeated refusals, counted and bounded.
 //! - [`size`], [`align`]: human sizes; buffers aligned for O_DIRECT.
 //!
 //! ```text
@@ -35,4 +36,5 @@ pub mod jsonl;
 pub mod link;
 pub mod report;
 pub mod size;
+pub mod throttle;
 pub mod vocab;

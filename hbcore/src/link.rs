@@ -218,16 +218,54 @@ impl From<std::io::Error> for LinkError {
     }
 }
 
+/// Largest payload accepted before the handshake completes: handshake
+/// messages are a few hundred bytes, so an unauthenticated peer can make
+/// mirrord buffer at most this much per connection.
+pub const HANDSHAKE_MAX_PAYLOAD: usize = 4 << 10;
+
 /// Encodes and decodes [`Message`]s as `HBLK` frames on a byte stream.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LinkCodec;
+///
+/// A new codec accepts only handshake-sized frames; [`LinkCodec::authenticated`]
+/// lifts the limit to the link's full frame size once the peer has proved its key.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkCodec {
+    format: Format,
+}
+
+impl Default for LinkCodec {
+    fn default() -> LinkCodec {
+        LinkCodec::handshake()
+    }
+}
+
+impl LinkCodec {
+    /// For a connection whose peer has not authenticated yet.
+    pub fn handshake() -> LinkCodec {
+        LinkCodec {
+            format: Format {
+                max_payload: HANDSHAKE_MAX_PAYLOAD,
+                ..FORMAT
+            },
+        }
+    }
+
+    /// Lifts the frame limit to the full size, after authentication.
+    pub fn authenticated(&mut self) {
+        self.format = FORMAT;
+    }
+
+    /// The largest payload accepted now.
+    pub fn max_payload(&self) -> usize {
+        self.format.max_payload
+    }
+}
 
 impl Decoder for LinkCodec {
     type Item = Message;
     type Error = LinkError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, LinkError> {
-        let Some(len) = FORMAT.check_header(src)? else {
+        let Some(len) = self.format.check_header(src)? else {
             return Ok(None);
         };
         if src.len() < len {
@@ -235,7 +273,7 @@ impl Decoder for LinkCodec {
             return Ok(None);
         }
         let frame = src.split_to(len);
-        let payload = FORMAT.open(&frame, None)?;
+        let payload = self.format.open(&frame, None)?;
         let message = postcard::from_bytes(payload).map_err(LinkError::Malformed)?;
         Ok(Some(message))
     }
@@ -246,7 +284,7 @@ impl Encoder<Message> for LinkCodec {
 
     fn encode(&mut self, msg: Message, dst: &mut BytesMut) -> Result<(), LinkError> {
         let payload = postcard::to_allocvec(&msg).map_err(LinkError::Malformed)?;
-        FORMAT.encode_into(&payload, None, dst)?;
+        self.format.encode_into(&payload, None, dst)?;
         Ok(())
     }
 }
@@ -361,9 +399,15 @@ mod tests {
         ]
     }
 
+    fn session() -> LinkCodec {
+        let mut codec = LinkCodec::handshake();
+        codec.authenticated();
+        codec
+    }
+
     fn encode(msg: Message) -> BytesMut {
         let mut buf = BytesMut::new();
-        LinkCodec.encode(msg, &mut buf).expect("encode");
+        session().encode(msg, &mut buf).expect("encode");
         buf
     }
 
@@ -373,7 +417,7 @@ mod tests {
             let whole = encode(msg.clone());
             let mut buf = whole.clone();
             assert_eq!(
-                LinkCodec.decode(&mut buf).expect("decode"),
+                session().decode(&mut buf).expect("decode"),
                 Some(msg.clone())
             );
             assert!(buf.is_empty());
@@ -381,7 +425,7 @@ mod tests {
             let mut trickle = BytesMut::new();
             for (i, b) in whole.iter().enumerate() {
                 trickle.extend_from_slice(&[*b]);
-                let got = LinkCodec.decode(&mut trickle).expect("decode");
+                let got = session().decode(&mut trickle).expect("decode");
                 assert_eq!(got.is_some(), i + 1 == whole.len());
             }
         }
@@ -402,22 +446,54 @@ mod tests {
             bad[i] ^= 0x10;
             // A longer length only makes the decoder wait for bytes that,
             // on a live link, fail the CRC (or the silence timeout) later.
-            let result = LinkCodec.decode(&mut bad);
+            let result = session().decode(&mut bad);
             assert!(!matches!(result, Ok(Some(_))), "flip at byte {i} accepted");
         }
+    }
+
+    #[test]
+    fn before_authentication_only_handshake_sized_frames_are_accepted() {
+        let write = encode(Message::Request {
+            id: 1,
+            body: PeerRequest::Write {
+                pair: "p".into(),
+                offset: 0,
+                data: vec![0; 64 << 10],
+            },
+        });
+        // The header alone is enough to refuse: nothing of the payload is buffered.
+        let mut header = BytesMut::from(&write[..crate::frame::HEADER_LEN]);
+        assert!(matches!(
+            LinkCodec::handshake().decode(&mut header),
+            Err(LinkError::Frame(FrameError::Oversized {
+                max: HANDSHAKE_MAX_PAYLOAD,
+                ..
+            }))
+        ));
+        let mut hello = encode(Message::Hello {
+            site: "s".repeat(64),
+            to: "t".repeat(64),
+            nonce: [1; NONCE_LEN],
+        });
+        assert!(LinkCodec::handshake()
+            .decode(&mut hello)
+            .expect("hello")
+            .is_some());
+        let mut whole = write.clone();
+        assert!(session().decode(&mut whole).expect("after auth").is_some());
     }
 
     #[test]
     fn an_intact_frame_with_an_unknown_message_is_named() {
         let frame = FORMAT.encode(&[200u8], None).expect("frame");
         let mut unknown = BytesMut::from(&frame[..]);
-        let e = LinkCodec.decode(&mut unknown).expect_err("unknown");
+        let e = session().decode(&mut unknown).expect_err("unknown");
         assert!(matches!(e, LinkError::Malformed(_)), "{e}");
         let oversized = FORMAT.max_payload as u32 + 1;
         let mut big = encode(Message::Ping);
         big[8..12].copy_from_slice(&oversized.to_le_bytes());
         assert!(matches!(
-            LinkCodec.decode(&mut big),
+            session().decode(&mut big),
             Err(LinkError::Frame(FrameError::Oversized { .. }))
         ));
     }

@@ -102,7 +102,7 @@ pub async fn dial(
     peer: &str,
     key: &[u8],
 ) -> Result<Conn, HandshakeError> {
-    let mut conn = Framed::new(stream, LinkCodec);
+    let mut conn = Framed::new(stream, LinkCodec::handshake());
     let mine = nonce();
     conn.send(Message::Hello {
         site: own.into(),
@@ -133,7 +133,10 @@ pub async fn dial(
     })
     .await?;
     match next(&mut conn).await? {
-        Message::Welcome => Ok(conn),
+        Message::Welcome => {
+            conn.codec_mut().authenticated();
+            Ok(conn)
+        }
         _ => Err(HandshakeError::Unexpected("message instead of Welcome")),
     }
 }
@@ -145,7 +148,7 @@ pub async fn accept(
     peers: &[String],
     key: &[u8],
 ) -> Result<(String, Conn), HandshakeError> {
-    let mut conn = Framed::new(stream, LinkCodec);
+    let mut conn = Framed::new(stream, LinkCodec::handshake());
     let Message::Hello {
         site,
         to,
@@ -178,6 +181,7 @@ pub async fn accept(
         return Err(refuse(&mut conn, format!("authentication failed between '{site}' and '{own}': the link keys differ; use the same psk_file contents at both sites")).await);
     }
     conn.send(Message::Welcome).await?;
+    conn.codec_mut().authenticated();
     Ok((site, conn))
 }
 
