@@ -1,4 +1,6 @@
-//! hbd's TOML configuration.
+//! hbd's TOML configuration: this host, its group and peers, the channels
+//! (network, heartbeat mirrors), the timing, the failover actions and the
+//! local checks; checked as a whole when loaded.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 pub use hbcore::config::ConfigError;
 use hbcore::config::{self, Checked};
-pub use hbcore::vocab::{Group, Level};
+use hbcore::vocab::{Group, Level};
 
 /// The whole configuration of one host's hbd.
 #[derive(Debug, Clone, Deserialize)]
