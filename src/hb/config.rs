@@ -84,7 +84,7 @@ pub struct MirrorConfig {
 }
 
 /// Failover actions.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FailoverConfig {
     /// Command run (by `sh -c`) once at failover, with the reason and the table in its environment.
@@ -118,6 +118,19 @@ pub struct CheckConfig {
     /// Fails when a TCP connection to this `host:port` cannot be made within the interval.
     #[serde(default)]
     pub network: Option<String>,
+}
+
+// Written out (not derived) so that a config without [failover] gets the
+// same mirrord socket as one with an incomplete [failover], not an empty path.
+impl Default for FailoverConfig {
+    fn default() -> FailoverConfig {
+        FailoverConfig {
+            hook: None,
+            take_over: Vec::new(),
+            mirrord_socket: default_mirrord_socket(),
+            alert: None,
+        }
+    }
 }
 
 fn default_socket() -> PathBuf {
@@ -290,6 +303,11 @@ writable = "/mnt/hbfs/hb1"
         .expect("parse");
         assert_eq!(c.interval(), Duration::from_secs(1));
         assert_eq!(c.timeout(), Duration::from_secs(10));
+        assert_eq!(
+            c.failover.mirrord_socket,
+            PathBuf::from(hbcore::control::DEFAULT_SOCKET),
+            "without [failover], mirrord is still found at its default socket"
+        );
     }
 
     #[test]
