@@ -1,18 +1,36 @@
 //! # hbmirror: storage-based heartbeat for two-site clusters
 //!
-//! This package holds what the binaries share and the host-side tools:
+//! This package holds the host-side tools and what they share; the storage
+//! side lives in the member crates `mirrord` (volumes on io_uring, the
+//! remote link, pairs) and `hbfs` (the FUSE view of volumes), and the
+//! vocabulary all of them speak in `hbcore`.
 //!
+//! In reading order:
+//!
+//! - [`hb`]: hbd, the heartbeat check (seed Figures 2–11): the message and
+//!   the status table, the rules that decide, then the daemon's rooms (slot
+//!   I/O, controls, failover, checks, the tick, the control server).
+//! - `src/bin/hbd.rs`: the thin daemon binary (config, then [`hb::daemon::run`]).
+//! - `src/bin/hbctl/`: the command line for mirrord and hbd (`cli`, `storage`,
+//!   `hb`, `print`).
 //! - [`bench`]: measurements for `scripts/bench.sh` (`src/bin/hbbench.rs`).
-//! - [`hb`]: hbd, the heartbeat check (seed Figures 2–11).
-//! - `src/bin/hbctl.rs`, `src/bin/hbd.rs`: the thin binaries.
 //!
-//! The storage side lives in the member crates: `mirrord` (volumes on
-//! io_uring, the remote link, pairs) and `hbfs` (the FUSE view of volumes).
+//! The data path of one heartbeat, and where it changes hands
+//! (`═>` another thread, task or process):
 //!
 //! ```text
-//!  hbctl ──JSON line──> control socket ─> mirrord ─ PVOL write ─> io_uring ─> file/device
-//!                                           │  └─ Write frame ── TCP link ─> peer mirrord ─> SVOL
-//!  host program ─ open/read/write ─> hbfs (FUSE) ─┘
+//!  prod host: hbd tick task
+//!   ├─ UDP datagram (HBBT frame) ───────────────────────────────> standby hbd: UDP task ──┐
+//!   └═> blocking thread: one 4 KiB write to /mnt/hbfs/hb0                                 │
+//!        ═> kernel FUSE ═> hbfs worker thread in mirrord ═> mirrord's runtime:            │
+//!             PVOL write (io_uring) ─> file/device                                        │
+//!             └─ Write frame ── TCP remote link ─> standby mirrord ─> SVOL                │
+//!  standby host: hbd tick task                                                            │
+//!   └═> blocking thread: read slot 0 of /mnt/hbfs/hb0 (FUSE ═> mirrord ─> SVOL)           │
+//!        ─> decode ─> checker (one lock) <────────────────────────────────────────────────┘
+//!         └─ every channel dead ═> failover task ═> mirrord takeover, hook process (once)
+//!
+//!  hbctl ─ JSON line ─> control socket ═> task per client ─> mirrord or hbd ─> JSON line back
 //! ```
 
 pub mod bench;

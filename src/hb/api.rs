@@ -1,10 +1,17 @@
-//! hbd's control API: JSON lines on its socket, spoken by `hbctl hb`.
+//! hbd's control API: JSON lines on its socket ([`hbcore::jsonl`]), spoken
+//! by `hbctl hb`. Like mirrord's ([`hbcore::control`]), each operation with
+//! fields is one struct, used by hbd (deserialised) and by hbctl (parsed
+//! from the command line: the struct is a clap `Args`), so its fields, their
+//! help and their JSON names exist once.
+//!
+//! On the wire a request is its fields plus `"op"`:
+//! `{"op":"uninstall","name":"hb2"}`.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::message::Procedure;
+pub use super::message::Procedure;
 use super::table::Table;
 use hbcore::vocab::Level;
 
@@ -18,32 +25,55 @@ pub enum HbRequest {
     /// The status table.
     Status,
     /// The latest events, newest last.
-    Events {
-        /// How many.
-        limit: usize,
-    },
+    Events(Events),
     /// Install a heartbeat mirror whose PVOL this host writes (Fig 4).
-    Install {
-        /// The PVOL's path here.
-        pvol: PathBuf,
-        /// The mirrord pair behind it (checked to be a heartbeat pair, then protected).
-        pair: Option<String>,
-        /// Mirror name; default: the pair's, else the PVOL file's name.
-        name: Option<String>,
-        /// SVOL volume name at the peer; default: the pair's SVOL, else the mirror name.
-        svol: Option<String>,
-        /// Or the SVOL's path at the peer.
-        svol_path: Option<String>,
-    },
+    Install(Install),
     /// De-install a heartbeat mirror (Fig 5).
-    Uninstall {
-        /// Mirror name.
-        name: String,
-    },
+    Uninstall(Uninstall),
     /// Change the checking procedure here and at the peer (Fig 8).
     Procedure(Procedure),
     /// Allow another failover after a failback.
     Rearm,
+}
+
+/// Show recent events: channel failures and recoveries, failure notices, failover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+// hbctl's `hb events` command is named like it; one clap group of that name is enough.
+#[group(skip)]
+pub struct Events {
+    /// How many, newest last.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+/// Install a heartbeat mirror whose PVOL this host writes (Fig 4): registers
+/// it, enables it, protects its mirrord pair from split, and tells the peer
+/// hbd, which registers its SVOL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+pub struct Install {
+    /// The heartbeat PVOL as a file here (usually on hbfs).
+    #[arg(long)]
+    pub pvol: PathBuf,
+    /// The mirrord pair behind it (must be a heartbeat pair with its PVOL here).
+    #[arg(long)]
+    pub pair: Option<String>,
+    /// Mirror name. Default: the pair's name, else the PVOL file's name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// SVOL volume name at the peer (found in its volume_dir). Default: the pair's SVOL.
+    #[arg(long)]
+    pub svol: Option<String>,
+    /// Or the SVOL's full path at the peer.
+    #[arg(long)]
+    pub svol_path: Option<String>,
+}
+
+/// De-install a heartbeat mirror (Fig 5): stops using it here and at the peer,
+/// and lifts its pair's split protection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+pub struct Uninstall {
+    /// Mirror name.
+    pub name: String,
 }
 
 /// Where an event came from.
@@ -81,4 +111,71 @@ pub enum HbReply {
     Table(Box<Table>),
     /// Events, oldest first.
     Events(Vec<Event>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hb::message::MirrorChoice;
+
+    /// Each request and the JSON line hbd has always read for it.
+    fn wire() -> Vec<(HbRequest, &'static str)> {
+        vec![
+            (HbRequest::Status, r#"{"op":"status"}"#),
+            (
+                HbRequest::Events(Events { limit: 5 }),
+                r#"{"op":"events","limit":5}"#,
+            ),
+            (
+                HbRequest::Install(Install {
+                    pvol: "/mnt/hbfs/hb2".into(),
+                    pair: Some("hb2".into()),
+                    name: None,
+                    svol: None,
+                    svol_path: Some("/mnt/hbfs/x".into()),
+                }),
+                r#"{"op":"install","pvol":"/mnt/hbfs/hb2","pair":"hb2","name":null,"svol":null,"svol_path":"/mnt/hbfs/x"}"#,
+            ),
+            (
+                HbRequest::Uninstall(Uninstall { name: "hb2".into() }),
+                r#"{"op":"uninstall","name":"hb2"}"#,
+            ),
+            (
+                HbRequest::Procedure(Procedure {
+                    network: Some(false),
+                    mirrors: None,
+                    mirror: MirrorChoice(Some(("hb0".into(), true))),
+                }),
+                r#"{"op":"procedure","network":false,"mirrors":null,"mirror":["hb0",true]}"#,
+            ),
+            (HbRequest::Rearm, r#"{"op":"rearm"}"#),
+        ]
+    }
+
+    #[test]
+    fn requests_keep_their_json_lines() {
+        for (request, line) in wire() {
+            assert_eq!(serde_json::to_string(&request).expect("serialize"), line);
+            assert_eq!(
+                serde_json::from_str::<HbRequest>(line).expect("parse"),
+                request
+            );
+        }
+        // Scripts may leave out what is optional.
+        let short: HbRequest =
+            serde_json::from_str(r#"{"op":"install","pvol":"/p"}"#).expect("parse");
+        assert!(matches!(
+            short,
+            HbRequest::Install(Install { pair: None, .. })
+        ));
+        let short: HbRequest =
+            serde_json::from_str(r#"{"op":"procedure","network":true}"#).expect("parse");
+        assert_eq!(
+            short,
+            HbRequest::Procedure(Procedure {
+                network: Some(true),
+                ..Procedure::default()
+            })
+        );
+    }
 }

@@ -1,4 +1,6 @@
-//! hbd's TOML configuration.
+//! hbd's TOML configuration: this host, its group and peers, the channels
+//! (network, heartbeat mirrors), the timing, the failover actions and the
+//! local checks; checked as a whole when loaded.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 pub use hbcore::config::ConfigError;
 use hbcore::config::{self, Checked};
-pub use hbcore::vocab::{Group, Level};
+use hbcore::vocab::{Group, Level};
 
 /// The whole configuration of one host's hbd.
 #[derive(Debug, Clone, Deserialize)]
@@ -82,7 +84,7 @@ pub struct MirrorConfig {
 }
 
 /// Failover actions.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FailoverConfig {
     /// Command run (by `sh -c`) once at failover, with the reason and the table in its environment.
@@ -116,6 +118,19 @@ pub struct CheckConfig {
     /// Fails when a TCP connection to this `host:port` cannot be made within the interval.
     #[serde(default)]
     pub network: Option<String>,
+}
+
+// Written out (not derived) so that a config without [failover] gets the
+// same mirrord socket as one with an incomplete [failover], not an empty path.
+impl Default for FailoverConfig {
+    fn default() -> FailoverConfig {
+        FailoverConfig {
+            hook: None,
+            take_over: Vec::new(),
+            mirrord_socket: default_mirrord_socket(),
+            alert: None,
+        }
+    }
 }
 
 fn default_socket() -> PathBuf {
@@ -288,6 +303,11 @@ writable = "/mnt/hbfs/hb1"
         .expect("parse");
         assert_eq!(c.interval(), Duration::from_secs(1));
         assert_eq!(c.timeout(), Duration::from_secs(10));
+        assert_eq!(
+            c.failover.mirrord_socket,
+            PathBuf::from(hbcore::control::DEFAULT_SOCKET),
+            "without [failover], mirrord is still found at its default socket"
+        );
     }
 
     #[test]

@@ -1,26 +1,77 @@
 //! # hbd: the storage-based heartbeat check (seed Figures 2–11)
 //!
-//! Modules in reading order:
+//! Modules in reading order; each uses only modules before it.
 //!
-//! - [`config`]: hbd's TOML configuration (host, group, channels, hooks, checks).
-//! - [`message`]: the heartbeat message (Fig 3) and the control messages it
-//!   carries: activation (Fig 4/5), procedure (Fig 8), failure notice (Fig 11).
-//! - [`table`]: the heartbeat status table (Fig 2), the validity rules (Fig 7)
-//!   and the failover decision, as pure code.
-//! - [`api`]: the control API that `hbctl hb` speaks.
-//! - [`daemon`]: the ticks that send (Fig 6), receive (Fig 7), decide, fail
-//!   over, and run the local checks (Fig 10).
+//! What is said and kept (pure, unit-tested without a clock or a socket):
+//!
+//! - [`message`]: the heartbeat (Fig 3) and the control messages it carries:
+//!   activation (Fig 4/5), procedure (Fig 8), failure notice (Fig 11).
+//! - [`table`]: the heartbeat status table (Fig 2), as data.
+//! - [`watch`]: the advancing rule: is a channel's message newer than the last?
+//! - [`checker`]: the validity rules (Fig 7) that fill the table, and the
+//!   failover decision.
+//! - [`api`]: the requests `hbctl hb` sends (one struct per operation).
+//! - [`config`]: hbd's TOML configuration.
+//! - [`error`]: [`error::HbError`], what hbd's operations refuse and why.
+//!
+//! The daemon, one room per idea (private modules):
+//!
+//! - `slot`: one 4 KiB heartbeat slot written to a PVOL or read from an SVOL;
+//!   the volumes kept open between ticks.
+//! - `mirrord`: hbd as a client of mirrord (pair checks and protection, takeover).
+//! - `state`: [`Hbd`](state::Hbd), what every task shares, and its record on
+//!   disk (`table.json`, `events.jsonl`).
+//! - `failover`: take over pairs and run the hook (once); run the alert command.
+//! - `controls`: the outbox of control messages, acknowledgements, and applying
+//!   the peer's controls.
+//! - `checks`: the local checks (Fig 10) that become failure notices.
+//! - `tick`: send (Fig 6), read the mirrors (Fig 7), evaluate, act; and the
+//!   UDP receiver.
+//! - `server`: the control server answering `hbctl hb`.
+//! - [`daemon`]: start-up and shutdown, wiring the above.
+//!
+//! The data path, and where work changes hands (`═>` to another thread,
+//! task or process). The checker (table and watches) is behind one lock,
+//! taken briefly by each task and never held across an await:
 //!
 //! ```text
-//!  production host                                standby host
-//!  hbd ── Beat (UDP, HMAC) ──────────────────────> hbd ─ network watch ─┐
-//!   │  └─ one 4 KiB write ─> PVOL ══ mirrord ══> SVOL <─ read slot 0 ─ mirror watch ─┤
-//!   │                                                                   evaluate ─> failover?
-//!   └ <────────────────── the same, the other way (Fig 9) ─────────────── (standby only, once)
+//!  tick task, every interval_ms:
+//!   ├─ next_frame: Beat{serial+1, now, outbox, ack} ─> UDP send_to each peer address
+//!   ├═> spawn_blocking: write_slot, one 4 KiB write to each PVOL (hbfs ═> mirrord ═> peer SVOL)
+//!   ├═> spawn_blocking: read_slot of each SVOL ─> decode ─> Checker::mirror_read ─> absorb
+//!   ├─ Checker::evaluate ─> transitions ─> log, events.jsonl
+//!   ├─ Checker::failover_reason ═> failover task (once):
+//!   │     ═> spawn_blocking: mirrord pair takeover, then the hook ═> `sh -c` process
+//!   ├─ local checks, all at once: `sh -c` processes, spawn_blocking opens, TCP connects
+//!   │     └─ a new failure ─> Notice into the outbox (rides the next heartbeats)
+//!   └─ save table.json (and the table volume)
+//!
+//!  UDP task, as datagrams arrive: recv_from ─> decode ─> Checker::network_beat ─> absorb
+//!
+//!  absorb, on the task that got the beat: drop acknowledged controls from the outbox;
+//!   apply the peer's new ones (mirror activated / de-activated, procedure, notice
+//!   ═> alert `sh -c` process)
+//!
+//!  control socket: accept task ═> a task per client ─> dispatch(HbRequest)
+//!   └─ install: ═> spawn_blocking: mirrord calls, a probe write_slot ─> Activate into the outbox
 //! ```
+//!
+//! Both directions run at once (Fig 9): each host writes its own PVOL and
+//! reads the mirror of the peer's; only the standby ever fails over.
 
 pub mod api;
+pub mod checker;
+mod checks;
 pub mod config;
+mod controls;
 pub mod daemon;
+pub mod error;
+mod failover;
 pub mod message;
+mod mirrord;
+mod server;
+mod slot;
+mod state;
 pub mod table;
+mod tick;
+pub mod watch;

@@ -1,0 +1,117 @@
+//! hbctl's command line: one subcommand tree for mirrord (`volume`, `pair`)
+//! and hbd (`hb`). The arguments of each request are the request's own
+//! struct ([`hbcore::control`], [`hbmirror::hb::api`]); what is here only
+//! picks the daemon and how to print.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use hbcore::control;
+use hbmirror::hb::api;
+
+/// Drive this site's mirrord (volumes, remote-copy pairs) and hbd (the heartbeat check).
+#[derive(Parser)]
+#[command(version, bin_name = "hbctl")]
+pub struct Cli {
+    /// Control socket of the daemon addressed [default: /run/hbmirror/mirrord.sock
+    /// for `volume` and `pair`, /run/hbmirror/hbd.sock for `hb`].
+    #[arg(long, global = true, env = "HBCTL_SOCKET")]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Volumes of this site: fixed-size files or block devices, shown as files on hbfs.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Remote-copy pairs: a local PVOL mirrored to an SVOL at a peer site.
+    #[command(subcommand, after_help = PAIR_HELP)]
+    Pair(PairCommand),
+    /// The heartbeat check (hbd): status table, events, heartbeat mirrors, procedure.
+    #[command(subcommand)]
+    Hb(HbCommand),
+}
+
+const PAIR_HELP: &str = "\
+States: SMPL no pair | COPY copying | PAIR in sync | PSUS split by a person |
+        PSUE suspended by an error (link or peer lost) | SSWS SVOL taken over.
+In PSUS, PSUE and SSWS every changed block is tracked (dirty bitmap, kept across
+restarts); a resync copies exactly the blocks changed on either side.
+
+Backup from the SVOL:   pair split NAME  ...  pair resync NAME
+Link lost (PSUE):       heartbeat pairs resync by themselves; data pairs: pair resync NAME
+Failover to the SVOL:   pair takeover NAME            (at the SVOL's site)
+Fail back:              pair resync NAME --reverse    (there, once both sites are up)
+                        then, to return home: pair takeover NAME and pair resync NAME --reverse
+                        at the original site
+Heartbeat pairs refuse split and delete while installed: pair uninstall NAME first.";
+
+#[derive(Subcommand)]
+pub enum VolumeCommand {
+    Create(control::VolumeCreate),
+    /// List the volumes of this site.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    Delete(control::VolumeDelete),
+}
+
+#[derive(Subcommand)]
+pub enum PairCommand {
+    Create(control::PairCreate),
+    Set(control::PairSet),
+    /// Show pairs: role, state (SMPL COPY PAIR PSUS PSUE SSWS), mode, lag, copy progress.
+    Status {
+        #[command(flatten)]
+        request: control::PairStatus,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Follow a running copy with a progress bar until it ends (needs NAME).
+        #[arg(long, requires = "name")]
+        watch: bool,
+    },
+    Split(control::PairSplit),
+    Resync(control::PairResync),
+    Takeover(control::PairTakeover),
+    /// Mark a heartbeat pair installed for heartbeats: split and delete are refused.
+    /// (Heartbeat pairs are installed when created; hbd installs and de-installs them too.)
+    Install(control::PairInstall),
+    /// De-install a heartbeat pair: it may then be split or deleted.
+    Uninstall(control::PairInstall),
+    Delete(control::PairDelete),
+}
+
+#[derive(Subcommand)]
+pub enum HbCommand {
+    /// Show the heartbeat status table (Fig 2): channels, peer status, mirrors, counts.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show recent events: channel failures and recoveries, failure notices, failover.
+    Events {
+        #[command(flatten)]
+        request: api::Events,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install or de-install heartbeat mirrors while heartbeat checking runs.
+    #[command(subcommand)]
+    Mirror(MirrorCommand),
+    Procedure(api::Procedure),
+    /// Allow another failover, after a failback to the production site.
+    Rearm,
+}
+
+#[derive(Subcommand)]
+pub enum MirrorCommand {
+    Install(api::Install),
+    Uninstall(api::Uninstall),
+}

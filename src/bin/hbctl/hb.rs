@@ -1,0 +1,38 @@
+//! `hbctl hb`: requests to hbd.
+
+use std::path::Path;
+
+use hbcore::jsonl::{self, ClientError};
+use hbmirror::hb::api::{HbReply, HbRequest};
+
+use crate::cli::{HbCommand, MirrorCommand};
+use crate::print;
+
+/// Runs an `hb` command.
+pub fn run(socket: &Path, command: HbCommand) -> Result<(), ClientError> {
+    let (request, json) = match command {
+        HbCommand::Status { json } => (HbRequest::Status, json),
+        HbCommand::Events { request, json } => (HbRequest::Events(request), json),
+        HbCommand::Mirror(MirrorCommand::Install(mut r)) => {
+            // hbd opens the path from its own working directory.
+            r.pvol = std::path::absolute(&r.pvol).unwrap_or_else(|_| r.pvol.clone());
+            (HbRequest::Install(r), false)
+        }
+        HbCommand::Mirror(MirrorCommand::Uninstall(r)) => (HbRequest::Uninstall(r), false),
+        HbCommand::Procedure(p) if p.is_empty() => {
+            return Err(ClientError::Refused(
+                "nothing to change: give --network, --mirrors or --mirror NAME on|off".into(),
+            ))
+        }
+        HbCommand::Procedure(p) => (HbRequest::Procedure(p), false),
+        HbCommand::Rearm => (HbRequest::Rearm, false),
+    };
+    match jsonl::call::<_, HbReply>(socket, &request)? {
+        HbReply::Done(text) => println!("{text}"),
+        HbReply::Table(t) if json => print::json(&t),
+        HbReply::Table(t) => print::status(&t),
+        HbReply::Events(e) if json => print::json(&e),
+        HbReply::Events(e) => print::events(&e),
+    }
+    Ok(())
+}

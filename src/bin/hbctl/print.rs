@@ -1,0 +1,273 @@
+//! What hbctl prints: tables (borderless, each column as wide as its widest
+//! cell, so long names never push the others out of line), the detail of
+//! one pair, event lines, and JSON for scripts.
+
+use comfy_table::CellAlignment;
+use hbcore::control::{PairInfo, VolumeInfo};
+use hbcore::size::Bytes;
+use hbcore::vocab::Kind;
+use hbmirror::hb::api::Event;
+use hbmirror::hb::table::{now_ms, Seen, Table};
+
+/// Renders `rows` under `header` (none if empty), columns two spaces apart;
+/// the columns numbered in `right` (numbers) are aligned right.
+fn grid(header: &[&str], rows: Vec<Vec<String>>, right: &[usize]) -> String {
+    let mut grid = comfy_table::Table::new();
+    grid.load_preset(comfy_table::presets::NOTHING);
+    if !header.is_empty() {
+        grid.set_header(header.to_vec());
+    }
+    for row in rows {
+        grid.add_row(row);
+    }
+    for (i, column) in grid.column_iter_mut().enumerate() {
+        column.set_padding((0, 2));
+        if right.contains(&i) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    grid.trim_fmt()
+}
+
+/// The name a value has in JSON: the table's words (ENABLE, FAILED, receive, local).
+fn name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn ago(ms: Option<u64>) -> String {
+    match ms {
+        Some(ms) => format!("{:.1}s ago", now_ms().saturating_sub(ms) as f64 / 1000.0),
+        None => "never".into(),
+    }
+}
+
+/// Pretty JSON, for scripts.
+pub fn json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("hbctl: cannot print JSON: {e}"),
+    }
+}
+
+/// The heartbeat status table (Fig 2): the enable and remote-group flags,
+/// then one row per channel.
+pub fn status(t: &Table) {
+    println!(
+        "host {} ({} group){}",
+        t.host,
+        t.group,
+        if t.failed_over { "  FAILED OVER" } else { "" }
+    );
+    let flags = vec![
+        vec![
+            "network heartbeat enable".into(),
+            name(&t.network_enable),
+            "remote group via network".into(),
+            name(&t.remote_group_via_network),
+        ],
+        vec![
+            "remote copy heartbeat enable".into(),
+            name(&t.remote_copy_enable),
+            "remote group via mirrors".into(),
+            name(&t.remote_group_via_mirrors),
+        ],
+    ];
+    println!("{}", grid(&[], flags, &[]));
+    let row = |channel: String, status: String, direction: String, address: String, s: &Seen| {
+        vec![
+            channel,
+            status,
+            direction,
+            address,
+            s.count.to_string(),
+            ago(s.last_ms),
+            s.problem.clone().unwrap_or_else(|| "-".into()),
+        ]
+    };
+    let mut rows = vec![row(
+        "network".into(),
+        name(&t.network_enable),
+        "-".into(),
+        "-".into(),
+        &t.network,
+    )];
+    for d in &t.devices {
+        let address = d
+            .address
+            .as_ref()
+            .map(|a| a.display().to_string())
+            .unwrap_or_else(|| "NULL".into());
+        rows.push(row(
+            format!("mirror {}", d.name),
+            name(&d.status),
+            name(&d.direction),
+            address,
+            &d.seen,
+        ));
+    }
+    println!();
+    println!(
+        "{}",
+        grid(
+            &[
+                "CHANNEL",
+                "STATUS",
+                "DIRECTION",
+                "ADDRESS",
+                "HEARTBEATS",
+                "LAST",
+                "PROBLEM"
+            ],
+            rows,
+            &[4],
+        )
+    );
+    if t.devices.is_empty() {
+        println!("no heartbeat mirrors; install one with `hbctl hb mirror install --pvol PATH --pair NAME`");
+    }
+    if !t.outbox.is_empty() {
+        println!(
+            "{} control message(s) not yet acknowledged by the peer",
+            t.outbox.len()
+        );
+    }
+}
+
+/// Events, one line each, oldest first.
+pub fn events(events: &[Event]) {
+    if events.is_empty() {
+        println!("no events");
+    }
+    for e in events {
+        let level = e.level.map(|l| format!(" [{l}]")).unwrap_or_default();
+        println!(
+            "{} {:<5}{level} {}: {}",
+            ago(Some(e.time_ms)),
+            name(&e.source),
+            e.part,
+            e.text
+        );
+    }
+}
+
+/// The volumes of a site.
+pub fn volumes(volumes: &[VolumeInfo]) {
+    if volumes.is_empty() {
+        println!("no volumes; create one with `hbctl volume create NAME --size 1MiB`");
+        return;
+    }
+    let rows = volumes
+        .iter()
+        .map(|v| {
+            vec![
+                v.name.clone(),
+                Bytes(v.size).to_string(),
+                v.backing.to_string(),
+                v.pair.clone().unwrap_or_else(|| "-".into()),
+                v.role.map_or_else(|| "-".into(), |r| r.to_string()),
+                if v.writable { "rw" } else { "ro" }.into(),
+                v.path.display().to_string(),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        grid(
+            &["NAME", "SIZE", "KIND", "PAIR", "ROLE", "RW", "PATH"],
+            rows,
+            &[1]
+        )
+    );
+}
+
+/// Pairs, one row each.
+pub fn pairs(pairs: &[PairInfo]) {
+    if pairs.is_empty() {
+        println!("no pairs; create one with `hbctl pair create NAME --pvol VOL --peer SITE`");
+        return;
+    }
+    let rows = pairs
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.role.to_string(),
+                p.state.to_string(),
+                p.mode.to_string(),
+                p.kind.to_string(),
+                p.peer.clone(),
+                p.pvol.clone(),
+                p.svol.clone(),
+                Bytes(p.pending_bytes).to_string(),
+                if p.copy.running {
+                    format!("{:.0}%", p.copy.percent)
+                } else {
+                    "-".into()
+                },
+                if p.link_up { "up" } else { "down" }.into(),
+            ]
+        })
+        .collect();
+    let header = [
+        "PAIR", "ROLE", "STATE", "MODE", "KIND", "PEER", "PVOL", "SVOL", "PENDING", "COPY", "LINK",
+    ];
+    println!("{}", grid(&header, rows, &[8, 9]));
+}
+
+/// One pair in detail (`pair status NAME`).
+pub fn pair(p: &PairInfo) {
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    println!("pair        {}", p.name);
+    println!(
+        "role        {} (peer site '{}', link {})",
+        p.role,
+        p.peer,
+        if p.link_up { "up" } else { "down" }
+    );
+    println!("state       {}", p.state);
+    println!(
+        "volumes     PVOL {} -> SVOL {} ({})",
+        p.pvol,
+        p.svol,
+        Bytes(p.size)
+    );
+    println!(
+        "kind        {}{}",
+        p.kind,
+        if p.kind == Kind::Heartbeat {
+            format!(", installed for heartbeats: {}", yes_no(p.installed))
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "mode        {} (fence {}, skew {}, auto-resync {})",
+        p.mode,
+        p.fence,
+        Bytes(p.skew),
+        if p.auto_resync { "on" } else { "off" }
+    );
+    let age = p
+        .oldest_pending_ms
+        .map(|ms| format!(", oldest {:.1}s", ms as f64 / 1000.0))
+        .unwrap_or_default();
+    println!(
+        "pending     {} not yet at the other side{age}; {} queued in memory",
+        Bytes(p.pending_bytes),
+        Bytes(p.queued_bytes)
+    );
+    let c = &p.copy;
+    if c.total_bytes > 0 || c.running {
+        println!(
+            "copy        {}{:.1}%: {} of {} at {}/s",
+            if c.running { "running, " } else { "last: " },
+            c.percent,
+            Bytes(c.copied_bytes),
+            Bytes(c.total_bytes),
+            Bytes(c.rate_bytes_per_s as u64)
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! `hbctl volume` and `hbctl pair`: requests to mirrord, and `pair status
+//! --watch`, which follows a copy with a progress bar.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hbcore::control::{self, PairInfo, Reply, Request};
+use hbcore::jsonl::{self, ClientError};
+use hbcore::vocab::PairState;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::{PairCommand, VolumeCommand};
+use crate::print;
+
+/// Runs a `volume` command.
+pub fn volume(socket: &Path, command: VolumeCommand) -> Result<(), ClientError> {
+    let (request, json) = match command {
+        VolumeCommand::Create(r) => (Request::VolumeCreate(r), false),
+        VolumeCommand::List { json } => (Request::VolumeList, json),
+        VolumeCommand::Delete(r) => (Request::VolumeDelete(r), false),
+    };
+    call(socket, &request, json)
+}
+
+/// Runs a `pair` command.
+pub fn pair(socket: &Path, command: PairCommand) -> Result<(), ClientError> {
+    let (request, json) = match command {
+        PairCommand::Create(r) => (Request::PairCreate(r), false),
+        PairCommand::Set(r) => (Request::PairSet(r), false),
+        PairCommand::Status {
+            request: control::PairStatus { name: Some(name) },
+            watch: true,
+            ..
+        } => return watch(socket, &name),
+        PairCommand::Status { request, json, .. } => (Request::PairStatus(request), json),
+        PairCommand::Split(r) => (Request::PairSplit(r), false),
+        PairCommand::Resync(r) => (Request::PairResync(r), false),
+        PairCommand::Takeover(r) => (Request::PairTakeover(r), false),
+        PairCommand::Install(r) => (
+            Request::PairInstall(control::PairInstall {
+                installed: true,
+                ..r
+            }),
+            false,
+        ),
+        PairCommand::Uninstall(r) => (
+            Request::PairInstall(control::PairInstall {
+                installed: false,
+                ..r
+            }),
+            false,
+        ),
+        PairCommand::Delete(r) => (Request::PairDelete(r), false),
+    };
+    call(socket, &request, json)
+}
+
+/// Sends `request` and prints the answer (as JSON if `json`).
+fn call(socket: &Path, request: &Request, json: bool) -> Result<(), ClientError> {
+    match jsonl::call(socket, request)? {
+        Reply::Done(message) => println!("{message}"),
+        Reply::Volumes(v) if json => print::json(&v),
+        Reply::Volumes(v) => print::volumes(&v),
+        Reply::Pairs(p) if json => print::json(&p),
+        Reply::Pairs(p) if p.len() == 1 => print::pair(&p[0]),
+        Reply::Pairs(p) => print::pairs(&p),
+    }
+    Ok(())
+}
+
+/// Follows a pair's copy with a progress bar until it is no longer in COPY.
+fn watch(socket: &Path, name: &str) -> Result<(), ClientError> {
+    let status = || -> Result<PairInfo, ClientError> {
+        match jsonl::call(
+            socket,
+            &Request::PairStatus(control::PairStatus {
+                name: Some(name.to_string()),
+            }),
+        )? {
+            Reply::Pairs(mut p) if !p.is_empty() => Ok(p.remove(0)),
+            _ => Err(ClientError::Refused(format!("no pair '{name}'"))),
+        }
+    };
+    let mut pair = status()?;
+    if pair.state == PairState::Copy {
+        let bar = ProgressBar::new(pair.copy.total_bytes.max(1));
+        let style = ProgressStyle::with_template(
+            "{prefix} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(format!("{name} COPY"));
+        while pair.state == PairState::Copy {
+            bar.set_length(pair.copy.total_bytes.max(1));
+            bar.set_position(pair.copy.copied_bytes);
+            std::thread::sleep(Duration::from_millis(200));
+            pair = status()?;
+        }
+        bar.set_position(pair.copy.copied_bytes);
+        bar.finish_with_message(pair.state.to_string());
+    }
+    print::pair(&pair);
+    Ok(())
+}

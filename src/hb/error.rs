@@ -1,0 +1,147 @@
+//! What can go wrong in hbd's operations (start-up, install, uninstall,
+//! procedure, calls to mirrord). Each error's `Display` names the thing and
+//! the way out, and only that: its cause is its `source`, and
+//! [`hbcore::report::chain`] joins them for the control socket and the log.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use hbcore::jsonl::ClientError;
+
+use super::message::MessageError;
+
+/// An hbd operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HbError {
+    /// The data directory could not be created.
+    #[error("cannot create data_dir {}", path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The status table file exists but could not be read.
+    #[error("cannot read the status table {}", path.display())]
+    TableRead {
+        /// `table.json` in data_dir.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The status table file is not a table.
+    #[error("status table {} is damaged; move it away to start afresh", path.display())]
+    TableDamaged {
+        /// `table.json` in data_dir.
+        path: PathBuf,
+        /// Parse error.
+        source: serde_json::Error,
+    },
+    /// The network channel's socket could not be bound.
+    #[error("cannot listen for heartbeats on {address} (network.listen)")]
+    Listen {
+        /// network.listen.
+        address: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The control socket could not be opened.
+    #[error("cannot open the control socket {}", path.display())]
+    ControlSocket {
+        /// control_socket.
+        path: PathBuf,
+        /// OS error (or another hbd answering there).
+        source: std::io::Error,
+    },
+    /// No installed heartbeat mirror has this name.
+    #[error("no heartbeat mirror '{name}' here; `hbctl hb status` lists them")]
+    NoMirror {
+        /// The name asked for.
+        name: String,
+    },
+    /// A heartbeat mirror of this name is installed already.
+    #[error(
+        "heartbeat mirror '{name}' is installed already; `hbctl hb mirror uninstall {name}` first"
+    )]
+    AlreadyInstalled {
+        /// Mirror name.
+        name: String,
+    },
+    /// Neither --name, nor a pair, nor the PVOL's file name gives a mirror name.
+    #[error("cannot name a mirror after {}; give --name", pvol.display())]
+    Unnamed {
+        /// The PVOL path given.
+        pvol: PathBuf,
+    },
+    /// The pair carries production data, not heartbeats.
+    #[error("pair '{pair}' is a data pair: production data mirrors are never used for heartbeats (they get split for backups); create a heartbeat pair with `hbctl pair create ... --kind heartbeat`")]
+    DataPair {
+        /// Pair name.
+        pair: String,
+    },
+    /// The pair's PVOL is at the other site.
+    #[error("pair '{pair}' has its SVOL at this site; install the mirror at site '{peer}', which writes its PVOL")]
+    SvolHere {
+        /// Pair name.
+        pair: String,
+        /// The site that writes its PVOL.
+        peer: String,
+    },
+    /// mirrord does not know the pair.
+    #[error("mirrord has no pair '{pair}'")]
+    NoPair {
+        /// Pair name.
+        pair: String,
+    },
+    /// mirrord could not be reached or refused; its text says why.
+    #[error("mirrord")]
+    Mirrord(#[source] ClientError),
+    /// The network channel cannot be turned on: there is none.
+    #[error("this hbd has no [network] section; the network channel cannot be turned on")]
+    NoNetwork,
+    /// A heartbeat could not be encoded.
+    #[error("cannot encode a heartbeat")]
+    Encode(#[source] MessageError),
+    /// The PVOL did not take the heartbeat that proves it usable.
+    #[error("cannot write the heartbeat PVOL {}", path.display())]
+    PvolWrite {
+        /// The PVOL path.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// A blocking call on tokio's blocking threads panicked or was cancelled.
+    #[error("{what} did not finish; see hbd's log")]
+    Blocking {
+        /// What it was doing.
+        what: &'static str,
+        /// Why the thread ended.
+        source: tokio::task::JoinError,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_says_the_context_and_the_chain_adds_the_cause() {
+        let e = HbError::PvolWrite {
+            path: "/mnt/hbfs/hb2".into(),
+            source: std::io::Error::from_raw_os_error(libc::EROFS),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot write the heartbeat PVOL /mnt/hbfs/hb2"
+        );
+        assert!(
+            hbcore::report::chain(&e).starts_with(
+                "cannot write the heartbeat PVOL /mnt/hbfs/hb2: Read-only file system"
+            ),
+            "{}",
+            hbcore::report::chain(&e)
+        );
+        let refused = HbError::Mirrord(ClientError::Refused("no pair 'x'".into()));
+        assert_eq!(hbcore::report::chain(&refused), "mirrord: no pair 'x'");
+    }
+}

@@ -1,0 +1,99 @@
+//! Failover (Fig 7, step 740) and the commands hbd runs: at failover, take
+//! over the configured data pairs through mirrord and run the hook, once;
+//! for received SYSTEM DOWN and SERIOUS notices, the alert command. Each
+//! command is a `sh -c` child process, waited for with a time limit.
+
+use std::time::Duration;
+
+use hbcore::control::{PairTakeover, Reply, Request};
+use hbcore::report;
+use hbcore::vocab::Level;
+
+use super::api::Source;
+use super::mirrord;
+use super::state::Hbd;
+
+impl Hbd {
+    /// Takes over the data pairs and runs the hook. The tick calls it once,
+    /// on a task of its own, so a slow hook never delays the heartbeats.
+    pub async fn fail_over(&self, reason: String, silent: Duration) {
+        tracing::error!("FAILOVER: {reason}");
+        self.event(
+            Source::Local,
+            Some(Level::SystemDown),
+            "failover",
+            reason.clone(),
+        );
+        let mut taken = vec![];
+        for pair in &self.config.failover.take_over {
+            let request = Request::PairTakeover(PairTakeover { name: pair.clone() });
+            let ok = match mirrord::call(&self.config.failover.mirrord_socket, request).await {
+                Ok(reply) => {
+                    if let Reply::Done(text) = reply {
+                        tracing::info!(pair = %pair, "taken over: {text}");
+                    }
+                    self.event(
+                        Source::Local,
+                        None,
+                        &format!("pair {pair}"),
+                        "takeover ok".into(),
+                    );
+                    true
+                }
+                Err(e) => {
+                    let why = report::chain(&e);
+                    tracing::error!(pair = %pair, "takeover failed: {why}");
+                    self.event(
+                        Source::Local,
+                        None,
+                        &format!("pair {pair}"),
+                        format!("takeover failed: {why}"),
+                    );
+                    false
+                }
+            };
+            taken.push(format!("{pair}:{}", if ok { "ok" } else { "failed" }));
+        }
+        if let Some(hook) = &self.config.failover.hook {
+            let table = serde_json::to_string(&self.checker().table).unwrap_or_default();
+            let env = vec![
+                ("HBD_EVENT", "failover".to_string()),
+                ("HBD_REASON", reason),
+                ("HBD_HOST", self.config.host.clone()),
+                ("HBD_PEERS", self.config.peers.join(",")),
+                ("HBD_TAKEN_OVER", taken.join(",")),
+                ("HBD_SILENT_FOR_MS", silent.as_millis().to_string()),
+                ("HBD_TABLE", table),
+            ];
+            run_command("failover hook", hook, env, Duration::from_secs(300)).await;
+        }
+    }
+}
+
+/// Runs a configured command with `env`, logging its output; killed after `limit`.
+pub async fn run_command(what: &str, command: &str, env: Vec<(&str, String)>, limit: Duration) {
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .envs(env)
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(limit, child).await {
+        Ok(Ok(out)) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let err = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                tracing::info!("{what} `{command}` done: {}{}", text.trim(), err.trim());
+            } else {
+                tracing::error!(
+                    "{what} `{command}` exited with {}: {}{}",
+                    out.status,
+                    text.trim(),
+                    err.trim()
+                );
+            }
+        }
+        Ok(Err(e)) => tracing::error!("{what} `{command}` could not run: {e}"),
+        Err(_) => tracing::error!("{what} `{command}` ran longer than {limit:?} and was killed"),
+    }
+}
