@@ -34,6 +34,8 @@ pub enum Role {
 ///    │                       resync --reverse / the peer's copy   │
 ///    └────────────────────────────────────────────────────────────┘
 /// ```
+///
+/// Besides: PSUE ─> PAIR at a re-attach that finds nothing to copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PairState {
     /// No pair.
@@ -79,6 +81,10 @@ impl PairState {
                 (Smpl | Pair | Psus | Psue | Ssws, Copy)
                     // The copy is complete.
                     | (Copy, Pair)
+                    // Re-attach (mirrord's `reattach`): the PVOL kept PAIR through a clean
+                    // restart with nothing to copy, so the SVOL that the lost link suspended
+                    // joins again without a copy.
+                    | (Psue, Pair)
                     // Link or peer lost, or a write could not be shipped.
                     | (Copy | Pair | Psus, Psue)
                     // A person splits (after what is pending has shipped).
@@ -251,6 +257,7 @@ mod tests {
             (Pair, Smpl),
             (Ssws, Smpl),
             (Copy, Copy),
+            (Psue, Pair),
         ] {
             assert_eq!(from.to(to), Ok(to), "{from} -> {to}");
         }

@@ -27,7 +27,7 @@ const EXTENT_BLOCKS: u64 = 512;
 
 /// A bitmap that could not be read or persisted.
 #[derive(Debug, thiserror::Error)]
-#[error("dirty bitmap {path}: {source}")]
+#[error("dirty bitmap {path}")]
 pub struct BitmapError {
     /// Bitmap file.
     pub path: PathBuf,

@@ -19,7 +19,11 @@ pub async fn serve(
         "hbcore::control::Request",
         move |request: Request| {
             let site = Arc::clone(&site);
-            async move { dispatch(&site, request).await.map_err(|e| e.to_string()) }
+            async move {
+                dispatch(&site, request)
+                    .await
+                    .map_err(|e| hbcore::report::chain(&e))
+            }
         },
         shutdown,
     )

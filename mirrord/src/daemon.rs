@@ -12,7 +12,8 @@ use crate::config::Config;
 use crate::fs::SiteFiles;
 use crate::io::IoEngine;
 use crate::link::Link;
-use crate::site::{Site, SiteHandler};
+use crate::site::peer::SiteHandler;
+use crate::site::Site;
 
 /// Runs mirrord with `config` until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {

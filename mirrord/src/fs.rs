@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use hbcore::report::chain;
 use hbfs::{Errno, VolumeFile, Volumes};
 use tokio::runtime::Handle;
 
@@ -27,12 +28,12 @@ fn errno(e: SiteError) -> Errno {
         SiteError::ReadOnly { .. } => Errno::EROFS,
         SiteError::NoVolume(_) => Errno::ENOENT,
         SiteError::Volume(VolumeError::OutOfRange { .. }) => Errno::ENOSPC,
-        fenced @ SiteError::Fenced { .. } => {
-            tracing::warn!("host write refused: {fenced}");
+        fenced @ (SiteError::Fenced { .. } | SiteError::FencedSuspended(_)) => {
+            tracing::warn!("host write refused: {}", chain(&fenced));
             Errno::EIO
         }
         other => {
-            tracing::error!("host I/O failed: {other}");
+            tracing::error!("host I/O failed: {}", chain(&other));
             Errno::EIO
         }
     }

@@ -8,22 +8,41 @@
 //! - [`bitmap`]: the dirty bitmap of a pair, persisted so a crash never under-marks.
 //! - [`meta`]: what survives a restart (volumes, pairs, clean-shutdown mark).
 //! - [`pair`]: the runtime of a pair: bitmap, adaptive queue, semi-sync slot, progress.
-//! - [`link`]: the remote link: frames with CRC32C, HMAC handshake, sessions.
-//! - [`site`]: volumes and pairs; host writes in the three modes; copies;
-//!   split, resync, takeover, reverse; the answers to the peer.
+//! - [`link`]: the remote link: sessions (`link::session`) after an HMAC
+//!   handshake ([`link::handshake`]); it knows nothing of the site.
+//! - [`site`]: the registry of volumes and pairs (one lock, persistence, state
+//!   changes through the transition table), then, each using only those before:
+//!   `site::error`, `site::ship` (writes onto the link, acks, suspend),
+//!   `site::datapath` (host I/O in the three modes; the SVOL's apply),
+//!   `site::copy` (copy engine, adaptive shipper), `site::volumes` and
+//!   `site::ops` (admin operations), `site::peer` (the answers to the peer).
 //! - [`fs`]: the site seen by hbfs; [`control`]: the control socket for hbctl.
 //! - [`daemon`]: start-up, signal, clean shutdown.
 //!
-//! The data path of a host write to a PVOL in synchronous mode:
+//! A host write to a PVOL in synchronous mode, and the threads it crosses
+//! (`══ name ══` marks the thread or task that runs what follows):
 //!
 //! ```text
-//!  host write(2) ─> FUSE ─> hbfs ─> fs::SiteFiles ─> Site::host_write
-//!      │ lock volume order; mark dirty (bitmap); queue Write frame ─> link ─> TCP ─> peer site
-//!      │ PVOL write ─> io::IoEngine ─> io_uring ─> file/device             │ SVOL write (io_uring)
-//!      └ wait for the ack, clear the dirty bits <──────────────────────── Response
+//!  PVOL site
+//!  host write(2) ─> kernel FUSE ─> hbfs ─> fs::SiteFiles::write
+//!  ══ FUSE worker thread ══ block_on(Site::host_write)            (site/datapath)
+//!   │ lock the volume's order; mark the blocks dirty (seq s)      (bitmap)
+//!   ├─ ship: PeerLink::send ─mpsc─> ══ link writer task ══ ─frame─> TCP ───────────┐
+//!   ├─ PVOL write: Volume ─channel+eventfd─> ══ io_uring ring thread ══ ─> CQE     │
+//!   │     <─oneshot─ the buffer back, the FUSE thread wakes                        │
+//!   └─ wait for the ack <─oneshot─ ══ link reader task ══ <─ Response ─ TCP <──┐   │
+//!      clear the bits of seq s; return to FUSE                                 │   │
+//!                                                                              │   ▼
+//!  SVOL site                                                                   │  TCP
+//!  ══ link reader task ══ Request::Write ─> Handler::handle                    │   │
+//!     ─> site/peer ─> apply (site/datapath) ─> Volume ─> ══ io_uring ring ══   │   │
+//!     <─ done ─> Response ─mpsc─> ══ link writer task ══ ─> TCP ───────────────┘ <─┘
 //! ```
-//! Semi-sync returns after the PVOL write and settles the ack before the next
-//! write; adaptive queues the write for a shipper task (see [`site`]).
+//!
+//! Semi-sync returns after the PVOL write and settles the ack on a tokio task
+//! before the next write; adaptive queues the write for a shipper task
+//! (`site::copy`). A request other than a write (or a write behind one) is
+//! answered at the peer by the session's answerer task, in arrival order.
 
 pub mod bitmap;
 pub mod config;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
     /// I/O on the metadata file.
-    #[error("metadata {path}: {source}")]
+    #[error("metadata {path}")]
     Io {
         /// File.
         path: PathBuf,
@@ -20,7 +20,7 @@ pub enum MetaError {
         source: std::io::Error,
     },
     /// The file is damaged.
-    #[error("metadata {path} is damaged: {source}; restore it from a backup (mirrord keeps none) or move it away to start empty")]
+    #[error("metadata {path} is damaged (restore it from a backup, mirrord keeps none, or move it away to start empty)")]
     Parse {
         /// File.
         path: PathBuf,

@@ -25,7 +25,7 @@ pub enum VolumeError {
         path: PathBuf,
     },
     /// The backing file or device could not be opened or created.
-    #[error("volume '{name}': cannot open {path}: {source}")]
+    #[error("volume '{name}': cannot open {path}")]
     Open {
         /// Volume.
         name: String,
@@ -77,7 +77,7 @@ pub enum VolumeError {
         size: u64,
     },
     /// The backing store failed an I/O.
-    #[error("volume '{name}': {op} of {len} bytes at offset {offset} failed: {source}")]
+    #[error("volume '{name}': {op} of {len} bytes at offset {offset} failed")]
     Io {
         /// Volume.
         name: String,

@@ -1,4 +1,6 @@
-//! The remote link: authenticated TCP sessions with the peer sites.
+//! The remote link: authenticated TCP sessions with the peer sites, and the
+//! requests a site sends on them. It knows nothing of the site: what arrives
+//! goes to a [`Handler`] (implemented in `site::peer`).
 //!
 //! ```text
 //!  Site ──send()──> PeerLink ──> Session.tx ──> writer task ──frames──> TCP ──> peer
@@ -12,21 +14,22 @@
 //! the dialer reconnects with backoff (100 ms doubling to 5 s).
 
 pub mod handshake;
+mod session;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use hbcore::link::{Message, PeerError, PeerReply, PeerRequest};
+use hbcore::report::chain;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use handshake::Conn;
-use hbcore::link::{Message, PeerError, PeerReply, PeerRequest};
+use session::Session;
 
 /// A request to a peer that did not get an answer.
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +43,9 @@ pub enum LinkError {
     /// No answer in time.
     #[error("site '{0}' did not answer within {1:?}")]
     Timeout(String, Duration),
-    /// The peer refused.
-    #[error("site '{0}' refused: {1}")]
-    Refused(String, PeerError),
+    /// The peer refused or failed the request; the kind says why.
+    #[error("site '{0}' refused")]
+    Refused(String, #[source] PeerError),
     /// The site is not configured.
     #[error("site '{0}' is not a configured peer; add a [[peers]] entry to mirrord's config")]
     UnknownPeer(String),
@@ -61,16 +64,6 @@ pub trait Handler: Send + Sync + 'static {
     fn link_up(self: &Arc<Self>, peer: &str);
     /// The session with `peer` closed.
     fn link_down(self: &Arc<Self>, peer: &str);
-}
-
-type Waiters = Mutex<HashMap<u64, oneshot::Sender<Result<PeerReply, PeerError>>>>;
-
-/// One open session.
-struct Session {
-    tx: mpsc::Sender<Message>,
-    waiting: Waiters,
-    next_id: AtomicU64,
-    closed: CancellationToken,
 }
 
 /// The link to one peer site.
@@ -238,10 +231,10 @@ impl Link {
                     Ok((site, conn)) => {
                         if let Ok(peer) = link.peer(&site) {
                             let peer = Arc::clone(peer);
-                            link.run_session(peer, conn, handler, stop).await;
+                            session::run(peer, conn, handler, stop, link.timeout).await;
                         }
                     }
-                    Err(e) => tracing::warn!(%from, "link connection refused: {e}"),
+                    Err(e) => tracing::warn!(%from, "link connection refused: {}", chain(&e)),
                 }
             });
         }
@@ -265,7 +258,7 @@ impl Link {
                 let _ = stream.set_nodelay(true);
                 handshake::dial(stream, &self.own, &peer.site, &self.key)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| chain(&e))
             };
             let result = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -275,8 +268,8 @@ impl Link {
                 Ok(conn) => {
                     last_error.clear();
                     backoff = MIN;
-                    self.run_session(Arc::clone(&peer), conn, Arc::clone(&handler), stop.clone())
-                        .await;
+                    let (peer, handler) = (Arc::clone(&peer), Arc::clone(&handler));
+                    session::run(peer, conn, handler, stop.clone(), self.timeout).await;
                 }
                 Err(e) => {
                     // Say each distinct failure once, not at every retry.
@@ -290,146 +283,6 @@ impl Link {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(backoff) => {}
-            }
-        }
-    }
-
-    async fn run_session<H: Handler>(
-        &self,
-        peer: Arc<PeerLink>,
-        conn: Conn,
-        handler: Arc<H>,
-        stop: CancellationToken,
-    ) {
-        let (tx, mut rx) = mpsc::channel::<Message>(1024);
-        let closed = stop.child_token();
-        let session = Arc::new(Session {
-            tx: tx.clone(),
-            waiting: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
-            closed: closed.clone(),
-        });
-        let replaced = peer
-            .session
-            .lock()
-            .ok()
-            .and_then(|mut s| s.replace(Arc::clone(&session)));
-        if let Some(old) = replaced {
-            old.closed.cancel();
-        }
-        tracing::info!(peer = %peer.site, "remote link up");
-        handler.link_up(&peer.site);
-
-        let (mut sink, mut stream) = conn.split();
-        let ping_every = self.timeout / 4;
-        let writer_closed = closed.clone();
-        let writer_site = peer.site.clone();
-        let writer = tokio::spawn(async move {
-            let mut ping = tokio::time::interval(ping_every);
-            loop {
-                let msg = tokio::select! {
-                    _ = writer_closed.cancelled() => break,
-                    m = rx.recv() => match m { Some(m) => m, None => break },
-                    _ = ping.tick() => Message::Ping,
-                };
-                if let Err(e) = sink.send(msg).await {
-                    tracing::warn!(peer = %writer_site, "remote link send failed: {e}");
-                    break;
-                }
-            }
-            writer_closed.cancel();
-        });
-
-        // Requests are answered in arrival order by their own task, so the
-        // reader stays free to deliver responses to requests that a handler
-        // itself sends to the peer (a forwarded split drains pending writes).
-        let (requests, mut incoming) = mpsc::channel::<(u64, PeerRequest)>(1024);
-        let answer_tx = tx.clone();
-        let answer_site = peer.site.clone();
-        let answer_handler = Arc::clone(&handler);
-        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let answered = Arc::clone(&queued);
-        let answerer = tokio::spawn(async move {
-            while let Some((id, body)) = incoming.recv().await {
-                let result = answer_handler.handle(&answer_site, body).await;
-                answered.fetch_sub(1, Ordering::SeqCst);
-                if answer_tx
-                    .send(Message::Response { id, result })
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
-        let reason = loop {
-            let next = tokio::select! {
-                _ = closed.cancelled() => break "closed locally".to_string(),
-                n = tokio::time::timeout(self.timeout, stream.next()) => n,
-            };
-            let msg = match next {
-                Err(_) => break format!("nothing heard for {:?}", self.timeout),
-                Ok(None) => break "the peer closed the connection".to_string(),
-                Ok(Some(Err(e))) => break format!("dropped the connection: {e}"),
-                Ok(Some(Ok(msg))) => msg,
-            };
-            match msg {
-                Message::Ping => {}
-                // A write needs nothing from the peer: with no other request
-                // waiting, answering it here keeps the order and saves a hop.
-                Message::Request { id, body }
-                    if matches!(body, PeerRequest::Write { .. })
-                        && queued.load(Ordering::SeqCst) == 0 =>
-                {
-                    let result = handler.handle(&peer.site, body).await;
-                    if tx.send(Message::Response { id, result }).await.is_err() {
-                        break "the sender stopped".to_string();
-                    }
-                }
-                Message::Request { id, body } => {
-                    queued.fetch_add(1, Ordering::SeqCst);
-                    if requests.send((id, body)).await.is_err() {
-                        break "the request handler stopped".to_string();
-                    }
-                }
-                Message::Response { id, result } => {
-                    let waiter = session.waiting.lock().ok().and_then(|mut w| w.remove(&id));
-                    if let Some(w) = waiter {
-                        let _ = w.send(result);
-                    }
-                }
-                Message::Refused { reason } => {
-                    break format!("the peer closed the session: {reason}")
-                }
-                other => {
-                    break format!(
-                        "dropped the connection: unexpected {:?} in a session",
-                        std::mem::discriminant(&other)
-                    )
-                }
-            }
-        };
-        closed.cancel();
-        drop(requests);
-        answerer.abort();
-        let _ = writer.await;
-        // Dropping the waiters fails every request still in flight.
-        if let Ok(mut w) = session.waiting.lock() {
-            w.clear();
-        }
-        let current = peer.session.lock().ok().map(|mut s| {
-            let is_current = s.as_ref().is_some_and(|c| Arc::ptr_eq(c, &session));
-            if is_current {
-                *s = None;
-            }
-            is_current
-        });
-        if current == Some(true) {
-            if stop.is_cancelled() {
-                tracing::info!(peer = %peer.site, "remote link closed for shutdown");
-            } else {
-                tracing::warn!(peer = %peer.site, "remote link down: {reason}");
-                handler.link_down(&peer.site);
             }
         }
     }

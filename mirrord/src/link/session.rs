@@ -1,0 +1,191 @@
+//! One open session with a peer: a writer task, a reader loop and an
+//! answerer task around an authenticated connection, until it breaks.
+//!
+//! ```text
+//!  PeerLink::send ──Session.tx──> writer task ──frames──> TCP
+//!  TCP ──frames──> reader loop ─┬ Response ──> waiting[id] (wakes the sender)
+//!                               ├ Write, nothing queued ──> Handler::handle here (saves a hop)
+//!                               └ other Request ──> answerer task ──> Handler::handle ──> Session.tx
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hbcore::link::{Message, PeerError, PeerReply, PeerRequest};
+use hbcore::report::chain;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::handshake::Conn;
+use super::{Handler, PeerLink};
+
+/// Senders waiting for the answer to their request, by request id.
+type Waiters = Mutex<HashMap<u64, oneshot::Sender<Result<PeerReply, PeerError>>>>;
+
+/// One open session, as [`PeerLink::send`] uses it.
+pub(super) struct Session {
+    /// Messages for the writer task.
+    pub(super) tx: mpsc::Sender<Message>,
+    /// Requests sent and not yet answered.
+    pub(super) waiting: Waiters,
+    /// The next request id.
+    pub(super) next_id: AtomicU64,
+    /// Cancelled when the session ends (or to end it).
+    pub(super) closed: CancellationToken,
+}
+
+/// Runs a session with `peer` over `conn` until it breaks or `stop` is cancelled.
+/// A peer silent for `timeout` is dead; a quiet link carries a ping every `timeout / 4`.
+pub(super) async fn run<H: Handler>(
+    peer: Arc<PeerLink>,
+    conn: Conn,
+    handler: Arc<H>,
+    stop: CancellationToken,
+    timeout: Duration,
+) {
+    let (tx, rx) = mpsc::channel::<Message>(1024);
+    let closed = stop.child_token();
+    let session = Arc::new(Session {
+        tx: tx.clone(),
+        waiting: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+        closed: closed.clone(),
+    });
+    let replaced = peer
+        .session
+        .lock()
+        .ok()
+        .and_then(|mut s| s.replace(Arc::clone(&session)));
+    if let Some(old) = replaced {
+        old.closed.cancel();
+    }
+    tracing::info!(peer = %peer.site, "remote link up");
+    handler.link_up(&peer.site);
+
+    let (sink, mut stream) = conn.split();
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        closed.clone(),
+        peer.site.clone(),
+        timeout / 4,
+    ));
+
+    // Requests are answered in arrival order by their own task, so the
+    // reader stays free to deliver responses to requests that a handler
+    // itself sends to the peer (a forwarded split drains pending writes).
+    let (requests, mut incoming) = mpsc::channel::<(u64, PeerRequest)>(1024);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let answerer = {
+        let (tx, site, handler, answered) = (
+            tx.clone(),
+            peer.site.clone(),
+            Arc::clone(&handler),
+            Arc::clone(&queued),
+        );
+        tokio::spawn(async move {
+            while let Some((id, body)) = incoming.recv().await {
+                let result = handler.handle(&site, body).await;
+                answered.fetch_sub(1, Ordering::SeqCst);
+                if tx.send(Message::Response { id, result }).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+
+    let reason = loop {
+        let next = tokio::select! {
+            _ = closed.cancelled() => break "closed locally".to_string(),
+            n = tokio::time::timeout(timeout, stream.next()) => n,
+        };
+        let msg = match next {
+            Err(_) => break format!("nothing heard for {timeout:?}"),
+            Ok(None) => break "the peer closed the connection".to_string(),
+            Ok(Some(Err(e))) => break format!("dropped the connection: {}", chain(&e)),
+            Ok(Some(Ok(msg))) => msg,
+        };
+        match msg {
+            Message::Ping => {}
+            // A write needs nothing from the peer: with no other request
+            // waiting, answering it here keeps the order and saves a hop.
+            Message::Request { id, body }
+                if matches!(body, PeerRequest::Write { .. })
+                    && queued.load(Ordering::SeqCst) == 0 =>
+            {
+                let result = handler.handle(&peer.site, body).await;
+                if tx.send(Message::Response { id, result }).await.is_err() {
+                    break "the sender stopped".to_string();
+                }
+            }
+            Message::Request { id, body } => {
+                queued.fetch_add(1, Ordering::SeqCst);
+                if requests.send((id, body)).await.is_err() {
+                    break "the request handler stopped".to_string();
+                }
+            }
+            Message::Response { id, result } => {
+                let waiter = session.waiting.lock().ok().and_then(|mut w| w.remove(&id));
+                if let Some(w) = waiter {
+                    let _ = w.send(result);
+                }
+            }
+            Message::Refused { reason } => break format!("the peer closed the session: {reason}"),
+            other => {
+                break format!(
+                    "dropped the connection: unexpected {:?} in a session",
+                    std::mem::discriminant(&other)
+                )
+            }
+        }
+    };
+    closed.cancel();
+    drop(requests);
+    answerer.abort();
+    let _ = writer.await;
+    // Dropping the waiters fails every request still in flight.
+    if let Ok(mut w) = session.waiting.lock() {
+        w.clear();
+    }
+    let current = peer.session.lock().ok().map(|mut s| {
+        let is_current = s.as_ref().is_some_and(|c| Arc::ptr_eq(c, &session));
+        if is_current {
+            *s = None;
+        }
+        is_current
+    });
+    if current == Some(true) {
+        if stop.is_cancelled() {
+            tracing::info!(peer = %peer.site, "remote link closed for shutdown");
+        } else {
+            tracing::warn!(peer = %peer.site, "remote link down: {reason}");
+            handler.link_down(&peer.site);
+        }
+    }
+}
+
+/// The writer task: sends queued messages in order, and a ping when the link is quiet.
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<Conn, Message>,
+    mut rx: mpsc::Receiver<Message>,
+    closed: CancellationToken,
+    site: String,
+    ping_every: Duration,
+) {
+    let mut ping = tokio::time::interval(ping_every);
+    loop {
+        let msg = tokio::select! {
+            _ = closed.cancelled() => break,
+            m = rx.recv() => match m { Some(m) => m, None => break },
+            _ = ping.tick() => Message::Ping,
+        };
+        if let Err(e) = sink.send(msg).await {
+            tracing::warn!(peer = %site, "remote link send failed: {}", chain(&e));
+            break;
+        }
+    }
+    closed.cancel();
+}

@@ -1,0 +1,187 @@
+//! The host data path: reads, writes and syncs of a site's volumes (through
+//! hbfs), a PVOL's writes mirrored in the pair's mode, and at the other end
+//! the SVOL's apply of the writes its peer ships.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hbcore::link::{PeerError, PeerReply};
+use hbcore::report::chain;
+use hbcore::vocab::{Fence, Mode, PairState, Role};
+
+use super::{Site, SiteError};
+use crate::pair::{host_writable, mirroring, Queued};
+
+impl Site {
+    /// Reads a volume for a host.
+    pub async fn host_read(
+        &self,
+        volume: &str,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, SiteError> {
+        let v = self.inner().volume(volume)?;
+        Ok(v.read(&self.io, offset, len).await?)
+    }
+
+    /// Writes a volume for a host, mirroring it as the pair's mode says.
+    pub async fn host_write(
+        self: &Arc<Self>,
+        volume: &str,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), SiteError> {
+        let v = self.inner().volume(volume)?;
+        let _order = v.order.lock().await;
+        // Read the pair under the order lock: a state change cannot slip
+        // between this check and the write's place on the wire.
+        let pair = self
+            .inner()
+            .pair_of_volume(volume)
+            .map(|(n, p)| (n.clone(), p.meta.clone(), Arc::clone(&p.rt)));
+        let Some((name, meta, rt)) = pair else {
+            return Ok(v.write(&self.io, offset, data).await?);
+        };
+        if !host_writable(&meta) {
+            return Err(SiteError::ReadOnly {
+                volume: volume.into(),
+                pair: name,
+            });
+        }
+        let fenced = meta.settings.mode == Mode::Sync && meta.settings.fence == Fence::Data;
+        if fenced && !mirroring(&meta) && meta.role == Role::Pvol && meta.state == PairState::Psue {
+            return Err(SiteError::FencedSuspended(name));
+        }
+        let seq = rt.dirty().mark(offset, data.len() as u64)?;
+        if !mirroring(&meta) {
+            return Ok(v.write(&self.io, offset, data).await?);
+        }
+        let timeout = self.link.timeout();
+        match meta.settings.mode {
+            Mode::Sync if fenced => {
+                // Remote first, local after: a write the SVOL cannot take never reaches the PVOL.
+                let answer = match self
+                    .ship_host_write(&meta, &rt, &name, offset, data.to_vec())
+                    .await
+                {
+                    Ok(p) => rt.settle(p, timeout).await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                if let Err(source) = answer {
+                    self.replication_failed(&name, &meta, &source);
+                    return Err(SiteError::Fenced { pair: name, source });
+                }
+                v.write(&self.io, offset, data).await?;
+                rt.dirty().acked_write(offset, data.len() as u64, seq);
+            }
+            Mode::Sync => {
+                // Queued before the PVOL write, so the transfer and the SVOL write overlap it.
+                let shipped = self
+                    .ship_host_write(&meta, &rt, &name, offset, data.to_vec())
+                    .await;
+                v.write(&self.io, offset, data).await?;
+                let answer = match shipped {
+                    Ok(p) => rt.settle(p, timeout).await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                match answer {
+                    Ok(()) => rt.dirty().acked_write(offset, data.len() as u64, seq),
+                    Err(e) => self.replication_failed(&name, &meta, &e),
+                }
+            }
+            Mode::SemiSync => {
+                Self::settle_semi(&rt).await;
+                // Settling may have suspended the pair.
+                let still = self.meta_of(&name).is_some_and(|m| mirroring(&m));
+                let shipped = if still {
+                    Some(
+                        self.ship_host_write(&meta, &rt, &name, offset, data.to_vec())
+                            .await,
+                    )
+                } else {
+                    None
+                };
+                v.write(&self.io, offset, data).await?;
+                match shipped {
+                    Some(Ok(pending)) => {
+                        let site = Arc::clone(self);
+                        let rt2 = Arc::clone(&rt);
+                        let len = data.len() as u64;
+                        let settling = tokio::spawn(async move {
+                            match rt2.settle(pending, timeout).await {
+                                Ok(_) => rt2.dirty().acked_write(offset, len, seq),
+                                Err(e) => site.replication_failed(&name, &meta, &e),
+                            }
+                        });
+                        *rt.semi.lock().await = Some(settling);
+                    }
+                    Some(Err(e)) => self.replication_failed(&name, &meta, &e),
+                    None => {}
+                }
+            }
+            Mode::Adaptive => {
+                v.write(&self.io, offset, data).await?;
+                if meta.state == PairState::Pair {
+                    let mut q = rt.queue();
+                    if !q.overflowed && q.bytes + data.len() as u64 <= meta.settings.skew {
+                        q.bytes += data.len() as u64;
+                        q.entries.push_back(Queued {
+                            offset,
+                            data: data.to_vec(),
+                            seq,
+                            at: Instant::now(),
+                        });
+                    } else if !q.overflowed {
+                        q.overflowed = true;
+                        tracing::info!(pair = %name, skew = meta.settings.skew, "adaptive skew reached: further writes are tracked in the bitmap and read back when they ship");
+                    }
+                }
+                rt.wake.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes a volume's writes durable.
+    pub async fn host_sync(&self, volume: &str) -> Result<(), SiteError> {
+        let v = self.inner().volume(volume)?;
+        Ok(v.sync(&self.io).await?)
+    }
+
+    /// At the SVOL: applies a write the PVOL's site shipped, in arrival order.
+    pub(super) async fn apply_write(
+        &self,
+        pair: &str,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<PeerReply, PeerError> {
+        let w = self.work(pair)?;
+        if w.meta.role != Role::Svol {
+            return Err(PeerError::Refused {
+                detail: format!(
+                    "pair '{pair}' at site '{}' is not an SVOL here; refusing a remote write",
+                    self.name
+                ),
+            });
+        }
+        if !matches!(
+            w.meta.state,
+            PairState::Copy | PairState::Pair | PairState::Psue
+        ) {
+            return Err(PeerError::WrongState {
+                pair: pair.into(),
+                state: w.meta.state,
+                detail: format!(
+                    "its SVOL at site '{}' takes no copies until `hbctl pair resync {pair}`",
+                    self.name
+                ),
+            });
+        }
+        let _order = w.volume.order.lock().await;
+        w.volume
+            .write(&self.io, offset, data)
+            .await
+            .map_err(|e| PeerError::Disk { detail: chain(&e) })?;
+        Ok(PeerReply::Done)
+    }
+}

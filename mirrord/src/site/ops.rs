@@ -1,0 +1,576 @@
+//! The admin operations on pairs, as hbctl asks for them: create, set,
+//! status, install, split, resync (also reversed), takeover, delete; each
+//! refusal names the pair and the way out.
+
+use std::sync::Arc;
+
+use hbcore::control::PairInfo;
+use hbcore::link::{Attach, PeerReply, PeerRequest};
+use hbcore::report::chain;
+use hbcore::size::Bytes;
+use hbcore::vocab::{Fence, Kind, Mode, PairSettings, PairState, Role, DEFAULT_SKEW};
+
+use super::error::{paired_error, refused};
+use super::{bitmap_path, transition, Pair, Site, SiteError, ANY_STATE};
+use crate::bitmap::{DirtyMap, BLOCK};
+use crate::config::check_name;
+use crate::link::LinkError;
+use crate::meta::PairMeta;
+use crate::pair::PairRt;
+
+impl Site {
+    /// Creates a pair with local PVOL `pvol` and SVOL `svol` at `peer`, and starts the initial copy.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn pair_create(
+        self: &Arc<Self>,
+        name: &str,
+        pvol: &str,
+        peer: &str,
+        svol: Option<&str>,
+        kind: Kind,
+        mode: Mode,
+        fence: Option<Fence>,
+        skew: Option<u64>,
+        auto_resync: Option<bool>,
+    ) -> Result<String, SiteError> {
+        check_name("pair", name).map_err(SiteError::BadName)?;
+        let settings = PairSettings {
+            mode,
+            fence: fence.unwrap_or(Fence::Never),
+            skew: skew.unwrap_or(DEFAULT_SKEW),
+            auto_resync: auto_resync.unwrap_or(kind == Kind::Heartbeat),
+            installed: kind == Kind::Heartbeat,
+        };
+        check_settings(&settings)?;
+        let svol = svol.unwrap_or(pvol).to_string();
+        let size = {
+            let inner = self.inner();
+            if inner.pairs.contains_key(name) {
+                return Err(SiteError::PairExists(name.into()));
+            }
+            if let Some((pair, p)) = inner.pair_of_volume(pvol) {
+                return Err(paired_error(pvol, pair, p.meta.kind, kind));
+            }
+            inner.volume(pvol)?.size
+        };
+        let link = self.link.peer(peer)?;
+        let meta = PairMeta {
+            role: Role::Pvol,
+            state: transition(name, PairState::Smpl, PairState::Copy)?,
+            kind,
+            settings,
+            peer: peer.into(),
+            pvol: pvol.into(),
+            svol: svol.clone(),
+        };
+        link.call(
+            PeerRequest::Attach(attach_request(name, &meta, size)),
+            self.link.timeout(),
+        )
+        .await?;
+        let path = bitmap_path(&self.data_dir, name);
+        let _ = std::fs::remove_file(&path);
+        let mut dirty = DirtyMap::open(&path, size)?;
+        dirty.mark_all()?;
+        let raced = {
+            let mut inner = self.inner();
+            // Re-check: another request may have raced us while we waited for the peer.
+            let raced = inner.pairs.contains_key(name) || inner.pair_of_volume(pvol).is_some();
+            if !raced {
+                inner.pairs.insert(
+                    name.into(),
+                    Pair {
+                        meta,
+                        size,
+                        rt: Arc::new(PairRt::new(dirty)),
+                    },
+                );
+            }
+            raced
+        };
+        if raced {
+            // The winner of the race attached the same pair name at the peer: leave it.
+            return Err(SiteError::PairExists(name.into()));
+        }
+        self.save()?;
+        tracing::info!(pair = name, pvol, peer, svol = %svol, %mode, %kind, "pair created; initial copy starts");
+        self.start_copy(name);
+        self.ensure_shipper(name);
+        Ok(format!(
+            "pair '{name}' created: {pvol} -> {peer}:{svol}, {mode}, {kind}; initial copy of {} under way (COPY); `hbctl pair status {name} --watch` shows progress",
+            Bytes(size)
+        ))
+    }
+
+    /// Changes settings of a live pair, here and (if reachable) at the peer.
+    pub async fn pair_set(
+        self: &Arc<Self>,
+        name: &str,
+        mode: Option<Mode>,
+        fence: Option<Fence>,
+        skew: Option<u64>,
+        auto_resync: Option<bool>,
+    ) -> Result<String, SiteError> {
+        let before = self.work(name)?;
+        let mut settings = before.meta.settings;
+        settings.mode = mode.unwrap_or(settings.mode);
+        settings.fence = fence.unwrap_or(settings.fence);
+        settings.skew = skew.unwrap_or(settings.skew);
+        settings.auto_resync = auto_resync.unwrap_or(settings.auto_resync);
+        check_settings(&settings)?;
+        let note = self.apply_settings(name, settings).await;
+        if before.meta.settings.mode != settings.mode {
+            before.rt.reset_in_flight_max();
+        }
+        Ok(format!(
+            "pair '{name}': mode {}, fence {}, skew {}, auto-resync {}{note}",
+            settings.mode,
+            settings.fence,
+            Bytes(settings.skew),
+            on_off(settings.auto_resync)
+        ))
+    }
+
+    /// Applies new settings here and tells the peer; returns a note for the answer.
+    async fn apply_settings(self: &Arc<Self>, name: &str, settings: PairSettings) -> String {
+        let Some(before) = self.meta_of(name) else {
+            return String::new();
+        };
+        self.adopt_settings(name, settings);
+        tracing::info!(pair = name, mode = %settings.mode, fence = %settings.fence, skew = settings.skew, auto_resync = settings.auto_resync, installed = settings.installed, "settings changed");
+        let told = match self.link.peer(&before.peer) {
+            Ok(link) => link
+                .call(
+                    PeerRequest::Update {
+                        pair: name.into(),
+                        state: None,
+                        settings: Some(settings),
+                    },
+                    self.link.timeout(),
+                )
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match told {
+            Ok(()) => String::new(),
+            Err(e) => format!(
+                " (here only: {}; the peer takes the PVOL site's settings when the link returns)",
+                chain(&e)
+            ),
+        }
+    }
+
+    /// Takes new settings locally; a mode change away from adaptive ships what the queue held.
+    pub(super) fn adopt_settings(self: &Arc<Self>, name: &str, settings: PairSettings) {
+        let Some(before) = self.meta_of(name) else {
+            return;
+        };
+        self.update(name, |m| m.settings = settings);
+        if before.settings.mode == Mode::Adaptive
+            && settings.mode != Mode::Adaptive
+            && before.role == Role::Pvol
+        {
+            // Writes queued or tracked by adaptive mode are shipped by a copy pass.
+            if let Ok(w) = self.work(name) {
+                w.rt.queue().clear();
+                if w.rt.dirty().dirty_blocks() > 0 {
+                    let shipping = self.set_state(
+                        name,
+                        &[PairState::Pair],
+                        PairState::Copy,
+                        "mode changed: shipping what adaptive mode held (COPY)",
+                    );
+                    match shipping {
+                        Ok(true) => self.start_copy(name),
+                        Ok(false) => {}
+                        Err(e) => tracing::error!("{}", chain(&e)),
+                    }
+                }
+            }
+        }
+        if settings.mode == Mode::Adaptive {
+            self.ensure_shipper(name);
+        }
+    }
+
+    /// Pair status, of one pair or all.
+    pub fn pair_status(&self, name: Option<&str>) -> Result<Vec<PairInfo>, SiteError> {
+        let inner = self.inner();
+        if let Some(n) = name {
+            inner.pair(n)?;
+        }
+        Ok(inner
+            .pairs
+            .iter()
+            .filter(|(n, _)| name.is_none_or(|want| want == n.as_str()))
+            .map(|(n, p)| {
+                let (pending, dirty_for) = {
+                    let d = p.rt.dirty();
+                    (d.dirty_blocks() * BLOCK, d.dirty_for())
+                };
+                let (queued, oldest_queued) = {
+                    let q = p.rt.queue();
+                    (q.bytes, q.entries.front().map(|e| e.at.elapsed()))
+                };
+                let oldest = oldest_queued.or(if pending > 0 { dirty_for } else { None });
+                PairInfo {
+                    name: n.clone(),
+                    role: p.meta.role,
+                    state: p.meta.state,
+                    mode: p.meta.settings.mode,
+                    kind: p.meta.kind,
+                    peer: p.meta.peer.clone(),
+                    pvol: p.meta.pvol.clone(),
+                    svol: p.meta.svol.clone(),
+                    size: p.size,
+                    fence: p.meta.settings.fence,
+                    skew: p.meta.settings.skew,
+                    auto_resync: p.meta.settings.auto_resync,
+                    installed: p.meta.settings.installed,
+                    link_up: self.link.peer(&p.meta.peer).is_ok_and(|l| l.is_up()),
+                    pending_bytes: pending,
+                    queued_bytes: queued,
+                    oldest_pending_ms: oldest.map(|d| d.as_millis() as u64),
+                    max_in_flight: p.rt.max_in_flight(),
+                    copy: p.rt.copy_progress(),
+                }
+            })
+            .collect())
+    }
+
+    /// Marks a heartbeat pair installed for heartbeats (protected) or not.
+    pub async fn pair_install(
+        self: &Arc<Self>,
+        name: &str,
+        installed: bool,
+    ) -> Result<String, SiteError> {
+        let meta = self.pair_meta(name)?;
+        if meta.kind != Kind::Heartbeat {
+            return Err(refused(format!(
+                "pair '{name}' is a data pair; only heartbeat pairs are installed for heartbeats"
+            )));
+        }
+        let settings = PairSettings {
+            installed,
+            ..meta.settings
+        };
+        let note = self.apply_settings(name, settings).await;
+        Ok(if installed {
+            format!("pair '{name}' installed for heartbeats: split and delete are refused until it is de-installed{note}")
+        } else {
+            format!("pair '{name}' de-installed: it may now be split or deleted{note}")
+        })
+    }
+
+    fn check_protection(
+        &self,
+        meta: &PairMeta,
+        name: &str,
+        force: bool,
+        what: &str,
+    ) -> Result<(), SiteError> {
+        if meta.kind == Kind::Heartbeat && meta.settings.installed {
+            if !force {
+                return Err(SiteError::Protected(name.into()));
+            }
+            tracing::warn!(pair = name, "--force: {what} of a pair installed for heartbeats; the heartbeat over this mirror stops");
+        }
+        Ok(())
+    }
+
+    /// Splits a pair (PSUS): pending data ships first, then the SVOL becomes writable at its site.
+    pub async fn pair_split(
+        self: &Arc<Self>,
+        name: &str,
+        force: bool,
+    ) -> Result<String, SiteError> {
+        let meta = self.pair_meta(name)?;
+        self.check_protection(&meta, name, force, "split")?;
+        match meta.state {
+            PairState::Psus => return Err(refused(format!("pair '{name}' is split already (PSUS); `hbctl pair resync {name}` joins it again"))),
+            PairState::Ssws => return Err(refused(format!("pair '{name}' was taken over (SSWS); fail back with `hbctl pair resync {name} --reverse`, or `hbctl pair resync {name}` at the PVOL's site to discard the SVOL's changes"))),
+            PairState::Copy => return Err(refused(format!("pair '{name}' is copying (COPY): its SVOL is no consistent copy to split off yet; split it once it is PAIR (`hbctl pair status {name} --watch`), or dissolve it with `hbctl pair delete {name}`"))),
+            _ => {}
+        }
+        transition(name, meta.state, PairState::Psus)?;
+        let link = self.link.peer(&meta.peer)?;
+        let note = match meta.role {
+            Role::Pvol => {
+                let consistent = self.split_here(name).await?;
+                match link.call(PeerRequest::Update { pair: name.into(), state: Some(PairState::Psus), settings: None }, self.link.timeout()).await {
+                    Ok(_) => consistent,
+                    Err(e) => format!("{consistent}; site '{}' not told ({}): its SVOL stays read-only until the link returns and the pair is split again", meta.peer, chain(&e)),
+                }
+            }
+            Role::Svol => match link
+                .call(
+                    PeerRequest::Split { pair: name.into() },
+                    self.link.timeout() * 4,
+                )
+                .await
+            {
+                Ok(_) => {
+                    self.set_state(
+                        name,
+                        &[meta.state],
+                        PairState::Psus,
+                        "split (PSUS); the SVOL is writable here, changes tracked",
+                    )?;
+                    "the SVOL holds everything the PVOL had written".into()
+                }
+                Err(LinkError::Down(_)) => {
+                    self.set_state(
+                        name,
+                        &[meta.state],
+                        PairState::Psus,
+                        "split here only (PSUS): the PVOL's site is unreachable",
+                    )?;
+                    format!("split here only: site '{}' is unreachable, so the SVOL may lack its latest writes", meta.peer)
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
+        Ok(format!("pair '{name}' split (PSUS): {note}; both sides track changes, `hbctl pair resync {name}` joins it again"))
+    }
+
+    /// At the PVOL: drains what is pending to the SVOL (if mirroring), then PSUS. Returns a note.
+    pub(super) async fn split_here(self: &Arc<Self>, name: &str) -> Result<String, SiteError> {
+        let w = self.work(name)?;
+        // Refuse before draining anything: a pair still copying cannot be split.
+        transition(name, w.meta.state, PairState::Psus)?;
+        let _order = w.volume.order.lock().await;
+        Self::settle_semi(&w.rt).await;
+        let mirrored = self
+            .meta_of(name)
+            .is_some_and(|m| m.state == PairState::Pair);
+        let note = if mirrored {
+            w.rt.queue().clear();
+            match self.ship_dirty(name, &w, true).await {
+                Ok(_) => "the SVOL holds everything written before the split".to_string(),
+                Err(e) => format!("the SVOL may lack writes before the split ({})", chain(&e)),
+            }
+        } else {
+            "the pair was not in PAIR, so the SVOL is not a consistent copy".to_string()
+        };
+        w.rt.queue().clear();
+        self.set_state(
+            name,
+            ANY_STATE,
+            PairState::Psus,
+            "split (PSUS); changes tracked",
+        )?;
+        Ok(note)
+    }
+
+    /// Resyncs from the PVOL the blocks dirty on either side; with `reverse`
+    /// (at the site that took over) the roles swap first.
+    pub async fn pair_resync(
+        self: &Arc<Self>,
+        name: &str,
+        reverse: bool,
+    ) -> Result<String, SiteError> {
+        let meta = self.pair_meta(name)?;
+        let link = self.link.peer(&meta.peer)?;
+        if reverse {
+            if meta.role != Role::Svol || !matches!(meta.state, PairState::Ssws | PairState::Psus) {
+                return Err(refused(format!(
+                    "`pair resync --reverse` runs at the site that took pair '{name}' over (its SVOL, in SSWS); here the pair is {} in {}",
+                    meta.role, meta.state
+                )));
+            }
+            let bits = match link
+                .call(
+                    PeerRequest::Reverse { pair: name.into() },
+                    self.link.timeout(),
+                )
+                .await?
+            {
+                PeerReply::Bitmap { bits } => bits,
+                _ => {
+                    return Err(refused(format!(
+                        "site '{}' answered the reverse of '{name}' without its bitmap",
+                        meta.peer
+                    )))
+                }
+            };
+            let w = self.work(name)?;
+            w.rt.dirty().merge(&bits)?;
+            self.swap_roles(name, Role::Pvol)?;
+            tracing::info!(pair = name, "roles reversed: this site holds the PVOL now; copying the blocks changed on either side");
+            let bytes = w.rt.dirty().dirty_blocks() * BLOCK;
+            self.start_copy(name);
+            self.ensure_shipper(name);
+            return Ok(format!(
+                "pair '{name}' reversed: this site's volume is the PVOL now; copying {} changed on either side to site '{}' (COPY)",
+                Bytes(bytes),
+                meta.peer
+            ));
+        }
+        match meta.role {
+            Role::Pvol => {
+                let bytes = self.resync_here(name).await?;
+                Ok(format!("pair '{name}' resyncing: {} dirty on either side to copy (COPY); `hbctl pair status {name} --watch` shows progress", Bytes(bytes)))
+            }
+            Role::Svol => {
+                link.call(
+                    PeerRequest::Resync { pair: name.into() },
+                    self.link.timeout(),
+                )
+                .await?;
+                Ok(format!("pair '{name}' resyncing from site '{}' (COPY); this site's changes are overwritten", meta.peer))
+            }
+        }
+    }
+
+    /// At the PVOL: merges the SVOL's bitmap, puts both sides in COPY and starts the copy.
+    pub(super) async fn resync_here(self: &Arc<Self>, name: &str) -> Result<u64, SiteError> {
+        let w = self.work(name)?;
+        if w.meta.state == PairState::Pair && w.rt.dirty().dirty_blocks() == 0 {
+            return Ok(0);
+        }
+        let link = self.link.peer(&w.meta.peer)?;
+        let timeout = self.link.timeout();
+        let bits = match link
+            .call(PeerRequest::TakeBitmap { pair: name.into() }, timeout)
+            .await?
+        {
+            PeerReply::Bitmap { bits } => bits,
+            _ => {
+                return Err(refused(format!(
+                    "site '{}' answered without its bitmap",
+                    w.meta.peer
+                )))
+            }
+        };
+        w.rt.dirty().merge(&bits)?;
+        // The copy task tells the peer (which then clears its merged bitmap).
+        self.set_state(
+            name,
+            &[
+                PairState::Pair,
+                PairState::Psue,
+                PairState::Psus,
+                PairState::Copy,
+            ],
+            PairState::Copy,
+            "resync started (COPY)",
+        )?;
+        let bytes = w.rt.dirty().dirty_blocks() * BLOCK;
+        self.start_copy(name);
+        Ok(bytes)
+    }
+
+    /// At the SVOL's site: make the SVOL writable (SSWS), also when the PVOL's site is gone.
+    pub async fn pair_takeover(self: &Arc<Self>, name: &str) -> Result<String, SiteError> {
+        let meta = self.pair_meta(name)?;
+        if meta.role != Role::Svol {
+            return Err(refused(format!(
+                "pair '{name}' has its PVOL here; take over at site '{}', which holds the SVOL",
+                meta.peer
+            )));
+        }
+        if meta.state == PairState::Ssws {
+            return Ok(format!("pair '{name}' is taken over already (SSWS)"));
+        }
+        self.set_state(
+            name,
+            &[meta.state],
+            PairState::Ssws,
+            "taken over (SSWS): the SVOL is writable here, changes tracked",
+        )?;
+        let told = match self.link.peer(&meta.peer) {
+            Ok(link) => link
+                .call(
+                    PeerRequest::Takeover { pair: name.into() },
+                    self.link.timeout(),
+                )
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let note = match told {
+            Ok(()) => format!("site '{}' was told and suspended its PVOL", meta.peer),
+            Err(e) => format!("site '{}' could not be told ({})", meta.peer, chain(&e)),
+        };
+        Ok(format!(
+            "pair '{name}' taken over (SSWS): volume '{}' is writable here; {note}. When both sites are back, `hbctl pair resync {name} --reverse` here makes this the PVOL and copies back only what changed",
+            meta.svol
+        ))
+    }
+
+    /// Dissolves a pair at both sites (or only here with `force` when the peer is unreachable).
+    pub async fn pair_delete(&self, name: &str, force: bool) -> Result<String, SiteError> {
+        let meta = self.pair_meta(name)?;
+        self.check_protection(&meta, name, force, "delete")?;
+        let told = match self.link.peer(&meta.peer) {
+            Ok(link) => {
+                link.call(
+                    PeerRequest::Detach { pair: name.into() },
+                    self.link.timeout(),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let note = match told {
+            Ok(_) => String::new(),
+            Err(e) if force => {
+                tracing::warn!(
+                    pair = name,
+                    "pair dissolved here only (--force): {}",
+                    chain(&e)
+                );
+                format!(" here only (site '{}' keeps its half until `hbctl pair delete {name}` runs there)", meta.peer)
+            }
+            Err(source) => {
+                return Err(SiteError::PeerUnreachable {
+                    pair: name.into(),
+                    source,
+                })
+            }
+        };
+        self.remove_pair(name);
+        tracing::info!(pair = name, "pair dissolved{note}");
+        Ok(format!(
+            "pair '{name}' dissolved{note}; its volumes are SMPL"
+        ))
+    }
+}
+
+/// The settings a pair may have.
+fn check_settings(s: &PairSettings) -> Result<(), SiteError> {
+    if s.fence == Fence::Data && s.mode != Mode::Sync {
+        return Err(refused(format!(
+            "fence 'data' applies to sync mode only (mode is {}); use --mode sync, or --fence never",
+            s.mode
+        )));
+    }
+    if s.skew < BLOCK {
+        return Err(refused(format!(
+            "skew {} is below one block (4KiB); choose e.g. 4MiB",
+            s.skew
+        )));
+    }
+    Ok(())
+}
+
+/// What the PVOL's site asks the peer to attach for pair `name`.
+pub(super) fn attach_request(name: &str, meta: &PairMeta, size: u64) -> Attach {
+    Attach {
+        pair: name.into(),
+        pvol: meta.pvol.clone(),
+        svol: meta.svol.clone(),
+        size,
+        kind: meta.kind,
+        settings: meta.settings,
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}

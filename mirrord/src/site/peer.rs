@@ -1,0 +1,297 @@
+//! The answers to the peer site: the one [`Handler`] of the link. Each
+//! request is answered with a reply or a [`PeerError`] whose kind the asking
+//! site can match; a session that opens re-attaches this site's PVOL pairs,
+//! one that closes suspends the pairs with that peer.
+
+use std::sync::Arc;
+
+use hbcore::link::{Attach, PeerError, PeerReply, PeerRequest};
+use hbcore::report::chain;
+use hbcore::size::Bytes;
+use hbcore::vocab::{PairState, Role};
+
+use super::error::paired_error;
+use super::ops::attach_request;
+use super::{bitmap_path, transition, Pair, Site, ANY_STATE};
+use crate::bitmap::{DirtyMap, BLOCK};
+use crate::link::Handler;
+use crate::meta::PairMeta;
+use crate::pair::PairRt;
+
+/// The link's view of a site.
+pub struct SiteHandler(pub Arc<Site>);
+
+impl Handler for SiteHandler {
+    async fn handle(&self, peer: &str, request: PeerRequest) -> Result<PeerReply, PeerError> {
+        self.0.handle_request(peer, request).await
+    }
+
+    fn link_up(self: &Arc<Self>, peer: &str) {
+        let site = Arc::clone(&self.0);
+        let peer = peer.to_string();
+        tokio::spawn(async move { site.reattach(&peer).await });
+    }
+
+    fn link_down(self: &Arc<Self>, peer: &str) {
+        let affected: Vec<String> = self
+            .0
+            .inner()
+            .pairs
+            .iter()
+            .filter(|(_, p)| p.meta.peer == peer)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for pair in affected {
+            self.0
+                .suspend(&pair, &format!("remote link to '{peer}' lost"));
+        }
+    }
+}
+
+/// A refusal for the peer, with the way out.
+fn refusal(detail: String) -> PeerError {
+    PeerError::Refused { detail }
+}
+
+impl Site {
+    async fn handle_request(
+        self: &Arc<Self>,
+        peer: &str,
+        request: PeerRequest,
+    ) -> Result<PeerReply, PeerError> {
+        match request {
+            PeerRequest::Attach(request) => self.attach(peer, request),
+            PeerRequest::Write { pair, offset, data } => {
+                self.apply_write(&pair, offset, &data).await
+            }
+            PeerRequest::Update {
+                pair,
+                state,
+                settings,
+            } => {
+                let meta = self.peer_pair(peer, &pair)?;
+                if let Some(settings) = settings {
+                    self.adopt_settings(&pair, settings);
+                }
+                if let Some(state) = state {
+                    // Check before clearing anything: the table may refuse.
+                    transition(&pair, meta.state, state)?;
+                    if state == PairState::Copy && meta.role == Role::Svol {
+                        // The PVOL merged this side's bitmap: it copies those blocks now.
+                        self.work(&pair)?
+                            .rt
+                            .dirty()
+                            .clear_all()
+                            .map_err(|e| PeerError::Disk { detail: chain(&e) })?;
+                    }
+                    let why = format!("state set by site '{peer}'");
+                    self.set_state(&pair, ANY_STATE, state, &why)?;
+                }
+                Ok(PeerReply::Done)
+            }
+            PeerRequest::TakeBitmap { pair } => {
+                self.peer_pair(peer, &pair)?;
+                let bits = self.work(&pair)?.rt.dirty().bits().to_vec();
+                Ok(PeerReply::Bitmap { bits })
+            }
+            PeerRequest::Split { pair } => {
+                self.peer_pair(peer, &pair)?;
+                self.split_here(&pair).await?;
+                Ok(PeerReply::Done)
+            }
+            PeerRequest::Resync { pair } => {
+                self.peer_pair(peer, &pair)?;
+                self.resync_here(&pair).await?;
+                Ok(PeerReply::Done)
+            }
+            PeerRequest::Takeover { pair } => {
+                self.peer_pair(peer, &pair)?;
+                if let Ok(w) = self.work(&pair) {
+                    w.rt.queue().clear();
+                }
+                self.split_by_peer(
+                    &pair,
+                    &format!("site '{peer}' took the pair over (SSWS there)"),
+                );
+                Ok(PeerReply::Done)
+            }
+            PeerRequest::Reverse { pair } => {
+                let meta = self.peer_pair(peer, &pair)?;
+                if meta.role != Role::Pvol {
+                    return Err(refusal(format!(
+                        "pair '{pair}' is not a PVOL at site '{}'; nothing to reverse",
+                        self.name
+                    )));
+                }
+                let w = self.work(&pair)?;
+                let _order = w.volume.order.lock().await;
+                w.rt.queue().clear();
+                let bits = {
+                    let mut d = w.rt.dirty();
+                    let bits = d.bits().to_vec();
+                    d.clear_all()
+                        .map_err(|e| PeerError::Disk { detail: chain(&e) })?;
+                    bits
+                };
+                self.swap_roles(&pair, Role::Svol)?;
+                tracing::warn!(pair = %pair, "roles reversed by site '{peer}': this site's volume is the SVOL now (read-only, COPY)");
+                Ok(PeerReply::Bitmap { bits })
+            }
+            PeerRequest::Detach { pair } => {
+                if self.peer_pair(peer, &pair).is_ok() {
+                    self.remove_pair(&pair);
+                    tracing::info!(pair = %pair, peer, "pair dissolved by the peer site");
+                }
+                Ok(PeerReply::Done)
+            }
+        }
+    }
+
+    /// Attaches (or re-attaches) an SVOL for a pair whose PVOL is at `peer`.
+    fn attach(&self, peer: &str, request: Attach) -> Result<PeerReply, PeerError> {
+        let Attach {
+            pair,
+            pvol,
+            svol,
+            size,
+            kind,
+            settings,
+        } = request;
+        let previous = {
+            let inner = self.inner();
+            if let Some(p) = inner.pairs.get(&pair) {
+                let same = p.meta.role == Role::Svol
+                    && p.meta.peer == peer
+                    && p.meta.pvol == pvol
+                    && p.meta.svol == svol;
+                if !same {
+                    return Err(refusal(format!("pair '{pair}' already exists at site '{}' with other volumes or roles; delete it there or choose another pair name", self.name)));
+                }
+                Some(p.meta.state)
+            } else {
+                let v = inner.volumes.get(&svol).ok_or_else(|| {
+                    refusal(format!("no volume '{svol}' at site '{}'; create it there first with `hbctl volume create {svol} --size {size}`", self.name))
+                })?;
+                if v.size != size {
+                    return Err(refusal(format!(
+                        "volume '{svol}' at site '{}' is {} bytes but the PVOL '{pvol}' is {size}; an SVOL must have exactly the PVOL's size",
+                        self.name, v.size
+                    )));
+                }
+                if let Some((other, p)) = inner.pair_of_volume(&svol) {
+                    return Err(refusal(format!(
+                        "at site '{}': {}",
+                        self.name,
+                        paired_error(&svol, other, p.meta.kind, kind)
+                    )));
+                }
+                None
+            }
+        };
+        if let Some(previous) = previous {
+            // A re-attach: the PVOL's settings win; the state stays until the PVOL says otherwise.
+            self.update(&pair, |m| m.settings = settings);
+            return Ok(PeerReply::Attached { previous });
+        }
+        let path = bitmap_path(&self.data_dir, &pair);
+        let _ = std::fs::remove_file(&path);
+        let dirty =
+            DirtyMap::open(&path, size).map_err(|e| PeerError::Disk { detail: chain(&e) })?;
+        let meta = PairMeta {
+            role: Role::Svol,
+            state: transition(&pair, PairState::Smpl, PairState::Copy)?,
+            kind,
+            settings,
+            peer: peer.into(),
+            pvol,
+            svol,
+        };
+        self.inner().pairs.insert(
+            pair.clone(),
+            Pair {
+                meta,
+                size,
+                rt: Arc::new(PairRt::new(dirty)),
+            },
+        );
+        self.save()
+            .map_err(|e| PeerError::Disk { detail: chain(&e) })?;
+        tracing::info!(pair = %pair, peer, "attached as SVOL");
+        Ok(PeerReply::Attached {
+            previous: PairState::Smpl,
+        })
+    }
+
+    /// This site's record of `pair`, if it is paired with `peer`.
+    fn peer_pair(&self, peer: &str, pair: &str) -> Result<PairMeta, PeerError> {
+        self.meta_of(pair)
+            .filter(|m| m.peer == peer)
+            .ok_or_else(|| PeerError::NoSuchPair { pair: pair.into() })
+    }
+
+    /// After the link to `peer` comes up: re-attach its PVOL pairs and decide
+    /// for each whether it stays in sync, resyncs, or waits for a person.
+    async fn reattach(self: &Arc<Self>, peer: &str) {
+        let pairs: Vec<(String, PairMeta, u64)> = self
+            .inner()
+            .pairs
+            .iter()
+            .filter(|(_, p)| p.meta.peer == peer && p.meta.role == Role::Pvol)
+            .map(|(n, p)| (n.clone(), p.meta.clone(), p.size))
+            .collect();
+        let Ok(link) = self.link.peer(peer) else {
+            return;
+        };
+        for (name, meta, size) in pairs {
+            let previous = match link
+                .call(
+                    PeerRequest::Attach(attach_request(&name, &meta, size)),
+                    self.link.timeout(),
+                )
+                .await
+            {
+                Ok(PeerReply::Attached { previous }) => previous,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(pair = %name, "re-attach at '{peer}' failed: {}", chain(&e));
+                    continue;
+                }
+            };
+            let Ok(w) = self.work(&name) else { continue };
+            let dirty = w.rt.dirty().dirty_blocks();
+            match (previous, w.meta.state) {
+                (PairState::Ssws, _) => {
+                    self.split_by_peer(&name, "the peer took the pair over (SSWS)");
+                    tracing::warn!(pair = %name, "site '{peer}' took this pair over (SSWS): fail back with `hbctl pair resync {name} --reverse` there, or discard its changes with `hbctl pair resync {name}` here");
+                }
+                (PairState::Psus, _) | (_, PairState::Psus) => {
+                    self.split_by_peer(&name, "the pair is split (PSUS)");
+                    tracing::info!(pair = %name, "re-attached; split (PSUS): `hbctl pair resync {name}` joins it again");
+                }
+                (_, PairState::Pair) if dirty == 0 => match link
+                    .call(
+                        PeerRequest::Update {
+                            pair: name.clone(),
+                            state: Some(PairState::Pair),
+                            settings: None,
+                        },
+                        self.link.timeout(),
+                    )
+                    .await
+                {
+                    Ok(_) => tracing::info!(pair = %name, "re-attached; still in sync (PAIR)"),
+                    Err(e) => self.suspend(&name, &chain(&e)),
+                },
+                (_, PairState::Psue) if !w.meta.settings.auto_resync => {
+                    tracing::info!(pair = %name, "re-attached; suspended (PSUE) with {} to copy: `hbctl pair resync {name}` (auto-resync is off)", Bytes(dirty * BLOCK));
+                }
+                _ => {
+                    tracing::info!(pair = %name, "re-attached; resyncing {} (auto-resync)", Bytes(dirty * BLOCK));
+                    if let Err(e) = self.resync_here(&name).await {
+                        tracing::warn!(pair = %name, "resync failed: {}", chain(&e));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Shipping: putting a PVOL's writes on the link, settling the peer's
+//! acknowledgements (which clear dirty bits), and suspending a pair when
+//! they cannot reach the SVOL.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use hbcore::link::{PeerError, PeerRequest};
+use hbcore::report::chain;
+use hbcore::vocab::{PairState, Role};
+
+use super::error::refused;
+use super::{Site, SiteError, Work};
+use crate::bitmap::BLOCK;
+use crate::link::{LinkError, Pending};
+use crate::meta::PairMeta;
+use crate::pair::PairRt;
+
+/// Blocks per Write frame of a copy (1 MiB).
+const COPY_RUN_BLOCKS: u64 = 256;
+/// Write frames of a copy or of the adaptive shipper in flight at once.
+pub(super) const SHIP_WINDOW: usize = 8;
+
+/// A run of blocks on the wire, with the sequences it carries.
+struct Shipped {
+    pending: Pending,
+    first: u64,
+    bytes: u64,
+    seqs: Vec<u64>,
+}
+
+impl Site {
+    /// Ships one write to the peer.
+    async fn ship(
+        &self,
+        meta: &PairMeta,
+        pair: &str,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<Pending, LinkError> {
+        let request = PeerRequest::Write {
+            pair: pair.into(),
+            offset,
+            data,
+        };
+        self.link.peer(&meta.peer)?.send(request).await
+    }
+
+    /// Ships a host write; counts it in flight until settled.
+    pub(super) async fn ship_host_write(
+        &self,
+        meta: &PairMeta,
+        rt: &PairRt,
+        pair: &str,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<Pending, LinkError> {
+        let pending = self.ship(meta, pair, offset, data).await?;
+        rt.shipped();
+        Ok(pending)
+    }
+
+    /// Semi-sync: waits until the one unacknowledged write is settled.
+    pub(super) async fn settle_semi(rt: &PairRt) {
+        let mut slot = rt.semi.lock().await;
+        if let Some(previous) = slot.take() {
+            let _ = previous.await;
+        }
+    }
+
+    /// Ships every dirty block of a PVOL, read back from the volume, until the
+    /// bitmap is clean; `locked` if the caller holds the volume's order lock.
+    /// Returns the bytes shipped.
+    pub(super) async fn ship_dirty(
+        &self,
+        name: &str,
+        w: &Work,
+        locked: bool,
+    ) -> Result<u64, SiteError> {
+        let timeout = self.link.timeout();
+        let mut window: VecDeque<Shipped> = VecDeque::new();
+        let mut shipped = 0u64;
+        let mut from = 0u64;
+        loop {
+            let runs = w.rt.dirty().runs(from, COPY_RUN_BLOCKS, 64);
+            if runs.is_empty() {
+                while let Some(next) = window.pop_front() {
+                    self.acked(w, next, timeout).await?;
+                }
+                if w.rt.dirty().dirty_blocks() == 0 || from == 0 {
+                    return Ok(shipped);
+                }
+                from = 0; // another pass: blocks dirtied behind us
+                continue;
+            }
+            for run in runs {
+                if !self.meta_of(name).is_some_and(|m| {
+                    m.role == Role::Pvol
+                        && matches!(m.state, PairState::Pair | PairState::Copy | PairState::Psue)
+                }) {
+                    return Err(refused(format!("pair '{name}' left the copy")));
+                }
+                let offset = run.first * BLOCK;
+                let len = (run.len * BLOCK).min(w.volume.size - offset) as usize;
+                let pending = {
+                    // Read and queue under the volume's order lock: a host write
+                    // to this range lands either in this chunk or after it on the wire.
+                    let _order = if locked {
+                        None
+                    } else {
+                        Some(w.volume.order.lock().await)
+                    };
+                    let data = w.volume.read(&self.io, offset, len).await?;
+                    let seqs = w.rt.dirty().seqs(run.first, run.len);
+                    Shipped {
+                        pending: self.ship(&w.meta, name, offset, data).await?,
+                        first: run.first,
+                        bytes: len as u64,
+                        seqs,
+                    }
+                };
+                window.push_back(pending);
+                shipped += len as u64;
+                if window.len() >= SHIP_WINDOW {
+                    if let Some(next) = window.pop_front() {
+                        self.acked(w, next, timeout).await?;
+                    }
+                }
+                from = run.first + run.len;
+            }
+        }
+    }
+
+    /// Waits for a shipped run and clears the bits it carried.
+    async fn acked(&self, w: &Work, shipped: Shipped, timeout: Duration) -> Result<(), SiteError> {
+        shipped.pending.wait(timeout).await?;
+        w.rt.dirty().acked(shipped.first, &shipped.seqs);
+        w.rt.copied(shipped.bytes);
+        Ok(())
+    }
+
+    /// Suspends a mirrored pair (PAIR or COPY) after a replication failure.
+    pub(super) fn suspend(&self, pair: &str, why: &str) {
+        let mirrored = [PairState::Pair, PairState::Copy];
+        if let Err(e) = self.set_state(pair, &mirrored, PairState::Psue, why) {
+            tracing::error!("{}", chain(&e));
+        }
+    }
+
+    /// The peer split or took over the pair: PSUS here, changes tracked. A
+    /// pair still copying has no consistent SVOL to split off, so its copy
+    /// stops and it suspends (PSUE) instead, as the transition table says.
+    pub(super) fn split_by_peer(&self, pair: &str, why: &str) {
+        let split = [PairState::Pair, PairState::Psue];
+        let as_split = format!("{why}: split here too (PSUS), changes tracked");
+        match self.set_state(pair, &split, PairState::Psus, &as_split) {
+            Ok(true) => {}
+            // Split already (nothing to do), or copying.
+            Ok(false) => self.suspend(pair, &format!("{why}; the copy stopped")),
+            Err(e) => tracing::error!("{}", chain(&e)),
+        }
+    }
+
+    /// A host write did not reach the SVOL: the pair stops mirroring, in the
+    /// state the kind of failure calls for.
+    pub(super) fn replication_failed(&self, name: &str, meta: &PairMeta, e: &LinkError) {
+        match e {
+            // The SVOL was split or taken over at its site (this site is told
+            // separately): a person's decision, so PSUS rather than an error.
+            LinkError::Refused(
+                site,
+                PeerError::WrongState {
+                    state: state @ (PairState::Psus | PairState::Ssws),
+                    ..
+                },
+            ) => self.split_by_peer(name, &format!("the SVOL is {state} at site '{site}'")),
+            // The SVOL's disk failed: nothing to retry until someone repairs it there.
+            LinkError::Refused(site, PeerError::Disk { .. }) => {
+                let why = format!(
+                    "{}; repair the SVOL's volume at site '{site}', then `hbctl pair resync {name}`",
+                    chain(e)
+                );
+                tracing::error!(pair = name, "{why}");
+                self.suspend(name, &why);
+            }
+            // A link that timed out is dropped, so the dialer reconnects afresh.
+            LinkError::Timeout(..) => {
+                if let Ok(link) = self.link.peer(&meta.peer) {
+                    link.reset();
+                }
+                self.suspend(name, &chain(e));
+            }
+            _ => self.suspend(name, &chain(e)),
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! Two sites in one process, talking over a loopback link: no root, no FUSE,
+//! no mount. Each test waits for states by polling with a deadline.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hbcore::control::PairInfo;
+use hbcore::link::{PeerError, PeerRequest};
+use hbcore::vocab::{Kind, Mode, PairState};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::peer::SiteHandler;
+use super::{Site, SiteError, ANY_STATE};
+use crate::bitmap::BLOCK;
+use crate::config::{Config, LinkConfig, PeerConfig};
+use crate::io::IoEngine;
+use crate::link::{Link, LinkError};
+
+/// Longest any test waits for a state.
+const DEADLINE: Duration = Duration::from_secs(20);
+/// The volumes' size: 64 blocks.
+const SIZE: u64 = 256 << 10;
+
+/// One site of the pair of test sites, stopped when dropped.
+struct TestSite {
+    site: Arc<Site>,
+    link: Arc<Link>,
+    stop: CancellationToken,
+    _dir: TempDir,
+}
+
+impl Drop for TestSite {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl TestSite {
+    /// `site`'s config in `dir`, its link listening on `listen`, its one peer at `peer_address`.
+    fn config(
+        site: &str,
+        dir: &Path,
+        listen: std::net::SocketAddr,
+        peer: &str,
+        peer_address: String,
+    ) -> Config {
+        let psk_file = dir.join("psk");
+        std::fs::write(&psk_file, "an in-process test key, 32 bytes").expect("write psk");
+        Config {
+            site: site.into(),
+            data_dir: dir.join("data"),
+            control_socket: dir.join("control.sock"),
+            mount: None,
+            link: LinkConfig {
+                listen,
+                psk_file,
+                timeout_ms: 2000,
+            },
+            peers: vec![PeerConfig {
+                site: peer.into(),
+                address: peer_address,
+            }],
+        }
+    }
+
+    /// Wires a site as `daemon::run` does, without the control socket and the mount.
+    fn start(config: &Config, listener: TcpListener, dir: TempDir) -> TestSite {
+        let key = config.link_key().expect("psk");
+        std::fs::create_dir_all(&config.data_dir).expect("data_dir");
+        let link = Arc::new(Link::new(config, key));
+        let stop = CancellationToken::new();
+        let site = Site::open(config, IoEngine::start(), Arc::clone(&link), stop.clone());
+        let site = Arc::new(site.expect("open the site"));
+        link.start(
+            listener,
+            Arc::new(SiteHandler(Arc::clone(&site))),
+            stop.clone(),
+        );
+        site.start();
+        TestSite {
+            site,
+            link,
+            stop,
+            _dir: dir,
+        }
+    }
+
+    fn pair(&self, name: &str) -> PairInfo {
+        let mut pairs = self.site.pair_status(Some(name)).expect("pair status");
+        pairs.pop().expect("one pair")
+    }
+
+    /// Waits until the pair's status satisfies `ok`; panics with the last status at the deadline.
+    async fn wait(&self, name: &str, what: &str, ok: impl Fn(&PairInfo) -> bool) -> PairInfo {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let info = self.pair(name);
+            if ok(&info) {
+                return info;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {what} within {DEADLINE:?}: {info:?}",
+                self.site.name()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn wait_state(&self, name: &str, state: PairState) -> PairInfo {
+        self.wait(name, &state.to_string(), |p| p.state == state)
+            .await
+    }
+
+    async fn wait_link(&self, up: bool) {
+        let peer = Arc::clone(self.link.peer(self.other()).expect("peer"));
+        let deadline = Instant::now() + DEADLINE;
+        while peer.is_up() != up {
+            assert!(
+                Instant::now() < deadline,
+                "the link is not {}",
+                if up { "up" } else { "down" }
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn other(&self) -> &str {
+        if self.site.name() == "prod" {
+            "standby"
+        } else {
+            "prod"
+        }
+    }
+
+    async fn read(&self, volume: &str, offset: u64, len: usize) -> Vec<u8> {
+        self.site
+            .host_read(volume, offset, len)
+            .await
+            .expect("host read")
+    }
+}
+
+/// A production site and a standby site linked over loopback, each with a volume `v`.
+async fn two_sites() -> (TestSite, TestSite) {
+    let prod_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let standby_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let prod_addr = prod_listener.local_addr().expect("address");
+    let standby_addr = standby_listener.local_addr().expect("address");
+    let (prod_dir, standby_dir) = (
+        TempDir::new().expect("tempdir"),
+        TempDir::new().expect("tempdir"),
+    );
+    let prod_config = TestSite::config(
+        "prod",
+        prod_dir.path(),
+        prod_addr,
+        "standby",
+        standby_addr.to_string(),
+    );
+    let standby_config = TestSite::config(
+        "standby",
+        standby_dir.path(),
+        standby_addr,
+        "prod",
+        prod_addr.to_string(),
+    );
+    let prod = TestSite::start(&prod_config, prod_listener, prod_dir);
+    let standby = TestSite::start(&standby_config, standby_listener, standby_dir);
+    for site in [&prod, &standby] {
+        site.site
+            .volume_create("v", Some(SIZE), None)
+            .expect("volume create");
+    }
+    prod.wait_link(true).await;
+    standby.wait_link(true).await;
+    (prod, standby)
+}
+
+/// Pairs `v` at prod with `v` at standby as data pair `p`, and waits for PAIR at both.
+async fn paired(prod: &TestSite, standby: &TestSite, mode: Mode) {
+    prod.site
+        .pair_create(
+            "p",
+            "v",
+            "standby",
+            None,
+            Kind::Data,
+            mode,
+            None,
+            None,
+            None,
+        )
+        .await
+        .expect("pair create");
+    prod.wait_state("p", PairState::Pair).await;
+    standby.wait_state("p", PairState::Pair).await;
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pair_create_copies_the_pvol_then_pairs() {
+    let (prod, standby) = two_sites().await;
+    let before = pattern(SIZE as usize, 1);
+    prod.site
+        .host_write("v", 0, &before)
+        .await
+        .expect("unpaired write");
+    prod.site
+        .pair_create(
+            "p",
+            "v",
+            "standby",
+            None,
+            Kind::Data,
+            Mode::Sync,
+            None,
+            None,
+            None,
+        )
+        .await
+        .expect("pair create");
+    let p = prod.wait_state("p", PairState::Pair).await;
+    standby.wait_state("p", PairState::Pair).await;
+    assert_eq!(
+        p.copy.copied_bytes, SIZE,
+        "the initial copy moves the whole volume"
+    );
+    assert_eq!(p.pending_bytes, 0);
+    assert_eq!(standby.read("v", 0, SIZE as usize).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_write_is_on_the_svol_when_it_returns() {
+    let (prod, standby) = two_sites().await;
+    paired(&prod, &standby, Mode::Sync).await;
+    for (i, offset) in [0u64, 4096, 5000, SIZE - 100].into_iter().enumerate() {
+        let data = pattern(100, i as u8);
+        prod.site
+            .host_write("v", offset, &data)
+            .await
+            .expect("write");
+        assert_eq!(
+            standby.read("v", offset, 100).await,
+            data,
+            "offset {offset}"
+        );
+    }
+    assert_eq!(prod.pair("p").pending_bytes, 0);
+    // The SVOL is read-only to hosts while mirrored.
+    let e = standby
+        .site
+        .host_write("v", 0, b"no")
+        .await
+        .expect_err("SVOL write");
+    assert!(matches!(e, SiteError::ReadOnly { .. }), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semi_sync_and_adaptive_writes_ship_and_settle() {
+    let (prod, standby) = two_sites().await;
+    paired(&prod, &standby, Mode::SemiSync).await;
+    let first = pattern(3 * BLOCK as usize, 3);
+    for (i, block) in first.chunks(BLOCK as usize).enumerate() {
+        prod.site
+            .host_write("v", i as u64 * BLOCK, block)
+            .await
+            .expect("write");
+    }
+    let settled = |p: &PairInfo| p.pending_bytes == 0 && p.queued_bytes == 0;
+    let p = prod.wait("p", "zero lag", settled).await;
+    assert!(
+        p.max_in_flight <= 1,
+        "semi-sync keeps one write in flight: {p:?}"
+    );
+    assert_eq!(standby.read("v", 0, first.len()).await, first);
+
+    prod.site
+        .pair_set("p", Some(Mode::Adaptive), None, None, None)
+        .await
+        .expect("pair set");
+    assert_eq!(standby.pair("p").mode, Mode::Adaptive, "the peer follows");
+    let second = pattern(16 * BLOCK as usize, 4);
+    for (i, block) in second.chunks(BLOCK as usize).enumerate() {
+        prod.site
+            .host_write("v", (8 + i as u64) * BLOCK, block)
+            .await
+            .expect("write");
+    }
+    prod.wait("p", "zero lag", settled).await;
+    assert_eq!(standby.read("v", 8 * BLOCK, second.len()).await, second);
+    assert_eq!(prod.pair("p").state, PairState::Pair);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_link_suspends_and_resync_copies_exactly_the_dirty_blocks() {
+    let (prod, standby) = two_sites().await;
+    paired(&prod, &standby, Mode::Sync).await;
+    // Drop the session: both sides suspend; the dialer reconnects, and a data
+    // pair (no auto-resync) waits for a person.
+    prod.link.peer("standby").expect("peer").reset();
+    prod.wait_state("p", PairState::Psue).await;
+    standby.wait_state("p", PairState::Psue).await;
+    let data = pattern(100, 5);
+    prod.site
+        .host_write("v", 10 * BLOCK + 7, &data)
+        .await
+        .expect("write while suspended");
+    assert_eq!(
+        prod.pair("p").pending_bytes,
+        BLOCK,
+        "the written block is tracked"
+    );
+    prod.site
+        .host_write("v", 20 * BLOCK, &pattern(2 * BLOCK as usize, 6))
+        .await
+        .expect("write");
+    assert_eq!(prod.pair("p").pending_bytes, 3 * BLOCK);
+    assert_ne!(standby.read("v", 10 * BLOCK + 7, 100).await, data);
+
+    prod.wait_link(true).await;
+    prod.wait("p", "re-attach", |p| p.link_up).await;
+    let said = prod.site.pair_resync("p", false).await.expect("resync");
+    assert!(said.contains("COPY"), "{said}");
+    let p = prod.wait_state("p", PairState::Pair).await;
+    standby.wait_state("p", PairState::Pair).await;
+    assert_eq!(
+        p.copy.copied_bytes,
+        3 * BLOCK,
+        "exactly the dirty blocks move"
+    );
+    assert_eq!(p.pending_bytes, 0);
+    assert_eq!(standby.read("v", 10 * BLOCK + 7, 100).await, data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_peer_suspends_the_pair_and_counts_the_write() {
+    let (prod, standby) = two_sites().await;
+    paired(&prod, &standby, Mode::Sync).await;
+    standby.stop.cancel();
+    prod.wait_state("p", PairState::Psue).await;
+    prod.site
+        .host_write("v", 0, b"after the peer stopped")
+        .await
+        .expect("write");
+    assert_eq!(prod.pair("p").pending_bytes, BLOCK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_illegal_transition_is_a_typed_error() {
+    let (prod, standby) = two_sites().await;
+    paired(&prod, &standby, Mode::Sync).await;
+    standby.site.pair_takeover("p").await.expect("takeover");
+    assert_eq!(standby.pair("p").state, PairState::Ssws);
+    prod.wait_state("p", PairState::Psus).await;
+
+    // Asked over the link: SSWS cannot go to PAIR, and the answer says so by kind.
+    let asked = prod
+        .link
+        .peer("standby")
+        .expect("peer")
+        .call(
+            PeerRequest::Update {
+                pair: "p".into(),
+                state: Some(PairState::Pair),
+                settings: None,
+            },
+            Duration::from_secs(5),
+        )
+        .await;
+    match asked {
+        Err(LinkError::Refused(site, PeerError::WrongState { pair, state, .. })) => {
+            assert_eq!(
+                (site.as_str(), pair.as_str(), state),
+                ("standby", "p", PairState::Ssws)
+            );
+        }
+        other => panic!("expected a WrongState refusal, got {other:?}"),
+    }
+    assert_eq!(
+        standby.pair("p").state,
+        PairState::Ssws,
+        "the refused change left the pair"
+    );
+
+    // A pair the peer does not have is a kind of its own.
+    let asked = prod
+        .link
+        .peer("standby")
+        .expect("peer")
+        .call(
+            PeerRequest::TakeBitmap {
+                pair: "nosuch".into(),
+            },
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(
+        matches!(asked, Err(LinkError::Refused(_, PeerError::NoSuchPair { ref pair })) if pair == "nosuch"),
+        "{asked:?}"
+    );
+
+    // Locally: the registry refuses it too, naming the pair and both states.
+    let e = standby
+        .site
+        .set_state("p", ANY_STATE, PairState::Pair, "test")
+        .expect_err("SSWS -> PAIR");
+    assert!(
+        matches!(e, SiteError::IllegalTransition { from: PairState::Ssws, to: PairState::Pair, ref pair } if pair == "p"),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("'p'") && text.contains("SSWS") && text.contains("PAIR"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_from_the_peer_reads_as_one_chain() {
+    let (prod, standby) = two_sites().await;
+    standby.site.volume_delete("v").expect("volume delete");
+    let e = prod
+        .site
+        .pair_create(
+            "p",
+            "v",
+            "standby",
+            None,
+            Kind::Data,
+            Mode::Sync,
+            None,
+            None,
+            None,
+        )
+        .await
+        .expect_err("no SVOL");
+    assert!(
+        matches!(
+            e,
+            SiteError::Link(LinkError::Refused(_, PeerError::Refused { .. }))
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        hbcore::report::chain(&e),
+        format!("site 'standby' refused: no volume 'v' at site 'standby'; create it there first with `hbctl volume create v --size {SIZE}`")
+    );
+}
