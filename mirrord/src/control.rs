@@ -35,24 +35,8 @@ async fn dispatch(site: &Arc<Site>, request: Request) -> Result<Reply, SiteError
         Request::VolumeCreate(r) => Reply::Done(site.volume_create(&r.name, r.size, r.path)?),
         Request::VolumeList => Reply::Volumes(site.volume_list()),
         Request::VolumeDelete(r) => Reply::Done(site.volume_delete(&r.name)?),
-        Request::PairCreate(r) => Reply::Done(
-            site.pair_create(
-                &r.name,
-                &r.pvol,
-                &r.peer,
-                r.svol.as_deref(),
-                r.kind,
-                r.mode,
-                r.fence,
-                r.skew,
-                r.auto_resync,
-            )
-            .await?,
-        ),
-        Request::PairSet(r) => Reply::Done(
-            site.pair_set(&r.name, r.mode, r.fence, r.skew, r.auto_resync)
-                .await?,
-        ),
+        Request::PairCreate(r) => Reply::Done(site.pair_create(&r).await?),
+        Request::PairSet(r) => Reply::Done(site.pair_set(&r).await?),
         Request::PairStatus(r) => Reply::Pairs(site.pair_status(r.name.as_deref())?),
         Request::PairSplit(r) => Reply::Done(site.pair_split(&r.name, r.force).await?),
         Request::PairResync(r) => Reply::Done(site.pair_resync(&r.name, r.reverse).await?),

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use hbcore::control::PairInfo;
+use hbcore::control::{PairCreate, PairInfo, PairSet};
 use hbcore::link::{Attach, PeerReply, PeerRequest};
 use hbcore::report::chain;
 use hbcore::size::Bytes;
@@ -19,20 +19,23 @@ use crate::meta::PairMeta;
 use crate::pair::PairRt;
 
 impl Site {
-    /// Creates a pair with local PVOL `pvol` and SVOL `svol` at `peer`, and starts the initial copy.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn pair_create(
-        self: &Arc<Self>,
-        name: &str,
-        pvol: &str,
-        peer: &str,
-        svol: Option<&str>,
-        kind: Kind,
-        mode: Mode,
-        fence: Option<Fence>,
-        skew: Option<u64>,
-        auto_resync: Option<bool>,
-    ) -> Result<String, SiteError> {
+    /// Creates a pair with a local PVOL and an SVOL at a peer site, and starts the initial copy.
+    pub async fn pair_create(self: &Arc<Self>, request: &PairCreate) -> Result<String, SiteError> {
+        let PairCreate {
+            name,
+            pvol,
+            peer,
+            svol,
+            kind,
+            mode,
+            fence,
+            skew,
+            auto_resync,
+        } = request;
+        let (name, pvol, peer, kind, mode) =
+            (name.as_str(), pvol.as_str(), peer.as_str(), *kind, *mode);
+        let (fence, skew, auto_resync) = (*fence, *skew, *auto_resync);
+        let svol = svol.as_deref();
         check_name("pair", name).map_err(SiteError::BadName)?;
         let settings = PairSettings {
             mode,
@@ -103,14 +106,15 @@ impl Site {
     }
 
     /// Changes settings of a live pair, here and (if reachable) at the peer.
-    pub async fn pair_set(
-        self: &Arc<Self>,
-        name: &str,
-        mode: Option<Mode>,
-        fence: Option<Fence>,
-        skew: Option<u64>,
-        auto_resync: Option<bool>,
-    ) -> Result<String, SiteError> {
+    pub async fn pair_set(self: &Arc<Self>, request: &PairSet) -> Result<String, SiteError> {
+        let PairSet {
+            name,
+            mode,
+            fence,
+            skew,
+            auto_resync,
+        } = request;
+        let name = name.as_str();
         let before = self.work(name)?;
         let mut settings = before.meta.settings;
         settings.mode = mode.unwrap_or(settings.mode);

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hbcore::control::PairInfo;
+use hbcore::control::{PairCreate, PairInfo, PairSet};
 use hbcore::link::{PeerError, PeerRequest};
 use hbcore::vocab::{Kind, Mode, PairState};
 use tempfile::TempDir;
@@ -180,20 +180,25 @@ async fn two_sites() -> (TestSite, TestSite) {
     (prod, standby)
 }
 
+/// The request that pairs volume `v` at prod with `v` at standby as `name`.
+fn create(name: &str, kind: Kind, mode: Mode) -> PairCreate {
+    PairCreate {
+        name: name.into(),
+        pvol: "v".into(),
+        peer: "standby".into(),
+        svol: None,
+        kind,
+        mode,
+        fence: None,
+        skew: None,
+        auto_resync: None,
+    }
+}
+
 /// Pairs `v` at prod with `v` at standby as data pair `p`, and waits for PAIR at both.
 async fn paired(prod: &TestSite, standby: &TestSite, mode: Mode) {
     prod.site
-        .pair_create(
-            "p",
-            "v",
-            "standby",
-            None,
-            Kind::Data,
-            mode,
-            None,
-            None,
-            None,
-        )
+        .pair_create(&create("p", Kind::Data, mode))
         .await
         .expect("pair create");
     prod.wait_state("p", PairState::Pair).await;
@@ -215,17 +220,7 @@ async fn pair_create_copies_the_pvol_then_pairs() {
         .await
         .expect("unpaired write");
     prod.site
-        .pair_create(
-            "p",
-            "v",
-            "standby",
-            None,
-            Kind::Data,
-            Mode::Sync,
-            None,
-            None,
-            None,
-        )
+        .pair_create(&create("p", Kind::Data, Mode::Sync))
         .await
         .expect("pair create");
     let p = prod.wait_state("p", PairState::Pair).await;
@@ -284,7 +279,13 @@ async fn semi_sync_and_adaptive_writes_ship_and_settle() {
     assert_eq!(standby.read("v", 0, first.len()).await, first);
 
     prod.site
-        .pair_set("p", Some(Mode::Adaptive), None, None, None)
+        .pair_set(&PairSet {
+            name: "p".into(),
+            mode: Some(Mode::Adaptive),
+            fence: None,
+            skew: None,
+            auto_resync: None,
+        })
         .await
         .expect("pair set");
     assert_eq!(standby.pair("p").mode, Mode::Adaptive, "the peer follows");
@@ -430,17 +431,7 @@ async fn a_refusal_from_the_peer_reads_as_one_chain() {
     standby.site.volume_delete("v").expect("volume delete");
     let e = prod
         .site
-        .pair_create(
-            "p",
-            "v",
-            "standby",
-            None,
-            Kind::Data,
-            Mode::Sync,
-            None,
-            None,
-            None,
-        )
+        .pair_create(&create("p", Kind::Data, Mode::Sync))
         .await
         .expect_err("no SVOL");
     assert!(
