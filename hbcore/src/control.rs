@@ -63,10 +63,16 @@ pub struct VolumeCreate {
     #[serde(default)]
     pub size: Option<u64>,
     /// Backing file to create, or an existing block device such as /dev/loop0.
-    /// Default: <data_dir>/volumes/NAME.vol.
+    /// Default: <data_dir>/volumes/NAME.vol. Its directory must exist.
     #[arg(long)]
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// Reserve no space now (a sparse file): creation is instant and takes no
+    /// room, but a host write may later fail with ENOSPC when the filesystem
+    /// fills. By default the whole size is reserved at creation.
+    #[arg(long)]
+    #[serde(default)]
+    pub sparse: bool,
 }
 
 /// Forget a volume (refused while it is paired); its backing file is kept.

@@ -32,7 +32,7 @@ pub async fn serve(
 
 async fn dispatch(site: &Arc<Site>, request: Request) -> Result<Reply, SiteError> {
     Ok(match request {
-        Request::VolumeCreate(r) => Reply::Done(site.volume_create(&r.name, r.size, r.path)?),
+        Request::VolumeCreate(r) => Reply::Done(site.volume_create(&r)?),
         Request::VolumeList => Reply::Volumes(site.volume_list()),
         Request::VolumeDelete(r) => Reply::Done(site.volume_delete(&r.name)?),
         Request::PairCreate(r) => Reply::Done(site.pair_create(&r).await?),

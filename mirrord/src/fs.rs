@@ -23,6 +23,9 @@ impl SiteFiles {
     }
 }
 
+/// What the host sees of a failed operation. A disk error the host can act
+/// on (a full or read-only backing store, a file too large, an I/O error)
+/// reaches it as itself; anything else is EIO, and the log says what it was.
 fn errno(e: SiteError) -> Errno {
     match e {
         SiteError::ReadOnly { .. } => Errno::EROFS,
@@ -34,9 +37,28 @@ fn errno(e: SiteError) -> Errno {
         }
         other => {
             tracing::error!("host I/O failed: {}", chain(&other));
-            Errno::EIO
+            os_error(&other).unwrap_or(Errno::EIO)
         }
     }
+}
+
+/// The OS error behind `e`, if it is one a host can act on.
+fn os_error(e: &(dyn std::error::Error + 'static)) -> Option<Errno> {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return match io.raw_os_error()? {
+                libc::ENOSPC => Some(Errno::ENOSPC),
+                libc::EDQUOT => Some(Errno::EDQUOT),
+                libc::EROFS => Some(Errno::EROFS),
+                libc::EFBIG => Some(Errno::EFBIG),
+                libc::EIO => Some(Errno::EIO),
+                _ => None,
+            };
+        }
+        cause = c.source();
+    }
+    None
 }
 
 impl Volumes for SiteFiles {

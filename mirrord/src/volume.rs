@@ -13,6 +13,38 @@ use hbcore::vocab::Backing;
 
 use crate::io::{AlignedBuf, IoEngine, ALIGN};
 
+/// Space on the filesystem that would hold a new volume file.
+struct Space {
+    /// Bytes an unprivileged writer may still use.
+    available: u64,
+    /// The filesystem's size.
+    total: u64,
+}
+
+fn free_space(dir: &Path) -> io::Result<Space> {
+    let s = nix::sys::statvfs::statvfs(dir).map_err(io::Error::from)?;
+    let block = s.fragment_size() as u64;
+    Ok(Space {
+        available: (s.blocks_available() as u64).saturating_mul(block),
+        total: (s.blocks() as u64).saturating_mul(block),
+    })
+}
+
+/// Reserves `size` bytes for `file` (blocks allocated, reads as zeros).
+fn reserve(file: &File, size: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(size).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: the descriptor is open for writing and owned by `file` for the
+    // whole call; posix_fallocate reads no memory of ours.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        // posix_fallocate returns the error number instead of setting errno.
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
 /// A volume operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
@@ -33,6 +65,28 @@ pub enum VolumeError {
         path: PathBuf,
         /// OS error.
         source: io::Error,
+    },
+    /// The directory for the backing file does not exist.
+    #[error("cannot create volume '{name}': directory {dir} does not exist; create it first (mirrord does not create directories it was not asked to)")]
+    NoDirectory {
+        /// Volume.
+        name: String,
+        /// Missing directory.
+        dir: PathBuf,
+    },
+    /// The filesystem cannot hold a volume that large.
+    #[error("cannot create volume '{name}' of {size} bytes: the filesystem of {dir} has room for {room} bytes{}", if *.sparse { " in all (a sparse file may not exceed the filesystem)" } else { "; choose a smaller --size, another --path, or --sparse to reserve nothing now (writes may then fail with ENOSPC)" })]
+    NoRoom {
+        /// Volume.
+        name: String,
+        /// Directory of the backing file.
+        dir: PathBuf,
+        /// Size asked for.
+        size: u64,
+        /// Bytes available (or in all, for a sparse file).
+        room: u64,
+        /// Whether a sparse file was asked for.
+        sparse: bool,
     },
     /// The path is neither a regular file nor a block device.
     #[error("volume '{name}': {path} is neither a regular file nor a block device")]
@@ -109,8 +163,16 @@ pub struct Volume {
 }
 
 impl Volume {
-    /// Creates a new backing file of `size` bytes.
-    pub fn create_file(name: &str, path: &Path, size: u64) -> Result<Volume, VolumeError> {
+    /// Creates a new backing file of `size` bytes in an existing directory.
+    /// Unless `sparse`, the space is reserved now (posix_fallocate), so a
+    /// full filesystem shows here and not at some later host write. A
+    /// failure leaves nothing behind.
+    pub fn create_file(
+        name: &str,
+        path: &Path,
+        size: u64,
+        sparse: bool,
+    ) -> Result<Volume, VolumeError> {
         if size == 0 || size % ALIGN as u64 != 0 {
             return Err(VolumeError::BadSize {
                 name: name.into(),
@@ -122,8 +184,27 @@ impl Volume {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(open_err)?;
+        let dir = match path.parent() {
+            Some(d) if d.as_os_str().is_empty() => Path::new("."),
+            Some(d) => d,
+            None => Path::new("/"),
+        };
+        if !dir.is_dir() {
+            return Err(VolumeError::NoDirectory {
+                name: name.into(),
+                dir: dir.to_path_buf(),
+            });
+        }
+        let space = free_space(dir).map_err(open_err)?;
+        let room = if sparse { space.total } else { space.available };
+        if size > room || i64::try_from(size).is_err() {
+            return Err(VolumeError::NoRoom {
+                name: name.into(),
+                dir: dir.to_path_buf(),
+                size,
+                room,
+                sparse,
+            });
         }
         let file = OpenOptions::new()
             .write(true)
@@ -139,10 +220,24 @@ impl Volume {
                     open_err(e)
                 }
             })?;
-        file.set_len(size).map_err(open_err)?;
-        file.sync_all().map_err(open_err)?;
+        // From here on, a failure removes the file it made.
+        let made = || -> Result<(), io::Error> {
+            if sparse {
+                file.set_len(size)?;
+            } else {
+                reserve(&file, size)?;
+            }
+            file.sync_all()
+        };
+        if let Err(e) = made() {
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(open_err(e));
+        }
         drop(file);
-        Volume::open(name, path, Some(size))
+        Volume::open(name, path, Some(size)).inspect_err(|_| {
+            let _ = std::fs::remove_file(path);
+        })
     }
 
     /// Opens an existing file or block device; `expected` is the recorded size, if any.
@@ -309,7 +404,8 @@ mod tests {
     #[tokio::test]
     async fn unaligned_writes_keep_their_neighbours() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let vol = Volume::create_file("v", &dir.path().join("v.vol"), 16384).expect("create");
+        let vol =
+            Volume::create_file("v", &dir.path().join("v.vol"), 16384, false).expect("create");
         let io = IoEngine::start();
         vol.write(&io, 0, &[7u8; 16384]).await.expect("fill");
         vol.write(&io, 4090, b"hello world").await.expect("write");
@@ -327,12 +423,12 @@ mod tests {
     #[test]
     fn sizes_must_be_whole_blocks_and_files_new() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let e = Volume::create_file("v", &dir.path().join("a"), 1000)
+        let e = Volume::create_file("v", &dir.path().join("a"), 1000, false)
             .err()
             .expect("bad size");
         assert!(e.to_string().contains("multiple of 4096"), "{e}");
-        Volume::create_file("v", &dir.path().join("b"), 4096).expect("create");
-        let e = Volume::create_file("v", &dir.path().join("b"), 4096)
+        Volume::create_file("v", &dir.path().join("b"), 4096, false).expect("create");
+        let e = Volume::create_file("v", &dir.path().join("b"), 4096, false)
             .err()
             .expect("exists");
         assert!(e.to_string().contains("already exists"), "{e}");

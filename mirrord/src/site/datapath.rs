@@ -11,6 +11,7 @@ use hbcore::vocab::{Fence, Mode, PairState, Role};
 
 use super::{Site, SiteError};
 use crate::pair::{host_writable, mirroring, Queued};
+use crate::volume::Volume;
 
 impl Site {
     /// Reads a volume for a host.
@@ -52,6 +53,9 @@ impl Site {
         if fenced && !mirroring(&meta) && meta.role == Role::Pvol && meta.state == PairState::Psue {
             return Err(SiteError::FencedSuspended(name));
         }
+        // Marked before anything is written or shipped: whatever fails
+        // below, the block stays dirty until the SVOL acknowledges it, so a
+        // resync makes the two copies equal again.
         let seq = rt.dirty().mark(offset, data.len() as u64)?;
         if !mirroring(&meta) {
             return Ok(v.write(&self.io, offset, data).await?);
@@ -71,7 +75,7 @@ impl Site {
                     self.replication_failed(&name, &meta, &source);
                     return Err(SiteError::Fenced { pair: name, source });
                 }
-                v.write(&self.io, offset, data).await?;
+                self.pvol_write(&name, &v, offset, data).await?;
                 rt.dirty().acked_write(offset, data.len() as u64, seq);
             }
             Mode::Sync => {
@@ -79,7 +83,7 @@ impl Site {
                 let shipped = self
                     .ship_host_write(&meta, &rt, &name, offset, data.to_vec())
                     .await;
-                v.write(&self.io, offset, data).await?;
+                self.pvol_write(&name, &v, offset, data).await?;
                 let answer = match shipped {
                     Ok(p) => rt.settle(p, timeout).await.map(|_| ()),
                     Err(e) => Err(e),
@@ -101,7 +105,7 @@ impl Site {
                 } else {
                     None
                 };
-                v.write(&self.io, offset, data).await?;
+                self.pvol_write(&name, &v, offset, data).await?;
                 match shipped {
                     Some(Ok(pending)) => {
                         let site = Arc::clone(self);
@@ -120,7 +124,7 @@ impl Site {
                 }
             }
             Mode::Adaptive => {
-                v.write(&self.io, offset, data).await?;
+                self.pvol_write(&name, &v, offset, data).await?;
                 if meta.state == PairState::Pair {
                     let mut q = rt.queue();
                     if !q.overflowed && q.bytes + data.len() as u64 <= meta.settings.skew {
@@ -140,6 +144,31 @@ impl Site {
             }
         }
         Ok(())
+    }
+
+    /// The PVOL's own write of a mirrored host write. If it fails, the SVOL
+    /// may hold (or be about to hold) data the host is told failed: the pair
+    /// suspends at both sites, the block stays dirty (it was marked before
+    /// shipping), and a resync copies the PVOL's block over the SVOL's.
+    async fn pvol_write(
+        self: &Arc<Self>,
+        pair: &str,
+        v: &Volume,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), SiteError> {
+        let Err(e) = v.write(&self.io, offset, data).await else {
+            return Ok(());
+        };
+        let why = format!(
+            "the PVOL write failed ({}); the block is tracked, and once the disk is repaired \
+             `hbctl pair resync {pair}` makes both copies equal",
+            chain(&e)
+        );
+        tracing::error!(pair, "{why}");
+        self.suspend(pair, &why);
+        self.tell_peer_suspended(pair);
+        Err(e.into())
     }
 
     /// Makes a volume's writes durable.
@@ -178,10 +207,16 @@ impl Site {
             });
         }
         let _order = w.volume.order.lock().await;
-        w.volume
-            .write(&self.io, offset, data)
-            .await
-            .map_err(|e| PeerError::Disk { detail: chain(&e) })?;
+        if let Err(e) = w.volume.write(&self.io, offset, data).await {
+            // Said here too, not only at the PVOL: this site's disk is the one to repair.
+            let why = format!(
+                "the SVOL write failed ({}); repair this site's volume, then `hbctl pair resync {pair}` at the PVOL's site",
+                chain(&e)
+            );
+            tracing::error!(pair, "{why}");
+            self.suspend(pair, &why);
+            return Err(PeerError::Disk { detail: chain(&e) });
+        }
         Ok(PeerReply::Done)
     }
 }

@@ -117,6 +117,14 @@ pub enum SiteError {
         /// Why.
         source: LinkError,
     },
+    /// mirrord's data directory could not be used.
+    #[error("cannot use {path} under data_dir")]
+    DataDir {
+        /// Directory.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
     /// A volume operation failed.
     #[error(transparent)]
     Volume(#[from] VolumeError),

@@ -3,6 +3,7 @@
 //! they cannot reach the SVOL.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hbcore::link::{PeerError, PeerRequest};
@@ -145,6 +146,33 @@ impl Site {
         if let Err(e) = self.set_state(pair, &mirrored, PairState::Psue, why) {
             tracing::error!("{}", chain(&e));
         }
+    }
+
+    /// Tells the peer (in the background, best effort) that the pair
+    /// suspended here for a reason the link did not show, so its half
+    /// suspends too instead of reporting PAIR.
+    pub(super) fn tell_peer_suspended(&self, pair: &str) {
+        let Some(meta) = self.meta_of(pair) else {
+            return;
+        };
+        let Ok(link) = self.link.peer(&meta.peer) else {
+            return;
+        };
+        let (link, pair, timeout) = (Arc::clone(link), pair.to_string(), self.link.timeout());
+        tokio::spawn(async move {
+            let update = PeerRequest::Update {
+                pair: pair.clone(),
+                state: Some(PairState::Psue),
+                settings: None,
+            };
+            if let Err(e) = link.call(update, timeout).await {
+                tracing::warn!(
+                    pair,
+                    "could not tell the peer the pair suspended: {}",
+                    chain(&e)
+                );
+            }
+        });
     }
 
     /// The peer split or took over the pair: PSUS here, changes tracked. A

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hbcore::control::{PairCreate, PairInfo, PairSet};
+use hbcore::control::{PairCreate, PairInfo, PairSet, VolumeCreate};
 use hbcore::link::{PeerError, PeerRequest};
 use hbcore::vocab::{Kind, Mode, PairState};
 use tempfile::TempDir;
@@ -172,7 +172,12 @@ async fn two_sites() -> (TestSite, TestSite) {
     let standby = TestSite::start(&standby_config, standby_listener, standby_dir);
     for site in [&prod, &standby] {
         site.site
-            .volume_create("v", Some(SIZE), None)
+            .volume_create(&VolumeCreate {
+                name: "v".into(),
+                size: Some(SIZE),
+                path: None,
+                sparse: false,
+            })
             .expect("volume create");
     }
     prod.wait_link(true).await;

@@ -1,10 +1,9 @@
 //! The admin operations on volumes: create (a new file, or an existing
 //! block device), list, delete; and one volume as hbfs shows it.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use hbcore::control::VolumeInfo;
+use hbcore::control::{VolumeCreate, VolumeInfo};
 use hbcore::size::Bytes;
 use hbcore::vocab::Backing;
 
@@ -15,18 +14,30 @@ use crate::volume::Volume;
 
 impl Site {
     /// Creates a volume (a new file, or an existing block device).
-    pub fn volume_create(
-        &self,
-        name: &str,
-        size: Option<u64>,
-        path: Option<PathBuf>,
-    ) -> Result<String, SiteError> {
+    pub fn volume_create(&self, request: &VolumeCreate) -> Result<String, SiteError> {
+        let VolumeCreate {
+            name,
+            size,
+            path,
+            sparse,
+        } = request;
+        let (name, size) = (name.as_str(), *size);
         check_name("volume", name).map_err(SiteError::BadName)?;
         if self.inner().volumes.contains_key(name) {
             return Err(SiteError::VolumeExists(name.into()));
         }
-        let path =
-            path.unwrap_or_else(|| self.data_dir.join("volumes").join(format!("{name}.vol")));
+        let path = match path {
+            Some(path) => path.clone(),
+            None => {
+                // mirrord's own directory for volume files, made on first use.
+                let dir = self.data_dir.join("volumes");
+                std::fs::create_dir_all(&dir).map_err(|source| SiteError::DataDir {
+                    path: dir.clone(),
+                    source,
+                })?;
+                dir.join(format!("{name}.vol"))
+            }
+        };
         if let Some((other, _)) = self.inner().volumes.iter().find(|(_, v)| v.path == path) {
             return Err(SiteError::PathInUse {
                 path,
@@ -56,6 +67,7 @@ impl Site {
                 name,
                 &path,
                 size.ok_or_else(|| SiteError::SizeNeeded(name.into()))?,
+                *sparse,
             )?,
         };
         let message = format!(
