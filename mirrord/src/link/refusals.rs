@@ -25,7 +25,7 @@ pub const PERIOD: Duration = Duration::from_secs(60);
 /// (address, reason) keys remembered; newcomers beyond share one.
 pub const REMEMBERED: usize = 32;
 /// Addresses named in a summary; more are counted.
-const NAMED_SOURCES: usize = 4;
+pub const NAMED_SOURCES: usize = 4;
 
 /// Refusals not logged one by one since the last summary.
 #[derive(Default)]
