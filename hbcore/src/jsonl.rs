@@ -29,8 +29,21 @@ use crate::throttle::{suppressed_note, Throttle, Verdict};
 
 /// Longest request line accepted, in bytes (the largest real request is a few hundred).
 pub const MAX_REQUEST: usize = 64 << 10;
-/// A client that sends nothing for this long is disconnected.
+/// A client that sends nothing for this long is disconnected. Tests shorten
+/// it with the environment variable `HBMIRROR_CONTROL_IDLE_MS` (milliseconds),
+/// read once per process; nothing else should set it.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// [`IDLE_TIMEOUT`], or `HBMIRROR_CONTROL_IDLE_MS` when set.
+fn idle_timeout() -> Duration {
+    static IDLE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *IDLE.get_or_init(|| {
+        std::env::var("HBMIRROR_CONTROL_IDLE_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map_or(IDLE_TIMEOUT, Duration::from_millis)
+    })
+}
 /// One log line per kind of malformed request per this period.
 const LOG_PERIOD: Duration = Duration::from_secs(60);
 
@@ -149,7 +162,8 @@ async fn read_line(reader: &mut (impl tokio::io::AsyncBufRead + Unpin), buf: &mu
     buf.clear();
     // One byte over the limit tells a line that is too long from one that just fits.
     let limit = (MAX_REQUEST + 1) as u64;
-    let read = tokio::time::timeout(IDLE_TIMEOUT, reader.take(limit).read_until(b'\n', buf)).await;
+    let read =
+        tokio::time::timeout(idle_timeout(), reader.take(limit).read_until(b'\n', buf)).await;
     match read {
         Ok(Ok(0)) | Ok(Err(_)) | Err(_) => Line::End,
         Ok(Ok(_)) => {

@@ -76,6 +76,22 @@ pub enum Message {
     },
 }
 
+impl Message {
+    /// The message's kind by name, for log lines (`Hello`, `Request`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "Hello",
+            Message::Challenge { .. } => "Challenge",
+            Message::Proof { .. } => "Proof",
+            Message::Welcome => "Welcome",
+            Message::Refused { .. } => "Refused",
+            Message::Ping => "Ping",
+            Message::Request { .. } => "Request",
+            Message::Response { .. } => "Response",
+        }
+    }
+}
+
 /// What one site asks of its peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerRequest {
@@ -208,8 +224,23 @@ pub enum LinkError {
     #[error(transparent)]
     Frame(#[from] FrameError),
     /// An intact frame whose payload is no message of this version.
-    #[error("unknown or malformed link message")]
+    #[error(
+        "an intact frame that holds no link message of protocol version {}: an unknown \
+         message kind or field value (is the other end a mirrord of the same release?)",
+        FORMAT.version
+    )]
     Malformed(#[source] postcard::Error),
+    /// The stream ended inside a frame.
+    #[error("the connection closed in the middle of a frame ({have} of {need} bytes arrived)")]
+    ClosedMidFrame {
+        /// Bytes of the frame that arrived.
+        have: usize,
+        /// Bytes the frame needs (the header's length, or just the header when it is incomplete).
+        need: usize,
+    },
+    /// A message this side could not encode.
+    #[error("cannot encode a link message")]
+    Encode(#[source] postcard::Error),
 }
 
 impl From<std::io::Error> for LinkError {
@@ -277,13 +308,31 @@ impl Decoder for LinkCodec {
         let message = postcard::from_bytes(payload).map_err(LinkError::Malformed)?;
         Ok(Some(message))
     }
+
+    /// Names a frame cut off by the end of the stream (the default says
+    /// only "bytes remaining on stream").
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Message>, LinkError> {
+        match self.decode(src)? {
+            Some(message) => Ok(Some(message)),
+            None if src.is_empty() => Ok(None),
+            None => Err(LinkError::ClosedMidFrame {
+                have: src.len(),
+                need: self
+                    .format
+                    .check_header(src)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(crate::frame::HEADER_LEN),
+            }),
+        }
+    }
 }
 
 impl Encoder<Message> for LinkCodec {
     type Error = LinkError;
 
     fn encode(&mut self, msg: Message, dst: &mut BytesMut) -> Result<(), LinkError> {
-        let payload = postcard::to_allocvec(&msg).map_err(LinkError::Malformed)?;
+        let payload = postcard::to_allocvec(&msg).map_err(LinkError::Encode)?;
         self.format.encode_into(&payload, None, dst)?;
         Ok(())
     }
@@ -484,11 +533,58 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_that_ends_inside_a_frame_says_so_in_words() {
+        let whole = encode(Message::Ping);
+        let mut cut = BytesMut::from(&whole[..whole.len() - 1]);
+        let e = session().decode_eof(&mut cut).expect_err("cut off");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the connection closed in the middle of a frame ({} of {} bytes arrived)",
+                whole.len() - 1,
+                whole.len()
+            )
+        );
+        let mut header_only = BytesMut::from(&whole[..5]);
+        let e = session().decode_eof(&mut header_only).expect_err("cut off");
+        assert!(e.to_string().contains("(5 of 16 bytes arrived)"), "{e}");
+        let mut clean = whole.clone();
+        assert_eq!(
+            session().decode_eof(&mut clean).expect("whole"),
+            Some(Message::Ping)
+        );
+        assert_eq!(session().decode_eof(&mut clean).expect("end"), None);
+    }
+
+    #[test]
+    fn message_kinds_are_named() {
+        let kinds: Vec<&str> = samples().iter().map(Message::kind).collect();
+        assert_eq!(
+            &kinds[..7],
+            [
+                "Hello",
+                "Challenge",
+                "Proof",
+                "Welcome",
+                "Refused",
+                "Ping",
+                "Request"
+            ]
+        );
+        assert_eq!(kinds.last(), Some(&"Response"));
+    }
+
+    #[test]
     fn an_intact_frame_with_an_unknown_message_is_named() {
         let frame = FORMAT.encode(&[200u8], None).expect("frame");
         let mut unknown = BytesMut::from(&frame[..]);
         let e = session().decode(&mut unknown).expect_err("unknown");
         assert!(matches!(e, LinkError::Malformed(_)), "{e}");
+        assert!(
+            e.to_string()
+                .contains("no link message of protocol version 2"),
+            "{e}"
+        );
         let oversized = FORMAT.max_payload as u32 + 1;
         let mut big = encode(Message::Ping);
         big[8..12].copy_from_slice(&oversized.to_le_bytes());

@@ -678,3 +678,50 @@ impl Drop for Hbd {
         self.kill();
     }
 }
+
+impl Site {
+    /// The process id of the running mirrord.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// mirrord's resident set size now, in KiB (VmRSS of /proc/PID/status).
+    pub fn rss_kib(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in {path}"))
+    }
+
+    /// The log written since it was `offset` bytes long.
+    pub fn log_since(&self, offset: usize) -> String {
+        self.log_text()
+            .get(offset..)
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// The WARN lines of a daemon's log text.
+pub fn warn_lines(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.contains(" WARN ")).collect()
+}
+
+/// A blocking TCP connection to 127.0.0.1:<port> from the loopback address
+/// `source` (any of 127.0.0.0/8), to look like another host.
+pub fn connect_from(source: std::net::Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind((source, 0).into())?;
+        let stream = socket.connect(([127, 0, 0, 1], port).into()).await?;
+        let stream = stream.into_std()?;
+        stream.set_nonblocking(false)?;
+        Ok(stream)
+    })
+}

@@ -11,9 +11,16 @@
 //! Exactly one side dials: the site whose name sorts first; the other only
 //! accepts. A dropped connection (peer gone, silence past the timeout, a bad
 //! frame) fails the requests in flight, tells the handler (`link_down`), and
-//! the dialer reconnects with backoff (100 ms doubling to 5 s).
+//! the dialer reconnects with backoff ([`Backoff`]: 100 ms doubling to 5 s).
+//!
+//! Until it has proved the key, a peer costs bounded memory and time: a few
+//! handshakes at a time ([`admission`]), small frames and one deadline
+//! ([`handshake`]); its refusals reach the log counted, not one line each
+//! ([`refusals`]).
 
+pub mod admission;
 pub mod handshake;
+pub mod refusals;
 mod session;
 
 use std::collections::HashMap;
@@ -24,11 +31,14 @@ use std::time::Duration;
 
 use hbcore::link::{Message, PeerError, PeerReply, PeerRequest};
 use hbcore::report::chain;
+use hbcore::throttle::{suppressed_note, Throttle, Verdict};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use admission::Gate;
+use refusals::RefusalLog;
 use session::Session;
 
 /// A request to a peer that did not get an answer.
@@ -142,6 +152,8 @@ pub struct Link {
     key: Vec<u8>,
     timeout: Duration,
     peers: HashMap<String, Arc<PeerLink>>,
+    handshakes: Gate,
+    refusals: Arc<RefusalLog>,
 }
 
 impl Link {
@@ -164,6 +176,8 @@ impl Link {
             key,
             timeout: config.link.timeout(),
             peers,
+            handshakes: Gate::default(),
+            refusals: Arc::new(RefusalLog::new()),
         }
     }
 
@@ -190,6 +204,7 @@ impl Link {
         let h = Arc::clone(&handler);
         let s = stop.clone();
         tokio::spawn(async move { link.accept_loop(listener, h, s).await });
+        tokio::spawn(Arc::clone(&self.refusals).summarize(stop.clone()));
         for peer in self.peers.values() {
             if self.own < peer.site {
                 let link = Arc::clone(self);
@@ -206,6 +221,8 @@ impl Link {
         stop: CancellationToken,
     ) {
         let sites: Vec<String> = self.peers.keys().cloned().collect();
+        // Out of file descriptors, accept fails at every try: say so once a period.
+        let accept_errors = Throttle::new(refusals::PERIOD, 8);
         loop {
             let accepted = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -214,8 +231,22 @@ impl Link {
             let (stream, from) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(error = %e, "link accept failed");
+                    if let Verdict::Say { suppressed } =
+                        accept_errors.note("accept", &e.to_string())
+                    {
+                        let more = suppressed_note(suppressed, refusals::PERIOD);
+                        tracing::warn!("link: cannot accept a connection: {e}{more}");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            // Refused before anything is read: costs no buffer and no task.
+            let ticket = match self.handshakes.enter(from.ip()) {
+                Ok(ticket) => ticket,
+                Err(busy) => {
+                    busy.tell(&stream);
+                    self.refusals.note(from, busy.kind(), &busy.to_string());
                     continue;
                 }
             };
@@ -227,14 +258,17 @@ impl Link {
                 sites.clone(),
             );
             tokio::spawn(async move {
-                match handshake::accept(stream, &link.own, &sites, &link.key).await {
+                let admitted =
+                    handshake::accept(stream, &link.own, &sites, &link.key, link.timeout).await;
+                drop(ticket);
+                match admitted {
                     Ok((site, conn)) => {
                         if let Ok(peer) = link.peer(&site) {
                             let peer = Arc::clone(peer);
                             session::run(peer, conn, handler, stop, link.timeout).await;
                         }
                     }
-                    Err(e) => tracing::warn!(%from, "link connection refused: {}", chain(&e)),
+                    Err(e) => link.refusals.note(from, e.kind(), &chain(&e)),
                 }
             });
         }
@@ -246,9 +280,7 @@ impl Link {
         handler: Arc<H>,
         stop: CancellationToken,
     ) {
-        const MIN: Duration = Duration::from_millis(100);
-        const MAX: Duration = Duration::from_secs(5);
-        let mut backoff = MIN;
+        let mut backoff = Backoff::default();
         let mut last_error = String::new();
         while !stop.is_cancelled() {
             let attempt = async {
@@ -256,7 +288,7 @@ impl Link {
                     .await
                     .map_err(|e| format!("cannot connect to {}: {e}", peer.address))?;
                 let _ = stream.set_nodelay(true);
-                handshake::dial(stream, &self.own, &peer.site, &self.key)
+                handshake::dial(stream, &self.own, &peer.site, &self.key, self.timeout)
                     .await
                     .map_err(|e| chain(&e))
             };
@@ -264,12 +296,12 @@ impl Link {
                 _ = stop.cancelled() => return,
                 r = attempt => r,
             };
-            match result {
+            let wait = match result {
                 Ok(conn) => {
                     last_error.clear();
-                    backoff = MIN;
                     let (peer, handler) = (Arc::clone(&peer), Arc::clone(&handler));
                     session::run(peer, conn, handler, stop.clone(), self.timeout).await;
+                    backoff.reset()
                 }
                 Err(e) => {
                     // Say each distinct failure once, not at every retry.
@@ -277,13 +309,63 @@ impl Link {
                         tracing::warn!(peer = %peer.site, "link: {e}; retrying");
                         last_error = e;
                     }
-                    backoff = (backoff * 2).min(MAX);
+                    backoff.failed()
                 }
-            }
+            };
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+}
+
+/// The dialer's wait before the next attempt: [`Backoff::FIRST`] after a
+/// session ends or the first failure, doubling with each further failure
+/// up to [`Backoff::MAX`].
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    /// The first wait.
+    pub const FIRST: Duration = Duration::from_millis(100);
+    /// The longest wait.
+    pub const MAX: Duration = Duration::from_secs(5);
+
+    /// The wait after a failed attempt; the next one is twice as long.
+    pub fn failed(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(Backoff::MAX);
+        wait
+    }
+
+    /// The wait after a session ended; failures start over from the first wait.
+    pub fn reset(&mut self) -> Duration {
+        self.next = Backoff::FIRST;
+        Backoff::FIRST
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff {
+            next: Backoff::FIRST,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dialer_retries_after_100_ms_then_doubles_up_to_5_s() {
+        let mut backoff = Backoff::default();
+        let waits: Vec<u128> = (0..8).map(|_| backoff.failed().as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(backoff.reset(), Duration::from_millis(100));
+        assert_eq!(backoff.failed(), Duration::from_millis(100));
     }
 }

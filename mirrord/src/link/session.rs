@@ -35,6 +35,8 @@ pub(super) struct Session {
     pub(super) next_id: AtomicU64,
     /// Cancelled when the session ends (or to end it).
     pub(super) closed: CancellationToken,
+    /// The other end of the connection, to tell sessions apart in the log.
+    remote: String,
 }
 
 /// Runs a session with `peer` over `conn` until it breaks or `stop` is cancelled.
@@ -48,11 +50,16 @@ pub(super) async fn run<H: Handler>(
 ) {
     let (tx, rx) = mpsc::channel::<Message>(1024);
     let closed = stop.child_token();
+    let remote = conn
+        .get_ref()
+        .peer_addr()
+        .map_or_else(|_| "an unknown address".to_string(), |a| a.to_string());
     let session = Arc::new(Session {
         tx: tx.clone(),
         waiting: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         closed: closed.clone(),
+        remote,
     });
     let replaced = peer
         .session
@@ -60,9 +67,20 @@ pub(super) async fn run<H: Handler>(
         .ok()
         .and_then(|mut s| s.replace(Arc::clone(&session)));
     if let Some(old) = replaced {
+        // Only the peer's dialer opens sessions, one at a time: a new one
+        // means it has given up the old connection, which is dead at its end.
+        tracing::warn!(
+            peer = %peer.site,
+            "remote link: site '{}' opened a second session (from {}) while one (from {}) was open; \
+             keeping the new session and closing the old one, because the peer dials again only \
+             after losing its session",
+            peer.site,
+            session.remote,
+            old.remote
+        );
         old.closed.cancel();
     }
-    tracing::info!(peer = %peer.site, "remote link up");
+    tracing::info!(peer = %peer.site, remote = %session.remote, "remote link up");
     handler.link_up(&peer.site);
 
     let (sink, mut stream) = conn.split();
@@ -136,8 +154,8 @@ pub(super) async fn run<H: Handler>(
             Message::Refused { reason } => break format!("the peer closed the session: {reason}"),
             other => {
                 break format!(
-                    "dropped the connection: unexpected {:?} in a session",
-                    std::mem::discriminant(&other)
+                    "dropped the connection: a {} message, which belongs to the handshake, in an open session",
+                    other.kind()
                 )
             }
         }
