@@ -101,9 +101,9 @@ impl Format {
         HEADER_LEN + payload_len + if self.signed { auth::TAG_LEN } else { 0 }
     }
 
-    /// Largest payload whose frame fits in `bytes`.
+    /// Largest payload whose frame fits in `bytes` (0 if not even a header does).
     pub const fn payload_room(bytes: usize, signed: bool) -> usize {
-        bytes - HEADER_LEN - if signed { auth::TAG_LEN } else { 0 }
+        bytes.saturating_sub(HEADER_LEN + if signed { auth::TAG_LEN } else { 0 })
     }
 
     /// Appends the frame of `payload` to `dst` (signed with `key` if the format is).
