@@ -90,7 +90,8 @@ volume_pair() { # name size mode kind
 }
 start_mirrord standby
 start_mirrord prod
-until grep -q "remote link up" "$B/prod/mirrord.log"; do sleep 0.05; done
+# Both lanes of the link (bulk, heartbeat) are up.
+until [[ $(grep -c "remote link up" "$B/prod/mirrord.log") -ge 2 ]]; do sleep 0.05; done
 
 # ---- physical limits -----------------------------------------------------
 log "raw disk (fio on the volumes' filesystem: $(df --output=source,fstype "$B" | tail -1))"
@@ -172,6 +173,24 @@ log "heartbeat propagation"
 prop=$(hbbench propagation --from "$B/prod/hbfs/hb0" --to "$B/standby/hbfs/hb0" --count 500)
 read -r h50 h99 < <(python3 -c 'import json,sys; d=json.loads(sys.argv[1])["propagation"]; print(d["p50_us"], d["p99_us"])' "$prop")
 row prop_p50 "heartbeat propagation p50 (write at prod's file -> seen at standby's)" "$h50" "$sync_limit" us "p99 $h99; limit: raw write + round trip"
+fi
+
+# ---- heartbeat propagation while a 1 GiB resync runs (the lanes) ---------------
+if stage propagation; then
+log "heartbeat propagation, idle and while a 1 GiB data pair copies (same run)"
+prop_p99() { hbbench propagation --from "$B/prod/hbfs/hb0" --to "$B/standby/hbfs/hb0" --count "$1" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["propagation"]["p99_us"])'; }
+idle99=$(prop_p99 300)
+prod volume create bulk --size 1GiB >/dev/null
+standby volume create bulk --size 1GiB >/dev/null
+prod pair create bulk --pvol bulk --peer standby --mode sync --kind data >/dev/null
+busy99=$(prop_p99 300)
+# The figure counts only if the copy was still running when the samples ended.
+state=$(prod pair status bulk --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["state"])')
+limit=$(python3 -c "print(round(2 * $idle99, 1))")
+row prop_resync_p99 "heartbeat propagation p99 while a 1 GiB data pair copies (state at the end: $state)" "$busy99" "$limit" us "limit: 2 x the idle p99 of the same run ($idle99 us); heartbeat pairs have their own link lane"
+wait_pair bulk PAIR
+prod pair delete bulk >/dev/null; prod volume delete bulk >/dev/null; standby volume delete bulk >/dev/null
 fi
 
 # ---- cost at 1 Hz with 100 heartbeat mirrors ------------------------------------

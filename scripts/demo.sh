@@ -111,7 +111,7 @@ for site in standby prod; do
 done
 prod_mirrord=${pids[1]}
 wait_until "both mirrords" bash -c "hbctl --socket $demo/prod/mirrord.sock volume list && hbctl --socket $demo/standby/mirrord.sock volume list"
-wait_until "the remote link" grep -q "remote link up" "$demo/prod/mirrord.log"
+wait_until "the remote link (both lanes)" bash -c "[[ \$(grep -c 'remote link up' $demo/prod/mirrord.log) -ge 2 ]]"
 
 say "Volumes and pairs: heartbeat mirrors both ways, and a data pair"
 for v in hb0 hb1; do run prod volume create $v --size 64KiB >/dev/null; run standby volume create $v --size 64KiB >/dev/null; done

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::{connect_from, pattern, wait_for, warn_lines, write_at, Options, TwoSites};
 use hbcore::frame::HEADER_LEN;
-use hbcore::link::{Message, FORMAT, HANDSHAKE_MAX_PAYLOAD, NONCE_LEN};
+use hbcore::link::{Lane, Message, FORMAT, HANDSHAKE_MAX_PAYLOAD, NONCE_LEN};
 
 /// The link key the harness gives both sites (as mirrord reads it: trimmed).
 const KEY: &[u8] = b"test-key-0123456789abcdef";
@@ -197,7 +197,8 @@ fn idle_connections_from_one_address_are_a_few_log_lines_and_a_count() {
         "{log}"
     );
     drop(idle);
-    assert!(sites.prod.log_text().matches("remote link up").count() == 1);
+    // One session per lane, never replaced by the flood.
+    assert!(sites.prod.log_text().matches("remote link up").count() == 2);
 }
 
 /// Completes the link handshake with the standby as site "prod".
@@ -212,6 +213,7 @@ fn authenticate_as_prod(port: u16) -> TcpStream {
             site: "prod".into(),
             to: "standby".into(),
             nonce: mine,
+            lane: Lane::Heartbeat,
         },
     );
     let Message::Challenge { nonce: theirs, .. } = receive(&mut s) else {

@@ -12,7 +12,7 @@ use crate::vocab::{Kind, PairSettings, PairState};
 /// The link's frames.
 pub const FORMAT: Format = Format {
     magic: *b"HBLK",
-    version: 2,
+    version: 3,
     // A copy chunk of 1 MiB plus room.
     max_payload: 4 << 20,
     signed: false,
@@ -36,6 +36,8 @@ pub enum Message {
         to: String,
         /// Dialer's nonce.
         nonce: [u8; NONCE_LEN],
+        /// Which of the two connections between the sites this is.
+        lane: Lane,
     },
     /// Listener: my nonce, and proof that I hold the key.
     Challenge {
@@ -89,6 +91,41 @@ impl Message {
             Message::Request { .. } => "Request",
             Message::Response { .. } => "Response",
         }
+    }
+}
+
+/// The two connections between a pair of sites (seed Fig 1: the heartbeat
+/// mirrors' remote link 150 beside the data link 151). Every request about
+/// a pair travels on its kind's lane, so a heartbeat write never waits
+/// behind the copy frames of a data pair, and a pair's requests keep their
+/// order on one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Lane {
+    /// Data pairs: host writes, initial copies, resyncs, adaptive shipping.
+    Bulk,
+    /// Heartbeat pairs only: small writes that must not wait.
+    Heartbeat,
+}
+
+impl Lane {
+    /// Both lanes.
+    pub const ALL: [Lane; 2] = [Lane::Bulk, Lane::Heartbeat];
+
+    /// The lane of a pair of this kind.
+    pub fn of(kind: Kind) -> Lane {
+        match kind {
+            Kind::Heartbeat => Lane::Heartbeat,
+            Kind::Data => Lane::Bulk,
+        }
+    }
+}
+
+impl std::fmt::Display for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Lane::Bulk => "bulk",
+            Lane::Heartbeat => "heartbeat",
+        })
     }
 }
 
@@ -350,6 +387,7 @@ mod tests {
                 site: "prod".into(),
                 to: "standby".into(),
                 nonce: [7; 32],
+                lane: Lane::Heartbeat,
             },
             Message::Challenge {
                 site: "standby".into(),
@@ -523,6 +561,7 @@ mod tests {
             site: "s".repeat(64),
             to: "t".repeat(64),
             nonce: [1; NONCE_LEN],
+            lane: Lane::Bulk,
         });
         assert!(LinkCodec::handshake()
             .decode(&mut hello)
@@ -581,8 +620,10 @@ mod tests {
         let e = session().decode(&mut unknown).expect_err("unknown");
         assert!(matches!(e, LinkError::Malformed(_)), "{e}");
         assert!(
-            e.to_string()
-                .contains("no link message of protocol version 2"),
+            e.to_string().contains(&format!(
+                "no link message of protocol version {}",
+                FORMAT.version
+            )),
             "{e}"
         );
         let oversized = FORMAT.max_payload as u32 + 1;

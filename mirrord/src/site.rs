@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use hbcore::link::Lane;
 use hbcore::report::chain;
 use hbcore::vocab::{PairState, Role};
 use tokio_util::sync::CancellationToken;
@@ -46,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bitmap::DirtyMap;
 use crate::config::Config;
 use crate::io::IoEngine;
-use crate::link::Link;
+use crate::link::{Link, LinkError, PeerLink};
 use crate::meta::{Meta, MetaError, PairMeta, VolumeMeta};
 use crate::pair::PairRt;
 use crate::volume::Volume;
@@ -269,6 +270,11 @@ impl Site {
     fn pair_meta(&self, pair: &str) -> Result<PairMeta, SiteError> {
         self.meta_of(pair)
             .ok_or_else(|| SiteError::NoPair(pair.into()))
+    }
+
+    /// The link a pair's requests travel on: its peer, on its kind's lane.
+    fn link_of(&self, meta: &PairMeta) -> Result<&Arc<PeerLink>, LinkError> {
+        self.link.peer(&meta.peer, Lane::of(meta.kind))
     }
 
     fn meta_of(&self, pair: &str) -> Option<PairMeta> {

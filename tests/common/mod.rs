@@ -303,6 +303,18 @@ impl Site {
             self.log_text().contains(needle)
         });
     }
+
+    /// Waits until both lanes of the remote link (bulk, heartbeat) are up.
+    pub fn wait_link_up(&self) {
+        wait_for(&format!("both link lanes up at {}", self.name), || {
+            let log = self.log_text();
+            let up = |lane: &str| {
+                log.lines()
+                    .any(|l| l.contains("remote link up") && l.contains(&format!("lane={lane}")))
+            };
+            up("bulk") && up("heartbeat")
+        });
+    }
 }
 
 impl Drop for Site {
@@ -489,7 +501,7 @@ impl TwoSites {
         standby.start();
         prod.start();
         if !options.wrong_key {
-            prod.wait_log("remote link up");
+            prod.wait_link_up();
         }
         Some(TwoSites {
             prod,

@@ -23,7 +23,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use hbcore::auth;
 use hbcore::frame::FrameError;
-use hbcore::link::{LinkCodec, LinkError, Message, HANDSHAKE_MAX_PAYLOAD, NONCE_LEN};
+use hbcore::link::{Lane, LinkCodec, LinkError, Message, HANDSHAKE_MAX_PAYLOAD, NONCE_LEN};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
@@ -196,22 +196,24 @@ async fn within<T>(
         .unwrap_or(Err(HandshakeError::Timeout(deadline)))
 }
 
-/// Opens an authenticated connection to site `peer` as site `own`; the
-/// whole exchange must complete within `deadline`.
+/// Opens an authenticated connection for `lane` to site `peer` as site
+/// `own`; the whole exchange must complete within `deadline`.
 pub async fn dial(
     stream: TcpStream,
     own: &str,
     peer: &str,
+    lane: Lane,
     key: &[u8],
     deadline: Duration,
 ) -> Result<Conn, HandshakeError> {
-    within(deadline, dial_steps(stream, own, peer, key)).await
+    within(deadline, dial_steps(stream, own, peer, lane, key)).await
 }
 
 async fn dial_steps(
     stream: TcpStream,
     own: &str,
     peer: &str,
+    lane: Lane,
     key: &[u8],
 ) -> Result<Conn, HandshakeError> {
     let mut conn = Framed::new(stream, LinkCodec::handshake());
@@ -220,6 +222,7 @@ async fn dial_steps(
         site: own.into(),
         to: peer.into(),
         nonce: mine,
+        lane,
     })
     .await?;
     let (site, theirs, their_proof) = match next(&mut conn).await? {
@@ -268,14 +271,15 @@ fn keys_differ(dialer: &str, listener: &str) -> Refusal {
 }
 
 /// Admits a connection from one of `peers` as site `own`; returns the
-/// peer's site. The whole exchange must complete within `deadline`.
+/// peer's site and the lane it opened. The whole exchange must complete
+/// within `deadline`.
 pub async fn accept(
     stream: TcpStream,
     own: &str,
     peers: &[String],
     key: &[u8],
     deadline: Duration,
-) -> Result<(String, Conn), HandshakeError> {
+) -> Result<(String, Lane, Conn), HandshakeError> {
     within(deadline, accept_steps(stream, own, peers, key)).await
 }
 
@@ -284,10 +288,15 @@ async fn accept_steps(
     own: &str,
     peers: &[String],
     key: &[u8],
-) -> Result<(String, Conn), HandshakeError> {
+) -> Result<(String, Lane, Conn), HandshakeError> {
     let mut conn = Framed::new(stream, LinkCodec::handshake());
-    let (site, to, theirs) = match next(&mut conn).await? {
-        Message::Hello { site, to, nonce } => (site, to, nonce),
+    let (site, to, theirs, lane) = match next(&mut conn).await? {
+        Message::Hello {
+            site,
+            to,
+            nonce,
+            lane,
+        } => (site, to, nonce, lane),
         other => return Err(refuse(&mut conn, out_of_turn(&other, "Hello")).await),
     };
     if to != own {
@@ -325,7 +334,7 @@ async fn accept_steps(
     }
     conn.send(Message::Welcome).await?;
     conn.codec_mut().authenticated();
-    Ok((site, conn))
+    Ok((site, lane, conn))
 }
 
 #[cfg(test)]
@@ -363,7 +372,7 @@ mod tests {
         dialer: &'static str,
     ) -> (
         Result<Conn, HandshakeError>,
-        Result<(String, Conn), HandshakeError>,
+        Result<(String, Lane, Conn), HandshakeError>,
     ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -375,6 +384,7 @@ mod tests {
             TcpStream::connect(addr).await.expect("connect"),
             dialer,
             "standby",
+            Lane::Heartbeat,
             dial_key,
             DEADLINE,
         )
@@ -386,7 +396,8 @@ mod tests {
     async fn same_key_is_admitted() {
         let (c, s) = pair(b"0123456789abcdef", b"0123456789abcdef", "prod").await;
         assert!(c.is_ok());
-        assert_eq!(s.expect("accepted").0, "prod");
+        let (site, lane, _) = s.expect("accepted");
+        assert_eq!((site.as_str(), lane), ("prod", Lane::Heartbeat));
     }
 
     #[tokio::test]
@@ -418,6 +429,7 @@ mod tests {
                 site: "prod".into(),
                 to: "standby".into(),
                 nonce: [0; NONCE_LEN],
+                lane: Lane::Bulk,
             },
             &mut frame,
         )

@@ -8,7 +8,10 @@
 //!   └── Handler::handle ── answerer task <── Request ──┘   (one at a time, in arrival order)
 //! ```
 //!
-//! Exactly one side dials: the site whose name sorts first; the other only
+//! Two sessions join each pair of sites, one per [`Lane`]: heartbeat pairs
+//! travel alone on theirs, so a heartbeat write never waits behind the copy
+//! frames of a data pair (seed Fig 1: link 150 beside link 151). Exactly
+//! one side dials both: the site whose name sorts first; the other only
 //! accepts. A dropped connection (peer gone, silence past the timeout, a bad
 //! frame) fails the requests in flight, tells the handler (`link_down`), and
 //! the dialer reconnects with backoff ([`Backoff`]: 100 ms doubling to 5 s).
@@ -29,7 +32,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hbcore::link::{Message, PeerError, PeerReply, PeerRequest};
+use hbcore::link::{Lane, Message, PeerError, PeerReply, PeerRequest};
 use hbcore::report::chain;
 use hbcore::throttle::{suppressed_note, Throttle, Verdict};
 use tokio::net::{TcpListener, TcpStream};
@@ -70,16 +73,18 @@ pub trait Handler: Send + Sync + 'static {
         peer: &str,
         request: PeerRequest,
     ) -> impl Future<Output = Result<PeerReply, PeerError>> + Send;
-    /// A session with `peer` opened.
-    fn link_up(self: &Arc<Self>, peer: &str);
-    /// The session with `peer` closed.
-    fn link_down(self: &Arc<Self>, peer: &str);
+    /// The session with `peer` on `lane` opened.
+    fn link_up(self: &Arc<Self>, peer: &str, lane: Lane);
+    /// The session with `peer` on `lane` closed.
+    fn link_down(self: &Arc<Self>, peer: &str, lane: Lane);
 }
 
-/// The link to one peer site.
+/// The link to one peer site on one lane.
 pub struct PeerLink {
     /// The peer's site name.
     pub site: String,
+    /// Which of the two connections to the peer this is.
+    pub lane: Lane,
     address: String,
     session: Mutex<Option<Arc<Session>>>,
 }
@@ -151,7 +156,8 @@ pub struct Link {
     own: String,
     key: Vec<u8>,
     timeout: Duration,
-    peers: HashMap<String, Arc<PeerLink>>,
+    /// Each peer's links, indexed by lane (`Lane as usize`).
+    peers: HashMap<String, [Arc<PeerLink>; 2]>,
     handshakes: Gate,
     refusals: Arc<RefusalLog>,
 }
@@ -163,12 +169,15 @@ impl Link {
             .peers
             .iter()
             .map(|p| {
-                let link = PeerLink {
-                    site: p.site.clone(),
-                    address: p.address.clone(),
-                    session: Mutex::new(None),
+                let link = |lane| {
+                    Arc::new(PeerLink {
+                        site: p.site.clone(),
+                        lane,
+                        address: p.address.clone(),
+                        session: Mutex::new(None),
+                    })
                 };
-                (p.site.clone(), Arc::new(link))
+                (p.site.clone(), Lane::ALL.map(link))
             })
             .collect();
         Link {
@@ -181,10 +190,11 @@ impl Link {
         }
     }
 
-    /// The link to `site`.
-    pub fn peer(&self, site: &str) -> Result<&Arc<PeerLink>, LinkError> {
+    /// The link to `site` on `lane`.
+    pub fn peer(&self, site: &str, lane: Lane) -> Result<&Arc<PeerLink>, LinkError> {
         self.peers
             .get(site)
+            .map(|lanes| &lanes[lane as usize])
             .ok_or_else(|| LinkError::UnknownPeer(site.to_string()))
     }
 
@@ -205,7 +215,7 @@ impl Link {
         let s = stop.clone();
         tokio::spawn(async move { link.accept_loop(listener, h, s).await });
         tokio::spawn(Arc::clone(&self.refusals).summarize(stop.clone()));
-        for peer in self.peers.values() {
+        for peer in self.peers.values().flatten() {
             if self.own < peer.site {
                 let link = Arc::clone(self);
                 let (peer, handler, stop) = (Arc::clone(peer), Arc::clone(&handler), stop.clone());
@@ -262,8 +272,8 @@ impl Link {
                     handshake::accept(stream, &link.own, &sites, &link.key, link.timeout).await;
                 drop(ticket);
                 match admitted {
-                    Ok((site, conn)) => {
-                        if let Ok(peer) = link.peer(&site) {
+                    Ok((site, lane, conn)) => {
+                        if let Ok(peer) = link.peer(&site, lane) {
                             let peer = Arc::clone(peer);
                             session::run(peer, conn, handler, stop, link.timeout).await;
                         }
@@ -288,9 +298,16 @@ impl Link {
                     .await
                     .map_err(|e| format!("cannot connect to {}: {e}", peer.address))?;
                 let _ = stream.set_nodelay(true);
-                handshake::dial(stream, &self.own, &peer.site, &self.key, self.timeout)
-                    .await
-                    .map_err(|e| chain(&e))
+                handshake::dial(
+                    stream,
+                    &self.own,
+                    &peer.site,
+                    peer.lane,
+                    &self.key,
+                    self.timeout,
+                )
+                .await
+                .map_err(|e| chain(&e))
             };
             let result = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -306,7 +323,7 @@ impl Link {
                 Err(e) => {
                     // Say each distinct failure once, not at every retry.
                     if e != last_error {
-                        tracing::warn!(peer = %peer.site, "link: {e}; retrying");
+                        tracing::warn!(peer = %peer.site, lane = %peer.lane, "link: {e}; retrying");
                         last_error = e;
                     }
                     backoff.failed()
@@ -359,6 +376,102 @@ impl Default for Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{LinkConfig, PeerConfig};
+    use hbcore::link::PeerRequest;
+
+    /// Answers at once, except a write to pair `stuck`, held until released:
+    /// a data pair's copy frame that takes long to apply at the SVOL.
+    struct Holding {
+        release: tokio::sync::Notify,
+    }
+
+    impl Handler for Holding {
+        async fn handle(&self, _peer: &str, request: PeerRequest) -> Result<PeerReply, PeerError> {
+            if matches!(&request, PeerRequest::Write { pair, .. } if pair == "stuck") {
+                self.release.notified().await;
+            }
+            Ok(PeerReply::Done)
+        }
+        fn link_up(self: &Arc<Self>, _peer: &str, _lane: Lane) {}
+        fn link_down(self: &Arc<Self>, _peer: &str, _lane: Lane) {}
+    }
+
+    fn config(
+        dir: &std::path::Path,
+        site: &str,
+        listen: std::net::SocketAddr,
+        peer: &str,
+        at: String,
+    ) -> Config {
+        let psk_file = dir.join(format!("{site}.psk"));
+        std::fs::write(&psk_file, "a link test key of enough bytes").expect("psk");
+        Config {
+            site: site.into(),
+            data_dir: dir.join(site),
+            control_socket: dir.join(format!("{site}.sock")),
+            mount: None,
+            link: LinkConfig {
+                listen,
+                psk_file,
+                timeout_ms: 5000,
+            },
+            peers: vec![PeerConfig {
+                site: peer.into(),
+                address: at,
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_write_is_answered_while_a_bulk_write_is_held_at_the_peer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (la, lb) = (
+            TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+            TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        );
+        let (aa, ba) = (
+            la.local_addr().expect("addr"),
+            lb.local_addr().expect("addr"),
+        );
+        let a_config = config(dir.path(), "a", aa, "b", ba.to_string());
+        let b_config = config(dir.path(), "b", ba, "a", aa.to_string());
+        let key = b"a link test key of enough bytes".to_vec();
+        let (a, b) = (
+            Arc::new(Link::new(&a_config, key.clone())),
+            Arc::new(Link::new(&b_config, key)),
+        );
+        let stop = CancellationToken::new();
+        let held = Arc::new(Holding {
+            release: tokio::sync::Notify::new(),
+        });
+        b.start(lb, Arc::clone(&held), stop.clone());
+        a.start(la, Arc::clone(&held), stop.clone());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !Lane::ALL
+            .iter()
+            .all(|l| a.peer("b", *l).is_ok_and(|p| p.is_up()))
+        {
+            assert!(std::time::Instant::now() < deadline, "both lanes up");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let write = |pair: &str| PeerRequest::Write {
+            pair: pair.into(),
+            offset: 0,
+            data: vec![7; 4096],
+        };
+        let bulk = a.peer("b", Lane::Bulk).expect("bulk");
+        let stuck = bulk.send(write("stuck")).await.expect("queued");
+        // Behind it on the bulk lane, a write waits for the held one...
+        let behind = bulk.send(write("data")).await.expect("queued");
+        // ...but the heartbeat lane is a connection of its own.
+        let heartbeat = a.peer("b", Lane::Heartbeat).expect("heartbeat");
+        let answer = heartbeat.call(write("hb0"), Duration::from_secs(3)).await;
+        assert!(matches!(answer, Ok(PeerReply::Done)), "{answer:?}");
+        held.release.notify_one();
+        assert!(stuck.wait(Duration::from_secs(3)).await.is_ok());
+        assert!(behind.wait(Duration::from_secs(3)).await.is_ok());
+        stop.cancel();
+    }
 
     #[test]
     fn the_dialer_retries_after_100_ms_then_doubles_up_to_5_s() {

@@ -71,6 +71,7 @@ pub(super) async fn run<H: Handler>(
         // means it has given up the old connection, which is dead at its end.
         tracing::warn!(
             peer = %peer.site,
+            lane = %peer.lane,
             "remote link: site '{}' opened a second session (from {}) while one (from {}) was open; \
              keeping the new session and closing the old one, because the peer dials again only \
              after losing its session",
@@ -80,8 +81,8 @@ pub(super) async fn run<H: Handler>(
         );
         old.closed.cancel();
     }
-    tracing::info!(peer = %peer.site, remote = %session.remote, "remote link up");
-    handler.link_up(&peer.site);
+    tracing::info!(peer = %peer.site, lane = %peer.lane, remote = %session.remote, "remote link up");
+    handler.link_up(&peer.site, peer.lane);
 
     let (sink, mut stream) = conn.split();
     let writer = tokio::spawn(write_loop(
@@ -177,10 +178,10 @@ pub(super) async fn run<H: Handler>(
     });
     if current == Some(true) {
         if stop.is_cancelled() {
-            tracing::info!(peer = %peer.site, "remote link closed for shutdown");
+            tracing::info!(peer = %peer.site, lane = %peer.lane, "remote link closed for shutdown");
         } else {
-            tracing::warn!(peer = %peer.site, "remote link down: {reason}");
-            handler.link_down(&peer.site);
+            tracing::warn!(peer = %peer.site, lane = %peer.lane, "remote link down: {reason}");
+            handler.link_down(&peer.site, peer.lane);
         }
     }
 }

@@ -71,7 +71,7 @@ impl Site {
     /// Copies the dirty blocks to the SVOL, then sets both sides `PAIR`.
     async fn copy(self: &Arc<Self>, name: &str) -> Result<u64, SiteError> {
         let w = self.work(name)?;
-        let link = self.link.peer(&w.meta.peer)?;
+        let link = self.link_of(&w.meta)?;
         let timeout = self.link.timeout();
         self.set_state(
             name,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use hbcore::control::{PairCreate, PairInfo, PairSet};
-use hbcore::link::{Attach, PeerReply, PeerRequest};
+use hbcore::link::{Attach, Lane, PeerReply, PeerRequest};
 use hbcore::report::chain;
 use hbcore::size::Bytes;
 use hbcore::vocab::{Fence, Kind, Mode, PairSettings, PairState, Role, DEFAULT_SKEW};
@@ -56,7 +56,7 @@ impl Site {
             }
             inner.volume(pvol)?.size
         };
-        let link = self.link.peer(peer)?;
+        let link = self.link.peer(peer, Lane::of(kind))?;
         let meta = PairMeta {
             role: Role::Pvol,
             state: transition(name, PairState::Smpl, PairState::Copy)?,
@@ -142,7 +142,7 @@ impl Site {
         };
         self.adopt_settings(name, settings);
         tracing::info!(pair = name, mode = %settings.mode, fence = %settings.fence, skew = settings.skew, auto_resync = settings.auto_resync, installed = settings.installed, "settings changed");
-        let told = match self.link.peer(&before.peer) {
+        let told = match self.link_of(&before) {
             Ok(link) => link
                 .call(
                     PeerRequest::Update {
@@ -232,7 +232,7 @@ impl Site {
                     skew: p.meta.settings.skew,
                     auto_resync: p.meta.settings.auto_resync,
                     installed: p.meta.settings.installed,
-                    link_up: self.link.peer(&p.meta.peer).is_ok_and(|l| l.is_up()),
+                    link_up: self.link_of(&p.meta).is_ok_and(|l| l.is_up()),
                     pending_bytes: pending,
                     queued_bytes: queued,
                     oldest_pending_ms: oldest.map(|d| d.as_millis() as u64),
@@ -298,7 +298,7 @@ impl Site {
             _ => {}
         }
         transition(name, meta.state, PairState::Psus)?;
-        let link = self.link.peer(&meta.peer)?;
+        let link = self.link_of(&meta)?;
         let note = match meta.role {
             Role::Pvol => {
                 let consistent = self.split_here(name).await?;
@@ -375,7 +375,7 @@ impl Site {
         reverse: bool,
     ) -> Result<String, SiteError> {
         let meta = self.pair_meta(name)?;
-        let link = self.link.peer(&meta.peer)?;
+        let link = self.link_of(&meta)?;
         if reverse {
             if meta.role != Role::Svol || !matches!(meta.state, PairState::Ssws | PairState::Psus) {
                 return Err(refused(format!(
@@ -433,7 +433,7 @@ impl Site {
         if w.meta.state == PairState::Pair && w.rt.dirty().dirty_blocks() == 0 {
             return Ok(0);
         }
-        let link = self.link.peer(&w.meta.peer)?;
+        let link = self.link_of(&w.meta)?;
         let timeout = self.link.timeout();
         let bits = match link
             .call(PeerRequest::TakeBitmap { pair: name.into() }, timeout)
@@ -483,7 +483,7 @@ impl Site {
             PairState::Ssws,
             "taken over (SSWS): the SVOL is writable here, changes tracked",
         )?;
-        let told = match self.link.peer(&meta.peer) {
+        let told = match self.link_of(&meta) {
             Ok(link) => link
                 .call(
                     PeerRequest::Takeover { pair: name.into() },
@@ -507,7 +507,7 @@ impl Site {
     pub async fn pair_delete(&self, name: &str, force: bool) -> Result<String, SiteError> {
         let meta = self.pair_meta(name)?;
         self.check_protection(&meta, name, force, "delete")?;
-        let told = match self.link.peer(&meta.peer) {
+        let told = match self.link_of(&meta) {
             Ok(link) => {
                 link.call(
                     PeerRequest::Detach { pair: name.into() },

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use hbcore::link::{Attach, PeerError, PeerReply, PeerRequest};
+use hbcore::link::{Attach, Lane, PeerError, PeerReply, PeerRequest};
 use hbcore::report::chain;
 use hbcore::size::Bytes;
 use hbcore::vocab::{PairState, Role};
@@ -26,24 +26,26 @@ impl Handler for SiteHandler {
         self.0.handle_request(peer, request).await
     }
 
-    fn link_up(self: &Arc<Self>, peer: &str) {
+    fn link_up(self: &Arc<Self>, peer: &str, lane: Lane) {
         let site = Arc::clone(&self.0);
         let peer = peer.to_string();
-        tokio::spawn(async move { site.reattach(&peer).await });
+        tokio::spawn(async move { site.reattach(&peer, lane).await });
     }
 
-    fn link_down(self: &Arc<Self>, peer: &str) {
+    fn link_down(self: &Arc<Self>, peer: &str, lane: Lane) {
         let affected: Vec<String> = self
             .0
             .inner()
             .pairs
             .iter()
-            .filter(|(_, p)| p.meta.peer == peer)
+            .filter(|(_, p)| p.meta.peer == peer && Lane::of(p.meta.kind) == lane)
             .map(|(n, _)| n.clone())
             .collect();
         for pair in affected {
-            self.0
-                .suspend(&pair, &format!("remote link to '{peer}' lost"));
+            self.0.suspend(
+                &pair,
+                &format!("remote link to '{peer}' ({lane} lane) lost"),
+            );
         }
     }
 }
@@ -229,17 +231,20 @@ impl Site {
             .ok_or_else(|| PeerError::NoSuchPair { pair: pair.into() })
     }
 
-    /// After the link to `peer` comes up: re-attach its PVOL pairs and decide
-    /// for each whether it stays in sync, resyncs, or waits for a person.
-    async fn reattach(self: &Arc<Self>, peer: &str) {
+    /// After the link to `peer` on `lane` comes up: re-attach the PVOL pairs
+    /// of that lane and decide for each whether it stays in sync, resyncs, or
+    /// waits for a person.
+    async fn reattach(self: &Arc<Self>, peer: &str, lane: Lane) {
         let pairs: Vec<(String, PairMeta, u64)> = self
             .inner()
             .pairs
             .iter()
-            .filter(|(_, p)| p.meta.peer == peer && p.meta.role == Role::Pvol)
+            .filter(|(_, p)| {
+                p.meta.peer == peer && p.meta.role == Role::Pvol && Lane::of(p.meta.kind) == lane
+            })
             .map(|(n, p)| (n.clone(), p.meta.clone(), p.size))
             .collect();
-        let Ok(link) = self.link.peer(peer) else {
+        let Ok(link) = self.link.peer(peer, lane) else {
             return;
         };
         for (name, meta, size) in pairs {

@@ -44,7 +44,7 @@ impl Site {
             offset,
             data,
         };
-        self.link.peer(&meta.peer)?.send(request).await
+        self.link_of(meta)?.send(request).await
     }
 
     /// Ships a host write; counts it in flight until settled.
@@ -155,7 +155,7 @@ impl Site {
         let Some(meta) = self.meta_of(pair) else {
             return;
         };
-        let Ok(link) = self.link.peer(&meta.peer) else {
+        let Ok(link) = self.link_of(&meta) else {
             return;
         };
         let (link, pair, timeout) = (Arc::clone(link), pair.to_string(), self.link.timeout());
@@ -213,7 +213,7 @@ impl Site {
             }
             // A link that timed out is dropped, so the dialer reconnects afresh.
             LinkError::Timeout(..) => {
-                if let Ok(link) = self.link.peer(&meta.peer) {
+                if let Ok(link) = self.link_of(meta) {
                     link.reset();
                 }
                 self.suspend(name, &chain(e));

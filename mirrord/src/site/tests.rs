@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hbcore::control::{PairCreate, PairInfo, PairSet, VolumeCreate};
-use hbcore::link::{PeerError, PeerRequest};
+use hbcore::link::{Lane, PeerError, PeerRequest};
 use hbcore::vocab::{Kind, Mode, PairState};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -115,10 +115,12 @@ impl TestSite {
             .await
     }
 
+    /// Waits until both lanes to the other site are up (or down).
     async fn wait_link(&self, up: bool) {
-        let peer = Arc::clone(self.link.peer(self.other()).expect("peer"));
+        let lanes =
+            Lane::ALL.map(|lane| Arc::clone(self.link.peer(self.other(), lane).expect("peer")));
         let deadline = Instant::now() + DEADLINE;
-        while peer.is_up() != up {
+        while lanes.iter().any(|l| l.is_up() != up) {
             assert!(
                 Instant::now() < deadline,
                 "the link is not {}",
@@ -312,7 +314,7 @@ async fn a_lost_link_suspends_and_resync_copies_exactly_the_dirty_blocks() {
     paired(&prod, &standby, Mode::Sync).await;
     // Drop the session: both sides suspend; the dialer reconnects, and a data
     // pair (no auto-resync) waits for a person.
-    prod.link.peer("standby").expect("peer").reset();
+    prod.link.peer("standby", Lane::Bulk).expect("peer").reset();
     prod.wait_state("p", PairState::Psue).await;
     standby.wait_state("p", PairState::Psue).await;
     let data = pattern(100, 5);
@@ -371,7 +373,7 @@ async fn an_illegal_transition_is_a_typed_error() {
     // Asked over the link: SSWS cannot go to PAIR, and the answer says so by kind.
     let asked = prod
         .link
-        .peer("standby")
+        .peer("standby", Lane::Bulk)
         .expect("peer")
         .call(
             PeerRequest::Update {
@@ -400,7 +402,7 @@ async fn an_illegal_transition_is_a_typed_error() {
     // A pair the peer does not have is a kind of its own.
     let asked = prod
         .link
-        .peer("standby")
+        .peer("standby", Lane::Bulk)
         .expect("peer")
         .call(
             PeerRequest::TakeBitmap {
