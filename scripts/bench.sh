@@ -178,13 +178,15 @@ fi
 # ---- heartbeat propagation while a 1 GiB resync runs (the lanes) ---------------
 if stage propagation; then
 log "heartbeat propagation, idle and while a 1 GiB data pair copies (same run)"
-prop_p99() { hbbench propagation --from "$B/prod/hbfs/hb0" --to "$B/standby/hbfs/hb0" --count "$1" \
+# 300 samples 2 ms apart: well within the copy, which takes seconds.
+prop_p99() { hbbench propagation --from "$B/prod/hbfs/hb0" --to "$B/standby/hbfs/hb0" --count 300 --gap-ms 2 \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["propagation"]["p99_us"])'; }
-idle99=$(prop_p99 300)
+idle99=$(prop_p99)
 prod volume create bulk --size 1GiB >/dev/null
 standby volume create bulk --size 1GiB >/dev/null
 prod pair create bulk --pvol bulk --peer standby --mode sync --kind data >/dev/null
-busy99=$(prop_p99 300)
+wait_pair bulk COPY
+busy99=$(prop_p99)
 # The figure counts only if the copy was still running when the samples ended.
 state=$(prod pair status bulk --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["state"])')
 limit=$(python3 -c "print(round(2 * $idle99, 1))")
