@@ -11,7 +11,7 @@ use super::api::Source;
 use super::failover::run_command;
 use super::message::{Beat, Control, ControlBody, Notice, Procedure};
 use super::state::Hbd;
-use super::table::{DeviceStatus, Direction};
+use super::table::Direction;
 
 /// Control messages kept unacknowledged at most; the oldest is dropped beyond.
 const OUTBOX_MAX: usize = 8;
@@ -119,28 +119,7 @@ impl Hbd {
 
     /// Fig 8, steps 810/820 (and 840/850 at the peer). Returns what changed.
     pub fn set_procedure(&self, p: &Procedure) -> String {
-        let mut c = self.checker();
-        let t = &mut c.table;
-        let mut said = vec![];
-        if let Some(on) = p.network {
-            t.network_wanted = on;
-            said.push(format!("network {}", on_off(on)));
-        }
-        if let Some(on) = p.mirrors {
-            t.mirrors_wanted = on;
-            said.push(format!("mirrors {}", on_off(on)));
-        }
-        if let Some((name, on)) = &p.mirror.0 {
-            if let Some(d) = t
-                .devices
-                .iter_mut()
-                .find(|d| d.name == *name && d.status != DeviceStatus::Null)
-            {
-                d.wanted = *on;
-                said.push(format!("mirror {name} {}", on_off(*on)));
-            }
-        }
-        said.join(", ")
+        self.checker().table.apply_procedure(p)
     }
 
     async fn notice_received(&self, n: Notice) {
@@ -168,13 +147,5 @@ impl Hbd {
             ];
             run_command("alert", alert, env, Duration::from_secs(30)).await;
         }
-    }
-}
-
-fn on_off(on: bool) -> &'static str {
-    if on {
-        "on"
-    } else {
-        "off"
     }
 }
