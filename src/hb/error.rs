@@ -131,7 +131,7 @@ pub enum HbError {
         limit: std::time::Duration,
     },
     /// A procedure change would leave no enabled channel one way.
-    #[error("refused: {consequence}; keep another channel on, or give --force to do it anyway")]
+    #[error("refused: {consequence}; or give --force to do it anyway")]
     LastChannel {
         /// Which way no channel would be left, and what follows.
         consequence: &'static str,

@@ -15,6 +15,7 @@ use super::api::{HbReply, HbRequest, SetProcedure, Source};
 use super::error::HbError;
 use super::message::ControlBody;
 use super::state::Hbd;
+use super::table::{Direction, Table};
 
 impl Hbd {
     /// Answers the control socket until `shutdown` resolves.
@@ -62,16 +63,17 @@ impl Hbd {
         if p.network == Some(true) && self.config.network.is_none() {
             return Err(HbError::NoNetwork);
         }
-        {
+        if !force {
             let c = self.checker();
             let mut after = c.table.clone();
             after.apply_procedure(&p);
-            let refuse = |consequence| Err(HbError::LastChannel { consequence });
-            if !force && c.table.sends_to_peer() && !after.sends_to_peer() {
-                return refuse("this turns off the last enabled channel to the peer: no heartbeat would reach it (to a standby, a silent production looks dead on every channel) and control messages, this change included, would wait until a channel to the peer is on again");
-            }
-            if !force && c.table.hears_peer() && !after.hears_peer() {
-                return refuse("this turns off the last enabled channel from the peer: its heartbeats would go unchecked here (a standby could no longer tell that production died)");
+            let pending = c
+                .table
+                .outbox
+                .iter()
+                .any(|ctl| matches!(ctl.body, ControlBody::Procedure(_)));
+            if let Some(consequence) = refusal(&c.table, &after, pending) {
+                return Err(HbError::LastChannel { consequence });
             }
         }
         let text = self.set_procedure(&p);
@@ -98,5 +100,87 @@ impl Hbd {
         self.event(Source::Local, None, "rearm", text.clone());
         tracing::info!("{text}");
         text
+    }
+}
+
+/// Why a procedure change from `before` to `after` is refused without
+/// --force: the previous change has not reached the peer yet (`pending`),
+/// it turns off the last channel one way, or no channel stays on to carry
+/// it to the peer (the peer has on only the channels on here before, and
+/// ignores the others until the change reaches it).
+fn refusal(before: &Table, after: &Table, pending: bool) -> Option<&'static str> {
+    let (to_before, to_after) = (
+        before.channels(Direction::Send),
+        after.channels(Direction::Send),
+    );
+    if !to_before.is_empty() && to_after.is_empty() {
+        return Some("this turns off the last enabled channel to the peer: no heartbeat would reach it (to a standby, a silent production looks dead on every channel) and control messages, this change included, would wait until a channel to the peer is on again; keep another channel on");
+    }
+    if before.hears_peer() && !after.hears_peer() {
+        return Some("this turns off the last enabled channel from the peer: its heartbeats would go unchecked here (a standby could no longer tell that production died); keep another channel on");
+    }
+    if !to_before.is_empty() && !to_after.iter().any(|c| to_before.contains(c)) {
+        return Some("no channel to the peer stays on to carry this change: the peer has on only the channels on here now, and this turns them all off; change one thing at a time (first turn the new channel on, then the old one off)");
+    }
+    if pending && !to_before.is_empty() {
+        return Some("the previous procedure change has not reached the peer yet (`hbctl hb status` shows control messages not yet acknowledged); wait for it, so that both ends have the same channels on");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hb::message::{MirrorChoice, Procedure};
+    use hbcore::vocab::Group;
+
+    fn change(
+        t: &Table,
+        network: Option<bool>,
+        mirror: Option<(&str, bool)>,
+    ) -> Option<&'static str> {
+        let mut after = t.clone();
+        after.apply_procedure(&Procedure {
+            network,
+            mirrors: None,
+            mirror: MirrorChoice(mirror.map(|(n, on)| (n.to_string(), on))),
+        });
+        refusal(t, &after, false)
+    }
+
+    #[test]
+    fn a_change_must_leave_a_channel_each_way_that_carries_it() {
+        let mut t = Table::new("prod-a", Group::Production, true);
+        t.install("hb0", "/hb0".into(), Direction::Send, None);
+        t.install("hb1", "/hb1".into(), Direction::Receive, None);
+        assert_eq!(change(&t, Some(false), None), None, "the mirrors remain");
+        t.network_wanted = false;
+        let last = change(&t, None, Some(("hb0", false))).expect("last to the peer");
+        assert!(last.contains("last enabled channel to the peer"), "{last}");
+        let from = change(&t, None, Some(("hb1", false))).expect("last from the peer");
+        assert!(
+            from.contains("last enabled channel from the peer"),
+            "{from}"
+        );
+        let swap = change(&t, Some(true), Some(("hb0", false))).expect("a swap");
+        assert!(swap.contains("one thing at a time"), "{swap}");
+        assert_eq!(change(&t, Some(true), None), None);
+        let mut after = t.clone();
+        after.network_wanted = true;
+        let waiting = refusal(&t, &after, true).expect("the previous change is in flight");
+        assert!(
+            waiting.contains("has not reached the peer yet"),
+            "{waiting}"
+        );
+        // Nothing on to begin with (forced): turning one on is always fine.
+        t.mirrors_wanted = false;
+        assert_eq!(change(&t, Some(true), None), None);
+        let mut after = t.clone();
+        after.network_wanted = true;
+        assert_eq!(
+            refusal(&t, &after, true),
+            None,
+            "a held change cannot travel anyway"
+        );
     }
 }

@@ -353,22 +353,30 @@ impl Table {
         self.mirrors_wanted && d.wanted && d.status != DeviceStatus::Null
     }
 
+    /// The enabled channels that carry heartbeats (and control messages)
+    /// to the peer (`Direction::Send`) or the peer's here (`Receive`):
+    /// `network`, `mirror NAME`.
+    pub fn channels(&self, way: Direction) -> Vec<String> {
+        let network = self.network_on().then(|| "network".to_string());
+        network
+            .into_iter()
+            .chain(
+                self.devices
+                    .iter()
+                    .filter(|d| d.direction == way && self.mirror_on(d))
+                    .map(|d| format!("mirror {}", d.name)),
+            )
+            .collect()
+    }
+
     /// Whether an enabled channel carries heartbeats (and control messages) to the peer.
     pub fn sends_to_peer(&self) -> bool {
-        self.network_on()
-            || self
-                .devices
-                .iter()
-                .any(|d| d.direction == Direction::Send && self.mirror_on(d))
+        !self.channels(Direction::Send).is_empty()
     }
 
     /// Whether an enabled channel carries the peer's heartbeats here.
     pub fn hears_peer(&self) -> bool {
-        self.network_on()
-            || self
-                .devices
-                .iter()
-                .any(|d| d.direction == Direction::Receive && self.mirror_on(d))
+        !self.channels(Direction::Receive).is_empty()
     }
 
     /// Fig 8, steps 810/820 (840/850 at the peer): the person's choice of
@@ -515,6 +523,7 @@ mod tests {
         let mut u = t.clone();
         u.apply_procedure(&off(None, Some(("hb1", false))));
         assert!(u.sends_to_peer() && !u.hears_peer());
+        assert_eq!(t.channels(Direction::Send), vec!["mirror hb0".to_string()]);
         t.network_configured = false;
         t.network_wanted = true;
         assert!(!t.network_on(), "no [network], no network channel");
