@@ -23,6 +23,7 @@ impl Hbd {
         c.table.last_control += 1;
         let id = c.table.last_control;
         c.table.outbox.push(Control { id, body });
+        c.table.show_procedure();
         if c.table.outbox.len() > OUTBOX_MAX {
             let dropped = c.table.outbox.remove(0);
             tracing::warn!(

@@ -401,7 +401,37 @@ impl Table {
                 said.push(format!("mirror {name} {}", on_off(*on)));
             }
         }
+        self.show_procedure();
         said.join(", ")
+    }
+
+    /// Shows at once what a person's choice turned off (DISABLE) or on
+    /// (ENABLE until the checker finds otherwise), and whether control
+    /// messages wait for a channel to the peer.
+    pub fn show_procedure(&mut self) {
+        if !self.network_on() {
+            self.network_enable = Enable::Disable;
+            self.remote_group_via_network = GroupStatus::Unknown;
+        } else if self.network_enable == Enable::Disable {
+            self.network_enable = Enable::Enable;
+        }
+        let mirrors_wanted = self.mirrors_wanted;
+        for d in self
+            .devices
+            .iter_mut()
+            .filter(|d| d.status != DeviceStatus::Null)
+        {
+            if !(mirrors_wanted && d.wanted) {
+                d.status = DeviceStatus::Disable;
+            } else if d.status == DeviceStatus::Disable {
+                d.status = DeviceStatus::Enable;
+            }
+        }
+        if !mirrors_wanted {
+            self.remote_copy_enable = Enable::Disable;
+            self.remote_group_via_mirrors = GroupStatus::Unknown;
+        }
+        self.outbox_held = !self.outbox.is_empty() && !self.sends_to_peer();
     }
 
     /// Seeds the table from the config's `[[mirrors]]`: an entry not seen
