@@ -441,8 +441,19 @@ impl Checker {
         } else {
             GroupStatus::Unknown
         };
-        if t.remote_group_via_network == GroupStatus::Alive
-            || t.remote_group_via_mirrors == GroupStatus::Alive
+        // Seen alive: a channel that advanced twice since start and is alive
+        // (the first read of a mirror may be production's last heartbeat
+        // from before this hbd started, no sign of life since).
+        let seen_alive = |w: &Watch, timeout| w.advances >= 2 && w.alive(now, timeout);
+        if (t.network_on() && seen_alive(&self.network, timeout))
+            || t.devices.iter().any(|d| {
+                d.direction == Direction::Receive
+                    && t.mirror_on(d)
+                    && self
+                        .devices
+                        .get(&d.name)
+                        .is_some_and(|w| seen_alive(w, mirror_timeout))
+            })
         {
             t.armed = true;
         }
@@ -876,6 +887,21 @@ mod tests {
             after.network_beat(Ok(&beat(11, 2000)), at(s, 2000)),
             Ok(Observation::Advanced)
         );
+    }
+
+    #[test]
+    fn the_last_heartbeat_left_on_a_mirror_does_not_arm_a_restarted_standby() {
+        let s = Instant::now();
+        let mut c = standby(s);
+        c.table.network_wanted = false;
+        // Production wrote serial 12 just before it died and this hbd started.
+        let seen = c.mirror_read("hb0", Ok(&beat(12, 900)), at(s, 1000));
+        assert_eq!(seen, Observation::Advanced, "newer than anything seen");
+        c.evaluate(at(s, 1000).mono);
+        assert!(!c.table.armed, "one message is no sign of life since start");
+        c.mirror_read("hb0", Ok(&beat(13, 1100)), at(s, 1100));
+        c.evaluate(at(s, 1100).mono);
+        assert!(c.table.armed, "a second one is");
     }
 
     #[test]

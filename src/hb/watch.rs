@@ -44,6 +44,8 @@ pub struct Watch {
     pub problem: Option<String>,
     /// The last message refused as outside the freshness window (counted once).
     pub refused: Option<Mark>,
+    /// Messages that advanced the channel since this hbd started.
+    pub advances: u64,
 }
 
 /// Serial numbers within this distance of the wrap count as wrapped.
@@ -78,6 +80,7 @@ impl Watch {
             .insert(sender.to_string(), Mark { serial, time_ms });
         self.advanced_at = Some(now);
         self.problem = None;
+        self.advances += 1;
         Observation::Advanced
     }
 
