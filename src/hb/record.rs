@@ -19,7 +19,7 @@ use super::config::Config;
 use super::error::HbError;
 use super::message::SLOT;
 use super::slot::open_slot;
-use super::table::{Seeding, Table};
+use super::table::{GroupStatus, Seeding, Table};
 
 /// The status table's frame on the table volume.
 pub const TABLE_FORMAT: Format = Format {
@@ -173,6 +173,9 @@ pub fn load_table(config: &Config, key: &[u8]) -> Result<(Table, Origin, Seeding
             t.host = config.host.clone();
             t.group = config.group;
             t.network_configured = config.network.is_some();
+            // What was alive before is no evidence now: checked afresh.
+            t.remote_group_via_network = GroupStatus::Unknown;
+            t.remote_group_via_mirrors = GroupStatus::Unknown;
             t
         }
         None => Table::new(&config.host, config.group, config.network.is_some()),
