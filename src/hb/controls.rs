@@ -1,8 +1,9 @@
 //! Peer controls: the control messages heartbeats carry (activation and
 //! de-activation of mirrors, Fig 4/5; procedure changes, Fig 8; failure
 //! notices, Fig 10/11). Each is queued in the table's outbox, rides every
-//! heartbeat on every channel until the peer acknowledges its id, and is
-//! applied once at the peer, whichever channel brought it first.
+//! heartbeat on every channel turned on until the peer acknowledges its id
+//! (with none on, it waits), and is applied once at the peer, in order,
+//! whichever channel brought it first.
 
 use std::path::PathBuf;
 use std::time::Duration;
