@@ -207,6 +207,11 @@ impl Hbd {
                     );
                     let new = d.pair_problem.as_ref() != Some(&why);
                     d.pair_problem = Some(why.clone());
+                    // Shown at once; the checker keeps it so while the problem lasts.
+                    d.seen.problem = Some(why.clone());
+                    if d.status == DeviceStatus::Enable {
+                        d.status = DeviceStatus::Failed;
+                    }
                     drop(c);
                     if new {
                         tracing::warn!(mirror = %name, "{why}");
