@@ -90,6 +90,18 @@ fn the_table_file_follows_the_table_within_an_interval() {
         );
         // One heartbeat an interval arrives; allow a few for a busy machine.
         assert!(now - on_disk <= 5, "table.json lags: {on_disk} vs {now}");
+        let read = |t: &serde_json::Value| {
+            t["devices"]
+                .as_array()
+                .and_then(|d| d.iter().find(|d| d["name"] == "hb1"))
+                .and_then(|d| d["seen"]["count"].as_u64())
+                .unwrap_or(0)
+        };
+        let (on_disk, now) = (read(&file), read(&live));
+        assert!(
+            now - on_disk <= 5,
+            "table.json lags on hb1: {on_disk} vs {now}"
+        );
         let age = now_ms().saturating_sub(file["saved_ms"].as_u64().unwrap_or(0));
         assert!(age <= 10 * INTERVAL_MS, "table.json saved {age} ms ago");
         c.prod.wait_advance("network.count", 3);
