@@ -130,11 +130,12 @@ pub enum HbError {
         /// How long hbd waited.
         limit: std::time::Duration,
     },
-    /// A procedure change would leave no enabled channel one way.
-    #[error("refused: {consequence}; or give --force to do it anyway")]
-    LastChannel {
-        /// Which way no channel would be left, and what follows.
-        consequence: &'static str,
+    /// A procedure change that would cut hbd off from the peer one way, or
+    /// could not reach it (Fig 8).
+    #[error("refused: {why}; or give --force to do it anyway")]
+    ProcedureRefused {
+        /// What would follow, and what to do instead.
+        why: &'static str,
     },
     /// `mirror install` without --pvol names no `[[mirrors]]` entry.
     #[error("no [[mirrors]] entry '{name}' in hbd's config; give --pvol (and --pair) to install a heartbeat mirror")]

@@ -73,7 +73,7 @@ impl Hbd {
                 .iter()
                 .any(|ctl| matches!(ctl.body, ControlBody::Procedure(_)));
             if let Some(consequence) = refusal(&c.table, &after, pending) {
-                return Err(HbError::LastChannel { consequence });
+                return Err(HbError::ProcedureRefused { why: consequence });
             }
         }
         let text = self.set_procedure(&p);
