@@ -80,8 +80,11 @@ pub struct SetProcedure {
     #[command(flatten)]
     #[serde(flatten)]
     pub procedure: Procedure,
-    /// Turn off the last channel one way anyway (to the peer: control
-    /// messages then wait; from the peer: its heartbeats go unchecked).
+    /// Change even what is refused: turning off the last channel one way,
+    /// leaving no channel on at both ends to carry the change, changing
+    /// before the previous change reached the peer. The change may then
+    /// wait, and the two ends may have different channels on until it
+    /// reaches the peer.
     #[arg(long)]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
