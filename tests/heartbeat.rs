@@ -1,178 +1,13 @@
-//! hbd with real processes: two sites on loopback, each with mirrord, an
-//! hbfs mount and hbd; heartbeat mirrors both ways (hb0: prod → standby,
-//! hb1: standby → prod), a data pair "app", a UDP proxy on the network
-//! channel and a TCP proxy on the remote link. Needs root and /dev/fuse.
+//! hbd with real processes: two sites on loopback (see `hbcluster`), each
+//! with mirrord, an hbfs mount and hbd. Needs root and /dev/fuse.
 
 mod common;
+mod hbcluster;
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{wait_for, Hbd, Options, TwoSites, UdpProxy};
-
-const INTERVAL_MS: u64 = 100;
-const TIMEOUT_MS: u64 = 1000;
-
-struct Cluster {
-    sites: TwoSites,
-    prod: Hbd,
-    standby: Hbd,
-    to_standby: UdpProxy,
-    to_prod: UdpProxy,
-    /// Where hooks and alerts leave their traces.
-    out: PathBuf,
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("udp port")
-}
-
-impl Cluster {
-    fn start(test: &str) -> Option<Cluster> {
-        let sites = TwoSites::start_with(
-            test,
-            Options {
-                proxy: true,
-                ..Options::default()
-            },
-        )?;
-        sites.pair("hb0", "64KiB", &["--kind", "heartbeat"]);
-        sites.pair("app", "1MiB", &[]);
-        sites
-            .prod
-            .ok(&["volume", "create", "hb1", "--size", "64KiB"]);
-        sites
-            .standby
-            .ok(&["volume", "create", "hb1", "--size", "64KiB"]);
-        sites.standby.ok(&[
-            "pair",
-            "create",
-            "hb1",
-            "--pvol",
-            "hb1",
-            "--peer",
-            "prod",
-            "--kind",
-            "heartbeat",
-        ]);
-        sites.prod.wait_state("hb1", "PAIR");
-        let out = sites.root.path().join("out");
-        std::fs::create_dir_all(&out).expect("out dir");
-        for ok in ["db.ok", "cache.ok"] {
-            std::fs::write(out.join(ok), "").expect("check file");
-        }
-        let key = sites.root.path().join("hb.key");
-        std::fs::write(&key, "heartbeat-key-0123456789\n").expect("key");
-        let (prod_port, standby_port) = (free_udp_port(), free_udp_port());
-        let to_standby = UdpProxy::start(standby_port);
-        let to_prod = UdpProxy::start(prod_port);
-        let common = |host: &str,
-                      group: &str,
-                      peer: &str,
-                      dir: &std::path::Path,
-                      mount: &std::path::Path,
-                      port: u16,
-                      via: u16,
-                      mirrord: &std::path::Path| {
-            format!(
-                "host = \"{host}\"\ngroup = \"{group}\"\npeers = [\"{peer}\"]\ndata_dir = \"{data}\"\ncontrol_socket = \"{sock}\"\n\
-                 psk_file = \"{key}\"\ninterval_ms = {INTERVAL_MS}\ntimeout_ms = {TIMEOUT_MS}\nvolume_dir = \"{mount}\"\n\
-                 [network]\nlisten = \"127.0.0.1:{port}\"\npeers = [\"127.0.0.1:{via}\"]\n",
-                data = dir.join("data").display(),
-                sock = dir.join("hbd.sock").display(),
-                key = key.display(),
-                mount = mount.display(),
-            ) + &format!("[failover]\nmirrord_socket = \"{}\"\n", mirrord.display())
-        };
-        let prod_dir = sites.prod.dir.join("hbd");
-        let mut prod_cfg = common(
-            "prod-a",
-            "production",
-            "standby-a",
-            &prod_dir,
-            &sites.prod.mount,
-            prod_port,
-            to_standby.port,
-            &sites.prod.socket,
-        );
-        prod_cfg += &format!(
-            "[[mirrors]]\nname = \"hb0\"\npvol = \"{m}/hb0\"\npair = \"hb0\"\n[[mirrors]]\nname = \"hb1\"\nsvol = \"{m}/hb1\"\n\
-             [[checks]]\npart = \"db\"\nlevel = \"SERIOUS\"\ncommand = \"test -e {o}/db.ok\"\n\
-             [[checks]]\npart = \"cache\"\nlevel = \"MODERATE\"\ncommand = \"test -e {o}/cache.ok\"\n",
-            m = sites.prod.mount.display(),
-            o = out.display()
-        );
-        let standby_dir = sites.standby.dir.join("hbd");
-        let mut standby_cfg = common(
-            "standby-a",
-            "standby",
-            "prod-a",
-            &standby_dir,
-            &sites.standby.mount,
-            standby_port,
-            to_prod.port,
-            &sites.standby.socket,
-        );
-        standby_cfg = standby_cfg.replace(
-            "[failover]\n",
-            &format!(
-                "[failover]\nhook = \"env | grep ^HBD_ > {o}/failover.env; echo ran >> {o}/failover.count\"\ntake_over = [\"app\"]\nalert = \"echo $HBD_LEVEL $HBD_PART >> {o}/alerts\"\n",
-                o = out.display()
-            ),
-        );
-        standby_cfg += &format!("[[mirrors]]\nname = \"hb0\"\nsvol = \"{m}/hb0\"\n[[mirrors]]\nname = \"hb1\"\npvol = \"{m}/hb1\"\npair = \"hb1\"\n", m = sites.standby.mount.display());
-        let mut prod = Hbd::new(&prod_dir, "prod-a", &prod_cfg);
-        let mut standby = Hbd::new(&standby_dir, "standby-a", &standby_cfg);
-        standby.start();
-        prod.start();
-        let cluster = Cluster {
-            sites,
-            prod,
-            standby,
-            to_standby,
-            to_prod,
-            out,
-        };
-        for hbd in [&cluster.prod, &cluster.standby] {
-            hbd.wait_table("the peer ALIVE on both channels", |t| {
-                t["remote_group_via_network"] == "ALIVE" && t["remote_group_via_mirrors"] == "ALIVE"
-            });
-        }
-        Some(cluster)
-    }
-
-    fn failovers(&self) -> usize {
-        std::fs::read_to_string(self.out.join("failover.count"))
-            .unwrap_or_default()
-            .lines()
-            .count()
-    }
-
-    /// Watches for `window` that no failover happens (absence can only be watched).
-    fn assert_no_failover_for(&self, window: Duration) {
-        let start = Instant::now();
-        while start.elapsed() < window {
-            assert_eq!(
-                self.failovers(),
-                0,
-                "failed over:\n{}",
-                self.standby.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert_eq!(self.standby.table()["failed_over"], false);
-    }
-
-    fn block_network(&self, blocked: bool) {
-        for p in [&self.to_standby, &self.to_prod] {
-            p.blocked
-                .store(blocked, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-}
+use common::wait_for;
+use hbcluster::{Cluster, INTERVAL_MS, TIMEOUT_MS};
 
 #[test]
 fn heartbeats_flow_on_both_channels_in_both_directions() {
@@ -394,12 +229,38 @@ fn a_procedure_change_reaches_the_peer() {
     c.standby
         .wait_table("the network DISABLE", |t| t["network_enable"] == "DISABLE");
     assert_eq!(c.prod.table()["network_enable"], "DISABLE");
+    // One change at a time: each reaches the peer before the next.
+    let acknowledged = |t: &serde_json::Value| t["outbox"].as_array().is_some_and(Vec::is_empty);
+    c.prod.wait_table("the change acknowledged", acknowledged);
+    // hb0 is now prod's last channel to the standby.
+    let e = c.prod.fails(&["hb", "procedure", "--mirror", "hb0", "off"]);
+    assert!(
+        e.contains("last enabled channel to the peer") && e.contains("--force"),
+        "{e}"
+    );
+    // Turning the network on and hb0 off at once would leave no channel
+    // that both ends have on to carry the change: one thing at a time.
+    let e = c.prod.fails(&[
+        "hb",
+        "procedure",
+        "--network",
+        "on",
+        "--mirror",
+        "hb0",
+        "off",
+    ]);
+    assert!(e.contains("one thing at a time"), "{e}");
+    c.prod.ok(&["hb", "procedure", "--network", "on"]);
+    let e = c.prod.fails(&["hb", "procedure", "--mirror", "hb0", "off"]);
+    assert!(e.contains("has not reached the peer yet"), "{e}");
+    c.prod.wait_table("the change acknowledged", acknowledged);
     c.prod.ok(&["hb", "procedure", "--mirror", "hb0", "off"]);
     c.standby.wait_table("hb0 DISABLE", |t| {
-        t["devices"].as_array().is_some_and(|d| {
-            d.iter()
-                .any(|d| d["name"] == "hb0" && d["status"] == "DISABLE")
-        })
+        t["network_enable"] == "ENABLE"
+            && t["devices"].as_array().is_some_and(|d| {
+                d.iter()
+                    .any(|d| d["name"] == "hb0" && d["status"] == "DISABLE")
+            })
     });
     assert!(c
         .standby
@@ -409,15 +270,8 @@ fn a_procedure_change_reaches_the_peer() {
         .prod
         .hbctl(&["hb", "procedure", "--mirror", "nosuch", "on"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no heartbeat mirror 'nosuch'"));
-    c.prod.ok(&[
-        "hb",
-        "procedure",
-        "--network",
-        "on",
-        "--mirror",
-        "hb0",
-        "on",
-    ]);
+    c.prod.wait_table("the change acknowledged", acknowledged);
+    c.prod.ok(&["hb", "procedure", "--mirror", "hb0", "on"]);
     c.standby.wait_table("both back", |t| {
         t["network_enable"] == "ENABLE" && t["remote_group_via_mirrors"] == "ALIVE"
     });

@@ -8,13 +8,15 @@ use clap::Parser;
 /// The heartbeat check of one host: sends heartbeats over the network (UDP)
 /// and through heartbeat mirrors (plain files, usually on hbfs), checks the
 /// peer's, keeps the heartbeat status table, and at the standby fails over
-/// only when every enabled channel says the production group is dead.
+/// only when every enabled channel says the production group is dead; a
+/// production host that learns the standby took over steps down.
 /// Runs in the foreground and logs to stderr (RUST_LOG=debug for more).
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
     /// TOML configuration (see the README: host, group, peers, data_dir, psk_file,
-    /// interval_ms, timeout_ms, [network], [[mirrors]], [failover], [[checks]]).
+    /// interval_ms, timeout_ms, freshness_ms, table_volume, [network], [[mirrors]],
+    /// [failover] (hook, take_over, arm, step_down, alert), [[checks]]).
     #[arg(long, short)]
     config: PathBuf,
 }

@@ -31,8 +31,9 @@ pub enum HbRequest {
     /// De-install a heartbeat mirror (Fig 5).
     Uninstall(Uninstall),
     /// Change the checking procedure here and at the peer (Fig 8).
-    Procedure(Procedure),
-    /// Allow another failover after a failback.
+    Procedure(SetProcedure),
+    /// At a standby, allow another failover after a failback; at a
+    /// production host, end a step-down.
     Rearm,
 }
 
@@ -48,12 +49,14 @@ pub struct Events {
 
 /// Install a heartbeat mirror whose PVOL this host writes (Fig 4): registers
 /// it, enables it, protects its mirrord pair from split, and tells the peer
-/// hbd, which registers its SVOL.
+/// hbd, which registers its SVOL. Without --pvol, installs the `[[mirrors]]`
+/// entry of hbd's config named by --name (again, after an uninstall).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 pub struct Install {
     /// The heartbeat PVOL as a file here (usually on hbfs).
     #[arg(long)]
-    pub pvol: PathBuf,
+    #[serde(default)]
+    pub pvol: Option<PathBuf>,
     /// The mirrord pair behind it (must be a heartbeat pair with its PVOL here).
     #[arg(long)]
     pub pair: Option<String>,
@@ -66,6 +69,25 @@ pub struct Install {
     /// Or the SVOL's full path at the peer.
     #[arg(long)]
     pub svol_path: Option<String>,
+}
+
+/// Turn the network channel, the mirror channel, or one mirror on or off,
+/// here and (over an enabled channel) at the peer (Fig 8). A turned-off
+/// channel neither carries heartbeats nor counts for the decision.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+pub struct SetProcedure {
+    /// The channels to turn on or off.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub procedure: Procedure,
+    /// Change even what is refused: turning off the last channel one way,
+    /// leaving no channel on at both ends to carry the change, changing
+    /// before the previous change reached the peer. The change may then
+    /// wait, and the two ends may have different channels on until it
+    /// reaches the peer.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// De-install a heartbeat mirror (Fig 5): stops using it here and at the peer,
@@ -128,7 +150,7 @@ mod tests {
             ),
             (
                 HbRequest::Install(Install {
-                    pvol: "/mnt/hbfs/hb2".into(),
+                    pvol: Some("/mnt/hbfs/hb2".into()),
                     pair: Some("hb2".into()),
                     name: None,
                     svol: None,
@@ -141,12 +163,26 @@ mod tests {
                 r#"{"op":"uninstall","name":"hb2"}"#,
             ),
             (
-                HbRequest::Procedure(Procedure {
-                    network: Some(false),
-                    mirrors: None,
-                    mirror: MirrorChoice(Some(("hb0".into(), true))),
+                HbRequest::Procedure(SetProcedure {
+                    procedure: Procedure {
+                        network: Some(false),
+                        mirrors: None,
+                        mirror: MirrorChoice(Some(("hb0".into(), true))),
+                    },
+                    force: false,
                 }),
                 r#"{"op":"procedure","network":false,"mirrors":null,"mirror":["hb0",true]}"#,
+            ),
+            (
+                HbRequest::Procedure(SetProcedure {
+                    procedure: Procedure {
+                        network: Some(false),
+                        mirrors: Some(false),
+                        mirror: MirrorChoice(None),
+                    },
+                    force: true,
+                }),
+                r#"{"op":"procedure","network":false,"mirrors":false,"mirror":null,"force":true}"#,
             ),
             (HbRequest::Rearm, r#"{"op":"rearm"}"#),
         ]
@@ -172,10 +208,19 @@ mod tests {
             serde_json::from_str(r#"{"op":"procedure","network":true}"#).expect("parse");
         assert_eq!(
             short,
-            HbRequest::Procedure(Procedure {
-                network: Some(true),
-                ..Procedure::default()
+            HbRequest::Procedure(SetProcedure {
+                procedure: Procedure {
+                    network: Some(true),
+                    ..Procedure::default()
+                },
+                force: false,
             })
         );
+        let by_name: HbRequest =
+            serde_json::from_str(r#"{"op":"install","name":"hb0"}"#).expect("parse");
+        assert!(matches!(
+            by_name,
+            HbRequest::Install(Install { pvol: None, .. })
+        ));
     }
 }

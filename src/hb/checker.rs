@@ -1,20 +1,58 @@
 //! The decision (Fig 7): [`Checker`] holds the status table and a
 //! [`Watch`] per channel; messages and read results go in with the time they
 //! were observed, [`Checker::evaluate`] turns them into table entries and
-//! transitions, and [`Checker::failover_reason`] decides.
+//! transitions, [`Checker::failover_reason`] decides the standby's failover
+//! and [`Checker::step_down_reason`] a returning production host's step-down.
 //!
 //! It is pure: the daemon supplies the clock, so every rule here is
-//! unit-tested without waiting. Validity of a channel: its messages come
-//! from an approved identifier and keep advancing (see [`super::watch`])
-//! within the timeout.
+//! unit-tested without waiting. A message is accepted on a channel that is
+//! turned on (Fig 8) when it comes from an approved identifier, was
+//! generated within the freshness window of this host's clock, and is newer
+//! than the last one accepted from its sender on that channel (see
+//! [`super::watch`]; the watermark survives restarts). A channel is valid
+//! while accepted messages keep arriving within the timeout.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::message::Beat;
-use super::table::{now_ms, DeviceStatus, Direction, Enable, GroupStatus, Table};
-use super::watch::{Observation, Watch};
+use super::table::{
+    now_ms, ArmPolicy, DeviceStatus, Direction, Enable, GroupStatus, Table, Watermark,
+};
+use super::watch::{Mark, Observation, Watch};
 use hbcore::vocab::Group;
+
+/// A moment, on both clocks: the monotonic one for timeouts, the wall
+/// clock (ms since the epoch) for the messages' times.
+#[derive(Debug, Clone, Copy)]
+pub struct At {
+    /// Monotonic time.
+    pub mono: Instant,
+    /// Wall-clock time, ms since the epoch.
+    pub wall_ms: u64,
+}
+
+impl At {
+    /// Now.
+    pub fn now() -> At {
+        At {
+            mono: Instant::now(),
+            wall_ms: now_ms(),
+        }
+    }
+}
+
+/// The timing of the checks.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Silence after which a channel fails.
+    pub timeout: Duration,
+    /// Between heartbeats (and mirror reads).
+    pub interval: Duration,
+    /// A message generated further than this from this host's clock (either
+    /// way) is refused.
+    pub freshness: Duration,
+}
 
 /// A change worth a log line and an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +62,15 @@ pub struct Transition {
     /// Failed (true) or recovered (false).
     pub failed: bool,
     /// Why.
+    pub why: String,
+}
+
+/// A network datagram refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The kind of refusal (a log line is limited per sender address and kind).
+    pub kind: &'static str,
+    /// What was wrong with it.
     pub why: String,
 }
 
@@ -38,29 +85,56 @@ pub struct Checker {
     /// observed advances, so that detection from the last write stays within
     /// timeout + interval on every channel.
     mirror_timeout: Duration,
+    freshness: Duration,
+    /// Start of the grace period (start-up or re-arming).
     started: Instant,
     network: Watch,
     devices: BTreeMap<String, Watch>,
 }
 
+const NETWORK: &str = "network";
+
+fn mirror_channel(name: &str) -> String {
+    format!("mirror {name}")
+}
+
 impl Checker {
-    /// A checker around `table`, approving messages from `approved` senders;
-    /// mirrors are read every `interval`.
+    /// A checker around `table` (resumed or fresh), approving messages from
+    /// `approved` senders, arming failover by `policy`; its watches start
+    /// from the table's watermarks.
     pub fn new(
-        table: Table,
+        mut table: Table,
         approved: Vec<String>,
-        timeout: Duration,
-        interval: Duration,
+        timing: Timing,
+        policy: ArmPolicy,
         now: Instant,
     ) -> Checker {
+        table.arm_policy = policy;
+        table.armed = policy == ArmPolicy::AfterTimeout;
+        let mut network = Watch::default();
+        let mut devices: BTreeMap<String, Watch> = BTreeMap::new();
+        for w in &table.watermarks {
+            let mark = Mark {
+                serial: w.serial,
+                time_ms: w.time_ms,
+            };
+            match w.channel.strip_prefix("mirror ") {
+                Some(name) => devices
+                    .entry(name.into())
+                    .or_default()
+                    .seed(&w.sender, mark),
+                None => network.seed(&w.sender, mark),
+            }
+        }
         Checker {
             table,
             approved,
-            timeout,
-            mirror_timeout: timeout.saturating_sub(interval),
+            timeout: timing.timeout,
+            mirror_timeout: timing.timeout.saturating_sub(timing.interval),
+            freshness: timing.freshness,
             started: now,
-            network: Watch::default(),
-            devices: BTreeMap::new(),
+            network,
+            devices,
         }
     }
 
@@ -81,53 +155,145 @@ impl Checker {
         }
     }
 
-    /// A message arrived on the network.
-    pub fn network_beat(&mut self, beat: &Beat, now: Instant) -> Result<Observation, String> {
-        self.approve(beat)?;
-        let seen = self.network.observe(beat.serial, beat.time_ms, now);
+    /// Rule (3), against this host's clock: generated within the freshness window.
+    pub fn fresh(&self, beat: &Beat, wall_ms: u64) -> Result<(), String> {
+        let window = self.freshness.as_millis() as u64;
+        if beat.time_ms.saturating_add(window) < wall_ms {
+            Err(format!(
+                "heartbeat {} of '{}' was generated {} ms ago, beyond the freshness window of {window} ms: a replay, or the sites' clocks are apart",
+                beat.serial,
+                beat.sender,
+                wall_ms - beat.time_ms
+            ))
+        } else if beat.time_ms > wall_ms.saturating_add(window) {
+            Err(format!(
+                "heartbeat {} of '{}' is dated {} ms ahead of this host's clock, beyond the freshness window of {window} ms: the sites' clocks are apart",
+                beat.serial,
+                beat.sender,
+                beat.time_ms - wall_ms
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A datagram arrived on the network: a message, or why it is none.
+    pub fn network_beat(
+        &mut self,
+        read: Result<&Beat, String>,
+        at: At,
+    ) -> Result<Observation, Rejection> {
+        if !self.table.network_on() {
+            // Fig 8: a DISABLEd network is not checked.
+            self.table.ignored_disabled += 1;
+            return Ok(Observation::Ignored);
+        }
+        let rejection = |kind, why| Rejection { kind, why };
+        let beat = read.map_err(|why| {
+            self.table.rejected_invalid += 1;
+            rejection("invalid frame", why)
+        })?;
+        if let Err(why) = self.approve(beat) {
+            self.table.rejected_invalid += 1;
+            return Err(rejection("unapproved sender", why));
+        }
+        if let Err(why) = self.fresh(beat, at.wall_ms) {
+            self.table.rejected_stale += 1;
+            return Err(rejection("outside the freshness window", why));
+        }
+        let seen = self
+            .network
+            .observe(&beat.sender, beat.serial, beat.time_ms, at.mono);
         if seen == Observation::Advanced {
-            self.table.network.count += 1;
-            self.table.network.last_ms = Some(now_ms());
-            self.table.network.last_serial = Some(beat.serial);
+            let n = &mut self.table.network;
+            n.count += 1;
+            n.last_ms = Some(at.wall_ms);
+            n.last_serial = Some(beat.serial);
+            self.accepted(NETWORK, beat);
+        } else {
+            self.table.rejected_replayed += 1;
         }
         Ok(seen)
     }
 
     /// A receiving mirror was read: a message, or why none could be read.
-    pub fn mirror_read(
-        &mut self,
-        name: &str,
-        read: Result<&Beat, String>,
-        now: Instant,
-    ) -> Observation {
-        let approved = read.and_then(|b| self.approve(b).map(|()| b));
+    pub fn mirror_read(&mut self, name: &str, read: Result<&Beat, String>, at: At) -> Observation {
+        let checked = match read.and_then(|b| self.approve(b).map(|()| b)) {
+            Ok(b) => match self.fresh(b, at.wall_ms) {
+                Ok(()) => Ok(b),
+                Err(why) => {
+                    self.refused_on_mirror(name, b);
+                    Err(format!("stale: {why}"))
+                }
+            },
+            Err(why) => Err(why),
+        };
         let watch = self.devices.entry(name.to_string()).or_default();
-        let (seen, serial) = match approved {
+        let seen = match &checked {
             Ok(beat) => {
-                let seen = watch.observe(beat.serial, beat.time_ms, now);
-                if seen == Observation::Stale && !watch.alive(now, self.mirror_timeout) {
+                let seen = watch.observe(&beat.sender, beat.serial, beat.time_ms, at.mono);
+                if seen == Observation::Stale && !watch.alive(at.mono, self.mirror_timeout) {
                     watch.problem = Some(format!("stale: the same heartbeat (serial {}) for over {:?}; the mirror may be split or frozen", beat.serial, self.mirror_timeout));
                 }
-                (seen, Some(beat.serial))
+                seen
             }
             Err(why) => {
-                watch.problem = Some(why);
-                (Observation::Stale, None)
+                watch.problem = Some(why.clone());
+                Observation::Stale
             }
         };
-        if let Some(d) = self
-            .table
-            .devices
-            .iter_mut()
-            .find(|d| d.name == name && d.status != DeviceStatus::Null)
-        {
-            if seen == Observation::Advanced {
+        if let (Observation::Advanced, Ok(beat)) = (seen, checked) {
+            if let Some(d) = self
+                .table
+                .devices
+                .iter_mut()
+                .find(|d| d.name == name && d.status != DeviceStatus::Null)
+            {
                 d.seen.count += 1;
-                d.seen.last_ms = Some(now_ms());
-                d.seen.last_serial = serial;
+                d.seen.last_ms = Some(at.wall_ms);
+                d.seen.last_serial = Some(beat.serial);
             }
+            self.accepted(&mirror_channel(name), beat);
         }
         seen
+    }
+
+    /// Counts a message on mirror `name` refused as outside the freshness
+    /// window once, however often the same slot is read again.
+    fn refused_on_mirror(&mut self, name: &str, beat: &Beat) {
+        let mark = Mark {
+            serial: beat.serial,
+            time_ms: beat.time_ms,
+        };
+        let watch = self.devices.entry(name.to_string()).or_default();
+        if watch.refused != Some(mark) {
+            watch.refused = Some(mark);
+            self.table.rejected_stale += 1;
+        }
+    }
+
+    /// Keeps the watermark of an accepted message in the table (persisted
+    /// with it) and what it says of its sender's state.
+    fn accepted(&mut self, channel: &str, beat: &Beat) {
+        let t = &mut self.table;
+        match t
+            .watermarks
+            .iter_mut()
+            .find(|w| w.channel == channel && w.sender == beat.sender)
+        {
+            Some(w) => {
+                w.serial = beat.serial;
+                w.time_ms = beat.time_ms;
+            }
+            None => t.watermarks.push(Watermark {
+                channel: channel.into(),
+                sender: beat.sender.clone(),
+                serial: beat.serial,
+                time_ms: beat.time_ms,
+            }),
+        }
+        t.peer_failed_over = beat.failed_over.then(|| beat.sender.clone());
+        t.peer_stepped_down = beat.stepped_down;
     }
 
     /// A sending mirror was written (or not).
@@ -150,9 +316,12 @@ impl Checker {
         }
     }
 
-    /// Forgets what was seen on mirror `name` (installed anew or removed).
+    /// Forgets what was seen on mirror `name` (installed anew or removed);
+    /// its watermark stays.
     pub fn reset_mirror(&mut self, name: &str) {
-        self.devices.remove(name);
+        if let Some(w) = self.devices.get_mut(name) {
+            w.reset();
+        }
     }
 
     /// Brings the table up to date; returns the channels that failed or recovered.
@@ -215,7 +384,14 @@ impl Checker {
                 d.status = DeviceStatus::Enable;
             }
             let ok = match d.direction {
-                Direction::Send => d.seen.problem.is_none(),
+                Direction::Send => match &d.pair_problem {
+                    // Not written while its pair may be split (Fig 5).
+                    Some(why) => {
+                        d.seen.problem = Some(why.clone());
+                        false
+                    }
+                    None => d.seen.problem.is_none(),
+                },
                 Direction::Receive => {
                     receiving += 1;
                     let watch = self.devices.entry(d.name.clone()).or_default();
@@ -265,11 +441,24 @@ impl Checker {
         } else {
             GroupStatus::Unknown
         };
-        if t.remote_group_via_network == GroupStatus::Alive
-            || t.remote_group_via_mirrors == GroupStatus::Alive
+        // Seen alive: a channel that advanced twice since start and is alive
+        // (the first read of a mirror may be production's last heartbeat
+        // from before this hbd started, no sign of life since).
+        let seen_alive = |w: &Watch, timeout| w.advances >= 2 && w.alive(now, timeout);
+        if (t.network_on() && seen_alive(&self.network, timeout))
+            || t.devices.iter().any(|d| {
+                d.direction == Direction::Receive
+                    && t.mirror_on(d)
+                    && self
+                        .devices
+                        .get(&d.name)
+                        .is_some_and(|w| seen_alive(w, mirror_timeout))
+            })
         {
             t.armed = true;
         }
+        // Fig 8: control messages travel on enabled channels only.
+        t.outbox_held = !t.outbox.is_empty() && !t.sends_to_peer();
         changes
     }
 
@@ -323,40 +512,98 @@ impl Checker {
             why.join("; ")
         ))
     }
+
+    /// The step-down decision: a production host that hears (on any
+    /// channel) that the standby failed over does not resume as active; it
+    /// steps down once and stays so until re-armed. Returns the reason.
+    pub fn step_down_reason(&self) -> Option<String> {
+        let t = &self.table;
+        if t.group != Group::Production || t.stepped_down {
+            return None;
+        }
+        let peer = t.peer_failed_over.as_ref()?;
+        Some(format!(
+            "{peer} reports that it failed over (took over from this site) while this host was away; stepping down so that one site only is active"
+        ))
+    }
+
+    /// `hbctl hb rearm`: at a standby, allows the next failover (by the arm
+    /// policy, the grace period starting now); at a production host, ends a
+    /// step-down. Returns what was done.
+    pub fn rearm(&mut self, now: Instant) -> String {
+        let t = &mut self.table;
+        match t.group {
+            Group::Production => {
+                let was = std::mem::take(&mut t.stepped_down);
+                t.peer_failed_over = None;
+                if was {
+                    "step-down ended: this production host is active again; should the standby still report that it failed over, this host steps down again at once (fail back and re-arm the standby first)".into()
+                } else {
+                    "this production host has not stepped down; nothing to re-arm".into()
+                }
+            }
+            Group::Standby => {
+                t.failed_over = false;
+                self.started = now;
+                t.armed = t.arm_policy == ArmPolicy::AfterTimeout;
+                match t.arm_policy {
+                    ArmPolicy::SeenAlive => "failover re-armed: it happens again once the peer has been seen alive and then every channel fails".into(),
+                    ArmPolicy::AfterTimeout => "failover re-armed (arm = after-timeout): it happens again when no enabled channel shows the peer alive for the timeout".into(),
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hb::message::SERIAL_MAX;
+    use crate::hb::message::{Control, ControlBody, Procedure, SERIAL_MAX};
 
     const T: Duration = Duration::from_secs(1);
+    /// The wall clock at the test's start.
+    const W: u64 = 1_700_000_000_000;
 
-    fn beat(serial: u32, time_ms: u64) -> Beat {
+    fn beat(serial: u32, ms: u64) -> Beat {
         Beat {
             serial,
-            time_ms,
+            time_ms: W + ms,
             sender: "prod-a".into(),
             group: Group::Production,
             ack: 0,
             controls: vec![],
+            failed_over: false,
+            stepped_down: false,
         }
     }
 
-    fn standby(start: Instant) -> Checker {
-        let mut t = Table::new("standby-a", Group::Standby, true);
-        t.install("hb0", "/mnt/hbfs/hb0".into(), Direction::Receive, None);
-        Checker::new(
-            t,
-            vec!["prod-a".into()],
-            T,
-            Duration::from_millis(200),
-            start,
-        )
+    fn timing() -> Timing {
+        Timing {
+            timeout: T,
+            interval: Duration::from_millis(200),
+            freshness: Duration::from_secs(3),
+        }
     }
 
-    fn at(start: Instant, ms: u64) -> Instant {
-        start + Duration::from_millis(ms)
+    fn checker(start: Instant, group: Group, policy: ArmPolicy) -> Checker {
+        let (host, peer, direction) = match group {
+            Group::Standby => ("standby-a", "prod-a", Direction::Receive),
+            Group::Production => ("prod-a", "standby-a", Direction::Send),
+        };
+        let mut t = Table::new(host, group, true);
+        t.install("hb0", "/mnt/hbfs/hb0".into(), direction, None);
+        Checker::new(t, vec![peer.into()], timing(), policy, start)
+    }
+
+    fn standby(start: Instant) -> Checker {
+        checker(start, Group::Standby, ArmPolicy::SeenAlive)
+    }
+
+    fn at(start: Instant, ms: u64) -> At {
+        At {
+            mono: start + Duration::from_millis(ms),
+            wall_ms: W + ms,
+        }
     }
 
     #[test]
@@ -365,10 +612,10 @@ mod tests {
         let mut c = standby(s);
         for i in 1..=5u32 {
             let now = at(s, u64::from(i) * 200);
-            c.network_beat(&beat(i, 1000 + u64::from(i)), now)
+            c.network_beat(Ok(&beat(i, 1000 + u64::from(i))), now)
                 .expect("approved");
             c.mirror_read("hb0", Ok(&beat(i, 1000 + u64::from(i))), now);
-            assert!(c.evaluate(now).is_empty());
+            assert!(c.evaluate(now.mono).is_empty());
         }
         assert_eq!(c.table.remote_group_via_network, GroupStatus::Alive);
         assert_eq!(c.table.remote_group_via_mirrors, GroupStatus::Alive);
@@ -377,7 +624,7 @@ mod tests {
         for i in 6..=15u32 {
             let now = at(s, u64::from(i) * 200);
             c.mirror_read("hb0", Ok(&beat(i, 1000 + u64::from(i))), now);
-            c.evaluate(now);
+            c.evaluate(now.mono);
             assert_eq!(
                 c.failover_reason(),
                 None,
@@ -390,7 +637,7 @@ mod tests {
         for i in 16..=30u32 {
             let now = at(s, u64::from(i) * 200);
             c.mirror_read("hb0", Ok(&beat(15, 1015)), now);
-            c.evaluate(now);
+            c.evaluate(now.mono);
         }
         assert_eq!(c.table.devices[0].status, DeviceStatus::Failed);
         assert!(
@@ -419,15 +666,15 @@ mod tests {
         let mut transitions = vec![];
         for i in 1..=20u32 {
             let now = at(s, u64::from(i) * 200);
-            c.network_beat(&beat(i, u64::from(i)), now)
+            c.network_beat(Ok(&beat(i, u64::from(i) * 200)), now)
                 .expect("approved");
             let read = if !(3..=15).contains(&i) {
-                Ok(beat(i, u64::from(i)))
+                Ok(beat(i, u64::from(i) * 200))
             } else {
                 Err("EIO".to_string())
             };
             c.mirror_read("hb0", read.as_ref().map_err(|e| e.clone()), now);
-            transitions.extend(c.evaluate(now));
+            transitions.extend(c.evaluate(now.mono));
             assert_eq!(c.failover_reason(), None);
         }
         assert_eq!(transitions.len(), 2, "{transitions:?}");
@@ -443,51 +690,60 @@ mod tests {
     fn strangers_replays_and_restarts() {
         let s = Instant::now();
         let mut c = standby(s);
+        let now = at(s, 1000);
         let mut stranger = beat(1, 1);
         stranger.sender = "intruder".into();
-        assert!(c
-            .network_beat(&stranger, s)
-            .expect_err("stranger")
-            .contains("not an approved peer"));
-        assert_eq!(c.network_beat(&beat(10, 100), s), Ok(Observation::Advanced));
+        let refused = c.network_beat(Ok(&stranger), now).expect_err("stranger");
+        assert!(refused.why.contains("not an approved peer"), "{refused:?}");
+        assert_eq!(c.table.rejected_invalid, 1);
         assert_eq!(
-            c.network_beat(&beat(9, 99), s),
+            c.network_beat(Ok(&beat(10, 100)), now),
+            Ok(Observation::Advanced)
+        );
+        assert_eq!(
+            c.network_beat(Ok(&beat(9, 99)), now),
             Ok(Observation::Stale),
             "a replay of an older message"
         );
         assert_eq!(
-            c.network_beat(&beat(11, 100), s),
+            c.network_beat(Ok(&beat(11, 100)), now),
             Ok(Observation::Stale),
             "time must advance too"
         );
+        assert_eq!(c.table.rejected_replayed, 2);
         assert_eq!(
-            c.network_beat(&beat(1, 200), s),
+            c.network_beat(Ok(&beat(1, 200)), now),
             Ok(Observation::Advanced),
             "a restarted sender counts from 1"
         );
         assert_eq!(
-            c.network_beat(&beat(SERIAL_MAX, 300), s),
+            c.network_beat(Ok(&beat(SERIAL_MAX, 300)), now),
             Ok(Observation::Advanced)
         );
         assert_eq!(
-            c.network_beat(&beat(1, 400), s),
+            c.network_beat(Ok(&beat(1, 400)), now),
             Ok(Observation::Advanced),
             "the serial wraps to 1"
         );
+        let junk = c
+            .network_beat(Err("bad frame".into()), now)
+            .expect_err("junk");
+        assert_eq!(junk.kind, "invalid frame");
+        assert_eq!(c.table.rejected_invalid, 2);
     }
 
     #[test]
     fn nothing_fails_over_before_the_peer_was_seen_or_when_all_is_disabled() {
         let s = Instant::now();
         let mut c = standby(s);
-        c.evaluate(at(s, 5000));
+        c.evaluate(at(s, 5000).mono);
         assert_eq!(c.table.remote_group_via_network, GroupStatus::Failed);
         assert_eq!(c.failover_reason(), None, "never seen: not armed");
         c.table.armed = true;
         assert!(c.failover_reason().is_some());
         c.table.network_wanted = false;
         c.table.mirrors_wanted = false;
-        c.evaluate(at(s, 6000));
+        c.evaluate(at(s, 6000).mono);
         assert_eq!(
             c.failover_reason(),
             None,
@@ -495,11 +751,215 @@ mod tests {
         );
         assert_eq!(c.table.devices[0].status, DeviceStatus::Disable);
         c.table.mirrors_wanted = true;
-        c.evaluate(at(s, 6001));
+        c.evaluate(at(s, 6001).mono);
         assert_ne!(
             c.table.devices[0].status,
             DeviceStatus::Disable,
             "turning the mirrors back on restores the device"
         );
+    }
+
+    #[test]
+    fn after_timeout_arms_at_start_and_seen_alive_waits_for_the_peer() {
+        let s = Instant::now();
+        let mut late = checker(s, Group::Standby, ArmPolicy::AfterTimeout);
+        let mut safe = standby(s);
+        for c in [&mut late, &mut safe] {
+            c.evaluate(at(s, 500).mono);
+            assert_eq!(
+                c.failover_reason(),
+                None,
+                "within the timeout: no verdict yet"
+            );
+            c.evaluate(at(s, 1500).mono);
+        }
+        assert!(late.failover_reason().is_some(), "after-timeout fails over");
+        assert_eq!(
+            safe.failover_reason(),
+            None,
+            "seen-alive never saw production"
+        );
+        assert!(!safe.table.armed);
+        // Re-arming starts a new grace period.
+        late.table.failed_over = true;
+        late.rearm(at(s, 2000).mono);
+        late.evaluate(at(s, 2500).mono);
+        assert_eq!(late.failover_reason(), None);
+        late.evaluate(at(s, 3500).mono);
+        assert!(late.failover_reason().is_some());
+    }
+
+    #[test]
+    fn a_disabled_network_is_neither_checked_nor_counted() {
+        let s = Instant::now();
+        let mut c = standby(s);
+        c.table.apply_procedure(&Procedure {
+            network: Some(false),
+            ..Procedure::default()
+        });
+        let now = at(s, 100);
+        assert_eq!(
+            c.network_beat(Ok(&beat(1, 100)), now),
+            Ok(Observation::Ignored)
+        );
+        assert_eq!(
+            c.network_beat(Err("junk".into()), now),
+            Ok(Observation::Ignored),
+            "not even decoded"
+        );
+        assert_eq!((c.table.network.count, c.table.ignored_disabled), (0, 2));
+        c.evaluate(now.mono);
+        assert_eq!(c.table.network_enable, Enable::Disable);
+        assert!(c.table.watermarks.is_empty(), "nothing was accepted");
+    }
+
+    #[test]
+    fn old_and_future_messages_are_refused_and_counted() {
+        let s = Instant::now();
+        let mut c = standby(s);
+        let now = at(s, 10_000);
+        let old = c
+            .network_beat(Ok(&beat(5, 6_000)), now)
+            .expect_err("4 s old, the window is 3 s");
+        assert_eq!(old.kind, "outside the freshness window");
+        assert!(old.why.contains("4000 ms ago"), "{}", old.why);
+        let ahead = c
+            .network_beat(Ok(&beat(6, 14_000)), now)
+            .expect_err("4 s ahead");
+        assert!(ahead.why.contains("ahead"), "{}", ahead.why);
+        assert_eq!(c.table.rejected_stale, 2);
+        assert_eq!(
+            c.network_beat(Ok(&beat(7, 8_000)), now),
+            Ok(Observation::Advanced),
+            "2 s old is within the window"
+        );
+        // A frozen slot read again and again counts once.
+        for i in 0..3 {
+            let seen = c.mirror_read("hb0", Ok(&beat(4, 5_000)), at(s, 10_000 + i * 200));
+            assert_eq!(seen, Observation::Stale);
+        }
+        assert_eq!(c.table.rejected_stale, 3);
+        c.evaluate(at(s, 10_600).mono);
+        let problem = c.table.devices[0].seen.problem.clone().unwrap_or_default();
+        assert!(problem.starts_with("stale: heartbeat 4"), "{problem}");
+    }
+
+    #[test]
+    fn watermarks_survive_a_restart_so_replays_are_stale() {
+        let s = Instant::now();
+        let mut before = standby(s);
+        let now = at(s, 1000);
+        before
+            .network_beat(Ok(&beat(10, 900)), now)
+            .expect("accepted");
+        before.mirror_read("hb0", Ok(&beat(10, 900)), now);
+        assert_eq!(before.table.watermarks.len(), 2);
+        // Restarted with the persisted table, production dead: its last
+        // messages are replayed (and the SVOL still holds the last one).
+        let mut after = Checker::new(
+            before.table.clone(),
+            vec!["prod-a".into()],
+            timing(),
+            ArmPolicy::SeenAlive,
+            s,
+        );
+        for i in 0..5 {
+            let now = at(s, 1100 + i * 200);
+            assert_eq!(
+                after.network_beat(Ok(&beat(10, 900)), now),
+                Ok(Observation::Stale)
+            );
+            assert_eq!(
+                after.network_beat(Ok(&beat(9, 800)), now),
+                Ok(Observation::Stale)
+            );
+            assert_eq!(
+                after.mirror_read("hb0", Ok(&beat(10, 900)), now),
+                Observation::Stale
+            );
+            after.evaluate(now.mono);
+        }
+        assert_eq!(after.table.rejected_replayed, 10);
+        assert_ne!(after.table.remote_group_via_network, GroupStatus::Alive);
+        assert_ne!(after.table.remote_group_via_mirrors, GroupStatus::Alive);
+        assert!(!after.table.armed, "a replay is no sign of life");
+        assert_eq!(
+            after.network_beat(Ok(&beat(11, 2000)), at(s, 2000)),
+            Ok(Observation::Advanced)
+        );
+    }
+
+    #[test]
+    fn the_last_heartbeat_left_on_a_mirror_does_not_arm_a_restarted_standby() {
+        let s = Instant::now();
+        let mut c = standby(s);
+        c.table.network_wanted = false;
+        // Production wrote serial 12 just before it died and this hbd started.
+        let seen = c.mirror_read("hb0", Ok(&beat(12, 900)), at(s, 1000));
+        assert_eq!(seen, Observation::Advanced, "newer than anything seen");
+        c.evaluate(at(s, 1000).mono);
+        assert!(!c.table.armed, "one message is no sign of life since start");
+        c.mirror_read("hb0", Ok(&beat(13, 1100)), at(s, 1100));
+        c.evaluate(at(s, 1100).mono);
+        assert!(c.table.armed, "a second one is");
+    }
+
+    #[test]
+    fn production_steps_down_once_when_the_standby_says_it_failed_over() {
+        let s = Instant::now();
+        let mut c = checker(s, Group::Production, ArmPolicy::SeenAlive);
+        let mut from_standby = beat(1, 100);
+        from_standby.sender = "standby-a".into();
+        c.network_beat(Ok(&from_standby), at(s, 100))
+            .expect("accepted");
+        assert_eq!(c.step_down_reason(), None);
+        from_standby.serial = 2;
+        from_standby.time_ms += 100;
+        from_standby.failed_over = true;
+        c.network_beat(Ok(&from_standby), at(s, 200))
+            .expect("accepted");
+        let reason = c.step_down_reason().expect("the standby took over");
+        assert!(reason.contains("standby-a"), "{reason}");
+        c.table.stepped_down = true;
+        assert_eq!(c.step_down_reason(), None, "once");
+        assert!(c.rearm(at(s, 300).mono).starts_with("step-down ended"));
+        assert!(!c.table.stepped_down);
+        assert_eq!(
+            c.step_down_reason(),
+            None,
+            "until the standby says so again"
+        );
+        from_standby.serial = 3;
+        from_standby.time_ms += 100;
+        c.network_beat(Ok(&from_standby), at(s, 300))
+            .expect("accepted");
+        assert!(c.step_down_reason().is_some());
+        // A standby never steps down.
+        let mut st = standby(s);
+        let mut odd = beat(1, 100);
+        odd.failed_over = true;
+        st.network_beat(Ok(&odd), at(s, 100)).expect("accepted");
+        assert_eq!(st.step_down_reason(), None);
+    }
+
+    #[test]
+    fn control_messages_wait_while_no_channel_reaches_the_peer() {
+        let s = Instant::now();
+        let mut c = checker(s, Group::Production, ArmPolicy::SeenAlive);
+        c.table.outbox.push(Control {
+            id: 1,
+            body: ControlBody::Deactivate {
+                mirror: "hb9".into(),
+            },
+        });
+        c.evaluate(at(s, 100).mono);
+        assert!(!c.table.outbox_held);
+        c.table.apply_procedure(&Procedure {
+            network: Some(false),
+            mirrors: Some(false),
+            ..Procedure::default()
+        });
+        c.evaluate(at(s, 200).mono);
+        assert!(c.table.outbox_held);
     }
 }

@@ -12,6 +12,8 @@ pub use hbcore::config::ConfigError;
 use hbcore::config::{self, Checked};
 use hbcore::vocab::{Group, Level};
 
+use super::table::{ArmPolicy, Direction, MirrorSeed};
+
 /// The whole configuration of one host's hbd.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +35,11 @@ pub struct Config {
     /// Milliseconds without an advancing heartbeat after which a channel fails.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// A heartbeat generated further than this from this host's clock (either
+    /// way) is refused: the sites' clocks must agree well within it. Default
+    /// 3 x timeout_ms; at least timeout_ms.
+    #[serde(default)]
+    pub freshness_ms: Option<u64>,
     /// Pre-shared key of the heartbeat messages (network and volumes).
     pub psk_file: PathBuf,
     /// Directory where this host sees heartbeat volumes as files (its hbfs
@@ -45,7 +52,8 @@ pub struct Config {
     /// The network channel.
     #[serde(default)]
     pub network: Option<NetworkConfig>,
-    /// Heartbeat mirrors installed at start.
+    /// Heartbeat mirrors that seed the status table (each entry once; then
+    /// the table decides, so `hbctl hb mirror uninstall` survives restarts).
     #[serde(default)]
     pub mirrors: Vec<MirrorConfig>,
     /// What to do at failover, and where to reach mirrord.
@@ -99,6 +107,14 @@ pub struct FailoverConfig {
     /// Command run for received SYSTEM DOWN and SERIOUS notices.
     #[serde(default)]
     pub alert: Option<String>,
+    /// When a standby may fail over after it starts: `seen-alive` (default)
+    /// or `after-timeout`.
+    #[serde(default)]
+    pub arm: Option<ArmPolicy>,
+    /// Command run (by `sh -c`) once when a production host steps down
+    /// because the standby took over while it was away.
+    #[serde(default)]
+    pub step_down: Option<String>,
 }
 
 /// A local check: exactly one of `command`, `writable`, `network`.
@@ -120,6 +136,23 @@ pub struct CheckConfig {
     pub network: Option<String>,
 }
 
+impl MirrorConfig {
+    /// The entry as a seed of the status table (none if it names no device).
+    pub fn seed(&self) -> Option<MirrorSeed> {
+        let (address, direction) = match (&self.pvol, &self.svol) {
+            (Some(p), _) => (p.clone(), Direction::Send),
+            (None, Some(s)) => (s.clone(), Direction::Receive),
+            (None, None) => return None,
+        };
+        Some(MirrorSeed {
+            name: self.name.clone(),
+            address,
+            direction,
+            pair: self.pair.clone(),
+        })
+    }
+}
+
 // Written out (not derived) so that a config without [failover] gets the
 // same mirrord socket as one with an incomplete [failover], not an empty path.
 impl Default for FailoverConfig {
@@ -129,6 +162,8 @@ impl Default for FailoverConfig {
             take_over: Vec::new(),
             mirrord_socket: default_mirrord_socket(),
             alert: None,
+            arm: None,
+            step_down: None,
         }
     }
 }
@@ -175,13 +210,52 @@ impl Checked for Config {
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
             return Err(invalid(format!("mirror '{}' is listed twice", w[0])));
         }
-        for m in &config.mirrors {
-            if m.pvol.is_none() && m.svol.is_none() {
+        if let Some(f) = config.freshness_ms {
+            if f < config.timeout_ms {
                 return Err(invalid(format!(
-                    "mirror '{}' has neither pvol (to write) nor svol (to read)",
-                    m.name
+                    "freshness_ms ({f}) is below timeout_ms ({}): heartbeats that arrive late but within the timeout would be refused; leave it out for 3 x timeout_ms",
+                    config.timeout_ms
                 )));
             }
+        }
+        for m in &config.mirrors {
+            let name = &m.name;
+            match (&m.pvol, &m.svol, &m.pair) {
+                (None, None, _) => {
+                    return Err(invalid(format!(
+                        "[[mirrors]] '{name}' has neither pvol (written here) nor svol (read here)"
+                    )))
+                }
+                (Some(_), Some(_), _) => {
+                    return Err(invalid(format!(
+                        "[[mirrors]] '{name}' has both pvol and svol: a heartbeat mirror is written at one host (pvol) and read at the other (svol); for the reverse direction give a second mirror of another name"
+                    )))
+                }
+                (None, Some(_), Some(_)) => {
+                    return Err(invalid(format!(
+                        "[[mirrors]] '{name}' has svol and pair: pair names the mirrord pair whose PVOL this host writes (it is protected from split here); give it with pvol, at the host that writes the PVOL"
+                    )))
+                }
+                _ => {}
+            }
+            if config.table_volume.is_some() && [&m.pvol, &m.svol].contains(&&config.table_volume) {
+                return Err(invalid(format!(
+                    "table_volume is the device of [[mirrors]] '{name}': keep the status table on a volume of its own"
+                )));
+            }
+        }
+        match config.group {
+            Group::Production if config.failover.arm.is_some() => {
+                return Err(invalid(
+                    "failover.arm is set at a production host: only a standby fails over; leave it out here".into(),
+                ))
+            }
+            Group::Standby if config.failover.step_down.is_some() => {
+                return Err(invalid(
+                    "failover.step_down is set at a standby: only a production host steps down (when the standby took over); set it at the production host".into(),
+                ))
+            }
+            _ => {}
         }
         for c in &config.checks {
             let kinds = [
@@ -224,6 +298,21 @@ impl Config {
         Duration::from_millis(self.timeout_ms)
     }
 
+    /// The freshness window (default 3 x the timeout).
+    pub fn freshness(&self) -> Duration {
+        Duration::from_millis(self.freshness_ms.unwrap_or(3 * self.timeout_ms))
+    }
+
+    /// The standby's start-up policy.
+    pub fn arm_policy(&self) -> ArmPolicy {
+        self.failover.arm.unwrap_or_default()
+    }
+
+    /// The `[[mirrors]]` as seeds of the status table.
+    pub fn seeds(&self) -> Vec<MirrorSeed> {
+        self.mirrors.iter().filter_map(MirrorConfig::seed).collect()
+    }
+
     /// Reads the pre-shared key.
     pub fn key(&self) -> Result<Vec<u8>, ConfigError> {
         config::read_key(&self.psk_file)
@@ -249,7 +338,6 @@ peers = ["10.0.0.1:7790"]
 [[mirrors]]
 name = "hb0"
 svol = "/mnt/hbfs/hb0"
-pair = "hb0"
 [[mirrors]]
 name = "hb1"
 pvol = "/mnt/hbfs/hb1"
@@ -331,5 +419,48 @@ writable = "/mnt/hbfs/hb1"
         .expect_err("group");
         let text = hbcore::report::chain(&e);
         assert!(text.contains("unknown variant `primary`"), "{text}");
+    }
+
+    #[test]
+    fn invalid_combinations_name_their_keys() {
+        let refused = |from: &str, to: &str| {
+            let text = EXAMPLE.replace(from, to);
+            assert_ne!(text, EXAMPLE, "{from} is in the example");
+            let e = Config::parse(&text, Path::new("x")).expect_err(to);
+            hbcore::report::chain(&e)
+        };
+        let hb0 = "svol = \"/mnt/hbfs/hb0\"\n";
+        let e = refused(hb0, &format!("{hb0}pvol = \"/mnt/hbfs/x\"\n"));
+        assert!(e.contains("'hb0' has both pvol and svol"), "{e}");
+        let e = refused(hb0, &format!("{hb0}pair = \"hb0\"\n"));
+        assert!(e.contains("'hb0' has svol and pair"), "{e}");
+        let e = refused("timeout_ms = 1000", "timeout_ms = 1000\nfreshness_ms = 500");
+        assert!(e.contains("freshness_ms (500) is below timeout_ms"), "{e}");
+        let e = refused("[failover]", "[failover]\nstep_down = \"true\"");
+        assert!(e.contains("failover.step_down is set at a standby"), "{e}");
+        let e = refused("[network]", "table_volume = \"/mnt/hbfs/hb1\"\n[network]");
+        assert!(
+            e.contains("table_volume is the device of [[mirrors]] 'hb1'"),
+            "{e}"
+        );
+        let production = EXAMPLE
+            .replace("group = \"standby\"", "group = \"production\"")
+            .replace("[failover]", "[failover]\narm = \"after-timeout\"");
+        let e = Config::parse(&production, Path::new("x")).expect_err("arm at production");
+        assert!(
+            e.to_string()
+                .contains("failover.arm is set at a production host"),
+            "{e}"
+        );
+        let e = refused("[failover]", "[failover]\narm = \"sometime\"");
+        assert!(e.contains("seen-alive"), "{e}");
+        let c = Config::parse(
+            &EXAMPLE.replace("[failover]", "[failover]\narm = \"after-timeout\""),
+            Path::new("x"),
+        )
+        .expect("a standby may arm after the timeout");
+        assert_eq!(c.arm_policy(), ArmPolicy::AfterTimeout);
+        assert_eq!(c.freshness(), Duration::from_millis(3000));
+        assert_eq!(c.seeds()[0].direction, Direction::Receive);
     }
 }

@@ -1,8 +1,9 @@
 //! Peer controls: the control messages heartbeats carry (activation and
 //! de-activation of mirrors, Fig 4/5; procedure changes, Fig 8; failure
 //! notices, Fig 10/11). Each is queued in the table's outbox, rides every
-//! heartbeat on every channel until the peer acknowledges its id, and is
-//! applied once at the peer, whichever channel brought it first.
+//! heartbeat on every channel turned on until the peer acknowledges its id
+//! (with none on, it waits), and is applied once at the peer, in order,
+//! whichever channel brought it first.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use super::api::Source;
 use super::failover::run_command;
 use super::message::{Beat, Control, ControlBody, Notice, Procedure};
 use super::state::Hbd;
-use super::table::{DeviceStatus, Direction};
+use super::table::Direction;
 
 /// Control messages kept unacknowledged at most; the oldest is dropped beyond.
 const OUTBOX_MAX: usize = 8;
@@ -23,6 +24,7 @@ impl Hbd {
         c.table.last_control += 1;
         let id = c.table.last_control;
         c.table.outbox.push(Control { id, body });
+        c.table.show_procedure();
         if c.table.outbox.len() > OUTBOX_MAX {
             let dropped = c.table.outbox.remove(0);
             tracing::warn!(
@@ -119,28 +121,7 @@ impl Hbd {
 
     /// Fig 8, steps 810/820 (and 840/850 at the peer). Returns what changed.
     pub fn set_procedure(&self, p: &Procedure) -> String {
-        let mut c = self.checker();
-        let t = &mut c.table;
-        let mut said = vec![];
-        if let Some(on) = p.network {
-            t.network_wanted = on;
-            said.push(format!("network {}", on_off(on)));
-        }
-        if let Some(on) = p.mirrors {
-            t.mirrors_wanted = on;
-            said.push(format!("mirrors {}", on_off(on)));
-        }
-        if let Some((name, on)) = &p.mirror.0 {
-            if let Some(d) = t
-                .devices
-                .iter_mut()
-                .find(|d| d.name == *name && d.status != DeviceStatus::Null)
-            {
-                d.wanted = *on;
-                said.push(format!("mirror {name} {}", on_off(*on)));
-            }
-        }
-        said.join(", ")
+        self.checker().table.apply_procedure(p)
     }
 
     async fn notice_received(&self, n: Notice) {
@@ -168,13 +149,5 @@ impl Hbd {
             ];
             run_command("alert", alert, env, Duration::from_secs(30)).await;
         }
-    }
-}
-
-fn on_off(on: bool) -> &'static str {
-    if on {
-        "on"
-    } else {
-        "off"
     }
 }

@@ -6,16 +6,18 @@ use std::sync::Arc;
 
 use tokio::net::UdpSocket;
 
+use super::api::Source;
 use super::config::Config;
 use super::error::HbError;
-use super::state::{self, Hbd};
+use super::record;
+use super::state::Hbd;
 use hbcore::daemon::Shutdown;
 use hbcore::jsonl;
 
 /// Runs hbd with `config` until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let key = config.key()?;
-    let table = state::load_table(&config)?;
+    let (table, origin, seeding) = record::load_table(&config, &key)?;
     let udp = match &config.network {
         Some(n) => Some(
             UdpSocket::bind(n.listen)
@@ -32,12 +34,35 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         source,
     })?;
     let hbd = Arc::new(Hbd::new(config, key, table, udp));
+    for name in &seeding.installed {
+        hbd.event(
+            Source::Local,
+            None,
+            &format!("mirror {name}"),
+            "installed from the config (a [[mirrors]] entry new to the table)".into(),
+        );
+    }
+    for (name, _) in &seeding.removed {
+        hbd.event(
+            Source::Local,
+            None,
+            &format!("mirror {name}"),
+            "de-installed: its [[mirrors]] entry left the config".into(),
+        );
+    }
+    hbd.release(seeding.removed.into_iter().filter_map(|(_, p)| p).collect())
+        .await;
+    // Fig 5: no heartbeat through a mirror whose pair may be split.
+    hbd.protect_installed().await;
     hbd.save();
     tracing::info!(
         host = %hbd.config.host,
         group = %hbd.config.group,
         interval_ms = hbd.config.interval_ms,
         timeout_ms = hbd.config.timeout_ms,
+        freshness_ms = hbd.config.freshness().as_millis() as u64,
+        arm = %hbd.config.arm_policy(),
+        table = ?origin,
         "hbd ready"
     );
 

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use hbcore::frame::FrameError;
 use hbcore::jsonl::ClientError;
 
 use super::message::MessageError;
@@ -33,6 +34,31 @@ pub enum HbError {
     #[error("status table {} is damaged; move it away to start afresh", path.display())]
     TableDamaged {
         /// `table.json` in data_dir.
+        path: PathBuf,
+        /// Parse error.
+        source: serde_json::Error,
+    },
+    /// The table volume could not be read, and data_dir has no table to fall back on.
+    #[error("cannot read the status table volume {} (table_volume), and data_dir has no table.json; start mirrord first, or leave table_volume out", path.display())]
+    TableVolumeRead {
+        /// table_volume.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The table volume holds something that is not a status table of this
+    /// cluster, and data_dir has no table to fall back on.
+    #[error("status table volume {} (table_volume) is damaged or written with another key, and data_dir has no table.json; to start afresh, zero its first 4 KiB", path.display())]
+    TableVolumeDamaged {
+        /// table_volume.
+        path: PathBuf,
+        /// What is wrong with its frame.
+        source: FrameError,
+    },
+    /// The table volume's frame is intact but its table is not readable.
+    #[error("status table volume {} (table_volume) holds no readable table, and data_dir has no table.json; to start afresh, zero its first 4 KiB", path.display())]
+    TableVolumeParse {
+        /// table_volume.
         path: PathBuf,
         /// Parse error.
         source: serde_json::Error,
@@ -96,6 +122,30 @@ pub enum HbError {
     /// mirrord could not be reached or refused; its text says why.
     #[error("mirrord")]
     Mirrord(#[source] ClientError),
+    /// mirrord took too long to answer (stalled or overloaded).
+    #[error("mirrord at {} did not answer within {limit:?}", socket.display())]
+    MirrordSilent {
+        /// mirrord's control socket.
+        socket: PathBuf,
+        /// How long hbd waited.
+        limit: std::time::Duration,
+    },
+    /// A procedure change that would cut hbd off from the peer one way, or
+    /// could not reach it (Fig 8).
+    #[error("refused: {why}; or give --force to do it anyway")]
+    ProcedureRefused {
+        /// What would follow, and what to do instead.
+        why: &'static str,
+    },
+    /// `mirror install` without --pvol names no `[[mirrors]]` entry.
+    #[error("no [[mirrors]] entry '{name}' in hbd's config; give --pvol (and --pair) to install a heartbeat mirror")]
+    NoConfigMirror {
+        /// The name given.
+        name: String,
+    },
+    /// `mirror install` without --pvol and without --name.
+    #[error("give --pvol PATH, or --name NAME of a [[mirrors]] entry of hbd's config")]
+    NothingToInstall,
     /// The network channel cannot be turned on: there is none.
     #[error("this hbd has no [network] section; the network channel cannot be turned on")]
     NoNetwork,

@@ -1,7 +1,9 @@
-//! Failover (Fig 7, step 740) and the commands hbd runs: at failover, take
-//! over the configured data pairs through mirrord and run the hook, once;
-//! for received SYSTEM DOWN and SERIOUS notices, the alert command. Each
-//! command is a `sh -c` child process, waited for with a time limit.
+//! Failover (Fig 7, step 740), step-down, and the commands hbd runs: at
+//! failover, take over the configured data pairs through mirrord and run the
+//! hook, once; at a production host that learns that the standby took over
+//! while it was away, the step-down hook, once; for received SYSTEM DOWN and
+//! SERIOUS notices, the alert command. Each command is a `sh -c` child
+//! process, waited for with a time limit.
 
 use std::time::Duration;
 
@@ -66,6 +68,33 @@ impl Hbd {
                 ("HBD_TABLE", table),
             ];
             run_command("failover hook", hook, env, Duration::from_secs(300)).await;
+        }
+    }
+}
+
+impl Hbd {
+    /// Steps down: logs it, records it, and runs the step-down hook. The
+    /// tick calls it once, on a task of its own; the table says STEPPED
+    /// DOWN until `hbctl hb rearm`.
+    pub async fn step_down(&self, peer: String, reason: String) {
+        tracing::error!("STEPPED DOWN: {reason}");
+        self.event(
+            Source::Local,
+            Some(Level::Serious),
+            "step-down",
+            format!("STEPPED DOWN: {reason}"),
+        );
+        if let Some(hook) = &self.config.failover.step_down {
+            let table = serde_json::to_string(&self.checker().table).unwrap_or_default();
+            let env = vec![
+                ("HBD_EVENT", "step_down".to_string()),
+                ("HBD_REASON", reason),
+                ("HBD_HOST", self.config.host.clone()),
+                ("HBD_PEERS", self.config.peers.join(",")),
+                ("HBD_FROM", peer),
+                ("HBD_TABLE", table),
+            ];
+            run_command("step-down hook", hook, env, Duration::from_secs(300)).await;
         }
     }
 }

@@ -22,7 +22,8 @@ pub const SLOT: usize = 4096;
 /// The heartbeat's frames: one fits a slot.
 pub const FORMAT: Format = Format {
     magic: *b"HBBT",
-    version: 2,
+    // 3: the beat says whether its sender failed over or stepped down.
+    version: 3,
     max_payload: Format::payload_room(SLOT, true),
     signed: true,
 };
@@ -53,6 +54,12 @@ pub struct Beat {
     pub ack: u64,
     /// Unacknowledged control messages, oldest first.
     pub controls: Vec<Control>,
+    /// The sender (a standby) has failed over: a production host that hears
+    /// this steps down.
+    pub failed_over: bool,
+    /// The sender (a production host) has stepped down after the standby
+    /// took over.
+    pub stepped_down: bool,
 }
 
 /// A control message, numbered by its sender.
@@ -87,11 +94,10 @@ pub enum ControlBody {
     Notice(Notice),
 }
 
-// One struct for `hbctl hb procedure`'s arguments, the request to hbd and
-// the control message hbd forwards to the peer. (Its doc comment is the
-// command's help, so this note is not one.)
-/// Turn the network channel, the mirror channel, or one mirror on or off,
-/// here and (over a working channel) at the peer (Fig 8).
+/// One struct for `hbctl hb procedure`'s channel arguments, the request to
+/// hbd (inside [`crate::hb::api::SetProcedure`]) and the control message hbd
+/// forwards to the peer: turn the network channel, the mirror channel, or
+/// one mirror on or off (Fig 8).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 pub struct Procedure {
     /// Send and check heartbeats over the network.
@@ -243,6 +249,8 @@ mod tests {
             group: Group::Production,
             ack: 3,
             controls,
+            failed_over: true,
+            stepped_down: false,
         }
     }
 

@@ -4,6 +4,7 @@
 //! tokio's blocking threads.
 
 use std::path::Path;
+use std::time::Duration;
 
 use hbcore::control::{PairInfo, PairStatus, Reply, Request};
 use hbcore::jsonl;
@@ -22,12 +23,26 @@ pub async fn call(socket: &Path, request: Request) -> Result<Reply, HbError> {
         .map_err(HbError::Mirrord)
 }
 
+/// As [`call`], giving up after `limit` (a stalled mirrord never answers).
+pub async fn call_within(
+    socket: &Path,
+    request: Request,
+    limit: Duration,
+) -> Result<Reply, HbError> {
+    tokio::time::timeout(limit, call(socket, request))
+        .await
+        .map_err(|_| HbError::MirrordSilent {
+            socket: socket.to_path_buf(),
+            limit,
+        })?
+}
+
 /// The status of pair `name`.
-pub async fn pair(socket: &Path, name: &str) -> Result<PairInfo, HbError> {
+pub async fn pair(socket: &Path, name: &str, limit: Duration) -> Result<PairInfo, HbError> {
     let request = Request::PairStatus(PairStatus {
         name: Some(name.into()),
     });
-    match call(socket, request).await? {
+    match call_within(socket, request, limit).await? {
         Reply::Pairs(mut p) if !p.is_empty() => Ok(p.remove(0)),
         _ => Err(HbError::NoPair { pair: name.into() }),
     }

@@ -7,9 +7,11 @@
 //! - [`message`]: the heartbeat (Fig 3) and the control messages it carries:
 //!   activation (Fig 4/5), procedure (Fig 8), failure notice (Fig 11).
 //! - [`table`]: the heartbeat status table (Fig 2), as data.
-//! - [`watch`]: the advancing rule: is a channel's message newer than the last?
-//! - [`checker`]: the validity rules (Fig 7) that fill the table, and the
-//!   failover decision.
+//! - [`watch`]: the advancing rule: is a channel's message newer than the
+//!   last accepted from its sender (the watermark, kept across restarts)?
+//! - [`checker`]: the validity rules (Fig 7: approved, fresh against this
+//!   host's clock, advancing, on a channel turned on) that fill the table;
+//!   the failover decision, the arm policy, the step-down decision.
 //! - [`api`]: the requests `hbctl hb` sends (one struct per operation).
 //! - [`config`]: hbd's TOML configuration.
 //! - [`error`]: [`error::HbError`], what hbd's operations refuse and why.
@@ -18,13 +20,18 @@
 //!
 //! - `slot`: one 4 KiB heartbeat slot written to a PVOL or read from an SVOL;
 //!   the volumes kept open between ticks.
+//! - `record`: the table on disk: `table.json` (atomic rename) and the table
+//!   volume; at start, the newer of the two, seeded by the config.
 //! - `mirrord`: hbd as a client of mirrord (pair checks and protection, takeover).
-//! - `state`: [`Hbd`](state::Hbd), what every task shares, and its record on
-//!   disk (`table.json`, `events.jsonl`).
-//! - `failover`: take over pairs and run the hook (once); run the alert command.
+//! - `state`: [`Hbd`](state::Hbd), what every task shares, and saving its
+//!   table and events (`events.jsonl`).
+//! - `failover`: take over pairs and run the hook (once); step down and run
+//!   the step-down hook (once); run the alert command.
 //! - `controls`: the outbox of control messages, acknowledgements, and applying
 //!   the peer's controls.
 //! - `checks`: the local checks (Fig 10) that become failure notices.
+//! - `install`: mirrors installed and de-installed (Fig 4/5), and their pairs
+//!   protected from split again at start (or the mirror FAILED, unwritten).
 //! - `tick`: send (Fig 6), read the mirrors (Fig 7), evaluate, act; and the
 //!   UDP receiver.
 //! - `server`: the control server answering `hbctl hb`.
@@ -35,18 +42,25 @@
 //! taken briefly by each task and never held across an await:
 //!
 //! ```text
-//!  tick task, every interval_ms:
-//!   ├─ next_frame: Beat{serial+1, now, outbox, ack} ─> UDP send_to each peer address
+//!  start: record::load_table (table.json or the table volume, the newer; config seeds)
+//!   └─ protect_installed: mirrord pair checks ─> protected, or the mirror FAILED
+//!
+//!  tick task, every interval_ms (only channels turned on, Fig 8):
+//!   ├─ next_frame: Beat{serial+1, now, outbox, ack, failed_over} ─> UDP send_to each peer address
 //!   ├═> spawn_blocking: write_slot, one 4 KiB write to each PVOL (hbfs ═> mirrord ═> peer SVOL)
 //!   ├═> spawn_blocking: read_slot of each SVOL ─> decode ─> Checker::mirror_read ─> absorb
 //!   ├─ Checker::evaluate ─> transitions ─> log, events.jsonl
 //!   ├─ Checker::failover_reason ═> failover task (once):
 //!   │     ═> spawn_blocking: mirrord pair takeover, then the hook ═> `sh -c` process
+//!   ├─ Checker::step_down_reason ═> step-down task (once): the step-down hook ═> `sh -c` process
+//!   ├─ a failed pair protection, every timeout ═> protect_installed task
 //!   ├─ local checks, all at once: `sh -c` processes, spawn_blocking opens, TCP connects
 //!   │     └─ a new failure ─> Notice into the outbox (rides the next heartbeats)
-//!   └─ save table.json (and the table volume)
+//!   └═> spawn_blocking: save table.json (rename) and the table volume
 //!
-//!  UDP task, as datagrams arrive: recv_from ─> decode ─> Checker::network_beat ─> absorb
+//!  UDP task, as datagrams arrive: recv_from ─> decode ─> Checker::network_beat
+//!   ├─ accepted ─> absorb, then save table.json (the watermark on disk)
+//!   └─ refused ─> counted; logged once a minute per address and kind (Throttle)
 //!
 //!  absorb, on the task that got the beat: drop acknowledged controls from the outbox;
 //!   apply the peer's new ones (mirror activated / de-activated, procedure, notice
@@ -67,8 +81,10 @@ mod controls;
 pub mod daemon;
 pub mod error;
 mod failover;
+mod install;
 pub mod message;
 mod mirrord;
+mod record;
 mod server;
 mod slot;
 mod state;

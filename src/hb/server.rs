@@ -4,22 +4,18 @@
 //! an [`HbError`], sent as its chain of causes.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
-use hbcore::control::{PairInstall, Request};
 use hbcore::jsonl;
 use hbcore::report;
-use hbcore::vocab::{Kind, Role};
 use tokio::net::UnixListener;
 
-use super::api::{HbReply, HbRequest, Install, Source};
+use super::api::{HbReply, HbRequest, SetProcedure, Source};
 use super::error::HbError;
-use super::message::{ControlBody, Procedure};
-use super::mirrord;
-use super::slot::write_slot;
+use super::message::ControlBody;
 use super::state::Hbd;
-use super::table::Direction;
+use super::table::{Direction, Table};
 
 impl Hbd {
     /// Answers the control socket until `shutdown` resolves.
@@ -51,124 +47,14 @@ impl Hbd {
         })
     }
 
-    /// Fig 4: register the PVOL, enable it, protect its pair, tell the peer.
-    async fn install(&self, request: Install) -> Result<String, HbError> {
-        let Install {
-            pvol,
-            pair,
-            name,
-            svol,
-            svol_path,
+    /// Fig 8: change the procedure here (steps 810/820), then forward it to
+    /// the peer over an enabled channel (830). Turning off the last channel
+    /// either way is refused unless forced.
+    fn procedure(&self, request: SetProcedure) -> Result<String, HbError> {
+        let SetProcedure {
+            procedure: p,
+            force,
         } = request;
-        let socket = &self.config.failover.mirrord_socket;
-        let file_name = || pvol.file_name().map(|n| n.to_string_lossy().into_owned());
-        let mut svol_name = svol;
-        if let Some(pair) = &pair {
-            let info = mirrord::pair(socket, pair).await?;
-            if info.kind != Kind::Heartbeat {
-                return Err(HbError::DataPair { pair: pair.clone() });
-            }
-            if info.role != Role::Pvol {
-                return Err(HbError::SvolHere {
-                    pair: pair.clone(),
-                    peer: info.peer,
-                });
-            }
-            svol_name = svol_name.or(Some(info.svol));
-            let protect = Request::PairInstall(PairInstall {
-                name: pair.clone(),
-                installed: true,
-            });
-            mirrord::call(socket, protect).await?;
-        }
-        let name = name
-            .or_else(|| pair.clone())
-            .or_else(file_name)
-            .ok_or_else(|| HbError::Unnamed { pvol: pvol.clone() })?;
-        if self.checker().table.device(&name).is_some() {
-            return Err(HbError::AlreadyInstalled { name });
-        }
-        // The PVOL must take a heartbeat now: one write proves it.
-        let (_, frame) = self.next_frame().map_err(HbError::Encode)?;
-        self.write_probe(pvol.clone(), frame).await?;
-        let svol = svol_name.unwrap_or_else(|| name.clone());
-        self.checker()
-            .table
-            .install(&name, pvol.clone(), Direction::Send, pair.clone());
-        self.queue(ControlBody::Activate {
-            mirror: name.clone(),
-            svol: svol.clone(),
-            path: svol_path,
-        });
-        self.save();
-        self.event(
-            Source::Local,
-            None,
-            &format!("mirror {name}"),
-            format!("installed: PVOL {}", pvol.display()),
-        );
-        tracing::info!(mirror = %name, pvol = %pvol.display(), "heartbeat mirror installed; activation sent to the peer");
-        let protected = pair
-            .map(|p| format!("; pair '{p}' is protected from split"))
-            .unwrap_or_default();
-        Ok(format!("heartbeat mirror '{name}' installed: writing {}; the peer registers its SVOL '{svol}'{protected}", pvol.display()))
-    }
-
-    /// Writes `frame` to the PVOL at `path` (on a blocking thread).
-    async fn write_probe(&self, path: PathBuf, frame: Vec<u8>) -> Result<(), HbError> {
-        let files = Arc::clone(&self.files);
-        let probe = path.clone();
-        tokio::task::spawn_blocking(move || write_slot(&files, &probe, &frame))
-            .await
-            .map_err(|source| HbError::Blocking {
-                what: "the first heartbeat write",
-                source,
-            })?
-            .map_err(|source| HbError::PvolWrite { path, source })
-    }
-
-    /// Fig 5: vacate the entry, lift the pair's protection, tell the peer.
-    async fn uninstall(&self, name: &str) -> Result<String, HbError> {
-        let device = self
-            .checker()
-            .table
-            .device(name)
-            .cloned()
-            .ok_or_else(|| HbError::NoMirror { name: name.into() })?;
-        if let Some(pair) = &device.pair {
-            let release = Request::PairInstall(PairInstall {
-                name: pair.clone(),
-                installed: false,
-            });
-            mirrord::call(&self.config.failover.mirrord_socket, release).await?;
-        }
-        {
-            let mut c = self.checker();
-            c.reset_mirror(name);
-            c.table.uninstall(name);
-        }
-        if device.direction == Direction::Send {
-            self.queue(ControlBody::Deactivate {
-                mirror: name.into(),
-            });
-        }
-        self.save();
-        self.event(
-            Source::Local,
-            None,
-            &format!("mirror {name}"),
-            "de-installed".into(),
-        );
-        tracing::info!(mirror = name, "heartbeat mirror de-installed");
-        let lifted = device
-            .pair
-            .map(|p| format!("; pair '{p}' may now be split"))
-            .unwrap_or_default();
-        Ok(format!("heartbeat mirror '{name}' de-installed{lifted}"))
-    }
-
-    /// Fig 8: change the procedure here (steps 810/820), then forward it to the peer.
-    fn procedure(&self, p: Procedure) -> Result<String, HbError> {
         if let Some((name, _)) = &p.mirror.0 {
             if self.checker().table.device(name).is_none() {
                 return Err(HbError::NoMirror { name: name.clone() });
@@ -177,8 +63,22 @@ impl Hbd {
         if p.network == Some(true) && self.config.network.is_none() {
             return Err(HbError::NoNetwork);
         }
+        if !force {
+            let c = self.checker();
+            let mut after = c.table.clone();
+            after.apply_procedure(&p);
+            let pending = c
+                .table
+                .outbox
+                .iter()
+                .any(|ctl| matches!(ctl.body, ControlBody::Procedure(_)));
+            if let Some(consequence) = refusal(&c.table, &after, pending) {
+                return Err(HbError::ProcedureRefused { why: consequence });
+            }
+        }
         let text = self.set_procedure(&p);
         self.queue(ControlBody::Procedure(p));
+        let reaches = self.checker().table.sends_to_peer();
         self.save();
         self.event(
             Source::Local,
@@ -186,16 +86,101 @@ impl Hbd {
             "procedure",
             format!("changed here: {text}"),
         );
-        Ok(format!(
-            "checking procedure: {text}; forwarded to the peer over a working channel"
-        ))
+        Ok(if reaches {
+            format!("checking procedure: {text}; forwarded to the peer over an enabled channel")
+        } else {
+            format!("checking procedure: {text}; no enabled channel reaches the peer: the change waits for it until one is on again")
+        })
     }
 
-    /// Allows another failover once the peer has been seen alive again.
+    /// At a standby, allows another failover; at a production host, ends a step-down.
     fn rearm(&self) -> String {
-        let mut c = self.checker();
-        c.table.failed_over = false;
-        c.table.armed = false;
-        "failover re-armed: it happens again once the peer has been seen alive and then every channel fails".into()
+        let text = self.checker().rearm(Instant::now());
+        self.save();
+        self.event(Source::Local, None, "rearm", text.clone());
+        tracing::info!("{text}");
+        text
+    }
+}
+
+/// Why a procedure change from `before` to `after` is refused without
+/// --force: the previous change has not reached the peer yet (`pending`),
+/// it turns off the last channel one way, or no channel stays on to carry
+/// it to the peer (the peer has on only the channels on here before, and
+/// ignores the others until the change reaches it).
+fn refusal(before: &Table, after: &Table, pending: bool) -> Option<&'static str> {
+    let (to_before, to_after) = (
+        before.channels(Direction::Send),
+        after.channels(Direction::Send),
+    );
+    if !to_before.is_empty() && to_after.is_empty() {
+        return Some("this turns off the last enabled channel to the peer: no heartbeat would reach it (to a standby, a silent production looks dead on every channel) and control messages, this change included, would wait until a channel to the peer is on again; keep another channel on");
+    }
+    if before.hears_peer() && !after.hears_peer() {
+        return Some("this turns off the last enabled channel from the peer: its heartbeats would go unchecked here (a standby could no longer tell that production died); keep another channel on");
+    }
+    if !to_before.is_empty() && !to_after.iter().any(|c| to_before.contains(c)) {
+        return Some("no channel to the peer stays on to carry this change: the peer has on only the channels on here now, and this turns them all off; change one thing at a time (first turn the new channel on, then the old one off)");
+    }
+    if pending && !to_before.is_empty() {
+        return Some("the previous procedure change has not reached the peer yet (`hbctl hb status` shows control messages not yet acknowledged); wait for it, so that both ends have the same channels on");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hb::message::{MirrorChoice, Procedure};
+    use hbcore::vocab::Group;
+
+    fn change(
+        t: &Table,
+        network: Option<bool>,
+        mirror: Option<(&str, bool)>,
+    ) -> Option<&'static str> {
+        let mut after = t.clone();
+        after.apply_procedure(&Procedure {
+            network,
+            mirrors: None,
+            mirror: MirrorChoice(mirror.map(|(n, on)| (n.to_string(), on))),
+        });
+        refusal(t, &after, false)
+    }
+
+    #[test]
+    fn a_change_must_leave_a_channel_each_way_that_carries_it() {
+        let mut t = Table::new("prod-a", Group::Production, true);
+        t.install("hb0", "/hb0".into(), Direction::Send, None);
+        t.install("hb1", "/hb1".into(), Direction::Receive, None);
+        assert_eq!(change(&t, Some(false), None), None, "the mirrors remain");
+        t.network_wanted = false;
+        let last = change(&t, None, Some(("hb0", false))).expect("last to the peer");
+        assert!(last.contains("last enabled channel to the peer"), "{last}");
+        let from = change(&t, None, Some(("hb1", false))).expect("last from the peer");
+        assert!(
+            from.contains("last enabled channel from the peer"),
+            "{from}"
+        );
+        let swap = change(&t, Some(true), Some(("hb0", false))).expect("a swap");
+        assert!(swap.contains("one thing at a time"), "{swap}");
+        assert_eq!(change(&t, Some(true), None), None);
+        let mut after = t.clone();
+        after.network_wanted = true;
+        let waiting = refusal(&t, &after, true).expect("the previous change is in flight");
+        assert!(
+            waiting.contains("has not reached the peer yet"),
+            "{waiting}"
+        );
+        // Nothing on to begin with (forced): turning one on is always fine.
+        t.mirrors_wanted = false;
+        assert_eq!(change(&t, Some(true), None), None);
+        let mut after = t.clone();
+        after.network_wanted = true;
+        assert_eq!(
+            refusal(&t, &after, true),
+            None,
+            "a held change cannot travel anyway"
+        );
     }
 }

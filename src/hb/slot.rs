@@ -89,13 +89,6 @@ pub fn read_slot(files: &OpenFiles, path: &Path) -> std::io::Result<AlignedBuf> 
     })
 }
 
-/// Writes `text` (the status table) from offset 0 of a volume, zero-padded to whole slots.
-pub fn write_table_volume(path: &Path, text: &[u8]) -> std::io::Result<()> {
-    let mut buf = AlignedBuf::zeroed(text.len().div_ceil(SLOT) * SLOT);
-    buf.as_mut_slice()[..text.len()].copy_from_slice(text);
-    open_slot(path, true).and_then(|f| f.write_all_at(buf.as_slice(), 0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

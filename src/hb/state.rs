@@ -3,29 +3,29 @@
 //! [`Hbd`] is one `Arc` for the tick, the UDP receiver, the control server's
 //! tasks and the failover task. Its checker (the status table and the
 //! channels' watches) is behind one lock, taken briefly and never across
-//! an await. The table is kept in `data_dir/table.json` (and on the table
-//! volume, if configured), the events in `data_dir/events.jsonl`.
+//! an await. The table is kept in `data_dir/table.json` and on the table
+//! volume, if configured (see [`super::record`]); the events in
+//! `data_dir/events.jsonl`.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::net::UdpSocket;
 
 use super::api::{Event, Source};
-use super::checker::Checker;
+use super::checker::{Checker, Timing};
 use super::config::Config;
-use super::error::HbError;
-use super::slot::{self, OpenFiles};
-use super::table::{now_ms, Direction, Table};
+use super::record;
+use super::slot::OpenFiles;
+use super::table::{now_ms, Table};
 use hbcore::vocab::Level;
 
 /// Events kept in memory for `hbctl hb events`.
 const EVENTS_KEPT: usize = 1000;
-/// Longest the table file may lag behind counts and last-seen times.
-const TABLE_SAVE_EVERY: Duration = Duration::from_secs(10);
 
 /// One host's heartbeat check: what every task of hbd shares.
 pub struct Hbd {
@@ -39,58 +39,27 @@ pub struct Hbd {
     pub files: Arc<OpenFiles>,
     /// Last outcome of each local check: true while it passes.
     pub checks_ok: Mutex<HashMap<String, bool>>,
+    /// When the pairs of mirrors whose protection failed are tried again,
+    /// and whether a try is under way.
+    pub protect_retry: Mutex<(Instant, bool)>,
+    /// The standby has logged that production returned after its failover.
+    pub told_returned: AtomicBool,
     checker: Mutex<Checker>,
     events: Mutex<VecDeque<Event>>,
     table_path: PathBuf,
     events_path: PathBuf,
-    saved_at: Mutex<Instant>,
+    /// Held while the table file is written (one writer at a time).
+    saving: Mutex<()>,
+    /// Held while the table volume is written.
+    saving_volume: Mutex<()>,
+    /// The last write of the table volume worked (warn once when it stops).
+    volume_ok: AtomicBool,
 }
 
 /// Locks `m`; the values hbd guards stay consistent across a panic, so a
 /// poisoned lock is still usable.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn table_path(config: &Config) -> PathBuf {
-    config.data_dir.join("table.json")
-}
-
-/// The status table to start with: the one kept in data_dir (resumed), or a
-/// fresh one; with the mirrors of the config installed.
-pub fn load_table(config: &Config) -> Result<Table, HbError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| HbError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })?;
-    let path = table_path(config);
-    let mut table = match std::fs::read(&path) {
-        Ok(bytes) => {
-            let mut t: Table =
-                serde_json::from_slice(&bytes).map_err(|source| HbError::TableDamaged {
-                    path: path.clone(),
-                    source,
-                })?;
-            tracing::info!(path = %path.display(), serial = t.serial, "resuming the status table");
-            // Failover needs fresh evidence that the peer was alive.
-            t.armed = false;
-            t.network_configured = config.network.is_some();
-            t.group = config.group;
-            t
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Table::new(&config.host, config.group, config.network.is_some())
-        }
-        Err(source) => return Err(HbError::TableRead { path, source }),
-    };
-    for m in &config.mirrors {
-        if let Some(p) = &m.pvol {
-            table.install(&m.name, p.clone(), Direction::Send, m.pair.clone());
-        } else if let Some(s) = &m.svol {
-            table.install(&m.name, s.clone(), Direction::Receive, m.pair.clone());
-        }
-    }
-    Ok(table)
 }
 
 fn load_events(path: &Path) -> VecDeque<Event> {
@@ -108,11 +77,16 @@ fn load_events(path: &Path) -> VecDeque<Event> {
 impl Hbd {
     /// hbd around `table`, with the events recorded before.
     pub fn new(config: Config, key: Vec<u8>, table: Table, udp: Option<UdpSocket>) -> Hbd {
+        let timing = Timing {
+            timeout: config.timeout(),
+            interval: config.interval(),
+            freshness: config.freshness(),
+        };
         let checker = Checker::new(
             table,
             config.peers.clone(),
-            config.timeout(),
-            config.interval(),
+            timing,
+            config.arm_policy(),
             Instant::now(),
         );
         let events_path = config.data_dir.join("events.jsonl");
@@ -121,11 +95,15 @@ impl Hbd {
             udp,
             files: Arc::new(OpenFiles::default()),
             checks_ok: Mutex::new(HashMap::new()),
+            protect_retry: Mutex::new((Instant::now(), false)),
+            told_returned: AtomicBool::new(false),
             checker: Mutex::new(checker),
             events: Mutex::new(load_events(&events_path)),
-            table_path: table_path(&config),
+            table_path: record::table_path(&config),
             events_path,
-            saved_at: Mutex::new(Instant::now()),
+            saving: Mutex::new(()),
+            saving_volume: Mutex::new(()),
+            volume_ok: AtomicBool::new(true),
             config,
         }
     }
@@ -135,31 +113,52 @@ impl Hbd {
         lock(&self.checker)
     }
 
-    /// Persists the table (a file, and the table volume if configured).
-    pub fn save(&self) {
-        *lock(&self.saved_at) = Instant::now();
-        let text = match serde_json::to_vec_pretty(&self.checker().table) {
-            Ok(t) => t,
-            Err(e) => return tracing::error!("cannot serialize the status table: {e}"),
+    /// The table as saved now (its `saved_ms` set), in JSON.
+    fn snapshot(&self, pretty: bool) -> Option<Vec<u8>> {
+        let mut c = self.checker();
+        c.table.saved_ms = now_ms();
+        let text = if pretty {
+            serde_json::to_vec_pretty(&c.table)
+        } else {
+            serde_json::to_vec(&c.table)
         };
-        let tmp = self.table_path.with_extension("json.tmp");
-        let written =
-            std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, &self.table_path));
-        if let Err(e) = written {
+        text.map_err(|e| tracing::error!("cannot serialize the status table: {e}"))
+            .ok()
+    }
+
+    /// Replaces `table.json` with the table as it is now.
+    pub fn save_file(&self) {
+        let _one_writer = lock(&self.saving);
+        let Some(text) = self.snapshot(true) else {
+            return;
+        };
+        if let Err(e) = record::write_file(&self.table_path, &text) {
             tracing::error!(path = %self.table_path.display(), "cannot persist the status table: {e}");
-        }
-        if let Some(volume) = &self.config.table_volume {
-            if let Err(e) = slot::write_table_volume(volume, &text) {
-                tracing::warn!(path = %volume.display(), "cannot keep the status table on its volume: {e}");
-            }
         }
     }
 
-    /// Saves the table if something of substance `changed`, or if the last
-    /// save is old (counts and last-seen times may lag on disk that long).
-    pub fn save_if_due(&self, changed: bool) {
-        if changed || lock(&self.saved_at).elapsed() >= TABLE_SAVE_EVERY {
-            self.save();
+    /// Persists the table: `table.json`, and the table volume if configured
+    /// (which may block on the storage: the tick calls it on a blocking thread).
+    pub fn save(&self) {
+        self.save_file();
+        let Some(volume) = &self.config.table_volume else {
+            return;
+        };
+        let _one_writer = lock(&self.saving_volume);
+        let Some(text) = self.snapshot(false) else {
+            return;
+        };
+        match record::write_volume(volume, &self.key, &text) {
+            Ok(()) => {
+                if !self.volume_ok.swap(true, Ordering::Relaxed) {
+                    tracing::info!(path = %volume.display(), "the status table is kept on its volume again");
+                }
+            }
+            Err(e) => {
+                if self.volume_ok.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(path = %volume.display(), "cannot keep the status table on its volume: {e}");
+                }
+            }
         }
     }
 

@@ -1,26 +1,39 @@
-//! The tick: once per interval, send a heartbeat on every channel (Fig 6),
-//! read every receiving mirror (Fig 7), evaluate, log what changed, start
-//! the failover, run the local checks, save. Beside it, the UDP receiver:
-//! a task of its own that takes network heartbeats as they arrive.
+//! The tick: once per interval, send a heartbeat on every enabled channel
+//! (Fig 6), read every enabled receiving mirror (Fig 7), evaluate, log what
+//! changed, start the failover or the step-down, run the local checks, save
+//! the table (so `table.json` is never more than an interval behind).
+//! Beside it, the UDP receiver: a task of its own that takes network
+//! heartbeats as they arrive, ignores them while the network is turned off,
+//! and logs refusals at most once a minute per sender address.
 //!
 //! Slot writes and reads run on tokio's blocking threads (a write on hbfs
 //! waits for the storage, in sync mode for the peer site), each within the
 //! interval; the tick waits for them, so a hung volume costs one interval
 //! and marks its mirror, never the other channels' heartbeats.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hbcore::report;
+use hbcore::throttle::{suppressed_note, Throttle, Verdict};
+use hbcore::vocab::Group;
 
 use super::api::Source;
+use super::checker::At;
 use super::message::{next_serial, Beat, MessageError};
 use super::slot::{read_slot, write_slot};
 use super::state::Hbd;
-use super::table::{now_ms, DeviceStatus, Direction, Enable};
+use super::table::{now_ms, Direction, GroupStatus};
 use super::watch::Observation;
+
+/// A refused datagram is logged at most once per sender address and kind of
+/// refusal in this period (with the count of those not logged).
+const LOG_PERIOD: Duration = Duration::from_secs(60);
+/// Sender addresses (with kinds of refusal) remembered for that; beyond,
+/// newcomers share one line.
+const LOG_SOURCES: usize = 64;
 
 impl Hbd {
     /// Fig 6: the next heartbeat, signed.
@@ -35,6 +48,8 @@ impl Hbd {
             group: t.group,
             ack: t.received_control,
             controls: t.outbox.clone(),
+            failed_over: t.failed_over && t.group == Group::Standby,
+            stepped_down: t.stepped_down,
         };
         loop {
             match beat.encode(&self.key) {
@@ -61,16 +76,24 @@ impl Hbd {
         self.send().await;
         self.receive_mirrors().await;
         let now = Instant::now();
-        let (transitions, reason) = {
+        let (transitions, reason, step_down, returned) = {
             let mut c = self.checker();
             let transitions = c.evaluate(now);
             let reason = c.failover_reason();
             if reason.is_some() {
                 c.table.failed_over = true;
             }
-            (transitions, reason)
+            let step_down = c.step_down_reason().map(|why| {
+                c.table.stepped_down = true;
+                (c.table.peer_failed_over.clone().unwrap_or_default(), why)
+            });
+            let t = &c.table;
+            let alive = t.remote_group_via_network == GroupStatus::Alive
+                || t.remote_group_via_mirrors == GroupStatus::Alive;
+            let returned = (t.group == Group::Standby && t.failed_over && alive)
+                .then(|| (self.config.peers.join(", "), t.peer_stepped_down));
+            (transitions, reason, step_down, returned)
         };
-        let changed = !transitions.is_empty() || !self.checker().table.outbox.is_empty();
         for t in transitions {
             if t.failed {
                 tracing::warn!(channel = %t.channel, "heartbeat channel FAILED: {}", t.why);
@@ -92,17 +115,46 @@ impl Hbd {
         }
         if let Some(reason) = reason {
             let silent = self.checker().silent_for(now).unwrap_or_default();
-            self.save();
             let hbd = Arc::clone(self);
             tokio::spawn(async move { hbd.fail_over(reason, silent).await });
         }
+        if let Some((peer, reason)) = step_down {
+            let hbd = Arc::clone(self);
+            tokio::spawn(async move { hbd.step_down(peer, reason).await });
+        }
+        self.tell_returned(returned);
+        self.retry_protection();
         self.run_checks().await;
-        // Counts and last-seen times may lag on disk; changes of substance
-        // (transitions, controls, failover) are saved where they happen.
-        self.save_if_due(changed);
+        // The table on disk follows the table within one interval.
+        let hbd = Arc::clone(self);
+        if let Err(e) = tokio::task::spawn_blocking(move || hbd.save()).await {
+            tracing::error!("saving the status table did not finish: {e}");
+        }
     }
 
-    /// Fig 6: to the network (unless disabled) and to every usable PVOL.
+    /// At a standby that failed over, says once that production is alive
+    /// again (the classic split brain): its heartbeats tell production,
+    /// which steps down.
+    fn tell_returned(&self, returned: Option<(String, bool)>) {
+        let Some((production, stepped_down)) = returned else {
+            self.told_returned.store(false, Ordering::Relaxed);
+            return;
+        };
+        if self.told_returned.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let text = if stepped_down {
+            format!("production ({production}) is alive again after this site failed over; it has stepped down")
+        } else {
+            format!("production ({production}) is alive again after this site failed over: two sites may be active; this site's heartbeats tell production to step down")
+        };
+        tracing::error!("{text}");
+        self.event(Source::Local, None, "failover", text);
+    }
+
+    /// Fig 6: to the network and to every PVOL, if turned on (Fig 8): a
+    /// turned-off channel carries nothing, control messages included. A
+    /// mirror whose pair is not protected from split is not written.
     async fn send(&self) {
         let (serial, frame) = match self.next_frame() {
             Ok(next) => next,
@@ -111,25 +163,16 @@ impl Hbd {
         let (network, targets) = {
             let c = self.checker();
             let t = &c.table;
-            // Unacknowledged control messages (a procedure change that turns
-            // off the last channel, say) still travel every channel until the
-            // peer acknowledges them.
-            let controls = !t.outbox.is_empty();
             let targets: Vec<(String, PathBuf)> = t
                 .devices
                 .iter()
                 .filter(|d| {
-                    d.direction == Direction::Send
-                        && d.status != DeviceStatus::Null
-                        && (controls || (t.mirrors_wanted && d.wanted))
+                    d.direction == Direction::Send && t.mirror_on(d) && d.pair_problem.is_none()
                 })
                 .filter_map(|d| d.address.clone().map(|a| (d.name.clone(), a)))
                 .collect();
             // FAILED channels are still used, so they can recover.
-            (
-                controls || (t.network_wanted && t.network_enable != Enable::Disable),
-                targets,
-            )
+            (t.network_on(), targets)
         };
         if let (true, Some(udp), Some(net)) = (network, &self.udp, &self.config.network) {
             for peer in &net.peers {
@@ -157,19 +200,14 @@ impl Hbd {
         }
     }
 
-    /// Fig 7: read every receiving mirror in use.
+    /// Fig 7: read every receiving mirror turned on.
     async fn receive_mirrors(&self) {
         let sources: Vec<(String, PathBuf)> = {
             let c = self.checker();
             let t = &c.table;
             t.devices
                 .iter()
-                .filter(|d| {
-                    d.direction == Direction::Receive
-                        && t.mirrors_wanted
-                        && d.wanted
-                        && d.status != DeviceStatus::Null
-                })
+                .filter(|d| d.direction == Direction::Receive && t.mirror_on(d))
                 .filter_map(|d| d.address.clone().map(|a| (d.name.clone(), a)))
                 .collect()
         };
@@ -189,11 +227,9 @@ impl Hbd {
                 Ok(Err(e)) => Err(format!("read of {shown} failed: {e}")),
                 Err(_) => Err(format!("read of {shown} took longer than the interval")),
             };
-            let seen = self.checker().mirror_read(
-                &name,
-                beat.as_ref().map_err(String::clone),
-                Instant::now(),
-            );
+            let seen =
+                self.checker()
+                    .mirror_read(&name, beat.as_ref().map_err(String::clone), At::now());
             if let (Ok(beat), Observation::Advanced) = (&beat, seen) {
                 self.absorb(beat).await;
             }
@@ -204,7 +240,7 @@ impl Hbd {
     pub async fn receive_network(self: Arc<Self>) {
         let Some(udp) = &self.udp else { return };
         let mut buf = vec![0u8; 65536];
-        let mut complained: HashMap<String, Instant> = HashMap::new();
+        let throttle = Throttle::new(LOG_PERIOD, LOG_SOURCES);
         loop {
             let (n, from) = match udp.recv_from(&mut buf).await {
                 Ok(r) => r,
@@ -214,26 +250,31 @@ impl Hbd {
                     continue;
                 }
             };
-            let verdict = Beat::decode(&buf[..n], &self.key)
-                .map_err(|e| e.to_string())
-                .and_then(|beat| {
-                    let seen = self.checker().network_beat(&beat, Instant::now())?;
-                    Ok((beat, seen))
-                });
-            match verdict {
-                Ok((beat, Observation::Advanced)) => self.absorb(&beat).await,
-                Ok(_) => {}
-                Err(why) => {
-                    // Say it once a minute per sender address, not at every datagram.
-                    let key = format!("{from}: {why}");
-                    if complained
-                        .get(&key)
-                        .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
-                    {
-                        tracing::warn!(%from, "invalid network heartbeat ignored: {why}");
-                        complained.insert(key, Instant::now());
-                    }
+            let read = Beat::decode(&buf[..n], &self.key).map_err(|e| e.to_string());
+            let verdict = self
+                .checker()
+                .network_beat(read.as_ref().map_err(String::clone), At::now());
+            let refusal = match (verdict, &read) {
+                (Ok(Observation::Advanced), Ok(beat)) => {
+                    self.absorb(beat).await;
+                    // The watermark is on disk before the next message
+                    // is taken: a replay stays stale across a crash too.
+                    self.save_file();
+                    continue;
                 }
+                (Ok(Observation::Stale), Ok(beat)) => (
+                    "replayed",
+                    format!(
+                        "heartbeat {} of '{}' is not newer than the last accepted: a replay, or a duplicate",
+                        beat.serial, beat.sender
+                    ),
+                ),
+                (Ok(_), _) => continue,
+                (Err(r), _) => (r.kind, r.why),
+            };
+            // Said once a period per sender address (not port) and kind.
+            if let Verdict::Say { suppressed } = throttle.note(&from.ip().to_string(), refusal.0) {
+                tracing::warn!(%from, "invalid network heartbeat ignored: {}{}", refusal.1, suppressed_note(suppressed, LOG_PERIOD));
             }
         }
     }

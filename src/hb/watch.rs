@@ -1,10 +1,15 @@
 //! The advancing rule (Fig 7): a channel is alive while its messages keep
-//! advancing. A [`Watch`] remembers the last accepted message of one channel
-//! and says whether the next one is newer: a newer generation time, and a
-//! newer serial (or one wrapped to 1, or restarted by a restarted sender).
-//! The same message read again and again (a frozen SVOL after a silent
-//! split) is stale.
+//! advancing. A [`Watch`] remembers the last accepted message of each
+//! sender on one channel and says whether the next one is newer: a newer
+//! generation time, and a newer serial (or one wrapped to 1, or restarted
+//! by a restarted sender). The same message read again and again (a frozen
+//! SVOL after a silent split) is stale, and so is a replay of an older one.
+//!
+//! The last accepted messages are the channel's watermark: hbd persists
+//! them and seeds a new [`Watch`] with them at start, so a replay is stale
+//! across restarts too.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::message::SERIAL_MAX;
@@ -16,48 +21,132 @@ pub enum Observation {
     Advanced,
     /// The same (or an older) message again.
     Stale,
+    /// Not looked at: the channel is turned off (Fig 8).
+    Ignored,
 }
 
-/// The last accepted message of a channel.
+/// The last accepted message of one sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    /// Its serial.
+    pub serial: u32,
+    /// Its time of generation (the sender's clock), ms since the epoch.
+    pub time_ms: u64,
+}
+
+/// The last accepted messages of a channel.
 #[derive(Debug, Default, Clone)]
 pub struct Watch {
-    serial: Option<u32>,
-    time_ms: Option<u64>,
+    marks: BTreeMap<String, Mark>,
     /// When a message last advanced; none before the first.
     pub advanced_at: Option<Instant>,
     /// Why the channel is not valid now (unreadable, stale, a stranger), if known.
     pub problem: Option<String>,
+    /// The last message refused as outside the freshness window (counted once).
+    pub refused: Option<Mark>,
+    /// Messages that advanced the channel since this hbd started.
+    pub advances: u64,
 }
 
 /// Serial numbers within this distance of the wrap count as wrapped.
 const WRAP_WINDOW: u32 = 1 << 16;
 
 impl Watch {
-    /// Takes a message observed at `now`; remembers it if it advanced.
-    pub fn observe(&mut self, serial: u32, time_ms: u64, now: Instant) -> Observation {
-        let advanced = match (self.serial, self.time_ms) {
-            (Some(s), Some(t)) => {
-                let newer_serial =
-                    serial > s || (s > SERIAL_MAX - WRAP_WINDOW && serial < WRAP_WINDOW);
+    /// Whether a message from `sender` would advance the channel.
+    pub fn is_newer(&self, sender: &str, serial: u32, time_ms: u64) -> bool {
+        match self.marks.get(sender) {
+            Some(m) => {
+                let newer_serial = serial > m.serial
+                    || (m.serial > SERIAL_MAX - WRAP_WINDOW && serial < WRAP_WINDOW);
                 // A restarted sender counts from 1 again, with a newer time.
-                time_ms > t && (newer_serial || serial < s)
+                time_ms > m.time_ms && (newer_serial || serial < m.serial)
             }
-            _ => true,
-        };
-        if advanced {
-            self.serial = Some(serial);
-            self.time_ms = Some(time_ms);
-            self.advanced_at = Some(now);
-            self.problem = None;
-            Observation::Advanced
-        } else {
-            Observation::Stale
+            None => true,
         }
+    }
+
+    /// Takes a message from `sender` observed at `now`; remembers it if it advanced.
+    pub fn observe(
+        &mut self,
+        sender: &str,
+        serial: u32,
+        time_ms: u64,
+        now: Instant,
+    ) -> Observation {
+        if !self.is_newer(sender, serial, time_ms) {
+            return Observation::Stale;
+        }
+        self.marks
+            .insert(sender.to_string(), Mark { serial, time_ms });
+        self.advanced_at = Some(now);
+        self.problem = None;
+        self.advances += 1;
+        Observation::Advanced
+    }
+
+    /// Starts from a persisted watermark: messages not newer are stale.
+    /// The channel is not alive for it.
+    pub fn seed(&mut self, sender: &str, mark: Mark) {
+        self.marks.insert(sender.to_string(), mark);
+    }
+
+    /// The last accepted message of each sender.
+    pub fn marks(&self) -> impl Iterator<Item = (&String, &Mark)> {
+        self.marks.iter()
+    }
+
+    /// Forgets when the channel last advanced and why it failed (the
+    /// watermark stays: an old message is old whatever became of the mirror).
+    pub fn reset(&mut self) {
+        self.advanced_at = None;
+        self.problem = None;
     }
 
     /// Whether a message advanced within `timeout` before `now`.
     pub fn alive(&self, now: Instant, timeout: Duration) -> bool {
         self.advanced_at
             .is_some_and(|t| now.saturating_duration_since(t) <= timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seeded_watch_refuses_what_it_had_and_takes_what_is_newer() {
+        let now = Instant::now();
+        let mut w = Watch::default();
+        w.seed(
+            "prod-a",
+            Mark {
+                serial: 50,
+                time_ms: 5000,
+            },
+        );
+        assert!(
+            !w.alive(now, Duration::from_secs(1)),
+            "a seed is no sign of life"
+        );
+        assert_eq!(w.observe("prod-a", 50, 5000, now), Observation::Stale);
+        assert_eq!(
+            w.observe("prod-a", 40, 4000, now),
+            Observation::Stale,
+            "a replay"
+        );
+        assert_eq!(
+            w.observe("prod-b", 40, 4000, now),
+            Observation::Advanced,
+            "each sender has its own mark"
+        );
+        assert_eq!(w.observe("prod-a", 51, 5100, now), Observation::Advanced);
+        assert!(w.alive(now, Duration::from_secs(1)));
+        w.reset();
+        assert!(!w.alive(now, Duration::from_secs(1)));
+        assert_eq!(
+            w.observe("prod-a", 51, 5100, now),
+            Observation::Stale,
+            "a reset keeps the watermark"
+        );
     }
 }

@@ -692,14 +692,14 @@ impl Drop for Hbd {
 }
 
 impl Site {
-    /// The process id of the running mirrord.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+    /// The process id of the running mirrord (it must run).
+    pub fn running_pid(&self) -> u32 {
+        self.pid().expect("mirrord running")
     }
 
     /// mirrord's resident set size now, in KiB (VmRSS of /proc/PID/status).
     pub fn rss_kib(&self) -> u64 {
-        let path = format!("/proc/{}/status", self.pid());
+        let path = format!("/proc/{}/status", self.running_pid());
         let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
         status
             .lines()
@@ -736,4 +736,158 @@ pub fn connect_from(source: std::net::Ipv4Addr, port: u16) -> std::io::Result<Tc
         stream.set_nonblocking(false)?;
         Ok(stream)
     })
+}
+
+/// The process id of a running daemon, if it runs.
+fn pid_of(child: &Option<Child>) -> Option<u32> {
+    child.as_ref().map(Child::id)
+}
+
+impl Site {
+    /// mirrord's process id, while it runs (for SIGSTOP / SIGCONT).
+    pub fn pid(&self) -> Option<u32> {
+        pid_of(&self.child)
+    }
+}
+
+impl Hbd {
+    /// hbd's process id, while it runs (for SIGSTOP / SIGCONT).
+    pub fn pid(&self) -> Option<u32> {
+        pid_of(&self.child)
+    }
+
+    /// Runs hbctl expecting failure; returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.hbctl(args);
+        assert!(
+            !out.status.success(),
+            "hbctl {args:?} at hbd {} should have failed",
+            self.name
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// A number in the status table, found by a path of keys (`network.count`)
+    /// or, for a mirror, `mirror:NAME` then keys in its device entry
+    /// (`mirror:hb0.seen.count`). Zero when absent.
+    pub fn number(&self, path: &str) -> u64 {
+        let t = self.table();
+        let mut parts = path.split('.');
+        let mut at = match parts.next() {
+            Some(first) if first.starts_with("mirror:") => {
+                let name = &first["mirror:".len()..];
+                t["devices"]
+                    .as_array()
+                    .and_then(|d| {
+                        d.iter()
+                            .find(|d| d["name"] == name && d["status"] != "NULL")
+                            .cloned()
+                    })
+                    .unwrap_or_default()
+            }
+            Some(first) => t[first].clone(),
+            None => t,
+        };
+        for part in parts {
+            at = at[part].clone();
+        }
+        at.as_u64().unwrap_or(0)
+    }
+
+    /// Waits until the number at `path` (see [`Hbd::number`]) has grown by
+    /// `by`: a positive sign that this hbd is making progress.
+    pub fn wait_advance(&self, path: &str, by: u64) {
+        let start = self.number(path);
+        wait_for(
+            &format!(
+                "{path} at hbd {} to advance by {by} from {start}",
+                self.name
+            ),
+            || self.number(path) >= start + by,
+        );
+    }
+}
+
+/// Sends signal `sig` (`STOP`, `CONT`, ...) to process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+/// A UDP forwarder for the network heartbeat channel that counts what it
+/// forwards, can drop everything, and can record datagrams to replay them
+/// later (as an attacker with a capture would).
+pub struct UdpTap {
+    /// Where the sender sends.
+    pub port: u16,
+    /// Drop every datagram while set.
+    pub blocked: Arc<AtomicBool>,
+    forwarded: Arc<std::sync::atomic::AtomicU64>,
+    recording: Arc<AtomicBool>,
+    recorded: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl UdpTap {
+    /// Forwards datagrams arriving at 127.0.0.1:<port> to 127.0.0.1:<target>.
+    pub fn start(target: u16) -> UdpTap {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+        let port = socket.local_addr().expect("addr").port();
+        let tap = UdpTap {
+            port,
+            blocked: Arc::new(AtomicBool::new(false)),
+            forwarded: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            recording: Arc::new(AtomicBool::new(false)),
+            recorded: Arc::new(Mutex::new(Vec::new())),
+        };
+        let (blocked, forwarded, recording, recorded) = (
+            Arc::clone(&tap.blocked),
+            Arc::clone(&tap.forwarded),
+            Arc::clone(&tap.recording),
+            Arc::clone(&tap.recorded),
+        );
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = socket.recv(&mut buf) {
+                if recording.load(Ordering::SeqCst) {
+                    if let Ok(mut r) = recorded.lock() {
+                        r.push(buf[..n].to_vec());
+                    }
+                }
+                if !blocked.load(Ordering::SeqCst) {
+                    forwarded.fetch_add(1, Ordering::SeqCst);
+                    let _ = socket.send_to(&buf[..n], ("127.0.0.1", target));
+                }
+            }
+        });
+        tap
+    }
+
+    /// Datagrams forwarded so far.
+    pub fn count(&self) -> u64 {
+        self.forwarded.load(Ordering::SeqCst)
+    }
+
+    /// Starts or stops recording what passes.
+    pub fn record(&self, on: bool) {
+        self.recording.store(on, Ordering::SeqCst);
+    }
+
+    /// The datagrams recorded so far.
+    pub fn recorded(&self) -> Vec<Vec<u8>> {
+        self.recorded.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+/// Sends `datagrams` to 127.0.0.1:<port> from a socket of its own.
+pub fn replay(datagrams: &[Vec<u8>], port: u16) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+    for d in datagrams {
+        socket
+            .send_to(d, ("127.0.0.1", port))
+            .expect("replay a datagram");
+    }
 }

@@ -105,8 +105,10 @@ pub enum HbCommand {
     /// Install or de-install heartbeat mirrors while heartbeat checking runs.
     #[command(subcommand)]
     Mirror(MirrorCommand),
-    Procedure(api::Procedure),
-    /// Allow another failover, after a failback to the production site.
+    Procedure(api::SetProcedure),
+    /// At the standby: allow another failover, after a failback to the
+    /// production site. At a production host that stepped down: end the
+    /// step-down (re-arm the standby first).
     Rearm,
 }
 

@@ -15,11 +15,11 @@ pub fn run(socket: &Path, command: HbCommand) -> Result<(), ClientError> {
         HbCommand::Events { request, json } => (HbRequest::Events(request), json),
         HbCommand::Mirror(MirrorCommand::Install(mut r)) => {
             // hbd opens the path from its own working directory.
-            r.pvol = std::path::absolute(&r.pvol).unwrap_or_else(|_| r.pvol.clone());
+            r.pvol = r.pvol.map(|p| std::path::absolute(&p).unwrap_or(p));
             (HbRequest::Install(r), false)
         }
         HbCommand::Mirror(MirrorCommand::Uninstall(r)) => (HbRequest::Uninstall(r), false),
-        HbCommand::Procedure(p) if p.is_empty() => {
+        HbCommand::Procedure(p) if p.procedure.is_empty() => {
             return Err(ClientError::Refused(
                 "nothing to change: give --network, --mirrors or --mirror NAME on|off".into(),
             ))

@@ -5,7 +5,7 @@
 use comfy_table::CellAlignment;
 use hbcore::control::{PairInfo, VolumeInfo};
 use hbcore::size::Bytes;
-use hbcore::vocab::Kind;
+use hbcore::vocab::{Group, Kind};
 use hbmirror::hb::api::Event;
 use hbmirror::hb::table::{now_ms, Seen, Table};
 
@@ -55,12 +55,13 @@ pub fn json<T: serde::Serialize>(value: &T) {
 /// The heartbeat status table (Fig 2): the enable and remote-group flags,
 /// then one row per channel.
 pub fn status(t: &Table) {
-    println!(
-        "host {} ({} group){}",
-        t.host,
-        t.group,
-        if t.failed_over { "  FAILED OVER" } else { "" }
-    );
+    let state = match (t.failed_over, t.stepped_down) {
+        (true, _) => "  FAILED OVER",
+        (_, true) => "  STEPPED DOWN",
+        _ => "",
+    };
+    println!("host {} ({} group){state}", t.host, t.group);
+    println!("{}", decision(t));
     let flags = vec![
         vec![
             "network heartbeat enable".into(),
@@ -128,11 +129,51 @@ pub fn status(t: &Table) {
     if t.devices.is_empty() {
         println!("no heartbeat mirrors; install one with `hbctl hb mirror install --pvol PATH --pair NAME`");
     }
-    if !t.outbox.is_empty() {
+    if t.outbox_held {
+        println!(
+            "{} control message(s) waiting: no enabled channel reaches the peer; turn one on with `hbctl hb procedure`",
+            t.outbox.len()
+        );
+    } else if !t.outbox.is_empty() {
         println!(
             "{} control message(s) not yet acknowledged by the peer",
             t.outbox.len()
         );
+    }
+    if t.rejected_stale + t.rejected_replayed + t.rejected_invalid + t.ignored_disabled > 0 {
+        println!(
+            "refused: {} outside the freshness window, {} replayed, {} invalid; {} ignored on the turned-off network",
+            t.rejected_stale, t.rejected_replayed, t.rejected_invalid, t.ignored_disabled
+        );
+    }
+}
+
+/// The line that says what this host will decide, and why.
+fn decision(t: &Table) -> String {
+    match t.group {
+        Group::Standby if t.failed_over => format!(
+            "failover: done{}; `hbctl hb rearm` after failback",
+            if t.peer_stepped_down {
+                " (production has stepped down)"
+            } else {
+                ""
+            }
+        ),
+        Group::Standby if t.armed => format!(
+            "failover: armed (arm = {}): fails over when every enabled channel says production is dead",
+            t.arm_policy
+        ),
+        Group::Standby => format!(
+            "failover: NOT armed (arm = {}): waits to see production alive once since start; a standby started while production is down never fails over",
+            t.arm_policy
+        ),
+        Group::Production if t.stepped_down => format!(
+            "STEPPED DOWN: {} took over while this host was away; `hbctl hb rearm` here after failback (re-arm the standby first)",
+            t.peer_failed_over.as_deref().unwrap_or("the standby")
+        ),
+        Group::Production => {
+            "step-down: this host steps down if the standby reports that it took over".into()
+        }
     }
 }
 

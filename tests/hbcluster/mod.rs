@@ -1,0 +1,237 @@
+//! Two sites on loopback for hbd's integration tests, each with mirrord, an
+//! hbfs mount and hbd; heartbeat mirrors both ways (hb0: prod → standby,
+//! hb1: standby → prod), a data pair "app", a counting, recording UDP tap on
+//! the network channel each way and a TCP proxy on the remote link. Needs
+//! root and /dev/fuse.
+//!
+//! The standby's failover hook and production's step-down hook leave their
+//! environment and a line per run in `out/`.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::common::{Hbd, Options, TwoSites, UdpTap};
+
+pub const INTERVAL_MS: u64 = 100;
+pub const TIMEOUT_MS: u64 = 1000;
+
+pub struct Cluster {
+    pub sites: TwoSites,
+    pub prod: Hbd,
+    pub standby: Hbd,
+    /// prod's network heartbeats pass here on their way to the standby.
+    pub to_standby: UdpTap,
+    /// The standby's, on their way to prod.
+    pub to_prod: UdpTap,
+    /// Where prod's hbd listens.
+    pub prod_port: u16,
+    /// Where the standby's hbd listens.
+    pub standby_port: u16,
+    /// Where hooks and alerts leave their traces.
+    pub out: PathBuf,
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("udp port")
+}
+
+/// Lines in `out/NAME` (runs of a hook).
+fn lines(out: &Path, name: &str) -> usize {
+    std::fs::read_to_string(out.join(name))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+impl Cluster {
+    /// Both sites and both hbds running, each seeing the other alive on both channels.
+    pub fn start(test: &str) -> Option<Cluster> {
+        Cluster::start_with(test, |_, _, _| {})
+    }
+
+    /// As [`Cluster::start`], after `edit` had the sites and the configs of
+    /// prod's and the standby's hbd (TOML text) to change.
+    pub fn start_with(
+        test: &str,
+        edit: impl FnOnce(&TwoSites, &mut String, &mut String),
+    ) -> Option<Cluster> {
+        let sites = TwoSites::start_with(
+            test,
+            Options {
+                proxy: true,
+                ..Options::default()
+            },
+        )?;
+        sites.pair("hb0", "64KiB", &["--kind", "heartbeat"]);
+        sites.pair("app", "1MiB", &[]);
+        sites
+            .prod
+            .ok(&["volume", "create", "hb1", "--size", "64KiB"]);
+        sites
+            .standby
+            .ok(&["volume", "create", "hb1", "--size", "64KiB"]);
+        sites.standby.ok(&[
+            "pair",
+            "create",
+            "hb1",
+            "--pvol",
+            "hb1",
+            "--peer",
+            "prod",
+            "--kind",
+            "heartbeat",
+        ]);
+        sites.prod.wait_state("hb1", "PAIR");
+        let out = sites.root.path().join("out");
+        std::fs::create_dir_all(&out).expect("out dir");
+        for ok in ["db.ok", "cache.ok"] {
+            std::fs::write(out.join(ok), "").expect("check file");
+        }
+        let key = sites.root.path().join("hb.key");
+        std::fs::write(&key, "heartbeat-key-0123456789\n").expect("key");
+        let (prod_port, standby_port) = (free_udp_port(), free_udp_port());
+        let to_standby = UdpTap::start(standby_port);
+        let to_prod = UdpTap::start(prod_port);
+        let common = |host: &str,
+                      group: &str,
+                      peer: &str,
+                      dir: &Path,
+                      mount: &Path,
+                      port: u16,
+                      via: u16,
+                      mirrord: &Path| {
+            format!(
+                "host = \"{host}\"\ngroup = \"{group}\"\npeers = [\"{peer}\"]\ndata_dir = \"{data}\"\ncontrol_socket = \"{sock}\"\n\
+                 psk_file = \"{key}\"\ninterval_ms = {INTERVAL_MS}\ntimeout_ms = {TIMEOUT_MS}\nvolume_dir = \"{mount}\"\n\
+                 [network]\nlisten = \"127.0.0.1:{port}\"\npeers = [\"127.0.0.1:{via}\"]\n",
+                data = dir.join("data").display(),
+                sock = dir.join("hbd.sock").display(),
+                key = key.display(),
+                mount = mount.display(),
+            ) + &format!("[failover]\nmirrord_socket = \"{}\"\n", mirrord.display())
+        };
+        let prod_dir = sites.prod.dir.join("hbd");
+        let mut prod_cfg = common(
+            "prod-a",
+            "production",
+            "standby-a",
+            &prod_dir,
+            &sites.prod.mount,
+            prod_port,
+            to_standby.port,
+            &sites.prod.socket,
+        );
+        prod_cfg = prod_cfg.replace(
+            "[failover]\n",
+            &format!(
+                "[failover]\nstep_down = \"env | grep ^HBD_ > {o}/step_down.env; echo ran >> {o}/step_down.count\"\n",
+                o = out.display()
+            ),
+        );
+        prod_cfg += &format!(
+            "[[mirrors]]\nname = \"hb0\"\npvol = \"{m}/hb0\"\npair = \"hb0\"\n[[mirrors]]\nname = \"hb1\"\nsvol = \"{m}/hb1\"\n\
+             [[checks]]\npart = \"db\"\nlevel = \"SERIOUS\"\ncommand = \"test -e {o}/db.ok\"\n\
+             [[checks]]\npart = \"cache\"\nlevel = \"MODERATE\"\ncommand = \"test -e {o}/cache.ok\"\n",
+            m = sites.prod.mount.display(),
+            o = out.display()
+        );
+        let standby_dir = sites.standby.dir.join("hbd");
+        let mut standby_cfg = common(
+            "standby-a",
+            "standby",
+            "prod-a",
+            &standby_dir,
+            &sites.standby.mount,
+            standby_port,
+            to_prod.port,
+            &sites.standby.socket,
+        );
+        standby_cfg = standby_cfg.replace(
+            "[failover]\n",
+            &format!(
+                "[failover]\nhook = \"env | grep ^HBD_ > {o}/failover.env; echo ran >> {o}/failover.count\"\ntake_over = [\"app\"]\nalert = \"echo $HBD_LEVEL $HBD_PART >> {o}/alerts\"\n",
+                o = out.display()
+            ),
+        );
+        standby_cfg += &format!("[[mirrors]]\nname = \"hb0\"\nsvol = \"{m}/hb0\"\n[[mirrors]]\nname = \"hb1\"\npvol = \"{m}/hb1\"\npair = \"hb1\"\n", m = sites.standby.mount.display());
+        edit(&sites, &mut prod_cfg, &mut standby_cfg);
+        let mut prod = Hbd::new(&prod_dir, "prod-a", &prod_cfg);
+        let mut standby = Hbd::new(&standby_dir, "standby-a", &standby_cfg);
+        standby.start();
+        prod.start();
+        let cluster = Cluster {
+            sites,
+            prod,
+            standby,
+            to_standby,
+            to_prod,
+            prod_port,
+            standby_port,
+            out,
+        };
+        for hbd in [&cluster.prod, &cluster.standby] {
+            hbd.wait_table("the peer ALIVE on both channels", |t| {
+                t["remote_group_via_network"] == "ALIVE" && t["remote_group_via_mirrors"] == "ALIVE"
+            });
+        }
+        Some(cluster)
+    }
+
+    /// Runs of the standby's failover hook.
+    pub fn failovers(&self) -> usize {
+        lines(&self.out, "failover.count")
+    }
+
+    /// Runs of production's step-down hook.
+    pub fn step_downs(&self) -> usize {
+        lines(&self.out, "step_down.count")
+    }
+
+    /// The value of `name` in the environment a hook left in `out/FILE`.
+    pub fn hook_var(&self, file: &str, name: &str) -> String {
+        std::fs::read_to_string(self.out.join(file))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// Watches for `window` that no failover happens (absence can only be watched).
+    pub fn assert_no_failover_for(&self, window: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < window {
+            assert_eq!(
+                self.failovers(),
+                0,
+                "failed over:\n{}",
+                self.standby.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(self.standby.table()["failed_over"], false);
+    }
+
+    pub fn block_network(&self, blocked: bool) {
+        for p in [&self.to_standby, &self.to_prod] {
+            p.blocked
+                .store(blocked, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// Rewrites the config of `hbd` through `edit` (takes effect at its next start).
+pub fn edit_config(hbd: &Hbd, edit: impl FnOnce(&str) -> String) {
+    let text = std::fs::read_to_string(&hbd.config).expect("hbd config");
+    std::fs::write(&hbd.config, edit(&text)).expect("hbd config");
+}
+
+/// The JSON in `hbd`'s `data_dir/table.json`, as a clusterware reads it.
+pub fn table_file(hbd: &Hbd) -> serde_json::Value {
+    let text = std::fs::read(hbd.dir.join("data/table.json")).expect("table.json");
+    serde_json::from_slice(&text).expect("table.json is JSON")
+}
