@@ -197,6 +197,8 @@ fn create(name: &str, kind: Kind, mode: Mode) -> PairCreate {
         fence: None,
         skew: None,
         auto_resync: None,
+        checksum_resync: None,
+        split_brain: None,
     }
 }
 
@@ -290,6 +292,8 @@ async fn semi_sync_and_adaptive_writes_ship_and_settle() {
             fence: None,
             skew: None,
             auto_resync: None,
+            checksum_resync: None,
+            split_brain: None,
         })
         .await
         .expect("pair set");
