@@ -156,9 +156,12 @@ pub fn diverge(g: &mut Generations) -> bool {
             g.current = Some(fresh_id());
             true
         }
-        // A copy target written (taken over mid-copy): a generation without a base.
+        // A copy target written (taken over mid-copy): its changes count from
+        // the last generation it held (or, after an initial copy, its own).
         (None, _) => {
-            g.current = Some(fresh_id());
+            let id = fresh_id();
+            g.current = Some(id);
+            g.bitmap = Some(g.history.first().copied().unwrap_or(id));
             true
         }
     }
@@ -191,6 +194,7 @@ pub fn joined_as_target(g: &mut Generations, generation: u64) {
     if current != Some(generation) {
         remember(g, current);
     }
+    g.history.retain(|h| *h != generation);
     g.current = Some(generation);
 }
 
@@ -399,6 +403,35 @@ mod tests {
             compare(&pvol2, &wrote),
             Verdict::SplitBrain { full: true, .. }
         ));
+    }
+
+    #[test]
+    fn a_copy_target_taken_over_diverges_once() {
+        let pvol = new_pvol();
+        let mut svol = Generations::default();
+        assert!(diverge(&mut svol), "an initial-copy target taken over");
+        assert!(!diverge(&mut svol), "and only once");
+        assert_eq!(compare(&pvol, &svol), Verdict::Unrelated);
+        // Taken over in the middle of a resync: its changes count from the
+        // generation it held, which the PVOL wrote from too.
+        let (mut pvol, mut svol) = joined();
+        let common = pvol.current.expect("current");
+        diverge(&mut pvol);
+        become_target(&mut svol);
+        assert!(diverge(&mut svol));
+        assert_eq!(
+            compare(&pvol, &svol),
+            Verdict::SplitBrain {
+                common,
+                full: false
+            }
+        );
+        // A copy that joins an unchanged generation leaves no duplicate in the history.
+        let (mut pvol, mut svol) = joined();
+        become_target(&mut svol);
+        joined_as_target(&mut svol, pvol.current.expect("current"));
+        joined_as_source(&mut pvol);
+        assert!(!svol.history.contains(&svol.current.expect("current")));
     }
 
     #[test]

@@ -75,6 +75,8 @@ impl Site {
             PeerReply::Attached { previous } => previous,
             _ => return Ok(()),
         };
+        // The peer takes this site's integrity options, as it takes the settings.
+        let _ = self.tell_options(name).await;
         let Some(compared) = compared else {
             // The peer had no record of the pair (lost or dissolved there): its
             // new SVOL holds data no bitmap describes.
