@@ -285,7 +285,7 @@ fn verdict_info(
             VerdictKind::SplitBrain,
             None,
             format!(
-                "split brain: both sites wrote since their common generation {since} (here at '{here}': {local_dirty} block(s), at '{there}': {peer_dirty}){}; nothing is copied until a person chooses: `hbctl pair resync {name} --discard-local` here keeps site '{there}''s data, `hbctl pair resync {name} --discard-remote` keeps this site's",
+                "split brain: both sites wrote since their common generation {since} ('{here}': {local_dirty} block(s), '{there}': {peer_dirty}){}; nothing is copied until a person chooses whose data to keep: site '{there}''s with `hbctl pair resync {name} --discard-local` at '{here}' (or --discard-remote at '{there}'), site '{here}''s with `hbctl pair resync {name} --discard-remote` at '{here}' (or --discard-local at '{there}')",
                 if full { "; the bitmaps do not cover it all, so the resync copies the whole volume" } else { "" }
             ),
         ),
