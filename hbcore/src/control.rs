@@ -51,6 +51,34 @@ pub enum Request {
     PairInstall(PairInstall),
     /// Dissolve a pair.
     PairDelete(PairDelete),
+    /// Compare the two copies of a pair block by block.
+    PairVerify(PairVerify),
+}
+
+/// What a pair does when the generations show a split brain (both sites
+/// wrote since their common generation) as the link returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SplitBrainPolicy {
+    /// Nothing is copied until a person chooses with `pair resync
+    /// --discard-local` or `--discard-remote`.
+    #[default]
+    Manual,
+    /// The SVOL side's changes are discarded: the PVOL's data wins.
+    DiscardSvol,
+    /// The side with fewer changed blocks is discarded (a tie waits for a person).
+    DiscardLeastChanges,
+}
+
+/// A pair's integrity options, the same at both sites.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntegrityOptions {
+    /// A resync compares digests of the dirty blocks first and sends only those that differ.
+    #[serde(default)]
+    pub checksum_resync: bool,
+    /// What a split brain found as the link returns does.
+    #[serde(default)]
+    pub split_brain: SplitBrainPolicy,
 }
 
 /// Create a volume: a new file of --size bytes, or an existing block device given by --path.
@@ -127,6 +155,17 @@ pub struct PairCreate {
     #[arg(long, value_parser = parse_on_off, value_name = "on|off")]
     #[serde(default)]
     pub auto_resync: Option<bool>,
+    /// A resync compares digests of the dirty blocks with the other copy first
+    /// and sends only the blocks that differ, on|off (default off).
+    #[arg(long, value_parser = parse_on_off, value_name = "on|off")]
+    #[serde(default)]
+    pub checksum_resync: Option<bool>,
+    /// After a split brain found as the link returns: `manual` (default: wait for
+    /// `pair resync --discard-local|--discard-remote`), `discard-svol`, or
+    /// `discard-least-changes`.
+    #[arg(long, value_enum)]
+    #[serde(default)]
+    pub split_brain: Option<SplitBrainPolicy>,
 }
 
 /// Change the mode, fence, skew or auto-resync of a live pair (at either site).
@@ -150,6 +189,14 @@ pub struct PairSet {
     #[arg(long, value_parser = parse_on_off, value_name = "on|off")]
     #[serde(default)]
     pub auto_resync: Option<bool>,
+    /// Checksum resync (send only dirty blocks whose digests differ), on|off.
+    #[arg(long, value_parser = parse_on_off, value_name = "on|off")]
+    #[serde(default)]
+    pub checksum_resync: Option<bool>,
+    /// What a split brain found as the link returns does.
+    #[arg(long, value_enum)]
+    #[serde(default)]
+    pub split_brain: Option<SplitBrainPolicy>,
 }
 
 /// Show pairs: role, state (SMPL COPY PAIR PSUS PSUE SSWS), mode, lag, copy progress.
@@ -183,6 +230,11 @@ pub struct PairSplit {
 /// over: its volume becomes the PVOL and only the blocks changed on either
 /// side since the split are copied back to the old PVOL. A plain `pair resync`
 /// at the PVOL's site instead discards the SVOL's changes.
+///
+/// After a split brain (both sites wrote since their common generation, see
+/// `pair status`), a plain resync is refused unless the pair was split by a
+/// person: choose with --discard-local (the other site's data wins) or
+/// --discard-remote (this site's data wins), at either site.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 pub struct PairResync {
     /// Pair name.
@@ -191,6 +243,29 @@ pub struct PairResync {
     #[arg(long)]
     #[serde(default)]
     pub reverse: bool,
+    /// After a split brain (or unrelated data): discard this site's changes;
+    /// the other site's data wins and is copied here (roles swap if needed).
+    #[arg(long, conflicts_with_all = ["reverse", "discard_remote"])]
+    #[serde(default)]
+    pub discard_local: bool,
+    /// After a split brain (or unrelated data): discard the other site's
+    /// changes; this site's data wins and is copied there (roles swap if needed).
+    #[arg(long, conflicts_with = "reverse")]
+    #[serde(default)]
+    pub discard_remote: bool,
+}
+
+/// At the PVOL's site: compare the two copies of a PAIR pair block by block
+/// (XXH3-128 digests) while host writes go on; blocks that differ are marked
+/// dirty and reported (`pair status`: `verify`), and `pair resync` copies them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+pub struct PairVerify {
+    /// Pair name.
+    pub name: String,
+    /// Most bytes compared per second (of each copy), e.g. 64MiB (the default).
+    #[arg(long, value_parser = parse_size)]
+    #[serde(default)]
+    pub rate: Option<u64>,
 }
 
 /// At the SVOL's site: make the SVOL writable (SSWS) and track its changes,
@@ -284,6 +359,89 @@ pub struct PairInfo {
     pub max_in_flight: u64,
     /// The running or last copy.
     pub copy: CopyProgress,
+    /// Resyncs compare digests first and send only blocks that differ.
+    #[serde(default)]
+    pub checksum_resync: bool,
+    /// What a split brain found as the link returns does.
+    #[serde(default)]
+    pub split_brain: SplitBrainPolicy,
+    /// This site's generation identifiers of the pair.
+    #[serde(default)]
+    pub generation: GenerationInfo,
+    /// The last comparison of both sites' generations (none yet: `null`).
+    #[serde(default)]
+    pub verdict: Option<VerdictInfo>,
+    /// The running or last online verify.
+    #[serde(default)]
+    pub verify: VerifyProgress,
+}
+
+/// A site's generation identifiers of a pair, as 16 hex digits each.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationInfo {
+    /// The generation of the data here; `null` while a copy to this site is incomplete.
+    pub current: Option<String>,
+    /// The generation last shared with the other site, from which this site's
+    /// changes are tracked; `null` while it wrote nothing on its own.
+    pub bitmap: Option<String>,
+    /// Older generations, newest first.
+    pub history: Vec<String>,
+}
+
+/// What the comparison of both sites' generations says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerdictKind {
+    /// Neither site wrote on its own since they last shared a generation.
+    InSync,
+    /// One site (`ahead`) holds changes the other lacks; a resync copies from it.
+    Ahead,
+    /// Both sites wrote since their common generation: a person chooses.
+    SplitBrain,
+    /// No generation in common: the copies are different data; refused to pair.
+    Unrelated,
+}
+
+/// The last comparison of both sites' generations of a pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerdictInfo {
+    /// The verdict.
+    pub kind: VerdictKind,
+    /// The site whose data a resync copies (`ahead`), if the generations say.
+    pub ahead: Option<String>,
+    /// The resync must copy the whole volume: the bitmaps do not cover the difference.
+    pub full_copy: bool,
+    /// The generation both sites last shared, if they have one.
+    pub common: Option<String>,
+    /// Blocks changed at this site since then (its dirty bitmap).
+    pub local_changed_blocks: u64,
+    /// Blocks changed at the other site since then.
+    pub peer_changed_blocks: u64,
+    /// The verdict in words, with the way out.
+    pub detail: String,
+}
+
+/// Progress and result of an online verify.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VerifyProgress {
+    /// Whether a verify runs now.
+    pub running: bool,
+    /// Blocks compared so far.
+    pub checked_blocks: u64,
+    /// Blocks of the volume.
+    pub total_blocks: u64,
+    /// Blocks found different (marked dirty: `pair resync` copies them).
+    pub differing_blocks: u64,
+    /// Byte offsets of the first blocks found different.
+    pub first_differing_offsets: Vec<u64>,
+    /// Blocks skipped because they were being written (dirty) at the time.
+    pub skipped_dirty_blocks: u64,
+    /// checked / total, in percent.
+    pub percent: f64,
+    /// Average rate since the verify started, bytes per second.
+    pub rate_bytes_per_s: f64,
+    /// Why it stopped early, if it did.
+    pub stopped: Option<String>,
 }
 
 /// Progress of a copy (initial copy or resync).
@@ -299,6 +457,9 @@ pub struct CopyProgress {
     pub percent: f64,
     /// Average rate since the copy started, bytes per second.
     pub rate_bytes_per_s: f64,
+    /// Checksum resync: dirty blocks not sent because the other copy held the same data.
+    #[serde(default)]
+    pub skipped_identical_blocks: u64,
 }
 
 /// A successful answer.
@@ -329,6 +490,8 @@ mod tests {
             fence: None,
             skew: Some(crate::vocab::DEFAULT_SKEW),
             auto_resync: None,
+            checksum_resync: Some(true),
+            split_brain: None,
         });
         let text = serde_json::to_string(&req).expect("serialize");
         assert!(

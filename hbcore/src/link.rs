@@ -6,6 +6,7 @@ use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::control::IntegrityOptions;
 use crate::frame::{Format, FrameError};
 use crate::vocab::{Kind, PairSettings, PairState};
 
@@ -183,6 +184,67 @@ pub enum PeerRequest {
         /// Pair name.
         pair: String,
     },
+    // Variants below were added after version 2 shipped: appended, so the
+    // encodings above keep their indices and version 2 peers still agree.
+    /// Compare generations (at every (re)connect and resync): here are
+    /// mine; answer with yours ([`PeerReply::Generations`]).
+    Generations {
+        /// Pair name.
+        pair: String,
+        /// The sender's generations of the pair.
+        generations: Generations,
+        /// Blocks the sender's dirty bitmap holds.
+        dirty_blocks: u64,
+    },
+    /// PVOL site to SVOL site: the copy is complete; the SVOL's data is of
+    /// this generation now, shared by both sites.
+    Join {
+        /// Pair name.
+        pair: String,
+        /// The PVOL's current generation.
+        generation: u64,
+    },
+    /// Digests of `count` blocks of 4 KiB from block `first` of the
+    /// receiver's volume of the pair ([`PeerReply::Digests`]).
+    Digests {
+        /// Pair name.
+        pair: String,
+        /// First block.
+        first: u64,
+        /// Number of blocks (at most [`MAX_DIGEST_BLOCKS`]).
+        count: u32,
+    },
+    /// The pair's integrity options changed at the sender; follow.
+    Options {
+        /// Pair name.
+        pair: String,
+        /// The new options.
+        options: IntegrityOptions,
+    },
+    /// A person chose the receiver's data (`pair resync --discard-local` at
+    /// the sender): resync from the receiver's side, which becomes the PVOL
+    /// if it is not.
+    KeepYours {
+        /// Pair name.
+        pair: String,
+    },
+}
+
+/// Most blocks one [`PeerRequest::Digests`] asks for (1 MiB of volume).
+pub const MAX_DIGEST_BLOCKS: u32 = 256;
+
+/// A pair's generation identifiers at one site, in the spirit of DRBD's
+/// UUIDs (mirrord's `generation` module says how they change and compares two).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generations {
+    /// The generation of the data this site holds; `None` while it is the
+    /// target of a copy not yet complete (no consistent data of its own).
+    pub current: Option<u64>,
+    /// The generation both sites last shared, from which this site's dirty
+    /// bitmap counts its own changes; `None` while it wrote nothing on its own.
+    pub bitmap: Option<u64>,
+    /// Older generations, newest first.
+    pub history: Vec<u64>,
 }
 
 /// The identity of a pair, as the PVOL's site asks the peer to attach it.
@@ -217,6 +279,21 @@ pub enum PeerReply {
         /// One bit per 4 KiB block.
         #[serde(with = "serde_bytes")]
         bits: Vec<u8>,
+    },
+    // Appended after version 2 (see `PeerRequest`).
+    /// The answer to [`PeerRequest::Generations`].
+    Generations {
+        /// The receiver's generations of the pair.
+        generations: Generations,
+        /// Blocks its dirty bitmap holds (its changes the other side lacks).
+        dirty_blocks: u64,
+        /// The pair's state at the receiver.
+        state: PairState,
+    },
+    /// The answer to [`PeerRequest::Digests`]: XXH3-128 of each block, in order.
+    Digests {
+        /// One digest per block.
+        digests: Vec<u128>,
     },
 }
 
@@ -483,7 +560,94 @@ mod tests {
                     detail: "ENOSPC".into(),
                 }),
             },
+            Message::Request {
+                id: 14,
+                body: PeerRequest::Generations {
+                    pair: pair(),
+                    generations: Generations {
+                        current: Some(u64::MAX),
+                        bitmap: None,
+                        history: vec![1, 2, 3],
+                    },
+                    dirty_blocks: 3,
+                },
+            },
+            Message::Request {
+                id: 15,
+                body: PeerRequest::Join {
+                    pair: pair(),
+                    generation: 0x9e37_79b9_7f4a_7c15,
+                },
+            },
+            Message::Request {
+                id: 16,
+                body: PeerRequest::Digests {
+                    pair: pair(),
+                    first: 1 << 40,
+                    count: MAX_DIGEST_BLOCKS,
+                },
+            },
+            Message::Request {
+                id: 17,
+                body: PeerRequest::Options {
+                    pair: pair(),
+                    options: IntegrityOptions {
+                        checksum_resync: true,
+                        split_brain: crate::control::SplitBrainPolicy::DiscardLeastChanges,
+                    },
+                },
+            },
+            Message::Request {
+                id: 18,
+                body: PeerRequest::KeepYours { pair: pair() },
+            },
+            Message::Response {
+                id: 19,
+                result: Ok(PeerReply::Generations {
+                    generations: Generations {
+                        current: None,
+                        bitmap: Some(7),
+                        history: vec![],
+                    },
+                    dirty_blocks: 12,
+                    state: PairState::Ssws,
+                }),
+            },
+            Message::Response {
+                id: 20,
+                result: Ok(PeerReply::Digests {
+                    digests: vec![u128::MAX, 0, 1 << 100],
+                }),
+            },
         ]
+    }
+
+    #[test]
+    fn the_messages_of_version_2_keep_their_encoding() {
+        // Bytes recorded from version 2 before the integrity messages were
+        // appended: new variants at the end leave the old indices alone.
+        let samples = samples();
+        for (i, bytes) in [
+            (
+                6usize,
+                &[
+                    6u8, 1, 0, 1, 112, 1, 97, 1, 98, 128, 128, 64, 0, 2, 0, 128, 128, 128, 2, 1, 1,
+                ][..],
+            ),
+            (8, &[6, 3, 2, 1, 112, 1, 2, 0]),
+            (9, &[6, 4, 8, 1, 112]),
+            (10, &[6, 7, 3, 1, 112]),
+            (11, &[6, 8, 4, 1, 112]),
+            (12, &[6, 9, 5, 1, 112]),
+            (13, &[6, 10, 6, 1, 112]),
+            (14, &[6, 11, 7, 1, 112]),
+            (16, &[7, 5, 0, 1, 0]),
+            (17, &[7, 6, 1, 1, 1, 112, 3, 5, 115, 112, 108, 105, 116]),
+            (18, &[7, 13, 1, 2, 6, 69, 78, 79, 83, 80, 67]),
+        ] {
+            let got = postcard::to_allocvec(&samples[i]).expect("encode");
+            assert_eq!(got, bytes, "sample {i}: {:?}", samples[i]);
+        }
     }
 
     fn session() -> LinkCodec {

@@ -13,7 +13,7 @@
 //! crash may over-mark (the extents that were being written), never
 //! under-mark; a clean shutdown writes the exact bits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -58,6 +58,9 @@ pub struct DirtyMap {
     active: HashMap<u64, Instant>,
     /// When the bitmap went from clean to dirty.
     dirty_since: Option<Instant>,
+    /// Blocks a verify found different: only a copy of the whole block
+    /// clears them, never the acknowledgement of a host write into them.
+    pinned: HashSet<u64>,
 }
 
 impl DirtyMap {
@@ -102,6 +105,7 @@ impl DirtyMap {
             next_seq: 1,
             active: HashMap::new(),
             dirty_since: (dirty > 0).then(Instant::now),
+            pinned: HashSet::new(),
         })
     }
 
@@ -125,6 +129,7 @@ impl DirtyMap {
     }
 
     fn clear(&mut self, b: u64) {
+        self.pinned.remove(&b);
         if self.is_set(b) {
             self.bits[(b / 8) as usize] &= !(1 << (b % 8));
             self.dirty -= 1;
@@ -176,11 +181,30 @@ impl DirtyMap {
         }
     }
 
-    /// Acknowledges one write (all its blocks carry `seq`).
+    /// Acknowledges one write (all its blocks carry `seq`). A pinned block
+    /// stays dirty: the write may have covered only part of it.
     pub fn acked_write(&mut self, offset: u64, len: u64, seq: u64) {
-        let range = Self::blocks_of(offset, len);
-        let seqs = vec![seq; (range.end - range.start) as usize];
-        self.acked(range.start, &seqs);
+        for b in Self::blocks_of(offset, len) {
+            if self.block_seq[b as usize] == seq && !self.pinned.contains(&b) {
+                self.clear(b);
+            }
+        }
+    }
+
+    /// Marks whole blocks dirty that differ from the other copy (a verify
+    /// found them), durably; only a copy of the whole block clears them.
+    pub fn mark_differing(&mut self, blocks: &[u64]) -> Result<(), BitmapError> {
+        let end = self.blocks;
+        for b in blocks.iter().copied().filter(|b| *b < end) {
+            self.mark(b * BLOCK, BLOCK)?;
+            self.pinned.insert(b);
+        }
+        Ok(())
+    }
+
+    /// Whether block `b` is dirty.
+    pub fn is_dirty(&self, b: u64) -> bool {
+        b < self.blocks && self.is_set(b)
     }
 
     /// Marks every block dirty (for a full copy), durably.
@@ -356,6 +380,22 @@ mod tests {
     }
 
     #[test]
+    fn a_block_verify_found_different_is_cleared_only_by_a_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut m = DirtyMap::open(&dir.path().join("b"), 1 << 20).expect("open");
+        m.mark_differing(&[3, 9999]).expect("mark");
+        assert_eq!(m.dirty_blocks(), 1, "blocks past the end are ignored");
+        // A host write of 100 bytes into the block is acknowledged: still dirty.
+        let seq = m.mark(3 * BLOCK + 10, 100).expect("mark");
+        m.acked_write(3 * BLOCK + 10, 100, seq);
+        assert!(m.is_dirty(3));
+        // A copy ships the whole block, read back: clean.
+        let seqs = m.seqs(3, 1);
+        m.acked(3, &seqs);
+        assert!(!m.is_dirty(3));
+    }
+
+    #[test]
     fn runs_merge_neighbours_up_to_a_limit() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut m = DirtyMap::open(&dir.path().join("b"), 1 << 20).expect("open");
@@ -379,6 +419,7 @@ mod tests {
         assert_eq!(m.dirty_blocks(), 8);
         m.mark_all().expect("all");
         assert_eq!(m.dirty_blocks(), 256);
+        assert!(m.is_dirty(255) && !m.is_dirty(256));
         m.clear_all().expect("clear");
         assert_eq!(m.dirty_blocks(), 0);
     }

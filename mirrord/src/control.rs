@@ -39,9 +39,10 @@ async fn dispatch(site: &Arc<Site>, request: Request) -> Result<Reply, SiteError
         Request::PairSet(r) => Reply::Done(site.pair_set(&r).await?),
         Request::PairStatus(r) => Reply::Pairs(site.pair_status(r.name.as_deref())?),
         Request::PairSplit(r) => Reply::Done(site.pair_split(&r.name, r.force).await?),
-        Request::PairResync(r) => Reply::Done(site.pair_resync(&r.name, r.reverse).await?),
+        Request::PairResync(r) => Reply::Done(site.resync_as_asked(&r).await?),
         Request::PairTakeover(r) => Reply::Done(site.pair_takeover(&r.name).await?),
         Request::PairInstall(r) => Reply::Done(site.pair_install(&r.name, r.installed).await?),
         Request::PairDelete(r) => Reply::Done(site.pair_delete(&r.name, r.force).await?),
+        Request::PairVerify(r) => Reply::Done(site.pair_verify(&r)?),
     })
 }

@@ -6,6 +6,7 @@
 //! - [`io`]: the I/O engine, io_uring on a ring thread (pread/pwrite fallback).
 //! - [`volume`]: fixed-size volumes on files or block devices, aligned I/O.
 //! - [`bitmap`]: the dirty bitmap of a pair, persisted so a crash never under-marks.
+//! - [`generation`]: generation identifiers of a pair and their comparison (in sync, ahead, split brain, unrelated).
 //! - [`meta`]: what survives a restart (volumes, pairs, clean-shutdown mark).
 //! - [`pair`]: the runtime of a pair: bitmap, adaptive queue, semi-sync slot, progress.
 //! - [`link`]: the remote link: sessions (`link::session`) after an HMAC
@@ -49,6 +50,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod fs;
+pub mod generation;
 pub mod io;
 pub mod link;
 pub mod meta;

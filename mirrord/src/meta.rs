@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use hbcore::control::IntegrityOptions;
+use hbcore::link::Generations;
 use hbcore::vocab::{Kind, PairSettings, PairState, Role};
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +57,13 @@ pub struct PairMeta {
     pub pvol: String,
     /// SVOL name at the SVOL's site.
     pub svol: String,
+    /// Generation identifiers (absent in records from before generations:
+    /// the site derives them at start, see [`crate::generation::legacy`]).
+    #[serde(default)]
+    pub generations: Option<Generations>,
+    /// Checksum resync and the split-brain policy.
+    #[serde(default)]
+    pub integrity: IntegrityOptions,
 }
 
 impl PairMeta {
@@ -64,6 +73,11 @@ impl PairMeta {
             Role::Pvol => &self.pvol,
             Role::Svol => &self.svol,
         }
+    }
+
+    /// This site's generations of the pair.
+    pub fn generations(&self) -> Generations {
+        self.generations.clone().unwrap_or_default()
     }
 }
 
@@ -155,10 +169,23 @@ mod tests {
                 peer: "standby".into(),
                 pvol: "hb0".into(),
                 svol: "hb1".into(),
+                generations: Some(crate::generation::new_pvol()),
+                integrity: IntegrityOptions::default(),
             },
         );
         meta.save(&path).expect("save");
         assert_eq!(Meta::load(&path).expect("load"), meta);
+        // A record from before generations and integrity options still loads.
+        let text = std::fs::read_to_string(&path).expect("read");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        let mut old = v.clone();
+        if let Some(p) = old["pairs"]["p"].as_object_mut() {
+            p.remove("generations");
+            p.remove("integrity");
+        }
+        std::fs::write(&path, old.to_string()).expect("write");
+        let loaded = Meta::load(&path).expect("load an older record");
+        assert_eq!(loaded.pairs["p"].generations, None);
         std::fs::write(&path, b"{not json").expect("damage");
         let e = Meta::load(&path).expect_err("damaged");
         assert!(e.to_string().contains("damaged"), "{e}");

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hbcore::control::CopyProgress;
+use hbcore::control::{CopyProgress, VerdictInfo, VerifyProgress};
 use hbcore::vocab::{PairState, Role};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -62,6 +62,22 @@ struct Copy {
     running: bool,
     copied: u64,
     total: u64,
+    skipped: u64,
+    started: Option<Instant>,
+}
+
+/// Byte offsets of differing blocks a verify reports.
+const VERIFY_OFFSETS: usize = 16;
+
+#[derive(Default)]
+struct Verify {
+    running: bool,
+    checked: u64,
+    total: u64,
+    differing: u64,
+    offsets: Vec<u64>,
+    skipped_dirty: u64,
+    stopped: Option<String>,
     started: Option<Instant>,
 }
 
@@ -78,6 +94,8 @@ pub struct PairRt {
     /// Whether the adaptive shipper task runs.
     pub shipper: AtomicBool,
     copy: Mutex<Copy>,
+    verify: Mutex<Verify>,
+    verdict: Mutex<Option<VerdictInfo>>,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
 }
@@ -98,6 +116,8 @@ impl PairRt {
             semi: tokio::sync::Mutex::new(None),
             shipper: AtomicBool::new(false),
             copy: Mutex::new(Copy::default()),
+            verify: Mutex::new(Verify::default()),
+            verdict: Mutex::new(None),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
         }
@@ -144,9 +164,8 @@ impl PairRt {
         }
         *c = Copy {
             running: true,
-            copied: 0,
-            total: 0,
             started: Some(Instant::now()),
+            ..Copy::default()
         };
         true
     }
@@ -160,6 +179,11 @@ impl PairRt {
     /// Counts bytes copied.
     pub fn copied(&self, bytes: u64) {
         lock(&self.copy).copied += bytes;
+    }
+
+    /// Counts dirty blocks a checksum resync found identical (not sent).
+    pub fn skipped_identical(&self, blocks: u64) {
+        lock(&self.copy).skipped += blocks;
     }
 
     /// The copy ended.
@@ -185,7 +209,76 @@ impl PairRt {
             } else {
                 0.0
             },
+            skipped_identical_blocks: c.skipped,
         }
+    }
+
+    /// Claims the verify of `total` blocks; false if one runs already.
+    pub fn begin_verify(&self, total: u64) -> bool {
+        let mut v = lock(&self.verify);
+        if v.running {
+            return false;
+        }
+        *v = Verify {
+            running: true,
+            total,
+            started: Some(Instant::now()),
+            ..Verify::default()
+        };
+        true
+    }
+
+    /// Counts `checked` blocks compared, `skipped` passed over (dirty), and
+    /// the differing blocks found among them (by byte offset).
+    pub fn verified(&self, checked: u64, skipped: u64, differing: &[u64]) {
+        let mut v = lock(&self.verify);
+        v.checked += checked + skipped;
+        v.skipped_dirty += skipped;
+        v.differing += differing.len() as u64;
+        let room = VERIFY_OFFSETS.saturating_sub(v.offsets.len());
+        v.offsets.extend(differing.iter().take(room));
+    }
+
+    /// The verify ended; `stopped` says why if it did not reach the end.
+    pub fn end_verify(&self, stopped: Option<String>) {
+        let mut v = lock(&self.verify);
+        v.running = false;
+        v.stopped = stopped;
+    }
+
+    /// What `pair status` shows of the verify.
+    pub fn verify_progress(&self) -> VerifyProgress {
+        let v = lock(&self.verify);
+        let secs = v.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        VerifyProgress {
+            running: v.running,
+            checked_blocks: v.checked,
+            total_blocks: v.total,
+            differing_blocks: v.differing,
+            first_differing_offsets: v.offsets.clone(),
+            skipped_dirty_blocks: v.skipped_dirty,
+            percent: if v.total == 0 {
+                100.0
+            } else {
+                v.checked as f64 * 100.0 / v.total as f64
+            },
+            rate_bytes_per_s: if secs > 0.0 {
+                (v.checked * crate::bitmap::BLOCK) as f64 / secs
+            } else {
+                0.0
+            },
+            stopped: v.stopped.clone(),
+        }
+    }
+
+    /// The last comparison of both sites' generations.
+    pub fn verdict(&self) -> Option<VerdictInfo> {
+        lock(&self.verdict).clone()
+    }
+
+    /// Records a comparison; returns the one it replaces.
+    pub fn set_verdict(&self, verdict: VerdictInfo) -> Option<VerdictInfo> {
+        lock(&self.verdict).replace(verdict)
     }
 
     /// The most writes ever in flight at once.

@@ -11,7 +11,12 @@
 //! - `datapath`: host reads, writes and syncs in the three modes; the SVOL's apply.
 //! - `copy`: the copy engine (initial copy, resync) and the adaptive shipper.
 //! - `volumes`, `ops`: the admin operations on volumes and pairs.
-//! - [`peer`]: the answers to the peer (the only [`Handler`](crate::link::Handler)).
+//! - `generations`: the pair's generations kept, changed, exchanged and
+//!   compared ([`crate::generation`]); the verdict recorded.
+//! - `resync` (plain, reversed, or a person's choice after a split brain),
+//!   `verify` (online verify, block digests, checksum resync).
+//! - [`peer`]: the answers to the peer (the only [`Handler`](crate::link::Handler));
+//!   `connect`: what a site does for its pairs when the link comes up.
 //!
 //! ```text
 //!  host_write ─ lock volume order ─ mark dirty (seq s) ─┬ sync:      ship ─ PVOL write ─ wait ack ─ clear(s)
@@ -24,14 +29,18 @@
 //! State lives in [`Inner`] behind a std mutex never held across an await;
 //! every change of a volume or pair is persisted through [`Meta`].
 
+mod connect;
 mod copy;
 mod datapath;
 mod error;
+mod generations;
 mod ops;
 pub mod peer;
+mod resync;
 mod ship;
 #[cfg(test)]
 mod tests;
+mod verify;
 mod volumes;
 
 use std::collections::BTreeMap;
@@ -155,6 +164,10 @@ impl Site {
             );
         }
         for (name, mut p) in meta.pairs {
+            if p.generations.is_none() {
+                // Recorded before generations: both sites derive the same one.
+                p.generations = Some(crate::generation::legacy(&name, &p.pvol, &p.svol));
+            }
             if !meta.clean_shutdown
                 && p.role == Role::Pvol
                 && matches!(p.state, PairState::Pair | PairState::Copy)

@@ -891,3 +891,28 @@ pub fn replay(datagrams: &[Vec<u8>], port: u16) {
             .expect("replay a datagram");
     }
 }
+
+/// The backing file of a volume mirrord created at `site` (under its data_dir).
+pub fn backing_file(site: &Site, volume: &str) -> PathBuf {
+    site.dir
+        .join("data")
+        .join("volumes")
+        .join(format!("{volume}.vol"))
+}
+
+impl Site {
+    /// A field of `pair status NAME --json` by JSON pointer (`/verdict/kind`); Null if absent.
+    pub fn pair_at(&self, name: &str, pointer: &str) -> serde_json::Value {
+        self.pair(name)
+            .and_then(|p| p.pointer(pointer).cloned())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Waits until `pair status NAME --json` at `pointer` equals `want`.
+    pub fn wait_field(&self, name: &str, pointer: &str, want: serde_json::Value) {
+        wait_for(
+            &format!("{pointer} of pair {name} at {} to be {want}", self.name),
+            || self.pair_at(name, pointer) == want,
+        );
+    }
+}

@@ -89,6 +89,10 @@ impl Site {
         )
         .await?;
         let mut total = 0;
+        if w.meta.integrity.checksum_resync {
+            // Dirty blocks the SVOL already holds are not sent.
+            self.skip_identical(name, &w).await?;
+        }
         loop {
             w.rt.copy_remaining(w.rt.dirty().dirty_blocks() * BLOCK);
             total += self.ship_dirty(name, &w, false).await?;
@@ -97,6 +101,8 @@ impl Site {
             if w.rt.dirty().dirty_blocks() == 0 {
                 // The bits the copy cleared are cleared on disk too.
                 w.rt.dirty().write_all()?;
+                // Both sites hold the PVOL's generation now.
+                self.join(name).await?;
                 link.call(
                     PeerRequest::Update {
                         pair: name.into(),

@@ -58,6 +58,10 @@ impl Site {
         // resync makes the two copies equal again.
         let seq = rt.dirty().mark(offset, data.len() as u64)?;
         if !mirroring(&meta) {
+            // This site writes on its own: a generation of its own first, on disk.
+            if meta.generations.as_ref().is_none_or(|g| g.bitmap.is_none()) {
+                self.diverge(&name, &format!("a host write while {}", meta.state))?;
+            }
             return Ok(v.write(&self.io, offset, data).await?);
         }
         let timeout = self.link.timeout();

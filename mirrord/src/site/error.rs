@@ -117,6 +117,24 @@ pub enum SiteError {
         /// Why.
         source: LinkError,
     },
+    /// The generations forbid the resync asked for without an explicit choice.
+    #[error("pair '{pair}' was not resynced: {detail}")]
+    Diverged {
+        /// Pair.
+        pair: String,
+        /// The verdict and the way out.
+        detail: String,
+    },
+    /// The peer holds a pair of that name with data of no common generation.
+    #[error("pair '{pair}' was not created: site '{peer}' already has a pair '{pair}' whose data shares no generation with this new pair (generation {theirs}; it was deleted here and kept there, or created there anew). Nothing was changed. To pair anew and overwrite that copy, dissolve its half at site '{peer}' first (`hbctl pair delete {pair} --force` there; its volume's data stays), then create the pair again")]
+    PeerHasOther {
+        /// Pair.
+        pair: String,
+        /// The peer.
+        peer: String,
+        /// The peer's current generation, in hex.
+        theirs: String,
+    },
     /// mirrord's data directory could not be used.
     #[error("cannot use {path} under data_dir")]
     DataDir {

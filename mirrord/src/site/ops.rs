@@ -4,16 +4,18 @@
 
 use std::sync::Arc;
 
-use hbcore::control::{PairCreate, PairInfo, PairSet};
-use hbcore::link::{Attach, Lane, PeerReply, PeerRequest};
+use hbcore::control::{IntegrityOptions, PairCreate, PairInfo, PairSet, SplitBrainPolicy};
+use hbcore::link::{Attach, Lane, PeerError, PeerReply, PeerRequest};
 use hbcore::report::chain;
 use hbcore::size::Bytes;
 use hbcore::vocab::{Fence, Kind, Mode, PairSettings, PairState, Role, DEFAULT_SKEW};
 
 use super::error::{paired_error, refused};
+use super::generations::generation_info;
 use super::{bitmap_path, transition, Pair, Site, SiteError, ANY_STATE};
 use crate::bitmap::{DirtyMap, BLOCK};
 use crate::config::check_name;
+use crate::generation::{self, hex, Verdict};
 use crate::link::LinkError;
 use crate::meta::PairMeta;
 use crate::pair::PairRt;
@@ -31,7 +33,13 @@ impl Site {
             fence,
             skew,
             auto_resync,
+            checksum_resync,
+            split_brain,
         } = request;
+        let integrity = IntegrityOptions {
+            checksum_resync: checksum_resync.unwrap_or(false),
+            split_brain: split_brain.unwrap_or_default(),
+        };
         let (name, pvol, peer, kind, mode) =
             (name.as_str(), pvol.as_str(), peer.as_str(), *kind, *mode);
         let (fence, skew, auto_resync) = (*fence, *skew, *auto_resync);
@@ -65,7 +73,34 @@ impl Site {
             peer: peer.into(),
             pvol: pvol.into(),
             svol: svol.clone(),
+            generations: Some(generation::new_pvol()),
+            integrity,
         };
+        // A pair of this name the peer kept (deleted here only, or created
+        // there anew) holds data of its own: never copy over it unasked.
+        let theirs = link
+            .call(
+                PeerRequest::Generations {
+                    pair: name.into(),
+                    generations: meta.generations(),
+                    dirty_blocks: size.div_ceil(BLOCK),
+                },
+                self.link.timeout(),
+            )
+            .await;
+        match theirs {
+            Ok(PeerReply::Generations { generations, .. }) => {
+                if generation::compare(&meta.generations(), &generations) == Verdict::Unrelated {
+                    return Err(SiteError::PeerHasOther {
+                        pair: name.into(),
+                        peer: peer.into(),
+                        theirs: generations.current.map(hex).unwrap_or_default(),
+                    });
+                }
+            }
+            Ok(_) | Err(LinkError::Refused(_, PeerError::NoSuchPair { .. })) => {}
+            Err(e) => return Err(e.into()),
+        }
         link.call(
             PeerRequest::Attach(attach_request(name, &meta, size)),
             self.link.timeout(),
@@ -96,6 +131,9 @@ impl Site {
             return Err(SiteError::PairExists(name.into()));
         }
         self.save()?;
+        if integrity != IntegrityOptions::default() {
+            self.tell_options(name).await?;
+        }
         tracing::info!(pair = name, pvol, peer, svol = %svol, %mode, %kind, "pair created; initial copy starts");
         self.start_copy(name);
         self.ensure_shipper(name);
@@ -113,9 +151,24 @@ impl Site {
             fence,
             skew,
             auto_resync,
+            checksum_resync,
+            split_brain,
         } = request;
         let name = name.as_str();
         let before = self.work(name)?;
+        let integrity = IntegrityOptions {
+            checksum_resync: checksum_resync.unwrap_or(before.meta.integrity.checksum_resync),
+            split_brain: split_brain.unwrap_or(before.meta.integrity.split_brain),
+        };
+        let mut integrity_note = String::new();
+        if integrity != before.meta.integrity {
+            self.adopt_options(name, integrity);
+            if self.tell_options(name).await.is_err() {
+                integrity_note =
+                    " (integrity options here only until the next change: the peer was not told)"
+                        .into();
+            }
+        }
         let mut settings = before.meta.settings;
         settings.mode = mode.unwrap_or(settings.mode);
         settings.fence = fence.unwrap_or(settings.fence);
@@ -127,11 +180,13 @@ impl Site {
             before.rt.reset_in_flight_max();
         }
         Ok(format!(
-            "pair '{name}': mode {}, fence {}, skew {}, auto-resync {}{note}",
+            "pair '{name}': mode {}, fence {}, skew {}, auto-resync {}, checksum resync {}, split brain {}{note}{integrity_note}",
             settings.mode,
             settings.fence,
             Bytes(settings.skew),
-            on_off(settings.auto_resync)
+            on_off(settings.auto_resync),
+            on_off(integrity.checksum_resync),
+            split_brain_name(integrity.split_brain),
         ))
     }
 
@@ -238,6 +293,11 @@ impl Site {
                     oldest_pending_ms: oldest.map(|d| d.as_millis() as u64),
                     max_in_flight: p.rt.max_in_flight(),
                     copy: p.rt.copy_progress(),
+                    checksum_resync: p.meta.integrity.checksum_resync,
+                    split_brain: p.meta.integrity.split_brain,
+                    generation: generation_info(&p.meta.generations()),
+                    verdict: p.rt.verdict(),
+                    verify: p.rt.verify_progress(),
                 }
             })
             .collect())
@@ -367,104 +427,6 @@ impl Site {
         Ok(note)
     }
 
-    /// Resyncs from the PVOL the blocks dirty on either side; with `reverse`
-    /// (at the site that took over) the roles swap first.
-    pub async fn pair_resync(
-        self: &Arc<Self>,
-        name: &str,
-        reverse: bool,
-    ) -> Result<String, SiteError> {
-        let meta = self.pair_meta(name)?;
-        let link = self.link_of(&meta)?;
-        if reverse {
-            if meta.role != Role::Svol || !matches!(meta.state, PairState::Ssws | PairState::Psus) {
-                return Err(refused(format!(
-                    "`pair resync --reverse` runs at the site that took pair '{name}' over (its SVOL, in SSWS); here the pair is {} in {}",
-                    meta.role, meta.state
-                )));
-            }
-            let bits = match link
-                .call(
-                    PeerRequest::Reverse { pair: name.into() },
-                    self.link.timeout(),
-                )
-                .await?
-            {
-                PeerReply::Bitmap { bits } => bits,
-                _ => {
-                    return Err(refused(format!(
-                        "site '{}' answered the reverse of '{name}' without its bitmap",
-                        meta.peer
-                    )))
-                }
-            };
-            let w = self.work(name)?;
-            w.rt.dirty().merge(&bits)?;
-            self.swap_roles(name, Role::Pvol)?;
-            tracing::info!(pair = name, "roles reversed: this site holds the PVOL now; copying the blocks changed on either side");
-            let bytes = w.rt.dirty().dirty_blocks() * BLOCK;
-            self.start_copy(name);
-            self.ensure_shipper(name);
-            return Ok(format!(
-                "pair '{name}' reversed: this site's volume is the PVOL now; copying {} changed on either side to site '{}' (COPY)",
-                Bytes(bytes),
-                meta.peer
-            ));
-        }
-        match meta.role {
-            Role::Pvol => {
-                let bytes = self.resync_here(name).await?;
-                Ok(format!("pair '{name}' resyncing: {} dirty on either side to copy (COPY); `hbctl pair status {name} --watch` shows progress", Bytes(bytes)))
-            }
-            Role::Svol => {
-                link.call(
-                    PeerRequest::Resync { pair: name.into() },
-                    self.link.timeout(),
-                )
-                .await?;
-                Ok(format!("pair '{name}' resyncing from site '{}' (COPY); this site's changes are overwritten", meta.peer))
-            }
-        }
-    }
-
-    /// At the PVOL: merges the SVOL's bitmap, puts both sides in COPY and starts the copy.
-    pub(super) async fn resync_here(self: &Arc<Self>, name: &str) -> Result<u64, SiteError> {
-        let w = self.work(name)?;
-        if w.meta.state == PairState::Pair && w.rt.dirty().dirty_blocks() == 0 {
-            return Ok(0);
-        }
-        let link = self.link_of(&w.meta)?;
-        let timeout = self.link.timeout();
-        let bits = match link
-            .call(PeerRequest::TakeBitmap { pair: name.into() }, timeout)
-            .await?
-        {
-            PeerReply::Bitmap { bits } => bits,
-            _ => {
-                return Err(refused(format!(
-                    "site '{}' answered without its bitmap",
-                    w.meta.peer
-                )))
-            }
-        };
-        w.rt.dirty().merge(&bits)?;
-        // The copy task tells the peer (which then clears its merged bitmap).
-        self.set_state(
-            name,
-            &[
-                PairState::Pair,
-                PairState::Psue,
-                PairState::Psus,
-                PairState::Copy,
-            ],
-            PairState::Copy,
-            "resync started (COPY)",
-        )?;
-        let bytes = w.rt.dirty().dirty_blocks() * BLOCK;
-        self.start_copy(name);
-        Ok(bytes)
-    }
-
     /// At the SVOL's site: make the SVOL writable (SSWS), also when the PVOL's site is gone.
     pub async fn pair_takeover(self: &Arc<Self>, name: &str) -> Result<String, SiteError> {
         let meta = self.pair_meta(name)?;
@@ -483,6 +445,7 @@ impl Site {
             PairState::Ssws,
             "taken over (SSWS): the SVOL is writable here, changes tracked",
         )?;
+        self.diverge(name, "taken over (SSWS)")?;
         let told = match self.link_of(&meta) {
             Ok(link) => link
                 .call(
@@ -569,6 +532,13 @@ pub(super) fn attach_request(name: &str, meta: &PairMeta, size: u64) -> Attach {
         kind: meta.kind,
         settings: meta.settings,
     }
+}
+
+fn split_brain_name(p: SplitBrainPolicy) -> String {
+    serde_json::to_value(p)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn on_off(b: bool) -> &'static str {

@@ -1,19 +1,20 @@
 //! The answers to the peer site: the one [`Handler`] of the link. Each
 //! request is answered with a reply or a [`PeerError`] whose kind the asking
-//! site can match; a session that opens re-attaches this site's PVOL pairs,
-//! one that closes suspends the pairs with that peer.
+//! site can match; a session that opens re-attaches this site's PVOL pairs
+//! (`site::connect`), one that closes suspends the pairs with that peer.
 
 use std::sync::Arc;
 
-use hbcore::link::{Attach, Lane, PeerError, PeerReply, PeerRequest};
+use hbcore::control::IntegrityOptions;
+use hbcore::link::{Attach, Generations, Lane, PeerError, PeerReply, PeerRequest};
 use hbcore::report::chain;
-use hbcore::size::Bytes;
 use hbcore::vocab::{PairState, Role};
 
 use super::error::paired_error;
-use super::ops::attach_request;
+use super::resync::Keep;
 use super::{bitmap_path, transition, Pair, Site, ANY_STATE};
-use crate::bitmap::{DirtyMap, BLOCK};
+use crate::bitmap::DirtyMap;
+use crate::generation;
 use crate::link::Handler;
 use crate::meta::PairMeta;
 use crate::pair::PairRt;
@@ -85,6 +86,8 @@ impl Site {
                             .dirty()
                             .clear_all()
                             .map_err(|e| PeerError::Disk { detail: chain(&e) })?;
+                        // Until the copy completes this side holds no consistent data.
+                        self.change_generations(&pair, generation::become_target)?;
                     }
                     let why = format!("state set by site '{peer}'");
                     self.set_state(&pair, ANY_STATE, state, &why)?;
@@ -103,7 +106,7 @@ impl Site {
             }
             PeerRequest::Resync { pair } => {
                 self.peer_pair(peer, &pair)?;
-                self.resync_here(&pair).await?;
+                self.resync_here(&pair, Keep::AsUsual).await?;
                 Ok(PeerReply::Done)
             }
             PeerRequest::Takeover { pair } => {
@@ -135,6 +138,7 @@ impl Site {
                         .map_err(|e| PeerError::Disk { detail: chain(&e) })?;
                     bits
                 };
+                self.change_generations(&pair, generation::become_target)?;
                 self.swap_roles(&pair, Role::Svol)?;
                 tracing::warn!(pair = %pair, "roles reversed by site '{peer}': this site's volume is the SVOL now (read-only, COPY)");
                 Ok(PeerReply::Bitmap { bits })
@@ -144,6 +148,35 @@ impl Site {
                     self.remove_pair(&pair);
                     tracing::info!(pair = %pair, peer, "pair dissolved by the peer site");
                 }
+                Ok(PeerReply::Done)
+            }
+            PeerRequest::Generations {
+                pair,
+                generations,
+                dirty_blocks,
+            } => {
+                let meta = self.peer_pair(peer, &pair)?;
+                self.answer_generations(&meta, &pair, &generations, dirty_blocks)
+            }
+            PeerRequest::Join { pair, generation } => {
+                self.peer_pair(peer, &pair)?;
+                self.join_as_target(&pair, generation)?;
+                Ok(PeerReply::Done)
+            }
+            PeerRequest::Digests { pair, first, count } => {
+                self.peer_pair(peer, &pair)?;
+                let digests = self.local_digests(&pair, first, count).await?;
+                Ok(PeerReply::Digests { digests })
+            }
+            PeerRequest::Options { pair, options } => {
+                self.peer_pair(peer, &pair)?;
+                self.adopt_options(&pair, options);
+                Ok(PeerReply::Done)
+            }
+            PeerRequest::KeepYours { pair } => {
+                self.peer_pair(peer, &pair)?;
+                tracing::warn!(pair = %pair, "site '{peer}' chose this site's data (--discard-local there): resyncing from here");
+                self.keep_mine(&pair).await?;
                 Ok(PeerReply::Done)
             }
         }
@@ -207,6 +240,9 @@ impl Site {
             peer: peer.into(),
             pvol,
             svol,
+            // The target of the initial copy: no consistent data of its own yet.
+            generations: Some(Generations::default()),
+            integrity: IntegrityOptions::default(),
         };
         self.inner().pairs.insert(
             pair.clone(),
@@ -229,74 +265,5 @@ impl Site {
         self.meta_of(pair)
             .filter(|m| m.peer == peer)
             .ok_or_else(|| PeerError::NoSuchPair { pair: pair.into() })
-    }
-
-    /// After the link to `peer` on `lane` comes up: re-attach the PVOL pairs
-    /// of that lane and decide for each whether it stays in sync, resyncs, or
-    /// waits for a person.
-    async fn reattach(self: &Arc<Self>, peer: &str, lane: Lane) {
-        let pairs: Vec<(String, PairMeta, u64)> = self
-            .inner()
-            .pairs
-            .iter()
-            .filter(|(_, p)| {
-                p.meta.peer == peer && p.meta.role == Role::Pvol && Lane::of(p.meta.kind) == lane
-            })
-            .map(|(n, p)| (n.clone(), p.meta.clone(), p.size))
-            .collect();
-        let Ok(link) = self.link.peer(peer, lane) else {
-            return;
-        };
-        for (name, meta, size) in pairs {
-            let previous = match link
-                .call(
-                    PeerRequest::Attach(attach_request(&name, &meta, size)),
-                    self.link.timeout(),
-                )
-                .await
-            {
-                Ok(PeerReply::Attached { previous }) => previous,
-                Ok(_) => continue,
-                Err(e) => {
-                    tracing::warn!(pair = %name, "re-attach at '{peer}' failed: {}", chain(&e));
-                    continue;
-                }
-            };
-            let Ok(w) = self.work(&name) else { continue };
-            let dirty = w.rt.dirty().dirty_blocks();
-            match (previous, w.meta.state) {
-                (PairState::Ssws, _) => {
-                    self.split_by_peer(&name, "the peer took the pair over (SSWS)");
-                    tracing::warn!(pair = %name, "site '{peer}' took this pair over (SSWS): fail back with `hbctl pair resync {name} --reverse` there, or discard its changes with `hbctl pair resync {name}` here");
-                }
-                (PairState::Psus, _) | (_, PairState::Psus) => {
-                    self.split_by_peer(&name, "the pair is split (PSUS)");
-                    tracing::info!(pair = %name, "re-attached; split (PSUS): `hbctl pair resync {name}` joins it again");
-                }
-                (_, PairState::Pair) if dirty == 0 => match link
-                    .call(
-                        PeerRequest::Update {
-                            pair: name.clone(),
-                            state: Some(PairState::Pair),
-                            settings: None,
-                        },
-                        self.link.timeout(),
-                    )
-                    .await
-                {
-                    Ok(_) => tracing::info!(pair = %name, "re-attached; still in sync (PAIR)"),
-                    Err(e) => self.suspend(&name, &chain(&e)),
-                },
-                (_, PairState::Psue) if !w.meta.settings.auto_resync => {
-                    tracing::info!(pair = %name, "re-attached; suspended (PSUE) with {} to copy: `hbctl pair resync {name}` (auto-resync is off)", Bytes(dirty * BLOCK));
-                }
-                _ => {
-                    tracing::info!(pair = %name, "re-attached; resyncing {} (auto-resync)", Bytes(dirty * BLOCK));
-                    if let Err(e) = self.resync_here(&name).await {
-                        tracing::warn!(pair = %name, "resync failed: {}", chain(&e));
-                    }
-                }
-            }
-        }
     }
 }

@@ -199,6 +199,8 @@ fn create(name: &str, kind: Kind, mode: Mode) -> PairCreate {
         fence: None,
         skew: None,
         auto_resync: None,
+        checksum_resync: None,
+        split_brain: None,
     }
 }
 
@@ -292,6 +294,8 @@ async fn semi_sync_and_adaptive_writes_ship_and_settle() {
             fence: None,
             skew: None,
             auto_resync: None,
+            checksum_resync: None,
+            split_brain: None,
         })
         .await
         .expect("pair set");
@@ -451,5 +455,138 @@ async fn a_refusal_from_the_peer_reads_as_one_chain() {
     assert_eq!(
         hbcore::report::chain(&e),
         format!("site 'standby' refused: no volume 'v' at site 'standby'; create it there first with `hbctl volume create v --size {SIZE}`")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_at_both_sites_after_a_takeover_are_split_brain_until_a_person_chooses() {
+    use hbcore::control::{PairResync, VerdictKind};
+    let (prod, standby) = two_sites().await;
+    paired(&prod, &standby, Mode::Sync).await;
+    let joined = prod.pair("p").generation;
+    assert_eq!(standby.pair("p").generation.current, joined.current);
+    standby.site.pair_takeover("p").await.expect("takeover");
+    prod.wait_state("p", PairState::Psus).await;
+    let taken = standby.pair("p").generation;
+    assert_ne!(
+        taken.current, joined.current,
+        "a takeover starts a generation"
+    );
+    assert_eq!(taken.bitmap, joined.current);
+    standby
+        .site
+        .host_write("v", 0, b"standby")
+        .await
+        .expect("write");
+    prod.site
+        .host_write("v", 8 * BLOCK, b"prod")
+        .await
+        .expect("write");
+    assert_eq!(prod.pair("p").generation.bitmap, joined.current);
+    let e = prod.site.pair_resync("p", false).await.expect_err("plain");
+    assert!(
+        matches!(e, SiteError::Diverged { .. }) && e.to_string().contains("split brain"),
+        "{e}"
+    );
+    for site in [&prod, &standby] {
+        let v = site.pair("p").verdict.expect("verdict");
+        assert_eq!(v.kind, VerdictKind::SplitBrain);
+        assert_eq!((v.local_changed_blocks, v.peer_changed_blocks), (1, 1));
+    }
+    assert_eq!(standby.pair("p").state, PairState::Ssws, "nothing moved");
+    prod.site
+        .resync_as_asked(&PairResync {
+            name: "p".into(),
+            reverse: false,
+            discard_local: false,
+            discard_remote: true,
+        })
+        .await
+        .expect("keep prod's data");
+    prod.wait_state("p", PairState::Pair).await;
+    standby.wait_state("p", PairState::Pair).await;
+    assert_eq!(
+        standby.read("v", 0, SIZE as usize).await,
+        prod.read("v", 0, SIZE as usize).await
+    );
+    assert_eq!(
+        prod.pair("p").verdict.map(|v| v.kind),
+        Some(VerdictKind::InSync)
+    );
+    assert_eq!(
+        standby.pair("p").generation.current,
+        prod.pair("p").generation.current
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_marks_what_changed_behind_the_svol_and_checksum_resync_skips_the_rest() {
+    use hbcore::control::PairVerify;
+    use std::os::unix::fs::FileExt;
+    let (prod, standby) = two_sites().await;
+    paired(&prod, &standby, Mode::Sync).await;
+    let path = standby.site.volume_list()[0].path.clone();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.write_all_at(b"behind mirrord", 5 * BLOCK + 9))
+        .expect("write the backing file");
+    let verify = PairVerify {
+        name: "p".into(),
+        rate: None,
+    };
+    let e = standby.site.pair_verify(&verify).expect_err("at the SVOL");
+    assert!(e.to_string().contains("at the PVOL's site 'prod'"), "{e}");
+    prod.site.pair_verify(&verify).expect("verify");
+    let p = prod.wait("p", "verify done", |p| !p.verify.running).await;
+    assert_eq!(p.verify.differing_blocks, 1);
+    assert_eq!(p.verify.first_differing_offsets, vec![5 * BLOCK]);
+    assert_eq!(p.verify.checked_blocks, SIZE / BLOCK);
+    assert_eq!(p.pending_bytes, BLOCK);
+    // A host write into part of the block leaves it dirty: the rest still differs.
+    prod.site
+        .host_write("v", 5 * BLOCK, b"x")
+        .await
+        .expect("write");
+    assert_eq!(prod.pair("p").pending_bytes, BLOCK);
+    prod.site
+        .pair_set(&PairSet {
+            name: "p".into(),
+            mode: None,
+            fence: None,
+            skew: None,
+            auto_resync: None,
+            checksum_resync: Some(true),
+            split_brain: None,
+        })
+        .await
+        .expect("checksum resync on");
+    assert!(standby.pair("p").checksum_resync, "the peer follows");
+    // The split ships what is pending first (the whole block: repaired), then
+    // ten blocks are rewritten with what they hold and one really changes.
+    prod.site.pair_split("p", false).await.expect("split");
+    assert_eq!(
+        standby.read("v", 5 * BLOCK, BLOCK as usize).await,
+        prod.read("v", 5 * BLOCK, BLOCK as usize).await
+    );
+    prod.site
+        .host_write("v", 30 * BLOCK, b"changed")
+        .await
+        .expect("write");
+    for b in 10..20 {
+        let same = prod.read("v", b * BLOCK, BLOCK as usize).await;
+        prod.site
+            .host_write("v", b * BLOCK, &same)
+            .await
+            .expect("write");
+    }
+    assert_eq!(prod.pair("p").pending_bytes, 11 * BLOCK);
+    prod.site.pair_resync("p", false).await.expect("resync");
+    let p = prod.wait_state("p", PairState::Pair).await;
+    assert_eq!(p.copy.skipped_identical_blocks, 10);
+    assert_eq!(p.copy.copied_bytes, BLOCK);
+    assert_eq!(
+        standby.read("v", 0, SIZE as usize).await,
+        prod.read("v", 0, SIZE as usize).await
     );
 }

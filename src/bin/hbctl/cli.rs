@@ -46,7 +46,13 @@ Failover to the SVOL:   pair takeover NAME            (at the SVOL's site)
 Fail back:              pair resync NAME --reverse    (there, once both sites are up)
                         then, to return home: pair takeover NAME and pair resync NAME --reverse
                         at the original site
-Heartbeat pairs refuse split and delete while installed: pair uninstall NAME first.";
+Heartbeat pairs refuse split and delete while installed: pair uninstall NAME first.
+
+Integrity: generations are compared at every reconnect and resync (`pair status`
+shows the verdict: in sync, ahead, split brain, unrelated). After a split brain:
+                        pair resync NAME --discard-local | --discard-remote
+Prove both copies equal: pair verify NAME --watch    (then pair resync NAME if any differ)
+Send only what differs:  pair set NAME --checksum-resync on";
 
 #[derive(Subcommand)]
 pub enum VolumeCommand {
@@ -84,6 +90,16 @@ pub enum PairCommand {
     /// De-install a heartbeat pair: it may then be split or deleted.
     Uninstall(control::PairInstall),
     Delete(control::PairDelete),
+    /// At the PVOL's site: compare both copies of a PAIR pair block by block
+    /// (digests) while writes go on; differing blocks are marked dirty and
+    /// reported, and `pair resync NAME` copies them.
+    Verify {
+        #[command(flatten)]
+        request: control::PairVerify,
+        /// Follow the verify with a progress bar until it ends, then print its result.
+        #[arg(long)]
+        watch: bool,
+    },
 }
 
 #[derive(Subcommand)]

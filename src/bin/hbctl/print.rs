@@ -302,13 +302,92 @@ pub fn pair(p: &PairInfo) {
     );
     let c = &p.copy;
     if c.total_bytes > 0 || c.running {
+        let skipped = if c.skipped_identical_blocks > 0 {
+            format!(
+                "; {} blocks skipped as identical",
+                c.skipped_identical_blocks
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "copy        {}{:.1}%: {} of {} at {}/s",
+            "copy        {}{:.1}%: {} of {} at {}/s{skipped}",
             if c.running { "running, " } else { "last: " },
             c.percent,
             Bytes(c.copied_bytes),
             Bytes(c.total_bytes),
             Bytes(c.rate_bytes_per_s as u64)
+        );
+    }
+    println!(
+        "integrity   checksum resync {}, split brain {}",
+        if p.checksum_resync { "on" } else { "off" },
+        name(&p.split_brain)
+    );
+    let g = &p.generation;
+    println!(
+        "generation  {}{}{}",
+        g.current
+            .as_deref()
+            .unwrap_or("none (a copy to this site is incomplete)"),
+        g.bitmap
+            .as_ref()
+            .map(|b| format!(", changes tracked since {b}"))
+            .unwrap_or_default(),
+        if g.history.is_empty() {
+            String::new()
+        } else {
+            format!(", history {}", g.history.join(" "))
+        }
+    );
+    if let Some(v) = &p.verdict {
+        println!("verdict     {}: {}", name(&v.kind), v.detail);
+    }
+    if p.verify.running || p.verify.total_blocks > 0 {
+        verify(p);
+    }
+}
+
+/// The running or last verify of a pair.
+pub fn verify(p: &PairInfo) {
+    let v = &p.verify;
+    let state = if v.running {
+        "running"
+    } else if v.stopped.is_some() {
+        "stopped"
+    } else {
+        "done"
+    };
+    let first = if v.first_differing_offsets.is_empty() {
+        String::new()
+    } else {
+        let offsets: Vec<String> = v
+            .first_differing_offsets
+            .iter()
+            .map(|o| o.to_string())
+            .collect();
+        format!(" (first at byte offsets {})", offsets.join(", "))
+    };
+    println!(
+        "verify      {state}, {:.1}%: {} of {} blocks compared, {} differ{first}{}{}",
+        v.percent,
+        v.checked_blocks,
+        v.total_blocks,
+        v.differing_blocks,
+        if v.skipped_dirty_blocks > 0 {
+            format!(", {} skipped as being written", v.skipped_dirty_blocks)
+        } else {
+            String::new()
+        },
+        v.stopped
+            .as_ref()
+            .map(|why| format!("; stopped: {why}"))
+            .unwrap_or_default()
+    );
+    if !v.running && v.stopped.is_none() && v.differing_blocks > 0 {
+        println!(
+            "            the differing blocks are marked dirty: `hbctl pair resync {}` copies them",
+            p.name
         );
     }
 }

@@ -1,5 +1,6 @@
 //! `hbctl volume` and `hbctl pair`: requests to mirrord, and `pair status
-//! --watch`, which follows a copy with a progress bar.
+//! --watch` and `pair verify --watch`, which follow a copy or a verify with a
+//! progress bar.
 
 use std::path::Path;
 use std::time::Duration;
@@ -51,6 +52,15 @@ pub fn pair(socket: &Path, command: PairCommand) -> Result<(), ClientError> {
             false,
         ),
         PairCommand::Delete(r) => (Request::PairDelete(r), false),
+        PairCommand::Verify { request, watch } => {
+            let name = request.name.clone();
+            call(socket, &Request::PairVerify(request), false)?;
+            return if watch {
+                watch_verify(socket, &name)
+            } else {
+                Ok(())
+            };
+        }
     };
     call(socket, &request, json)
 }
@@ -68,28 +78,53 @@ fn call(socket: &Path, request: &Request, json: bool) -> Result<(), ClientError>
     Ok(())
 }
 
+/// The status of one pair.
+fn status(socket: &Path, name: &str) -> Result<PairInfo, ClientError> {
+    match jsonl::call(
+        socket,
+        &Request::PairStatus(control::PairStatus {
+            name: Some(name.to_string()),
+        }),
+    )? {
+        Reply::Pairs(mut p) if !p.is_empty() => Ok(p.remove(0)),
+        _ => Err(ClientError::Refused(format!("no pair '{name}'"))),
+    }
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{prefix} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ")
+}
+
+/// Follows a pair's verify with a progress bar until it ends, then prints its result.
+fn watch_verify(socket: &Path, name: &str) -> Result<(), ClientError> {
+    let mut pair = status(socket, name)?;
+    let block = 4096;
+    let bar = ProgressBar::new((pair.verify.total_blocks * block).max(1));
+    bar.set_style(bar_style());
+    bar.set_prefix(format!("{name} VERIFY"));
+    while pair.verify.running {
+        bar.set_position(pair.verify.checked_blocks * block);
+        bar.set_message(format!("{} differ", pair.verify.differing_blocks));
+        std::thread::sleep(Duration::from_millis(200));
+        pair = status(socket, name)?;
+    }
+    bar.set_position(pair.verify.checked_blocks * block);
+    bar.finish_with_message(format!("{} differ", pair.verify.differing_blocks));
+    print::verify(&pair);
+    Ok(())
+}
+
 /// Follows a pair's copy with a progress bar until it is no longer in COPY.
 fn watch(socket: &Path, name: &str) -> Result<(), ClientError> {
-    let status = || -> Result<PairInfo, ClientError> {
-        match jsonl::call(
-            socket,
-            &Request::PairStatus(control::PairStatus {
-                name: Some(name.to_string()),
-            }),
-        )? {
-            Reply::Pairs(mut p) if !p.is_empty() => Ok(p.remove(0)),
-            _ => Err(ClientError::Refused(format!("no pair '{name}'"))),
-        }
-    };
+    let status = || status(socket, name);
     let mut pair = status()?;
     if pair.state == PairState::Copy {
         let bar = ProgressBar::new(pair.copy.total_bytes.max(1));
-        let style = ProgressStyle::with_template(
-            "{prefix} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-        bar.set_style(style);
+        bar.set_style(bar_style());
         bar.set_prefix(format!("{name} COPY"));
         while pair.state == PairState::Copy {
             bar.set_length(pair.copy.total_bytes.max(1));

@@ -1,0 +1,206 @@
+//! What a site does for its PVOL pairs when the link to their peer comes
+//! up: compare both sites' generations, re-attach, and act on the verdict.
+//! Only what the bitmaps cover in the usual direction resumes by itself
+//! (back to PAIR, or an auto-resync); a split brain waits for a person
+//! unless the pair's policy says otherwise; unrelated data is not
+//! re-attached; a record too old for its bitmap waits for a full resync.
+
+use std::sync::Arc;
+
+use hbcore::link::{Lane, PeerError, PeerReply, PeerRequest};
+use hbcore::report::chain;
+use hbcore::size::Bytes;
+use hbcore::vocab::{PairState, Role};
+
+use super::generations::Compared;
+use super::ops::attach_request;
+use super::resync::Keep;
+use super::{Site, SiteError};
+use crate::bitmap::BLOCK;
+use crate::generation::{split_brain_victim, Side, Verdict};
+use crate::link::{LinkError, PeerLink};
+use crate::meta::PairMeta;
+
+impl Site {
+    /// After the link to `peer` on `lane` comes up: re-attach the PVOL pairs
+    /// of that lane and decide for each whether it stays in sync, resyncs, or
+    /// waits for a person.
+    pub(super) async fn reattach(self: &Arc<Self>, peer: &str, lane: Lane) {
+        let pairs: Vec<(String, PairMeta, u64)> = self
+            .inner()
+            .pairs
+            .iter()
+            .filter(|(_, p)| {
+                p.meta.peer == peer && p.meta.role == Role::Pvol && Lane::of(p.meta.kind) == lane
+            })
+            .map(|(n, p)| (n.clone(), p.meta.clone(), p.size))
+            .collect();
+        let Ok(link) = self.link.peer(peer, lane) else {
+            return;
+        };
+        let link = Arc::clone(link);
+        for (name, meta, size) in pairs {
+            if let Err(e) = self.reattach_pair(&link, &name, &meta, size).await {
+                tracing::warn!(pair = %name, "re-attach at '{peer}' failed: {}", chain(&e));
+            }
+        }
+    }
+
+    async fn reattach_pair(
+        self: &Arc<Self>,
+        link: &PeerLink,
+        name: &str,
+        meta: &PairMeta,
+        size: u64,
+    ) -> Result<(), SiteError> {
+        let peer = meta.peer.as_str();
+        let compared = match self.compare_with_peer(name).await {
+            Ok(c) => Some(c),
+            Err(SiteError::Link(LinkError::Refused(_, PeerError::NoSuchPair { .. }))) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(c) = compared
+            .as_ref()
+            .filter(|c| c.verdict == Verdict::Unrelated)
+        {
+            // Not even re-attached: the peer's record and data are left alone.
+            self.suspend(name, &format!("unrelated data at site '{peer}'"));
+            tracing::error!(pair = name, "not re-attached: {}", c.detail);
+            return Ok(());
+        }
+        let previous = match link
+            .call(
+                PeerRequest::Attach(attach_request(name, meta, size)),
+                self.link.timeout(),
+            )
+            .await?
+        {
+            PeerReply::Attached { previous } => previous,
+            _ => return Ok(()),
+        };
+        // The peer takes this site's integrity options, as it takes the settings.
+        let _ = self.tell_options(name).await;
+        let Some(compared) = compared else {
+            // The peer had no record of the pair (lost or dissolved there): its
+            // new SVOL holds data no bitmap describes.
+            self.work(name)?.rt.dirty().mark_all()?;
+            let verdict = Verdict::Ahead {
+                side: Side::Local,
+                full: true,
+                common: None,
+            };
+            let blocks = size.div_ceil(BLOCK);
+            let detail = self.record_verdict(name, meta, verdict, blocks, 0);
+            self.suspend(
+                name,
+                &format!("site '{peer}' had no record of the pair: a full copy is needed"),
+            );
+            tracing::warn!(
+                pair = name,
+                "re-attached to a new SVOL: {detail}; `hbctl pair resync {name}` copies it"
+            );
+            return Ok(());
+        };
+        if self
+            .act_on_divergence(name, meta, previous, &compared)
+            .await?
+        {
+            return Ok(());
+        }
+        let w = self.work(name)?;
+        let dirty = w.rt.dirty().dirty_blocks();
+        match (previous, w.meta.state) {
+            (PairState::Ssws, _) => {
+                self.split_by_peer(name, "the peer took the pair over (SSWS)");
+                tracing::warn!(pair = %name, "site '{peer}' took this pair over (SSWS): fail back with `hbctl pair resync {name} --reverse` there, or discard its changes with `hbctl pair resync {name}` here");
+            }
+            (PairState::Psus, _) | (_, PairState::Psus) => {
+                self.split_by_peer(name, "the pair is split (PSUS)");
+                tracing::info!(pair = %name, "re-attached; split (PSUS): `hbctl pair resync {name}` joins it again");
+            }
+            (_, PairState::Pair) if dirty == 0 => match link
+                .call(
+                    PeerRequest::Update {
+                        pair: name.into(),
+                        state: Some(PairState::Pair),
+                        settings: None,
+                    },
+                    self.link.timeout(),
+                )
+                .await
+            {
+                Ok(_) => tracing::info!(pair = %name, "re-attached; still in sync (PAIR)"),
+                Err(e) => self.suspend(name, &chain(&e)),
+            },
+            (_, PairState::Psue) if !w.meta.settings.auto_resync => {
+                tracing::info!(pair = %name, "re-attached; suspended (PSUE) with {} to copy: `hbctl pair resync {name}` (auto-resync is off)", Bytes(dirty * BLOCK));
+            }
+            _ => {
+                tracing::info!(pair = %name, "re-attached; resyncing {} (auto-resync)", Bytes(dirty * BLOCK));
+                if let Err(e) = self.resync_here(name, Keep::AsUsual).await {
+                    tracing::warn!(pair = %name, "resync failed: {}", chain(&e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Acts on a verdict that is not for the usual course (split brain, a
+    /// record too old for its bitmap, the SVOL ahead while its state says it
+    /// could not have written): the pair stops mirroring and waits for a
+    /// person, or the split-brain policy resolves it. True if it acted.
+    async fn act_on_divergence(
+        self: &Arc<Self>,
+        name: &str,
+        meta: &PairMeta,
+        previous: PairState,
+        c: &Compared,
+    ) -> Result<bool, SiteError> {
+        let peer = meta.peer.as_str();
+        let svol_writable = matches!(previous, PairState::Ssws | PairState::Psus);
+        let stop = |site: &Arc<Site>, why: &str| {
+            if svol_writable {
+                site.split_by_peer(name, why);
+            } else {
+                site.suspend(name, why);
+            }
+        };
+        match c.verdict {
+            Verdict::SplitBrain { .. } => {
+                let policy = meta.integrity.split_brain;
+                match split_brain_victim(policy, c.local_dirty, c.peer_dirty) {
+                    Some(Role::Svol) => {
+                        tracing::warn!(pair = name, ?policy, "split brain resolved by the pair's policy: site '{peer}''s {} changed block(s) are discarded", c.peer_dirty);
+                        self.resync_here(name, Keep::Pvol).await?;
+                    }
+                    Some(Role::Pvol) => {
+                        tracing::warn!(pair = name, ?policy, "split brain resolved by the pair's policy: this site's {} changed block(s) are discarded; site '{peer}' becomes the PVOL", c.local_dirty);
+                        self.link_of(meta)?
+                            .call(
+                                PeerRequest::KeepYours { pair: name.into() },
+                                self.link.timeout() * 4,
+                            )
+                            .await?;
+                    }
+                    None => stop(self, "split brain: both sites wrote"),
+                }
+                Ok(true)
+            }
+            Verdict::Ahead {
+                side: Side::Local,
+                full: true,
+                ..
+            } => {
+                stop(self, "a full copy is needed");
+                Ok(true)
+            }
+            Verdict::Ahead {
+                side: Side::Remote, ..
+            } if !svol_writable => {
+                stop(self, &format!("site '{peer}' is ahead by its generations"));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! Resync: from the PVOL (`pair resync`), reversed (`--reverse`, at the
+//! site that took over), or with a person's choice of the data to keep
+//! after a split brain (`--discard-local`, `--discard-remote`, at either
+//! site). Each first compares both sites' generations: a plain resync goes
+//! ahead only where they agree on the direction, or the divergence is a
+//! person's split; everything else needs the explicit choice.
+
+use std::sync::Arc;
+
+use hbcore::control::PairResync;
+use hbcore::link::{PeerReply, PeerRequest};
+use hbcore::size::Bytes;
+use hbcore::vocab::{PairState, Role};
+
+use super::error::refused;
+use super::generations::Compared;
+use super::{Site, SiteError};
+use crate::bitmap::BLOCK;
+use crate::generation::{Side, Verdict};
+
+/// Whose data a resync from the PVOL keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Keep {
+    /// A plain resync (or one by itself): the PVOL's, where the generations allow it.
+    AsUsual,
+    /// A person chose the PVOL's data, whatever the generations say.
+    Pvol,
+}
+
+impl Site {
+    /// Resyncs from the PVOL the blocks dirty on either side; with `reverse`
+    /// (at the site that took over) the roles swap first.
+    pub async fn pair_resync(
+        self: &Arc<Self>,
+        name: &str,
+        reverse: bool,
+    ) -> Result<String, SiteError> {
+        self.resync_as_asked(&PairResync {
+            name: name.into(),
+            reverse,
+            discard_local: false,
+            discard_remote: false,
+        })
+        .await
+    }
+
+    /// Resyncs a pair as `pair resync` asks (see [`PairResync`]).
+    pub async fn resync_as_asked(
+        self: &Arc<Self>,
+        request: &PairResync,
+    ) -> Result<String, SiteError> {
+        let PairResync {
+            name,
+            reverse,
+            discard_local,
+            discard_remote,
+        } = request;
+        let name = name.as_str();
+        let meta = self.pair_meta(name)?;
+        let link = Arc::clone(self.link_of(&meta)?);
+        if usize::from(*reverse) + usize::from(*discard_local) + usize::from(*discard_remote) > 1 {
+            return Err(refused(format!(
+                "pair '{name}': choose one of --reverse, --discard-local and --discard-remote"
+            )));
+        }
+        if *reverse || (*discard_remote && meta.role == Role::Svol) {
+            return self.reverse_here(name, *discard_remote).await;
+        }
+        if *discard_local {
+            // The other site's data wins: it resyncs from its side.
+            link.call(
+                PeerRequest::KeepYours { pair: name.into() },
+                self.link.timeout() * 4,
+            )
+            .await?;
+            return Ok(match meta.role {
+                Role::Pvol => format!(
+                    "pair '{name}': this site's changes are discarded; site '{}' keeps its data, became the PVOL and copies it here (COPY)",
+                    meta.peer
+                ),
+                Role::Svol => format!(
+                    "pair '{name}': this site's changes are discarded; site '{}' copies the PVOL's data here (COPY)",
+                    meta.peer
+                ),
+            });
+        }
+        match meta.role {
+            Role::Pvol => {
+                let keep = if *discard_remote {
+                    Keep::Pvol
+                } else {
+                    Keep::AsUsual
+                };
+                let bytes = self.resync_here(name, keep).await?;
+                let discarded = if *discard_remote {
+                    format!("; site '{}''s changes are discarded", meta.peer)
+                } else {
+                    String::new()
+                };
+                Ok(format!("pair '{name}' resyncing: {} to copy (COPY){discarded}; `hbctl pair status {name} --watch` shows progress", Bytes(bytes)))
+            }
+            Role::Svol => {
+                link.call(
+                    PeerRequest::Resync { pair: name.into() },
+                    self.link.timeout() * 4,
+                )
+                .await?;
+                Ok(format!("pair '{name}' resyncing from site '{}' (COPY); this site's changes are overwritten", meta.peer))
+            }
+        }
+    }
+
+    /// At the PVOL: compares generations, merges the SVOL's bitmap (or marks
+    /// everything for a full copy), puts both sides in COPY and starts the
+    /// copy. Returns the bytes to copy.
+    pub(super) async fn resync_here(
+        self: &Arc<Self>,
+        name: &str,
+        keep: Keep,
+    ) -> Result<u64, SiteError> {
+        let w = self.work(name)?;
+        if w.meta.role != Role::Pvol {
+            return Err(refused(format!(
+                "pair '{name}' has its SVOL here; a resync copies from the PVOL at site '{}'",
+                w.meta.peer
+            )));
+        }
+        if w.meta.state == PairState::Pair && w.rt.dirty().dirty_blocks() == 0 {
+            return Ok(0);
+        }
+        let compared = self.compare_with_peer(name).await?;
+        let full = match keep {
+            Keep::Pvol => compared.verdict.full_copy(),
+            Keep::AsUsual => plain_resync_allowed(name, w.meta.state, &compared)?,
+        };
+        if let Verdict::SplitBrain { .. } = compared.verdict {
+            tracing::warn!(
+                pair = name,
+                "split brain resolved: the {} block(s) site '{}' changed are discarded, the PVOL's data is kept",
+                compared.peer_dirty,
+                w.meta.peer
+            );
+        }
+        if full {
+            tracing::warn!(
+                pair = name,
+                "a full copy: the bitmaps do not cover the difference"
+            );
+            w.rt.dirty().mark_all()?;
+        }
+        let link = self.link_of(&w.meta)?;
+        let timeout = self.link.timeout();
+        let bits = match link
+            .call(PeerRequest::TakeBitmap { pair: name.into() }, timeout)
+            .await?
+        {
+            PeerReply::Bitmap { bits } => bits,
+            _ => {
+                return Err(refused(format!(
+                    "site '{}' answered without its bitmap",
+                    w.meta.peer
+                )))
+            }
+        };
+        w.rt.dirty().merge(&bits)?;
+        // The copy task tells the peer (which then clears its merged bitmap).
+        self.set_state(
+            name,
+            &[
+                PairState::Pair,
+                PairState::Psue,
+                PairState::Psus,
+                PairState::Copy,
+            ],
+            PairState::Copy,
+            "resync started (COPY)",
+        )?;
+        let bytes = w.rt.dirty().dirty_blocks() * BLOCK;
+        self.start_copy(name);
+        Ok(bytes)
+    }
+
+    /// At the SVOL's site: makes this site's volume the PVOL and copies the
+    /// blocks changed on either side to the old PVOL (its changes are
+    /// discarded). `chosen`: a person chose this site's data (`--discard-remote`
+    /// here, `--discard-local` there), whatever the generations say.
+    pub(super) async fn reverse_here(
+        self: &Arc<Self>,
+        name: &str,
+        chosen: bool,
+    ) -> Result<String, SiteError> {
+        let meta = self.pair_meta(name)?;
+        let writable = matches!(meta.state, PairState::Ssws | PairState::Psus)
+            || (chosen && meta.state == PairState::Psue);
+        if meta.role != Role::Svol || !writable {
+            return Err(refused(format!(
+                "`pair resync --reverse` runs at the site that took pair '{name}' over (its SVOL, in SSWS); here the pair is {} in {}",
+                meta.role, meta.state
+            )));
+        }
+        let compared = self.compare_with_peer(name).await?;
+        match compared.verdict {
+            Verdict::Ahead {
+                side: Side::Remote,
+                common: None,
+                ..
+            } => {
+                return Err(SiteError::Diverged {
+                    pair: name.into(),
+                    detail: format!("{}; this site holds no consistent copy to keep", compared.detail),
+                })
+            }
+            Verdict::Unrelated
+            | Verdict::Ahead {
+                side: Side::Remote,
+                full: true,
+                ..
+            } if !chosen => {
+                return Err(SiteError::Diverged {
+                    pair: name.into(),
+                    detail: format!(
+                        "{}; `hbctl pair resync {name} --discard-remote` here keeps this site's data anyway",
+                        compared.detail
+                    ),
+                })
+            }
+            _ => {}
+        }
+        let full = compared.verdict.full_copy();
+        self.diverge(
+            name,
+            "the roles reverse: this site's data becomes the PVOL's",
+        )?;
+        let link = self.link_of(&meta)?;
+        let bits = match link
+            .call(
+                PeerRequest::Reverse { pair: name.into() },
+                self.link.timeout(),
+            )
+            .await?
+        {
+            PeerReply::Bitmap { bits } => bits,
+            _ => {
+                return Err(refused(format!(
+                    "site '{}' answered the reverse of '{name}' without its bitmap",
+                    meta.peer
+                )))
+            }
+        };
+        let w = self.work(name)?;
+        w.rt.dirty().merge(&bits)?;
+        if full {
+            w.rt.dirty().mark_all()?;
+        }
+        self.swap_roles(name, Role::Pvol)?;
+        tracing::info!(pair = name, "roles reversed: this site holds the PVOL now; copying the blocks changed on either side");
+        let bytes = w.rt.dirty().dirty_blocks() * BLOCK;
+        self.start_copy(name);
+        self.ensure_shipper(name);
+        Ok(format!(
+            "pair '{name}' reversed: this site's volume is the PVOL now; copying {} changed on either side to site '{}' (COPY)",
+            Bytes(bytes),
+            meta.peer
+        ))
+    }
+
+    /// A person at the peer chose this site's data (`--discard-local` there).
+    pub(super) async fn keep_mine(self: &Arc<Self>, name: &str) -> Result<(), SiteError> {
+        let meta = self.pair_meta(name)?;
+        match meta.role {
+            Role::Pvol => self.resync_here(name, Keep::Pvol).await.map(|_| ()),
+            Role::Svol => self.reverse_here(name, true).await.map(|_| ()),
+        }
+    }
+}
+
+/// Whether a plain resync (the PVOL's data wins) may go ahead at the PVOL in
+/// `state` after `compared`; if so, whether it copies the whole volume.
+fn plain_resync_allowed(
+    name: &str,
+    state: PairState,
+    compared: &Compared,
+) -> Result<bool, SiteError> {
+    let svol_writable = matches!(compared.peer_state, PairState::Psus | PairState::Ssws);
+    let allowed = match compared.verdict {
+        Verdict::InSync { .. }
+        | Verdict::Ahead {
+            side: Side::Local, ..
+        } => true,
+        // The SVOL was split or taken over and wrote: a plain resync
+        // discards its changes, as it always has.
+        Verdict::Ahead {
+            side: Side::Remote,
+            full: false,
+            ..
+        } => svol_writable,
+        // Both wrote while a person's split held (PSUS at both sites): the
+        // backup cycle, whose resync discards the SVOL's changes.
+        Verdict::SplitBrain { .. } => {
+            state == PairState::Psus && compared.peer_state == PairState::Psus
+        }
+        _ => false,
+    };
+    if !allowed {
+        return Err(SiteError::Diverged {
+            pair: name.into(),
+            detail: format!(
+                "{}. A plain resync copies from the PVOL and would discard the other side's data without that choice",
+                compared.detail
+            ),
+        });
+    }
+    Ok(compared.verdict.full_copy())
+}
