@@ -81,12 +81,26 @@ pub fn skip(test: &str, why: &str) {
     }
 }
 
-/// A free TCP port on loopback.
+/// A free port on loopback (TCP and UDP) for a daemon to listen on.
+///
+/// Taken below the kernel's ephemeral range (32768 and up), so no outgoing
+/// connection of a test running beside this one can take it between this
+/// check and the daemon's bind; each test process starts at its own place
+/// and never hands the same port out twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = 10_000 + (std::process::id() % 1000) * 20;
+    for _ in 0..20_000 {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (10_000 + (start - 10_000 + offset) % 22_000) as u16;
+        let tcp = TcpListener::bind(("127.0.0.1", port)).is_ok();
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if tcp && udp {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between 10000 and 32000");
 }
 
 /// Starts a daemon of the workspace with its stderr appended to `log`.

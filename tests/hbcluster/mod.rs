@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::common::{Hbd, Options, TwoSites, UdpTap};
+use crate::common::{free_port, Hbd, Options, TwoSites, UdpTap};
 
 pub const INTERVAL_MS: u64 = 100;
 pub const TIMEOUT_MS: u64 = 1000;
@@ -31,13 +31,6 @@ pub struct Cluster {
     pub standby_port: u16,
     /// Where hooks and alerts leave their traces.
     pub out: PathBuf,
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("udp port")
 }
 
 /// Lines in `out/NAME` (runs of a hook).
@@ -94,7 +87,7 @@ impl Cluster {
         }
         let key = sites.root.path().join("hb.key");
         std::fs::write(&key, "heartbeat-key-0123456789\n").expect("key");
-        let (prod_port, standby_port) = (free_udp_port(), free_udp_port());
+        let (prod_port, standby_port) = (free_port(), free_port());
         let to_standby = UdpTap::start(standby_port);
         let to_prod = UdpTap::start(prod_port);
         let common = |host: &str,
