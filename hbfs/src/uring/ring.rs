@@ -295,7 +295,7 @@ pub(crate) fn spawn(
             let thread = std::thread::Builder::new()
                 .name(format!("hbfs-q{qid}.{n}"))
                 .spawn(move || {
-                    pin_to_cpu(qid);
+                    if std::env::var_os("HBFS_NO_PIN").is_none() { pin_to_cpu(qid); }
                     let entry = match Entry::register(qid as u16, fd, payload_len, &fs, &served) {
                         Ok(entry) => {
                             let _ = registered.send(Ok(()));
