@@ -280,10 +280,12 @@ fn auto_choice() -> Result<String, String> {
     Ok("the kernel offers FUSE over io_uring".into())
 }
 
-/// Detaches a dead FUSE mount at `mountpoint`, if there is one.
+/// Detaches a dead FUSE mount at `mountpoint`, if there is one. A dead
+/// mount says ENOTCONN; one whose io_uring queues the kernel is still
+/// tearing down after the crash may say ECONNABORTED or ECANCELED for a moment.
 pub fn clear_stale_mount(mountpoint: &Path) -> io::Result<()> {
     match std::fs::metadata(mountpoint) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED)) => {
             tracing::warn!(mountpoint = %mountpoint.display(), "clearing a stale hbfs mount left by an earlier crash");
             nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH)
                 .map_err(io::Error::from)
