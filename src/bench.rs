@@ -199,7 +199,12 @@ fn cpu_seconds(pid: &str) -> std::io::Result<f64> {
 
 /// Repeats `op` on `file` (an hbfs file, or any file) `count` times after a
 /// tenth as warm-up; `daemon` is the pid whose CPU is charged to the file.
-pub fn fuse_cost(file: &Path, op: FuseOp, count: u64, daemon: Option<u32>) -> std::io::Result<FuseCost> {
+pub fn fuse_cost(
+    file: &Path,
+    op: FuseOp,
+    count: u64,
+    daemon: Option<u32>,
+) -> std::io::Result<FuseCost> {
     let f = open_direct(file, op == FuseOp::Write)?;
     let size = f.metadata()?.len();
     let blocks = (size / 4096).max(1);
@@ -214,7 +219,11 @@ pub fn fuse_cost(file: &Path, op: FuseOp, count: u64, daemon: Option<u32>) -> st
     for i in 0..warm + count {
         if i == warm {
             client0 = cpu_seconds("self")?;
-            daemon0 = daemon.as_deref().map(cpu_seconds).transpose()?.unwrap_or(0.0);
+            daemon0 = daemon
+                .as_deref()
+                .map(cpu_seconds)
+                .transpose()?
+                .unwrap_or(0.0);
         }
         // xorshift: cheap, and no two runs write the same sequence.
         state ^= state << 13;
@@ -232,7 +241,11 @@ pub fn fuse_cost(file: &Path, op: FuseOp, count: u64, daemon: Option<u32>) -> st
         }
     }
     let client = cpu_seconds("self")? - client0;
-    let daemon = daemon.as_deref().map(cpu_seconds).transpose()?.map_or(0.0, |d| d - daemon0);
+    let daemon = daemon
+        .as_deref()
+        .map(cpu_seconds)
+        .transpose()?
+        .map_or(0.0, |d| d - daemon0);
     let per_op = |s: f64| (s * 1e6 / count.max(1) as f64 * 10.0).round() / 10.0;
     let us = |q: f64| (h.value_at_quantile(q) as f64 / 100.0).round() / 10.0;
     Ok(FuseCost {

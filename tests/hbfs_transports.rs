@@ -45,9 +45,14 @@ fn semantics(test: &str, transport: &str) {
     sites.paired_volume("hb0", "1MiB");
     let (p, s) = (sites.prod.file("hb0"), sites.standby.file("hb0"));
     // Direct I/O: each write is at the standby's file when write(2) returns.
-    for (i, (offset, len)) in [(8192u64, 4096usize), (5000, 100), (4090, 20), (500_000, 300_000)]
-        .into_iter()
-        .enumerate()
+    for (i, (offset, len)) in [
+        (8192u64, 4096usize),
+        (5000, 100),
+        (4090, 20),
+        (500_000, 300_000),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let data = pattern(len, i as u8 + 1);
         write_at(&p, offset, &data);
@@ -56,18 +61,34 @@ fn semantics(test: &str, transport: &str) {
             .expect("open standby")
             .read_exact_at(&mut back, offset)
             .expect("read standby");
-        assert!(back == data, "write {i} not at the standby when it returned");
+        assert!(
+            back == data,
+            "write {i} not at the standby when it returned"
+        );
     }
     assert!(read_all(&p) == read_all(&s), "volumes differ");
     // The SVOL refuses writers; the PVOL ends where the volume ends.
-    let e = std::fs::OpenOptions::new().write(true).open(&s).expect_err("SVOL for writing");
+    let e = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&s)
+        .expect_err("SVOL for writing");
     assert_eq!(errno(&e), libc::EROFS, "{e}");
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(&p).expect("open prod");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&p)
+        .expect("open prod");
     let e = f.write_at(b"x", 1 << 20).expect_err("write past the end");
     assert_eq!(errno(&e), libc::ENOSPC, "{e}");
-    assert_eq!(f.write_at(b"abcdefgh", (1 << 20) - 4).expect("cut short"), 4);
+    assert_eq!(
+        f.write_at(b"abcdefgh", (1 << 20) - 4).expect("cut short"),
+        4
+    );
     let mut tail = [0u8; 8];
-    assert_eq!(f.read_at(&mut tail, (1 << 20) - 4).expect("read the end"), 4);
+    assert_eq!(
+        f.read_at(&mut tail, (1 << 20) - 4).expect("read the end"),
+        4
+    );
     let e = f.set_len(4096).expect_err("truncate");
     assert_eq!(errno(&e), libc::EPERM, "{e}");
     f.sync_all().expect("fsync");
@@ -81,8 +102,15 @@ fn semantics(test: &str, transport: &str) {
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, vec!["hb0".to_string()]);
-    let df = Command::new("df").arg("-B1").arg(&sites.prod.mount).output().expect("df");
-    assert!(String::from_utf8_lossy(&df.stdout).contains("hbfs"), "statfs");
+    let df = Command::new("df")
+        .arg("-B1")
+        .arg(&sites.prod.mount)
+        .output()
+        .expect("df");
+    assert!(
+        String::from_utf8_lossy(&df.stdout).contains("hbfs"),
+        "statfs"
+    );
     // Writers on several CPUs at once (the ring has a queue per CPU).
     std::thread::scope(|scope| {
         for t in 0..4u8 {
@@ -163,5 +191,8 @@ fn auto_says_which_transport_serves_and_why() {
         .find(|l| l.contains("hbfs transport"))
         .unwrap_or_else(|| panic!("no transport in the log:\n{log}"));
     assert!(line.contains("fuse_transport = \"auto\""), "{line}");
-    assert!(line.contains("io_uring") || line.contains("classic"), "{line}");
+    assert!(
+        line.contains("io_uring") || line.contains("classic"),
+        "{line}"
+    );
 }

@@ -285,7 +285,12 @@ fn auto_choice() -> Result<String, String> {
 /// tearing down after the crash may say ECONNABORTED or ECANCELED for a moment.
 pub fn clear_stale_mount(mountpoint: &Path) -> io::Result<()> {
     match std::fs::metadata(mountpoint) {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED)) => {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED)
+            ) =>
+        {
             tracing::warn!(mountpoint = %mountpoint.display(), "clearing a stale hbfs mount left by an earlier crash");
             nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH)
                 .map_err(io::Error::from)

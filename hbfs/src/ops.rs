@@ -223,7 +223,10 @@ impl HbFs {
         if ino != ROOT {
             return Err(Errno::ENOTDIR);
         }
-        let mut entries = vec![(ROOT, Kind::Dir, ".".to_string()), (ROOT, Kind::Dir, "..".to_string())];
+        let mut entries = vec![
+            (ROOT, Kind::Dir, ".".to_string()),
+            (ROOT, Kind::Dir, "..".to_string()),
+        ];
         for file in self.volumes.list() {
             entries.push((self.ino_of(&file.name), Kind::File, file.name));
         }
@@ -244,7 +247,10 @@ impl HbFs {
     pub(crate) fn statfs(&self) -> Statfs {
         let files = self.volumes.list();
         Statfs {
-            blocks: files.iter().map(|f| f.size.div_ceil(u64::from(BLOCK))).sum(),
+            blocks: files
+                .iter()
+                .map(|f| f.size.div_ceil(u64::from(BLOCK)))
+                .sum(),
             files: files.len() as u64,
             bsize: BLOCK,
             namelen: 255,

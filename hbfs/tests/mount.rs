@@ -32,17 +32,26 @@ impl Volumes for Mem {
     }
     fn read(&self, name: &str, offset: u64, len: u32) -> Result<Vec<u8>, Errno> {
         let files = self.files.lock().expect("lock");
+        if name == "broken" {
+            return Err(Errno::EIO);
+        }
         let (data, _) = files.get(name).ok_or(Errno::ENOENT)?;
         let start = offset as usize;
         Ok(data[start..start + len as usize].to_vec())
     }
     fn write(&self, name: &str, offset: u64, bytes: &[u8]) -> Result<(), Errno> {
+        if name == "broken" {
+            return Err(Errno::EDQUOT);
+        }
         let mut files = self.files.lock().expect("lock");
         let (data, _) = files.get_mut(name).ok_or(Errno::ENOENT)?;
         data[offset as usize..offset as usize + bytes.len()].copy_from_slice(bytes);
         Ok(())
     }
-    fn sync(&self, _name: &str) -> Result<(), Errno> {
+    fn sync(&self, name: &str) -> Result<(), Errno> {
+        if name == "broken" {
+            return Err(Errno::ENOSPC);
+        }
         Ok(())
     }
 }
@@ -106,16 +115,30 @@ fn semantics(transport: Transport, test: &str) {
         let mut files = mem.files.lock().expect("lock");
         files.insert("pvol".into(), (vec![0u8; 1 << 20], true));
         files.insert("svol".into(), (vec![7u8; 65536], false));
+        files.insert("broken".into(), (vec![0u8; 8192], true));
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let mp = dir.path().join("mnt");
     let mount = hbfs::mount(mem.clone(), &mp, transport).expect("mount");
-    let want = if transport == Transport::Uring { Serving::Uring } else { Serving::Classic };
+    let want = if transport == Transport::Uring {
+        Serving::Uring
+    } else {
+        Serving::Classic
+    };
     assert_eq!(mount.serving(), want, "{}", mount.why());
 
     let p = mp.join("pvol");
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(&p).expect("open");
-    for (offset, len) in [(0u64, 4096usize), (5000, 100), (4090, 20), (100_000, 300_000)] {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&p)
+        .expect("open");
+    for (offset, len) in [
+        (0u64, 4096usize),
+        (5000, 100),
+        (4090, 20),
+        (100_000, 300_000),
+    ] {
         let data: Vec<u8> = (0..len).map(|i| (i * 7 + offset as usize) as u8).collect();
         assert_eq!(f.write_at(&data, offset).expect("write"), len);
         let mut back = vec![0u8; len];
@@ -125,7 +148,10 @@ fn semantics(transport: Transport, test: &str) {
     }
     let e = f.write_at(b"x", 1 << 20).expect_err("past the end");
     assert_eq!(errno(&e), libc::ENOSPC);
-    assert_eq!(f.write_at(b"abcdefgh", (1 << 20) - 4).expect("cut short"), 4);
+    assert_eq!(
+        f.write_at(b"abcdefgh", (1 << 20) - 4).expect("cut short"),
+        4
+    );
     let mut tail = [0u8; 8];
     assert_eq!(f.read_at(&mut tail, (1 << 20) - 4).expect("read tail"), 4);
     assert_eq!(f.read_at(&mut tail, 1 << 20).expect("read past end"), 0);
@@ -136,7 +162,10 @@ fn semantics(transport: Transport, test: &str) {
     assert_eq!(std::fs::metadata(&p).expect("stat").len(), 1 << 20);
 
     let s = mp.join("svol");
-    let e = std::fs::OpenOptions::new().write(true).open(&s).expect_err("SVOL for writing");
+    let e = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&s)
+        .expect_err("SVOL for writing");
     assert_eq!(errno(&e), libc::EROFS);
     assert_eq!(std::fs::read(&s).expect("read svol"), vec![7u8; 65536]);
     let e = std::fs::File::create(mp.join("new")).expect_err("create");
@@ -149,26 +178,49 @@ fn semantics(transport: Transport, test: &str) {
         .expect("readdir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, ["pvol", "svol"]);
+    assert_eq!(names, ["broken", "pvol", "svol"]);
     let st = nix::sys::statvfs::statvfs(&mp).expect("statfs");
-    assert_eq!(st.blocks() as u64, (1 << 20) / 4096 + 65536 / 4096);
-    assert_eq!(st.files() as u64, 2);
+    assert_eq!(st.blocks() as u64, (1 << 20) / 4096 + 65536 / 4096 + 2);
+    assert_eq!(st.files() as u64, 3);
+
+    // The volumes' errors reach the host as themselves.
+    let b = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(mp.join("broken"))
+        .expect("open");
+    assert_eq!(
+        errno(&b.write_at(&[1; 4096], 0).expect_err("EDQUOT")),
+        libc::EDQUOT
+    );
+    assert_eq!(
+        errno(&b.read_at(&mut [0; 4096], 0).expect_err("EIO")),
+        libc::EIO
+    );
+    assert_eq!(errno(&b.sync_all().expect_err("ENOSPC")), libc::ENOSPC);
+    drop(b);
 
     // Many writers at once keep their own data.
     std::thread::scope(|scope| {
         for t in 0..8u8 {
             let p = &p;
             scope.spawn(move || {
-                let f = std::fs::OpenOptions::new().write(true).open(p).expect("open");
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(p)
+                    .expect("open");
                 for i in 0..50u64 {
-                    f.write_all_at(&[t; 512], (u64::from(t) * 50 + i) * 512).expect("write");
+                    f.write_all_at(&[t; 512], (u64::from(t) * 50 + i) * 512)
+                        .expect("write");
                 }
             });
         }
     });
     let all = mem.files.lock().expect("lock")["pvol"].0.clone();
     for t in 0..8usize {
-        assert!(all[t * 50 * 512..(t + 1) * 50 * 512].iter().all(|b| *b == t as u8));
+        assert!(all[t * 50 * 512..(t + 1) * 50 * 512]
+            .iter()
+            .all(|b| *b == t as u8));
     }
     drop(f);
     mount.unmount().expect("unmount");
@@ -193,7 +245,11 @@ fn uring_is_refused_with_the_reason_when_the_kernel_does_not_offer_it() {
     let path = "/sys/module/fuse/parameters/enable_uring";
     // Only meaningful while nobody else needs it on.
     let users = URING_USERS.lock().unwrap_or_else(|e| e.into_inner());
-    if users.0 > 0 || std::fs::read_to_string(path).map(|v| v.trim() == "Y").unwrap_or(false) {
+    if users.0 > 0
+        || std::fs::read_to_string(path)
+            .map(|v| v.trim() == "Y")
+            .unwrap_or(false)
+    {
         return;
     }
     // Held to the end: the io_uring tests wait meanwhile.

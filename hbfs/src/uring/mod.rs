@@ -111,7 +111,12 @@ pub(crate) fn mount(fs: Arc<HbFs>, mountpoint: &Path) -> Result<Session, UringEr
     };
     let init = dev.init().map_err(undo)?;
     let queues = possible_cpus();
-    tracing::debug!(kernel_minor = init.minor, queues, payload = init.payload, "FUSE_INIT done; registering ring entries");
+    tracing::debug!(
+        kernel_minor = init.minor,
+        queues,
+        payload = init.payload,
+        "FUSE_INIT done; registering ring entries"
+    );
     let mut threads = Vec::new();
     let device_loop = {
         let (dev, fs) = (Arc::clone(&dev), Arc::clone(&fs));
@@ -125,8 +130,16 @@ pub(crate) fn mount(fs: Arc<HbFs>, mountpoint: &Path) -> Result<Session, UringEr
     let (tx, rx) = mpsc::channel();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&dev.fd());
     threads.extend(
-        ring::spawn(queues, ENTRIES_PER_QUEUE, fd, init.payload, &fs, &ring_served, &tx)
-            .map_err(|e| undo(UringError::io("spawn the ring threads", e)))?,
+        ring::spawn(
+            queues,
+            ENTRIES_PER_QUEUE,
+            fd,
+            init.payload,
+            &fs,
+            &ring_served,
+            &tx,
+        )
+        .map_err(|e| undo(UringError::io("spawn the ring threads", e)))?,
     );
     drop(tx);
     for _ in 0..queues * ENTRIES_PER_QUEUE {

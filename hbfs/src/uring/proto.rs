@@ -25,11 +25,16 @@ pub(crate) enum Reply {
     Empty,
     Entry(Attr),
     Attr(Attr),
-    Open { flags: u32 },
+    Open {
+        flags: u32,
+    },
     Data(Vec<u8>),
     Written(u32),
     Statfs(Statfs),
-    Dir { entries: Vec<DirEntry>, max: usize },
+    Dir {
+        entries: Vec<DirEntry>,
+        max: usize,
+    },
 }
 
 /// A malformed request (the kernel would never send one; answered with EIO).

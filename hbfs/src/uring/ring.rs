@@ -168,7 +168,9 @@ impl Entry {
             raw[SQE_LEN_OFFSET..SQE_LEN_OFFSET + 4].copy_from_slice(&2u32.to_ne_bytes());
             std::mem::transmute::<[u8; 128], squeue::Entry128>(raw)
         };
-        entry.push(&sqe).map_err(|e| format!("queue the registration: {e}"))?;
+        entry
+            .push(&sqe)
+            .map_err(|e| format!("queue the registration: {e}"))?;
         // A refused registration completes at once; an accepted one stays
         // pending until the first request. Give a refusal a moment to show.
         let wait = types::Timespec::from(Duration::from_millis(50));
@@ -295,7 +297,9 @@ pub(crate) fn spawn(
             let thread = std::thread::Builder::new()
                 .name(format!("hbfs-q{qid}.{n}"))
                 .spawn(move || {
-                    if std::env::var_os("HBFS_NO_PIN").is_none() { pin_to_cpu(qid); }
+                    if std::env::var_os("HBFS_NO_PIN").is_none() {
+                        pin_to_cpu(qid);
+                    }
                     let entry = match Entry::register(qid as u16, fd, payload_len, &fs, &served) {
                         Ok(entry) => {
                             let _ = registered.send(Ok(()));
@@ -308,7 +312,9 @@ pub(crate) fn spawn(
                     };
                     drop(registered);
                     match entry.run(&fs, &served) {
-                        End::Disconnected => tracing::debug!(qid, "hbfs ring entry ends: disconnected"),
+                        End::Disconnected => {
+                            tracing::debug!(qid, "hbfs ring entry ends: disconnected")
+                        }
                         End::Failed(why) => tracing::error!("hbfs ring entry failed: {why}"),
                     }
                 })?;
