@@ -31,8 +31,8 @@
 //! ```
 //!
 //! io_uring: the request goes to the queue of the host's CPU, into the
-//! buffers of a free ring entry; the entry's thread (pinned to that CPU)
-//! was waiting in io_uring_enter(2) and runs the hand-over itself. Its
+//! buffers of a free ring entry; the entry's thread was waiting in
+//! io_uring_enter(2) and runs the hand-over itself (task work). Its
 //! next io_uring_enter both commits the reply and waits for the next request.
 //! ```text
 //!  host write(2) on CPU n ─> kernel FUSE ─> queue n ─> free entry's buffers
