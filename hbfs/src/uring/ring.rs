@@ -300,7 +300,6 @@ pub(crate) fn spawn(
             let thread = std::thread::Builder::new()
                 .name(format!("hbfs-q{qid}.{n}"))
                 .spawn(move || {
-                    if std::env::var_os("HBFS_NO_PIN").is_none() {}
                     let entry = match Entry::register(qid as u16, fd, payload_len, &fs, &served) {
                         Ok(entry) => {
                             let _ = registered.send(Ok(()));
