@@ -8,9 +8,9 @@
 //! number), to any of its entries that is free; several entries per queue,
 //! each on its own thread, keep a CPU's other requests moving while one
 //! waits for a synchronous mirror write. The threads are not pinned to their
-//! queue's CPU: on this 2-vCPU machine pinning gained nothing measurable
-//! (null hop 9.4 µs either way) and kept a handler off the other, idle CPU
-//! when its own was busy (sync writes 6% slower in the same benchmark).
+//! queue's CPU (libfuse pins them): on this 2-vCPU machine pinning made no
+//! difference beyond the benchmark's noise (null hop 9.4 µs either way),
+//! and an unpinned handler can move to the other CPU when its own is busy.
 
 use std::io;
 use std::os::fd::RawFd;
