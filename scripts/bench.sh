@@ -15,7 +15,9 @@ runtime=${quick:+2}; runtime=${runtime:-8}
 trials=${quick:+3}; trials=${trials:-10}
 cost_s=${quick:+5}; cost_s=${cost_s:-30}
 # BENCH_ONLY="detect cost" runs only those stages (limits always run):
-# latency seq resync propagation cost detect
+# latency transport seq resync propagation cost detect
+# (transport: hbfs on classic FUSE and on FUSE over io_uring, same run; it
+# switches /sys/module/fuse/parameters/enable_uring on and restores it.)
 only=${BENCH_ONLY:-}
 stage() { [[ -z "$only" || " $only " == *" $1 "* ]]; }
 
@@ -31,7 +33,11 @@ export PATH=$PWD/target/release:$PATH
 
 B=$(mktemp -d /var/tmp/hbbench.XXXXXX)
 pids=()
+enable_uring=/sys/module/fuse/parameters/enable_uring
+uring_was=""
+restore_uring() { if [[ -n "$uring_was" ]]; then echo "$uring_was" > "$enable_uring"; uring_was=""; fi; }
 cleanup() {
+    restore_uring
     for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     for site in prod standby; do umount -l "$B/$site/hbfs" 2>/dev/null || true; done
@@ -71,8 +77,8 @@ TOML
 site_config prod "$base" standby $((base + 1))
 site_config standby $((base + 1)) prod "$base"
 declare -A mirrord_pid hbd_pid
-start_mirrord() {
-    mirrord --config "$B/$1/mirrord.toml" 2>> "$B/$1/mirrord.log" &
+start_mirrord() { # site [fuse transport]
+    HBMIRROR_FUSE_TRANSPORT=${2:-} mirrord --config "$B/$1/mirrord.toml" 2>> "$B/$1/mirrord.log" &
     mirrord_pid[$1]=$!
     pids+=($!)
     until hbctl --socket "$B/$1/mirrord.sock" volume list >/dev/null 2>&1; do sleep 0.05; done
@@ -134,6 +140,74 @@ done
 
 fi
 prod pair status lat >/dev/null 2>&1 || volume_pair lat 256MiB sync data
+
+# ---- FUSE transports: classic and io_uring in the same run -----------------------
+restart_prod() { # [fuse transport]
+    kill -TERM "${mirrord_pid[prod]}"; wait "${mirrord_pid[prod]}" 2>/dev/null || true
+    local lines; lines=$(grep -c "remote link up" "$B/prod/mirrord.log" || true)
+    start_mirrord prod "${1:-}"
+    until [[ $(grep -c "remote link up" "$B/prod/mirrord.log") -gt $lines ]]; do sleep 0.05; done
+    wait_pair lat PAIR
+}
+if stage transport; then
+if [[ -w "$enable_uring" ]]; then
+    log "FUSE transports: null hop, unpaired and sync 4 KiB writes on classic and io_uring"
+    uring_was=$(cat "$enable_uring")
+    echo Y > "$enable_uring"
+    prod volume create tsolo --size 256MiB >/dev/null
+    # Every block written once first: a first write to a preallocated block
+    # costs the filesystem more, and would favour whichever transport came later.
+    dd if=/dev/zero of="$B/prod/hbfs/tsolo" bs=1M count=256 oflag=direct conv=notrunc status=none
+    prod pair set lat --mode sync >/dev/null
+    n=${quick:+4000}; n=${n:-10000}
+    # Rounds alternate the order (classic first, then io_uring first, ...) so
+    # drift in this shared machine's load falls on both alike; rows give the median.
+    rounds=${quick:+2}; rounds=${rounds:-6}
+    : > "$B/transport.jsonl"
+    for round in $(seq 1 "$rounds"); do
+        order="classic uring"; (( round % 2 == 0 )) && order="uring classic"
+        for t in $order; do
+            restart_prod "$t"
+            grep "hbfs transport" "$B/prod/mirrord.log" | tail -1 | grep -q "$([[ $t == uring ]] && echo io_uring || echo classic)" \
+                || { echo "bench: prod did not mount hbfs on $t" >&2; exit 1; }
+            pid=${mirrord_pid[prod]}
+            for what in "hop stat tsolo $n" "solo write tsolo $n" "sync write lat $((n / 4))"; do
+                read -r key op file count <<< "$what"
+                hbbench fuse --file "$B/prod/hbfs/$file" --op "$op" --count "$count" --daemon-pid "$pid" \
+                    | python3 -c 'import json,sys; d=json.load(sys.stdin); d.update(t=sys.argv[1], key=sys.argv[2]); print(json.dumps(d))' "$t" "$key" >> "$B/transport.jsonl"
+            done
+        done
+    done
+    restore_uring
+    restart_prod
+    # One row per measure and transport: the median over the rounds of p50, p99 and CPU;
+    # io_uring's limit column is classic's figure of the same run (ratio = uring / classic).
+    python3 - "$B/transport.jsonl" "$raw50" "$sync_limit" <<'PY' | while IFS=$'\t' read -r key what ours limit unit note; do row "$key" "$what" "$ours" "$limit" "$unit" "$note"; done
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+raw50, sync_limit = float(sys.argv[2]), float(sys.argv[3])
+def avg(key, t, f):
+    xs = sorted(f(r) for r in runs if r["key"] == key and r["t"] == t)
+    mid = len(xs) // 2
+    return round(xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2, 1)
+names = {"hop": "null FUSE hop (fstat -> GETATTR) p50", "solo": "4 KiB write p50, hbfs file, unpaired",
+         "sync": "4 KiB write p50 through hbfs, sync mode"}
+for key in ("hop", "solo", "sync"):
+    p50 = {t: avg(key, t, lambda r: r["latency"]["p50_us"]) for t in ("classic", "uring")}
+    p99 = {t: avg(key, t, lambda r: r["latency"]["p99_us"]) for t in ("classic", "uring")}
+    cpu = {t: (avg(key, t, lambda r: r["client_cpu_us"]), avg(key, t, lambda r: r["daemon_cpu_us"])) for t in ("classic", "uring")}
+    base = {"hop": p50["classic"], "solo": raw50, "sync": sync_limit}[key]
+    basis = {"hop": "limit: itself (the reference for io_uring)", "solo": "limit: raw write", "sync": "limit: raw write + round trip"}[key]
+    for t in ("classic", "uring"):
+        limit = base if t == "classic" else p50["classic"]
+        note = f"p99 {p99[t]}; CPU per op {cpu[t][0]} us client + {cpu[t][1]} us mirrord; "
+        note += basis if t == "classic" else f"limit: classic in this run (target for the unpaired write: ratio <= 0.75); p99 ratio {round(p99['uring'] / p99['classic'], 2)}"
+        print("\t".join([f"fuse_{key}_{t}", f"{names[key]}, {'classic /dev/fuse' if t == 'classic' else 'FUSE over io_uring'}", str(p50[t]), str(limit), "us", note]))
+PY
+else
+    log "FUSE transports: skipped ($enable_uring is missing or not writable: this kernel has no FUSE over io_uring)"
+fi
+fi
 
 # ---- sequential throughput ---------------------------------------------------
 if stage seq; then

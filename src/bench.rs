@@ -1,6 +1,7 @@
 //! Measurements for `scripts/bench.sh` that no off-the-shelf tool makes the
 //! way we need: the loopback TCP limits (with the same socket options as the
-//! remote link) and heartbeat propagation from one site's file to the other's.
+//! remote link) and heartbeat propagation from one site's file to the other's;
+//! the FUSE hop and 4 KiB writes through hbfs with the CPU they cost.
 //! Each returns percentiles from an HDR histogram, in microseconds.
 
 use std::io::{Read, Write};
@@ -152,6 +153,113 @@ pub fn propagation(from: &Path, to: &Path, count: u64, gap: Duration) -> std::io
     Ok(summary(&h))
 }
 
+/// What one FUSE measurement times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FuseOp {
+    /// fstat(2) of an open hbfs file: one GETATTR round trip (hbfs lets
+    /// the kernel cache no attributes), the null FUSE hop.
+    Stat,
+    /// A 4 KiB O_DIRECT pwrite(2) at a random 4 KiB-aligned offset.
+    Write,
+}
+
+/// Latency and CPU of one FUSE operation, repeated.
+#[derive(Debug, Serialize)]
+pub struct FuseCost {
+    /// Latency percentiles.
+    pub latency: Latency,
+    /// CPU time of this process per operation (system calls included), µs.
+    pub client_cpu_us: f64,
+    /// CPU time of the serving daemon per operation, µs (0 without a pid).
+    pub daemon_cpu_us: f64,
+}
+
+/// The kernel's unit for the CPU times of /proc/PID/stat (USER_HZ, 100 on
+/// every Linux architecture this runs on).
+const USER_HZ: f64 = 100.0;
+
+/// utime + stime of a process, in seconds, from /proc/PID/stat.
+fn cpu_seconds(pid: &str) -> std::io::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces: count fields after its ')'.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| std::io::Error::other("unreadable /proc stat"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> std::io::Result<f64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| std::io::Error::other("unreadable /proc stat"))
+    };
+    // Fields 14 and 15 of the whole line are 11 and 12 after the name.
+    Ok((ticks(11)? + ticks(12)?) / USER_HZ)
+}
+
+/// Repeats `op` on `file` (an hbfs file, or any file) `count` times after a
+/// tenth as warm-up; `daemon` is the pid whose CPU is charged to the file.
+pub fn fuse_cost(
+    file: &Path,
+    op: FuseOp,
+    count: u64,
+    daemon: Option<u32>,
+) -> std::io::Result<FuseCost> {
+    let f = open_direct(file, op == FuseOp::Write)?;
+    let size = f.metadata()?.len();
+    let blocks = (size / 4096).max(1);
+    let mut buf = AlignedBuf::zeroed(4096);
+    buf.as_mut_slice().fill(0x5a);
+    // Nanoseconds here: a FUSE hop is a few microseconds.
+    let mut h = histogram()?;
+    let mut state = u64::from(std::process::id()) | 1;
+    let daemon = daemon.map(|p| p.to_string());
+    let warm = count / 10;
+    let (mut client0, mut daemon0) = (0.0, 0.0);
+    for i in 0..warm + count {
+        if i == warm {
+            client0 = cpu_seconds("self")?;
+            daemon0 = daemon
+                .as_deref()
+                .map(cpu_seconds)
+                .transpose()?
+                .unwrap_or(0.0);
+        }
+        // xorshift: cheap, and no two runs write the same sequence.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let t = Instant::now();
+        match op {
+            FuseOp::Stat => {
+                f.metadata()?;
+            }
+            FuseOp::Write => f.write_all_at(buf.as_slice(), (state % blocks) * 4096)?,
+        }
+        if i >= warm {
+            h.saturating_record(t.elapsed().as_nanos().max(1) as u64);
+        }
+    }
+    let client = cpu_seconds("self")? - client0;
+    let daemon = daemon
+        .as_deref()
+        .map(cpu_seconds)
+        .transpose()?
+        .map_or(0.0, |d| d - daemon0);
+    let per_op = |s: f64| (s * 1e6 / count.max(1) as f64 * 10.0).round() / 10.0;
+    let us = |q: f64| (h.value_at_quantile(q) as f64 / 100.0).round() / 10.0;
+    Ok(FuseCost {
+        latency: Latency {
+            count: h.len(),
+            p50_us: us(0.5),
+            p99_us: us(0.99),
+            p999_us: us(0.999),
+        },
+        client_cpu_us: per_op(client),
+        daemon_cpu_us: per_op(daemon),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +270,20 @@ mod tests {
         assert_eq!(rtt.count, 200);
         assert!(rtt.p50_us > 0.0 && rtt.p50_us <= rtt.p99_us);
         assert!(tcp_stream(32 << 20).expect("stream") > 0.0);
+    }
+
+    #[test]
+    fn fuse_cost_runs_on_a_plain_file_and_charges_cpu() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("v");
+        std::fs::write(&f, vec![0u8; 1 << 20]).expect("file");
+        let own = std::process::id();
+        for op in [FuseOp::Stat, FuseOp::Write] {
+            let c = fuse_cost(&f, op, 200, Some(own)).expect("cost");
+            assert_eq!(c.latency.count, 200);
+            assert!(c.client_cpu_us >= 0.0 && c.daemon_cpu_us >= 0.0);
+        }
+        assert!(cpu_seconds("self").expect("cpu") >= 0.0);
     }
 
     #[test]

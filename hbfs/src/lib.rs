@@ -4,36 +4,65 @@
 //! named after it, as large as the volume. Unmodified programs (clusterware,
 //! `dd`, a script) use heartbeat volumes with open/read/write/close.
 //!
-//! ```text
-//!  open/read/write ─> kernel FUSE ─> HbFs (this crate) ─> dyn Volumes ─> mirrord
-//!                                    │ direct I/O: no page cache, every read
-//!                                    │ returns the volume's current contents
-//! ```
-//!
 //! The crate knows nothing of pairs or links: the [`Volumes`] trait, which
 //! mirrord implements, says which files exist, which are writable, and does
-//! the I/O. [`mount`] mounts it (clearing a stale mount left by a crash).
+//! the I/O. [`mount`] mounts it (clearing a stale mount left by a crash)
+//! over one of two transports, chosen by [`Transport`]:
 //!
-//! Semantics a host can rely on:
+//! ## Modules
+//! - `ops`: the semantics, once: one handler per FUSE operation (lookup,
+//!   getattr, setattr, open, read, write, fsync, readdir, statfs, create,
+//!   unlink), each returning a typed answer. Both transports call it.
+//! - `classic`: the classic transport; fuser reads /dev/fuse and calls `ops`.
+//! - `uring`: FUSE over io_uring (Linux 6.14+), written here since no Rust
+//!   FUSE crate speaks it: `uring::abi` (the kernel structs, sizes asserted),
+//!   `uring::dev` (mount(2), FUSE_INIT, the /dev/fuse loop), `uring::ring`
+//!   (one io_uring and thread per ring entry), `uring::proto` (decode,
+//!   call `ops`, encode; for the ring and /dev/fuse alike).
+//!
+//! ## Data paths
+//!
+//! Classic: two system calls and a thread wake-up per request.
+//! ```text
+//!  host write(2) ─> kernel FUSE ─> request queue ─┐
+//!                                                 │ wakes one of 4 fuser workers
+//!   fuser worker: read(2) /dev/fuse ─> classic ─> ops ─> dyn Volumes ─> mirrord
+//!                 write(2) /dev/fuse <─ reply <───┘
+//! ```
+//!
+//! io_uring: the request goes to the queue of the host's CPU, into the
+//! buffers of a free ring entry; the entry's thread was waiting in
+//! io_uring_enter(2) and runs the hand-over itself (task work). Its
+//! next io_uring_enter both commits the reply and waits for the next request.
+//! ```text
+//!  host write(2) on CPU n ─> kernel FUSE ─> queue n ─> free entry's buffers
+//!                                                     │ task work on the entry's thread
+//!   hbfs-qn.k thread: CQE ─> proto ─> ops ─> dyn Volumes ─> mirrord
+//!                     COMMIT_AND_FETCH (reply + wait) <─┘   one syscall per request
+//!  /dev/fuse: FORGET, INTERRUPT (and requests from before the ring was
+//!  ready) ─> hbfs-dev thread: read(2) ─> proto ─> ops ─> write(2)
+//! ```
+//! In both, direct I/O: no page cache, every read returns the volume's
+//! current contents, and the handler blocks its thread (a synchronous
+//! mirror write waits for the peer) while other threads serve other requests.
+//!
+//! Semantics a host can rely on, whatever the transport:
 //! - writes beyond a volume's end fail with `ENOSPC` (a write that crosses the
 //!   end is cut short at the end, as on a block device);
 //! - a read-only volume (an SVOL) refuses writes, and opens for writing, with `EROFS`;
 //! - volumes have a fixed size: truncation to another size fails with `EPERM`
 //!   (write with `dd conv=notrunc`), and files cannot be created or removed here.
 
-use std::collections::HashMap;
-use std::ffi::OsStr;
+mod classic;
+mod ops;
+pub mod uring;
+
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
 
 pub use fuser::Errno;
-use fuser::{
-    FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, OpenAccMode,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, Request, WriteFlags,
-};
+pub use uring::UringError;
 
 /// One file of the filesystem: a volume.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,321 +92,99 @@ pub trait Volumes: Send + Sync + 'static {
     fn sync(&self, name: &str) -> Result<(), Errno>;
 }
 
-/// Attributes change under the kernel (a pair's role decides writability),
-/// so the kernel is told not to cache them.
-const TTL: Duration = Duration::ZERO;
-const BLOCK: u32 = 4096;
-
-/// The filesystem: inode numbers for volume names, and the [`Volumes`] behind them.
-struct HbFs {
-    volumes: Arc<dyn Volumes>,
-    /// Inode number of each name ever seen; inode `n + 2` is `names[n]`.
-    inodes: Mutex<Inodes>,
-    started: SystemTime,
+/// How hbfs talks to the kernel (mirrord's `fuse_transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// io_uring when the kernel offers it, else classic.
+    #[default]
+    Auto,
+    /// FUSE over io_uring, or fail.
+    Uring,
+    /// read(2)/write(2) on /dev/fuse (fuser).
+    Classic,
 }
 
-#[derive(Default)]
-struct Inodes {
-    names: Vec<String>,
-    by_name: HashMap<String, u64>,
-}
+impl std::str::FromStr for Transport {
+    type Err = String;
 
-impl Inodes {
-    fn ino(&mut self, name: &str) -> u64 {
-        if let Some(ino) = self.by_name.get(name) {
-            return *ino;
+    fn from_str(s: &str) -> Result<Transport, String> {
+        match s {
+            "auto" => Ok(Transport::Auto),
+            "uring" => Ok(Transport::Uring),
+            "classic" => Ok(Transport::Classic),
+            other => Err(format!(
+                "'{other}' is not a FUSE transport: use auto, uring or classic"
+            )),
         }
-        self.names.push(name.to_string());
-        let ino = self.names.len() as u64 + 1;
-        self.by_name.insert(name.to_string(), ino);
-        ino
     }
 }
 
-impl HbFs {
-    fn ino_of(&self, name: &str) -> u64 {
-        self.inodes.lock().map(|mut i| i.ino(name)).unwrap_or(0)
-    }
+/// The transport serving a mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// fuser on /dev/fuse.
+    Classic,
+    /// The kernel's io_uring queues.
+    Uring,
+}
 
-    fn file(&self, ino: INodeNo) -> Option<VolumeFile> {
-        let name = {
-            let inodes = self.inodes.lock().ok()?;
-            inodes
-                .names
-                .get(usize::try_from(ino.0.checked_sub(2)?).ok()?)?
-                .clone()
-        };
-        self.volumes.stat(&name)
-    }
-
-    fn attr(&self, ino: u64, kind: FileType, size: u64, perm: u16) -> FileAttr {
-        FileAttr {
-            ino: INodeNo(ino),
-            size,
-            blocks: size.div_ceil(512),
-            atime: self.started,
-            mtime: self.started,
-            ctime: self.started,
-            crtime: self.started,
-            kind,
-            perm,
-            nlink: if kind == FileType::Directory { 2 } else { 1 },
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            blksize: BLOCK,
-            flags: 0,
-        }
-    }
-
-    fn file_attr(&self, file: &VolumeFile) -> FileAttr {
-        let perm = if file.writable { 0o644 } else { 0o444 };
-        self.attr(
-            self.ino_of(&file.name),
-            FileType::RegularFile,
-            file.size,
-            perm,
-        )
-    }
-
-    fn root_attr(&self) -> FileAttr {
-        self.attr(INodeNo::ROOT.0, FileType::Directory, 0, 0o755)
+impl std::fmt::Display for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Serving::Classic => "classic (/dev/fuse read/write)",
+            Serving::Uring => "io_uring",
+        })
     }
 }
 
-impl Filesystem for HbFs {
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        if parent != INodeNo::ROOT {
-            return reply.error(Errno::ENOENT);
-        }
-        let found = self
-            .volumes
-            .list()
-            .into_iter()
-            .find(|f| OsStr::new(&f.name) == name);
-        match found {
-            Some(file) => reply.entry(&TTL, &self.file_attr(&file), Generation(0)),
-            None => reply.error(Errno::ENOENT),
-        }
-    }
+/// Why hbfs could not be mounted.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// Preparing the mount point, or the classic mount, failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// `uring` was asked for and could not serve.
+    #[error("fuse_transport = \"uring\": {0}")]
+    Uring(#[from] UringError),
+}
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        if ino == INodeNo::ROOT {
-            return reply.attr(&TTL, &self.root_attr());
-        }
-        match self.file(ino) {
-            Some(file) => reply.attr(&TTL, &self.file_attr(&file)),
-            None => reply.error(Errno::ENOENT),
-        }
-    }
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> MountError {
+    move |source| MountError::Io { what, source }
+}
 
-    fn setattr(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        size: Option<u64>,
-        _atime: Option<fuser::TimeOrNow>,
-        _mtime: Option<fuser::TimeOrNow>,
-        _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
-        _crtime: Option<SystemTime>,
-        _chgtime: Option<SystemTime>,
-        _bkuptime: Option<SystemTime>,
-        _flags: Option<fuser::BsdFileFlags>,
-        reply: ReplyAttr,
-    ) {
-        if ino == INodeNo::ROOT {
-            return reply.attr(&TTL, &self.root_attr());
-        }
-        let Some(file) = self.file(ino) else {
-            return reply.error(Errno::ENOENT);
-        };
-        match size {
-            Some(size) if size != file.size => {
-                tracing::warn!(
-                    volume = %file.name,
-                    asked = size,
-                    size = file.size,
-                    "refused to truncate: volumes have a fixed size (write with `dd conv=notrunc`)"
-                );
-                reply.error(Errno::EPERM)
-            }
-            // Owner, mode and times are not stored: a volume has no such metadata.
-            _ => reply.attr(&TTL, &self.file_attr(&file)),
-        }
-    }
-
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let Some(file) = self.file(ino) else {
-            return reply.error(Errno::ENOENT);
-        };
-        if flags.acc_mode() != OpenAccMode::O_RDONLY && !file.writable {
-            tracing::debug!(volume = %file.name, "open for writing refused: volume is read-only (SVOL)");
-            return reply.error(Errno::EROFS);
-        }
-        // Direct I/O: no page cache between hosts and the volume, so a
-        // replicated write is visible to the next read at once.
-        reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
-    }
-
-    fn read(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        size: u32,
-        _flags: OpenFlags,
-        _lock_owner: Option<fuser::LockOwner>,
-        reply: ReplyData,
-    ) {
-        let Some(file) = self.file(ino) else {
-            return reply.error(Errno::ENOENT);
-        };
-        if offset >= file.size {
-            return reply.data(&[]);
-        }
-        let len = (file.size - offset).min(u64::from(size)) as u32;
-        match self.volumes.read(&file.name, offset, len) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn write(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        data: &[u8],
-        _write_flags: WriteFlags,
-        _flags: OpenFlags,
-        _lock_owner: Option<fuser::LockOwner>,
-        reply: ReplyWrite,
-    ) {
-        let Some(file) = self.file(ino) else {
-            return reply.error(Errno::ENOENT);
-        };
-        if !file.writable {
-            return reply.error(Errno::EROFS);
-        }
-        if offset >= file.size {
-            return reply.error(Errno::ENOSPC);
-        }
-        // A write crossing the end is cut short there, as on a block device;
-        // the caller's next write then gets ENOSPC.
-        let len = (file.size - offset).min(data.len() as u64) as usize;
-        match self.volumes.write(&file.name, offset, &data[..len]) {
-            Ok(()) => reply.written(len as u32),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: fuser::LockOwner,
-        reply: ReplyEmpty,
-    ) {
-        // Writes are not buffered here (direct I/O): nothing to flush on close.
-        reply.ok();
-    }
-
-    fn fsync(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
-        let Some(file) = self.file(ino) else {
-            return reply.error(Errno::ENOENT);
-        };
-        match self.volumes.sync(&file.name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn readdir(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
-        if ino != INodeNo::ROOT {
-            return reply.error(Errno::ENOTDIR);
-        }
-        let mut entries = vec![
-            (INodeNo::ROOT.0, FileType::Directory, ".".to_string()),
-            (INodeNo::ROOT.0, FileType::Directory, "..".to_string()),
-        ];
-        for file in self.volumes.list() {
-            entries.push((self.ino_of(&file.name), FileType::RegularFile, file.name));
-        }
-        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(ino), i as u64 + 1, kind, name) {
-                break;
-            }
-        }
-        reply.ok();
-    }
-
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let files = self.volumes.list();
-        let blocks: u64 = files
-            .iter()
-            .map(|f| f.size.div_ceil(u64::from(BLOCK)))
-            .sum();
-        // Volumes are preallocated and fixed: the space is all in use, none free.
-        reply.statfs(blocks, 0, 0, files.len() as u64, 0, BLOCK, 255, BLOCK);
-    }
-
-    fn create(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _flags: i32,
-        reply: fuser::ReplyCreate,
-    ) {
-        tracing::warn!(
-            ?name,
-            "refused to create a file on hbfs: create volumes with `hbctl volume create`"
-        );
-        reply.error(Errno::EPERM);
-    }
-
-    fn unlink(&self, _req: &Request, _parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        tracing::warn!(
-            ?name,
-            "refused to remove a file on hbfs: delete volumes with `hbctl volume delete`"
-        );
-        reply.error(Errno::EPERM);
-    }
+enum Session {
+    Classic(fuser::BackgroundSession),
+    Uring(uring::Session),
 }
 
 /// A mounted hbfs; unmounted when dropped (or by [`Mount::unmount`]).
 pub struct Mount {
-    session: Option<fuser::BackgroundSession>,
+    session: Option<Session>,
     mountpoint: PathBuf,
+    serving: Serving,
+    why: String,
 }
 
 impl Mount {
     /// Where it is mounted.
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// The transport serving it.
+    pub fn serving(&self) -> Serving {
+        self.serving
+    }
+
+    /// Why that transport (for the log).
+    pub fn why(&self) -> &str {
+        &self.why
     }
 
     /// Unmounts. If hosts still hold files open, the mount is detached lazily
@@ -391,9 +198,13 @@ impl Mount {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
-        // fuser unmounts and joins its workers; if hosts hold files open the
+        // Both unmount and join their threads; if hosts hold files open the
         // kernel says busy, and the mount is detached lazily instead.
-        session.umount_and_join().or_else(|e| {
+        let done = match session {
+            Session::Classic(s) => s.umount_and_join(),
+            Session::Uring(s) => s.unmount(),
+        };
+        done.or_else(|e| {
             tracing::warn!(mountpoint = %self.mountpoint.display(), error = %e, "hbfs busy (files open); detaching it lazily");
             umount2(&self.mountpoint, MntFlags::MNT_DETACH).map_err(io::Error::from)
         })
@@ -408,43 +219,78 @@ impl Drop for Mount {
     }
 }
 
-/// Mounts hbfs at `mountpoint` (created if missing), showing `volumes`.
+/// Mounts hbfs at `mountpoint` (created if missing), showing `volumes`,
+/// served over `transport`; logs which transport serves and why.
 ///
 /// A stale hbfs mount left there by a crashed mirrord ("Transport endpoint is
 /// not connected") is detached first.
-pub fn mount(volumes: Arc<dyn Volumes>, mountpoint: &Path) -> io::Result<Mount> {
-    clear_stale_mount(mountpoint)?;
-    std::fs::create_dir_all(mountpoint)?;
-    let fs = HbFs {
-        volumes,
-        inodes: Mutex::new(Inodes::default()),
-        started: SystemTime::now(),
+pub fn mount(
+    volumes: Arc<dyn Volumes>,
+    mountpoint: &Path,
+    transport: Transport,
+) -> Result<Mount, MountError> {
+    clear_stale_mount(mountpoint).map_err(io_err("clearing a stale mount"))?;
+    std::fs::create_dir_all(mountpoint).map_err(io_err("creating the mount point"))?;
+    let fs = Arc::new(ops::HbFs::new(volumes));
+    let uring = |why: String| -> Result<Mount, UringError> {
+        let session = uring::mount(Arc::clone(&fs), mountpoint)?;
+        Ok(Mount {
+            session: Some(Session::Uring(session)),
+            mountpoint: mountpoint.to_path_buf(),
+            serving: Serving::Uring,
+            why,
+        })
     };
-    let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        fuser::MountOption::FSName("hbfs".into()),
-        fuser::MountOption::Subtype("hbfs".into()),
-        fuser::MountOption::NoExec,
-        fuser::MountOption::NoSuid,
-        fuser::MountOption::NoDev,
-    ];
-    // Hosts run as any user (clusterware often is not root).
-    config.acl = fuser::SessionACL::All;
-    // A synchronous mirror write blocks its worker for a network round trip;
-    // more workers keep other files (and reads) moving meanwhile.
-    config.n_threads = Some(4);
-    config.clone_fd = true;
-    let session = fuser::spawn_mount(fs, mountpoint, &config)?;
-    Ok(Mount {
-        session: Some(session),
-        mountpoint: mountpoint.to_path_buf(),
-    })
+    let classic = |why: String| -> Result<Mount, MountError> {
+        let session =
+            classic::mount(Arc::clone(&fs), mountpoint).map_err(io_err("mounting hbfs"))?;
+        Ok(Mount {
+            session: Some(Session::Classic(session)),
+            mountpoint: mountpoint.to_path_buf(),
+            serving: Serving::Classic,
+            why,
+        })
+    };
+    let mount = match transport {
+        Transport::Classic => classic("fuse_transport = \"classic\"".into())?,
+        Transport::Uring => uring("fuse_transport = \"uring\"".into())?,
+        Transport::Auto => match auto_choice() {
+            Err(why) => classic(format!("fuse_transport = \"auto\": {why}"))?,
+            Ok(why) => match uring(format!("fuse_transport = \"auto\": {why}")) {
+                Ok(mount) => mount,
+                Err(e) => {
+                    tracing::warn!("hbfs: io_uring transport failed, falling back to classic: {e}");
+                    classic(format!("fuse_transport = \"auto\": io_uring failed ({e})"))?
+                }
+            },
+        },
+    };
+    tracing::info!(
+        mountpoint = %mountpoint.display(),
+        "hbfs transport: {} ({})",
+        mount.serving,
+        mount.why
+    );
+    Ok(mount)
 }
 
-/// Detaches a dead FUSE mount at `mountpoint`, if there is one.
+/// What `auto` chooses: `Ok(why)` for io_uring, `Err(why)` for classic.
+fn auto_choice() -> Result<String, String> {
+    uring::offered()?;
+    Ok("the kernel offers FUSE over io_uring".into())
+}
+
+/// Detaches a dead FUSE mount at `mountpoint`, if there is one. A dead
+/// mount says ENOTCONN; one whose io_uring queues the kernel is still
+/// tearing down after the crash may say ECONNABORTED or ECANCELED for a moment.
 pub fn clear_stale_mount(mountpoint: &Path) -> io::Result<()> {
     match std::fs::metadata(mountpoint) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED)
+            ) =>
+        {
             tracing::warn!(mountpoint = %mountpoint.display(), "clearing a stale hbfs mount left by an earlier crash");
             nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH)
                 .map_err(io::Error::from)

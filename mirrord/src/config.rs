@@ -23,11 +23,37 @@ pub struct Config {
     /// hbfs mount point; no mount when absent.
     #[serde(default)]
     pub mount: Option<PathBuf>,
+    /// How hbfs talks to the kernel: `auto` (default), `uring` or `classic`.
+    #[serde(default)]
+    pub fuse_transport: FuseTransport,
     /// The remote link.
     pub link: LinkConfig,
     /// Peer sites.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+}
+
+/// hbfs's FUSE transport (`fuse_transport`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FuseTransport {
+    /// What hbfs's `auto` picks (see the README's "hbfs: volumes as files").
+    #[default]
+    Auto,
+    /// FUSE over io_uring, or mirrord does not start.
+    Uring,
+    /// read(2)/write(2) on /dev/fuse.
+    Classic,
+}
+
+impl From<FuseTransport> for hbfs::Transport {
+    fn from(t: FuseTransport) -> hbfs::Transport {
+        match t {
+            FuseTransport::Auto => hbfs::Transport::Auto,
+            FuseTransport::Uring => hbfs::Transport::Uring,
+            FuseTransport::Classic => hbfs::Transport::Classic,
+        }
+    }
 }
 
 /// The remote link's settings.
@@ -147,6 +173,7 @@ site = "prod"                                  # this site's name
 data_dir = "/var/lib/hbmirror/prod"            # metadata, and volume files created without --path
 control_socket = "/run/hbmirror/mirrord.sock"  # local control API, mode 0600
 mount = "/mnt/hbfs"                            # hbfs mount point; omit the key to run without a mount
+fuse_transport = "auto"                        # hbfs over FUSE: auto, uring (io_uring, Linux 6.14+) or classic
 [link]
 listen = "0.0.0.0:7788"
 psk_file = "/etc/hbmirror/link.key"            # shared secret of the two sites
@@ -163,6 +190,7 @@ address = "10.0.0.2:7788"
         assert_eq!(c.link.listen.port(), 7788);
         assert_eq!(c.peers[0].site, "standby");
         assert_eq!(c.link.timeout(), Duration::from_secs(5));
+        assert_eq!(c.fuse_transport, FuseTransport::Auto);
     }
 
     #[test]
@@ -178,6 +206,29 @@ address = "10.0.0.2:7788"
         );
         assert!(c.mount.is_none());
         assert!(c.peers.is_empty());
+        assert_eq!(c.fuse_transport, FuseTransport::Auto);
+    }
+
+    #[test]
+    fn the_fuse_transport_is_one_of_three() {
+        for (text, want) in [
+            ("uring", FuseTransport::Uring),
+            ("classic", FuseTransport::Classic),
+        ] {
+            let c = Config::parse(
+                &EXAMPLE.replace("\"auto\"", &format!("\"{text}\"")),
+                Path::new("x.toml"),
+            )
+            .expect("parse");
+            assert_eq!(c.fuse_transport, want);
+        }
+        let bad = Config::parse(
+            &EXAMPLE.replace("\"auto\"", "\"fast\""),
+            Path::new("x.toml"),
+        )
+        .expect_err("unknown transport");
+        let text = hbcore::report::chain(&bad);
+        assert!(text.contains("fast"), "{text}");
     }
 
     #[test]

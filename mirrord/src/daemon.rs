@@ -15,6 +15,23 @@ use crate::link::Link;
 use crate::site::peer::SiteHandler;
 use crate::site::Site;
 
+/// The environment may override `fuse_transport` (the test suite runs hbfs
+/// on both transports this way).
+const TRANSPORT_ENV: &str = "HBMIRROR_FUSE_TRANSPORT";
+
+fn fuse_transport(config: &Config) -> anyhow::Result<hbfs::Transport> {
+    match std::env::var(TRANSPORT_ENV) {
+        Ok(v) if !v.is_empty() => {
+            let t = v
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("{TRANSPORT_ENV}: {e}"))?;
+            tracing::info!("{TRANSPORT_ENV}={v} overrides fuse_transport");
+            Ok(t)
+        }
+        _ => Ok(config.fuse_transport.into()),
+    }
+}
+
 /// Runs mirrord with `config` until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let key = config.link_key()?;
@@ -44,10 +61,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
                 Arc::clone(&site),
                 tokio::runtime::Handle::current(),
             ));
-            Some(
-                hbfs::mount(files, path)
-                    .with_context(|| format!("cannot mount hbfs at {} (mount)", path.display()))?,
-            )
+            let transport = fuse_transport(&config)?;
+            Some(hbfs::mount(files, path, transport).with_context(|| {
+                format!(
+                    "cannot mount hbfs at {} (mount, fuse_transport)",
+                    path.display()
+                )
+            })?)
         }
         None => None,
     };

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use hbcore::size::parse_size;
-use hbmirror::bench;
+use hbmirror::bench::{self, FuseOp};
 
-/// Measures loopback TCP limits and heartbeat propagation; prints JSON.
+/// Measures loopback TCP limits, heartbeat propagation and the FUSE hop; prints JSON.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -42,6 +42,22 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         gap_ms: u64,
     },
+    /// One FUSE operation on FILE, repeated: latency, and CPU per operation
+    /// of this process and of the daemon serving the file.
+    Fuse {
+        /// An hbfs file (any file works).
+        #[arg(long)]
+        file: PathBuf,
+        /// stat: the null FUSE hop (one GETATTR); write: 4 KiB O_DIRECT at random offsets.
+        #[arg(long, value_enum)]
+        op: FuseOp,
+        /// Operations to time.
+        #[arg(long, default_value_t = 20_000)]
+        count: u64,
+        /// The daemon serving FILE (mirrord), for its CPU per operation.
+        #[arg(long)]
+        daemon_pid: Option<u32>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +73,12 @@ fn main() -> ExitCode {
             gap_ms,
         } => bench::propagation(&from, &to, count, Duration::from_millis(gap_ms))
             .map(|l| serde_json::json!({ "propagation": l })),
+        Command::Fuse {
+            file,
+            op,
+            count,
+            daemon_pid,
+        } => bench::fuse_cost(&file, op, count, daemon_pid).map(|c| serde_json::json!(c)),
     };
     match result {
         Ok(v) => {

@@ -930,3 +930,88 @@ impl Site {
         );
     }
 }
+
+/// `/sys/module/fuse/parameters/enable_uring` switched on while any guard
+/// lives (within this test binary), then put back as it was.
+pub struct UringSwitch(());
+
+const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
+static URING_USERS: Mutex<(usize, Option<String>)> = Mutex::new((0, None));
+
+impl UringSwitch {
+    /// Switches FUSE over io_uring on; None (SKIPPED printed, or a failure
+    /// under CI=true) when this kernel has no such switch.
+    pub fn on(test: &str) -> Option<UringSwitch> {
+        let mut users = URING_USERS.lock().unwrap_or_else(|e| e.into_inner());
+        if users.0 == 0 {
+            let Ok(was) = std::fs::read_to_string(ENABLE_URING) else {
+                skip(
+                    test,
+                    &format!("needs FUSE over io_uring (Linux 6.14+ with CONFIG_FUSE_IO_URING: {ENABLE_URING})"),
+                );
+                return None;
+            };
+            std::fs::write(ENABLE_URING, "Y").expect("switch enable_uring on");
+            users.1 = Some(was.trim().to_string());
+        }
+        users.0 += 1;
+        Some(UringSwitch(()))
+    }
+}
+
+impl Drop for UringSwitch {
+    fn drop(&mut self) {
+        let mut users = URING_USERS.lock().unwrap_or_else(|e| e.into_inner());
+        users.0 -= 1;
+        if users.0 == 0 {
+            if let Some(was) = users.1.take() {
+                let _ = std::fs::write(ENABLE_URING, was);
+            }
+        }
+    }
+}
+
+impl TwoSites {
+    /// As [`TwoSites::start`], with both mirrords serving hbfs over
+    /// `transport` (`classic`, `uring` or `auto`, through HBMIRROR_FUSE_TRANSPORT).
+    pub fn start_on(test: &str, transport: &str) -> Option<TwoSites> {
+        if !can_mount(test) {
+            return None;
+        }
+        let root = tempfile::Builder::new()
+            .prefix("hbmirror-test-")
+            .tempdir()
+            .expect("tempdir");
+        let key = root.path().join("link.key");
+        std::fs::write(&key, "test-key-0123456789abcdef\n").expect("key");
+        let (prod_port, standby_port) = (free_port(), free_port());
+        let env = vec![("HBMIRROR_FUSE_TRANSPORT".to_string(), transport.to_string())];
+        let mut prod = Site::new(
+            root.path(),
+            "prod",
+            prod_port,
+            &key,
+            "standby",
+            &format!("127.0.0.1:{standby_port}"),
+        );
+        let mut standby = Site::new(
+            root.path(),
+            "standby",
+            standby_port,
+            &key,
+            "prod",
+            &format!("127.0.0.1:{prod_port}"),
+        );
+        prod.env = env.clone();
+        standby.env = env;
+        standby.start();
+        prod.start();
+        prod.wait_log("remote link up");
+        Some(TwoSites {
+            prod,
+            standby,
+            proxy: None,
+            root,
+        })
+    }
+}

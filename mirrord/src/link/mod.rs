@@ -410,6 +410,7 @@ mod tests {
             data_dir: dir.join(site),
             control_socket: dir.join(format!("{site}.sock")),
             mount: None,
+            fuse_transport: Default::default(),
             link: LinkConfig {
                 listen,
                 psk_file,

@@ -54,6 +54,7 @@ impl TestSite {
             data_dir: dir.join("data"),
             control_socket: dir.join("control.sock"),
             mount: None,
+            fuse_transport: Default::default(),
             link: LinkConfig {
                 listen,
                 psk_file,
