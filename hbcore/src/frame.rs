@@ -57,6 +57,12 @@ pub enum FrameError {
         /// Version this build speaks.
         speaks: u8,
     },
+    /// Flags or reserved bytes set: no release so far sets them.
+    #[error("frame flags/reserved bytes {got:02x?} are not zero: the sender is another release or not this protocol")]
+    Reserved {
+        /// Bytes 5..8 of the header.
+        got: [u8; 3],
+    },
     /// Longer than any legitimate frame.
     #[error("frame payload of {len} bytes exceeds the limit of {max}")]
     Oversized {
@@ -165,6 +171,11 @@ impl Format {
             return Err(FrameError::Version {
                 got: bytes[4],
                 speaks: self.version,
+            });
+        }
+        if bytes[5..8] != [0, 0, 0] {
+            return Err(FrameError::Reserved {
+                got: [bytes[5], bytes[6], bytes[7]],
             });
         }
         let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
