@@ -71,6 +71,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         mount = ?config.mount,
         "mirrord ready"
     );
+    crate::service::ready(&site, stop.clone());
 
     shutdown.await;
     // No new host I/O first, then the link, then the record of a clean stop.

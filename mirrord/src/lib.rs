@@ -55,5 +55,6 @@ pub mod io;
 pub mod link;
 pub mod meta;
 pub mod pair;
+pub mod service;
 pub mod site;
 pub mod volume;

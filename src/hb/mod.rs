@@ -35,6 +35,7 @@
 //! - `tick`: send (Fig 6), read the mirrors (Fig 7), evaluate, act; and the
 //!   UDP receiver.
 //! - `server`: the control server answering `hbctl hb`.
+//! - `service`: systemd's readiness, status line and watchdog.
 //! - [`daemon`]: start-up and shutdown, wiring the above.
 //!
 //! The data path, and where work changes hands (`═>` to another thread,
@@ -86,6 +87,7 @@ pub mod message;
 mod mirrord;
 mod record;
 mod server;
+mod service;
 mod slot;
 mod state;
 pub mod table;

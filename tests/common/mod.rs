@@ -930,3 +930,77 @@ impl Site {
         );
     }
 }
+
+/// Whether `program` is on PATH; when it is not and this is root, installs
+/// the Debian `package` that ships it (apt-get, waiting for the dpkg lock).
+/// Prints SKIPPED (fails under CI=true) when it still cannot be had.
+pub fn ensure_tool(test: &str, program: &str, package: &str) -> bool {
+    let found = || {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {program}"))
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if found() {
+        return true;
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        let apt = |args: &[&str]| {
+            Command::new("apt-get")
+                .args(["-o", "DPkg::Lock::Timeout=300", "-q", "-y"])
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !apt(&["install", "--no-install-recommends", package]) {
+            apt(&["update"]);
+            apt(&["install", "--no-install-recommends", package]);
+        }
+    }
+    if found() {
+        return true;
+    }
+    skip(test, &format!("needs {program} (Debian package {package})"));
+    false
+}
+
+/// A listener on a `NOTIFY_SOCKET` path, as systemd has for a `Type=notify`
+/// service: each datagram is one notification (`READY=1\nSTATUS=...`).
+pub struct NotifySocket {
+    pub path: PathBuf,
+    socket: std::os::unix::net::UnixDatagram,
+}
+
+impl NotifySocket {
+    /// Binds a notify socket at `path`.
+    pub fn bind(path: &Path) -> NotifySocket {
+        let socket = std::os::unix::net::UnixDatagram::bind(path).expect("bind NOTIFY_SOCKET");
+        NotifySocket {
+            path: path.to_path_buf(),
+            socket,
+        }
+    }
+
+    /// The next notification, or None after `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Option<String> {
+        self.socket
+            .set_read_timeout(Some(timeout))
+            .expect("timeout");
+        let mut buf = vec![0u8; 4096];
+        let n = self.socket.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+}
+
+/// Whether `path` is a mount point now (per /proc/self/mountinfo).
+pub fn is_mounted(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = path.display().to_string();
+    info.lines()
+        .any(|l| l.split(' ').nth(4).is_some_and(|m| m == want))
+}

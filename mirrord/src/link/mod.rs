@@ -419,6 +419,7 @@ mod tests {
                 site: peer.into(),
                 address: at,
             }],
+            metrics_listen: None,
         }
     }
 

@@ -63,6 +63,7 @@ impl TestSite {
                 site: peer.into(),
                 address: peer_address,
             }],
+            metrics_listen: None,
         }
     }
 
