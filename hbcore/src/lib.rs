@@ -17,6 +17,7 @@
 //! - [`link`]: the messages of the remote link between two mirrords, and their codec.
 //! - [`config`]: loading a daemon's TOML config and its pre-shared key.
 //! - [`daemon`]: the body of a daemon's `main`, with its shutdown as a future.
+//! - [`metrics`]: the OpenMetrics endpoint (`GET /metrics`) and a scrape's metric set.
 //! - [`notify`]: systemd's readiness, status and watchdog notifications.
 //! - [`docs`]: man pages and shell completions from a binary's clap definition.
 //! - [`report`]: an error and its causes, each said once.
@@ -37,6 +38,7 @@ pub mod docs;
 pub mod frame;
 pub mod jsonl;
 pub mod link;
+pub mod metrics;
 pub mod notify;
 pub mod report;
 pub mod size;

@@ -58,6 +58,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         stop.clone(),
     );
     site.start();
+    crate::metrics::start(&config, &site, stop.clone()).await?;
     let control_stop = stop.clone();
     tokio::spawn(crate::control::serve(
         control,
