@@ -1004,3 +1004,33 @@ pub fn is_mounted(path: &Path) -> bool {
     info.lines()
         .any(|l| l.split(' ').nth(4).is_some_and(|m| m == want))
 }
+
+/// The OCF resource agents of `packaging/ocf` installed for Pacemaker under
+/// a provider of their own (`/usr/lib/ocf/resource.d/PROVIDER`), removed on drop.
+pub struct OcfProvider {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl OcfProvider {
+    /// Links the agents under provider `name`.
+    pub fn install(name: &str) -> OcfProvider {
+        let dir = Path::new("/usr/lib/ocf/resource.d").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("OCF provider dir");
+        let agents = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/ocf");
+        for agent in ["pair", "hbd"] {
+            std::os::unix::fs::symlink(agents.join(agent), dir.join(agent)).expect("link agent");
+        }
+        OcfProvider {
+            name: name.into(),
+            dir,
+        }
+    }
+}
+
+impl Drop for OcfProvider {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -132,6 +132,9 @@ pub enum HbCommand {
     #[command(subcommand)]
     Mirror(MirrorCommand),
     Procedure(api::SetProcedure),
+    /// Exit 0 if the peer is alive on some channel or this is the site that
+    /// should survive, 1 if not (for a corosync-qdevice heuristics exec_ line).
+    Check,
     /// At the standby: allow another failover, after a failback to the
     /// production site. At a production host that stepped down: end the
     /// step-down (re-arm the standby first).

@@ -31,6 +31,7 @@ pub fn run(socket: &Path, command: HbCommand) -> Result<(), ClientError> {
         }
         HbCommand::Procedure(p) => (HbRequest::Procedure(p), false),
         HbCommand::Rearm => (HbRequest::Rearm, false),
+        HbCommand::Check => return crate::check::run(socket),
     };
     match jsonl::call::<_, HbReply>(socket, &request)? {
         HbReply::Done(text) => crate::output::done(&text),

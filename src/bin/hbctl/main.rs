@@ -3,10 +3,12 @@
 //!
 //! - `cli`: the command tree (each request's arguments are its own struct).
 //! - `storage`: `volume` and `pair` commands, sent to mirrord.
-//! - `hb`: `hb` commands, sent to hbd; `events`: `hb events --follow`.
+//! - `hb`: `hb` commands, sent to hbd; `events`: `hb events --follow`;
+//!   `check`: `hb check`, the survival verdict as an exit status.
 //! - `print`: tables and JSON on stdout.
 //! - `output`: `--json` for results and errors, and the exit statuses.
 
+mod check;
 mod cli;
 mod events;
 mod hb;
