@@ -5,6 +5,7 @@
 //! - `storage`: `volume` and `pair` commands, sent to mirrord.
 //! - `hb`: `hb` commands, sent to hbd; `events`: `hb events --follow`;
 //!   `check`: `hb check`, the survival verdict as an exit status.
+//! - `monitor`: `monitor`, the live full-screen view.
 //! - `print`: tables and JSON on stdout.
 //! - `output`: `--json` for results and errors, and the exit statuses.
 
@@ -12,6 +13,7 @@ mod check;
 mod cli;
 mod events;
 mod hb;
+mod monitor;
 mod output;
 mod print;
 mod storage;
@@ -72,6 +74,7 @@ fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Volume(command) => storage::volume(&socket(control::DEFAULT_SOCKET), command),
         Command::Pair(command) => storage::pair(&socket(control::DEFAULT_SOCKET), command),
         Command::Hb(command) => hb::run(&socket(api::DEFAULT_SOCKET), command),
+        Command::Monitor(args) => monitor::run(args),
     }
 }
 
