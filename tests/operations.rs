@@ -664,3 +664,99 @@ fn metrics_of_both_daemons_parse_and_measure_the_link() {
     }
     assert!(asked > 15, "the dashboard asks for {asked} metrics");
 }
+
+/// Where journald listens for native messages.
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+#[test]
+fn daemons_log_to_the_journal_under_systemd_and_text_otherwise() {
+    use std::os::unix::fs::MetadataExt;
+    let test = "daemons_log_to_the_journal_under_systemd_and_text_otherwise";
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip(test, "needs root (it listens as journald, or reads the journal)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Without systemd's journal here, this test is journald: it binds the
+    // socket (and removes it at the end).
+    let fake = if Path::new(JOURNAL_SOCKET).exists() {
+        None
+    } else {
+        std::fs::create_dir_all("/run/systemd/journal").expect("journal dir");
+        let socket = std::os::unix::net::UnixDatagram::bind(JOURNAL_SOCKET).expect("bind journal");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        Some(socket)
+    };
+    struct Unbind(bool);
+    impl Drop for Unbind {
+        fn drop(&mut self) {
+            if self.0 {
+                let _ = std::fs::remove_file(JOURNAL_SOCKET);
+            }
+        }
+    }
+    let _unbind = Unbind(fake.is_some());
+
+    let (config, socket, _) = mirrord_config(dir.path(), false);
+    // Under systemd: stderr is the journal stream named in JOURNAL_STREAM.
+    let log = dir.path().join("stream.log");
+    let file = std::fs::File::create(&log).expect("log");
+    let meta = file.metadata().expect("stat");
+    let stream = format!("{}:{}", meta.dev(), meta.ino());
+    let mut mirrord = Command::new(bin("mirrord"))
+        .arg("--config")
+        .arg(&config)
+        .env("JOURNAL_STREAM", &stream)
+        .env("RUST_LOG", "info")
+        .stderr(file)
+        .spawn()
+        .expect("mirrord");
+    wait_for("mirrord to answer", || {
+        run_hbctl(&socket, &["volume", "list"]).status.success()
+    });
+    let pid = mirrord.id();
+    match &fake {
+        Some(journal) => {
+            let mut seen = String::new();
+            let start = Instant::now();
+            while !seen.contains("mirrord ready") && start.elapsed() < DEADLINE {
+                let mut buf = vec![0u8; 65536];
+                if let Ok(n) = journal.recv(&mut buf) {
+                    seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+            assert!(seen.contains("mirrord ready"), "journal got:\n{seen}");
+            assert!(seen.contains("PRIORITY=6"), "journal fields:\n{seen}");
+        }
+        None => wait_for("mirrord ready in the journal", || {
+            let out = Command::new("journalctl")
+                .args(["-o", "cat", &format!("_PID={pid}")])
+                .output()
+                .expect("journalctl");
+            String::from_utf8_lossy(&out.stdout).contains("mirrord ready")
+        }),
+    }
+    let _ = mirrord.kill();
+    let _ = mirrord.wait();
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(!text.contains("mirrord ready"), "logged as text under systemd:\n{text}");
+
+    // Otherwise (JOURNAL_STREAM names another file): text on stderr.
+    let log = dir.path().join("text.log");
+    let mut mirrord = Command::new(bin("mirrord"))
+        .arg("--config")
+        .arg(&config)
+        .env("JOURNAL_STREAM", "1:1")
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("mirrord");
+    wait_for("mirrord ready as text", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("mirrord ready"))
+    });
+    let _ = mirrord.kill();
+    let _ = mirrord.wait();
+}
