@@ -946,6 +946,12 @@ pub fn ensure_tool(test: &str, program: &str, package: &str) -> bool {
     if found() {
         return true;
     }
+    // One apt-get at a time: parallel tests would fight over apt's locks.
+    static APT: Mutex<()> = Mutex::new(());
+    let _apt = APT.lock().unwrap_or_else(|e| e.into_inner());
+    if found() {
+        return true;
+    }
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         let apt = |args: &[&str]| {
