@@ -114,6 +114,17 @@ fn monitor_shows_pairs_channels_and_events_and_switches_views() {
         "{text}"
     );
     assert!(text.contains("network"), "{text}");
+    let json = Command::new(bin("hbctl"))
+        .args(["--json", "monitor", "--mirrord"])
+        .arg(&sites.prod.socket)
+        .arg("--hbd")
+        .arg(&prod.socket)
+        .stdin(Stdio::null())
+        .output()
+        .expect("hbctl --json monitor");
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON snapshot");
+    assert_eq!(v["pairs"][0]["name"], "d0", "{v}");
+    assert_eq!(v["table"]["host"], "p1", "{v}");
 
     // In a terminal.
     let tmux = Tmux {

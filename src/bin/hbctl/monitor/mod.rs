@@ -22,7 +22,6 @@ use hbcore::control::{self, PairInfo, Reply, Request};
 use hbcore::jsonl::{self, ClientError};
 use hbmirror::hb::api::{self, Event, Events, HbReply, HbRequest};
 use hbmirror::hb::table::Table;
-use serde::Serialize;
 
 /// The monitor's options.
 #[derive(clap::Args, Debug)]
@@ -42,7 +41,7 @@ pub struct MonitorArgs {
 }
 
 /// What the daemons said at one refresh.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Snapshot {
     /// mirrord's pairs, or why they are not known.
     pub pairs: Result<Vec<PairInfo>, String>,
@@ -52,6 +51,21 @@ pub struct Snapshot {
     pub events: Vec<Event>,
     /// When, ms since the epoch.
     pub time_ms: u64,
+}
+
+impl Snapshot {
+    /// As JSON: `pairs` and `table` (null when unknown, with `pairs_error` /
+    /// `table_error` saying why), `events`, `time_ms`.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "pairs": self.pairs.as_ref().ok(),
+            "pairs_error": self.pairs.as_ref().err(),
+            "table": self.table.as_ref().ok(),
+            "table_error": self.table.as_ref().err(),
+            "events": self.events,
+            "time_ms": self.time_ms,
+        })
+    }
 }
 
 fn why(e: ClientError) -> String {
@@ -93,7 +107,7 @@ pub fn run(args: MonitorArgs) -> Result<(), ClientError> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         let snapshot = fetch(&args);
         if crate::output::json() {
-            crate::print::json(&snapshot);
+            crate::print::json(&snapshot.json());
         } else {
             println!("{}", view::plain(&snapshot));
         }
