@@ -23,6 +23,9 @@ use tokio::net::{TcpListener, TcpStream};
 /// Labels of one sample: `(name, value)` pairs.
 pub type Labels = Vec<(String, String)>;
 
+/// Connections answered at once.
+const MAX_CONNECTIONS: usize = 16;
+
 /// The content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// The content type of the Prometheus text format.
@@ -144,6 +147,8 @@ where
         .await
         .map_err(|source| MetricsError { address, source })?;
     let scrape = Arc::new(scrape);
+    // A few scrapers at a time; more connections are closed at once.
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tracing::info!(%address, "metrics endpoint: GET /metrics");
     tokio::spawn(async move {
         tokio::pin!(stop);
@@ -159,8 +164,12 @@ where
                     }
                 },
             };
+            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                continue;
+            };
             let scrape = Arc::clone(&scrape);
             tokio::spawn(async move {
+                let _permit = permit;
                 let answered =
                     tokio::time::timeout(Duration::from_secs(5), answer(stream, &*scrape)).await;
                 if let Ok(Err(e)) = answered {

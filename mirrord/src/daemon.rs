@@ -38,6 +38,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             config.control_socket.display()
         )
     })?;
+    crate::metrics::start(&config, &site, stop.clone()).await?;
     let mount = match &config.mount {
         Some(path) => {
             let files = Arc::new(SiteFiles::new(
@@ -58,7 +59,6 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         stop.clone(),
     );
     site.start();
-    crate::metrics::start(&config, &site, stop.clone()).await?;
     let control_stop = stop.clone();
     tokio::spawn(crate::control::serve(
         control,
