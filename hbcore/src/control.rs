@@ -349,6 +349,9 @@ pub struct PairInfo {
     pub installed: bool,
     /// Whether the remote link to the peer is up.
     pub link_up: bool,
+    /// Round-trip time of the link's last answered ping, in microseconds.
+    #[serde(default)]
+    pub link_rtt_us: Option<u64>,
     /// Bytes of blocks changed here that the other side lacks (dirty bitmap).
     pub pending_bytes: u64,
     /// Adaptive mode: bytes of pending writes held in memory (at most the skew).

@@ -1,7 +1,9 @@
-//! The common body of the daemons' thin binaries (`mirrord`, `hbd`): log to
-//! stderr with `tracing` (RUST_LOG, default info), load the config, run on a
-//! two-worker tokio runtime until SIGINT or SIGTERM, and report a failure on
-//! stderr with exit status 1.
+//! The common body of the daemons' thin binaries (`mirrord`, `hbd`): log with
+//! `tracing` (RUST_LOG, default info) to the journal when systemd connected
+//! stderr to it (`JOURNAL_STREAM`), as text on stderr otherwise; load the
+//! config, run on a two-worker tokio runtime until SIGINT or SIGTERM, and
+//! report a failure on stderr with exit status 1. [`check`] is their
+//! `--check`: the effective configuration, or the bad key.
 //!
 //! A daemon's `run` takes its shutdown as a future ([`Shutdown`]), so a test
 //! can run a whole daemon in-process and stop it by completing the future.
@@ -26,12 +28,7 @@ where
     E: Into<anyhow::Error>,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let result = load().map_err(Into::into).and_then(|config| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -40,7 +37,9 @@ where
             .context("cannot start the tokio runtime")?;
         runtime.block_on(async {
             let shutdown = on_signals()?;
-            run(config, shutdown).await
+            let result = run(config, shutdown).await;
+            crate::notify::stopping();
+            result
         })
     });
     match result {
@@ -64,4 +63,64 @@ pub fn on_signals() -> anyhow::Result<Shutdown> {
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
     }))
+}
+
+/// Logs to the journal when stderr is systemd's journal stream (its device
+/// and inode are in `JOURNAL_STREAM`), as text on stderr otherwise.
+fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter =
+        || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if stderr_is_journal() {
+        if let Ok(journal) = tracing_journald::layer() {
+            tracing_subscriber::registry()
+                .with(filter())
+                .with(journal)
+                .init();
+            return;
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Whether stderr is the journal stream systemd named in `JOURNAL_STREAM` (`DEV:INODE`).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stderr) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    stream.to_string_lossy() == format!("{}:{}", stderr.dev(), stderr.ino())
+}
+
+/// A daemon's `--check`: loads the config and prints it with every default
+/// filled in (TOML, exit status 0), or prints what is wrong, naming the bad
+/// key, with exit status 1.
+pub fn check<C, E>(program: &str, load: impl FnOnce() -> Result<C, E>) -> ExitCode
+where
+    C: serde::Serialize,
+    E: std::error::Error + 'static,
+{
+    match load() {
+        Ok(config) => match toml::to_string_pretty(&config) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{program}: cannot print the configuration: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("{program}: {}", crate::report::chain(&e));
+            ExitCode::FAILURE
+        }
+    }
 }

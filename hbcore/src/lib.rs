@@ -17,6 +17,9 @@
 //! - [`link`]: the messages of the remote link between two mirrords, and their codec.
 //! - [`config`]: loading a daemon's TOML config and its pre-shared key.
 //! - [`daemon`]: the body of a daemon's `main`, with its shutdown as a future.
+//! - [`metrics`]: the OpenMetrics endpoint (`GET /metrics`) and a scrape's metric set.
+//! - [`notify`]: systemd's readiness, status and watchdog notifications.
+//! - [`docs`]: man pages and shell completions from a binary's clap definition.
 //! - [`report`]: an error and its causes, each said once.
 //! - [`throttle`]: log lines for repeated refusals, counted and bounded.
 //! - [`size`], [`align`]: human sizes; buffers aligned for O_DIRECT.
@@ -31,9 +34,12 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod docs;
 pub mod frame;
 pub mod jsonl;
 pub mod link;
+pub mod metrics;
+pub mod notify;
 pub mod report;
 pub mod size;
 pub mod throttle;

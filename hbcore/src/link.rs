@@ -77,6 +77,8 @@ pub enum Message {
         /// The answer, or why it was refused.
         result: Result<PeerReply, PeerError>,
     },
+    /// The answer to a `Ping`, by which the sender measures the link's round trip.
+    Pong,
 }
 
 impl Message {
@@ -91,6 +93,7 @@ impl Message {
             Message::Ping => "Ping",
             Message::Request { .. } => "Request",
             Message::Response { .. } => "Response",
+            Message::Pong => "Pong",
         }
     }
 }
@@ -619,6 +622,7 @@ mod tests {
                     digests: vec![u128::MAX, 0, 1 << 100],
                 }),
             },
+            Message::Pong,
         ]
     }
 
@@ -774,7 +778,7 @@ mod tests {
                 "Request"
             ]
         );
-        assert_eq!(kinds.last(), Some(&"Response"));
+        assert_eq!(kinds.last(), Some(&"Pong"));
     }
 
     #[test]

@@ -4,13 +4,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use hbcore::config::ConfigError;
 use hbcore::config::{self, Checked};
 
 /// The whole configuration of one site's mirrord.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// This site's name, as peers know it.
@@ -31,10 +31,13 @@ pub struct Config {
     /// Peer sites.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// OpenMetrics endpoint (`GET /metrics`) address; none when absent (the default).
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// hbfs's FUSE transport (`fuse_transport`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FuseTransport {
     /// What hbfs's `auto` picks (see the README's "hbfs: volumes as files").
@@ -57,7 +60,7 @@ impl From<FuseTransport> for hbfs::Transport {
 }
 
 /// The remote link's settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkConfig {
     /// Address to accept peers on.
@@ -71,7 +74,7 @@ pub struct LinkConfig {
 }
 
 /// One peer site.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
     /// The peer's site name.

@@ -55,6 +55,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             config.control_socket.display()
         )
     })?;
+    crate::metrics::start(&config, &site, stop.clone()).await?;
     let mount = match &config.mount {
         Some(path) => {
             let files = Arc::new(SiteFiles::new(
@@ -91,6 +92,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         mount = ?config.mount,
         "mirrord ready"
     );
+    crate::service::ready(&site, stop.clone());
 
     shutdown.await;
     // No new host I/O first, then the link, then the record of a clean stop.

@@ -18,6 +18,7 @@
 //!   `site::copy` (copy engine, adaptive shipper), `site::volumes` and
 //!   `site::ops` (admin operations), `site::peer` (the answers to the peer).
 //! - [`fs`]: the site seen by hbfs; [`control`]: the control socket for hbctl.
+//! - [`service`], [`metrics`]: systemd readiness and status; the OpenMetrics endpoint.
 //! - [`daemon`]: start-up, signal, clean shutdown.
 //!
 //! A host write to a PVOL in synchronous mode, and the threads it crosses
@@ -54,6 +55,8 @@ pub mod generation;
 pub mod io;
 pub mod link;
 pub mod meta;
+pub mod metrics;
 pub mod pair;
+pub mod service;
 pub mod site;
 pub mod volume;

@@ -127,6 +127,8 @@ pub struct Site {
     save_lock: Mutex<()>,
     clean_shutdown: AtomicBool,
     stop: CancellationToken,
+    /// Writes and bytes put on the link, per pair (for the metrics).
+    pub shipped: crate::metrics::Shipped,
 }
 
 /// Checks `pair`'s change `from → to` against the transition table.
@@ -200,9 +202,15 @@ impl Site {
             save_lock: Mutex::new(()),
             clean_shutdown: AtomicBool::new(false),
             stop,
+            shipped: crate::metrics::Shipped::default(),
         };
         site.save()?;
         Ok(site)
+    }
+
+    /// The remote link (for the metrics).
+    pub fn link(&self) -> &Arc<Link> {
+        &self.link
     }
 
     /// This site's name.

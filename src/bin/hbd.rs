@@ -3,29 +3,53 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 /// The heartbeat check of one host: sends heartbeats over the network (UDP)
 /// and through heartbeat mirrors (plain files, usually on hbfs), checks the
 /// peer's, keeps the heartbeat status table, and at the standby fails over
 /// only when every enabled channel says the production group is dead; a
 /// production host that learns the standby took over steps down.
-/// Runs in the foreground and logs to stderr (RUST_LOG=debug for more).
+/// Runs in the foreground and logs to stderr (RUST_LOG=debug for more), or to
+/// the journal under systemd; tells systemd when it is ready (Type=notify) and
+/// feeds its watchdog from the heartbeat tick.
 #[derive(Parser)]
-#[command(version)]
+#[command(
+    version,
+    name = "hbd",
+    after_help = "See hbd.toml(5) for the configuration."
+)]
 struct Cli {
     /// TOML configuration (see the README: host, group, peers, data_dir, psk_file,
-    /// interval_ms, timeout_ms, freshness_ms, table_volume, [network], [[mirrors]],
+    /// interval_ms, timeout_ms, freshness_ms, table_volume, metrics_listen, [network], [[mirrors]],
     /// [failover] (hook, take_over, arm, step_down, alert), [[checks]]).
-    #[arg(long, short)]
-    config: PathBuf,
+    #[arg(long, short, required_unless_present = "generate_docs")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (defaults filled in) and exit 0, or exit 1 naming the bad key.
+    #[arg(long)]
+    check: bool,
+    /// Write the man page and shell completions into DIR and exit (for packaging).
+    #[arg(long, hide = true, value_name = "DIR")]
+    generate_docs: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    hbcore::daemon::main(
-        "hbd",
-        || hbmirror::hb::config::Config::load(&cli.config),
-        hbmirror::hb::daemon::run,
-    )
+    if let Some(dir) = &cli.generate_docs {
+        return match hbcore::docs::generate(Cli::command(), dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hbd: {}", hbcore::report::chain(&e));
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let Some(config) = cli.config else {
+        return ExitCode::FAILURE;
+    };
+    let load = || hbmirror::hb::config::Config::load(&config);
+    if cli.check {
+        return hbcore::daemon::check("hbd", load);
+    }
+    hbcore::daemon::main("hbd", load, hbmirror::hb::daemon::run)
 }

@@ -15,7 +15,7 @@ use hbcore::vocab::{Group, Level};
 use super::table::{ArmPolicy, Direction, MirrorSeed};
 
 /// The whole configuration of one host's hbd.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// This host's identifier, carried in every message it sends.
@@ -62,10 +62,13 @@ pub struct Config {
     /// Local checks whose failures are notified to the peer (Fig 10).
     #[serde(default)]
     pub checks: Vec<CheckConfig>,
+    /// OpenMetrics endpoint (`GET /metrics`) address; none when absent (the default).
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The network heartbeat channel (UDP).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkConfig {
     /// Address to receive heartbeats on.
@@ -92,7 +95,7 @@ pub struct MirrorConfig {
 }
 
 /// Failover actions.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FailoverConfig {
     /// Command run (by `sh -c`) once at failover, with the reason and the table in its environment.
@@ -118,7 +121,7 @@ pub struct FailoverConfig {
 }
 
 /// A local check: exactly one of `command`, `writable`, `network`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckConfig {
     /// The part's identifier (host, volume, link...).

@@ -72,7 +72,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         let _ = server_stopped.await;
     }));
     let ticker = tokio::spawn(Arc::clone(&hbd).tick_loop());
+    let metrics = super::metrics::start(&hbd).await?;
+    let status = super::service::ready(&hbd);
     shutdown.await;
+    status.abort();
+    drop(metrics);
     ticker.abort();
     receiver.abort();
     let _ = stop_server.send(());

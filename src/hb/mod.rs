@@ -35,6 +35,7 @@
 //! - `tick`: send (Fig 6), read the mirrors (Fig 7), evaluate, act; and the
 //!   UDP receiver.
 //! - `server`: the control server answering `hbctl hb`.
+//! - `service`, `metrics`: systemd's readiness, status line and watchdog; the OpenMetrics endpoint.
 //! - [`daemon`]: start-up and shutdown, wiring the above.
 //!
 //! The data path, and where work changes hands (`═>` to another thread,
@@ -83,9 +84,11 @@ pub mod error;
 mod failover;
 mod install;
 pub mod message;
+mod metrics;
 mod mirrord;
 mod record;
 mod server;
+mod service;
 mod slot;
 mod state;
 pub mod table;

@@ -69,6 +69,7 @@ impl Hbd {
         loop {
             tick.tick().await;
             self.tick().await;
+            super::service::tick_done();
         }
     }
 

@@ -1006,12 +1006,122 @@ impl TwoSites {
         standby.env = env;
         standby.start();
         prod.start();
-        prod.wait_log("remote link up");
+        prod.wait_link_up();
         Some(TwoSites {
             prod,
             standby,
             proxy: None,
             root,
         })
+    }
+}
+
+/// Whether `program` is on PATH; when it is not and this is root, installs
+/// the Debian `package` that ships it (apt-get, waiting for the dpkg lock).
+/// Prints SKIPPED (fails under CI=true) when it still cannot be had.
+pub fn ensure_tool(test: &str, program: &str, package: &str) -> bool {
+    let found = || {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {program}"))
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if found() {
+        return true;
+    }
+    // One apt-get at a time: parallel tests would fight over apt's locks.
+    static APT: Mutex<()> = Mutex::new(());
+    let _apt = APT.lock().unwrap_or_else(|e| e.into_inner());
+    if found() {
+        return true;
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        let apt = |args: &[&str]| {
+            Command::new("apt-get")
+                .args(["-o", "DPkg::Lock::Timeout=300", "-q", "-y"])
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !apt(&["install", "--no-install-recommends", package]) {
+            apt(&["update"]);
+            apt(&["install", "--no-install-recommends", package]);
+        }
+    }
+    if found() {
+        return true;
+    }
+    skip(test, &format!("needs {program} (Debian package {package})"));
+    false
+}
+
+/// A listener on a `NOTIFY_SOCKET` path, as systemd has for a `Type=notify`
+/// service: each datagram is one notification (`READY=1\nSTATUS=...`).
+pub struct NotifySocket {
+    pub path: PathBuf,
+    socket: std::os::unix::net::UnixDatagram,
+}
+
+impl NotifySocket {
+    /// Binds a notify socket at `path`.
+    pub fn bind(path: &Path) -> NotifySocket {
+        let socket = std::os::unix::net::UnixDatagram::bind(path).expect("bind NOTIFY_SOCKET");
+        NotifySocket {
+            path: path.to_path_buf(),
+            socket,
+        }
+    }
+
+    /// The next notification, or None after `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Option<String> {
+        self.socket
+            .set_read_timeout(Some(timeout))
+            .expect("timeout");
+        let mut buf = vec![0u8; 4096];
+        let n = self.socket.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+}
+
+/// Whether `path` is a mount point now (per /proc/self/mountinfo).
+pub fn is_mounted(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = path.display().to_string();
+    info.lines()
+        .any(|l| l.split(' ').nth(4).is_some_and(|m| m == want))
+}
+
+/// The OCF resource agents of `packaging/ocf` installed for Pacemaker under
+/// a provider of their own (`/usr/lib/ocf/resource.d/PROVIDER`), removed on drop.
+pub struct OcfProvider {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl OcfProvider {
+    /// Links the agents under provider `name`.
+    pub fn install(name: &str) -> OcfProvider {
+        let dir = Path::new("/usr/lib/ocf/resource.d").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("OCF provider dir");
+        let agents = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/ocf");
+        for agent in ["pair", "hbd"] {
+            std::os::unix::fs::symlink(agents.join(agent), dir.join(agent)).expect("link agent");
+        }
+        OcfProvider {
+            name: name.into(),
+            dir,
+        }
+    }
+}
+
+impl Drop for OcfProvider {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -113,7 +113,9 @@ impl HandshakeError {
         match self {
             HandshakeError::Frame(LinkError::Frame(frame)) => match frame {
                 FrameError::BadMagic { .. } => "not the link protocol",
-                FrameError::Version { .. } => "another protocol version",
+                FrameError::Version { .. } | FrameError::Reserved { .. } => {
+                    "another protocol version"
+                }
                 FrameError::Crc { .. } | FrameError::Short { .. } => "damaged frame",
                 FrameError::Oversized { .. } => "oversized frame",
                 FrameError::Io(_) => "socket error",

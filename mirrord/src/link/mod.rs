@@ -25,6 +25,7 @@ pub mod admission;
 pub mod handshake;
 pub mod refusals;
 mod session;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -87,6 +88,8 @@ pub struct PeerLink {
     pub lane: Lane,
     address: String,
     session: Mutex<Option<Arc<Session>>>,
+    /// Sessions opened and the round trip of the pings.
+    pub stats: stats::LinkStats,
 }
 
 /// An answer on its way.
@@ -175,6 +178,7 @@ impl Link {
                         lane,
                         address: p.address.clone(),
                         session: Mutex::new(None),
+                        stats: stats::LinkStats::default(),
                     })
                 };
                 (p.site.clone(), Lane::ALL.map(link))
@@ -196,6 +200,16 @@ impl Link {
             .get(site)
             .map(|lanes| &lanes[lane as usize])
             .ok_or_else(|| LinkError::UnknownPeer(site.to_string()))
+    }
+
+    /// Every peer link (each peer on each lane).
+    pub fn peer_links(&self) -> impl Iterator<Item = &Arc<PeerLink>> {
+        self.peers.values().flatten()
+    }
+
+    /// Link connections refused since start, by reason in fixed words.
+    pub fn refused(&self) -> Vec<(&'static str, u64)> {
+        self.refusals.totals()
     }
 
     /// How long to wait for a peer's answer before declaring the link dead.
@@ -420,6 +434,7 @@ mod tests {
                 site: peer.into(),
                 address: at,
             }],
+            metrics_listen: None,
         }
     }
 

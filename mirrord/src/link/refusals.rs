@@ -40,6 +40,8 @@ pub struct RefusalLog {
     throttle: Throttle,
     period: Duration,
     unsaid: Mutex<Unsaid>,
+    /// Every refusal since start, by kind (for the metrics).
+    totals: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl RefusalLog {
@@ -57,12 +59,16 @@ impl RefusalLog {
             throttle: Throttle::new(period, REMEMBERED),
             period,
             unsaid: Mutex::new(Unsaid::default()),
+            totals: Mutex::new(BTreeMap::new()),
         }
     }
 
     /// Records that the connection from `from` was refused: `kind` is the
     /// reason in fixed words (what refusals are counted by), `text` the full one.
     pub fn note(&self, from: SocketAddr, kind: &'static str, text: &str) {
+        if let Ok(mut totals) = self.totals.lock() {
+            *totals.entry(kind).or_insert(0) += 1;
+        }
         // The throttle's own count of the quiet ones is said by the summary instead.
         if let Verdict::Say { .. } = self.throttle.note(&from.ip().to_string(), kind) {
             tracing::warn!("link: refused a connection from {from}: {text}");
@@ -75,6 +81,14 @@ impl RefusalLog {
         } else if !unsaid.sources.contains(&from.ip()) {
             unsaid.more_sources = true;
         }
+    }
+
+    /// Every refusal since start, by kind.
+    pub fn totals(&self) -> Vec<(&'static str, u64)> {
+        self.totals
+            .lock()
+            .map(|t| t.iter().map(|(k, n)| (*k, *n)).collect())
+            .unwrap_or_default()
     }
 
     /// The summary of the refusals not logged one by one since the last call, if any.

@@ -82,6 +82,7 @@ pub(super) async fn run<H: Handler>(
         old.closed.cancel();
     }
     tracing::info!(peer = %peer.site, lane = %peer.lane, remote = %session.remote, "remote link up");
+    peer.stats.session_opened();
     handler.link_up(&peer.site, peer.lane);
 
     let (sink, mut stream) = conn.split();
@@ -89,7 +90,7 @@ pub(super) async fn run<H: Handler>(
         sink,
         rx,
         closed.clone(),
-        peer.site.clone(),
+        Arc::clone(&peer),
         timeout / 4,
     ));
 
@@ -128,7 +129,12 @@ pub(super) async fn run<H: Handler>(
             Ok(Some(Ok(msg))) => msg,
         };
         match msg {
-            Message::Ping => {}
+            Message::Ping => {
+                if tx.send(Message::Pong).await.is_err() {
+                    break "the sender stopped".to_string();
+                }
+            }
+            Message::Pong => peer.stats.pong_received(),
             // A write needs nothing from the peer: with no other request
             // waiting, answering it here keeps the order and saves a hop.
             Message::Request { id, body }
@@ -191,7 +197,7 @@ async fn write_loop(
     mut sink: futures_util::stream::SplitSink<Conn, Message>,
     mut rx: mpsc::Receiver<Message>,
     closed: CancellationToken,
-    site: String,
+    peer: Arc<PeerLink>,
     ping_every: Duration,
 ) {
     let mut ping = tokio::time::interval(ping_every);
@@ -199,10 +205,13 @@ async fn write_loop(
         let msg = tokio::select! {
             _ = closed.cancelled() => break,
             m = rx.recv() => match m { Some(m) => m, None => break },
-            _ = ping.tick() => Message::Ping,
+            _ = ping.tick() => {
+                peer.stats.ping_sent();
+                Message::Ping
+            }
         };
         if let Err(e) = sink.send(msg).await {
-            tracing::warn!(peer = %site, "remote link send failed: {}", chain(&e));
+            tracing::warn!(peer = %peer.site, "remote link send failed: {}", chain(&e));
             break;
         }
     }

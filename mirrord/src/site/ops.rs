@@ -288,6 +288,11 @@ impl Site {
                     auto_resync: p.meta.settings.auto_resync,
                     installed: p.meta.settings.installed,
                     link_up: self.link_of(&p.meta).is_ok_and(|l| l.is_up()),
+                    link_rtt_us: self
+                        .link_of(&p.meta)
+                        .ok()
+                        .and_then(|l| l.stats.rtt())
+                        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
                     pending_bytes: pending,
                     queued_bytes: queued,
                     oldest_pending_ms: oldest.map(|d| d.as_millis() as u64),

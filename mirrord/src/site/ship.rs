@@ -39,12 +39,15 @@ impl Site {
         offset: u64,
         data: Vec<u8>,
     ) -> Result<Pending, LinkError> {
+        let bytes = data.len();
         let request = PeerRequest::Write {
             pair: pair.into(),
             offset,
             data,
         };
-        self.link_of(meta)?.send(request).await
+        let pending = self.link_of(meta)?.send(request).await?;
+        self.shipped.note(pair, bytes);
+        Ok(pending)
     }
 
     /// Ships a host write; counts it in flight until settled.

@@ -64,6 +64,7 @@ impl TestSite {
                 site: peer.into(),
                 address: peer_address,
             }],
+            metrics_listen: None,
         }
     }
 

@@ -11,14 +11,21 @@ use hbmirror::hb::api;
 
 /// Drive this site's mirrord (volumes, remote-copy pairs) and hbd (the heartbeat check).
 #[derive(Parser)]
-#[command(version, bin_name = "hbctl")]
+#[command(version, name = "hbctl", bin_name = "hbctl")]
 pub struct Cli {
     /// Control socket of the daemon addressed [default: /run/hbmirror/mirrord.sock
     /// for `volume` and `pair`, /run/hbmirror/hbd.sock for `hb`].
     #[arg(long, global = true, env = "HBCTL_SOCKET")]
     pub socket: Option<PathBuf>,
+    /// Print JSON: results as JSON, errors as {"error": {"kind", "message"}}
+    /// (kinds: refused, unreachable, invalid_input, io, protocol).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Write the man pages and shell completions into DIR and exit (for packaging).
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub generate_docs: Option<PathBuf>,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -32,6 +39,9 @@ pub enum Command {
     /// The heartbeat check (hbd): status table, events, heartbeat mirrors, procedure.
     #[command(subcommand)]
     Hb(HbCommand),
+    /// A live full-screen view of pairs, link RTT, hbd's channels and events
+    /// (q quits, Tab or 1-4 switch views); plain output when not on a terminal.
+    Monitor(crate::monitor::MonitorArgs),
 }
 
 const PAIR_HELP: &str = "\
@@ -117,11 +127,17 @@ pub enum HbCommand {
         /// Print JSON instead of lines.
         #[arg(long)]
         json: bool,
+        /// Keep printing new events as JSON lines as they happen (until interrupted).
+        #[arg(long)]
+        follow: bool,
     },
     /// Install or de-install heartbeat mirrors while heartbeat checking runs.
     #[command(subcommand)]
     Mirror(MirrorCommand),
     Procedure(api::SetProcedure),
+    /// Exit 0 if the peer is alive on some channel or this is the site that
+    /// should survive, 1 if not (for a corosync-qdevice heuristics exec_ line).
+    Check,
     /// At the standby: allow another failover, after a failback to the
     /// production site. At a production host that stepped down: end the
     /// step-down (re-arm the standby first).

@@ -12,7 +12,12 @@ use crate::print;
 pub fn run(socket: &Path, command: HbCommand) -> Result<(), ClientError> {
     let (request, json) = match command {
         HbCommand::Status { json } => (HbRequest::Status, json),
-        HbCommand::Events { request, json } => (HbRequest::Events(request), json),
+        HbCommand::Events {
+            request,
+            follow: true,
+            ..
+        } => return crate::events::follow(socket, request.limit),
+        HbCommand::Events { request, json, .. } => (HbRequest::Events(request), json),
         HbCommand::Mirror(MirrorCommand::Install(mut r)) => {
             // hbd opens the path from its own working directory.
             r.pvol = r.pvol.map(|p| std::path::absolute(&p).unwrap_or(p));
@@ -26,9 +31,10 @@ pub fn run(socket: &Path, command: HbCommand) -> Result<(), ClientError> {
         }
         HbCommand::Procedure(p) => (HbRequest::Procedure(p), false),
         HbCommand::Rearm => (HbRequest::Rearm, false),
+        HbCommand::Check => return crate::check::run(socket),
     };
     match jsonl::call::<_, HbReply>(socket, &request)? {
-        HbReply::Done(text) => println!("{text}"),
+        HbReply::Done(text) => crate::output::done(&text),
         HbReply::Table(t) if json => print::json(&t),
         HbReply::Table(t) => print::status(&t),
         HbReply::Events(e) if json => print::json(&e),

@@ -3,23 +3,30 @@
 //!
 //! - `cli`: the command tree (each request's arguments are its own struct).
 //! - `storage`: `volume` and `pair` commands, sent to mirrord.
-//! - `hb`: `hb` commands, sent to hbd.
+//! - `hb`: `hb` commands, sent to hbd; `events`: `hb events --follow`;
+//!   `check`: `hb check`, the survival verdict as an exit status.
+//! - `monitor`: `monitor`, the live full-screen view.
 //! - `print`: tables and JSON on stdout.
+//! - `output`: `--json` for results and errors, and the exit statuses.
 
+mod check;
 mod cli;
+mod events;
 mod hb;
+mod monitor;
+mod output;
 mod print;
 mod storage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use hbcore::control;
 use hbcore::jsonl::ClientError;
 use hbmirror::hb::api;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, HbCommand, PairCommand, VolumeCommand};
 
 fn main() -> ExitCode {
     // SAFETY: restoring the default SIGPIPE action before any thread starts;
@@ -28,21 +35,56 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => return output::usage_error(e),
+    };
+    output::set_json(cli.json);
+    if let Some(dir) = &cli.generate_docs {
+        return match hbcore::docs::generate(Cli::command(), dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => output::fail("io", &hbcore::report::chain(&e), output::EXIT_IO),
+        };
+    }
+    if cli.command.is_none() {
+        return output::fail(
+            "invalid_input",
+            "a command is needed: volume, pair or hb (see hbctl --help)",
+            output::EXIT_INVALID_INPUT,
+        );
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hbctl: {}", hbcore::report::chain(&e));
-            ExitCode::FAILURE
-        }
+        Err(e) => output::client_error(&e),
     }
 }
 
 fn run(cli: Cli) -> Result<(), ClientError> {
     let socket = |default: &str| cli.socket.clone().unwrap_or_else(|| PathBuf::from(default));
-    match cli.command {
+    let Some(mut command) = cli.command else {
+        return Ok(());
+    };
+    if cli.json {
+        json_everywhere(&mut command);
+    }
+    match command {
         Command::Volume(command) => storage::volume(&socket(control::DEFAULT_SOCKET), command),
         Command::Pair(command) => storage::pair(&socket(control::DEFAULT_SOCKET), command),
         Command::Hb(command) => hb::run(&socket(api::DEFAULT_SOCKET), command),
+        Command::Monitor(args) => monitor::run(args),
+    }
+}
+
+/// The global `--json` turns on each command's own `--json`.
+fn json_everywhere(command: &mut Command) {
+    match command {
+        Command::Volume(VolumeCommand::List { json })
+        | Command::Pair(PairCommand::Status { json, .. })
+        | Command::Hb(HbCommand::Status { json })
+        | Command::Hb(HbCommand::Events { json, .. }) => *json = true,
+        _ => {}
     }
 }

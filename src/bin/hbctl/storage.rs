@@ -8,7 +8,7 @@ use std::time::Duration;
 use hbcore::control::{self, PairInfo, Reply, Request};
 use hbcore::jsonl::{self, ClientError};
 use hbcore::vocab::PairState;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressStyle;
 
 use crate::cli::{PairCommand, VolumeCommand};
 use crate::print;
@@ -68,7 +68,7 @@ pub fn pair(socket: &Path, command: PairCommand) -> Result<(), ClientError> {
 /// Sends `request` and prints the answer (as JSON if `json`).
 fn call(socket: &Path, request: &Request, json: bool) -> Result<(), ClientError> {
     match jsonl::call(socket, request)? {
-        Reply::Done(message) => println!("{message}"),
+        Reply::Done(message) => crate::output::done(&message),
         Reply::Volumes(v) if json => print::json(&v),
         Reply::Volumes(v) => print::volumes(&v),
         Reply::Pairs(p) if json => print::json(&p),
@@ -103,7 +103,7 @@ fn bar_style() -> ProgressStyle {
 fn watch_verify(socket: &Path, name: &str) -> Result<(), ClientError> {
     let mut pair = status(socket, name)?;
     let block = 4096;
-    let bar = ProgressBar::new((pair.verify.total_blocks * block).max(1));
+    let bar = crate::output::bar((pair.verify.total_blocks * block).max(1));
     bar.set_style(bar_style());
     bar.set_prefix(format!("{name} VERIFY"));
     while pair.verify.running {
@@ -114,7 +114,11 @@ fn watch_verify(socket: &Path, name: &str) -> Result<(), ClientError> {
     }
     bar.set_position(pair.verify.checked_blocks * block);
     bar.finish_with_message(format!("{} differ", pair.verify.differing_blocks));
-    print::verify(&pair);
+    if crate::output::json() {
+        print::json(&pair);
+    } else {
+        print::verify(&pair);
+    }
     Ok(())
 }
 
@@ -123,7 +127,7 @@ fn watch(socket: &Path, name: &str) -> Result<(), ClientError> {
     let status = || status(socket, name);
     let mut pair = status()?;
     if pair.state == PairState::Copy {
-        let bar = ProgressBar::new(pair.copy.total_bytes.max(1));
+        let bar = crate::output::bar(pair.copy.total_bytes.max(1));
         bar.set_style(bar_style());
         bar.set_prefix(format!("{name} COPY"));
         while pair.state == PairState::Copy {
@@ -135,6 +139,10 @@ fn watch(socket: &Path, name: &str) -> Result<(), ClientError> {
         bar.set_position(pair.copy.copied_bytes);
         bar.finish_with_message(pair.state.to_string());
     }
-    print::pair(&pair);
+    if crate::output::json() {
+        print::json(&pair);
+    } else {
+        print::pair(&pair);
+    }
     Ok(())
 }

@@ -1,0 +1,203 @@
+//! mirrord's metrics (`metrics_listen`): per pair its state, lag (dirty,
+//! queued, oldest pending), copy progress and rate, writes and bytes
+//! mirrored; per peer link (each lane) up, round-trip time of the pings,
+//! reconnects; refused handshakes by reason. Built at each scrape from the
+//! site's own status, so they say what `hbctl pair status` says.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use hbcore::metrics::{labels, Labels, Scrape};
+use hbcore::vocab::PairState;
+
+use crate::site::Site;
+
+/// Every pair state, for the state set (one sample per state, 1 for the current).
+const STATES: [PairState; 6] = [
+    PairState::Smpl,
+    PairState::Copy,
+    PairState::Pair,
+    PairState::Psus,
+    PairState::Psue,
+    PairState::Ssws,
+];
+
+/// Writes and bytes a site put on the link, per pair.
+#[derive(Debug, Default)]
+pub struct Shipped {
+    by_pair: Mutex<BTreeMap<String, (u64, u64)>>,
+}
+
+impl Shipped {
+    /// One write of `bytes` to `pair`'s SVOL left for the peer.
+    pub fn note(&self, pair: &str, bytes: usize) {
+        if let Ok(mut m) = self.by_pair.lock() {
+            let entry = m.entry(pair.to_string()).or_default();
+            entry.0 += 1;
+            entry.1 += bytes as u64;
+        }
+    }
+
+    /// `(writes, bytes)` of `pair`.
+    pub fn of(&self, pair: &str) -> (u64, u64) {
+        self.by_pair
+            .lock()
+            .ok()
+            .and_then(|m| m.get(pair).copied())
+            .unwrap_or_default()
+    }
+}
+
+/// The OpenMetrics text of `site` now.
+pub fn scrape(site: &Site) -> String {
+    let mut s = Scrape::default();
+    let pairs = site.pair_status(None).unwrap_or_default();
+    let pair = |p: &hbcore::control::PairInfo| {
+        labels([
+            ("pair", &p.name),
+            ("role", &p.role.to_string()),
+            ("peer", &p.peer),
+        ])
+    };
+    s.gauge(
+        "pair_state",
+        "1 for the pair's current state (SMPL COPY PAIR PSUS PSUE SSWS), 0 for the others",
+        pairs.iter().flat_map(|p| {
+            STATES.iter().map(move |state| {
+                let mut l = pair(p);
+                l.push(("state".into(), state.to_string()));
+                (l, f64::from(u8::from(p.state == *state)))
+            })
+        }),
+    );
+    let each = |f: fn(&hbcore::control::PairInfo) -> f64| -> Vec<(Labels, f64)> {
+        pairs.iter().map(|p| (pair(p), f(p))).collect()
+    };
+    s.gauge(
+        "pair_dirty_bytes",
+        "Bytes of blocks changed on this side that the other lacks (dirty bitmap)",
+        each(|p| p.pending_bytes as f64),
+    );
+    s.gauge(
+        "pair_queued_bytes",
+        "Adaptive mode: bytes of pending writes held in memory (at most the skew)",
+        each(|p| p.queued_bytes as f64),
+    );
+    s.gauge(
+        "pair_oldest_pending_seconds",
+        "Age of the oldest unshipped change (0 when none)",
+        each(|p| p.oldest_pending_ms.unwrap_or(0) as f64 / 1000.0),
+    );
+    s.gauge(
+        "pair_copy_running",
+        "1 while an initial copy or resync runs",
+        each(|p| f64::from(u8::from(p.copy.running))),
+    );
+    s.gauge(
+        "pair_copy_copied_bytes",
+        "Bytes copied by the running or last copy",
+        each(|p| p.copy.copied_bytes as f64),
+    );
+    s.gauge(
+        "pair_copy_size_bytes",
+        "Bytes the running or last copy has to copy",
+        each(|p| p.copy.total_bytes as f64),
+    );
+    s.gauge(
+        "pair_copy_progress_ratio",
+        "Copied / to copy of the running or last copy (0 to 1)",
+        each(|p| p.copy.percent / 100.0),
+    );
+    s.gauge(
+        "pair_copy_rate_bytes_per_second",
+        "Average rate of the running or last copy",
+        each(|p| p.copy.rate_bytes_per_s),
+    );
+    s.gauge(
+        "pair_link_up",
+        "1 when the remote link of the pair is up",
+        each(|p| f64::from(u8::from(p.link_up))),
+    );
+    let shipped: Vec<_> = pairs
+        .iter()
+        .map(|p| (pair(p), site.shipped.of(&p.name)))
+        .collect();
+    s.counter(
+        "pair_mirrored_writes",
+        "Writes (host writes and copy frames) put on the link for the other side",
+        shipped.iter().map(|(l, (w, _))| (l.clone(), *w)),
+    );
+    s.counter(
+        "pair_mirrored_bytes",
+        "Bytes put on the link for the other side",
+        shipped.iter().map(|(l, (_, b))| (l.clone(), *b)),
+    );
+    link_metrics(&mut s, site);
+    s.encode()
+}
+
+fn link_metrics(s: &mut Scrape, site: &Site) {
+    let links: Vec<_> = site
+        .link()
+        .peer_links()
+        .map(|l| {
+            let lane = format!("{:?}", l.lane).to_lowercase();
+            (labels([("peer", &l.site), ("lane", &lane)]), Arc::clone(l))
+        })
+        .collect();
+    s.gauge(
+        "link_up",
+        "1 when the session with the peer on this lane is open",
+        links
+            .iter()
+            .map(|(l, p)| (l.clone(), f64::from(u8::from(p.is_up())))),
+    );
+    s.gauge(
+        "link_rtt_seconds",
+        "Round-trip time of the last answered ping on the link",
+        links
+            .iter()
+            .filter_map(|(l, p)| p.stats.rtt().map(|d| (l.clone(), d.as_secs_f64()))),
+    );
+    s.counter(
+        "link_pings_answered",
+        "Pings answered by the peer (each a round-trip measurement)",
+        links.iter().map(|(l, p)| (l.clone(), p.stats.pongs())),
+    );
+    s.counter(
+        "link_sessions",
+        "Sessions opened with the peer on this lane",
+        links.iter().map(|(l, p)| (l.clone(), p.stats.sessions())),
+    );
+    s.counter(
+        "link_reconnects",
+        "Sessions opened after the first (the link came back)",
+        links
+            .iter()
+            .map(|(l, p)| (l.clone(), p.stats.sessions().saturating_sub(1))),
+    );
+    s.counter(
+        "link_refused_handshakes",
+        "Link connections refused, by reason",
+        site.link()
+            .refused()
+            .into_iter()
+            .map(|(reason, n)| (labels([("reason", reason)]), n)),
+    );
+}
+
+/// Starts the endpoint if `metrics_listen` is set; it ends with `stop`.
+pub async fn start(
+    config: &crate::config::Config,
+    site: &Arc<Site>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<(), hbcore::metrics::MetricsError> {
+    let Some(address) = config.metrics_listen else {
+        return Ok(());
+    };
+    let site = Arc::clone(site);
+    hbcore::metrics::serve(address, move || scrape(&site), async move {
+        stop.cancelled().await
+    })
+    .await
+}
