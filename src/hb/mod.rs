@@ -73,17 +73,23 @@
 //! Both directions run at once (Fig 9): each host writes its own PVOL and
 //! reads the mirror of the peer's; only the standby ever fails over.
 
+pub mod analysis;
+mod analyzer;
 pub mod api;
 pub mod checker;
 mod checks;
 pub mod config;
 mod controls;
+pub mod counter;
 pub mod daemon;
 pub mod error;
 mod failover;
 mod install;
 pub mod message;
 mod mirrord;
+mod netcheck;
+mod netio;
+pub mod qos;
 mod record;
 mod server;
 mod slot;

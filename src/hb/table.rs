@@ -8,6 +8,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::analysis::{
+    network_label, Analysis, ChannelKind, ChannelState, ChannelStatus, EchoMethod,
+};
+use super::counter::Counter;
 use super::message::{Control, Procedure};
 use hbcore::vocab::Group;
 
@@ -164,6 +168,52 @@ pub struct Device {
     pub pair_problem: Option<String>,
     /// Counts and last-seen time.
     pub seen: Seen,
+    /// The counter of a receiving mirror (seed 002, Fig 4).
+    #[serde(default)]
+    pub counter: Counter,
+    /// Slots written (a sending mirror).
+    #[serde(default)]
+    pub sent: u64,
+}
+
+/// One IP network of the table: 200/210 for that network, with its counter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkEntry {
+    /// The network's name (`network` for a config's single `[network]`).
+    pub name: String,
+    /// Its heartbeat enable (timeout rule): ENABLE / DISABLE / FAILED.
+    pub enable: Enable,
+    /// Remote group status via this network.
+    pub remote_group: GroupStatus,
+    /// Counts and last-seen time.
+    pub seen: Seen,
+    /// Its counter (seed 002, Fig 4).
+    #[serde(default)]
+    pub counter: Counter,
+    /// Datagrams sent on it.
+    #[serde(default)]
+    pub sent: u64,
+    /// Why its socket is closed or its sends fail, if so.
+    #[serde(default)]
+    pub socket_problem: Option<String>,
+    /// Times its socket was closed and re-opened (Fig 5).
+    #[serde(default)]
+    pub reopened: u64,
+}
+
+impl NetworkEntry {
+    fn new(name: &str, on: bool) -> NetworkEntry {
+        NetworkEntry {
+            name: name.into(),
+            enable: if on { Enable::Enable } else { Enable::Disable },
+            remote_group: GroupStatus::Unknown,
+            seen: Seen::default(),
+            counter: Counter::default(),
+            sent: 0,
+            socket_problem: None,
+            reopened: 0,
+        }
+    }
 }
 
 /// The heartbeat status table (Fig 2), with what hbd keeps beside it.
@@ -183,8 +233,27 @@ pub struct Table {
     pub remote_group_via_mirrors: GroupStatus,
     /// 240/241: heartbeat mirrors.
     pub devices: Vec<Device>,
-    /// The network channel's counts.
+    /// The networks' counts together (each network's are in `networks`).
     pub network: Seen,
+    /// Each IP network: 200/210 per network, counter, counts.
+    #[serde(default)]
+    pub networks: Vec<NetworkEntry>,
+    /// Every channel (each network, each mirror) with its counter: the
+    /// status API of seed 002.
+    #[serde(default)]
+    pub channels: Vec<ChannelStatus>,
+    /// The last fault analysis, with its evidence.
+    #[serde(default)]
+    pub analysis: Option<Analysis>,
+    /// Why a due failover waits: this host cannot carry the duties (QoS).
+    #[serde(default)]
+    pub failover_held: Option<String>,
+    /// How the local network check sends echo requests.
+    #[serde(default)]
+    pub echo_method: Option<EchoMethod>,
+    /// Why it is limited (no raw socket, no ping socket), if it is.
+    #[serde(default)]
+    pub echo_note: Option<String>,
     /// Whether a network channel is configured at all.
     pub network_configured: bool,
     /// The person's choice for the network (Fig 8).
@@ -260,6 +329,16 @@ impl Table {
             remote_group_via_mirrors: GroupStatus::Unknown,
             devices: Vec::new(),
             network: Seen::default(),
+            networks: if network_configured {
+                vec![NetworkEntry::new(crate::hb::config::LEGACY_NETWORK, true)]
+            } else {
+                Vec::new()
+            },
+            channels: Vec::new(),
+            analysis: None,
+            failover_held: None,
+            echo_method: None,
+            echo_note: None,
             network_configured,
             network_wanted: network_configured,
             mirrors_wanted: true,
@@ -308,6 +387,8 @@ impl Table {
             pair,
             pair_problem: None,
             seen: Seen::default(),
+            counter: Counter::default(),
+            sent: 0,
         };
         let slot = self
             .devices
@@ -337,15 +418,83 @@ impl Table {
                 d.pair = None;
                 d.pair_problem = None;
                 d.seen = Seen::default();
+                d.counter = Counter::default();
                 true
             }
             None => false,
         }
     }
 
-    /// Whether the network channel is on (configured, and not turned off by a person).
+    /// Whether the network channels are on (configured, and not turned off by a person).
     pub fn network_on(&self) -> bool {
         self.network_configured && self.network_wanted
+    }
+
+    /// Makes the table's networks the config's `names` (in that order):
+    /// entries of networks still configured are kept, new ones added.
+    pub fn set_networks(&mut self, names: &[String]) {
+        let on = self.network_wanted;
+        let mut before = std::mem::take(&mut self.networks);
+        self.networks = names
+            .iter()
+            .map(|n| match before.iter().position(|e| e.name == *n) {
+                Some(i) => before.swap_remove(i),
+                None => NetworkEntry::new(n, on),
+            })
+            .collect();
+        self.network_configured = !names.is_empty();
+    }
+
+    /// The network entry called `name`.
+    pub fn network_entry(&mut self, name: &str) -> Option<&mut NetworkEntry> {
+        self.networks.iter_mut().find(|n| n.name == name)
+    }
+
+    /// Every channel with its counter, as `channels` shows them.
+    pub fn channel_statuses(&self) -> Vec<ChannelStatus> {
+        let networks = self.networks.iter().map(|n| ChannelStatus {
+            name: n.name.clone(),
+            kind: ChannelKind::Network,
+            state: state_of(self.network_on(), &n.counter),
+            status: word(&n.enable),
+            direction: None,
+            counter: n.counter.open.then_some(n.counter.value),
+            sent: n.sent,
+            received: n.counter.received,
+            missing: n.counter.missing,
+            last_ms: n.seen.last_ms,
+            problem: n.seen.problem.clone().or_else(|| n.socket_problem.clone()),
+        });
+        let mirrors = self
+            .devices
+            .iter()
+            .filter(|d| d.status != DeviceStatus::Null)
+            .map(|d| {
+                let on = self.mirror_on(d);
+                let (state, counter) = match d.direction {
+                    Direction::Receive => (
+                        state_of(on, &d.counter),
+                        d.counter.open.then_some(d.counter.value),
+                    ),
+                    Direction::Send if !on => (ChannelState::Off, None),
+                    Direction::Send if d.seen.problem.is_some() => (ChannelState::Bad, None),
+                    Direction::Send => (ChannelState::Good, None),
+                };
+                ChannelStatus {
+                    name: d.name.clone(),
+                    kind: ChannelKind::Mirror,
+                    state,
+                    status: word(&d.status),
+                    direction: Some(word(&d.direction)),
+                    counter,
+                    sent: d.sent,
+                    received: d.counter.received,
+                    missing: d.counter.missing,
+                    last_ms: d.seen.last_ms,
+                    problem: d.seen.problem.clone(),
+                }
+            });
+        networks.chain(mirrors).collect()
     }
 
     /// Whether `d` is an installed mirror turned on (Fig 8).
@@ -357,8 +506,15 @@ impl Table {
     /// to the peer (`Direction::Send`) or the peer's here (`Receive`):
     /// `network`, `mirror NAME`.
     pub fn channels(&self, way: Direction) -> Vec<String> {
-        let network = self.network_on().then(|| "network".to_string());
-        network
+        let networks: Vec<String> = if self.network_on() {
+            self.networks
+                .iter()
+                .map(|n| network_label(&n.name))
+                .collect()
+        } else {
+            vec![]
+        };
+        networks
             .into_iter()
             .chain(
                 self.devices
@@ -409,11 +565,20 @@ impl Table {
     /// (ENABLE until the checker finds otherwise), and whether control
     /// messages wait for a channel to the peer.
     pub fn show_procedure(&mut self) {
-        if !self.network_on() {
+        let network_on = self.network_on();
+        if !network_on {
             self.network_enable = Enable::Disable;
             self.remote_group_via_network = GroupStatus::Unknown;
         } else if self.network_enable == Enable::Disable {
             self.network_enable = Enable::Enable;
+        }
+        for n in &mut self.networks {
+            if !network_on {
+                n.enable = Enable::Disable;
+                n.remote_group = GroupStatus::Unknown;
+            } else if n.enable == Enable::Disable {
+                n.enable = Enable::Enable;
+            }
         }
         let mirrors_wanted = self.mirrors_wanted;
         for d in self
@@ -466,6 +631,25 @@ impl Table {
         self.seeded = Some(config.to_vec());
         seeding
     }
+}
+
+/// GOOD / BAD by the counter, OFF when the channel is turned off.
+fn state_of(on: bool, c: &Counter) -> ChannelState {
+    if !on {
+        ChannelState::Off
+    } else if c.good() {
+        ChannelState::Good
+    } else {
+        ChannelState::Bad
+    }
+}
+
+/// The table's word for a value (ENABLE, FAILED, receive), as in JSON.
+fn word<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn on_off(on: bool) -> &'static str {
