@@ -891,3 +891,68 @@ pub fn replay(datagrams: &[Vec<u8>], port: u16) {
             .expect("replay a datagram");
     }
 }
+
+/// Starts a daemon of the workspace through `wrapper` (`ip netns exec NS`,
+/// `setpriv ...`), its stderr appended to `log`.
+fn spawn_wrapped(wrapper: &[String], program: &str, config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log");
+    let (first, rest) = wrapper.split_first().expect("a wrapper command");
+    Command::new(first)
+        .args(rest)
+        .arg(bin(program))
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program} through {wrapper:?}: {e}"))
+}
+
+impl Hbd {
+    /// Starts hbd through `wrapper` (e.g. `ip netns exec NS`: the wrapper
+    /// must exec hbd, so that its pid is hbd's) and waits until it answers.
+    pub fn start_wrapped(&mut self, wrapper: &[String]) {
+        self.child = Some(spawn_wrapped(wrapper, "hbd", &self.config, &self.log));
+        let (what, log) = (format!("hbd of {}", self.name), self.log.clone());
+        let socket = self.socket.clone();
+        wait_ready(&mut self.child, &what, &log, || {
+            run_hbctl(&socket, &["hb", "status"]).status.success()
+        });
+    }
+}
+
+/// Whether the program `tool` is on the PATH.
+pub fn has_tool(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+}
+
+/// Makes sure `tool` can run, installing the Debian package `package` if it
+/// cannot (the tests run as root; CI starts from a fresh machine). Returns
+/// whether it can; `test` SKIPs (or, under CI=true, fails) when not.
+pub fn ensure_tool(test: &str, tool: &str, package: &str) -> bool {
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    if has_tool(tool) {
+        return true;
+    }
+    let installed = Command::new("apt-get")
+        .args(["install", "-y", "-q", package])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        && has_tool(tool);
+    if !installed {
+        skip(
+            test,
+            &format!("needs `{tool}` (Debian package {package}), which could not be installed"),
+        );
+    }
+    installed
+}
