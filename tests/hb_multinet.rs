@@ -143,6 +143,26 @@ fn traffic_dropped_between_the_hosts_is_a_link_fault() {
         return;
     };
     c.wait_all_alive();
+    // A lossy network first: the gaps are counted and warned of, the
+    // channel stays GOOD (each message adds the sequence difference).
+    c.hosts.lose_between(0, true);
+    c.standby.wait_table("heartbeats missing on net0", |t| {
+        t["channels"][0]["missing"].as_u64().unwrap_or(0) >= 5
+    });
+    wait_for("the gap warning", || {
+        c.standby
+            .log_text()
+            .contains("missing in the last counter period")
+    });
+    let t = c.standby.table();
+    assert_eq!(t["channels"][0]["state"], "GOOD", "{}", t["channels"]);
+    assert!(
+        t["analysis"].is_null(),
+        "loss alone is no fault: {}",
+        t["analysis"]
+    );
+    c.hosts.lose_between(0, false);
+    // Then nothing crosses net0 in the middle; both ends reach their gateway.
     c.hosts.drop_between(0, true);
     wait_verdict(&c.standby, "link-fault", &["net0"]);
     wait_verdict(&c.prod, "link-fault", &["net0"]);
@@ -238,4 +258,107 @@ fn an_address_that_comes_back_works_without_restarting_hbd() {
     c.prod.wait_table("net1 ALIVE at prod", |t| {
         t["networks"][1]["remote_group"] == "ALIVE"
     });
+}
+
+#[test]
+fn with_failover_on_fault_a_standby_takes_over_from_a_faulted_production() {
+    let Some(c) = NetCluster::start(
+        "with_failover_on_fault_a_standby_takes_over_from_a_faulted_production",
+        2,
+        |_, _, standby| {
+            *standby = standby.replace("[analysis]\n", "[analysis]\nfailover_on_fault = true\n")
+        },
+    ) else {
+        return;
+    };
+    c.wait_all_alive();
+    // The standby's own NIC: its QoS is the lower, it takes nothing over.
+    c.hosts.link(End::Standby, 1, false);
+    wait_verdict(&c.standby, "local-fault", &["net1"]);
+    no_failover_for(&c, Duration::from_millis(TIMEOUT_MS));
+    c.hosts.link(End::Standby, 1, true);
+    wait_verdict(&c.standby, "none", &[]);
+    // Production's NIC: the standby's QoS exceeds production's and it can
+    // carry the duties (Fig 6, 638): it takes over; production, which still
+    // hears it on net1 and the mirrors, steps down.
+    c.hosts.link(End::Prod, 0, false);
+    wait_for("the failover hook", || c.failovers() == 1);
+    let env = std::fs::read_to_string(c.out.join("failover.env")).expect("hook env");
+    assert!(env.contains("remote-fault (net0)"), "{env}");
+    let qos = c.standby.table()["analysis"]["qos"].clone();
+    assert!(
+        qos.as_str()
+            .unwrap_or("")
+            .contains("this host can take over"),
+        "{qos}"
+    );
+    c.prod
+        .wait_table("production STEPPED DOWN", |t| t["stepped_down"] == true);
+}
+
+#[test]
+fn without_cap_net_raw_the_local_check_uses_the_ping_socket_or_says_why_not() {
+    let Some(mut c) = NetCluster::start(
+        "without_cap_net_raw_the_local_check_uses_the_ping_socket_or_says_why_not",
+        2,
+        |_, _, _| {},
+    ) else {
+        return;
+    };
+    if !common::ensure_tool(
+        "without_cap_net_raw_the_local_check_uses_the_ping_socket_or_says_why_not",
+        "setpriv",
+        "util-linux",
+    ) {
+        return;
+    }
+    let sysctl = |range: &str| {
+        hbcluster::netns::must(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &c.hosts.standby,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.ping_group_range={range}"),
+            ],
+        )
+    };
+    // The standby's hbd without CAP_NET_RAW, its group allowed ping sockets.
+    sysctl("0 2147483647");
+    c.standby.stop();
+    let mut wrapper = c.hosts.exec(End::Standby);
+    wrapper.extend(["setpriv", "--inh-caps=-net_raw", "--bounding-set=-net_raw"].map(String::from));
+    c.standby.start_wrapped(&wrapper);
+    c.wait_all_alive();
+    let t = c.standby.table();
+    assert_eq!(t["echo_method"], "ping-socket", "{t}");
+    assert!(
+        t["echo_note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("CAP_NET_RAW"),
+        "{t}"
+    );
+    // Echo through the ping socket reaches the gateway: both ends pass.
+    c.hosts.drop_between(1, true);
+    wait_verdict(&c.standby, "link-fault", &["net1"]);
+    let a = &c.standby.table()["analysis"]["local"];
+    assert_eq!(a["echo"], "ping-socket");
+    assert!(a["networks"][1]["replies"].as_u64().unwrap_or(0) > 0, "{a}");
+    // Ping sockets refused too: the NIC state alone, and hbd says why.
+    sysctl("1 0");
+    let a: serde_json::Value =
+        serde_json::from_str(&c.standby.ok(&["hb", "analyze", "--json"])).expect("analysis");
+    assert_eq!(a["local"]["echo"], "none", "{a}");
+    let note = a["local"]["echo_note"].as_str().unwrap_or("").to_string();
+    assert!(
+        note.contains("CAP_NET_RAW") && note.contains("ping_group_range"),
+        "{note}"
+    );
+    assert_eq!(
+        a["verdict"]["verdict"], "link-fault",
+        "the NICs are up: {a}"
+    );
 }

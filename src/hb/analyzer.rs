@@ -232,13 +232,9 @@ impl Hbd {
         id
     }
 
-    /// `hbctl hb analyze`: an analysis now (or the one under way), waited for.
+    /// `hbctl hb analyze`: a new analysis, waited for.
     pub async fn analyze_now(self: &Arc<Self>) -> Result<Analysis, HbError> {
-        let running = lock(&self.analyses).pending.keys().next().cloned();
-        let id = match running {
-            Some(id) => id,
-            None => self.start_analysis("asked by hbctl hb analyze".into()),
-        };
+        let id = self.start_analysis("asked by hbctl hb analyze".into());
         let (tell, told) = oneshot::channel();
         match lock(&self.analyses).pending.get_mut(&id) {
             Some(p) => p.waiters.push(tell),

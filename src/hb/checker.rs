@@ -576,6 +576,7 @@ impl Checker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hb::analysis::ChannelState;
     use crate::hb::message::{Control, ControlBody, Procedure, SERIAL_MAX};
 
     const T: Duration = Duration::from_secs(1);
@@ -808,6 +809,74 @@ mod tests {
         assert_eq!(late.failover_reason(), None);
         late.evaluate(at(s, 3500).mono);
         assert!(late.failover_reason().is_some());
+    }
+
+    #[test]
+    fn each_network_is_a_channel_with_its_counter_and_only_all_of_them_silent_count() {
+        let s = Instant::now();
+        let mut t = Table::new("standby-a", Group::Standby, true);
+        t.set_networks(&["net0".into(), "net1".into()]);
+        t.install("hb0", "/mnt/hbfs/hb0".into(), Direction::Receive, None);
+        let mut c = Checker::new(t, vec!["prod-a".into()], timing(), ArmPolicy::SeenAlive, s);
+        assert_eq!(c.table.networks[0].counter.value, 20, "opened at start");
+        // Both networks and the mirror heard, then net1 goes silent.
+        let mut bad_at = None;
+        for i in 1..=60u32 {
+            let now = at(s, u64::from(i) * 200);
+            let b = beat(i, u64::from(i) * 200);
+            c.network_beat("net0", Ok(&b), now).expect("approved");
+            if i <= 10 {
+                c.network_beat("net1", Ok(&b), now).expect("approved");
+            }
+            c.mirror_read("hb0", Ok(&b), now);
+            c.evaluate(now.mono);
+            if i % 5 == 0 {
+                c.counter_period();
+            }
+            let changes = c.take_counter_changes();
+            if let Some(ch) = changes.first() {
+                assert_eq!(ch.channel, "network net1");
+                assert_eq!(ch.change, Change::Bad);
+                bad_at.get_or_insert(i);
+            }
+            assert_eq!(c.failover_reason(), None);
+        }
+        // 20 + 10 heard - 2 periods = 22 at the 10th interval, then 4 off
+        // every 5 intervals: 0 six periods later.
+        assert_eq!(bad_at, Some(40));
+        let t = &c.table;
+        assert_eq!(t.networks[1].enable, Enable::Failed, "the timeout rule");
+        assert_eq!(t.networks[0].enable, Enable::Enable);
+        assert_eq!(
+            t.network_enable,
+            Enable::Enable,
+            "one network alive is enough"
+        );
+        assert_eq!(t.remote_group_via_network, GroupStatus::Alive);
+        assert_eq!(t.channels.len(), 3);
+        assert_eq!(t.channels[1].state, ChannelState::Bad);
+        assert_eq!(t.channels[0].state, ChannelState::Good);
+        assert_eq!(t.channels[0].received, 60);
+        let net1 = format!("{:?}", t.watermarks);
+        assert!(net1.contains("network net1"), "{net1}");
+        // net1 heard again, with a gap: GOOD, the gap counted.
+        let now = at(s, 61 * 200);
+        c.network_beat("net1", Ok(&beat(61, 61 * 200)), now)
+            .expect("approved");
+        let back = c.take_counter_changes();
+        assert_eq!(back[0].change, Change::Good);
+        assert_eq!(c.table.networks[1].counter.missing, 50);
+        // Every network and the mirror silent: the failover rule (after the timeout).
+        for i in 62..=80u32 {
+            let now = at(s, u64::from(i) * 200);
+            c.evaluate(now.mono);
+        }
+        assert!(c.all_channels_failed());
+        let reason = c.failover_reason().expect("every channel failed");
+        assert!(
+            reason.contains("network net0") && reason.contains("network net1"),
+            "{reason}"
+        );
     }
 
     #[test]

@@ -644,4 +644,95 @@ writable = "/mnt/hbfs/hb1"
         assert_eq!(c.freshness(), Duration::from_millis(3000));
         assert_eq!(c.seeds()[0].direction, Direction::Receive);
     }
+
+    const TWO_NETWORKS: &str = r#"
+host = "standby-a"
+group = "standby"
+peers = ["prod-a"]
+data_dir = "/var/lib/hbd"
+psk_file = "/etc/hbmirror/hb.key"
+[[networks]]
+name = "lan"
+listen = "10.0.0.2:7790"
+peers = ["10.0.0.1:7790"]
+probe = "10.0.0.254"
+[[networks]]
+name = "wan"
+listen = "192.168.5.2:7790"
+peers = ["192.168.5.1:7790"]
+[counter]
+max = 30
+[analysis]
+echo_rounds = 2
+failover_on_fault = true
+"#;
+
+    #[test]
+    fn several_networks_each_named_and_the_single_network_is_one_of_them() {
+        let c = Config::parse(TWO_NETWORKS, Path::new("x")).expect("parse");
+        assert_eq!(
+            c.network_names(),
+            vec!["lan".to_string(), "wan".to_string()]
+        );
+        let lan = &c.all_networks()[0];
+        assert_eq!(lan.probe, Some("10.0.0.254".parse().expect("ip")));
+        assert_eq!(c.all_networks()[1].probe, None, "default: the peer");
+        assert_eq!(
+            c.counter,
+            CounterRule {
+                max: 30,
+                ..CounterRule::default()
+            }
+        );
+        assert_eq!(
+            c.counter_period(),
+            Duration::from_secs(5),
+            "the seed's 5 s at 1 s"
+        );
+        assert_eq!(c.echo_duration(), Duration::from_secs(2));
+        let old = Config::parse(EXAMPLE, Path::new("x")).expect("parse");
+        assert_eq!(old.network_names(), vec![LEGACY_NETWORK.to_string()]);
+        assert_eq!(old.counter, CounterRule::default());
+        assert!(!old.analysis.failover_on_fault);
+    }
+
+    #[test]
+    fn networks_and_counters_that_cannot_work_are_refused_by_name() {
+        let refused = |from: &str, to: &str| {
+            let text = TWO_NETWORKS.replace(from, to);
+            assert_ne!(text, TWO_NETWORKS, "{from} is in the example");
+            let e = Config::parse(&text, Path::new("x")).expect_err(to);
+            hbcore::report::chain(&e)
+        };
+        let e = refused(
+            "[counter]",
+            "[network]\nlisten = \"0.0.0.0:1\"\npeers = []\n[counter]",
+        );
+        assert!(e.contains("both [network] and [[networks]]"), "{e}");
+        let e = refused("name = \"wan\"\n", "");
+        assert!(
+            e.contains("listening on 192.168.5.2:7790 needs a name"),
+            "{e}"
+        );
+        let e = refused("name = \"wan\"", "name = \"lan\"");
+        assert!(e.contains("network 'lan' is listed twice"), "{e}");
+        let e = refused("192.168.5.2:7790", "10.0.0.2:7790");
+        assert!(e.contains("both listen on 10.0.0.2:7790"), "{e}");
+        let e = refused("name = \"wan\"", "name = \"w an\"");
+        assert!(e.contains("needs a name of letters"), "{e}");
+        let e = refused("max = 30", "max = 10");
+        assert!(
+            e.contains("counter.max (10) is below counter.start (20)"),
+            "{e}"
+        );
+        let e = refused("echo_rounds = 2", "echo_rounds = 0");
+        assert!(e.contains("analysis.echo_rounds = 0"), "{e}");
+        let e = refused("group = \"standby\"", "group = \"production\"");
+        assert!(
+            e.contains("analysis.failover_on_fault is set at a production host"),
+            "{e}"
+        );
+        let e = refused("peers = [\"192.168.5.1:7790\"]", "peers = []");
+        assert!(e.contains("network 'wan' has no peers"), "{e}");
+    }
 }

@@ -310,6 +310,30 @@ mod tests {
                     host: "prod-a".into(),
                 }),
             },
+            Control {
+                id: 5,
+                body: ControlBody::AnalysisRequest {
+                    id: "standby-a-1.1".into(),
+                    trigger: "network net0 BAD".into(),
+                },
+            },
+            Control {
+                id: 6,
+                body: ControlBody::AnalysisReport {
+                    id: "standby-a-1.1".into(),
+                    trigger: "network net0 BAD".into(),
+                    report: Box::new(crate::hb::analysis::Report {
+                        host: "prod-a".into(),
+                        group: Group::Production,
+                        time_ms: 9,
+                        echo: crate::hb::analysis::EchoMethod::Raw,
+                        echo_note: None,
+                        networks: vec![],
+                        channels: vec![],
+                        qos: crate::hb::qos::Qos::default(),
+                    }),
+                },
+            },
         ]);
         let mut slot = b.encode(KEY).expect("encode");
         assert!(slot.len() <= SLOT);

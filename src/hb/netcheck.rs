@@ -186,33 +186,27 @@ fn one(
     };
     let nic_ok = matches!(nic, Nic::Up | Nic::Unknown);
     let echoed = match (method, p.target, p.listen) {
-        (EchoMethod::None, _, _) => None,
-        (_, IpAddr::V4(target), IpAddr::V4(source)) if p.on => Some(echo(
-            &mut result,
-            Target {
+        (EchoMethod::None, _, _) => false,
+        (_, _, _) if !p.on => false,
+        (_, IpAddr::V4(target), IpAddr::V4(source)) => {
+            let t = Target {
                 method,
                 source,
                 target,
                 interface: interface.as_deref(),
                 ident,
                 index,
-            },
-            rounds,
-            gap,
-            epoch,
-        )),
-        (_, _, _) if !p.on => None,
+            };
+            echo(&mut result, t, rounds, gap, epoch);
+            true
+        }
         _ => {
             result.error = Some("echo over IPv6 is not supported: the NIC state decides".into());
-            None
+            false
         }
     };
-    result.operational = match echoed {
-        // The peer's silence says nothing of this host: the NIC decides.
-        Some(()) if p.target_is_peer => nic_ok,
-        Some(()) => nic_ok && result.replies > 0,
-        None => nic_ok,
-    };
+    // The peer's silence says nothing of this host: then the NIC decides.
+    result.operational = nic_ok && (!echoed || p.target_is_peer || result.replies > 0);
     result
 }
 

@@ -236,6 +236,25 @@ impl Hosts {
         }
     }
 
+    /// Drops one in three of the packets the router forwards from prod to
+    /// the standby on network `k` (or stops): a lossy network.
+    pub fn lose_between(&self, k: usize, on: bool) {
+        let table = format!("hbloss{k}");
+        let nft = |cmd: String| must("ip", &["netns", "exec", &self.router, "nft", &cmd]);
+        if on {
+            nft(format!("add table inet {table}"));
+            nft(format!(
+                "add chain inet {table} forward {{ type filter hook forward priority 0 ; policy accept ; }}"
+            ));
+            nft(format!(
+                "add rule inet {table} forward iifname \"{}\" numgen random mod 3 == 0 drop",
+                self.router_if(End::Prod, k)
+            ));
+        } else {
+            nft(format!("delete table inet {table}"));
+        }
+    }
+
     /// Removes `end`'s address on network `k`, or gives it back.
     pub fn address(&self, end: End, k: usize, present: bool) {
         let a = format!("{}/24", self.addr(end, k));
