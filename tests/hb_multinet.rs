@@ -134,6 +134,27 @@ fn productions_nic_down_is_a_remote_fault_at_the_standby() {
 }
 
 #[test]
+fn a_dead_switch_port_with_the_link_up_is_found_by_the_echo() {
+    let Some(c) = NetCluster::start(
+        "a_dead_switch_port_with_the_link_up_is_found_by_the_echo",
+        2,
+        |_, _, _| {},
+    ) else {
+        return;
+    };
+    c.wait_all_alive();
+    // The standby's NIC keeps its link; nothing it sends on net0 gets through.
+    c.hosts.dead_port(End::Standby, 0, true);
+    wait_verdict(&c.standby, "local-fault", &["net0"]);
+    wait_verdict(&c.prod, "remote-fault", &["net0"]);
+    let here = &c.standby.table()["analysis"]["local"]["networks"][0];
+    assert_eq!(here["nic"], "up", "{here}");
+    assert_eq!(here["replies"], 0, "{here}");
+    assert!(here["sent"].as_u64().unwrap_or(0) > 0, "{here}");
+    no_failover_for(&c, Duration::from_millis(TIMEOUT_MS));
+}
+
+#[test]
 fn traffic_dropped_between_the_hosts_is_a_link_fault() {
     let Some(c) = NetCluster::start(
         "traffic_dropped_between_the_hosts_is_a_link_fault",

@@ -255,6 +255,28 @@ impl Hosts {
         }
     }
 
+    /// Makes the router's port toward `end` on network `k` dead while its
+    /// link stays up (a switch port that passes nothing): everything that
+    /// comes in on it is dropped, for the router itself (echo) and to forward.
+    pub fn dead_port(&self, end: End, k: usize, on: bool) {
+        let table = format!("hbport{k}");
+        let nft = |cmd: String| must("ip", &["netns", "exec", &self.router, "nft", &cmd]);
+        if on {
+            nft(format!("add table inet {table}"));
+            for hook in ["input", "forward"] {
+                nft(format!(
+                    "add chain inet {table} {hook} {{ type filter hook {hook} priority 0 ; policy accept ; }}"
+                ));
+                nft(format!(
+                    "add rule inet {table} {hook} iifname \"{}\" drop",
+                    self.router_if(end, k)
+                ));
+            }
+        } else {
+            nft(format!("delete table inet {table}"));
+        }
+    }
+
     /// Removes `end`'s address on network `k`, or gives it back.
     pub fn address(&self, end: End, k: usize, present: bool) {
         let a = format!("{}/24", self.addr(end, k));
