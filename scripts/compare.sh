@@ -17,6 +17,8 @@
 #
 #   scripts/compare.sh              run both scenes, print the table
 #   INTERVAL_MS=200 scripts/compare.sh   the interval (VRRP v3 takes 10 ms steps)
+#   HBMIRROR_BIN_DIR=DIR scripts/compare.sh   use the binaries in DIR, build nothing
+#                                             (tests/hb_compare.rs does)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $(id -u) -ne 0 || ! -e /dev/fuse ]]; then
@@ -39,9 +41,14 @@ advert=$(awk -v ms="$interval_ms" 'BEGIN { printf "%.2f", ms / 1000 }')
 say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 note() { printf '   %s\n' "$*" >&2; }
 
-say "Building"
-cargo build --workspace --bins -q
-export PATH=$PWD/target/debug:$PATH
+if [[ -n ${HBMIRROR_BIN_DIR:-} ]]; then
+    bin=$HBMIRROR_BIN_DIR
+else
+    say "Building"
+    cargo build --workspace --bins -q
+    bin=$PWD/target/debug
+fi
+export PATH=$bin:$PATH
 
 dir=$(mktemp -d /tmp/hbmirror-compare.XXXXXX)
 tag=hbc$$
@@ -193,7 +200,7 @@ for site in prod standby; do
         -p "$dir/$site/keepalived.pid" -r "$dir/$site/vrrp.pid" > "$dir/$site/keepalived.log" 2>&1 &
     pids+=($!)
     if [[ $site == prod ]]; then prod_jobs+=($!); fi
-    ip netns exec "$ns" "$PWD/target/debug/hbd" --config "$dir/$site/hbd.toml" 2> "$dir/$site/hbd.log" &
+    ip netns exec "$ns" "$bin/hbd" --config "$dir/$site/hbd.toml" 2> "$dir/$site/hbd.log" &
     pids+=($!)
     if [[ $site == prod ]]; then prod_jobs+=($!); fi
 done
