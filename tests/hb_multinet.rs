@@ -102,6 +102,14 @@ fn the_standbys_nic_down_on_one_network_is_a_local_fault_there_and_nothing_fails
             .is_ok_and(|a| a.contains("SERIOUS analysis local-fault"))
     });
     no_failover_for(&c, Duration::from_millis(2 * TIMEOUT_MS));
+    // Fig 5: production's silent net0 socket was closed and re-opened (its
+    // disconnect counter ran out), and the new socket took the address.
+    c.prod.wait_table("net0's socket re-opened", |t| {
+        t["networks"][0]["reopened"].as_u64().unwrap_or(0) >= 1
+    });
+    let t = c.prod.table();
+    assert!(t["networks"][0]["socket_problem"].is_null(), "{}", t["networks"]);
+    assert!(!c.prod.log_text().contains("cannot bind"), "{}", c.prod.log_text());
     // The other network and the mirrors carry on.
     let t = c.standby.table();
     assert_eq!(t["networks"][1]["remote_group"], "ALIVE", "{t}");

@@ -58,16 +58,31 @@ impl NetChannel {
         }
     }
 
-    /// Opens (or re-opens) the socket; the disconnect counter starts.
+    /// Opens the socket; the disconnect counter starts.
     pub fn open(&self, rule: &CounterRule) -> std::io::Result<()> {
-        // The old socket goes first, so that the new one can take its address.
-        self.current.send_replace(None);
         let std = std::net::UdpSocket::bind(self.config.listen)?;
         std.set_nonblocking(true)?;
         let socket = UdpSocket::from_std(std)?;
         self.current.send_replace(Some(Arc::new(socket)));
         lock(&self.disconnect).opened(rule);
         Ok(())
+    }
+
+    /// Closes the socket and opens a new one. The receiver task lets go of
+    /// the old one when it sees the change: until then its address is in
+    /// use, and the bind is tried again a few times.
+    async fn reopen(&self, rule: &CounterRule) -> std::io::Result<()> {
+        drop(self.current.send_replace(None));
+        let mut tries = 0;
+        loop {
+            match self.open(rule) {
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                done => return done,
+            }
+        }
     }
 
     /// The socket, if open.
@@ -112,7 +127,7 @@ impl Hbd {
                 (true, _) => Some(net.open(&rule)),
                 (false, SocketStep::Reopen) => {
                     reopened = true;
-                    Some(net.open(&rule))
+                    Some(net.reopen(&rule).await)
                 }
                 (false, SocketStep::Send) => None,
             };
