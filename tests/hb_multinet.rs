@@ -108,8 +108,16 @@ fn the_standbys_nic_down_on_one_network_is_a_local_fault_there_and_nothing_fails
         t["networks"][0]["reopened"].as_u64().unwrap_or(0) >= 1
     });
     let t = c.prod.table();
-    assert!(t["networks"][0]["socket_problem"].is_null(), "{}", t["networks"]);
-    assert!(!c.prod.log_text().contains("cannot bind"), "{}", c.prod.log_text());
+    assert!(
+        t["networks"][0]["socket_problem"].is_null(),
+        "{}",
+        t["networks"]
+    );
+    assert!(
+        !c.prod.log_text().contains("cannot bind"),
+        "{}",
+        c.prod.log_text()
+    );
     // The other network and the mirrors carry on.
     let t = c.standby.table();
     assert_eq!(t["networks"][1]["remote_group"], "ALIVE", "{t}");

@@ -48,6 +48,9 @@ use super::table::{now_ms, DeviceStatus};
 const PENDING_MAX: usize = 4;
 /// A reported problem is cut to this many characters (a report rides a heartbeat).
 const PROBLEM_MAX: usize = 160;
+/// A report larger than this (encoded) loses its words, then its channels:
+/// it must fit a heartbeat beside other control messages.
+const REPORT_MAX: usize = 2048;
 
 /// The analyses under way.
 pub struct Analyses {
@@ -494,7 +497,7 @@ impl Hbd {
             cut(&mut c.problem);
         }
         let qos = self.qos(&networks);
-        Report {
+        let mut report = Report {
             host: self.config.host.clone(),
             group: self.config.group,
             time_ms: now_ms(),
@@ -503,7 +506,9 @@ impl Hbd {
             networks,
             channels,
             qos,
-        }
+        };
+        fit(&mut report);
+        report
     }
 
     /// The QoS metric now, the networks judged by `networks`.
@@ -553,6 +558,25 @@ impl Hbd {
     }
 }
 
+/// Keeps `r` within [`REPORT_MAX`] encoded: first without its explanations,
+/// then without its channels (the networks' checks and the QoS stay).
+fn fit(r: &mut Report) {
+    let size = |r: &Report| postcard::to_allocvec(r).map_or(usize::MAX, |v| v.len());
+    if size(r) <= REPORT_MAX {
+        return;
+    }
+    r.echo_note = None;
+    for n in &mut r.networks {
+        n.error = None;
+    }
+    for c in &mut r.channels {
+        c.problem = None;
+    }
+    if size(r) > REPORT_MAX {
+        r.channels.clear();
+    }
+}
+
 /// The 1-minute load average per CPU, in thousandths (0 if unknown).
 fn load_milli() -> u32 {
     let load: f64 = std::fs::read_to_string("/proc/loadavg")
@@ -561,4 +585,62 @@ fn load_milli() -> u32 {
         .unwrap_or(0.0);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     (load * 1000.0 / cpus as f64) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hb::analysis::{ChannelKind, ChannelState, ChannelStatus, Nic};
+
+    #[test]
+    fn a_report_too_large_for_a_heartbeat_loses_its_words_then_its_channels() {
+        let channel = |i: usize| ChannelStatus {
+            name: format!("mirror-{i}"),
+            kind: ChannelKind::Mirror,
+            state: ChannelState::Bad,
+            status: "FAILED".into(),
+            direction: Some("receive".into()),
+            counter: Some(0),
+            sent: 1,
+            received: 2,
+            missing: 3,
+            last_ms: Some(4),
+            problem: Some("x".repeat(PROBLEM_MAX)),
+        };
+        let network = |i: usize| NetworkCheck {
+            name: format!("net{i}"),
+            on: true,
+            interface: Some(format!("eth{i}")),
+            nic: Nic::Up,
+            target: "10.0.0.254".into(),
+            target_is_peer: false,
+            sent: 3,
+            replies: 3,
+            rtt_us: Some(100),
+            error: Some("y".repeat(100)),
+            operational: true,
+        };
+        let mut r = Report {
+            host: "standby-a".into(),
+            group: Group::Standby,
+            time_ms: 1,
+            echo: EchoMethod::Raw,
+            echo_note: Some("z".repeat(300)),
+            networks: (0..4).map(network).collect(),
+            channels: (0..4).map(channel).collect(),
+            qos: Qos::default(),
+        };
+        let small = r.clone();
+        fit(&mut r);
+        assert_eq!(r, small, "a small report stays whole");
+        r.channels = (0..20).map(channel).collect();
+        fit(&mut r);
+        assert!(postcard::to_allocvec(&r).expect("encode").len() <= REPORT_MAX);
+        assert_eq!(r.channels.len(), 20, "the words went first");
+        assert!(r.echo_note.is_none() && r.channels[0].problem.is_none());
+        r.channels = (0..200).map(channel).collect();
+        fit(&mut r);
+        assert!(r.channels.is_empty(), "then the channels");
+        assert_eq!(r.networks.len(), 4, "the checks stay");
+    }
 }

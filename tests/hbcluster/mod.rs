@@ -14,7 +14,7 @@ pub mod netns;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::common::{ensure_tool, wait_for, Hbd, Options, TwoSites, UdpTap};
+use crate::common::{ensure_tool, Hbd, Options, TwoSites, UdpTap};
 use netns::{End, Hosts};
 
 pub const INTERVAL_MS: u64 = 100;
@@ -422,9 +422,4 @@ pub fn wait_verdict(hbd: &Hbd, kind: &str, networks: &[&str]) {
         hbd.ok(&["hb", "events", "--limit", "20"]),
         hbd.log_text()
     );
-}
-
-/// Waits until the JSON at `path` of `hbd`'s table says `value`.
-pub fn wait_eq(hbd: &Hbd, what: &str, test: impl Fn(&serde_json::Value) -> bool) {
-    wait_for(&format!("{what} at {}", hbd.name), || test(&hbd.table()));
 }
