@@ -101,6 +101,11 @@ fn the_standbys_nic_down_on_one_network_is_a_local_fault_there_and_nothing_fails
         std::fs::read_to_string(c.out.join("alerts"))
             .is_ok_and(|a| a.contains("SERIOUS analysis local-fault"))
     });
+    let text = c.standby.ok(&["hb", "status"]);
+    assert!(
+        text.contains("last fault analysis") && text.contains("local-fault (net0)"),
+        "{text}"
+    );
     no_failover_for(&c, Duration::from_millis(2 * TIMEOUT_MS));
     // Fig 5: production's silent net0 socket was closed and re-opened (its
     // disconnect counter ran out), and the new socket took the address.

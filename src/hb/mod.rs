@@ -48,6 +48,8 @@
 //! - `checks`: the local checks (Fig 10) that become failure notices.
 //! - `install`: mirrors installed and de-installed (Fig 4/5), and their pairs
 //!   protected from split again at start (or the mirror FAILED, unwritten).
+//! - `report`: what this host says in a fault analysis (its local network
+//!   check, channels and QoS), and its QoS now.
 //! - `analyzer`: the fault analysis wired (Figs 6, 7): started when a
 //!   counter reaches 0 or on request, exchanged with the peer as control
 //!   messages, decided, recorded (table, event with evidence, alert).
@@ -115,6 +117,7 @@ mod netcheck;
 mod netio;
 pub mod qos;
 mod record;
+mod report;
 mod server;
 mod slot;
 mod state;
