@@ -46,6 +46,8 @@ const PENDING_MAX: usize = 4;
 pub struct Analyses {
     next: u64,
     pending: BTreeMap<String, Pending>,
+    /// A channel came back since: an analysis is due once every one works.
+    good_again: bool,
     /// Missing heartbeats are logged at most once a minute per channel.
     gaps: Throttle,
 }
@@ -55,6 +57,7 @@ impl Default for Analyses {
         Analyses {
             next: 0,
             pending: BTreeMap::new(),
+            good_again: false,
             gaps: Throttle::new(Duration::from_secs(60), 64),
         }
     }
@@ -134,28 +137,51 @@ impl Hbd {
                 }
             }
         }
+        if good {
+            lock(&self.analyses).good_again = true;
+        }
         if !bad.is_empty() {
             self.analysis_due(format!("{} BAD", bad.join(", ")));
-        } else if good {
-            let c = self.checker();
-            let all_good = c.table.channels.iter().all(|ch| !ch.failed());
-            let was_fault = c
-                .table
-                .analysis
-                .as_ref()
-                .is_some_and(|a| a.verdict.verdict != VerdictKind::None);
-            drop(c);
-            if all_good && was_fault {
-                self.analysis_due("every channel GOOD again".into());
-            }
+        } else {
+            self.after_good_again();
         }
     }
 
-    /// Starts an analysis unless one is under way.
-    pub fn analysis_due(self: &Arc<Self>, trigger: String) {
-        if lock(&self.analyses).pending.is_empty() {
+    /// After a channel came back: once every channel here works again (by
+    /// both rules), an analysis says whether the fault the last one found
+    /// is gone.
+    fn after_good_again(self: &Arc<Self>) {
+        if !lock(&self.analyses).good_again {
+            return;
+        }
+        let (all_good, was_fault) = {
+            let c = self.checker();
+            let t = &c.table;
+            (
+                t.channels.iter().all(|ch| !ch.failed()),
+                t.analysis.as_ref().is_some_and(|a| {
+                    !matches!(
+                        a.verdict.verdict,
+                        VerdictKind::None | VerdictKind::ConfigError
+                    )
+                }),
+            )
+        };
+        // Nothing to clear up; or cleared up by the analysis now started.
+        let settled =
+            !was_fault || (all_good && self.analysis_due("every channel GOOD again".into()));
+        if settled {
+            lock(&self.analyses).good_again = false;
+        }
+    }
+
+    /// Starts an analysis unless one is under way; whether it did.
+    pub fn analysis_due(self: &Arc<Self>, trigger: String) -> bool {
+        let idle = lock(&self.analyses).pending.is_empty();
+        if idle {
             self.start_analysis(trigger);
         }
+        idle
     }
 
     /// Starts an analysis (Fig 6): node-dead if every channel failed, else
