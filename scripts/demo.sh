@@ -1,25 +1,34 @@
 #!/usr/bin/env bash
 # The two-site demo on this one machine. It starts a "prod" and a "standby"
 # site under a temporary directory, each with mirrord (storage, hbfs mount)
-# and hbd (heartbeat check), and tells the story in three acts:
+# and hbd (heartbeat check), and tells the story in four acts:
 #
-#   1. heartbeats flow on both channels: the IP network and the mirrored
-#      heartbeat volumes (written as plain files at one site, read at the other);
-#   2. the network is cut: the standby marks it FAILED and does NOT fail over,
-#      because the heartbeat mirrors still show production alive;
-#   3. the production site is killed (kill -9 of its hbd and mirrord): every
-#      channel goes silent, the standby fails over once, takes over the data
-#      pair and runs its failover hook.
+#   1. heartbeats flow on every channel: two IP networks (net0, net1) and the
+#      mirrored heartbeat volumes (written as plain files at one site, read at
+#      the other), each channel with its counter;
+#   2. one network is cut at the standby's NIC: its counter runs down to 0,
+#      the fault analysis runs with production over the channels that work,
+#      and the verdict says where the fault is: local-fault (net0) at the
+#      standby, remote-fault (net0) at production; nothing fails over;
+#   3. the whole IP network is cut in the middle: both networks FAILED, and
+#      the standby does NOT fail over, because the heartbeat mirrors still
+#      show production alive;
+#   4. the production site is killed (kill -9 of its hbd and mirrord): every
+#      channel goes silent, the standby fails over once (verdict node-dead),
+#      takes over the data pair and runs its failover hook.
 #
-# The standby's hbd runs in its own network namespace joined to this one by a
-# veth pair, so act 2 is a real link cut (`ip link set ... down`). The remote
-# link between the mirrords stays on loopback. Everything is cleaned up on exit.
+# Each host's hbd runs in a network namespace of its own; the two networks
+# join them through a third namespace, the router (each host's gateway is
+# the network's probe), so the cuts are real: a NIC taken down
+# (`ip link set ... down`), and an nftables rule dropping what the router
+# forwards. The remote link between the mirrords stays on loopback.
+# Everything is cleaned up on exit.
 #
 #   scripts/demo.sh            run the story and exit
 #   scripts/demo.sh --pause    pause before cleaning up, to look around
 #
-# Needs root, /dev/fuse (hbfs) and iproute2 (`ip`). PORT_BASE (default 17788)
-# picks the ports.
+# Needs root, /dev/fuse (hbfs), iproute2 (`ip`) and nftables (`nft`,
+# installed if missing). PORT_BASE (default 17788) picks the ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pause=false
@@ -28,7 +37,11 @@ if [[ $(id -u) -ne 0 || ! -e /dev/fuse ]]; then
     echo "demo: needs root and /dev/fuse (it mounts hbfs with FUSE)" >&2
     exit 1
 fi
-command -v ip >/dev/null || { echo "demo: needs iproute2 (ip) for the network namespace" >&2; exit 1; }
+command -v ip >/dev/null || { echo "demo: needs iproute2 (ip) for the network namespaces" >&2; exit 1; }
+if ! command -v nft >/dev/null; then
+    echo "demo: installing nftables" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q nftables >/dev/null || { echo "demo: needs nftables (nft)" >&2; exit 1; }
+fi
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 note() { printf '   %s\n' "$*"; }
@@ -39,24 +52,29 @@ cargo build --workspace --bins -q
 export PATH=$PWD/target/debug:$PATH
 
 demo=$(mktemp -d /tmp/hbmirror-demo.XXXXXX)
-ns=hbdemo$$
-veth=hbd$$
+nsp=hbdemo$$p   # the production host
+nss=hbdemo$$s   # the standby host
+nsr=hbdemo$$r   # the router between them
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     for site in prod standby; do umount -l "$demo/$site/hbfs" 2>/dev/null || true; done
-    ip link del "${veth}a" 2>/dev/null || true
-    ip netns del "$ns" 2>/dev/null || true
+    for ns in "$nsp" "$nss" "$nsr"; do ip netns del "$ns" 2>/dev/null || true; done
     rm -rf "$demo"
 }
 trap cleanup EXIT
 
 base=${PORT_BASE:-17788}
-prod_ip=10.231.$((RANDOM % 250)).1
-standby_ip=${prod_ip%.1}.2
 interval_ms=200
 timeout_ms=2000
+# Network k: prod 10.23k.1.1 -- router 10.23k.1.254 | 10.23k.2.254 -- standby 10.23k.2.2
+addr() { # p|s k
+    if [[ $1 == p ]]; then echo "10.23$2.1.1"; else echo "10.23$2.2.2"; fi
+}
+gateway() { # p|s k
+    if [[ $1 == p ]]; then echo "10.23$2.1.254"; else echo "10.23$2.2.254"; fi
+}
 
 wait_until() { # description, command...
     local what=$1; shift
@@ -73,16 +91,26 @@ table_has() { # site, grep pattern on `hb status --json`
     hbctl --socket "$demo/$1/hbd.sock" hb status --json | tr -d ' \n' | grep -q "$2"
 }
 
-say "The IP network between the hosts: a veth pair into namespace $ns"
-ip netns add "$ns"
-ip link add "${veth}a" type veth peer name "${veth}b"
-ip link set "${veth}b" netns "$ns"
-ip addr add "$prod_ip/30" dev "${veth}a"
-ip link set "${veth}a" up
-ip netns exec "$ns" ip addr add "$standby_ip/30" dev "${veth}b"
-ip netns exec "$ns" ip link set "${veth}b" up
-ip netns exec "$ns" ip link set lo up
-note "prod host $prod_ip  <-- ${veth}a/${veth}b -->  standby host $standby_ip (namespace $ns)"
+say "Two IP networks between the hosts (namespaces $nsp and $nss), through a router ($nsr)"
+for n in "$nsp" "$nss" "$nsr"; do ip netns add "$n"; ip -n "$n" link set lo up; done
+ip netns exec "$nsr" sysctl -qw net.ipv4.ip_forward=1
+route_up() { # p|s k: the host's route to the other side, through its gateway
+    local ns=$nsp other=2
+    [[ $1 == s ]] && { ns=$nss; other=1; }
+    ip -n "$ns" route replace "10.23$2.$other.0/24" via "$(gateway "$1" "$2")" dev "eth$2"
+}
+for k in 0 1; do
+    for side in p s; do
+        [[ $side == p ]] && ns=$nsp || ns=$nss
+        ip link add "eth$k" netns "$ns" type veth peer name "$side$k" netns "$nsr"
+        ip -n "$nsr" addr add "$(gateway $side $k)/24" dev "$side$k"
+        ip -n "$nsr" link set "$side$k" up
+        ip -n "$ns" addr add "$(addr $side $k)/24" dev "eth$k"
+        ip -n "$ns" link set "eth$k" up
+        route_up $side $k
+    done
+    note "net$k: prod $(addr p $k) -- $(gateway p $k) router $(gateway s $k) -- $(addr s $k) standby"
+done
 
 say "Starting the storage of both sites (mirrord, remote link on loopback)"
 head -c 32 /dev/urandom | base64 > "$demo/link.key"
@@ -145,13 +173,24 @@ psk_file = "$demo/hb.key"
 interval_ms = $interval_ms
 timeout_ms = $timeout_ms
 volume_dir = "$demo/$1/hbfs"
-[network]
-listen = "$5:$((base + 10))"
-peers = ["$6:$((base + 10))"]
+[counter]                # the seed's numbers, but at most 24: BAD 6 s after a cut, for the demo
+max = 24
+[analysis]
+echo_interval_ms = 200   # the local network check: 3 rounds of echo, 200 ms apart
+[[networks]]
+name = "net0"
+listen = "$(addr "$5" 0):$((base + 10))"
+peers = ["$(addr "$6" 0):$((base + 10))"]
+probe = "$(gateway "$5" 0)"
+[[networks]]
+name = "net1"
+listen = "$(addr "$5" 1):$((base + 10))"
+peers = ["$(addr "$6" 1):$((base + 10))"]
+probe = "$(gateway "$5" 1)"
 $7
 TOML
 }
-hbd_config prod prod-a production standby-a "$prod_ip" "$standby_ip" "
+hbd_config prod prod-a production standby-a p s "
 [[mirrors]]
 name = \"hb0\"
 pvol = \"$demo/prod/hbfs/hb0\"
@@ -161,7 +200,7 @@ name = \"hb1\"
 svol = \"$demo/prod/hbfs/hb1\"
 [failover]
 mirrord_socket = \"$demo/prod/mirrord.sock\""
-hbd_config standby standby-a standby prod-a "$standby_ip" "$prod_ip" "
+hbd_config standby standby-a standby prod-a s p "
 [[mirrors]]
 name = \"hb0\"
 svol = \"$demo/standby/hbfs/hb0\"
@@ -173,40 +212,60 @@ pair = \"hb1\"
 mirrord_socket = \"$demo/standby/mirrord.sock\"
 take_over = [\"app\"]
 hook = \"$demo/standby/failover-hook.sh > $demo/standby/hook.out 2>&1\""
-hbd --config "$demo/prod/hbd.toml" 2> "$demo/prod/hbd.log" &
+ip netns exec "$nsp" "$PWD/target/debug/hbd" --config "$demo/prod/hbd.toml" 2> "$demo/prod/hbd.log" &
 pids+=($!)
 prod_hbd=$!
-ip netns exec "$ns" "$PWD/target/debug/hbd" --config "$demo/standby/hbd.toml" 2> "$demo/standby/hbd.log" &
+ip netns exec "$nss" "$PWD/target/debug/hbd" --config "$demo/standby/hbd.toml" 2> "$demo/standby/hbd.log" &
 pids+=($!)
 
-say "Act 1: heartbeats on both channels, in both directions"
-wait_until "production alive on both channels" table_has standby '"remote_group_via_network":"ALIVE","remote_copy_enable":"ENABLE","remote_group_via_mirrors":"ALIVE"'
+say "Act 1: heartbeats on every channel, in both directions"
+wait_until "production alive on every channel" table_has standby '"remote_group_via_network":"ALIVE","remote_copy_enable":"ENABLE","remote_group_via_mirrors":"ALIVE"'
+wait_until "both networks alive at the standby" bash -c "[ \$(hbctl --socket $demo/standby/hbd.sock hb status --json | tr -d ' \n' | grep -o '\"remote_group\":\"ALIVE\"' | wc -l) = 2 ]"
 wait_until "the standby alive at prod" table_has prod '"remote_group_via_mirrors":"ALIVE"'
-note "the standby's view of production:"
+note "the standby's view of production: each network and each mirror is a channel with its counter"
 run hb_standby status
 note "and production's view of the standby (Fig 9, the reverse mirror hb1):"
 run hb_prod status
 
-say "Act 2: the IP network is cut"
-run ip link set "${veth}a" down
-wait_until "the network marked FAILED" table_has standby '"network_enable":"FAILED"'
+say "Act 2: one network is cut at the standby's NIC (net0)"
+run ip -n "$nss" link set eth0 down
+wait_until "net0 FAILED at the standby (the timeout)" table_has standby '"name":"net0","enable":"FAILED"'
+note "net0 is silent: FAILED by the timeout; its counter runs down (4 every 5 intervals) to 0 (BAD)..."
+wait_until "the standby's verdict" table_has standby '"verdict":"local-fault","networks":\["net0"\]'
+wait_until "production's verdict" table_has prod '"verdict":"remote-fault","networks":\["net0"\]'
+note "...and the fault analysis ran with production over net1 and the mirrors. Run again on demand, with its evidence:"
+run hb_standby analyze
+note "production agrees on the place: remote-fault (net0), the standby's side:"
+hb_prod status | grep "last fault analysis"
+note "a network down at one end is no dead site: nothing fails over."
+if [[ -s "$demo/standby/hook.out" ]]; then echo "demo: the standby failed over on a one-network cut!" >&2; exit 1; fi
+run ip -n "$nss" link set eth0 up
+route_up s 0
+wait_until "net0 back" table_has standby '"name":"net0","enable":"ENABLE"'
+note "net0 back: ENABLE, its counter GOOD again (logged)."
+
+say "Act 3: the whole IP network is cut in the middle (the router drops what it forwards)"
+run ip netns exec "$nsr" nft 'add table inet cut'
+run ip netns exec "$nsr" nft 'add chain inet cut forward { type filter hook forward priority 0 ; policy drop ; }'
+wait_until "every network FAILED" table_has standby '"network_enable":"FAILED"'
 run hb_standby status
-note "The network says production is dead; the heartbeat mirror says it is alive."
-note "One channel is not enough: the standby does NOT fail over."
+note "The networks say production is dead; the heartbeat mirror says it is alive."
+note "The networks alone are not enough: the standby does NOT fail over."
 sleep $(( (timeout_ms + 1000) / 1000 ))
 if [[ -s "$demo/standby/hook.out" ]]; then echo "demo: the standby failed over on a network cut!" >&2; exit 1; fi
-run hb_standby events --limit 3
-run ip link set "${veth}a" up
+run hb_standby events --limit 2
+run ip netns exec "$nsr" nft 'delete table inet cut'
 wait_until "the network back" table_has standby '"network_enable":"ENABLE"'
 note "network back: ENABLE again (logged)."
 
-say "Act 3: the production site dies (kill -9 of its hbd and mirrord)"
+say "Act 4: the production site dies (kill -9 of its hbd and mirrord)"
 printf 'orders up to %s\n' "$(date +%T)" | dd of="$demo/prod/hbfs/app" conv=notrunc status=none
 note "prod wrote to its data volume: $(head -c 40 "$demo/prod/hbfs/app" | tr -d '\0')"
 run kill -9 "$prod_hbd" "$prod_mirrord"
 { wait "$prod_hbd" "$prod_mirrord"; } 2>/dev/null || true
 wait_until "the failover hook" test -s "$demo/standby/hook.out"
 run cat "$demo/standby/hook.out"
+wait_until "the node-dead verdict" table_has standby '"verdict":"node-dead"'
 run hb_standby status
 run standby pair status app
 note "the data pair is taken over (SSWS): the standby's file is writable and holds prod's last write:"

@@ -5,10 +5,11 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
-/// The heartbeat check of one host: sends heartbeats over the network (UDP)
+/// The heartbeat check of one host: sends heartbeats over every network (UDP)
 /// and through heartbeat mirrors (plain files, usually on hbfs), checks the
 /// peer's, keeps the heartbeat status table, and at the standby fails over
-/// only when every enabled channel says the production group is dead; a
+/// only when every enabled channel says the production group is dead; when
+/// some channels fail, a fault analysis with the peer says where; a
 /// production host that learns the standby took over steps down.
 /// Runs in the foreground and logs to stderr (RUST_LOG=debug for more), or to
 /// the journal under systemd; tells systemd when it is ready (Type=notify) and
@@ -21,8 +22,9 @@ use clap::{CommandFactory, Parser};
 )]
 struct Cli {
     /// TOML configuration (see the README: host, group, peers, data_dir, psk_file,
-    /// interval_ms, timeout_ms, freshness_ms, table_volume, metrics_listen, [network], [[mirrors]],
-    /// [failover] (hook, take_over, arm, step_down, alert), [[checks]]).
+    /// interval_ms, timeout_ms, freshness_ms, table_volume, metrics_listen, [network] or
+    /// [[networks]] (name, listen, peers, probe), [counter], [analysis],
+    /// [[mirrors]], [failover] (hook, take_over, arm, step_down, alert), [[checks]]).
     #[arg(long, short, required_unless_present = "generate_docs")]
     config: Option<PathBuf>,
     /// Print the effective configuration (defaults filled in) and exit 0, or exit 1 naming the bad key.

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::analysis::Analysis;
 pub use super::message::Procedure;
 use super::table::Table;
 use hbcore::vocab::Level;
@@ -35,6 +36,8 @@ pub enum HbRequest {
     /// At a standby, allow another failover after a failback; at a
     /// production host, end a step-down.
     Rearm,
+    /// Run a fault analysis now (seed 002) and answer its verdict and evidence.
+    Analyze,
 }
 
 /// Show recent events: channel failures and recoveries, failure notices, failover.
@@ -121,6 +124,9 @@ pub struct Event {
     pub part: String,
     /// What happened.
     pub text: String,
+    /// A fault analysis's verdict and evidence, for the event that announces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Box<Analysis>>,
 }
 
 /// A successful answer.
@@ -133,6 +139,8 @@ pub enum HbReply {
     Table(Box<Table>),
     /// Events, oldest first.
     Events(Vec<Event>),
+    /// A fault analysis, with its verdict and evidence.
+    Analysis(Box<Analysis>),
 }
 
 #[cfg(test)]
@@ -185,6 +193,7 @@ mod tests {
                 r#"{"op":"procedure","network":false,"mirrors":false,"mirror":null,"force":true}"#,
             ),
             (HbRequest::Rearm, r#"{"op":"rearm"}"#),
+            (HbRequest::Analyze, r#"{"op":"analyze"}"#),
         ]
     }
 

@@ -15,12 +15,18 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use super::analysis::network_label;
+use super::counter::{Change, CounterRule};
 use super::message::Beat;
 use super::table::{
     now_ms, ArmPolicy, DeviceStatus, Direction, Enable, GroupStatus, Table, Watermark,
 };
 use super::watch::{Mark, Observation, Watch};
 use hbcore::vocab::Group;
+
+mod counting;
+
+pub use counting::CounterChange;
 
 /// A moment, on both clocks: the monotonic one for timeouts, the wall
 /// clock (ms since the epoch) for the messages' times.
@@ -52,6 +58,8 @@ pub struct Timing {
     /// A message generated further than this from this host's clock (either
     /// way) is refused.
     pub freshness: Duration,
+    /// The channels' counters.
+    pub counter: CounterRule,
 }
 
 /// A change worth a log line and an event.
@@ -88,11 +96,13 @@ pub struct Checker {
     freshness: Duration,
     /// Start of the grace period (start-up or re-arming).
     started: Instant,
-    network: Watch,
+    /// Each network's watch, by network name.
+    networks: BTreeMap<String, Watch>,
     devices: BTreeMap<String, Watch>,
+    rule: CounterRule,
+    /// Channels that went BAD or GOOD by their counters, not yet taken.
+    counter_changes: Vec<CounterChange>,
 }
-
-const NETWORK: &str = "network";
 
 fn mirror_channel(name: &str) -> String {
     format!("mirror {name}")
@@ -111,31 +121,45 @@ impl Checker {
     ) -> Checker {
         table.arm_policy = policy;
         table.armed = policy == ArmPolicy::AfterTimeout;
-        let mut network = Watch::default();
+        let mut networks: BTreeMap<String, Watch> = BTreeMap::new();
         let mut devices: BTreeMap<String, Watch> = BTreeMap::new();
         for w in &table.watermarks {
             let mark = Mark {
                 serial: w.serial,
                 time_ms: w.time_ms,
             };
-            match w.channel.strip_prefix("mirror ") {
-                Some(name) => devices
+            match (
+                w.channel.strip_prefix("mirror "),
+                w.channel.strip_prefix("network "),
+            ) {
+                (Some(name), _) => devices
                     .entry(name.into())
                     .or_default()
                     .seed(&w.sender, mark),
-                None => network.seed(&w.sender, mark),
+                (None, Some(name)) => networks
+                    .entry(name.into())
+                    .or_default()
+                    .seed(&w.sender, mark),
+                (None, None) => networks
+                    .entry(w.channel.clone())
+                    .or_default()
+                    .seed(&w.sender, mark),
             }
         }
-        Checker {
+        let mut checker = Checker {
             table,
             approved,
             timeout: timing.timeout,
             mirror_timeout: timing.timeout.saturating_sub(timing.interval),
             freshness: timing.freshness,
             started: now,
-            network,
+            networks,
             devices,
-        }
+            rule: timing.counter,
+            counter_changes: Vec::new(),
+        };
+        checker.open_counters(true);
+        checker
     }
 
     fn in_grace(&self, now: Instant) -> bool {
@@ -177,9 +201,10 @@ impl Checker {
         }
     }
 
-    /// A datagram arrived on the network: a message, or why it is none.
+    /// A datagram arrived on network `name`: a message, or why it is none.
     pub fn network_beat(
         &mut self,
+        name: &str,
         read: Result<&Beat, String>,
         at: At,
     ) -> Result<Observation, Rejection> {
@@ -201,15 +226,19 @@ impl Checker {
             self.table.rejected_stale += 1;
             return Err(rejection("outside the freshness window", why));
         }
-        let seen = self
-            .network
-            .observe(&beat.sender, beat.serial, beat.time_ms, at.mono);
+        let seen = self.networks.entry(name.to_string()).or_default().observe(
+            &beat.sender,
+            beat.serial,
+            beat.time_ms,
+            at.mono,
+        );
         if seen == Observation::Advanced {
             let n = &mut self.table.network;
             n.count += 1;
             n.last_ms = Some(at.wall_ms);
             n.last_serial = Some(beat.serial);
-            self.accepted(NETWORK, beat);
+            self.counted_network(name, beat.serial, at.wall_ms);
+            self.accepted(&network_label(name), beat);
         } else {
             self.table.rejected_replayed += 1;
         }
@@ -252,6 +281,12 @@ impl Checker {
                 d.seen.count += 1;
                 d.seen.last_ms = Some(at.wall_ms);
                 d.seen.last_serial = Some(beat.serial);
+                if d.counter.message(beat.serial) == Some(Change::Good) {
+                    self.counter_changes.push(CounterChange {
+                        channel: mirror_channel(name),
+                        change: Change::Good,
+                    });
+                }
             }
             self.accepted(&mirror_channel(name), beat);
         }
@@ -306,6 +341,7 @@ impl Checker {
         {
             match written {
                 Ok(serial) => {
+                    d.sent += 1;
                     d.seen.count += 1;
                     d.seen.last_ms = Some(now_ms());
                     d.seen.last_serial = Some(serial);
@@ -329,42 +365,11 @@ impl Checker {
         let grace = self.in_grace(now);
         let (timeout, mirror_timeout) = (self.timeout, self.mirror_timeout);
         let mut changes = Vec::new();
-        let mut change = |channel: String, failed: bool, why: String| {
-            changes.push(Transition {
-                channel,
-                failed,
-                why,
-            })
-        };
 
-        // 200/210: the network.
+        // 200/210: each network, and the networks together.
+        self.evaluate_networks(now, grace, &mut changes);
+        self.open_counters(false);
         let t = &mut self.table;
-        if !t.network_wanted || !t.network_configured {
-            t.network_enable = Enable::Disable;
-            t.remote_group_via_network = GroupStatus::Unknown;
-        } else if self.network.alive(now, timeout) {
-            if t.network_enable == Enable::Failed {
-                change(
-                    "network".into(),
-                    false,
-                    "valid heartbeats arrive again".into(),
-                );
-            }
-            t.network_enable = Enable::Enable;
-            t.remote_group_via_network = GroupStatus::Alive;
-            t.network.problem = None;
-        } else if grace && self.network.advanced_at.is_none() {
-            t.network_enable = Enable::Enable;
-            t.remote_group_via_network = GroupStatus::Unknown;
-        } else {
-            let why = format!("no valid heartbeat for over {timeout:?}");
-            if t.network_enable != Enable::Failed {
-                change("network".into(), true, why.clone());
-            }
-            t.network_enable = Enable::Failed;
-            t.remote_group_via_network = GroupStatus::Failed;
-            t.network.problem = Some(why);
-        }
 
         // 241: each mirror.
         let mut receiving = 0;
@@ -412,10 +417,18 @@ impl Checker {
             };
             let channel = format!("mirror {}", d.name);
             if ok && d.status == DeviceStatus::Failed {
-                change(channel, false, "valid heartbeats again".into());
+                changes.push(Transition {
+                    channel,
+                    failed: false,
+                    why: "valid heartbeats again".into(),
+                });
                 d.status = DeviceStatus::Enable;
             } else if !ok && d.status == DeviceStatus::Enable {
-                change(channel, true, d.seen.problem.clone().unwrap_or_default());
+                changes.push(Transition {
+                    channel,
+                    failed: true,
+                    why: d.seen.problem.clone().unwrap_or_default(),
+                });
                 d.status = DeviceStatus::Failed;
             }
             if d.status == DeviceStatus::Failed {
@@ -445,7 +458,7 @@ impl Checker {
         // (the first read of a mirror may be production's last heartbeat
         // from before this hbd started, no sign of life since).
         let seen_alive = |w: &Watch, timeout| w.advances >= 2 && w.alive(now, timeout);
-        if (t.network_on() && seen_alive(&self.network, timeout))
+        if (t.network_on() && self.networks.values().any(|w| seen_alive(w, timeout)))
             || t.devices.iter().any(|d| {
                 d.direction == Direction::Receive
                     && t.mirror_on(d)
@@ -459,12 +472,14 @@ impl Checker {
         }
         // Fig 8: control messages travel on enabled channels only.
         t.outbox_held = !t.outbox.is_empty() && !t.sends_to_peer();
+        t.channels = t.channel_statuses();
         changes
     }
 
     /// How long since the last valid heartbeat on any channel.
     pub fn silent_for(&self, now: Instant) -> Option<Duration> {
-        std::iter::once(&self.network)
+        self.networks
+            .values()
             .chain(self.devices.values())
             .filter_map(|w| w.advanced_at)
             .max()
@@ -491,10 +506,13 @@ impl Checker {
         }
         let mut why = vec![];
         if network.is_some() {
-            why.push(format!(
-                "network: {}",
-                t.network.problem.clone().unwrap_or_default()
-            ));
+            for n in &t.networks {
+                why.push(format!(
+                    "{}: {}",
+                    network_label(&n.name),
+                    n.seen.problem.clone().unwrap_or_default()
+                ));
+            }
         }
         for d in t
             .devices
@@ -558,6 +576,7 @@ impl Checker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hb::analysis::ChannelState;
     use crate::hb::message::{Control, ControlBody, Procedure, SERIAL_MAX};
 
     const T: Duration = Duration::from_secs(1);
@@ -582,6 +601,7 @@ mod tests {
             timeout: T,
             interval: Duration::from_millis(200),
             freshness: Duration::from_secs(3),
+            counter: CounterRule::default(),
         }
     }
 
@@ -612,7 +632,7 @@ mod tests {
         let mut c = standby(s);
         for i in 1..=5u32 {
             let now = at(s, u64::from(i) * 200);
-            c.network_beat(Ok(&beat(i, 1000 + u64::from(i))), now)
+            c.network_beat("network", Ok(&beat(i, 1000 + u64::from(i))), now)
                 .expect("approved");
             c.mirror_read("hb0", Ok(&beat(i, 1000 + u64::from(i))), now);
             assert!(c.evaluate(now.mono).is_empty());
@@ -666,7 +686,7 @@ mod tests {
         let mut transitions = vec![];
         for i in 1..=20u32 {
             let now = at(s, u64::from(i) * 200);
-            c.network_beat(Ok(&beat(i, u64::from(i) * 200)), now)
+            c.network_beat("network", Ok(&beat(i, u64::from(i) * 200)), now)
                 .expect("approved");
             let read = if !(3..=15).contains(&i) {
                 Ok(beat(i, u64::from(i) * 200))
@@ -693,40 +713,42 @@ mod tests {
         let now = at(s, 1000);
         let mut stranger = beat(1, 1);
         stranger.sender = "intruder".into();
-        let refused = c.network_beat(Ok(&stranger), now).expect_err("stranger");
+        let refused = c
+            .network_beat("network", Ok(&stranger), now)
+            .expect_err("stranger");
         assert!(refused.why.contains("not an approved peer"), "{refused:?}");
         assert_eq!(c.table.rejected_invalid, 1);
         assert_eq!(
-            c.network_beat(Ok(&beat(10, 100)), now),
+            c.network_beat("network", Ok(&beat(10, 100)), now),
             Ok(Observation::Advanced)
         );
         assert_eq!(
-            c.network_beat(Ok(&beat(9, 99)), now),
+            c.network_beat("network", Ok(&beat(9, 99)), now),
             Ok(Observation::Stale),
             "a replay of an older message"
         );
         assert_eq!(
-            c.network_beat(Ok(&beat(11, 100)), now),
+            c.network_beat("network", Ok(&beat(11, 100)), now),
             Ok(Observation::Stale),
             "time must advance too"
         );
         assert_eq!(c.table.rejected_replayed, 2);
         assert_eq!(
-            c.network_beat(Ok(&beat(1, 200)), now),
+            c.network_beat("network", Ok(&beat(1, 200)), now),
             Ok(Observation::Advanced),
             "a restarted sender counts from 1"
         );
         assert_eq!(
-            c.network_beat(Ok(&beat(SERIAL_MAX, 300)), now),
+            c.network_beat("network", Ok(&beat(SERIAL_MAX, 300)), now),
             Ok(Observation::Advanced)
         );
         assert_eq!(
-            c.network_beat(Ok(&beat(1, 400)), now),
+            c.network_beat("network", Ok(&beat(1, 400)), now),
             Ok(Observation::Advanced),
             "the serial wraps to 1"
         );
         let junk = c
-            .network_beat(Err("bad frame".into()), now)
+            .network_beat("network", Err("bad frame".into()), now)
             .expect_err("junk");
         assert_eq!(junk.kind, "invalid frame");
         assert_eq!(c.table.rejected_invalid, 2);
@@ -790,6 +812,74 @@ mod tests {
     }
 
     #[test]
+    fn each_network_is_a_channel_with_its_counter_and_only_all_of_them_silent_count() {
+        let s = Instant::now();
+        let mut t = Table::new("standby-a", Group::Standby, true);
+        t.set_networks(&["net0".into(), "net1".into()]);
+        t.install("hb0", "/mnt/hbfs/hb0".into(), Direction::Receive, None);
+        let mut c = Checker::new(t, vec!["prod-a".into()], timing(), ArmPolicy::SeenAlive, s);
+        assert_eq!(c.table.networks[0].counter.value, 20, "opened at start");
+        // Both networks and the mirror heard, then net1 goes silent.
+        let mut bad_at = None;
+        for i in 1..=60u32 {
+            let now = at(s, u64::from(i) * 200);
+            let b = beat(i, u64::from(i) * 200);
+            c.network_beat("net0", Ok(&b), now).expect("approved");
+            if i <= 10 {
+                c.network_beat("net1", Ok(&b), now).expect("approved");
+            }
+            c.mirror_read("hb0", Ok(&b), now);
+            c.evaluate(now.mono);
+            if i % 5 == 0 {
+                c.counter_period();
+            }
+            let changes = c.take_counter_changes();
+            if let Some(ch) = changes.first() {
+                assert_eq!(ch.channel, "network net1");
+                assert_eq!(ch.change, Change::Bad);
+                bad_at.get_or_insert(i);
+            }
+            assert_eq!(c.failover_reason(), None);
+        }
+        // 20 + 10 heard - 2 periods = 22 at the 10th interval, then 4 off
+        // every 5 intervals: 0 six periods later.
+        assert_eq!(bad_at, Some(40));
+        let t = &c.table;
+        assert_eq!(t.networks[1].enable, Enable::Failed, "the timeout rule");
+        assert_eq!(t.networks[0].enable, Enable::Enable);
+        assert_eq!(
+            t.network_enable,
+            Enable::Enable,
+            "one network alive is enough"
+        );
+        assert_eq!(t.remote_group_via_network, GroupStatus::Alive);
+        assert_eq!(t.channels.len(), 3);
+        assert_eq!(t.channels[1].state, ChannelState::Bad);
+        assert_eq!(t.channels[0].state, ChannelState::Good);
+        assert_eq!(t.channels[0].received, 60);
+        let net1 = format!("{:?}", t.watermarks);
+        assert!(net1.contains("network net1"), "{net1}");
+        // net1 heard again, with a gap: GOOD, the gap counted.
+        let now = at(s, 61 * 200);
+        c.network_beat("net1", Ok(&beat(61, 61 * 200)), now)
+            .expect("approved");
+        let back = c.take_counter_changes();
+        assert_eq!(back[0].change, Change::Good);
+        assert_eq!(c.table.networks[1].counter.missing, 50);
+        // Every network and the mirror silent: the failover rule (after the timeout).
+        for i in 62..=80u32 {
+            let now = at(s, u64::from(i) * 200);
+            c.evaluate(now.mono);
+        }
+        assert!(c.all_channels_failed());
+        let reason = c.failover_reason().expect("every channel failed");
+        assert!(
+            reason.contains("network net0") && reason.contains("network net1"),
+            "{reason}"
+        );
+    }
+
+    #[test]
     fn a_disabled_network_is_neither_checked_nor_counted() {
         let s = Instant::now();
         let mut c = standby(s);
@@ -799,11 +889,11 @@ mod tests {
         });
         let now = at(s, 100);
         assert_eq!(
-            c.network_beat(Ok(&beat(1, 100)), now),
+            c.network_beat("network", Ok(&beat(1, 100)), now),
             Ok(Observation::Ignored)
         );
         assert_eq!(
-            c.network_beat(Err("junk".into()), now),
+            c.network_beat("network", Err("junk".into()), now),
             Ok(Observation::Ignored),
             "not even decoded"
         );
@@ -819,17 +909,17 @@ mod tests {
         let mut c = standby(s);
         let now = at(s, 10_000);
         let old = c
-            .network_beat(Ok(&beat(5, 6_000)), now)
+            .network_beat("network", Ok(&beat(5, 6_000)), now)
             .expect_err("4 s old, the window is 3 s");
         assert_eq!(old.kind, "outside the freshness window");
         assert!(old.why.contains("4000 ms ago"), "{}", old.why);
         let ahead = c
-            .network_beat(Ok(&beat(6, 14_000)), now)
+            .network_beat("network", Ok(&beat(6, 14_000)), now)
             .expect_err("4 s ahead");
         assert!(ahead.why.contains("ahead"), "{}", ahead.why);
         assert_eq!(c.table.rejected_stale, 2);
         assert_eq!(
-            c.network_beat(Ok(&beat(7, 8_000)), now),
+            c.network_beat("network", Ok(&beat(7, 8_000)), now),
             Ok(Observation::Advanced),
             "2 s old is within the window"
         );
@@ -850,7 +940,7 @@ mod tests {
         let mut before = standby(s);
         let now = at(s, 1000);
         before
-            .network_beat(Ok(&beat(10, 900)), now)
+            .network_beat("network", Ok(&beat(10, 900)), now)
             .expect("accepted");
         before.mirror_read("hb0", Ok(&beat(10, 900)), now);
         assert_eq!(before.table.watermarks.len(), 2);
@@ -866,11 +956,11 @@ mod tests {
         for i in 0..5 {
             let now = at(s, 1100 + i * 200);
             assert_eq!(
-                after.network_beat(Ok(&beat(10, 900)), now),
+                after.network_beat("network", Ok(&beat(10, 900)), now),
                 Ok(Observation::Stale)
             );
             assert_eq!(
-                after.network_beat(Ok(&beat(9, 800)), now),
+                after.network_beat("network", Ok(&beat(9, 800)), now),
                 Ok(Observation::Stale)
             );
             assert_eq!(
@@ -884,7 +974,7 @@ mod tests {
         assert_ne!(after.table.remote_group_via_mirrors, GroupStatus::Alive);
         assert!(!after.table.armed, "a replay is no sign of life");
         assert_eq!(
-            after.network_beat(Ok(&beat(11, 2000)), at(s, 2000)),
+            after.network_beat("network", Ok(&beat(11, 2000)), at(s, 2000)),
             Ok(Observation::Advanced)
         );
     }
@@ -910,13 +1000,13 @@ mod tests {
         let mut c = checker(s, Group::Production, ArmPolicy::SeenAlive);
         let mut from_standby = beat(1, 100);
         from_standby.sender = "standby-a".into();
-        c.network_beat(Ok(&from_standby), at(s, 100))
+        c.network_beat("network", Ok(&from_standby), at(s, 100))
             .expect("accepted");
         assert_eq!(c.step_down_reason(), None);
         from_standby.serial = 2;
         from_standby.time_ms += 100;
         from_standby.failed_over = true;
-        c.network_beat(Ok(&from_standby), at(s, 200))
+        c.network_beat("network", Ok(&from_standby), at(s, 200))
             .expect("accepted");
         let reason = c.step_down_reason().expect("the standby took over");
         assert!(reason.contains("standby-a"), "{reason}");
@@ -931,14 +1021,15 @@ mod tests {
         );
         from_standby.serial = 3;
         from_standby.time_ms += 100;
-        c.network_beat(Ok(&from_standby), at(s, 300))
+        c.network_beat("network", Ok(&from_standby), at(s, 300))
             .expect("accepted");
         assert!(c.step_down_reason().is_some());
         // A standby never steps down.
         let mut st = standby(s);
         let mut odd = beat(1, 100);
         odd.failed_over = true;
-        st.network_beat(Ok(&odd), at(s, 100)).expect("accepted");
+        st.network_beat("network", Ok(&odd), at(s, 100))
+            .expect("accepted");
         assert_eq!(st.step_down_reason(), None);
     }
 

@@ -2,7 +2,7 @@
 //! (network, heartbeat mirrors), the timing, the failover actions and the
 //! local checks; checked as a whole when loaded.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,7 +12,13 @@ pub use hbcore::config::ConfigError;
 use hbcore::config::{self, Checked};
 use hbcore::vocab::{Group, Level};
 
+use super::analysis::MAX_NETWORKS;
+use super::counter::CounterRule;
+use super::qos::QosRule;
 use super::table::{ArmPolicy, Direction, MirrorSeed};
+
+/// The name of the network of a config's single `[network]` section.
+pub const LEGACY_NETWORK: &str = "network";
 
 /// The whole configuration of one host's hbd.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,9 +55,18 @@ pub struct Config {
     /// Also keep the status table on this volume (a file path), besides `data_dir`.
     #[serde(default)]
     pub table_volume: Option<PathBuf>,
-    /// The network channel.
+    /// The network channel (one network; or give `[[networks]]`).
     #[serde(default)]
     pub network: Option<NetworkConfig>,
+    /// The IP networks between the hosts, each a channel of its own.
+    #[serde(default)]
+    pub networks: Vec<NetworkConfig>,
+    /// The channels' counters (seed 002, Figs 4 and 5).
+    #[serde(default)]
+    pub counter: CounterRule,
+    /// The fault analysis (seed 002, Figs 6–9).
+    #[serde(default)]
+    pub analysis: AnalysisConfig,
     /// Heartbeat mirrors that seed the status table (each entry once; then
     /// the table decides, so `hbctl hb mirror uninstall` survives restarts).
     #[serde(default)]
@@ -67,14 +82,49 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
 }
 
-/// The network heartbeat channel (UDP).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A network heartbeat channel (UDP): `[network]`, or one of `[[networks]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkConfig {
-    /// Address to receive heartbeats on.
+    /// The network's name, the same at both hosts (`[[networks]]` only).
+    #[serde(default)]
+    pub name: String,
+    /// This host's address on the network: heartbeats are received on it
+    /// and sent from it.
     pub listen: SocketAddr,
-    /// The peer hbd's address(es); each gets every heartbeat.
+    /// The peer hbd's address(es) on the network; each gets every heartbeat.
     pub peers: Vec<String>,
+    /// Where the local check sends its echo requests (e.g. the network's
+    /// gateway); default: the first peer.
+    #[serde(default)]
+    pub probe: Option<IpAddr>,
+}
+
+/// `[analysis]`: the local network check and what a verdict may do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalysisConfig {
+    /// Rounds of echo requests on every network (Fig 8).
+    pub echo_rounds: u32,
+    /// Milliseconds between rounds.
+    pub echo_interval_ms: u64,
+    /// A host whose 1-minute load average per CPU is above this cannot carry
+    /// the duties (QoS); none: no limit.
+    pub max_load: Option<f64>,
+    /// Standby only: fail over on a `remote-fault` verdict when its QoS
+    /// exceeds production's and it can carry the duties (Fig 6, 634–638).
+    pub failover_on_fault: bool,
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> AnalysisConfig {
+        AnalysisConfig {
+            echo_rounds: 3,
+            echo_interval_ms: 1000,
+            max_load: None,
+            failover_on_fault: false,
+        }
+    }
 }
 
 /// One heartbeat mirror: a PVOL path this host writes and/or an SVOL path it reads.
@@ -247,7 +297,14 @@ impl Checked for Config {
                 )));
             }
         }
+        check_networks(&config).map_err(invalid)?;
+        check_counter(&config.counter, &config.analysis).map_err(invalid)?;
         match config.group {
+            Group::Production if config.analysis.failover_on_fault => {
+                return Err(invalid(
+                    "analysis.failover_on_fault is set at a production host: only a standby fails over; set it at the standby".into(),
+                ))
+            }
             Group::Production if config.failover.arm.is_some() => {
                 return Err(invalid(
                     "failover.arm is set at a production host: only a standby fails over; leave it out here".into(),
@@ -280,7 +337,131 @@ impl Checked for Config {
     }
 }
 
+/// `[network]` or `[[networks]]`, each network well named and addressed.
+fn check_networks(config: &Config) -> Result<(), String> {
+    if config.network.is_some() && !config.networks.is_empty() {
+        return Err("both [network] and [[networks]] are given: list every network under [[networks]] (each with a name), or keep the single [network]".into());
+    }
+    if config.networks.len() > MAX_NETWORKS {
+        return Err(format!(
+            "{} [[networks]]: at most {MAX_NETWORKS}",
+            config.networks.len()
+        ));
+    }
+    let good_name = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    for n in &config.networks {
+        if !good_name(&n.name) {
+            return Err(format!(
+                "[[networks]] entry listening on {} needs a name of letters, digits, '-', '_' or '.' (name = \"net0\"), the same at both hosts",
+                n.listen
+            ));
+        }
+    }
+    if config.network.as_ref().is_some_and(|n| !n.name.is_empty()) {
+        return Err(
+            "[network] takes no name (it is the one network); to name networks, use [[networks]]"
+                .into(),
+        );
+    }
+    let all = config.all_networks();
+    for (i, n) in all.iter().enumerate() {
+        if n.peers.is_empty() {
+            return Err(format!(
+                "network '{}' has no peers: give the peer hbd's address on it",
+                n.name
+            ));
+        }
+        if let Some(other) = all[..i].iter().find(|o| o.name == n.name) {
+            return Err(format!("network '{}' is listed twice", other.name));
+        }
+        if let Some(other) = all[..i].iter().find(|o| o.listen == n.listen) {
+            return Err(format!(
+                "networks '{}' and '{}' both listen on {}: each network needs this host's own address on it",
+                other.name, n.name, n.listen
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The counters' and the local check's numbers.
+fn check_counter(c: &CounterRule, a: &AnalysisConfig) -> Result<(), String> {
+    if c.start == 0 || c.decrement == 0 || c.period_intervals == 0 || c.disconnect == 0 {
+        return Err("counter.start, counter.decrement, counter.period_intervals and counter.disconnect must be at least 1".into());
+    }
+    if c.max < c.start {
+        return Err(format!(
+            "counter.max ({}) is below counter.start ({}): the seed's are 48 and 20",
+            c.max, c.start
+        ));
+    }
+    if !(1..=10).contains(&a.echo_rounds) {
+        return Err(format!(
+            "analysis.echo_rounds = {}: give 1 to 10 (the seed: 3)",
+            a.echo_rounds
+        ));
+    }
+    if a.echo_interval_ms < 10 || a.echo_interval_ms > 10_000 {
+        return Err(format!(
+            "analysis.echo_interval_ms = {}: give 10 to 10000 (the seed: 1000)",
+            a.echo_interval_ms
+        ));
+    }
+    if let Some(l) = a.max_load {
+        if !(l > 0.0 && l < 1000.0) {
+            return Err(format!(
+                "analysis.max_load = {l}: give a load per CPU above 0 (e.g. 4.0), or leave it out"
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Config {
+    /// Every network, named: `[[networks]]`, or the single `[network]`
+    /// (named `network`).
+    pub fn all_networks(&self) -> Vec<NetworkConfig> {
+        match &self.network {
+            Some(n) => vec![NetworkConfig {
+                name: LEGACY_NETWORK.into(),
+                ..n.clone()
+            }],
+            None => self.networks.clone(),
+        }
+    }
+
+    /// The names of the networks, in the config's order.
+    pub fn network_names(&self) -> Vec<String> {
+        self.all_networks().into_iter().map(|n| n.name).collect()
+    }
+
+    /// The counter period: `counter.period_intervals` heartbeat intervals.
+    pub fn counter_period(&self) -> Duration {
+        self.interval() * self.counter.period_intervals
+    }
+
+    /// The QoS rule.
+    pub fn qos_rule(&self) -> QosRule {
+        QosRule {
+            max_load_milli: self.analysis.max_load.map(|l| (l * 1000.0) as u32),
+        }
+    }
+
+    /// How long a local network check takes.
+    pub fn echo_duration(&self) -> Duration {
+        Duration::from_millis(self.analysis.echo_interval_ms) * self.analysis.echo_rounds
+    }
+
+    /// How long an analysis waits for the peer's report: its local check,
+    /// and two timeouts for the reports to cross a surviving channel.
+    pub fn answer_deadline(&self) -> Duration {
+        self.echo_duration() + 2 * self.timeout() + 2 * self.interval()
+    }
+
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         config::load(path)
@@ -465,5 +646,96 @@ writable = "/mnt/hbfs/hb1"
         assert_eq!(c.arm_policy(), ArmPolicy::AfterTimeout);
         assert_eq!(c.freshness(), Duration::from_millis(3000));
         assert_eq!(c.seeds()[0].direction, Direction::Receive);
+    }
+
+    const TWO_NETWORKS: &str = r#"
+host = "standby-a"
+group = "standby"
+peers = ["prod-a"]
+data_dir = "/var/lib/hbd"
+psk_file = "/etc/hbmirror/hb.key"
+[[networks]]
+name = "lan"
+listen = "10.0.0.2:7790"
+peers = ["10.0.0.1:7790"]
+probe = "10.0.0.254"
+[[networks]]
+name = "wan"
+listen = "192.168.5.2:7790"
+peers = ["192.168.5.1:7790"]
+[counter]
+max = 30
+[analysis]
+echo_rounds = 2
+failover_on_fault = true
+"#;
+
+    #[test]
+    fn several_networks_each_named_and_the_single_network_is_one_of_them() {
+        let c = Config::parse(TWO_NETWORKS, Path::new("x")).expect("parse");
+        assert_eq!(
+            c.network_names(),
+            vec!["lan".to_string(), "wan".to_string()]
+        );
+        let lan = &c.all_networks()[0];
+        assert_eq!(lan.probe, Some("10.0.0.254".parse().expect("ip")));
+        assert_eq!(c.all_networks()[1].probe, None, "default: the peer");
+        assert_eq!(
+            c.counter,
+            CounterRule {
+                max: 30,
+                ..CounterRule::default()
+            }
+        );
+        assert_eq!(
+            c.counter_period(),
+            Duration::from_secs(5),
+            "the seed's 5 s at 1 s"
+        );
+        assert_eq!(c.echo_duration(), Duration::from_secs(2));
+        let old = Config::parse(EXAMPLE, Path::new("x")).expect("parse");
+        assert_eq!(old.network_names(), vec![LEGACY_NETWORK.to_string()]);
+        assert_eq!(old.counter, CounterRule::default());
+        assert!(!old.analysis.failover_on_fault);
+    }
+
+    #[test]
+    fn networks_and_counters_that_cannot_work_are_refused_by_name() {
+        let refused = |from: &str, to: &str| {
+            let text = TWO_NETWORKS.replace(from, to);
+            assert_ne!(text, TWO_NETWORKS, "{from} is in the example");
+            let e = Config::parse(&text, Path::new("x")).expect_err(to);
+            hbcore::report::chain(&e)
+        };
+        let e = refused(
+            "[counter]",
+            "[network]\nlisten = \"0.0.0.0:1\"\npeers = []\n[counter]",
+        );
+        assert!(e.contains("both [network] and [[networks]]"), "{e}");
+        let e = refused("name = \"wan\"\n", "");
+        assert!(
+            e.contains("listening on 192.168.5.2:7790 needs a name"),
+            "{e}"
+        );
+        let e = refused("name = \"wan\"", "name = \"lan\"");
+        assert!(e.contains("network 'lan' is listed twice"), "{e}");
+        let e = refused("192.168.5.2:7790", "10.0.0.2:7790");
+        assert!(e.contains("both listen on 10.0.0.2:7790"), "{e}");
+        let e = refused("name = \"wan\"", "name = \"w an\"");
+        assert!(e.contains("needs a name of letters"), "{e}");
+        let e = refused("max = 30", "max = 10");
+        assert!(
+            e.contains("counter.max (10) is below counter.start (20)"),
+            "{e}"
+        );
+        let e = refused("echo_rounds = 2", "echo_rounds = 0");
+        assert!(e.contains("analysis.echo_rounds = 0"), "{e}");
+        let e = refused("group = \"standby\"", "group = \"production\"");
+        assert!(
+            e.contains("analysis.failover_on_fault is set at a production host"),
+            "{e}"
+        );
+        let e = refused("peers = [\"192.168.5.1:7790\"]", "peers = []");
+        assert!(e.contains("network 'wan' has no peers"), "{e}");
     }
 }

@@ -1,11 +1,12 @@
 //! Peer controls: the control messages heartbeats carry (activation and
 //! de-activation of mirrors, Fig 4/5; procedure changes, Fig 8; failure
-//! notices, Fig 10/11). Each is queued in the table's outbox, rides every
+//! notices, Fig 10/11; the fault analysis's request and reports, seed 002). Each is queued in the table's outbox, rides every
 //! heartbeat on every channel turned on until the peer acknowledges its id
 //! (with none on, it waits), and is applied once at the peer, in order,
 //! whichever channel brought it first.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::api::Source;
@@ -35,7 +36,7 @@ impl Hbd {
     }
 
     /// Takes the acknowledgement and the new control messages of a valid heartbeat.
-    pub async fn absorb(&self, beat: &Beat) {
+    pub async fn absorb(self: &Arc<Self>, beat: &Beat) {
         let fresh: Vec<Control> = {
             let mut c = self.checker();
             let t = &mut c.table;
@@ -61,7 +62,7 @@ impl Hbd {
     }
 
     /// Applies a control message from the peer.
-    async fn apply(&self, peer: &str, body: ControlBody) {
+    async fn apply(self: &Arc<Self>, peer: &str, body: ControlBody) {
         match body {
             ControlBody::Activate { mirror, svol, path } => {
                 let address = path
@@ -116,6 +117,14 @@ impl Hbd {
                 );
             }
             ControlBody::Notice(n) => self.notice_received(n).await,
+            ControlBody::AnalysisRequest { id, trigger } => {
+                self.analysis_requested(peer, id, trigger)
+            }
+            ControlBody::AnalysisReport {
+                id,
+                trigger,
+                report,
+            } => self.analysis_reported(id, trigger, *report),
         }
     }
 

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use tokio::net::UdpSocket;
-
 use super::api::Source;
 use super::config::Config;
 use super::error::HbError;
+use super::netcheck;
+use super::netio::{retried, NetChannel};
 use super::record;
 use super::state::Hbd;
 use hbcore::daemon::Shutdown;
@@ -18,22 +18,41 @@ use hbcore::jsonl;
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let key = config.key()?;
     let (table, origin, seeding) = record::load_table(&config, &key)?;
-    let udp = match &config.network {
-        Some(n) => Some(
-            UdpSocket::bind(n.listen)
-                .await
-                .map_err(|source| HbError::Listen {
+    // Each network's socket; one whose address is not on a NIC (yet) is
+    // opened when it is (netio), any other refusal stops the start.
+    let mut nets = vec![];
+    for n in config.all_networks() {
+        let net = NetChannel::new(n.clone());
+        match net.open(&config.counter) {
+            Ok(()) => {}
+            Err(e) if retried(&e) => tracing::warn!(
+                network = %n.name,
+                "cannot listen on {} yet ({e}): the address is on no interface; tried again every interval",
+                n.listen
+            ),
+            Err(source) => {
+                return Err(HbError::Listen {
+                    network: n.name.clone(),
                     address: n.listen,
                     source,
-                })?,
-        ),
-        None => None,
-    };
+                }
+                .into())
+            }
+        }
+        nets.push(net);
+    }
+    let echo = netcheck::method();
+    match &echo.1 {
+        Some(note) => tracing::warn!(method = ?echo.0, "local network check: {note}"),
+        None => tracing::info!(method = ?echo.0, "local network check: ICMP echo over raw sockets"),
+    }
     let control = jsonl::bind(&config.control_socket).map_err(|source| HbError::ControlSocket {
         path: config.control_socket.clone(),
         source,
     })?;
-    let hbd = Arc::new(Hbd::new(config, key, table, udp));
+    let mut table = table;
+    (table.echo_method, table.echo_note) = (Some(echo.0), echo.1);
+    let hbd = Arc::new(Hbd::new(config, key, table, nets));
     for name in &seeding.installed {
         hbd.event(
             Source::Local,
@@ -59,6 +78,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         host = %hbd.config.host,
         group = %hbd.config.group,
         interval_ms = hbd.config.interval_ms,
+        networks = ?hbd.config.network_names(),
         timeout_ms = hbd.config.timeout_ms,
         freshness_ms = hbd.config.freshness().as_millis() as u64,
         arm = %hbd.config.arm_policy(),
@@ -67,7 +87,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     );
 
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let receiver = tokio::spawn(Arc::clone(&hbd).receive_network());
+    let receivers: Vec<_> = (0..hbd.nets.len())
+        .map(|i| tokio::spawn(Arc::clone(&hbd).receive_network(i)))
+        .collect();
     let server = tokio::spawn(Arc::clone(&hbd).serve(control, async {
         let _ = server_stopped.await;
     }));
@@ -78,7 +100,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     status.abort();
     drop(metrics);
     ticker.abort();
-    receiver.abort();
+    for r in &receivers {
+        r.abort();
+    }
     let _ = stop_server.send(());
     if let Err(e) = server.await {
         tracing::warn!("the control server ended badly: {e}");

@@ -63,9 +63,11 @@ pub enum HbError {
         /// Parse error.
         source: serde_json::Error,
     },
-    /// The network channel's socket could not be bound.
-    #[error("cannot listen for heartbeats on {address} (network.listen)")]
+    /// A network's socket could not be bound.
+    #[error("cannot listen for heartbeats on {address} (listen of network '{network}')")]
     Listen {
+        /// The network.
+        network: String,
         /// network.listen.
         address: SocketAddr,
         /// OS error.
@@ -147,7 +149,7 @@ pub enum HbError {
     #[error("give --pvol PATH, or --name NAME of a [[mirrors]] entry of hbd's config")]
     NothingToInstall,
     /// The network channel cannot be turned on: there is none.
-    #[error("this hbd has no [network] section; the network channel cannot be turned on")]
+    #[error("this hbd has no [network] or [[networks]] section; the network channels cannot be turned on")]
     NoNetwork,
     /// A heartbeat could not be encoded.
     #[error("cannot encode a heartbeat")]
@@ -160,6 +162,9 @@ pub enum HbError {
         /// OS error.
         source: std::io::Error,
     },
+    /// `hbctl hb analyze` got no verdict.
+    #[error("no fault analysis finished; see hbd's log, and `hbctl hb status` for the channels")]
+    NoAnalysis,
     /// A blocking call on tokio's blocking threads panicked or was cancelled.
     #[error("{what} did not finish; see hbd's log")]
     Blocking {

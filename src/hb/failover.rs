@@ -5,7 +5,8 @@
 //! SERIOUS notices, the alert command. Each command is a `sh -c` child
 //! process, waited for with a time limit.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hbcore::control::{PairTakeover, Reply, Request};
 use hbcore::report;
@@ -13,9 +14,49 @@ use hbcore::vocab::Level;
 
 use super::api::Source;
 use super::mirrord;
+use super::qos::can_carry;
 use super::state::Hbd;
 
 impl Hbd {
+    /// The failover rule says fail over (every enabled channel says the
+    /// peer is dead): done once, if this host can carry the duties (QoS,
+    /// seed 002 Fig 6 636); else it waits, said once, and is tried every
+    /// tick. The node-dead verdict is recorded beside it.
+    pub fn failover_due(self: &Arc<Self>, reason: String, now: Instant) {
+        match can_carry(&self.qos_now(), &self.config.qos_rule()) {
+            Ok(()) => {
+                let silent = {
+                    let mut c = self.checker();
+                    if c.table.failed_over {
+                        return;
+                    }
+                    c.table.failed_over = true;
+                    c.table.failover_held = None;
+                    c.silent_for(now).unwrap_or_default()
+                };
+                let hbd = Arc::clone(self);
+                tokio::spawn(async move { hbd.fail_over(reason, silent).await });
+                self.analysis_due("every channel failed: failover".into());
+            }
+            Err(why) => {
+                let text = format!(
+                    "every channel says the peer is dead, but this host cannot carry the duties: {why}; the failover waits until it can (QoS)"
+                );
+                let first = {
+                    let mut c = self.checker();
+                    let first = c.table.failover_held.is_none();
+                    c.table.failover_held = Some(text.clone());
+                    first
+                };
+                if first {
+                    tracing::error!("FAILOVER HELD: {text}");
+                    self.event(Source::Local, Some(Level::SystemDown), "failover", text);
+                    self.analysis_due("every channel failed: failover held".into());
+                }
+            }
+        }
+    }
+
     /// Takes over the data pairs and runs the hook. The tick calls it once,
     /// on a task of its own, so a slow hook never delays the heartbeats.
     pub async fn fail_over(&self, reason: String, silent: Duration) {

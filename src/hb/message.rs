@@ -15,6 +15,7 @@
 use hbcore::frame::{Format, FrameError};
 use serde::{Deserialize, Serialize};
 
+use super::analysis::Report;
 use hbcore::vocab::{Group, Level};
 
 /// Size of a heartbeat slot on a volume.
@@ -23,7 +24,8 @@ pub const SLOT: usize = 4096;
 pub const FORMAT: Format = Format {
     magic: *b"HBBT",
     // 3: the beat says whether its sender failed over or stepped down.
-    version: 3,
+    // 4: control messages of the fault analysis (seed 002).
+    version: 4,
     max_payload: Format::payload_room(SLOT, true),
     signed: true,
 };
@@ -92,6 +94,25 @@ pub enum ControlBody {
     Procedure(Procedure),
     /// Fig 10/11: a failure at the sender's site.
     Notice(Notice),
+    /// Seed 002, Fig 6 step 612: the side that is not the master asks the
+    /// master (production) for a distributed fault analysis.
+    AnalysisRequest {
+        /// The analysis, named by the asking side.
+        id: String,
+        /// What started it.
+        trigger: String,
+    },
+    /// Fig 7, steps 714–716: one side's results in analysis `id` (its
+    /// local network check, channels and QoS); the receiver joins the
+    /// analysis if it has not yet, and sends its own.
+    AnalysisReport {
+        /// The analysis.
+        id: String,
+        /// What started it.
+        trigger: String,
+        /// The sender's results.
+        report: Box<Report>,
+    },
 }
 
 /// One struct for `hbctl hb procedure`'s channel arguments, the request to
@@ -288,6 +309,30 @@ mod tests {
                     time_ms: 5,
                     host: "prod-a".into(),
                 }),
+            },
+            Control {
+                id: 5,
+                body: ControlBody::AnalysisRequest {
+                    id: "standby-a-1.1".into(),
+                    trigger: "network net0 BAD".into(),
+                },
+            },
+            Control {
+                id: 6,
+                body: ControlBody::AnalysisReport {
+                    id: "standby-a-1.1".into(),
+                    trigger: "network net0 BAD".into(),
+                    report: Box::new(crate::hb::analysis::Report {
+                        host: "prod-a".into(),
+                        group: Group::Production,
+                        time_ms: 9,
+                        echo: crate::hb::analysis::EchoMethod::Raw,
+                        echo_note: None,
+                        networks: vec![],
+                        channels: vec![],
+                        qos: crate::hb::qos::Qos::default(),
+                    }),
+                },
             },
         ]);
         let mut slot = b.encode(KEY).expect("encode");

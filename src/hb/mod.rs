@@ -1,17 +1,28 @@
-//! # hbd: the storage-based heartbeat check (seed Figures 2–11)
+//! # hbd: the storage-based heartbeat check (seed 000 Figures 2–11, seed 002)
 //!
 //! Modules in reading order; each uses only modules before it.
 //!
 //! What is said and kept (pure, unit-tested without a clock or a socket):
 //!
+//! - [`counter`]: seed 002's per-channel counter (Fig 4: start 20, +Δ
+//!   sequence, every period clamp 48 and −4, 0 = BAD) and the generator's
+//!   disconnect counter (Fig 5).
+//! - [`qos`]: the QoS metric, the rule that a side takes over only if it can
+//!   carry the duties, and the comparison of two sides (Fig 6, 622–644).
+//! - [`analysis`]: each side's report in a fault analysis (local network
+//!   check, channels, QoS) and the decision routine (Fig 9) that turns two
+//!   reports into a verdict; the channels of the status API.
 //! - [`message`]: the heartbeat (Fig 3) and the control messages it carries:
-//!   activation (Fig 4/5), procedure (Fig 8), failure notice (Fig 11).
-//! - [`table`]: the heartbeat status table (Fig 2), as data.
+//!   activation (Fig 4/5), procedure (Fig 8), failure notice (Fig 11), the
+//!   fault analysis's request and reports (seed 002, Fig 7).
+//! - [`table`]: the heartbeat status table (Fig 2), as data, with each
+//!   network and the channel list.
 //! - [`watch`]: the advancing rule: is a channel's message newer than the
 //!   last accepted from its sender (the watermark, kept across restarts)?
 //! - [`checker`]: the validity rules (Fig 7: approved, fresh against this
-//!   host's clock, advancing, on a channel turned on) that fill the table;
-//!   the failover decision, the arm policy, the step-down decision.
+//!   host's clock, advancing, on a channel turned on) that fill the table,
+//!   per network and per mirror; the counters; the failover decision, the
+//!   arm policy, the step-down decision.
 //! - [`api`]: the requests `hbctl hb` sends (one struct per operation).
 //! - [`config`]: hbd's TOML configuration.
 //! - [`error`]: [`error::HbError`], what hbd's operations refuse and why.
@@ -25,15 +36,25 @@
 //! - `mirrord`: hbd as a client of mirrord (pair checks and protection, takeover).
 //! - `state`: [`Hbd`](state::Hbd), what every task shares, and saving its
 //!   table and events (`events.jsonl`).
-//! - `failover`: take over pairs and run the hook (once); step down and run
-//!   the step-down hook (once); run the alert command.
+//! - `failover`: take over pairs and run the hook (once, if this host can
+//!   carry the duties); step down and run the step-down hook (once); run the
+//!   alert command.
+//! - `netcheck`: the local network check (seed 002, Fig 8): each network's
+//!   NIC state and rounds of ICMP echo (raw sockets, else the ping socket).
+//! - `netio`: each network's UDP socket, its disconnect counter and re-open
+//!   (Fig 5), and its receiver task.
 //! - `controls`: the outbox of control messages, acknowledgements, and applying
 //!   the peer's controls.
 //! - `checks`: the local checks (Fig 10) that become failure notices.
 //! - `install`: mirrors installed and de-installed (Fig 4/5), and their pairs
 //!   protected from split again at start (or the mirror FAILED, unwritten).
-//! - `tick`: send (Fig 6), read the mirrors (Fig 7), evaluate, act; and the
-//!   UDP receiver.
+//! - `report`: what this host says in a fault analysis (its local network
+//!   check, channels and QoS), and its QoS now.
+//! - `analyzer`: the fault analysis wired (Figs 6, 7): started when a
+//!   counter reaches 0 or on request, exchanged with the peer as control
+//!   messages, decided, recorded (table, event with evidence, alert).
+//! - `tick`: send (Fig 6), read the mirrors (Fig 7), evaluate, step the
+//!   counters, act.
 //! - `server`: the control server answering `hbctl hb`.
 //! - `service`, `metrics`: systemd's readiness, status line and watchdog; the OpenMetrics endpoint.
 //! - [`daemon`]: start-up and shutdown, wiring the above.
@@ -47,11 +68,16 @@
 //!   └─ protect_installed: mirrord pair checks ─> protected, or the mirror FAILED
 //!
 //!  tick task, every interval_ms (only channels turned on, Fig 8):
-//!   ├─ next_frame: Beat{serial+1, now, outbox, ack, failed_over} ─> UDP send_to each peer address
+//!   ├─ next_frame: Beat{serial+1, now, outbox, ack, failed_over}
+//!   ├─ each network: disconnect counter (re-open a silent one's socket) ─> UDP send_to each peer
 //!   ├═> spawn_blocking: write_slot, one 4 KiB write to each PVOL (hbfs ═> mirrord ═> peer SVOL)
 //!   ├═> spawn_blocking: read_slot of each SVOL ─> decode ─> Checker::mirror_read ─> absorb
 //!   ├─ Checker::evaluate ─> transitions ─> log, events.jsonl
-//!   ├─ Checker::failover_reason ═> failover task (once):
+//!   ├─ every period: Checker::counter_period ─> a channel BAD ─> fault analysis:
+//!   │     ═> spawn_blocking: netcheck (NIC, ICMP echo on every network, a thread each)
+//!   │     ─> AnalysisRequest / AnalysisReport into the outbox (ride the heartbeats)
+//!   │     ─> the peer's report arrives (absorb) ─> decide ─> verdict: log, event, table, alert
+//!   ├─ Checker::failover_reason ─> QoS: can this host carry the duties? ═> failover task (once):
 //!   │     ═> spawn_blocking: mirrord pair takeover, then the hook ═> `sh -c` process
 //!   ├─ Checker::step_down_reason ═> step-down task (once): the step-down hook ═> `sh -c` process
 //!   ├─ a failed pair protection, every timeout ═> protect_installed task
@@ -59,13 +85,13 @@
 //!   │     └─ a new failure ─> Notice into the outbox (rides the next heartbeats)
 //!   └═> spawn_blocking: save table.json (rename) and the table volume
 //!
-//!  UDP task, as datagrams arrive: recv_from ─> decode ─> Checker::network_beat
+//!  a UDP task per network, as datagrams arrive: recv_from ─> decode ─> Checker::network_beat
 //!   ├─ accepted ─> absorb, then save table.json (the watermark on disk)
 //!   └─ refused ─> counted; logged once a minute per address and kind (Throttle)
 //!
 //!  absorb, on the task that got the beat: drop acknowledged controls from the outbox;
 //!   apply the peer's new ones (mirror activated / de-activated, procedure, notice
-//!   ═> alert `sh -c` process)
+//!   ═> alert `sh -c` process, analysis request or report ═> the analyzer's tasks)
 //!
 //!  control socket: accept task ═> a task per client ─> dispatch(HbRequest)
 //!   └─ install: ═> spawn_blocking: mirrord calls, a probe write_slot ─> Activate into the outbox
@@ -74,11 +100,14 @@
 //! Both directions run at once (Fig 9): each host writes its own PVOL and
 //! reads the mirror of the peer's; only the standby ever fails over.
 
+pub mod analysis;
+mod analyzer;
 pub mod api;
 pub mod checker;
 mod checks;
 pub mod config;
 mod controls;
+pub mod counter;
 pub mod daemon;
 pub mod error;
 mod failover;
@@ -86,7 +115,11 @@ mod install;
 pub mod message;
 mod metrics;
 mod mirrord;
+mod netcheck;
+mod netio;
+pub mod qos;
 mod record;
+mod report;
 mod server;
 mod service;
 mod slot;

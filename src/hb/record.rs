@@ -172,13 +172,18 @@ pub fn load_table(config: &Config, key: &[u8]) -> Result<(Table, Origin, Seeding
             // replacement host takes over the table under its own name.
             t.host = config.host.clone();
             t.group = config.group;
-            t.network_configured = config.network.is_some();
+            t.set_networks(&config.network_names());
             // What was alive before is no evidence now: checked afresh.
             t.remote_group_via_network = GroupStatus::Unknown;
             t.remote_group_via_mirrors = GroupStatus::Unknown;
             t
         }
-        None => Table::new(&config.host, config.group, config.network.is_some()),
+        None => {
+            let names = config.network_names();
+            let mut t = Table::new(&config.host, config.group, !names.is_empty());
+            t.set_networks(&names);
+            t
+        }
     };
     let seeding = table.seed(&config.seeds());
     Ok((table, origin, seeding))

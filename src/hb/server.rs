@@ -36,7 +36,7 @@ impl Hbd {
         .await;
     }
 
-    async fn dispatch(&self, request: HbRequest) -> Result<HbReply, HbError> {
+    async fn dispatch(self: &Arc<Self>, request: HbRequest) -> Result<HbReply, HbError> {
         Ok(match request {
             HbRequest::Status => HbReply::Table(Box::new(self.checker().table.clone())),
             HbRequest::Events(r) => HbReply::Events(self.recent_events(r.limit)),
@@ -44,6 +44,7 @@ impl Hbd {
             HbRequest::Uninstall(r) => HbReply::Done(self.uninstall(&r.name).await?),
             HbRequest::Procedure(p) => HbReply::Done(self.procedure(p)?),
             HbRequest::Rearm => HbReply::Done(self.rearm()),
+            HbRequest::Analyze => HbReply::Analysis(Box::new(self.analyze_now().await?)),
         })
     }
 
@@ -60,7 +61,7 @@ impl Hbd {
                 return Err(HbError::NoMirror { name: name.clone() });
             }
         }
-        if p.network == Some(true) && self.config.network.is_none() {
+        if p.network == Some(true) && self.config.all_networks().is_empty() {
             return Err(HbError::NoNetwork);
         }
         if !force {

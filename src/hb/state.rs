@@ -10,15 +10,16 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use tokio::net::UdpSocket;
-
+use super::analysis::Analysis;
+use super::analyzer::Analyses;
 use super::api::{Event, Source};
 use super::checker::{Checker, Timing};
 use super::config::Config;
+use super::netio::NetChannel;
 use super::record;
 use super::slot::OpenFiles;
 use super::table::{now_ms, Table};
@@ -33,8 +34,12 @@ pub struct Hbd {
     pub config: Config,
     /// The pre-shared key of the heartbeat messages.
     pub key: Vec<u8>,
-    /// The network channel's socket, if configured.
-    pub udp: Option<UdpSocket>,
+    /// Each network's socket (`[[networks]]`, or the one `[network]`).
+    pub nets: Vec<NetChannel>,
+    /// Fault analyses under way.
+    pub analyses: Mutex<Analyses>,
+    /// Ticks since start (the counters' period is a number of them).
+    pub ticks: AtomicU64,
     /// Heartbeat volumes kept open between ticks.
     pub files: Arc<OpenFiles>,
     /// Last outcome of each local check: true while it passes.
@@ -75,12 +80,14 @@ fn load_events(path: &Path) -> VecDeque<Event> {
 }
 
 impl Hbd {
-    /// hbd around `table`, with the events recorded before.
-    pub fn new(config: Config, key: Vec<u8>, table: Table, udp: Option<UdpSocket>) -> Hbd {
+    /// hbd around `table`, with the events recorded before; `nets` are the
+    /// networks' channels (opened or not).
+    pub fn new(config: Config, key: Vec<u8>, table: Table, nets: Vec<NetChannel>) -> Hbd {
         let timing = Timing {
             timeout: config.timeout(),
             interval: config.interval(),
             freshness: config.freshness(),
+            counter: config.counter,
         };
         let checker = Checker::new(
             table,
@@ -92,7 +99,9 @@ impl Hbd {
         let events_path = config.data_dir.join("events.jsonl");
         Hbd {
             key,
-            udp,
+            nets,
+            analyses: Mutex::new(Analyses::default()),
+            ticks: AtomicU64::new(0),
             files: Arc::new(OpenFiles::default()),
             checks_ok: Mutex::new(HashMap::new()),
             protect_retry: Mutex::new((Instant::now(), false)),
@@ -164,13 +173,29 @@ impl Hbd {
 
     /// Records an event (memory and events.jsonl).
     pub fn event(&self, source: Source, level: Option<Level>, part: &str, text: String) {
-        let event = Event {
+        self.record_event(Event {
             time_ms: now_ms(),
             source,
             level,
             part: part.into(),
             text,
-        };
+            analysis: None,
+        });
+    }
+
+    /// Records the event of a fault analysis, with its evidence.
+    pub fn analysis_event(&self, level: Option<Level>, text: String, analysis: &Analysis) {
+        self.record_event(Event {
+            time_ms: now_ms(),
+            source: Source::Local,
+            level,
+            part: "analysis".into(),
+            text,
+            analysis: Some(Box::new(analysis.clone())),
+        });
+    }
+
+    fn record_event(&self, event: Event) {
         if let Ok(line) = serde_json::to_string(&event) {
             let appended = std::fs::OpenOptions::new()
                 .create(true)

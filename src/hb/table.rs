@@ -8,8 +8,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::analysis::{network_label, Analysis, ChannelStatus, EchoMethod};
+use super::counter::Counter;
 use super::message::{Control, Procedure};
 use hbcore::vocab::Group;
+
+mod channels;
+
+pub use channels::NetworkEntry;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
@@ -164,6 +170,12 @@ pub struct Device {
     pub pair_problem: Option<String>,
     /// Counts and last-seen time.
     pub seen: Seen,
+    /// The counter of a receiving mirror (seed 002, Fig 4).
+    #[serde(default)]
+    pub counter: Counter,
+    /// Slots written (a sending mirror).
+    #[serde(default)]
+    pub sent: u64,
 }
 
 /// The heartbeat status table (Fig 2), with what hbd keeps beside it.
@@ -183,8 +195,27 @@ pub struct Table {
     pub remote_group_via_mirrors: GroupStatus,
     /// 240/241: heartbeat mirrors.
     pub devices: Vec<Device>,
-    /// The network channel's counts.
+    /// The networks' counts together (each network's are in `networks`).
     pub network: Seen,
+    /// Each IP network: 200/210 per network, counter, counts.
+    #[serde(default)]
+    pub networks: Vec<NetworkEntry>,
+    /// Every channel (each network, each mirror) with its counter: the
+    /// status API of seed 002.
+    #[serde(default)]
+    pub channels: Vec<ChannelStatus>,
+    /// The last fault analysis, with its evidence.
+    #[serde(default)]
+    pub analysis: Option<Analysis>,
+    /// Why a due failover waits: this host cannot carry the duties (QoS).
+    #[serde(default)]
+    pub failover_held: Option<String>,
+    /// How the local network check sends echo requests.
+    #[serde(default)]
+    pub echo_method: Option<EchoMethod>,
+    /// Why it is limited (no raw socket, no ping socket), if it is.
+    #[serde(default)]
+    pub echo_note: Option<String>,
     /// Whether a network channel is configured at all.
     pub network_configured: bool,
     /// The person's choice for the network (Fig 8).
@@ -260,6 +291,16 @@ impl Table {
             remote_group_via_mirrors: GroupStatus::Unknown,
             devices: Vec::new(),
             network: Seen::default(),
+            networks: if network_configured {
+                vec![NetworkEntry::new(crate::hb::config::LEGACY_NETWORK, true)]
+            } else {
+                Vec::new()
+            },
+            channels: Vec::new(),
+            analysis: None,
+            failover_held: None,
+            echo_method: None,
+            echo_note: None,
             network_configured,
             network_wanted: network_configured,
             mirrors_wanted: true,
@@ -308,6 +349,8 @@ impl Table {
             pair,
             pair_problem: None,
             seen: Seen::default(),
+            counter: Counter::default(),
+            sent: 0,
         };
         let slot = self
             .devices
@@ -337,13 +380,14 @@ impl Table {
                 d.pair = None;
                 d.pair_problem = None;
                 d.seen = Seen::default();
+                d.counter = Counter::default();
                 true
             }
             None => false,
         }
     }
 
-    /// Whether the network channel is on (configured, and not turned off by a person).
+    /// Whether the network channels are on (configured, and not turned off by a person).
     pub fn network_on(&self) -> bool {
         self.network_configured && self.network_wanted
     }
@@ -357,8 +401,15 @@ impl Table {
     /// to the peer (`Direction::Send`) or the peer's here (`Receive`):
     /// `network`, `mirror NAME`.
     pub fn channels(&self, way: Direction) -> Vec<String> {
-        let network = self.network_on().then(|| "network".to_string());
-        network
+        let networks: Vec<String> = if self.network_on() {
+            self.networks
+                .iter()
+                .map(|n| network_label(&n.name))
+                .collect()
+        } else {
+            vec![]
+        };
+        networks
             .into_iter()
             .chain(
                 self.devices
@@ -409,11 +460,20 @@ impl Table {
     /// (ENABLE until the checker finds otherwise), and whether control
     /// messages wait for a channel to the peer.
     pub fn show_procedure(&mut self) {
-        if !self.network_on() {
+        let network_on = self.network_on();
+        if !network_on {
             self.network_enable = Enable::Disable;
             self.remote_group_via_network = GroupStatus::Unknown;
         } else if self.network_enable == Enable::Disable {
             self.network_enable = Enable::Enable;
+        }
+        for n in &mut self.networks {
+            if !network_on {
+                n.enable = Enable::Disable;
+                n.remote_group = GroupStatus::Unknown;
+            } else if n.enable == Enable::Disable {
+                n.enable = Enable::Enable;
+            }
         }
         let mirrors_wanted = self.mirrors_wanted;
         for d in self

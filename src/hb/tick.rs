@@ -1,10 +1,10 @@
 //! The tick: once per interval, send a heartbeat on every enabled channel
-//! (Fig 6), read every enabled receiving mirror (Fig 7), evaluate, log what
-//! changed, start the failover or the step-down, run the local checks, save
-//! the table (so `table.json` is never more than an interval behind).
-//! Beside it, the UDP receiver: a task of its own that takes network
-//! heartbeats as they arrive, ignores them while the network is turned off,
-//! and logs refusals at most once a minute per sender address.
+//! (Fig 6), read every enabled receiving mirror (Fig 7), evaluate, step the
+//! channels' counters every period (seed 002, Fig 4) and start a fault
+//! analysis when one goes BAD, log what changed, start the failover (if
+//! this host can carry the duties) or the step-down, run the local checks,
+//! save the table (so `table.json` is never more than an interval behind).
+//! The networks' sockets and receivers are in `netio`.
 //!
 //! Slot writes and reads run on tokio's blocking threads (a write on hbfs
 //! waits for the storage, in sync mode for the peer site), each within the
@@ -14,10 +14,9 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hbcore::report;
-use hbcore::throttle::{suppressed_note, Throttle, Verdict};
 use hbcore::vocab::Group;
 
 use super::api::Source;
@@ -27,13 +26,6 @@ use super::slot::{read_slot, write_slot};
 use super::state::Hbd;
 use super::table::{now_ms, Direction, GroupStatus};
 use super::watch::Observation;
-
-/// A refused datagram is logged at most once per sender address and kind of
-/// refusal in this period (with the count of those not logged).
-const LOG_PERIOD: Duration = Duration::from_secs(60);
-/// Sender addresses (with kinds of refusal) remembered for that; beyond,
-/// newcomers share one line.
-const LOG_SOURCES: usize = 64;
 
 impl Hbd {
     /// Fig 6: the next heartbeat, signed.
@@ -77,12 +69,16 @@ impl Hbd {
         self.send().await;
         self.receive_mirrors().await;
         let now = Instant::now();
-        let (transitions, reason, step_down, returned) = {
+        let every = u64::from(self.config.counter.period_intervals.max(1));
+        let period = (self.ticks.fetch_add(1, Ordering::Relaxed) + 1) % every == 0;
+        let (transitions, counted, gaps, reason, step_down, returned) = {
             let mut c = self.checker();
             let transitions = c.evaluate(now);
+            let gaps = if period { c.counter_period() } else { vec![] };
+            let counted = c.take_counter_changes();
             let reason = c.failover_reason();
-            if reason.is_some() {
-                c.table.failed_over = true;
+            if reason.is_none() {
+                c.table.failover_held = None;
             }
             let step_down = c.step_down_reason().map(|why| {
                 c.table.stepped_down = true;
@@ -93,7 +89,7 @@ impl Hbd {
                 || t.remote_group_via_mirrors == GroupStatus::Alive;
             let returned = (t.group == Group::Standby && t.failed_over && alive)
                 .then(|| (self.config.peers.join(", "), t.peer_stepped_down));
-            (transitions, reason, step_down, returned)
+            (transitions, counted, gaps, reason, step_down, returned)
         };
         for t in transitions {
             if t.failed {
@@ -114,11 +110,11 @@ impl Hbd {
                 );
             }
         }
+        self.counted(counted, gaps);
         if let Some(reason) = reason {
-            let silent = self.checker().silent_for(now).unwrap_or_default();
-            let hbd = Arc::clone(self);
-            tokio::spawn(async move { hbd.fail_over(reason, silent).await });
+            self.failover_due(reason, now);
         }
+        self.expire_analyses();
         if let Some((peer, reason)) = step_down {
             let hbd = Arc::clone(self);
             tokio::spawn(async move { hbd.step_down(peer, reason).await });
@@ -175,12 +171,8 @@ impl Hbd {
             // FAILED channels are still used, so they can recover.
             (t.network_on(), targets)
         };
-        if let (true, Some(udp), Some(net)) = (network, &self.udp, &self.config.network) {
-            for peer in &net.peers {
-                if let Err(e) = udp.send_to(&frame, peer).await {
-                    tracing::debug!(peer = %peer, "network heartbeat not sent: {e}");
-                }
-            }
+        if network {
+            self.send_networks(&frame).await;
         }
         let deadline = self.config.interval();
         for (name, path) in targets {
@@ -202,7 +194,7 @@ impl Hbd {
     }
 
     /// Fig 7: read every receiving mirror turned on.
-    async fn receive_mirrors(&self) {
+    async fn receive_mirrors(self: &Arc<Self>) {
         let sources: Vec<(String, PathBuf)> = {
             let c = self.checker();
             let t = &c.table;
@@ -233,49 +225,6 @@ impl Hbd {
                     .mirror_read(&name, beat.as_ref().map_err(String::clone), At::now());
             if let (Ok(beat), Observation::Advanced) = (&beat, seen) {
                 self.absorb(beat).await;
-            }
-        }
-    }
-
-    /// Receives network heartbeats until aborted (nothing to do without a network channel).
-    pub async fn receive_network(self: Arc<Self>) {
-        let Some(udp) = &self.udp else { return };
-        let mut buf = vec![0u8; 65536];
-        let throttle = Throttle::new(LOG_PERIOD, LOG_SOURCES);
-        loop {
-            let (n, from) = match udp.recv_from(&mut buf).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!("network heartbeat receive failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let read = Beat::decode(&buf[..n], &self.key).map_err(|e| e.to_string());
-            let verdict = self
-                .checker()
-                .network_beat(read.as_ref().map_err(String::clone), At::now());
-            let refusal = match (verdict, &read) {
-                (Ok(Observation::Advanced), Ok(beat)) => {
-                    self.absorb(beat).await;
-                    // The watermark is on disk before the next message
-                    // is taken: a replay stays stale across a crash too.
-                    self.save_file();
-                    continue;
-                }
-                (Ok(Observation::Stale), Ok(beat)) => (
-                    "replayed",
-                    format!(
-                        "heartbeat {} of '{}' is not newer than the last accepted: a replay, or a duplicate",
-                        beat.serial, beat.sender
-                    ),
-                ),
-                (Ok(_), _) => continue,
-                (Err(r), _) => (r.kind, r.why),
-            };
-            // Said once a period per sender address (not port) and kind.
-            if let Verdict::Say { suppressed } = throttle.note(&from.ip().to_string(), refusal.0) {
-                tracing::warn!(%from, "invalid network heartbeat ignored: {}{}", refusal.1, suppressed_note(suppressed, LOG_PERIOD));
             }
         }
     }

@@ -1125,3 +1125,44 @@ impl Drop for OcfProvider {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Starts a daemon of the workspace through `wrapper` (`ip netns exec NS`,
+/// `setpriv ...`), its stderr appended to `log`.
+fn spawn_wrapped(wrapper: &[String], program: &str, config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log");
+    let (first, rest) = wrapper.split_first().expect("a wrapper command");
+    Command::new(first)
+        .args(rest)
+        .arg(bin(program))
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program} through {wrapper:?}: {e}"))
+}
+
+impl Hbd {
+    /// Starts hbd through `wrapper` (e.g. `ip netns exec NS`: the wrapper
+    /// must exec hbd, so that its pid is hbd's) and waits until it answers.
+    pub fn start_wrapped(&mut self, wrapper: &[String]) {
+        self.child = Some(spawn_wrapped(wrapper, "hbd", &self.config, &self.log));
+        let (what, log) = (format!("hbd of {}", self.name), self.log.clone());
+        let socket = self.socket.clone();
+        wait_ready(&mut self.child, &what, &log, || {
+            run_hbctl(&socket, &["hb", "status"]).status.success()
+        });
+    }
+}
+
+/// Whether the program `tool` is on the PATH.
+pub fn has_tool(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+}

@@ -9,10 +9,13 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, Hbd, Options, TwoSites, UdpTap};
+use crate::common::{ensure_tool, free_port, Hbd, Options, TwoSites, UdpTap};
+use netns::{End, Hosts};
 
 pub const INTERVAL_MS: u64 = 100;
 pub const TIMEOUT_MS: u64 = 1000;
@@ -41,6 +44,47 @@ fn lines(out: &Path, name: &str) -> usize {
         .count()
 }
 
+/// Both sites (mirrord, hbfs) with the heartbeat pairs hb0 (prod → standby)
+/// and hb1 (standby → prod) and the data pair "app"; the hooks' directory
+/// `out` (with the files the checks look for) and the heartbeat key.
+fn prepare(test: &str) -> Option<(TwoSites, PathBuf, PathBuf)> {
+    let sites = TwoSites::start_with(
+        test,
+        Options {
+            proxy: true,
+            ..Options::default()
+        },
+    )?;
+    sites.pair("hb0", "64KiB", &["--kind", "heartbeat"]);
+    sites.pair("app", "1MiB", &[]);
+    sites
+        .prod
+        .ok(&["volume", "create", "hb1", "--size", "64KiB"]);
+    sites
+        .standby
+        .ok(&["volume", "create", "hb1", "--size", "64KiB"]);
+    sites.standby.ok(&[
+        "pair",
+        "create",
+        "hb1",
+        "--pvol",
+        "hb1",
+        "--peer",
+        "prod",
+        "--kind",
+        "heartbeat",
+    ]);
+    sites.prod.wait_state("hb1", "PAIR");
+    let out = sites.root.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    for ok in ["db.ok", "cache.ok"] {
+        std::fs::write(out.join(ok), "").expect("check file");
+    }
+    let key = sites.root.path().join("hb.key");
+    std::fs::write(&key, "heartbeat-key-0123456789\n").expect("key");
+    Some((sites, out, key))
+}
+
 impl Cluster {
     /// Both sites and both hbds running, each seeing the other alive on both channels.
     pub fn start(test: &str) -> Option<Cluster> {
@@ -53,40 +97,7 @@ impl Cluster {
         test: &str,
         edit: impl FnOnce(&TwoSites, &mut String, &mut String),
     ) -> Option<Cluster> {
-        let sites = TwoSites::start_with(
-            test,
-            Options {
-                proxy: true,
-                ..Options::default()
-            },
-        )?;
-        sites.pair("hb0", "64KiB", &["--kind", "heartbeat"]);
-        sites.pair("app", "1MiB", &[]);
-        sites
-            .prod
-            .ok(&["volume", "create", "hb1", "--size", "64KiB"]);
-        sites
-            .standby
-            .ok(&["volume", "create", "hb1", "--size", "64KiB"]);
-        sites.standby.ok(&[
-            "pair",
-            "create",
-            "hb1",
-            "--pvol",
-            "hb1",
-            "--peer",
-            "prod",
-            "--kind",
-            "heartbeat",
-        ]);
-        sites.prod.wait_state("hb1", "PAIR");
-        let out = sites.root.path().join("out");
-        std::fs::create_dir_all(&out).expect("out dir");
-        for ok in ["db.ok", "cache.ok"] {
-            std::fs::write(out.join(ok), "").expect("check file");
-        }
-        let key = sites.root.path().join("hb.key");
-        std::fs::write(&key, "heartbeat-key-0123456789\n").expect("key");
+        let (sites, out, key) = prepare(test)?;
         let (prod_port, standby_port) = (free_port(), free_port());
         let to_standby = UdpTap::start(standby_port);
         let to_prod = UdpTap::start(prod_port);
@@ -227,4 +238,181 @@ pub fn edit_config(hbd: &Hbd, edit: impl FnOnce(&str) -> String) {
 pub fn table_file(hbd: &Hbd) -> serde_json::Value {
     let text = std::fs::read(hbd.dir.join("data/table.json")).expect("table.json");
     serde_json::from_slice(&text).expect("table.json is JSON")
+}
+
+/// The two sites with each host's hbd in its own network namespace, joined
+/// by `networks` IP networks through a router namespace (see [`netns`]),
+/// plus the heartbeat mirrors hb0 and hb1 (on the storage's remote link,
+/// outside the namespaces). Fields drop in order: the hbds, the sites, the
+/// namespaces.
+pub struct NetCluster {
+    pub prod: Hbd,
+    pub standby: Hbd,
+    pub sites: TwoSites,
+    pub hosts: Hosts,
+    /// Where hooks and alerts leave their traces.
+    pub out: PathBuf,
+}
+
+/// hbd's config at `end` over `hosts`' networks (the counters shortened:
+/// 24 at most, so a silent channel is BAD within 3 s).
+fn net_config(
+    hosts: &Hosts,
+    end: End,
+    dir: &Path,
+    mount: &Path,
+    mirrord: &Path,
+    key: &Path,
+    out: &Path,
+) -> String {
+    let (host, group, peer, other) = match end {
+        End::Prod => ("prod-a", "production", "standby-a", End::Standby),
+        End::Standby => ("standby-a", "standby", "prod-a", End::Prod),
+    };
+    let mut text = format!(
+        "host = \"{host}\"\ngroup = \"{group}\"\npeers = [\"{peer}\"]\ndata_dir = \"{data}\"\ncontrol_socket = \"{sock}\"\n\
+         psk_file = \"{key}\"\ninterval_ms = {INTERVAL_MS}\ntimeout_ms = {TIMEOUT_MS}\nvolume_dir = \"{mount}\"\n\
+         [counter]\nstart = 20\nmax = 24\n[analysis]\necho_rounds = 3\necho_interval_ms = 200\n",
+        data = dir.join("data").display(),
+        sock = dir.join("hbd.sock").display(),
+        key = key.display(),
+        mount = mount.display(),
+    );
+    for k in 0..hosts.networks {
+        text += &format!(
+            "[[networks]]\nname = \"net{k}\"\nlisten = \"{}:7790\"\npeers = [\"{}:7790\"]\nprobe = \"{}\"\n",
+            hosts.addr(end, k),
+            hosts.addr(other, k),
+            hosts.gateway(end, k)
+        );
+    }
+    text += &format!("[failover]\nmirrord_socket = \"{}\"\n", mirrord.display());
+    let m = mount.display();
+    match end {
+        End::Prod => {
+            text = text.replace(
+                "[failover]\n",
+                &format!("[failover]\nstep_down = \"echo ran >> {o}/step_down.count\"\nalert = \"echo $HBD_LEVEL $HBD_PART $HBD_VERDICT >> {o}/prod_alerts\"\n", o = out.display()),
+            );
+            text += &format!("[[mirrors]]\nname = \"hb0\"\npvol = \"{m}/hb0\"\npair = \"hb0\"\n[[mirrors]]\nname = \"hb1\"\nsvol = \"{m}/hb1\"\n");
+        }
+        End::Standby => {
+            text = text.replace(
+                "[failover]\n",
+                &format!(
+                    "[failover]\nhook = \"env | grep ^HBD_ > {o}/failover.env; echo ran >> {o}/failover.count\"\ntake_over = [\"app\"]\nalert = \"echo $HBD_LEVEL $HBD_PART $HBD_VERDICT >> {o}/alerts\"\n",
+                    o = out.display()
+                ),
+            );
+            text += &format!("[[mirrors]]\nname = \"hb0\"\nsvol = \"{m}/hb0\"\n[[mirrors]]\nname = \"hb1\"\npvol = \"{m}/hb1\"\npair = \"hb1\"\n");
+        }
+    }
+    text
+}
+
+impl NetCluster {
+    /// Both sites, `networks` networks between the namespaces, and both
+    /// hbds (configs changed by `edit` first), each seeing the other alive
+    /// on every channel.
+    pub fn start(
+        test: &str,
+        networks: usize,
+        edit: impl FnOnce(&Hosts, &mut String, &mut String),
+    ) -> Option<NetCluster> {
+        if !ensure_tool(test, "nft", "nftables") {
+            return None;
+        }
+        let hosts = Hosts::create(test, networks)?;
+        let (sites, out, key) = prepare(test)?;
+        let dirs = [sites.prod.dir.join("hbd"), sites.standby.dir.join("hbd")];
+        let mut prod_cfg = net_config(
+            &hosts,
+            End::Prod,
+            &dirs[0],
+            &sites.prod.mount,
+            &sites.prod.socket,
+            &key,
+            &out,
+        );
+        let mut standby_cfg = net_config(
+            &hosts,
+            End::Standby,
+            &dirs[1],
+            &sites.standby.mount,
+            &sites.standby.socket,
+            &key,
+            &out,
+        );
+        edit(&hosts, &mut prod_cfg, &mut standby_cfg);
+        let mut c = NetCluster {
+            prod: Hbd::new(&dirs[0], "prod-a", &prod_cfg),
+            standby: Hbd::new(&dirs[1], "standby-a", &standby_cfg),
+            sites,
+            hosts,
+            out,
+        };
+        c.start_hbd(End::Standby);
+        c.start_hbd(End::Prod);
+        Some(c)
+    }
+
+    /// Starts the hbd of `end` in its namespace.
+    pub fn start_hbd(&mut self, end: End) {
+        let wrapper = self.hosts.exec(end);
+        match end {
+            End::Prod => self.prod.start_wrapped(&wrapper),
+            End::Standby => self.standby.start_wrapped(&wrapper),
+        }
+    }
+
+    /// Waits until both hbds see each other alive on every network and on the mirrors.
+    pub fn wait_all_alive(&self) {
+        for hbd in [&self.prod, &self.standby] {
+            hbd.wait_table("the peer ALIVE on every channel", |t| {
+                t["remote_group_via_mirrors"] == "ALIVE"
+                    && t["networks"]
+                        .as_array()
+                        .is_some_and(|n| n.iter().all(|n| n["remote_group"] == "ALIVE"))
+            });
+        }
+    }
+
+    /// Runs of the standby's failover hook.
+    pub fn failovers(&self) -> usize {
+        lines(&self.out, "failover.count")
+    }
+}
+
+/// The verdict of the last analysis in `t` and its networks.
+pub fn verdict(t: &serde_json::Value) -> (String, Vec<String>) {
+    let v = &t["analysis"]["verdict"];
+    let networks = v["networks"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    (v["verdict"].as_str().unwrap_or("").to_string(), networks)
+}
+
+/// Waits until `hbd`'s last analysis is `kind` on `networks`.
+pub fn wait_verdict(hbd: &Hbd, kind: &str, networks: &[&str]) {
+    let want: Vec<String> = networks.iter().map(|n| n.to_string()).collect();
+    let mut last = (String::new(), vec![]);
+    let start = Instant::now();
+    while start.elapsed() < crate::common::DEADLINE {
+        last = verdict(&hbd.table());
+        if last.0 == kind && last.1 == want {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "hbd {}: verdict {last:?}, not {kind} {want:?}; events:\n{}\nlog:\n{}",
+        hbd.name,
+        hbd.ok(&["hb", "events", "--limit", "20"]),
+        hbd.log_text()
+    );
 }

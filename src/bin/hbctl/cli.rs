@@ -114,7 +114,8 @@ pub enum PairCommand {
 
 #[derive(Subcommand)]
 pub enum HbCommand {
-    /// Show the heartbeat status table (Fig 2): channels, peer status, mirrors, counts.
+    /// Show the heartbeat status table (Fig 2): channels (each network, each
+    /// mirror) with their counters, peer status, the last fault analysis.
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -142,6 +143,15 @@ pub enum HbCommand {
     /// production site. At a production host that stepped down: end the
     /// step-down (re-arm the standby first).
     Rearm,
+    /// Run a fault analysis now with the peer (seed 002): each host's local
+    /// network check (NIC, echo), channels and counters, QoS; the verdict
+    /// (link-fault, local-fault, remote-fault, node-dead, config-error,
+    /// none) with its evidence.
+    Analyze {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -69,6 +69,7 @@ mod tests {
             level: None,
             part: "p".into(),
             text: format!("e{n}"),
+            analysis: None,
         }
     }
 

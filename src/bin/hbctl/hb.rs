@@ -32,6 +32,7 @@ pub fn run(socket: &Path, command: HbCommand) -> Result<(), ClientError> {
         HbCommand::Procedure(p) => (HbRequest::Procedure(p), false),
         HbCommand::Rearm => (HbRequest::Rearm, false),
         HbCommand::Check => return crate::check::run(socket),
+        HbCommand::Analyze { json } => (HbRequest::Analyze, json),
     };
     match jsonl::call::<_, HbReply>(socket, &request)? {
         HbReply::Done(text) => crate::output::done(&text),
@@ -39,6 +40,8 @@ pub fn run(socket: &Path, command: HbCommand) -> Result<(), ClientError> {
         HbReply::Table(t) => print::status(&t),
         HbReply::Events(e) if json => print::json(&e),
         HbReply::Events(e) => print::events(&e),
+        HbReply::Analysis(a) if json => print::json(&a),
+        HbReply::Analysis(a) => print::analysis(&a),
     }
     Ok(())
 }

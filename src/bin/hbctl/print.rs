@@ -6,6 +6,7 @@ use comfy_table::CellAlignment;
 use hbcore::control::{PairInfo, VolumeInfo};
 use hbcore::size::Bytes;
 use hbcore::vocab::{Group, Kind};
+use hbmirror::hb::analysis::{network_label, Analysis, ChannelKind, ChannelStatus, Report};
 use hbmirror::hb::api::Event;
 use hbmirror::hb::table::{now_ms, Seen, Table};
 
@@ -77,24 +78,55 @@ pub fn status(t: &Table) {
         ],
     ];
     println!("{}", grid(&[], flags, &[]));
-    let row = |channel: String, status: String, direction: String, address: String, s: &Seen| {
+    // One row per channel: its Fig 2 status (timeout rule) and its
+    // counter's state (seed 002).
+    let counted = |kind: ChannelKind, name: &str| {
+        t.channels.iter().find(|c| c.kind == kind && c.name == name)
+    };
+    let row = |channel: String,
+               status: String,
+               c: Option<&ChannelStatus>,
+               direction: String,
+               address: String,
+               s: &Seen| {
         vec![
             channel,
             status,
+            c.map_or_else(|| "-".into(), |c| name(&c.state)),
+            c.and_then(|c| c.counter)
+                .map_or_else(|| "-".into(), |v| v.to_string()),
             direction,
             address,
             s.count.to_string(),
+            c.map_or_else(|| "-".into(), |c| c.missing.to_string()),
             ago(s.last_ms),
-            s.problem.clone().unwrap_or_else(|| "-".into()),
+            s.problem.clone().unwrap_or_else(|| {
+                c.and_then(|c| c.problem.clone())
+                    .unwrap_or_else(|| "-".into())
+            }),
         ]
     };
-    let mut rows = vec![row(
-        "network".into(),
-        name(&t.network_enable),
-        "-".into(),
-        "-".into(),
-        &t.network,
-    )];
+    let mut rows = vec![];
+    if t.networks.is_empty() {
+        rows.push(row(
+            "network".into(),
+            name(&t.network_enable),
+            None,
+            "-".into(),
+            "-".into(),
+            &t.network,
+        ));
+    }
+    for n in &t.networks {
+        rows.push(row(
+            network_label(&n.name),
+            name(&n.enable),
+            counted(ChannelKind::Network, &n.name),
+            "both".into(),
+            "-".into(),
+            &n.seen,
+        ));
+    }
     for d in &t.devices {
         let address = d
             .address
@@ -104,6 +136,7 @@ pub fn status(t: &Table) {
         rows.push(row(
             format!("mirror {}", d.name),
             name(&d.status),
+            counted(ChannelKind::Mirror, &d.name),
             name(&d.direction),
             address,
             &d.seen,
@@ -116,16 +149,38 @@ pub fn status(t: &Table) {
             &[
                 "CHANNEL",
                 "STATUS",
+                "STATE",
+                "COUNTER",
                 "DIRECTION",
                 "ADDRESS",
                 "HEARTBEATS",
+                "MISSING",
                 "LAST",
                 "PROBLEM"
             ],
             rows,
-            &[4],
+            &[3, 6, 7],
         )
     );
+    if let Some(a) = &t.analysis {
+        let v = &a.verdict;
+        println!(
+            "last fault analysis {}: {}{} (`hbctl hb analyze` runs one and shows its evidence)",
+            ago(Some(a.time_ms)),
+            v.verdict,
+            if v.networks.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", v.networks.join(", "))
+            }
+        );
+    }
+    if let Some(held) = &t.failover_held {
+        println!("FAILOVER HELD: {held}");
+    }
+    if let Some(note) = &t.echo_note {
+        println!("local network check: {note}");
+    }
     if t.devices.is_empty() {
         println!("no heartbeat mirrors; install one with `hbctl hb mirror install --pvol PATH --pair NAME`");
     }
@@ -174,6 +229,101 @@ fn decision(t: &Table) -> String {
         Group::Production => {
             "step-down: this host steps down if the standby reports that it took over".into()
         }
+    }
+}
+
+/// A fault analysis: the verdict, each side's local network check and
+/// channels, the QoS comparison and the decision routine's steps.
+pub fn analysis(a: &Analysis) {
+    let v = &a.verdict;
+    let networks = if v.networks.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", v.networks.join(", "))
+    };
+    println!(
+        "fault analysis {} ({}), decided {}",
+        a.id,
+        a.trigger,
+        ago(Some(a.time_ms))
+    );
+    println!("verdict: {}{networks}", v.verdict);
+    println!("  {}", v.detail);
+    let sides: Vec<&Report> = std::iter::once(&a.local).chain(&a.remote).collect();
+    let header: Vec<String> = std::iter::once("NETWORK".to_string())
+        .chain(sides.iter().map(|r| format!("AT {}", r.host)))
+        .collect();
+    let names: Vec<&String> = {
+        let mut n: Vec<&String> = sides
+            .iter()
+            .flat_map(|r| r.networks.iter().map(|n| &n.name))
+            .collect();
+        n.sort();
+        n.dedup();
+        n
+    };
+    let rows = names
+        .iter()
+        .map(|name| {
+            std::iter::once(name.to_string())
+                .chain(sides.iter().map(|r| {
+                    r.networks.iter().find(|n| &n.name == *name).map_or_else(
+                        || "not configured".into(),
+                        |n| {
+                            n.summary()
+                                .split_once(": ")
+                                .map_or_else(|| n.summary(), |(_, s)| s.to_string())
+                        },
+                    )
+                }))
+                .collect()
+        })
+        .collect();
+    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    println!();
+    println!("{}", grid(&header_refs, rows, &[]));
+    let rows = sides
+        .iter()
+        .flat_map(|r| {
+            r.channels.iter().map(|c| {
+                vec![
+                    r.host.clone(),
+                    c.label(),
+                    name(&c.state),
+                    c.status.clone(),
+                    c.counter.map_or_else(|| "-".into(), |v| v.to_string()),
+                    c.sent.to_string(),
+                    c.received.to_string(),
+                    c.missing.to_string(),
+                ]
+            })
+        })
+        .collect();
+    println!();
+    println!(
+        "{}",
+        grid(
+            &["AT", "CHANNEL", "STATE", "STATUS", "COUNTER", "SENT", "RECEIVED", "MISSING"],
+            rows,
+            &[4, 5, 6, 7],
+        )
+    );
+    println!();
+    for r in &sides {
+        println!("QoS at {}: {}", r.host, r.qos.summary());
+        if let Some(note) = &r.echo_note {
+            println!("  echo at {}: {note}", r.host);
+        }
+    }
+    if let Some(q) = &a.qos {
+        println!("QoS comparison: {q}");
+    }
+    if a.remote.is_none() {
+        println!("(no report from the peer)");
+    }
+    println!("decision (Fig 9):");
+    for step in &a.steps {
+        println!("  {step}");
     }
 }
 

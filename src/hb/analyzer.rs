@@ -1,0 +1,447 @@
+//! The fault analyzer (seed 002, Figs 6–8), wired: when a channel's counter
+//! reaches 0 (or on `hbctl hb analyze`), an analysis starts. If every
+//! channel has failed, the peer is deemed dead (`node-dead`) without an
+//! exchange. Otherwise the analysis is distributed over the channels that
+//! still work: the side that is not the master (the standby; production is
+//! the master) asks the master with an `AnalysisRequest`; each side runs
+//! its local network check (`netcheck`) and sends its [`Report`] in an
+//! `AnalysisReport` (both are control messages: they ride every heartbeat
+//! on every enabled channel until acknowledged); a side that receives a
+//! report joins the analysis and answers with its own. With both reports,
+//! each side runs the decision routine ([`decide`]) and records the verdict:
+//! the log, an event with the evidence, the table (`analysis`), the
+//! `alert` command. A peer that does not answer within
+//! [`Config::answer_deadline`](super::config::Config::answer_deadline)
+//! leaves the verdict `none` (or `node-dead`, if every channel failed
+//! meanwhile).
+//!
+//! ```text
+//!  counter 0 ─> analysis_due ─> start_analysis ─┬─ standby: AnalysisRequest ═> outbox ═> production
+//!                                              └═> spawn: local_report (blocking: netcheck) ─> AnalysisReport ═> peer
+//!  peer's AnalysisReport ─> analysis_reported ─> (join: local_report) ─> decide ─> complete ─> verdict
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hbcore::throttle::{suppressed_note, Throttle, Verdict as Say};
+use hbcore::vocab::{Group, Level};
+use tokio::sync::oneshot;
+
+use super::analysis::{decide, node_dead, Analysis, Report, Verdict, VerdictKind};
+use super::checker::CounterChange;
+use super::counter::Change;
+use super::error::HbError;
+use super::failover::run_command;
+use super::message::ControlBody;
+use super::qos::{takeover, Takeover};
+use super::state::{lock, Hbd};
+use super::table::now_ms;
+
+/// Analyses under way at most; the oldest is dropped beyond.
+const PENDING_MAX: usize = 4;
+
+/// The analyses under way.
+pub struct Analyses {
+    next: u64,
+    pending: BTreeMap<String, Pending>,
+    /// A channel came back since: an analysis is due once every one works.
+    good_again: bool,
+    /// Missing heartbeats are logged at most once a minute per channel.
+    gaps: Throttle,
+}
+
+impl Default for Analyses {
+    fn default() -> Analyses {
+        Analyses {
+            next: 0,
+            pending: BTreeMap::new(),
+            good_again: false,
+            gaps: Throttle::new(Duration::from_secs(60), 64),
+        }
+    }
+}
+
+struct Pending {
+    trigger: String,
+    started: Instant,
+    /// Every channel had failed when it started: decided alone (node-dead).
+    dead: bool,
+    running: bool,
+    local: Option<Report>,
+    remote: Option<Report>,
+    waiters: Vec<oneshot::Sender<Analysis>>,
+}
+
+impl Analyses {
+    fn insert(&mut self, id: &str, trigger: &str, dead: bool) -> &mut Pending {
+        if !self.pending.contains_key(id) && self.pending.len() >= PENDING_MAX {
+            let oldest = self
+                .pending
+                .iter()
+                .min_by_key(|(_, p)| p.started)
+                .map(|(id, _)| id.clone());
+            if let Some(oldest) = oldest {
+                self.pending.remove(&oldest);
+            }
+        }
+        self.pending
+            .entry(id.to_string())
+            .or_insert_with(|| Pending {
+                trigger: trigger.to_string(),
+                started: Instant::now(),
+                dead,
+                running: false,
+                local: None,
+                remote: None,
+                waiters: Vec::new(),
+            })
+    }
+}
+
+impl Hbd {
+    /// Production leads the distributed analysis (the seed's master).
+    fn is_master(&self) -> bool {
+        self.config.group == Group::Production
+    }
+
+    /// The counters' changes since the last tick: logged and recorded; a
+    /// channel gone BAD starts an analysis; new gaps are a warning.
+    pub fn counted(self: &Arc<Self>, changes: Vec<CounterChange>, gaps: Vec<(String, u64)>) {
+        for (channel, missing) in gaps {
+            let say = lock(&self.analyses).gaps.note(&channel, "gaps");
+            if let Say::Say { suppressed } = say {
+                tracing::warn!(channel = %channel, "{missing} heartbeat(s) missing in the last counter period (gaps in the sequence numbers): the channel loses messages{}", suppressed_note(suppressed, Duration::from_secs(60)));
+            }
+        }
+        let mut bad = vec![];
+        let mut good = false;
+        for ch in changes {
+            match ch.change {
+                Change::Bad => {
+                    let text = "BAD: its counter reached 0 (silent for the counter's periods); fault analysis".to_string();
+                    tracing::warn!(channel = %ch.channel, "heartbeat channel {text}");
+                    self.event(super::api::Source::Local, None, &ch.channel, text);
+                    bad.push(ch.channel);
+                }
+                Change::Good => {
+                    tracing::info!(channel = %ch.channel, "heartbeat channel GOOD again: its counter is above 0");
+                    self.event(
+                        super::api::Source::Local,
+                        None,
+                        &ch.channel,
+                        "GOOD again: its counter is above 0".into(),
+                    );
+                    good = true;
+                }
+            }
+        }
+        if good {
+            lock(&self.analyses).good_again = true;
+        }
+        if !bad.is_empty() {
+            self.analysis_due(format!("{} BAD", bad.join(", ")));
+        } else {
+            self.after_good_again();
+        }
+    }
+
+    /// After a channel came back: once every channel here works again (by
+    /// both rules), an analysis says whether the fault the last one found
+    /// is gone.
+    fn after_good_again(self: &Arc<Self>) {
+        if !lock(&self.analyses).good_again {
+            return;
+        }
+        let (all_good, was_fault) = {
+            let c = self.checker();
+            let t = &c.table;
+            (
+                t.channels.iter().all(|ch| !ch.failed()),
+                t.analysis.as_ref().is_some_and(|a| {
+                    !matches!(
+                        a.verdict.verdict,
+                        VerdictKind::None | VerdictKind::ConfigError
+                    )
+                }),
+            )
+        };
+        // Nothing to clear up; or cleared up by the analysis now started.
+        let settled =
+            !was_fault || (all_good && self.analysis_due("every channel GOOD again".into()));
+        if settled {
+            lock(&self.analyses).good_again = false;
+        }
+    }
+
+    /// Starts an analysis unless one is under way; whether it did.
+    pub fn analysis_due(self: &Arc<Self>, trigger: String) -> bool {
+        let idle = lock(&self.analyses).pending.is_empty();
+        if idle {
+            self.start_analysis(trigger);
+        }
+        idle
+    }
+
+    /// Starts an analysis (Fig 6): node-dead if every channel failed, else
+    /// the local check here and, at the standby, a request to the master.
+    /// Returns its id.
+    pub fn start_analysis(self: &Arc<Self>, trigger: String) -> String {
+        let dead = self.checker().all_channels_failed();
+        let id = {
+            let mut a = lock(&self.analyses);
+            a.next += 1;
+            let id = format!("{}-{}.{}", self.config.host, now_ms(), a.next);
+            a.insert(&id, &trigger, dead);
+            id
+        };
+        tracing::info!(id = %id, "fault analysis: {trigger}");
+        if !dead && !self.is_master() {
+            self.queue(ControlBody::AnalysisRequest {
+                id: id.clone(),
+                trigger: trigger.clone(),
+            });
+        }
+        self.run_local(id.clone());
+        id
+    }
+
+    /// `hbctl hb analyze`: a new analysis, waited for.
+    pub async fn analyze_now(self: &Arc<Self>) -> Result<Analysis, HbError> {
+        let id = self.start_analysis("asked by hbctl hb analyze".into());
+        let (tell, told) = oneshot::channel();
+        match lock(&self.analyses).pending.get_mut(&id) {
+            Some(p) => p.waiters.push(tell),
+            None => return self.last_analysis(),
+        }
+        let limit = self.config.answer_deadline() + self.config.echo_duration() * 2;
+        match tokio::time::timeout(limit, told).await {
+            Ok(Ok(analysis)) => Ok(analysis),
+            _ => self.last_analysis(),
+        }
+    }
+
+    fn last_analysis(&self) -> Result<Analysis, HbError> {
+        self.checker()
+            .table
+            .analysis
+            .clone()
+            .ok_or(HbError::NoAnalysis)
+    }
+
+    /// The master is asked for an analysis (Fig 6, 612).
+    pub fn analysis_requested(self: &Arc<Self>, peer: &str, id: String, trigger: String) {
+        tracing::info!(id = %id, "fault analysis asked by {peer}: {trigger}");
+        lock(&self.analyses).insert(&id, &trigger, false);
+        self.run_local(id);
+    }
+
+    /// The peer's report (Fig 7, 716): joined, and decided once both are in.
+    pub fn analysis_reported(self: &Arc<Self>, id: String, trigger: String, report: Report) {
+        lock(&self.analyses).insert(&id, &trigger, false).remote = Some(report);
+        self.run_local(id.clone());
+        self.try_decide(&id);
+    }
+
+    /// Runs this host's part of analysis `id` once: the local check, the
+    /// report to the peer (unless node-dead), then the decision if it can.
+    fn run_local(self: &Arc<Self>, id: String) {
+        {
+            let mut a = lock(&self.analyses);
+            match a.pending.get_mut(&id) {
+                Some(p) if !p.running && p.local.is_none() => p.running = true,
+                _ => return,
+            }
+        }
+        let hbd = Arc::clone(self);
+        tokio::spawn(async move {
+            let report = hbd.local_report().await;
+            let tell = {
+                let mut a = lock(&hbd.analyses);
+                let Some(p) = a.pending.get_mut(&id) else {
+                    return;
+                };
+                p.running = false;
+                p.local = Some(report.clone());
+                (!p.dead).then(|| p.trigger.clone())
+            };
+            if let Some(trigger) = tell {
+                hbd.queue(ControlBody::AnalysisReport {
+                    id: id.clone(),
+                    trigger,
+                    report: Box::new(report),
+                });
+            }
+            hbd.try_decide(&id);
+        });
+    }
+
+    /// Decides analysis `id` if its reports are in (or, `alone`, on this
+    /// host's report only).
+    fn try_decide_with(self: &Arc<Self>, id: &str, alone: bool) {
+        let peer = self.config.peers.join(", ");
+        let failed_now = alone && self.checker().all_channels_failed();
+        let decided = {
+            let mut a = lock(&self.analyses);
+            let Some(p) = a.pending.get(id) else {
+                return;
+            };
+            let all_failed = p.dead || failed_now;
+            let decided = match (&p.local, &p.remote) {
+                (Some(l), _) if all_failed => Some(node_dead(l, &peer)),
+                (Some(l), Some(r)) => Some(decide(l, r)),
+                (Some(_), None) if alone => Some((
+                    Verdict {
+                        verdict: VerdictKind::None,
+                        networks: vec![],
+                        detail: format!(
+                            "{peer} did not answer within {:?} over the channels that work: no verdict",
+                            self.config.answer_deadline()
+                        ),
+                    },
+                    vec!["no report from the peer".into()],
+                )),
+                _ => None,
+            };
+            match (decided, a.pending.remove(id)) {
+                (Some((verdict, steps)), Some(p)) => Some((verdict, steps, p)),
+                (None, Some(p)) => {
+                    a.pending.insert(id.to_string(), p);
+                    None
+                }
+                _ => None,
+            }
+        };
+        let Some((verdict, steps, p)) = decided else {
+            return;
+        };
+        let Some(local) = p.local else {
+            return;
+        };
+        let analysis = Analysis {
+            id: id.to_string(),
+            time_ms: now_ms(),
+            trigger: p.trigger,
+            verdict,
+            steps,
+            qos: None,
+            local,
+            remote: p.remote,
+        };
+        self.complete(analysis, p.waiters);
+    }
+
+    fn try_decide(self: &Arc<Self>, id: &str) {
+        self.try_decide_with(id, false);
+    }
+
+    /// Decides, on this host's evidence alone, the analyses whose peer did
+    /// not answer in time (the tick calls it).
+    pub fn expire_analyses(self: &Arc<Self>) {
+        let deadline = self.config.answer_deadline();
+        let late: Vec<String> = lock(&self.analyses)
+            .pending
+            .iter()
+            .filter(|(_, p)| p.local.is_some() && p.started.elapsed() > deadline)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in late {
+            self.try_decide_with(&id, true);
+        }
+    }
+
+    /// Records a decided analysis: the QoS comparison of a fault verdict
+    /// (and, with `failover_on_fault`, its failover), the table, the log,
+    /// an event with the evidence, the alert command, whoever waits.
+    fn complete(self: &Arc<Self>, mut analysis: Analysis, waiters: Vec<oneshot::Sender<Analysis>>) {
+        let v = &analysis.verdict;
+        if let (VerdictKind::LocalFault | VerdictKind::RemoteFault, Some(remote)) =
+            (v.verdict, &analysis.remote)
+        {
+            let decision = takeover(&analysis.local.qos, &remote.qos, &self.config.qos_rule());
+            analysis.qos = Some(format!(
+                "here {}; at {} {}: {}",
+                analysis.local.qos.summary(),
+                remote.host,
+                remote.qos.summary(),
+                match &decision {
+                    Takeover::FailRemote => "this host can take over (Fig 6, 638)".to_string(),
+                    Takeover::FailLocal =>
+                        "the peer can carry this host's duties (Fig 6, 644)".to_string(),
+                    Takeover::Nothing(why) => format!("nothing (Fig 6, 640): {why}"),
+                }
+            ));
+            if v.verdict == VerdictKind::RemoteFault && decision == Takeover::FailRemote {
+                self.fail_over_on_fault(&analysis);
+            }
+        }
+        let v = &analysis.verdict;
+        let networks = if v.networks.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", v.networks.join(", "))
+        };
+        let text = format!("{}{networks}: {}", v.verdict, v.detail);
+        let level = match v.verdict {
+            VerdictKind::None => None,
+            VerdictKind::NodeDead => Some(Level::SystemDown),
+            _ => Some(Level::Serious),
+        };
+        match level {
+            None => tracing::info!(id = %analysis.id, "fault analysis verdict: {text}"),
+            Some(_) => tracing::warn!(id = %analysis.id, "fault analysis verdict: {text}"),
+        }
+        self.checker().table.analysis = Some(analysis.clone());
+        self.analysis_event(level, text, &analysis);
+        self.save_file();
+        if let (Some(level), Some(alert)) = (level, self.config.failover.alert.clone()) {
+            let env = vec![
+                ("HBD_EVENT", "analysis".to_string()),
+                ("HBD_LEVEL", level.to_string()),
+                ("HBD_PART", "analysis".to_string()),
+                ("HBD_VERDICT", v.verdict.to_string()),
+                ("HBD_NETWORKS", v.networks.join(",")),
+                ("HBD_DETAIL", v.detail.clone()),
+                ("HBD_HOST", self.config.host.clone()),
+                (
+                    "HBD_ANALYSIS",
+                    serde_json::to_string(&analysis).unwrap_or_default(),
+                ),
+            ];
+            tokio::spawn(async move {
+                run_command("alert", &alert, env, Duration::from_secs(30)).await;
+            });
+        }
+        for w in waiters {
+            let _ = w.send(analysis.clone());
+        }
+    }
+
+    /// With `failover_on_fault`, a standby whose analysis found production
+    /// faulted and whose QoS says it can do better takes over (Fig 6, 638).
+    fn fail_over_on_fault(self: &Arc<Self>, analysis: &Analysis) {
+        if !self.config.analysis.failover_on_fault || self.config.group != Group::Standby {
+            return;
+        }
+        let go = {
+            let mut c = self.checker();
+            let go = c.table.armed && !c.table.failed_over;
+            if go {
+                c.table.failed_over = true;
+            }
+            go
+        };
+        if go {
+            let v = &analysis.verdict;
+            let reason = format!(
+                "fault analysis {}: remote-fault ({}): {}; this host's QoS exceeds production's and it can carry the duties (failover_on_fault)",
+                analysis.id,
+                v.networks.join(", "),
+                v.detail
+            );
+            let hbd = Arc::clone(self);
+            tokio::spawn(async move { hbd.fail_over(reason, Duration::ZERO).await });
+        }
+    }
+}
