@@ -637,6 +637,9 @@ fn metrics_of_both_daemons_parse_and_measure_the_link() {
         "hbmirror_hb_channel_last_seen_seconds{channel=\"network\"",
         "hbmirror_hb_rejected_heartbeats_total{reason=\"stale\"}",
         "hbmirror_hb_failovers_total",
+        "hbmirror_hb_channel_health{channel=\"network\",kind=\"network\"}",
+        "hbmirror_hb_channel_good{channel=\"network\",kind=\"network\"} 1",
+        "hbmirror_hb_channel_missing_heartbeats_total{channel=\"network\"",
     ] {
         assert!(hb.contains(family), "{family} missing:\n{hb}");
     }

@@ -87,6 +87,31 @@ pub fn scrape(hbd: &Hbd) -> String {
                 .map(|t| (l.clone(), now_ms.saturating_sub(t) as f64 / 1000.0))
         }),
     );
+    // Seed 002's view of each channel: the health counter, GOOD/BAD, gaps.
+    let by_channel = |c: &super::analysis::ChannelStatus| {
+        labels([("channel", &c.name), ("kind", &name(&c.kind))])
+    };
+    s.gauge(
+        "hb_channel_health",
+        "The channel's health counter (seed 002: starts at 20, +1 per heartbeat, -4 per period, 0 = BAD)",
+        table
+            .channels
+            .iter()
+            .filter_map(|c| c.counter.map(|n| (by_channel(c), f64::from(n)))),
+    );
+    s.gauge(
+        "hb_channel_good",
+        "1 when the channel is GOOD by its counter, 0 when BAD or turned off",
+        table
+            .channels
+            .iter()
+            .map(|c| (by_channel(c), flag(name(&c.state) == "GOOD"))),
+    );
+    s.counter(
+        "hb_channel_missing_heartbeats",
+        "Heartbeats missing on the channel (gaps in the sequence numbers)",
+        table.channels.iter().map(|c| (by_channel(c), c.missing)),
+    );
     let mirrors = table.devices.iter().map(|d| {
         (
             labels([
