@@ -13,7 +13,7 @@
 //! - `src/bin/hbd.rs`: the thin daemon binary (config, then [`hb::daemon::run`]).
 //! - `src/bin/hbctl/`: the command line for mirrord and hbd (`cli`, `storage`,
 //!   `hb`, `print`).
-//! - [`bench`]: measurements for `scripts/bench.sh` (`src/bin/hbbench.rs`).
+//! - [`bench`](mod@bench): measurements for `scripts/bench.sh` (`src/bin/hbbench.rs`).
 //!
 //! The data path of one heartbeat, and where it changes hands
 //! (`═>` another thread, task or process):

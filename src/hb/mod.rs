@@ -34,7 +34,7 @@
 //! - `record`: the table on disk: `table.json` (atomic rename) and the table
 //!   volume; at start, the newer of the two, seeded by the config.
 //! - `mirrord`: hbd as a client of mirrord (pair checks and protection, takeover).
-//! - `state`: [`Hbd`](state::Hbd), what every task shares, and saving its
+//! - `state`: `Hbd`, what every task shares, and saving its
 //!   table and events (`events.jsonl`).
 //! - `failover`: take over pairs and run the hook (once, if this host can
 //!   carry the duties); step down and run the step-down hook (once); run the
