@@ -102,6 +102,52 @@ fn stderr_is_journal() -> bool {
 /// A daemon's `--check`: loads the config and prints it with every default
 /// filled in (TOML, exit status 0), or prints what is wrong, naming the bad
 /// key, with exit status 1.
+/// The switches every daemon's command line has, beside its `--config`.
+#[derive(Debug, clap::Args)]
+pub struct Switches {
+    /// Print the effective configuration (defaults filled in) and exit 0, or exit 1 naming the bad key.
+    #[arg(long)]
+    pub check: bool,
+    /// Write the man page and shell completions into DIR and exit (for packaging).
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub generate_docs: Option<std::path::PathBuf>,
+}
+
+/// A daemon binary's whole `main`: write its docs (`--generate-docs`), print
+/// its effective config (`--check`), or [`main`] it with `config`.
+pub fn run_binary<C, E, Fut>(
+    program: &str,
+    command: clap::Command,
+    switches: &Switches,
+    config: Option<&std::path::Path>,
+    load: impl Fn(&std::path::Path) -> Result<C, E>,
+    run: impl FnOnce(C, Shutdown) -> Fut,
+) -> ExitCode
+where
+    C: serde::Serialize,
+    E: std::error::Error + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    if let Some(dir) = &switches.generate_docs {
+        return match crate::docs::generate(command, dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{program}: {}", crate::report::chain(&e));
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // clap requires --config unless --generate-docs is given.
+    let Some(config) = config else {
+        return ExitCode::FAILURE;
+    };
+    if switches.check {
+        return check(program, || load(config));
+    }
+    main(program, || load(config), run)
+}
+
+/// Prints the effective configuration `load` gives, or why it cannot.
 pub fn check<C, E>(program: &str, load: impl FnOnce() -> Result<C, E>) -> ExitCode
 where
     C: serde::Serialize,

@@ -27,31 +27,18 @@ struct Cli {
     /// [[mirrors]], [failover] (hook, take_over, arm, step_down, alert), [[checks]]).
     #[arg(long, short, required_unless_present = "generate_docs")]
     config: Option<PathBuf>,
-    /// Print the effective configuration (defaults filled in) and exit 0, or exit 1 naming the bad key.
-    #[arg(long)]
-    check: bool,
-    /// Write the man page and shell completions into DIR and exit (for packaging).
-    #[arg(long, hide = true, value_name = "DIR")]
-    generate_docs: Option<PathBuf>,
+    #[command(flatten)]
+    switches: hbcore::daemon::Switches,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(dir) = &cli.generate_docs {
-        return match hbcore::docs::generate(Cli::command(), dir) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("hbd: {}", hbcore::report::chain(&e));
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let Some(config) = cli.config else {
-        return ExitCode::FAILURE;
-    };
-    let load = || hbmirror::hb::config::Config::load(&config);
-    if cli.check {
-        return hbcore::daemon::check("hbd", load);
-    }
-    hbcore::daemon::main("hbd", load, hbmirror::hb::daemon::run)
+    hbcore::daemon::run_binary(
+        "hbd",
+        Cli::command(),
+        &cli.switches,
+        cli.config.as_deref(),
+        hbmirror::hb::config::Config::load,
+        hbmirror::hb::daemon::run,
+    )
 }

@@ -466,6 +466,8 @@ pub struct Options {
     pub proxy: bool,
     /// Extra environment for the standby's mirrord.
     pub standby_env: Vec<(String, String)>,
+    /// Extra environment for both mirrords (before `standby_env`).
+    pub env: Vec<(String, String)>,
 }
 
 impl TwoSites {
@@ -511,7 +513,9 @@ impl TwoSites {
             "prod",
             &format!("127.0.0.1:{prod_port}"),
         );
-        standby.env = options.standby_env;
+        prod.env = options.env.clone();
+        standby.env = options.env;
+        standby.env.extend(options.standby_env);
         standby.start();
         prod.start();
         if !options.wrong_key {
@@ -975,44 +979,14 @@ impl TwoSites {
     /// As [`TwoSites::start`], with both mirrords serving hbfs over
     /// `transport` (`classic`, `uring` or `auto`, through HBMIRROR_FUSE_TRANSPORT).
     pub fn start_on(test: &str, transport: &str) -> Option<TwoSites> {
-        if !can_mount(test) {
-            return None;
-        }
-        let root = tempfile::Builder::new()
-            .prefix("hbmirror-test-")
-            .tempdir()
-            .expect("tempdir");
-        let key = root.path().join("link.key");
-        std::fs::write(&key, "test-key-0123456789abcdef\n").expect("key");
-        let (prod_port, standby_port) = (free_port(), free_port());
         let env = vec![("HBMIRROR_FUSE_TRANSPORT".to_string(), transport.to_string())];
-        let mut prod = Site::new(
-            root.path(),
-            "prod",
-            prod_port,
-            &key,
-            "standby",
-            &format!("127.0.0.1:{standby_port}"),
-        );
-        let mut standby = Site::new(
-            root.path(),
-            "standby",
-            standby_port,
-            &key,
-            "prod",
-            &format!("127.0.0.1:{prod_port}"),
-        );
-        prod.env = env.clone();
-        standby.env = env;
-        standby.start();
-        prod.start();
-        prod.wait_link_up();
-        Some(TwoSites {
-            prod,
-            standby,
-            proxy: None,
-            root,
-        })
+        TwoSites::start_with(
+            test,
+            Options {
+                env,
+                ..Options::default()
+            },
+        )
     }
 }
 

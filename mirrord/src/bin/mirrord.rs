@@ -20,31 +20,18 @@ struct Cli {
     /// TOML configuration (keys: site, data_dir, control_socket, mount, metrics_listen, [link] listen/psk_file/timeout_ms, [[peers]] site/address).
     #[arg(long, short, required_unless_present = "generate_docs")]
     config: Option<PathBuf>,
-    /// Print the effective configuration (defaults filled in) and exit 0, or exit 1 naming the bad key.
-    #[arg(long)]
-    check: bool,
-    /// Write the man page and shell completions into DIR and exit (for packaging).
-    #[arg(long, hide = true, value_name = "DIR")]
-    generate_docs: Option<PathBuf>,
+    #[command(flatten)]
+    switches: hbcore::daemon::Switches,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(dir) = &cli.generate_docs {
-        return match hbcore::docs::generate(Cli::command(), dir) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("mirrord: {}", hbcore::report::chain(&e));
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let Some(config) = cli.config else {
-        return ExitCode::FAILURE;
-    };
-    let load = || mirrord::config::Config::load(&config);
-    if cli.check {
-        return hbcore::daemon::check("mirrord", load);
-    }
-    hbcore::daemon::main("mirrord", load, mirrord::daemon::run)
+    hbcore::daemon::run_binary(
+        "mirrord",
+        Cli::command(),
+        &cli.switches,
+        cli.config.as_deref(),
+        mirrord::config::Config::load,
+        mirrord::daemon::run,
+    )
 }
