@@ -99,9 +99,6 @@ fn stderr_is_journal() -> bool {
     stream.to_string_lossy() == format!("{}:{}", stderr.dev(), stderr.ino())
 }
 
-/// A daemon's `--check`: loads the config and prints it with every default
-/// filled in (TOML, exit status 0), or prints what is wrong, naming the bad
-/// key, with exit status 1.
 /// The switches every daemon's command line has, beside its `--config`.
 #[derive(Debug, clap::Args)]
 pub struct Switches {
@@ -147,7 +144,9 @@ where
     main(program, || load(config), run)
 }
 
-/// Prints the effective configuration `load` gives, or why it cannot.
+/// A daemon's `--check`: loads the config and prints it with every default
+/// filled in (TOML, exit status 0), or prints what is wrong, naming the bad
+/// key, with exit status 1.
 pub fn check<C, E>(program: &str, load: impl FnOnce() -> Result<C, E>) -> ExitCode
 where
     C: serde::Serialize,
