@@ -24,11 +24,17 @@ use futures_util::{SinkExt, StreamExt};
 use hbcore::auth;
 use hbcore::frame::FrameError;
 use hbcore::link::{Lane, LinkCodec, LinkError, Message, HANDSHAKE_MAX_PAYLOAD, NONCE_LEN};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 /// An authenticated connection.
 pub type Conn = Framed<TcpStream, LinkCodec>;
+
+/// A byte stream the handshake runs over: a TCP connection in mirrord, an
+/// in-memory pipe in the fuzz target.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin {}
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for S {}
 
 /// Why a connection was not admitted.
 #[derive(Debug, thiserror::Error)]
@@ -166,7 +172,7 @@ fn nonce() -> [u8; NONCE_LEN] {
     rand::random()
 }
 
-async fn next(conn: &mut Conn) -> Result<Message, HandshakeError> {
+async fn next<S: Stream>(conn: &mut Framed<S, LinkCodec>) -> Result<Message, HandshakeError> {
     match conn.next().await {
         None => Err(HandshakeError::Closed),
         Some(Err(LinkError::Frame(FrameError::Oversized { len, .. }))) => {
@@ -178,7 +184,7 @@ async fn next(conn: &mut Conn) -> Result<Message, HandshakeError> {
     }
 }
 
-async fn refuse(conn: &mut Conn, refusal: Refusal) -> HandshakeError {
+async fn refuse<S: Stream>(conn: &mut Framed<S, LinkCodec>, refusal: Refusal) -> HandshakeError {
     // Best effort: the reason is for the other side's log.
     let _ = conn
         .send(Message::Refused {
@@ -200,24 +206,24 @@ async fn within<T>(
 
 /// Opens an authenticated connection for `lane` to site `peer` as site
 /// `own`; the whole exchange must complete within `deadline`.
-pub async fn dial(
-    stream: TcpStream,
+pub async fn dial<S: Stream>(
+    stream: S,
     own: &str,
     peer: &str,
     lane: Lane,
     key: &[u8],
     deadline: Duration,
-) -> Result<Conn, HandshakeError> {
+) -> Result<Framed<S, LinkCodec>, HandshakeError> {
     within(deadline, dial_steps(stream, own, peer, lane, key)).await
 }
 
-async fn dial_steps(
-    stream: TcpStream,
+async fn dial_steps<S: Stream>(
+    stream: S,
     own: &str,
     peer: &str,
     lane: Lane,
     key: &[u8],
-) -> Result<Conn, HandshakeError> {
+) -> Result<Framed<S, LinkCodec>, HandshakeError> {
     let mut conn = Framed::new(stream, LinkCodec::handshake());
     let mine = nonce();
     conn.send(Message::Hello {
@@ -275,22 +281,22 @@ fn keys_differ(dialer: &str, listener: &str) -> Refusal {
 /// Admits a connection from one of `peers` as site `own`; returns the
 /// peer's site and the lane it opened. The whole exchange must complete
 /// within `deadline`.
-pub async fn accept(
-    stream: TcpStream,
+pub async fn accept<S: Stream>(
+    stream: S,
     own: &str,
     peers: &[String],
     key: &[u8],
     deadline: Duration,
-) -> Result<(String, Lane, Conn), HandshakeError> {
+) -> Result<(String, Lane, Framed<S, LinkCodec>), HandshakeError> {
     within(deadline, accept_steps(stream, own, peers, key)).await
 }
 
-async fn accept_steps(
-    stream: TcpStream,
+async fn accept_steps<S: Stream>(
+    stream: S,
     own: &str,
     peers: &[String],
     key: &[u8],
-) -> Result<(String, Lane, Conn), HandshakeError> {
+) -> Result<(String, Lane, Framed<S, LinkCodec>), HandshakeError> {
     let mut conn = Framed::new(stream, LinkCodec::handshake());
     let (site, to, theirs, lane) = match next(&mut conn).await? {
         Message::Hello {
