@@ -34,4 +34,5 @@
 //! ```
 
 pub mod bench;
+pub mod cluster;
 pub mod hb;

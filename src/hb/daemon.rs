@@ -95,9 +95,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     }));
     let ticker = tokio::spawn(Arc::clone(&hbd).tick_loop());
     let metrics = super::metrics::start(&hbd).await?;
+    let cluster = crate::cluster::start(&hbd).await?;
     let status = super::service::ready(&hbd);
     shutdown.await;
     status.abort();
+    drop(cluster);
     drop(metrics);
     ticker.abort();
     for r in &receivers {

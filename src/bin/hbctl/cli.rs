@@ -39,6 +39,9 @@ pub enum Command {
     /// The heartbeat check (hbd): status table, events, heartbeat mirrors, procedure.
     #[command(subcommand)]
     Hb(HbCommand),
+    /// The cluster of many hosts (member agent in hbd): MIB, node states.
+    #[command(subcommand)]
+    Cluster(crate::cluster::ClusterCommand),
     /// A live full-screen view of pairs, link RTT, hbd's channels and events
     /// (q quits, Tab or 1-4 switch views); plain output when not on a terminal.
     Monitor(crate::monitor::MonitorArgs),

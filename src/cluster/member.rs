@@ -1,0 +1,481 @@
+//! The member agent inside hbd: holds the MIB, sends notices on state
+//! changes only (over every network, to every member's every address),
+//! acts on received ones at once, and takes over by itself.
+//!
+//! - Self-check: hbd's `[[checks]]` of level SYSTEM DOWN or SERIOUS (their
+//!   last results, run by hbd's tick). One failing: release the floating
+//!   IPs, send DOWN, stop the applications. Passing again: STANDBY.
+//! - Silence: hbd's all-channels-dead verdict about its peer(s) (the failover
+//!   rule): the peer is marked DOWN and that is sent.
+//! - A MIB adopted from a notice: if this member is the standby assigned to
+//!   an application whose active node is DOWN, it takes over (pairs,
+//!   start executable, floating IPs), then sends OK (ACTIVE).
+//! - A member starting says hello, adopts any newer MIB, releases floating
+//!   IPs it does not run, and runs only what the MIB says it runs.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+
+use super::actions;
+use super::api::{Takeover, View};
+use super::mib::{Merge, Mib, NodeState};
+use super::notice::{Kind, Notice, MAX_NOTICE};
+use super::states;
+use crate::hb::api::Source;
+use crate::hb::state::{lock, Hbd};
+use crate::hb::table::now_ms;
+use hbcore::vocab::Level;
+
+/// Conflicts kept for `hbctl cluster show`.
+const CONFLICTS_KEPT: usize = 20;
+
+/// One member of the cluster: this host.
+pub struct Member {
+    /// hbd, whose checks, verdict, key and mirrord this member uses.
+    pub hbd: Arc<Hbd>,
+    /// This node's id (hbd's `host`).
+    pub me: String,
+    port: u16,
+    path: PathBuf,
+    mib: Mutex<Mib>,
+    sockets: Vec<Arc<UdpSocket>>,
+    conflicts: Mutex<Vec<String>>,
+    takeovers: Mutex<Vec<Takeover>>,
+    busy: Mutex<HashSet<String>>,
+    synced: AtomicBool,
+    saw_silence: AtomicBool,
+}
+
+impl Member {
+    /// The member around a loaded MIB and bound sockets.
+    pub fn new(
+        hbd: Arc<Hbd>,
+        mib: Mib,
+        path: PathBuf,
+        port: u16,
+        sockets: Vec<UdpSocket>,
+    ) -> Member {
+        Member {
+            me: hbd.config.host.clone(),
+            hbd,
+            port,
+            path,
+            mib: Mutex::new(mib),
+            sockets: sockets.into_iter().map(Arc::new).collect(),
+            conflicts: Mutex::new(vec![]),
+            takeovers: Mutex::new(vec![]),
+            busy: Mutex::new(HashSet::new()),
+            synced: AtomicBool::new(false),
+            saw_silence: AtomicBool::new(false),
+        }
+    }
+
+    /// The MIB now.
+    pub fn mib(&self) -> Mib {
+        lock(&self.mib).clone()
+    }
+
+    /// What `hbctl cluster show` prints.
+    pub fn view(&self) -> View {
+        View {
+            mib: self.mib(),
+            member: self.me.clone(),
+            conflicts: lock(&self.conflicts).clone(),
+            takeovers: lock(&self.takeovers).clone(),
+        }
+    }
+
+    fn persist(&self, mib: &Mib) {
+        if let Err(e) = mib.save(&self.path) {
+            tracing::error!("cannot keep the cluster MIB: {}", hbcore::report::chain(&e));
+        }
+    }
+
+    fn event(&self, level: Option<Level>, text: String) {
+        self.hbd.event(Source::Local, level, "cluster", text);
+    }
+
+    /// Changes the MIB by `edit`, bumps and keeps it, and sends `kind`
+    /// about `about` to every member. Nothing is sent if nothing changed.
+    pub fn change(
+        &self,
+        about: &str,
+        kind: Kind,
+        reason: Option<String>,
+        edit: impl FnOnce(&mut Mib) -> bool,
+    ) {
+        let mib = {
+            let mut mib = lock(&self.mib);
+            if !edit(&mut mib) {
+                return;
+            }
+            mib.bump(now_ms());
+            mib.clone()
+        };
+        self.persist(&mib);
+        self.send_all(Notice {
+            from: self.me.clone(),
+            about: about.into(),
+            kind,
+            reason,
+            mib,
+        });
+    }
+
+    /// Every address of every other member, at the notice port.
+    fn targets(&self, mib: &Mib) -> Vec<SocketAddr> {
+        mib.nodes
+            .iter()
+            .filter(|n| n.id != self.me)
+            .flat_map(|n| n.all_addresses())
+            .map(|ip| SocketAddr::new(ip, self.port))
+            .collect()
+    }
+
+    /// Sends `notice` over every network to every other member (twice more
+    /// an interval apart: a lost datagram is not a lost state change).
+    pub fn send_all(&self, notice: Notice) {
+        let targets = self.targets(&notice.mib);
+        self.send_to(notice, targets);
+    }
+
+    fn send_to(&self, notice: Notice, targets: Vec<SocketAddr>) {
+        let bytes = match notice.encode(&self.hbd.key) {
+            Ok(b) => b,
+            Err(e) => {
+                return tracing::error!(
+                    "cannot send a cluster notice: {}",
+                    hbcore::report::chain(&e)
+                )
+            }
+        };
+        let sockets = self.sockets.clone();
+        let gap = self.hbd.config.interval();
+        tokio::spawn(async move {
+            for round in 0..3 {
+                if round > 0 {
+                    tokio::time::sleep(gap).await;
+                }
+                for s in &sockets {
+                    for t in &targets {
+                        if let Err(e) = s.send_to(&bytes, t).await {
+                            tracing::debug!("cluster notice to {t}: {e}");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Receives notices on socket `i`, for ever.
+    pub async fn receive(self: Arc<Self>, i: usize) {
+        let socket = Arc::clone(&self.sockets[i]);
+        let mut buf = vec![0u8; MAX_NOTICE + 1];
+        loop {
+            let (len, from) = match socket.recv_from(&mut buf).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("cluster socket: {e}");
+                    tokio::time::sleep(self.hbd.config.interval()).await;
+                    continue;
+                }
+            };
+            match Notice::decode(&buf[..len], &self.hbd.key) {
+                Ok(notice) => self.handle(notice, from, Instant::now()),
+                Err(e) => tracing::debug!("from {from}: {}", hbcore::report::chain(&e)),
+            }
+        }
+    }
+
+    /// A notice arrived at `at`: merge its MIB, answer an older one, act.
+    fn handle(self: &Arc<Self>, notice: Notice, from: SocketAddr, at: Instant) {
+        if notice.from == self.me {
+            return;
+        }
+        let merged = lock(&self.mib).merge(&notice.mib);
+        match merged {
+            Merge::Adopted => {
+                self.persist(&notice.mib);
+                if let Kind::State(state) = notice.kind {
+                    let why = notice.reason.as_deref().unwrap_or("");
+                    tracing::info!(node = %notice.about, from = %notice.from, "{} is {state} {why}", notice.about);
+                    let level = (state == NodeState::Down).then_some(Level::SystemDown);
+                    self.event(
+                        level,
+                        format!("{} is {state} (from {}) {why}", notice.about, notice.from),
+                    );
+                }
+                self.react(at);
+            }
+            Merge::Older => {
+                let reply = Notice {
+                    from: self.me.clone(),
+                    about: self.me.clone(),
+                    kind: Kind::Sync,
+                    reason: None,
+                    mib: self.mib(),
+                };
+                self.send_to(reply, vec![SocketAddr::new(from.ip(), self.port)]);
+            }
+            Merge::Same => {}
+            Merge::Conflict(why) => {
+                let text = format!("MIB from {} refused: {why}", notice.from);
+                tracing::error!("{text}");
+                self.event(Some(Level::Serious), text.clone());
+                let mut c = lock(&self.conflicts);
+                c.push(text);
+                let excess = c.len().saturating_sub(CONFLICTS_KEPT);
+                c.drain(..excess);
+            }
+        }
+    }
+
+    /// Takes over what the MIB says this member must, each once (`down_at`:
+    /// when the news of the failure arrived).
+    fn react(self: &Arc<Self>, down_at: Instant) {
+        if !self.synced.load(Ordering::Relaxed) || self.self_check() != Some(Ok(())) {
+            return;
+        }
+        let due = states::takeovers(&lock(&self.mib), &self.me);
+        for app in due {
+            if lock(&self.busy).insert(app.clone()) {
+                let member = Arc::clone(self);
+                tokio::spawn(async move { member.take_over(app, down_at).await });
+            }
+        }
+    }
+
+    /// Takes over `app`: its pairs, its start executable, its floating IPs; then OK.
+    async fn take_over(self: Arc<Self>, app: String, down_at: Instant) {
+        let Some(a) = self.mib().application(&app).cloned() else {
+            lock(&self.busy).remove(&app);
+            return;
+        };
+        tracing::warn!(app = %app, from = ?a.active, "taking over");
+        let volume_dir = self.hbd.config.volume_dir.clone();
+        let done = async {
+            let pairs =
+                actions::take_over_pairs(&a, &self.hbd.config.failover.mirrord_socket).await?;
+            actions::run(&a.executables.start, &app, &self.me, volume_dir.as_deref()).await?;
+            actions::assume_ips(&a).await?;
+            Ok::<_, String>(pairs)
+        }
+        .await;
+        match done {
+            Ok(pairs) => {
+                let ms = down_at.elapsed().as_millis() as u64;
+                let text = format!(
+                    "took over {app} from {}: {}; floating IPs up {ms} ms after the DOWN",
+                    a.active.as_deref().unwrap_or("nobody"),
+                    pairs.join(", ")
+                );
+                tracing::warn!("{text}");
+                self.event(Some(Level::Serious), text);
+                lock(&self.takeovers).push(Takeover {
+                    application: app.clone(),
+                    from: a.active.clone(),
+                    down_to_ip_ms: ms,
+                });
+                let me = self.me.clone();
+                self.change(&me, Kind::State(NodeState::Active), None, |mib| {
+                    states::assign(mib, &app, &me);
+                    true
+                });
+            }
+            Err(why) => {
+                let why = format!("takeover of {app} failed: {why}");
+                tracing::error!("{why}");
+                actions::release_ips(&a).await;
+                self.go_down(why).await;
+            }
+        }
+        lock(&self.busy).remove(&app);
+    }
+
+    /// This member's self-check now: None until every check has run once.
+    fn self_check(&self) -> Option<Result<(), String>> {
+        let ok = lock(&self.hbd.checks_ok);
+        let mut failing = vec![];
+        for c in self.hbd.config.checks.iter().filter(|c| c.level.alerts()) {
+            match ok.get(&c.part) {
+                None => return None,
+                Some(false) => failing.push(format!("check '{}' ({}) fails", c.part, c.level)),
+                Some(true) => {}
+            }
+        }
+        Some(if failing.is_empty() {
+            Ok(())
+        } else {
+            Err(failing.join(", "))
+        })
+    }
+
+    /// DOWN: the floating IPs go first, then the notice, then the
+    /// applications are stopped.
+    async fn go_down(self: &Arc<Self>, why: String) {
+        let mine: Vec<_> = {
+            let mib = lock(&self.mib);
+            states::runs(&mib, &self.me)
+                .iter()
+                .filter_map(|a| mib.application(a).cloned())
+                .collect()
+        };
+        for a in &mine {
+            actions::release_ips(a).await;
+        }
+        tracing::error!("this member is DOWN: {why}");
+        self.event(
+            Some(Level::SystemDown),
+            format!("{} is DOWN: {why}", self.me),
+        );
+        let me = self.me.clone();
+        self.change(
+            &me,
+            Kind::State(NodeState::Down),
+            Some(why.clone()),
+            |mib| mib.set_state(&me, NodeState::Down, Some(why)),
+        );
+        let volume_dir = self.hbd.config.volume_dir.clone();
+        for a in mine {
+            if let Err(e) = actions::run(
+                &a.executables.stop,
+                &a.name,
+                &self.me,
+                volume_dir.as_deref(),
+            )
+            .await
+            {
+                tracing::warn!(app = %a.name, "stop: {e}");
+            }
+        }
+    }
+
+    /// Recovered: STANDBY (never ACTIVE by itself), holding no floating IP.
+    async fn recover(self: &Arc<Self>) {
+        for a in self.mib().applications {
+            actions::release_ips(&a).await;
+        }
+        tracing::info!("this member passes its self-check again: STANDBY");
+        self.event(None, format!("{} recovered: STANDBY", self.me));
+        let me = self.me.clone();
+        self.change(&me, Kind::State(NodeState::Standby), None, |mib| {
+            for a in &mut mib.applications {
+                if a.active.as_deref() == Some(me.as_str()) {
+                    a.active = None;
+                    if !a.standby.contains(&me) {
+                        a.standby.push(me.clone());
+                    }
+                }
+            }
+            mib.set_state(&me, NodeState::Standby, None)
+        });
+    }
+
+    /// hbd's verdict that every channel to its peer(s) is dead: they are DOWN.
+    fn silence(&self) {
+        let dead = self.hbd.checker().table.failed_over;
+        if !dead {
+            self.saw_silence.store(false, Ordering::Relaxed);
+            return;
+        }
+        if self.saw_silence.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        for peer in &self.hbd.config.peers {
+            let why =
+                "silent on every channel (hbd: every channel says the peer is dead)".to_string();
+            if lock(&self.mib).state(peer) != NodeState::Down {
+                tracing::error!(node = %peer, "{why}: DOWN");
+                self.event(Some(Level::SystemDown), format!("{peer} is DOWN: {why}"));
+            }
+            self.change(
+                peer,
+                Kind::State(NodeState::Down),
+                Some(why.clone()),
+                |mib| mib.set_state(peer, NodeState::Down, Some(why)),
+            );
+        }
+    }
+
+    /// Starts: hello, adopt a newer MIB, release what is not ours, start
+    /// what is; then watch the self-check and the silence every interval.
+    pub async fn run(self: Arc<Self>) {
+        self.send_all(Notice {
+            from: self.me.clone(),
+            about: self.me.clone(),
+            kind: Kind::Hello,
+            reason: None,
+            mib: self.mib(),
+        });
+        let interval = self.hbd.config.interval();
+        tokio::time::sleep((interval * 5).max(Duration::from_millis(500))).await;
+        self.synced.store(true, Ordering::Relaxed);
+        let mib = self.mib();
+        let active = mib.state(&self.me) == NodeState::Active;
+        for a in &mib.applications {
+            if !(active && a.active.as_deref() == Some(self.me.as_str())) {
+                actions::release_ips(a).await;
+            }
+        }
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut started = !active;
+        loop {
+            tick.tick().await;
+            let Some(health) = self.self_check() else {
+                continue;
+            };
+            let state = lock(&self.mib).state(&self.me);
+            match (health, state) {
+                (Err(why), NodeState::Active | NodeState::Standby) => self.go_down(why).await,
+                (Ok(()), NodeState::Down) => self.recover().await,
+                (Ok(()), NodeState::Active) if !started => {
+                    started = true;
+                    self.start_own().await;
+                }
+                _ => {}
+            }
+            self.silence();
+            self.react(Instant::now());
+        }
+    }
+
+    /// A clean start of an ACTIVE member: runs its applications.
+    async fn start_own(self: &Arc<Self>) {
+        let mib = self.mib();
+        let volume_dir = self.hbd.config.volume_dir.clone();
+        for app in states::runs(&mib, &self.me) {
+            let Some(a) = mib.application(&app) else {
+                continue;
+            };
+            let started = async {
+                actions::run(&a.executables.start, &app, &self.me, volume_dir.as_deref()).await?;
+                actions::assume_ips(a).await
+            }
+            .await;
+            if let Err(why) = started {
+                return self.go_down(format!("start of {app} failed: {why}")).await;
+            }
+            tracing::info!(app = %app, "started");
+        }
+    }
+}
+
+/// The addresses to listen on: each network's listen address, once.
+pub fn listen_ips(hbd: &Hbd) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = hbd
+        .config
+        .all_networks()
+        .iter()
+        .map(|n| n.listen.ip())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}

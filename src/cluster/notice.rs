@@ -1,0 +1,113 @@
+//! The notices members send each other (seed 004: state changes, not
+//! constant chatter), each carrying the sender's whole MIB so a receiver
+//! with an older copy is brought up to date at once. On the wire: the JSON
+//! of a [`Notice`] followed by its HMAC-SHA256 tag (the heartbeat key).
+
+use serde::{Deserialize, Serialize};
+
+use hbcore::auth::{sign, verify, TAG_LEN};
+
+use super::mib::{Mib, NodeState};
+
+/// The largest notice (one UDP datagram).
+pub const MAX_NOTICE: usize = 60_000;
+
+/// What a notice says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A member starting: who has a newer MIB, answer with it.
+    Hello,
+    /// `about` changed its state (DOWN, OK = ACTIVE after a takeover, STANDBY).
+    State(NodeState),
+    /// An answer to an older copy: here is the newer one.
+    Sync,
+}
+
+/// One notice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    /// The sending member.
+    pub from: String,
+    /// The node it is about (the sender itself, or a node found silent).
+    pub about: String,
+    /// What it says.
+    pub kind: Kind,
+    /// Why (a DOWN's failed check or silence).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The sender's MIB after the change.
+    pub mib: Mib,
+}
+
+/// Why a datagram is not a notice.
+#[derive(Debug, thiserror::Error)]
+pub enum NoticeError {
+    /// Shorter than a tag.
+    #[error("{0} bytes is too short for a notice")]
+    Short(usize),
+    /// The tag does not match (another key, or altered).
+    #[error("notice refused: its tag does not match (another key, or altered on the way)")]
+    BadTag,
+    /// Not the JSON of a notice.
+    #[error("notice unreadable")]
+    Json(#[source] serde_json::Error),
+    /// Too large for a datagram.
+    #[error("notice of {0} bytes is over {MAX_NOTICE}: the MIB is too large")]
+    TooLarge(usize),
+}
+
+impl Notice {
+    /// The signed datagram.
+    pub fn encode(&self, key: &[u8]) -> Result<Vec<u8>, NoticeError> {
+        let mut bytes = serde_json::to_vec(self).map_err(NoticeError::Json)?;
+        let tag = sign(key, &bytes);
+        bytes.extend_from_slice(&tag);
+        if bytes.len() > MAX_NOTICE {
+            return Err(NoticeError::TooLarge(bytes.len()));
+        }
+        Ok(bytes)
+    }
+
+    /// The notice in a datagram, if its tag is right.
+    pub fn decode(bytes: &[u8], key: &[u8]) -> Result<Notice, NoticeError> {
+        if bytes.len() < TAG_LEN {
+            return Err(NoticeError::Short(bytes.len()));
+        }
+        let (json, tag) = bytes.split_at(bytes.len() - TAG_LEN);
+        if !verify(key, json, tag) {
+            return Err(NoticeError::BadTag);
+        }
+        serde_json::from_slice(json).map_err(NoticeError::Json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::mib::tests::example;
+
+    #[test]
+    fn round_trip_and_a_wrong_key_or_a_flipped_bit_is_refused() {
+        let n = Notice {
+            from: "p1".into(),
+            about: "p1".into(),
+            kind: Kind::State(NodeState::Down),
+            reason: Some("check db failed".into()),
+            mib: example(),
+        };
+        let bytes = n.encode(b"k1").expect("encode");
+        assert_eq!(Notice::decode(&bytes, b"k1").expect("decode"), n);
+        assert!(matches!(
+            Notice::decode(&bytes, b"k2"),
+            Err(NoticeError::BadTag)
+        ));
+        let mut flipped = bytes.clone();
+        flipped[10] ^= 1;
+        assert!(Notice::decode(&flipped, b"k1").is_err());
+        assert!(matches!(
+            Notice::decode(b"x", b"k1"),
+            Err(NoticeError::Short(1))
+        ));
+    }
+}
