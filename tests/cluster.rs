@@ -1,0 +1,128 @@
+//! Clusters of many hosts (seed 004, Figs 4 and 5), with real processes:
+//! four members in network namespaces on one LAN, both sites' mirrord and
+//! hbfs, two applications writing to their data pairs, floating IPs a
+//! client pings. See `cluster/harness.rs`.
+
+mod common;
+#[path = "cluster/harness.rs"]
+mod harness;
+mod hbcluster;
+
+use common::wait_for;
+use harness::{app, at, event_ms, node, now_ms, Members, CLIENT, HOSTS};
+
+/// Pings `address` from the client until `host` answers (by its MAC); when
+/// it first did (ms since the epoch).
+fn wait_answer(m: &Members, address: &str, host: &str) -> u64 {
+    let mac = m.lan.mac(at(host));
+    wait_for(&format!("{address} answered by {host} ({mac})"), || {
+        m.lan.ping(CLIENT, address).as_deref() == Some(mac.as_str())
+    });
+    now_ms()
+}
+
+#[test]
+fn a_down_notice_and_silence_each_move_an_application_to_its_standby() {
+    let Some(mut m) = Members::start("a_down_notice_and_silence_each_move") else {
+        return;
+    };
+    // Start of day: each application on its active node, every MIB alike.
+    wait_answer(&m, "10.90.0.101", "p1");
+    wait_answer(&m, "10.90.0.102", "p2");
+    wait_for("app1 written by p1 at prod", || {
+        m.writer(&m.sites.prod, "app1") == "p1"
+    });
+    let mib = m.wait_same_mib(&HOSTS);
+    assert_eq!(mib["cluster_id"], "c1");
+    assert_eq!(node(&mib, "p1")["status"], "ACTIVE");
+    assert_eq!(node(&mib, "s1")["status"], "STANDBY");
+    for h in ["s1", "s2"] {
+        m.hbd(h).wait_table("its production peer alive", |t| {
+            t["remote_group_via_network"] == "ALIVE"
+        });
+    }
+
+    // 1. p1's self-check fails: it sends DOWN; s1 takes app1 over by itself.
+    m.set_healthy("p1", false);
+    let answered = wait_answer(&m, "10.90.0.101", "s1");
+    let down = event_ms(m.hbd("p1"), "p1 is DOWN");
+    let v = m.view("s1");
+    let took = &v["takeovers"][0];
+    println!(
+        "DOWN by self-check: the floating IP answered the client from s1 {} ms after p1 sent DOWN \
+         (s1: {} ms from the notice's arrival to the IP assumed and announced)",
+        answered.saturating_sub(down),
+        took["down_to_ip_ms"]
+    );
+    assert_eq!(took["application"], "app1");
+    assert_eq!(took["from"], "p1");
+    assert!(!m.lan.holds(at("p1"), "10.90.0.101"), "p1 released the IP");
+    assert_eq!(
+        m.sites.standby.pair("app1").expect("app1")["state"],
+        "SSWS",
+        "s1 took the data pair over"
+    );
+    wait_for("app1 written by s1 at the standby site", || {
+        m.writer(&m.sites.standby, "app1") == "s1"
+    });
+    let mib = m.wait_same_mib(&HOSTS);
+    assert_eq!(node(&mib, "p1")["status"], "DOWN");
+    assert!(
+        node(&mib, "p1")["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("check 'self'")),
+        "{mib}"
+    );
+    assert_eq!(node(&mib, "s1")["status"], "ACTIVE");
+    assert_eq!(app(&mib, "app1")["active"], "s1");
+    assert_eq!(node(&mib, "s1")["floating_ips"][0], "10.90.0.101/24");
+    let pid = m.app_pid("app1", "p1").expect("p1 ran app1");
+    wait_for("p1's app1 stopped", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+
+    // p1 recovers: STANDBY, never active again by itself.
+    m.set_healthy("p1", true);
+    m.wait_view("s1", "p1 STANDBY", |v| node(v, "p1")["status"] == "STANDBY");
+    let v = m.view("s1");
+    assert_eq!(app(&v, "app1")["active"], "s1");
+    assert_eq!(app(&v, "app1")["standby"][0], "p1");
+    assert!(!m.lan.holds(at("p1"), "10.90.0.101"));
+
+    // 2. p2 dies (kill -9, its NIC down, its application gone): silence on
+    // every channel is DOWN; s2 takes app2 over.
+    m.hbds[at("p2")].kill();
+    if let Some(pid) = m.app_pid("app2", "p2") {
+        common::signal(pid, "KILL");
+    }
+    m.lan.link(at("p2"), false);
+    let answered = wait_answer(&m, "10.90.0.102", "s2");
+    let down = event_ms(m.hbd("s2"), "p2 is DOWN");
+    let v = m.view("s2");
+    println!(
+        "DOWN by silence: the floating IP answered the client from s2 {} ms after s2 found p2 DOWN \
+         (s2: {} ms from its verdict to the IP assumed)",
+        answered.saturating_sub(down),
+        v["takeovers"][0]["down_to_ip_ms"]
+    );
+    assert!(node(&v, "p2")["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("silent on every channel")));
+    assert_eq!(app(&v, "app2")["active"], "s2");
+    assert_eq!(m.sites.standby.pair("app2").expect("app2")["state"], "SSWS");
+    wait_for("app2 written by s2", || {
+        m.writer(&m.sites.standby, "app2") == "s2"
+    });
+
+    // p2 restarted: it learns the newer MIB and comes back STANDBY, holding nothing.
+    m.lan.link(at("p2"), true);
+    m.start_host("p2");
+    m.wait_view("s2", "p2 STANDBY", |v| node(v, "p2")["status"] == "STANDBY");
+    let mib = m.wait_same_mib(&HOSTS);
+    assert_eq!(app(&mib, "app2")["active"], "s2");
+    assert!(!m.lan.holds(at("p2"), "10.90.0.102"));
+    wait_answer(&m, "10.90.0.102", "s2");
+    assert!(m.view("s2")["conflicts"]
+        .as_array()
+        .is_some_and(|c| c.is_empty()));
+}
