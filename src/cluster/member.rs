@@ -101,31 +101,44 @@ impl Member {
         self.hbd.event(Source::Local, level, "cluster", text);
     }
 
-    /// Changes the MIB by `edit`, bumps and keeps it, and sends `kind`
-    /// about `about` to every member. Nothing is sent if nothing changed.
+    /// Makes the change `notice` says in the MIB ([`Notice::apply`]), or
+    /// `edit` when given; bumps and keeps the MIB, and sends the notice
+    /// with it to every member (and to `also`). Nothing is sent if nothing changed.
     pub fn change(
         &self,
-        about: &str,
-        kind: Kind,
-        reason: Option<String>,
-        edit: impl FnOnce(&mut Mib) -> bool,
+        mut notice: Notice,
+        edit: Option<&dyn Fn(&mut Mib) -> bool>,
+        also: Vec<SocketAddr>,
     ) {
         let mib = {
             let mut mib = lock(&self.mib);
-            if !edit(&mut mib) {
+            let changed = match edit {
+                Some(edit) => edit(&mut mib),
+                None => notice.apply(&mut mib),
+            };
+            if !changed {
                 return;
             }
             mib.bump(now_ms());
             mib.clone()
         };
         self.persist(&mib);
-        self.send_all(Notice {
+        notice.mib = mib;
+        let mut targets = self.targets(&notice.mib);
+        targets.extend(also);
+        self.send_to(notice, targets);
+    }
+
+    /// A notice from this member about `about` (its MIB filled in by [`Member::change`]).
+    pub fn notice(&self, about: &str, kind: Kind, reason: Option<String>) -> Notice {
+        Notice {
             from: self.me.clone(),
             about: about.into(),
             kind,
             reason,
-            mib,
-        });
+            application: None,
+            mib: lock(&self.mib).clone(),
+        }
     }
 
     /// Every address of every other member, at the notice port.
@@ -138,14 +151,9 @@ impl Member {
             .collect()
     }
 
-    /// Sends `notice` over every network to every other member (twice more
-    /// an interval apart: a lost datagram is not a lost state change).
-    pub fn send_all(&self, notice: Notice) {
-        let targets = self.targets(&notice.mib);
-        self.send_to(notice, targets);
-    }
-
-    fn send_to(&self, notice: Notice, targets: Vec<SocketAddr>) {
+    /// Sends `notice` over every network to `targets` (twice more an
+    /// interval apart: a lost datagram is not a lost state change).
+    pub fn send_to(&self, notice: Notice, targets: Vec<SocketAddr>) {
         let bytes = match notice.encode(&self.hbd.key) {
             Ok(b) => b,
             Err(e) => {
@@ -214,13 +222,7 @@ impl Member {
                 self.react(at);
             }
             Merge::Older => {
-                let reply = Notice {
-                    from: self.me.clone(),
-                    about: self.me.clone(),
-                    kind: Kind::Sync,
-                    reason: None,
-                    mib: self.mib(),
-                };
+                let reply = self.notice(&self.me, Kind::Sync, None);
                 self.send_to(reply, vec![SocketAddr::new(from.ip(), self.port)]);
             }
             Merge::Same => {}
@@ -228,10 +230,26 @@ impl Member {
                 let text = format!("MIB from {} refused: {why}", notice.from);
                 tracing::error!("{text}");
                 self.event(Some(Level::Serious), text.clone());
-                let mut c = lock(&self.conflicts);
-                c.push(text);
-                let excess = c.len().saturating_sub(CONFLICTS_KEPT);
-                c.drain(..excess);
+                {
+                    let mut c = lock(&self.conflicts);
+                    c.push(text);
+                    let excess = c.len().saturating_sub(CONFLICTS_KEPT);
+                    c.drain(..excess);
+                }
+                // Never overwritten: the notice's own change is made in our
+                // copy, which goes out as the newer version to everyone.
+                if notice.mib.cluster_id == lock(&self.mib).cluster_id {
+                    let theirs = notice.mib.version;
+                    let mut ours = notice.clone();
+                    ours.from = self.me.clone();
+                    let edit = |mib: &mut Mib| {
+                        notice.apply(mib);
+                        mib.version = mib.version.max(theirs);
+                        true
+                    };
+                    self.change(ours, Some(&edit), vec![]);
+                    self.react(at);
+                }
             }
         }
     }
@@ -282,11 +300,9 @@ impl Member {
                     from: a.active.clone(),
                     down_to_ip_ms: ms,
                 });
-                let me = self.me.clone();
-                self.change(&me, Kind::State(NodeState::Active), None, |mib| {
-                    states::assign(mib, &app, &me);
-                    true
-                });
+                let mut ok = self.notice(&self.me, Kind::State(NodeState::Active), None);
+                ok.application = Some(app.clone());
+                self.change(ok, None, vec![]);
             }
             Err(why) => {
                 let why = format!("takeover of {app} failed: {why}");
@@ -334,13 +350,8 @@ impl Member {
             Some(Level::SystemDown),
             format!("{} is DOWN: {why}", self.me),
         );
-        let me = self.me.clone();
-        self.change(
-            &me,
-            Kind::State(NodeState::Down),
-            Some(why.clone()),
-            |mib| mib.set_state(&me, NodeState::Down, Some(why)),
-        );
+        let down = self.notice(&self.me, Kind::State(NodeState::Down), Some(why));
+        self.change(down, None, vec![]);
         let volume_dir = self.hbd.config.volume_dir.clone();
         for a in mine {
             if let Err(e) = actions::run(
@@ -363,18 +374,8 @@ impl Member {
         }
         tracing::info!("this member passes its self-check again: STANDBY");
         self.event(None, format!("{} recovered: STANDBY", self.me));
-        let me = self.me.clone();
-        self.change(&me, Kind::State(NodeState::Standby), None, |mib| {
-            for a in &mut mib.applications {
-                if a.active.as_deref() == Some(me.as_str()) {
-                    a.active = None;
-                    if !a.standby.contains(&me) {
-                        a.standby.push(me.clone());
-                    }
-                }
-            }
-            mib.set_state(&me, NodeState::Standby, None)
-        });
+        let standby = self.notice(&self.me, Kind::State(NodeState::Standby), None);
+        self.change(standby, None, vec![]);
     }
 
     /// hbd's verdict that every channel to its peer(s) is dead: they are DOWN.
@@ -394,25 +395,17 @@ impl Member {
                 tracing::error!(node = %peer, "{why}: DOWN");
                 self.event(Some(Level::SystemDown), format!("{peer} is DOWN: {why}"));
             }
-            self.change(
-                peer,
-                Kind::State(NodeState::Down),
-                Some(why.clone()),
-                |mib| mib.set_state(peer, NodeState::Down, Some(why)),
-            );
+            let down = self.notice(peer, Kind::State(NodeState::Down), Some(why));
+            self.change(down, None, vec![]);
         }
     }
 
     /// Starts: hello, adopt a newer MIB, release what is not ours, start
     /// what is; then watch the self-check and the silence every interval.
     pub async fn run(self: Arc<Self>) {
-        self.send_all(Notice {
-            from: self.me.clone(),
-            about: self.me.clone(),
-            kind: Kind::Hello,
-            reason: None,
-            mib: self.mib(),
-        });
+        let hello = self.notice(&self.me, Kind::Hello, None);
+        let targets = self.targets(&hello.mib);
+        self.send_to(hello, targets);
         let interval = self.hbd.config.interval();
         tokio::time::sleep((interval * 5).max(Duration::from_millis(500))).await;
         self.synced.store(true, Ordering::Relaxed);

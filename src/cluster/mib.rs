@@ -50,6 +50,9 @@ pub struct ServerNode {
     /// Its other addresses (one per further network).
     #[serde(default)]
     pub addresses: Vec<IpAddr>,
+    /// Its site: the id of the storage node whose volumes it sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
     /// The floating IPs it holds now (those of the applications it runs).
     #[serde(default)]
     pub floating_ips: Vec<String>,
@@ -291,8 +294,14 @@ impl Mib {
             .collect();
     }
 
-    /// Sets node `id`'s state (and reason); true if it changed. Not bumped.
+    /// Sets the state (and reason) of server node `id`, or the state of
+    /// storage node `id`; true if it changed. Not bumped.
     pub fn set_state(&mut self, id: &str, state: NodeState, reason: Option<String>) -> bool {
+        if let Some(s) = self.storage.iter_mut().find(|s| s.id == id) {
+            let changed = s.status != state;
+            s.status = state;
+            return changed;
+        }
         match self.node_mut(id) {
             Some(n) if n.status != state || n.reason != reason => {
                 n.status = state;
@@ -301,6 +310,19 @@ impl Mib {
             }
             _ => false,
         }
+    }
+
+    /// Whether node `id` can take over now: STANDBY, and its site's storage not DOWN.
+    pub fn can_take_over(&self, id: &str) -> bool {
+        let Some(n) = self.node(id) else {
+            return false;
+        };
+        let storage_down = n.site.as_ref().is_some_and(|site| {
+            self.storage
+                .iter()
+                .any(|s| &s.id == site && s.status == NodeState::Down)
+        });
+        n.status == NodeState::Standby && !storage_down
     }
 
     /// Takes in `theirs`, a copy from another member (see [`Merge`]).
@@ -318,7 +340,11 @@ impl Mib {
         if theirs.version < self.version {
             return Merge::Older;
         }
-        if theirs == self {
+        // The stamp says when, not what: two members that made the same
+        // changes hold the same MIB.
+        let mut stamped = theirs.clone();
+        stamped.timestamp_ms = self.timestamp_ms;
+        if stamped == *self {
             return Merge::Same;
         }
         Merge::Conflict(format!(
@@ -384,6 +410,7 @@ pub(crate) mod tests {
             id: id.into(),
             primary_ip: ip.parse().expect("ip"),
             addresses: vec![],
+            site: None,
             floating_ips: vec![],
             status,
             reason: None,

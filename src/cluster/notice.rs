@@ -36,6 +36,9 @@ pub struct Notice {
     /// Why (a DOWN's failed check or silence).
     #[serde(default)]
     pub reason: Option<String>,
+    /// The application taken over (with OK, i.e. `State(ACTIVE)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<String>,
     /// The sender's MIB after the change.
     pub mib: Mib,
 }
@@ -58,6 +61,22 @@ pub enum NoticeError {
 }
 
 impl Notice {
+    /// Makes this notice's change in `mib` (not bumped): how a member in
+    /// conflict takes in the change without taking the sender's copy.
+    pub fn apply(&self, mib: &mut Mib) -> bool {
+        match (&self.kind, &self.application) {
+            (Kind::State(NodeState::Active), Some(app)) => {
+                super::states::assign(mib, app, &self.about);
+                true
+            }
+            (Kind::State(NodeState::Standby), _) if mib.node(&self.about).is_some() => {
+                super::states::stand_by(mib, &self.about)
+            }
+            (Kind::State(state), _) => mib.set_state(&self.about, *state, self.reason.clone()),
+            _ => false,
+        }
+    }
+
     /// The signed datagram.
     pub fn encode(&self, key: &[u8]) -> Result<Vec<u8>, NoticeError> {
         let mut bytes = serde_json::to_vec(self).map_err(NoticeError::Json)?;
@@ -88,12 +107,43 @@ mod tests {
     use crate::cluster::mib::tests::example;
 
     #[test]
+    fn two_members_in_conflict_each_make_the_other_s_change_and_agree() {
+        use crate::cluster::mib::Merge;
+        let (mut a, mut b) = (example(), example());
+        let down = |about: &str, mib: &Mib| Notice {
+            from: about.into(),
+            about: about.into(),
+            kind: Kind::State(NodeState::Down),
+            reason: Some("x".into()),
+            application: None,
+            mib: mib.clone(),
+        };
+        // s1 and s2 go DOWN at the same moment: same version, other content.
+        assert!(down("s1", &a).apply(&mut a));
+        a.bump(10);
+        assert!(down("s2", &b).apply(&mut b));
+        b.bump(11);
+        let (from_a, from_b) = (down("s1", &a), down("s2", &b));
+        assert!(matches!(a.merge(&from_b.mib), Merge::Conflict(_)));
+        assert!(matches!(b.merge(&from_a.mib), Merge::Conflict(_)));
+        for (mine, theirs) in [(&mut a, &from_b), (&mut b, &from_a)] {
+            theirs.apply(mine);
+            mine.version = mine.version.max(theirs.mib.version);
+            mine.bump(20);
+        }
+        assert_eq!(a.merge(&b), Merge::Same, "both hold both changes");
+        assert_eq!(a.state("s1"), NodeState::Down);
+        assert_eq!(a.state("s2"), NodeState::Down);
+    }
+
+    #[test]
     fn round_trip_and_a_wrong_key_or_a_flipped_bit_is_refused() {
         let n = Notice {
             from: "p1".into(),
             about: "p1".into(),
             kind: Kind::State(NodeState::Down),
             reason: Some("check db failed".into()),
+            application: None,
             mib: example(),
         };
         let bytes = n.encode(b"k1").expect("encode");

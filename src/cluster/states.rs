@@ -5,19 +5,20 @@
 use super::mib::{Mib, NodeState};
 
 /// The standby that takes over `app` now: the first node of its standby
-/// list in state STANDBY, when its active node is DOWN (or it has none).
+/// list that can (STANDBY, its storage up), when its active node is not
+/// ACTIVE (or it has none).
 pub fn taker<'a>(mib: &'a Mib, app: &str) -> Option<&'a str> {
     let a = mib.application(app)?;
     let failed = a
         .active
         .as_deref()
-        .is_none_or(|n| mib.state(n) == NodeState::Down);
+        .is_none_or(|n| mib.state(n) != NodeState::Active);
     if !failed {
         return None;
     }
     a.standby
         .iter()
-        .find(|n| mib.state(n) == NodeState::Standby)
+        .find(|n| mib.can_take_over(n))
         .map(String::as_str)
 }
 
@@ -52,6 +53,23 @@ pub fn assign(mib: &mut Mib, app: &str, me: &str) {
         a.standby.push(old);
     }
     mib.set_state(me, NodeState::Active, None);
+}
+
+/// After `node` recovered: STANDBY, never ACTIVE by itself; an application
+/// still assigned to it has no active node now, and `node` stands by for
+/// it. Not bumped.
+pub fn stand_by(mib: &mut Mib, node: &str) -> bool {
+    let mut changed = false;
+    for a in &mut mib.applications {
+        if a.active.as_deref() == Some(node) {
+            a.active = None;
+            if !a.standby.iter().any(|n| n == node) {
+                a.standby.push(node.to_string());
+            }
+            changed = true;
+        }
+    }
+    mib.set_state(node, NodeState::Standby, None) || changed
 }
 
 /// Whether `node` may leave the cluster: not while it runs an application,
