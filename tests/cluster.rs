@@ -91,7 +91,7 @@ fn a_down_notice_and_silence_each_move_an_application_to_its_standby() {
 
     // 2. p2 dies (kill -9, its NIC down, its application gone): silence on
     // every channel is DOWN; s2 takes app2 over.
-    m.hbds[at("p2")].kill();
+    m.kill_host("p2");
     if let Some(pid) = m.app_pid("app2", "p2") {
         common::signal(pid, "KILL");
     }
@@ -125,4 +125,101 @@ fn a_down_notice_and_silence_each_move_an_application_to_its_standby() {
     assert!(m.view("s2")["conflicts"]
         .as_array()
         .is_some_and(|c| c.is_empty()));
+
+    // 3. The standby site's storage dies (mirrord kill -9): its storage node
+    // is DOWN, s1 and s2 with it, and both applications go back to prod.
+    m.sites.standby.kill();
+    let answered = wait_answer(&m, "10.90.0.101", "p1");
+    wait_answer(&m, "10.90.0.102", "p2");
+    let down = event_ms(m.hbd("s1"), "storage");
+    println!(
+        "storage DOWN: app1 answered from p1 {} ms after s1 found its mirrord dead",
+        answered.saturating_sub(down)
+    );
+    let v = m.view("p1");
+    let standby_storage = v["storage"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == "standby"))
+        .expect("the standby site's storage node");
+    assert_eq!(standby_storage["status"], "DOWN", "{v}");
+    assert_eq!(app(&v, "app1")["active"], "p1");
+    assert_eq!(node(&v, "s1")["status"], "DOWN");
+    assert!(node(&v, "s1")["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("its storage")));
+    wait_for("app1 written by p1 at prod", || {
+        m.writer(&m.sites.prod, "app1") == "p1"
+    });
+}
+
+#[test]
+fn hot_add_validates_a_node_and_remove_keeps_the_last_standby() {
+    let Some(mut m) = Members::start("hot_add_validates_a_node") else {
+        return;
+    };
+    m.wait_same_mib(&HOSTS);
+    m.start_host("s3");
+    m.start_host("s4");
+    let add = |id: &str| {
+        let ip = m.lan.addr(at(id));
+        let out = m.hbctl(
+            "p1",
+            &[
+                "add",
+                "--id",
+                id,
+                "--ip",
+                &ip,
+                "--site",
+                "standby",
+                "--standby-for",
+                "app1",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    // s3 has no executable for app1: it stays DOWN, and says why.
+    assert!(add("s3").contains("added as DOWN"));
+    m.wait_view("p1", "s3 DOWN with the reason", |v| {
+        node(v, "s3")["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("app1: executable") && r.contains("not found here"))
+    });
+    // s4 has it: validated, STANDBY.
+    add("s4");
+    m.wait_view("p1", "s4 STANDBY", |v| node(v, "s4")["status"] == "STANDBY");
+    let mib = m.wait_same_mib(&["p1", "p2", "s1", "s2", "s3", "s4"]);
+    assert_eq!(node(&mib, "s3")["status"], "DOWN");
+    assert_eq!(
+        app(&mib, "app1")["standby"],
+        serde_json::json!(["s1", "s3", "s4"])
+    );
+    let again = m.hbctl("p1", &["add", "--id", "s4", "--ip", "10.90.0.7"]);
+    assert!(!again.status.success());
+
+    // s2 is app2's last standby: not removed unless forced.
+    let refused = m.hbctl("s1", &["remove", "s2"]);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("last standby of application 'app2'"), "{why}");
+    let version = m.view("s1")["version"].as_u64().expect("version");
+    let out = m.hbctl("s1", &["remove", "s4"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mib = m.wait_same_mib(&["p1", "p2", "s1", "s2", "s3"]);
+    assert!(node(&mib, "s4").is_null(), "{mib}");
+    assert_eq!(node(&mib, "s2")["status"], "STANDBY");
+    assert!(mib["version"].as_u64() > Some(version));
+    assert_eq!(
+        app(&mib, "app1")["standby"],
+        serde_json::json!(["s1", "s3"])
+    );
 }

@@ -11,6 +11,44 @@ use super::mib::Mib;
 pub enum ClusterRequest {
     /// This member's MIB and what it noticed.
     Show,
+    /// Hot add: a new node, DOWN until it validated its resources.
+    Add(Add),
+    /// Hot remove: a node out of the cluster.
+    Remove(Remove),
+}
+
+/// Puts a new node in the cluster as DOWN; the node validates itself (it
+/// reaches the applications' volumes through its mirrord, their executables
+/// are there, their floating IPs can be assumed on one of its interfaces)
+/// and becomes STANDBY, or stays DOWN with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+pub struct Add {
+    /// The node's id (the `host` of its hbd).
+    #[arg(long)]
+    pub id: String,
+    /// Its primary IP address (its hbd listens for notices there).
+    #[arg(long)]
+    pub ip: std::net::IpAddr,
+    /// Its site: the id of the storage node whose volumes it sees.
+    #[arg(long)]
+    #[serde(default)]
+    pub site: Option<String>,
+    /// Applications it stands by for (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    #[serde(default)]
+    pub standby_for: Vec<String>,
+}
+
+/// Takes a node out of the cluster; refused while it runs an application
+/// or is the last standby of one that runs, unless forced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+pub struct Remove {
+    /// The node's id.
+    pub id: String,
+    /// Remove it even so (the application runs without a standby).
+    #[arg(long)]
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// This member's view: its MIB, flattened, and beside it who it is, the

@@ -27,6 +27,7 @@ use super::api::{Takeover, View};
 use super::mib::{Merge, Mib, NodeState};
 use super::notice::{Kind, Notice, MAX_NOTICE};
 use super::states;
+use super::validate::validate;
 use crate::hb::api::Source;
 use crate::hb::state::{lock, Hbd};
 use crate::hb::table::now_ms;
@@ -50,6 +51,10 @@ pub struct Member {
     busy: Mutex<HashSet<String>>,
     synced: AtomicBool,
     saw_silence: AtomicBool,
+    /// What is wrong with this site's storage (mirrord), if anything.
+    storage_problem: Mutex<Option<String>>,
+    /// When a failed validation is tried again.
+    next_validation: Mutex<Instant>,
 }
 
 impl Member {
@@ -73,7 +78,19 @@ impl Member {
             busy: Mutex::new(HashSet::new()),
             synced: AtomicBool::new(false),
             saw_silence: AtomicBool::new(false),
+            storage_problem: Mutex::new(None),
+            next_validation: Mutex::new(Instant::now()),
         }
+    }
+
+    /// The MIB's lock (hold it briefly, never across an await).
+    pub fn mib_lock(&self) -> &Mutex<Mib> {
+        &self.mib
+    }
+
+    /// The notices' port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The MIB now.
@@ -325,6 +342,9 @@ impl Member {
                 Some(true) => {}
             }
         }
+        if let Some(problem) = lock(&self.storage_problem).as_ref() {
+            failing.push(format!("its storage: {problem}"));
+        }
         Some(if failing.is_empty() {
             Ok(())
         } else {
@@ -367,10 +387,43 @@ impl Member {
         }
     }
 
-    /// Recovered: STANDBY (never ACTIVE by itself), holding no floating IP.
+    /// Recovered, or added: STANDBY once validated (never ACTIVE by itself),
+    /// holding no floating IP; a failed validation keeps it DOWN with the
+    /// reason, tried again every 10 intervals.
     async fn recover(self: &Arc<Self>) {
+        {
+            let mut next = lock(&self.next_validation);
+            if Instant::now() < *next {
+                return;
+            }
+            *next = Instant::now() + self.hbd.config.interval() * 10;
+        }
         for a in self.mib().applications {
             actions::release_ips(&a).await;
+        }
+        let config = &self.hbd.config;
+        let checked = validate(
+            &self.mib(),
+            &self.me,
+            &config.failover.mirrord_socket,
+            config.volume_dir.as_deref(),
+        )
+        .await;
+        if let Err(why) = checked {
+            if lock(&self.mib)
+                .node(&self.me)
+                .and_then(|n| n.reason.as_ref())
+                != Some(&why)
+            {
+                tracing::warn!("this member stays DOWN: {why}");
+                self.event(
+                    Some(Level::Serious),
+                    format!("{} stays DOWN: {why}", self.me),
+                );
+                let down = self.notice(&self.me, Kind::State(NodeState::Down), Some(why));
+                self.change(down, None, vec![]);
+            }
+            return;
         }
         tracing::info!("this member passes its self-check again: STANDBY");
         self.event(None, format!("{} recovered: STANDBY", self.me));
@@ -419,8 +472,17 @@ impl Member {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut started = !active;
+        let mut ticks: u64 = 0;
         loop {
             tick.tick().await;
+            if ticks % super::storage::PROBE_TICKS == 0 {
+                let problem = self.probe_storage().await;
+                *lock(&self.storage_problem) = problem;
+            }
+            ticks += 1;
+            if lock(&self.mib).node(&self.me).is_none() {
+                continue; // not (or no longer) a member
+            }
             let Some(health) = self.self_check() else {
                 continue;
             };

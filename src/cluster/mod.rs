@@ -20,6 +20,9 @@
 //! - [`api`]: the requests of `hbctl cluster`.
 //! - `actions`: executables, pair takeover through mirrord, floating IPs of an application.
 //! - `member`: the agent: self-check, silence, notices, takeover.
+//! - `validate`: may a node stand by (volumes, executables, floating IPs)?
+//! - `membership`: hot add and remove.
+//! - `storage`: each site's mirrord probed; a dead one is a storage node DOWN.
 //!
 //! ```text
 //!  hbd tick ─ [[checks]] ─> checks_ok ─┐        hbd checker: every channel dead ─┐
@@ -42,6 +45,9 @@ pub mod states;
 
 mod actions;
 mod member;
+mod membership;
+mod storage;
+mod validate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -149,9 +155,11 @@ pub async fn start(hbd: &Arc<Hbd>) -> Result<Option<Running>, ClusterError> {
         move |request: ClusterRequest| {
             let m = Arc::clone(&m);
             async move {
-                Ok::<_, String>(match request {
-                    ClusterRequest::Show => ClusterReply::View(Box::new(m.view())),
-                })
+                match request {
+                    ClusterRequest::Show => Ok(ClusterReply::View(Box::new(m.view()))),
+                    ClusterRequest::Add(r) => m.add(r).map(ClusterReply::Done),
+                    ClusterRequest::Remove(r) => m.remove(r).map(ClusterReply::Done),
+                }
             }
         },
         std::future::pending::<()>(),

@@ -20,37 +20,59 @@ use std::path::{Path, PathBuf};
 use crate::common::{ensure_tool, run_hbctl, wait_for, Hbd, TwoSites};
 use crate::hbcluster::netns::Lan;
 
-/// The hosts, in LAN order; the client is host 4.
+/// The members at start, in LAN order.
 pub const HOSTS: [&str; 4] = ["p1", "p2", "s1", "s2"];
+/// Every namespace on the LAN: the members, the client, two hosts to add
+/// later (s3 lacks the application's executable; s4 has it).
+pub const LAN: [&str; 7] = ["p1", "p2", "s1", "s2", "client", "s3", "s4"];
 /// The client's index on the LAN.
 pub const CLIENT: usize = 4;
 /// The notices' port.
 pub const PORT: u16 = 7791;
 
 pub struct Members {
-    pub hbds: Vec<Hbd>,
+    /// An hbd for each host of [`LAN`] but the client (its slot is None).
+    pub hbds: Vec<Option<Hbd>>,
     pub sites: TwoSites,
     pub lan: Lan,
     pub out: PathBuf,
 }
 
-/// Index of `host` in [`HOSTS`].
+/// Index of `host` in [`LAN`].
 pub fn at(host: &str) -> usize {
-    HOSTS
-        .iter()
+    LAN.iter()
         .position(|h| *h == host)
-        .expect("a host of the cluster")
+        .expect("a host of the LAN")
+}
+
+/// The application's one executable at `host` (`app start|stop|check`),
+/// writing the node's name to the head of its volume every 100 ms.
+fn install_app(out: &Path, host: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = out.join("bin").join(host);
+    std::fs::create_dir_all(&dir).expect("bin dir");
+    let pid = format!("{}/$HBD_CLUSTER_APP.$HBD_CLUSTER_NODE.pid", out.display());
+    let script = format!(
+        r#"#!/bin/sh
+case "$1" in
+start) nohup sh -c 'while :; do printf "%-4095s\n" "$HBD_CLUSTER_NODE $(date +%s%N)" | dd of="$HBD_VOLUME_DIR/$HBD_CLUSTER_APP" bs=4096 count=1 conv=notrunc,fsync 2>/dev/null; sleep 0.1; done' >/dev/null 2>&1 &
+  echo $! > {pid} ;;
+stop) kill $(cat {pid}) ;;
+check) kill -0 $(cat {pid}) ;;
+esac
+"#
+    );
+    let path = dir.join("app");
+    std::fs::write(&path, script).expect("app script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
 fn mib(out: &Path, lan: &Lan) -> serde_json::Value {
-    let pid = format!("{}/$HBD_CLUSTER_APP.$HBD_CLUSTER_NODE.pid", out.display());
-    let start = format!(
-        "nohup sh -c 'while :; do printf \"%-4095s\\n\" \"$HBD_CLUSTER_NODE $(date +%s%N)\" | dd of=\"$HBD_VOLUME_DIR/$HBD_CLUSTER_APP\" bs=4096 count=1 conv=notrunc,fsync 2>/dev/null; sleep 0.1; done' >/dev/null 2>&1 & echo $! > {pid}"
-    );
+    let app = format!("{}/bin/$HBD_CLUSTER_NODE/app", out.display());
     let exe = serde_json::json!({
-        "start": start,
-        "stop": format!("kill $(cat {pid})"),
-        "check": format!("kill -0 $(cat {pid})"),
+        "start": format!("{app} start"),
+        "stop": format!("{app} stop"),
+        "check": format!("{app} check"),
     });
     let nodes: Vec<_> = HOSTS
         .iter()
@@ -58,6 +80,7 @@ fn mib(out: &Path, lan: &Lan) -> serde_json::Value {
         .map(|(i, h)| {
             serde_json::json!({
                 "number": i + 1, "id": h, "primary_ip": lan.addr(i),
+                "site": if h.starts_with('p') { "prod" } else { "standby" },
                 "status": if h.starts_with('p') { "ACTIVE" } else { "STANDBY" },
             })
         })
@@ -87,7 +110,7 @@ impl Members {
         {
             return None;
         }
-        let lan = Lan::create(test, HOSTS.len() + 1)?;
+        let lan = Lan::create(test, LAN.len())?;
         let sites = TwoSites::start(test)?;
         sites.pair("app1", "1MiB", &[]);
         sites.pair("app2", "1MiB", &[]);
@@ -99,13 +122,27 @@ impl Members {
         let seed = root.join("mib.json");
         std::fs::write(&seed, mib(&out, &lan).to_string()).expect("mib");
         let mut hbds = vec![];
-        for (i, host) in HOSTS.iter().enumerate() {
+        for (i, host) in LAN.iter().enumerate() {
+            if i == CLIENT {
+                hbds.push(None);
+                continue;
+            }
             std::fs::write(out.join(format!("{host}.ok")), "").expect("ok file");
-            let (site, group, peer) = match *host {
-                "p1" => (&sites.prod, "production", "s1"),
-                "p2" => (&sites.prod, "production", "s2"),
-                "s1" => (&sites.standby, "standby", "p1"),
-                _ => (&sites.standby, "standby", "p2"),
+            if *host != "s3" {
+                install_app(&out, host);
+            }
+            // s3 and s4 are added later; their hbd has no live peer.
+            let (site, group, peer, them) = match *host {
+                "p1" => (&sites.prod, "production", "s1", lan.addr(at("s1"))),
+                "p2" => (&sites.prod, "production", "s2", lan.addr(at("s2"))),
+                "s1" => (&sites.standby, "standby", "p1", lan.addr(at("p1"))),
+                "s2" => (&sites.standby, "standby", "p2", lan.addr(at("p2"))),
+                _ => (
+                    &sites.standby,
+                    "standby",
+                    "nobody",
+                    "10.90.0.250".to_string(),
+                ),
             };
             let dir = root.join(format!("hbd-{host}"));
             let config = format!(
@@ -120,12 +157,12 @@ impl Members {
                 key = key.display(),
                 mount = site.mount.display(),
                 me = lan.addr(i),
-                them = lan.addr(at(peer)),
+                them = them,
                 mirrord = site.socket.display(),
                 out = out.display(),
                 seed = seed.display(),
             );
-            hbds.push(Hbd::new(&dir, host, &config));
+            hbds.push(Some(Hbd::new(&dir, host, &config)));
         }
         let mut m = Members {
             hbds,
@@ -143,12 +180,28 @@ impl Members {
     pub fn start_host(&mut self, host: &str) {
         let i = at(host);
         let wrapper = self.lan.exec(i);
-        self.hbds[i].start_wrapped(&wrapper);
+        self.hbds[i]
+            .as_mut()
+            .expect("a host")
+            .start_wrapped(&wrapper);
+    }
+
+    /// kill -9 of `host`'s hbd.
+    pub fn kill_host(&mut self, host: &str) {
+        self.hbds[at(host)].as_mut().expect("a host").kill();
     }
 
     /// The hbd of `host`.
     pub fn hbd(&self, host: &str) -> &Hbd {
-        &self.hbds[at(host)]
+        self.hbds[at(host)].as_ref().expect("a host")
+    }
+
+    /// Runs `hbctl cluster ARGS` at `host`.
+    pub fn hbctl(&self, host: &str, args: &[&str]) -> std::process::Output {
+        let socket = self.hbd(host).dir.join("cluster.sock");
+        let mut all = vec!["cluster"];
+        all.extend_from_slice(args);
+        run_hbctl(&socket, &all)
     }
 
     /// `host`'s view (`hbctl cluster show --json`).
@@ -254,7 +307,7 @@ pub fn app<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 
 impl Drop for Members {
     fn drop(&mut self) {
-        for h in &mut self.hbds {
+        for h in self.hbds.iter_mut().flatten() {
             h.kill();
         }
         // The applications outlive hbd (as they would a crashed one): end them.

@@ -19,12 +19,20 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Hot add: put a node in as DOWN; it validates itself (volumes,
+    /// executables, floating IPs) and becomes STANDBY, or stays DOWN with the reason.
+    Add(hbmirror::cluster::api::Add),
+    /// Hot remove: take a node out (refused for the node running an
+    /// application or the last standby of one, unless --force).
+    Remove(hbmirror::cluster::api::Remove),
 }
 
 /// Runs a `cluster` command.
 pub fn run(socket: &Path, command: ClusterCommand) -> Result<(), ClientError> {
     let (request, json) = match command {
         ClusterCommand::Show { json } => (ClusterRequest::Show, json),
+        ClusterCommand::Add(r) => (ClusterRequest::Add(r), false),
+        ClusterCommand::Remove(r) => (ClusterRequest::Remove(r), false),
     };
     match jsonl::call::<_, ClusterReply>(socket, &request)? {
         ClusterReply::Done(text) => crate::output::done(&text),
