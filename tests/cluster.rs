@@ -223,3 +223,47 @@ fn hot_add_validates_a_node_and_remove_keeps_the_last_standby() {
         serde_json::json!(["s1", "s3"])
     );
 }
+
+#[test]
+fn start_of_day_forms_the_cluster_from_who_answers_and_reports_a_mismatch() {
+    let Some(mut m) = Members::start("start_of_day_forms") else {
+        return;
+    };
+    wait_answer(&m, "10.90.0.102", "p2");
+    m.wait_same_mib(&HOSTS);
+    // s3 is in no MIB yet: only the broadcast reaches it.
+    m.start_host("s3");
+    let version = m.view("p1")["version"].as_u64().expect("version");
+    // p2 lacks app2's executable: reported, nothing changes.
+    let script = m.out.join("bin/p2/app");
+    std::fs::rename(&script, script.with_extension("off")).expect("hide p2's app");
+    let refused = m.hbctl("p1", &["form", "--wait-ms", "500"]);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("not formed"), "{why}");
+    assert!(
+        why.contains("p2: validation failed: app2: executable"),
+        "{why}"
+    );
+    assert_eq!(m.view("p1")["version"].as_u64(), Some(version), "{}", m.hbd("p1").ok(&["hb", "events", "--limit", "30"]));
+    std::fs::rename(script.with_extension("off"), &script).expect("p2's app back");
+
+    let out = m.hbctl("p1", &["form", "--wait-ms", "500"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{said}");
+    assert!(said.contains("with 5 members"), "{said}");
+    assert!(
+        said.contains(&format!("s3 ({})", m.lan.addr(at("s3")))),
+        "{said}"
+    );
+    let mib = m.wait_same_mib(&["p1", "p2", "s1", "s2", "s3"]);
+    assert!(mib["version"].as_u64() > Some(version));
+    assert_eq!(node(&mib, "s3")["status"], "STANDBY");
+    assert_eq!(node(&mib, "p1")["status"], "ACTIVE");
+    assert_eq!(app(&mib, "app2")["active"], "p2");
+}

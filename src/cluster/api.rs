@@ -15,6 +15,24 @@ pub enum ClusterRequest {
     Add(Add),
     /// Hot remove: a node out of the cluster.
     Remove(Remove),
+    /// Start of day: form the cluster from the members that answer.
+    Form(Form),
+}
+
+/// Start of day (Fig 7): broadcast on the cluster's networks, collect the
+/// members' answers, send each the generated MIB, have each confirm its
+/// resources and return its copy, compare, confirm. The applications and
+/// storage nodes come from this member's MIB; the nodes from the answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+pub struct Form {
+    /// Milliseconds to wait for the answers, and again for the confirmations.
+    #[arg(long, default_value_t = 1000)]
+    #[serde(default = "default_wait_ms")]
+    pub wait_ms: u64,
+}
+
+fn default_wait_ms() -> u64 {
+    1000
 }
 
 /// Puts a new node in the cluster as DOWN; the node validates itself (it

@@ -24,6 +24,10 @@ pub struct ClusterConfig {
     /// yet (JSON, or TOML if the name ends in `.toml`).
     #[serde(default)]
     pub mib: Option<PathBuf>,
+    /// This host's site (the storage node whose volumes it sees), told at
+    /// start of day (`hbctl cluster form`).
+    #[serde(default)]
+    pub site: Option<String>,
 }
 
 fn default_port() -> u16 {

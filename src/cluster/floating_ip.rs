@@ -110,6 +110,17 @@ pub async fn interface_for(cidr: &str) -> Result<String, FloatingIpError> {
         .ok_or_else(|| FloatingIpError::NoInterface(cidr.to_string()))
 }
 
+/// The directed broadcast address of the subnet of this host's `address`.
+pub async fn broadcast_of(address: Ipv4Addr) -> Option<Ipv4Addr> {
+    let links = links().await.ok()?;
+    let info = links
+        .iter()
+        .flat_map(|l| &l.addr_info)
+        .find(|a| a.local == address)?;
+    let host_bits = u32::MAX.checked_shr(u32::from(info.prefixlen)).unwrap_or(0);
+    Some(Ipv4Addr::from(u32::from(address) | host_bits))
+}
+
 /// Assumes `cidr` here and sends the gratuitous ARP; the interface used.
 pub async fn assume(cidr: &str) -> Result<String, FloatingIpError> {
     let (address, _) = parse(cidr)?;

@@ -14,7 +14,7 @@
 //!   IPs it does not run, and runs only what the MIB says it runs.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -55,24 +55,21 @@ pub struct Member {
     storage_problem: Mutex<Option<String>>,
     /// When a failed validation is tried again.
     next_validation: Mutex<Instant>,
+    /// At the console, a start of day under way: the answers and confirmations.
+    pub(super) forming: Mutex<Option<super::forming::Forming>>,
 }
 
 impl Member {
     /// The member around a loaded MIB and bound sockets.
-    pub fn new(
-        hbd: Arc<Hbd>,
-        mib: Mib,
-        path: PathBuf,
-        port: u16,
-        sockets: Vec<UdpSocket>,
-    ) -> Member {
+    pub fn new(hbd: Arc<Hbd>, mib: Mib, path: PathBuf, port: u16, socket: UdpSocket) -> Member {
         Member {
             me: hbd.config.host.clone(),
             hbd,
             port,
             path,
             mib: Mutex::new(mib),
-            sockets: sockets.into_iter().map(Arc::new).collect(),
+            sockets: vec![Arc::new(socket)],
+            forming: Mutex::new(None),
             conflicts: Mutex::new(vec![]),
             takeovers: Mutex::new(vec![]),
             busy: Mutex::new(HashSet::new()),
@@ -108,13 +105,13 @@ impl Member {
         }
     }
 
-    fn persist(&self, mib: &Mib) {
+    pub(super) fn persist(&self, mib: &Mib) {
         if let Err(e) = mib.save(&self.path) {
             tracing::error!("cannot keep the cluster MIB: {}", hbcore::report::chain(&e));
         }
     }
 
-    fn event(&self, level: Option<Level>, text: String) {
+    pub(super) fn event(&self, level: Option<Level>, text: String) {
         self.hbd.event(Source::Local, level, "cluster", text);
     }
 
@@ -154,12 +151,13 @@ impl Member {
             kind,
             reason,
             application: None,
+            site: None,
             mib: lock(&self.mib).clone(),
         }
     }
 
     /// Every address of every other member, at the notice port.
-    fn targets(&self, mib: &Mib) -> Vec<SocketAddr> {
+    pub(super) fn targets(&self, mib: &Mib) -> Vec<SocketAddr> {
         mib.nodes
             .iter()
             .filter(|n| n.id != self.me)
@@ -220,7 +218,7 @@ impl Member {
 
     /// A notice arrived at `at`: merge its MIB, answer an older one, act.
     fn handle(self: &Arc<Self>, notice: Notice, from: SocketAddr, at: Instant) {
-        if notice.from == self.me {
+        if notice.from == self.me || self.forming_input(&notice, from) {
             return;
         }
         let merged = lock(&self.mib).merge(&notice.mib);
@@ -520,17 +518,4 @@ impl Member {
             tracing::info!(app = %app, "started");
         }
     }
-}
-
-/// The addresses to listen on: each network's listen address, once.
-pub fn listen_ips(hbd: &Hbd) -> Vec<IpAddr> {
-    let mut ips: Vec<IpAddr> = hbd
-        .config
-        .all_networks()
-        .iter()
-        .map(|n| n.listen.ip())
-        .collect();
-    ips.sort();
-    ips.dedup();
-    ips
 }

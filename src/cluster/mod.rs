@@ -22,6 +22,7 @@
 //! - `member`: the agent: self-check, silence, notices, takeover.
 //! - `validate`: may a node stand by (volumes, executables, floating IPs)?
 //! - `membership`: hot add and remove.
+//! - `forming`: start of day (`hbctl cluster form`): discover, propose, confirm, formed.
 //! - `storage`: each site's mirrord probed; a dead one is a storage node DOWN.
 //!
 //! ```text
@@ -44,6 +45,7 @@ pub mod notice;
 pub mod states;
 
 mod actions;
+mod forming;
 mod member;
 mod membership;
 mod storage;
@@ -124,30 +126,29 @@ pub async fn start(hbd: &Arc<Hbd>) -> Result<Option<Running>, ClusterError> {
     if mib.node(&hbd.config.host).is_none() {
         tracing::warn!(host = %hbd.config.host, "this host is not a node of cluster '{}' yet: it takes no part until added", mib.cluster_id);
     }
-    let mut sockets = vec![];
-    for ip in member::listen_ips(hbd) {
-        let address = SocketAddr::new(ip, config.port);
-        let socket = tokio::net::UdpSocket::bind(address)
-            .await
-            .map_err(|source| ClusterError::Bind { address, source })?;
-        sockets.push(socket);
-    }
+    // One socket on every address: notices to each member address leave on
+    // that address's network, and start-of-day broadcasts arrive.
+    let address = SocketAddr::from(([0, 0, 0, 0], config.port));
+    let bind = |address| {
+        let socket = std::net::UdpSocket::bind(address)?;
+        socket.set_broadcast(true)?;
+        socket.set_nonblocking(true)?;
+        tokio::net::UdpSocket::from_std(socket)
+    };
+    let socket = bind(address).map_err(|source| ClusterError::Bind { address, source })?;
     let control =
         jsonl::bind(&config.control_socket).map_err(|source| ClusterError::ControlSocket {
             path: config.control_socket.clone(),
             source,
         })?;
-    let count = sockets.len();
     let member = Arc::new(member::Member::new(
         Arc::clone(hbd),
         mib,
         path,
         config.port,
-        sockets,
+        socket,
     ));
-    let mut tasks: Vec<_> = (0..count)
-        .map(|i| tokio::spawn(Arc::clone(&member).receive(i)))
-        .collect();
+    let mut tasks = vec![tokio::spawn(Arc::clone(&member).receive(0))];
     let m = Arc::clone(&member);
     tasks.push(tokio::spawn(jsonl::serve(
         control,
@@ -159,6 +160,7 @@ pub async fn start(hbd: &Arc<Hbd>) -> Result<Option<Running>, ClusterError> {
                     ClusterRequest::Show => Ok(ClusterReply::View(Box::new(m.view()))),
                     ClusterRequest::Add(r) => m.add(r).map(ClusterReply::Done),
                     ClusterRequest::Remove(r) => m.remove(r).map(ClusterReply::Done),
+                    ClusterRequest::Form(r) => m.form(r).await.map(ClusterReply::Done),
                 }
             }
         },

@@ -22,6 +22,18 @@ pub enum Kind {
     State(NodeState),
     /// An answer to an older copy: here is the newer one.
     Sync,
+    /// Start of day (Fig 7): the console asks who is there (broadcast).
+    Discover,
+    /// A member answers a discover with its unique address (the datagram's
+    /// source) and its `site`.
+    Here,
+    /// The console's generated MIB, for each member to confirm.
+    Propose,
+    /// A member's copy of the proposed MIB back, with its resources
+    /// confirmed (`reason` says what is missing).
+    Confirm,
+    /// Every copy alike and every member's resources there: this MIB holds.
+    Formed,
 }
 
 /// One notice.
@@ -39,6 +51,9 @@ pub struct Notice {
     /// The application taken over (with OK, i.e. `State(ACTIVE)`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application: Option<String>,
+    /// The sender's site (with `Here`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
     /// The sender's MIB after the change.
     pub mib: Mib,
 }
@@ -116,6 +131,7 @@ mod tests {
             kind: Kind::State(NodeState::Down),
             reason: Some("x".into()),
             application: None,
+            site: None,
             mib: mib.clone(),
         };
         // s1 and s2 go DOWN at the same moment: same version, other content.
@@ -144,6 +160,7 @@ mod tests {
             kind: Kind::State(NodeState::Down),
             reason: Some("check db failed".into()),
             application: None,
+            site: None,
             mib: example(),
         };
         let bytes = n.encode(b"k1").expect("encode");

@@ -25,6 +25,10 @@ pub enum ClusterCommand {
     /// Hot remove: take a node out (refused for the node running an
     /// application or the last standby of one, unless --force).
     Remove(hbmirror::cluster::api::Remove),
+    /// Start of day: broadcast on the cluster's networks, generate the MIB
+    /// from the members that answer, have each confirm its resources and
+    /// return its copy; any mismatch is reported with what differs.
+    Form(hbmirror::cluster::api::Form),
 }
 
 /// Runs a `cluster` command.
@@ -33,6 +37,7 @@ pub fn run(socket: &Path, command: ClusterCommand) -> Result<(), ClientError> {
         ClusterCommand::Show { json } => (ClusterRequest::Show, json),
         ClusterCommand::Add(r) => (ClusterRequest::Add(r), false),
         ClusterCommand::Remove(r) => (ClusterRequest::Remove(r), false),
+        ClusterCommand::Form(r) => (ClusterRequest::Form(r), false),
     };
     match jsonl::call::<_, ClusterReply>(socket, &request)? {
         ClusterReply::Done(text) => crate::output::done(&text),
