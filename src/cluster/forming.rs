@@ -29,6 +29,9 @@ pub struct Forming {
     answers: Vec<(String, IpAddr, Option<String>)>,
     /// Who confirmed: node id, its copy, what its resources lack.
     confirms: Vec<(String, Mib, Option<String>)>,
+    /// The stamp of the MIB proposed in this round (a late confirmation of
+    /// an earlier round is not one of this).
+    proposed_ms: Option<u64>,
 }
 
 impl Member {
@@ -79,7 +82,8 @@ impl Member {
             }
             Kind::Confirm => {
                 if let Some(f) = lock(&self.forming).as_mut() {
-                    if !f.confirms.iter().any(|(id, _, _)| id == &notice.from) {
+                    let this_round = f.proposed_ms == Some(notice.mib.timestamp_ms);
+                    if this_round && !f.confirms.iter().any(|(id, _, _)| id == &notice.from) {
                         f.confirms.push((
                             notice.from.clone(),
                             notice.mib.clone(),
@@ -141,6 +145,9 @@ impl Member {
             .and_then(|c| c.site.clone());
         answers.push((self.me.clone(), my_ip, my_site));
         let proposed = generate(&template, &answers);
+        if let Some(f) = lock(&self.forming).as_mut() {
+            f.proposed_ms = Some(proposed.timestamp_ms);
+        }
         let mut propose = self.notice(&self.me, Kind::Propose, None);
         propose.mib = proposed.clone();
         let others: Vec<SocketAddr> = answers
