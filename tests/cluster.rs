@@ -267,3 +267,107 @@ fn start_of_day_forms_the_cluster_from_who_answers_and_reports_a_mismatch() {
     assert_eq!(node(&mib, "p1")["status"], "ACTIVE");
     assert_eq!(app(&mib, "app2")["active"], "p2");
 }
+
+/// Groups of two hosts per site, each with a master (seed 000): prod {p1, p2}
+/// keeping the table on the volume `tbl`, standby {s1, s2}; each master's
+/// heartbeats go to both hosts of the other group.
+fn groups(host: &str, config: &mut String, sites: &common::TwoSites, lan: &hbcluster::netns::Lan) {
+    let (group, other) = if host.starts_with('p') {
+        (["p1", "p2"], ["s1", "s2"])
+    } else {
+        (["s1", "s2"], ["p1", "p2"])
+    };
+    if !group.contains(&host) {
+        return;
+    }
+    let approved = format!("peers = [\"{}\", \"{}\"]\n", other[0], other[1]);
+    let addresses = format!(
+        "peers = [\"{}:7790\", \"{}:7790\"]\n",
+        lan.addr(at(other[0])),
+        lan.addr(at(other[1]))
+    );
+    let mut out = String::new();
+    let mut seen_peers = 0;
+    for line in config.lines() {
+        if line.starts_with("peers = ") {
+            out += if seen_peers == 0 {
+                &approved
+            } else {
+                &addresses
+            };
+            seen_peers += 1;
+        } else if line.starts_with("timeout_ms") && host.starts_with('s') {
+            // The standby outlasts prod's change of master (1 s) without failing over.
+            out += "timeout_ms = 4000\n";
+        } else if line.starts_with("volume_dir") && host.starts_with('p') {
+            out += &format!(
+                "{line}\ntable_volume = \"{}\"\n",
+                sites.prod.file("tbl").display()
+            );
+        } else {
+            out += line;
+            out += "\n";
+        }
+    }
+    out += &format!(
+        "group_members = [\"{}\", \"{}\"]\nmaster_timeout_ms = 1000\n",
+        group[0], group[1]
+    );
+    *config = out;
+}
+
+#[test]
+fn the_next_host_of_a_group_becomes_master_and_keeps_the_table() {
+    let Some(mut m) =
+        Members::start_with("the_next_host_of_a_group", |host, config, sites, lan| {
+            if host == "p1" {
+                sites
+                    .prod
+                    .ok(&["volume", "create", "tbl", "--size", "64KiB"]);
+            }
+            groups(host, config, sites, lan);
+        })
+    else {
+        return;
+    };
+    m.hbd("p2").wait_table("p1 master", |t| t["master"] == "p1");
+    m.hbd("s1").wait_table("prod alive, from its master", |t| {
+        t["remote_group_via_network"] == "ALIVE" && t["master"] == "s1"
+    });
+    m.hbd("p1").wait_advance("serial", 10);
+    let from_p2 = |t: &serde_json::Value, above: u64| {
+        t["watermarks"].as_array().is_some_and(|w| {
+            w.iter()
+                .any(|w| w["sender"] == "p2" && w["serial"].as_u64() > Some(above))
+        })
+    };
+    assert!(
+        !from_p2(&m.hbd("s1").table(), 0),
+        "p2, not master, sends nothing"
+    );
+
+    m.kill_host("p1");
+    let sent = m.hbd("s1").table()["network"]["last_serial"]
+        .as_u64()
+        .expect("a serial");
+    m.hbd("p2").wait_table("p2 master, instance 2", |t| {
+        t["master"] == "p2" && t["master_instance"] == 2
+    });
+    let serial = m.hbd("p2").table()["serial"].as_u64();
+    assert!(
+        serial >= Some(sent),
+        "p2 goes on from p1's serial {sent} (the table taken over from the volume), not its own: {serial:?}"
+    );
+    // The standby hears prod's new master go on from where the old one
+    // stopped: p2's serials follow p1's (the table taken over from the volume).
+    m.hbd("s1")
+        .wait_table("p2's heartbeats accepted", |t| from_p2(t, sent));
+    let s1 = m.hbd("s1").table();
+    assert_eq!(s1["remote_group_via_network"], "ALIVE");
+    assert_eq!(s1["failed_over"], false);
+    let text = m.hbd("p2").ok(&["hb", "status"]);
+    assert!(
+        text.contains("master of the group: p2 (cluster instance 2)"),
+        "{text}"
+    );
+}

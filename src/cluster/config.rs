@@ -28,6 +28,19 @@ pub struct ClusterConfig {
     /// start of day (`hbctl cluster form`).
     #[serde(default)]
     pub site: Option<String>,
+    /// The hosts of this host's group, in the order they become master
+    /// (seed 000); the master alone sends and checks the heartbeats and
+    /// keeps the table volume. Empty: this host is always its own master.
+    #[serde(default)]
+    pub group_members: Vec<String>,
+    /// Milliseconds without a valid heartbeat from the master after which
+    /// the next host of the group becomes master (the seed's 1 minute).
+    #[serde(default = "default_master_timeout_ms")]
+    pub master_timeout_ms: u64,
+}
+
+fn default_master_timeout_ms() -> u64 {
+    60_000
 }
 
 fn default_port() -> u16 {

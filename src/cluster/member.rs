@@ -57,6 +57,8 @@ pub struct Member {
     next_validation: Mutex<Instant>,
     /// At the console, a start of day under way: the answers and confirmations.
     pub(super) forming: Mutex<Option<super::forming::Forming>>,
+    /// This host's view of its group's master (seed 000), if it has a group.
+    pub(super) master: Mutex<Option<super::master::MasterView>>,
 }
 
 impl Member {
@@ -70,6 +72,7 @@ impl Member {
             mib: Mutex::new(mib),
             sockets: vec![Arc::new(socket)],
             forming: Mutex::new(None),
+            master: Mutex::new(None),
             conflicts: Mutex::new(vec![]),
             takeovers: Mutex::new(vec![]),
             busy: Mutex::new(HashSet::new()),
@@ -152,6 +155,8 @@ impl Member {
             reason,
             application: None,
             site: None,
+            instance: None,
+            time_ms: None,
             mib: lock(&self.mib).clone(),
         }
     }
@@ -164,6 +169,21 @@ impl Member {
             .flat_map(|n| n.all_addresses())
             .map(|ip| SocketAddr::new(ip, self.port))
             .collect()
+    }
+
+    /// Sends `notice` to `targets` once (a periodic heartbeat needs no repeat).
+    pub fn send_once(&self, notice: Notice, targets: Vec<SocketAddr>) {
+        let Ok(bytes) = notice.encode(&self.hbd.key) else {
+            return;
+        };
+        let sockets = self.sockets.clone();
+        tokio::spawn(async move {
+            for s in &sockets {
+                for t in &targets {
+                    let _ = s.send_to(&bytes, t).await;
+                }
+            }
+        });
     }
 
     /// Sends `notice` over every network to `targets` (twice more an
@@ -218,7 +238,8 @@ impl Member {
 
     /// A notice arrived at `at`: merge its MIB, answer an older one, act.
     fn handle(self: &Arc<Self>, notice: Notice, from: SocketAddr, at: Instant) {
-        if notice.from == self.me || self.forming_input(&notice, from) {
+        if notice.from == self.me || self.forming_input(&notice, from) || self.master_input(&notice)
+        {
             return;
         }
         let merged = lock(&self.mib).merge(&notice.mib);
@@ -478,6 +499,7 @@ impl Member {
                 *lock(&self.storage_problem) = problem;
             }
             ticks += 1;
+            self.master_tick().await;
             if lock(&self.mib).node(&self.me).is_none() {
                 continue; // not (or no longer) a member
             }

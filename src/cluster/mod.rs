@@ -24,6 +24,7 @@
 //! - `membership`: hot add and remove.
 //! - `forming`: start of day (`hbctl cluster form`): discover, propose, confirm, formed.
 //! - `storage`: each site's mirrord probed; a dead one is a storage node DOWN.
+//! - `master`: the master host of each group (seed 000), its heartbeat and re-election.
 //!
 //! ```text
 //!  hbd tick ─ [[checks]] ─> checks_ok ─┐        hbd checker: every channel dead ─┐
@@ -46,6 +47,7 @@ pub mod states;
 
 mod actions;
 mod forming;
+mod master;
 mod member;
 mod membership;
 mod storage;
@@ -166,6 +168,7 @@ pub async fn start(hbd: &Arc<Hbd>) -> Result<Option<Running>, ClusterError> {
         },
         std::future::pending::<()>(),
     )));
+    member.master_start();
     tasks.push(tokio::spawn(Arc::clone(&member).run()));
     tracing::info!(member = %member.me, port = config.port, "cluster member started");
     Ok(Some(Running {

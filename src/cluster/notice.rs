@@ -34,6 +34,9 @@ pub enum Kind {
     Confirm,
     /// Every copy alike and every member's resources there: this MIB holds.
     Formed,
+    /// The group master's heartbeat to its group (seed 000): `about` is the
+    /// master id, with `instance` and `time_ms`.
+    Master,
 }
 
 /// One notice.
@@ -54,6 +57,12 @@ pub struct Notice {
     /// The sender's site (with `Here`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
+    /// The cluster instance id of the master's reign (with `Master`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<u64>,
+    /// When it was sent, ms since the epoch (with `Master`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ms: Option<u64>,
     /// The sender's MIB after the change.
     pub mib: Mib,
 }
@@ -132,6 +141,8 @@ mod tests {
             reason: Some("x".into()),
             application: None,
             site: None,
+            instance: None,
+            time_ms: None,
             mib: mib.clone(),
         };
         // s1 and s2 go DOWN at the same moment: same version, other content.
@@ -161,6 +172,8 @@ mod tests {
             reason: Some("check db failed".into()),
             application: None,
             site: None,
+            instance: None,
+            time_ms: None,
             mib: example(),
         };
         let bytes = n.encode(b"k1").expect("encode");

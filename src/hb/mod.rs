@@ -118,7 +118,7 @@ pub(crate) mod mirrord;
 mod netcheck;
 mod netio;
 pub mod qos;
-mod record;
+pub(crate) mod record;
 mod report;
 mod server;
 mod service;

@@ -105,6 +105,15 @@ fn mib(out: &Path, lan: &Lan) -> serde_json::Value {
 impl Members {
     /// The four members running, each application on its active node.
     pub fn start(test: &str) -> Option<Members> {
+        Members::start_with(test, |_, _, _, _| {})
+    }
+
+    /// As [`Members::start`], each host's hbd config (TOML text) changed by
+    /// `edit(host, config, sites, lan)` first.
+    pub fn start_with(
+        test: &str,
+        edit: impl Fn(&str, &mut String, &TwoSites, &Lan),
+    ) -> Option<Members> {
         if !ensure_tool(test, "ping", "iputils-ping")
             || !ensure_tool(test, "arping", "iputils-arping")
         {
@@ -162,6 +171,8 @@ impl Members {
                 out = out.display(),
                 seed = seed.display(),
             );
+            let mut config = config;
+            edit(host, &mut config, &sites, &lan);
             hbds.push(Some(Hbd::new(&dir, host, &config)));
         }
         let mut m = Members {
