@@ -35,7 +35,10 @@
 //!  member, as a notice arrives: merge (newer adopted / older answered / conflict reported)
 //!   └─ the assigned standby of an application whose node is DOWN:
 //!        mirrord pair takeover (SSWS) ─> start executable ─> ip addr add + arping -U ─> OK (ACTIVE)
-//!  hbctl cluster ─ JSON line ─> [cluster] control_socket ─> the member's view
+//!  hbctl cluster ─ JSON line ─> [cluster] control_socket ─> show | add | remove | form
+//!  the master of a group, every interval: Master{id, instance, time} ─> the group's hosts;
+//!   a silent or invalid master ─> the next host: instance+1, table from the table volume,
+//!   hbd's master_gate opened (only the master sends, checks and fails over)
 //! ```
 
 pub mod api;
