@@ -163,7 +163,9 @@ impl Member {
     fn elect(&self, failed: &MasterView, why: String) {
         let group = self.group();
         let at = group.iter().position(|h| *h == failed.master).unwrap_or(0);
-        let next = group[(at + 1) % group.len()].clone();
+        let Some(next) = group.iter().cycle().nth(at + 1).cloned() else {
+            return; // no group: this host is its own master
+        };
         let instance = failed.instance + 1;
         tracing::warn!("{why}: {next} is master now (cluster instance {instance})");
         self.event(
