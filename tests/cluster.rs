@@ -120,6 +120,10 @@ fn a_down_notice_and_silence_each_move_an_application_to_its_standby() {
     m.wait_view("s2", "p2 STANDBY", |v| node(v, "p2")["status"] == "STANDBY");
     let mib = m.wait_same_mib(&HOSTS);
     assert_eq!(app(&mib, "app2")["active"], "s2");
+    m.hbd("s2")
+        .wait_table("its verdict re-armed for the next silence", |t| {
+            t["failed_over"] == false
+        });
     assert!(!m.lan.holds(at("p2"), "10.90.0.102"));
     wait_answer(&m, "10.90.0.102", "s2");
     assert!(m.view("s2")["conflicts"]

@@ -450,7 +450,8 @@ impl Member {
         self.change(standby, None, vec![]);
     }
 
-    /// hbd's verdict that every channel to its peer(s) is dead: they are DOWN.
+    /// hbd's verdict that every channel to its peer(s) is dead: they are
+    /// DOWN; re-armed once they are back.
     fn silence(&self) {
         let dead = self.hbd.checker().table.failed_over;
         if !dead {
@@ -458,6 +459,21 @@ impl Member {
             return;
         }
         if self.saw_silence.swap(true, Ordering::Relaxed) {
+            // Once every silent peer is back (it recovered: not DOWN in the
+            // MIB), hbd's verdict is re-armed, so a later silence is seen too.
+            let back = {
+                let mib = lock(&self.mib);
+                self.hbd
+                    .config
+                    .peers
+                    .iter()
+                    .all(|p| mib.node(p).is_none_or(|n| n.status != NodeState::Down))
+            };
+            if back {
+                let text = self.hbd.checker().rearm(Instant::now());
+                tracing::info!("the silent peer is back in the cluster: {text}");
+                self.saw_silence.store(false, Ordering::Relaxed);
+            }
             return;
         }
         for peer in &self.hbd.config.peers {
