@@ -14,7 +14,8 @@ use hbmirror::hb::api;
 #[command(version, name = "hbctl", bin_name = "hbctl")]
 pub struct Cli {
     /// Control socket of the daemon addressed [default: /run/hbmirror/mirrord.sock
-    /// for `volume` and `pair`, /run/hbmirror/hbd.sock for `hb`].
+    /// for `volume` and `pair`, /run/hbmirror/hbd.sock for `hb`, /run/hbmirror/cluster.sock
+    /// for `cluster`].
     #[arg(long, global = true, env = "HBCTL_SOCKET")]
     pub socket: Option<PathBuf>,
     /// Print JSON: results as JSON, errors as {"error": {"kind", "message"}}
