@@ -194,9 +194,25 @@ fn hot_add_validates_a_node_and_remove_keeps_the_last_standby() {
             .as_str()
             .is_some_and(|r| r.contains("app1: executable") && r.contains("not found here"))
     });
-    // s4 has it: validated, STANDBY.
+    // s3 gets an executable that is present but whose check fails: it is
+    // started, checked, stopped, and s3 stays DOWN with that reason.
+    m.install_failing_check("s3");
+    m.wait_view("p1", "s3 DOWN: its check fails", |v| {
+        node(v, "s3")["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("app1: check:") && r.contains("exit status: 1"))
+    });
+    assert!(m.ran("s3", "start") && m.ran("s3", "stop"));
+    // s4 has a good one: started, checked and stopped, then STANDBY.
     add("s4");
     m.wait_view("p1", "s4 STANDBY", |v| node(v, "s4")["status"] == "STANDBY");
+    let trial = m
+        .app_pid("app1", "s4.trial")
+        .expect("s4's trial run started app1");
+    wait_for("s4's trial run stopped", || {
+        !std::path::Path::new(&format!("/proc/{trial}")).exists()
+    });
+    assert!(m.app_pid("app1", "s4").is_none(), "s4 does not run app1");
     let mib = m.wait_same_mib(&["p1", "p2", "s1", "s2", "s3", "s4"]);
     assert_eq!(node(&mib, "s3")["status"], "DOWN");
     assert_eq!(

@@ -27,7 +27,24 @@ pub async fn run(
     me: &str,
     volume_dir: Option<&Path>,
 ) -> Result<(), String> {
-    let child = tokio::process::Command::new("sh")
+    run_as(command, app, me, volume_dir, false).await
+}
+
+/// As [`run`]; `validating`: a trial run while the node is validated
+/// (`HBD_CLUSTER_VALIDATION=1` is set, so that the application may start
+/// without writing to a volume another node is using).
+pub async fn run_as(
+    command: &str,
+    app: &str,
+    me: &str,
+    volume_dir: Option<&Path>,
+    validating: bool,
+) -> Result<(), String> {
+    let mut child = tokio::process::Command::new("sh");
+    if validating {
+        child.env("HBD_CLUSTER_VALIDATION", "1");
+    }
+    let child = child
         .arg("-c")
         .arg(command)
         .env("HBD_CLUSTER_APP", app)

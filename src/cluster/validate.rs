@@ -1,15 +1,20 @@
 //! Validation of a node before it may stand by (seed 004, Fig 6): for every
 //! application it would take over, the data pairs are reachable through
-//! this site's mirrord, the executables are there, and the floating IPs can
-//! be assumed here (an interface in their subnet; not already held here).
+//! this site's mirrord, the executables are there, start and pass their
+//! check (a trial run with `HBD_CLUSTER_VALIDATION=1`, stopped afterwards;
+//! not for an application this node is named active for),
+//! and the floating IPs can be assumed here (an interface in their subnet;
+//! not already held here). The floating IPs are only checked, not assumed:
+//! the application's IP answers from its active node meanwhile.
 
 use std::path::Path;
 use std::time::Duration;
 
 use hbcore::report;
 
+use super::actions::run_as;
 use super::floating_ip;
-use super::mib::Mib;
+use super::mib::{Application, Mib};
 use crate::hb::mirrord;
 
 /// Why `me` cannot stand by, or Ok.
@@ -35,8 +40,16 @@ pub async fn validate(
             }
         }
         let e = &a.executables;
+        let mut present = true;
         for command in [&e.start, &e.stop, &e.check] {
             if let Err(why) = executable_present(command, &a.name, me, volume_dir).await {
+                problems.push(format!("{}: {why}", a.name));
+                present = false;
+            }
+        }
+        // Not an application this node runs: it is not started twice.
+        if present && a.active.as_deref() != Some(me) {
+            if let Err(why) = trial_run(a, me, volume_dir).await {
                 problems.push(format!("{}: {why}", a.name));
             }
         }
@@ -59,6 +72,18 @@ pub async fn validate(
     } else {
         Err(format!("validation failed: {}", problems.join("; ")))
     }
+}
+
+/// Starts `app`'s executables here, runs their check, and stops them
+/// (whatever the check said, once the start succeeded).
+async fn trial_run(app: &Application, me: &str, volume_dir: Option<&Path>) -> Result<(), String> {
+    let e = &app.executables;
+    let run = |command| run_as(command, &app.name, me, volume_dir, true);
+    run(&e.start).await.map_err(|why| format!("start: {why}"))?;
+    let checked = run(&e.check).await.map_err(|why| format!("check: {why}"));
+    let stopped = run(&e.stop).await.map_err(|why| format!("stop: {why}"));
+    tracing::info!(app = %app.name, ?checked, ?stopped, "trial run of the executables");
+    checked.and(stopped)
 }
 
 /// Whether the program of `command` (its first word, with the application's

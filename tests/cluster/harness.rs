@@ -23,7 +23,8 @@ use crate::hbcluster::netns::Lan;
 /// The members at start, in LAN order.
 pub const HOSTS: [&str; 4] = ["p1", "p2", "s1", "s2"];
 /// Every namespace on the LAN: the members, the client, two hosts to add
-/// later (s3 lacks the application's executable; s4 has it).
+/// later (s3 lacks the application's executable, then gets one whose
+/// check fails; s4 has a good one).
 pub const LAN: [&str; 7] = ["p1", "p2", "s1", "s2", "client", "s3", "s4"];
 /// The client's index on the LAN.
 pub const CLIENT: usize = 4;
@@ -51,11 +52,17 @@ fn install_app(out: &Path, host: &str) {
     use std::os::unix::fs::PermissionsExt;
     let dir = out.join("bin").join(host);
     std::fs::create_dir_all(&dir).expect("bin dir");
-    let pid = format!("{}/$HBD_CLUSTER_APP.$HBD_CLUSTER_NODE.pid", out.display());
+    // A trial run (validation) keeps a pid file of its own and writes nothing.
+    let pid = format!(
+        "{}/$HBD_CLUSTER_APP.$HBD_CLUSTER_NODE${{HBD_CLUSTER_VALIDATION:+.trial}}.pid",
+        out.display()
+    );
     let script = format!(
         r#"#!/bin/sh
 case "$1" in
-start) nohup sh -c 'while :; do printf "%-4095s\n" "$HBD_CLUSTER_NODE $(date +%s%N)" | dd of="$HBD_VOLUME_DIR/$HBD_CLUSTER_APP" bs=4096 count=1 conv=notrunc,fsync 2>/dev/null; sleep 0.1; done' >/dev/null 2>&1 &
+start) if [ -n "$HBD_CLUSTER_VALIDATION" ]; then nohup sleep 600 >/dev/null 2>&1 &
+  else nohup sh -c 'while :; do printf "%-4095s\n" "$HBD_CLUSTER_NODE $(date +%s%N)" | dd of="$HBD_VOLUME_DIR/$HBD_CLUSTER_APP" bs=4096 count=1 conv=notrunc,fsync 2>/dev/null; sleep 0.1; done' >/dev/null 2>&1 &
+  fi
   echo $! > {pid} ;;
 stop) kill $(cat {pid}) ;;
 check) kill -0 $(cat {pid}) ;;
@@ -248,6 +255,26 @@ impl Members {
             hosts[1..].iter().all(|h| mib(h) == first)
         });
         mib(hosts[0])
+    }
+
+    /// Gives `host` an application executable that is present, starts, and
+    /// whose check exits 1; each of its runs leaves `out/<host>.<verb>`.
+    pub fn install_failing_check(&self, host: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.out.join("bin").join(host);
+        std::fs::create_dir_all(&dir).expect("bin dir");
+        let script = format!(
+            "#!/bin/sh\ntouch {out}/{host}.$1\n[ \"$1\" != check ]\n",
+            out = self.out.display()
+        );
+        let path = dir.join("app");
+        std::fs::write(&path, script).expect("app script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    /// Whether `host`'s executable was run with `verb` (see [`Members::install_failing_check`]).
+    pub fn ran(&self, host: &str, verb: &str) -> bool {
+        self.out.join(format!("{host}.{verb}")).exists()
     }
 
     /// Creates or removes `host`'s self-check file.
