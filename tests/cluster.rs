@@ -366,7 +366,12 @@ fn the_next_host_of_a_group_becomes_master_and_keeps_the_table() {
         "p2, not master, sends nothing"
     );
 
+    // p1 dies (kill -9, its application gone, its NIC down).
     m.kill_host("p1");
+    if let Some(pid) = m.app_pid("app1", "p1") {
+        common::signal(pid, "KILL");
+    }
+    m.lan.link(at("p1"), false);
     let sent = m.hbd("s1").table()["network"]["last_serial"]
         .as_u64()
         .expect("a serial");
@@ -390,4 +395,18 @@ fn the_next_host_of_a_group_becomes_master_and_keeps_the_table() {
         text.contains("master of the group: p2 (cluster instance 2)"),
         "{text}"
     );
+
+    // No hbd verdict saw p1 die (prod stayed alive through p2); its
+    // successor found it silent: DOWN, and app1's standby s1 takes it over.
+    wait_answer(&m, "10.90.0.101", "s1");
+    let v = m.view("s1");
+    assert_eq!(node(&v, "p1")["status"], "DOWN");
+    assert!(
+        node(&v, "p1")["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no master heartbeat")),
+        "{v}"
+    );
+    assert_eq!(app(&v, "app1")["active"], "s1");
+    assert_eq!(m.sites.standby.pair("app1").expect("app1")["state"], "SSWS");
 }

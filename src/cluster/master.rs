@@ -7,7 +7,9 @@
 //! valid heartbeat for `master_timeout_ms`, or sent an invalid one: a time
 //! not current (outside hbd's freshness window), or a cluster instance id
 //! that expired (an older reign). The new master raises the instance id and
-//! takes over the table from the table volume. A heartbeat from another
+//! takes over the table from the table volume; after a silence it also
+//! marks the old master DOWN in the MIB (its applications are taken over
+//! as after any DOWN). A heartbeat from another
 //! host at the same instance (a wrong master id) is refused and logged; a
 //! master that hears a newer instance steps down.
 
@@ -98,7 +100,12 @@ impl Member {
                 view.master,
                 self.master_timeout()
             );
-            self.elect(&view, why);
+            // Its heartbeat goes to every address of each host of the
+            // group: silence is every channel's. The successor alone says so.
+            if self.elect(&view, why).as_deref() == Some(self.me.as_str()) {
+                let how = format!("no master heartbeat for {:?}", self.master_timeout());
+                self.silent(&view.master, &how);
+            }
         }
     }
 
@@ -159,13 +166,13 @@ impl Member {
         true
     }
 
-    /// The next host of the group after the failed master becomes master.
-    fn elect(&self, failed: &MasterView, why: String) {
+    /// The next host of the group after the failed master becomes master
+    /// (returned; None without a group).
+    fn elect(&self, failed: &MasterView, why: String) -> Option<String> {
         let group = self.group();
         let at = group.iter().position(|h| *h == failed.master).unwrap_or(0);
-        let Some(next) = group.iter().cycle().nth(at + 1).cloned() else {
-            return; // no group: this host is its own master
-        };
+        // None: no group, this host is its own master.
+        let next = group.iter().cycle().nth(at + 1).cloned()?;
         let instance = failed.instance + 1;
         tracing::warn!("{why}: {next} is master now (cluster instance {instance})");
         self.event(
@@ -175,7 +182,8 @@ impl Member {
         if next == self.me {
             self.take_over_table();
         }
-        self.install_master(next, instance);
+        self.install_master(next.clone(), instance);
+        Some(next)
     }
 
     /// The new master's table: the one its predecessor kept on the table

@@ -6,7 +6,9 @@
 //!   last results, run by hbd's tick). One failing: release the floating
 //!   IPs, send DOWN, stop the applications. Passing again: STANDBY.
 //! - Silence: hbd's all-channels-dead verdict about its peer(s) (the failover
-//!   rule): the peer is marked DOWN and that is sent.
+//!   rule, reached by a standby-group host about production): the peer is
+//!   marked DOWN and that is sent. A group master's silence is found by its
+//!   successor (see `master`), which marks it DOWN the same way.
 //! - A MIB adopted from a notice: if this member is the standby assigned to
 //!   an application whose active node is DOWN, it takes over (pairs,
 //!   start executable, floating IPs), then sends OK (ACTIVE).
@@ -477,15 +479,20 @@ impl Member {
             return;
         }
         for peer in &self.hbd.config.peers {
-            let why =
-                "silent on every channel (hbd: every channel says the peer is dead)".to_string();
-            if lock(&self.mib).state(peer) != NodeState::Down {
-                tracing::error!(node = %peer, "{why}: DOWN");
-                self.event(Some(Level::SystemDown), format!("{peer} is DOWN: {why}"));
-            }
-            let down = self.notice(peer, Kind::State(NodeState::Down), Some(why));
-            self.change(down, None, vec![]);
+            self.silent(peer, "hbd: every channel says the peer is dead");
         }
+    }
+
+    /// `node` was silent on every channel (`how` it was found): it is DOWN,
+    /// and that is sent (nothing if it is DOWN already).
+    pub(super) fn silent(&self, node: &str, how: &str) {
+        let why = format!("silent on every channel ({how})");
+        if lock(&self.mib).state(node) != NodeState::Down {
+            tracing::error!(node = %node, "{why}: DOWN");
+            self.event(Some(Level::SystemDown), format!("{node} is DOWN: {why}"));
+        }
+        let down = self.notice(node, Kind::State(NodeState::Down), Some(why));
+        self.change(down, None, vec![]);
     }
 
     /// Starts: hello, adopt a newer MIB, release what is not ours, start

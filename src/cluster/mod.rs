@@ -20,17 +20,20 @@
 //! - [`api`]: the requests of `hbctl cluster`.
 //! - `actions`: executables, pair takeover through mirrord, floating IPs of an application.
 //! - `member`: the agent: self-check, silence, notices, takeover.
-//! - `validate`: may a node stand by (volumes, executables, floating IPs)?
+//! - `validate`: may a node stand by (volumes, executables present and a
+//!   trial run: start, check, stop; floating IPs)?
 //! - `membership`: hot add and remove.
 //! - `forming`: start of day (`hbctl cluster form`): discover, propose, confirm, formed.
 //! - `storage`: each site's mirrord probed; a dead one is a storage node DOWN.
-//! - `master`: the master host of each group (seed 000), its heartbeat and re-election.
+//! - `master`: the master host of each group (seed 000), its heartbeat and
+//!   re-election; a silent master marked DOWN by its successor.
 //!
 //! ```text
 //!  hbd tick ─ [[checks]] ─> checks_ok ─┐        hbd checker: every channel dead ─┐
 //!                                      v                                          v
 //!  member, every interval: self-check fails ─> release IPs ─> DOWN ─> stop executables
 //!                          passes again     ─> STANDBY          peer silent ─> peer DOWN
+//!                                            a group's master silent ─> its successor: master DOWN
 //!   └─ change: MIB version+1 ─> cluster.json (rename) ─> Notice{MIB} UDP ─> every member, every network
 //!  member, as a notice arrives: merge (newer adopted / older answered / conflict reported)
 //!   └─ the assigned standby of an application whose node is DOWN:
