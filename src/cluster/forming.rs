@@ -18,7 +18,7 @@ use super::floating_ip;
 use super::member::Member;
 use super::mib::{differences, Mib, NodeState, ServerNode};
 use super::notice::{Kind, Notice};
-use super::validate::validate;
+use super::validate::{validate, Executables};
 use crate::hb::state::lock;
 use crate::hb::table::now_ms;
 
@@ -71,6 +71,7 @@ impl Member {
                         &member.me,
                         &config.failover.mirrord_socket,
                         config.volume_dir.as_deref(),
+                        Executables::Present,
                     )
                     .await
                     .err();
@@ -162,6 +163,7 @@ impl Member {
             &self.me,
             &config.failover.mirrord_socket,
             config.volume_dir.as_deref(),
+            Executables::Present,
         )
         .await
         .err();

@@ -29,7 +29,7 @@ use super::api::{Takeover, View};
 use super::mib::{Merge, Mib, NodeState};
 use super::notice::{Kind, Notice, MAX_NOTICE};
 use super::states;
-use super::validate::validate;
+use super::validate::{validate, Executables};
 use crate::hb::api::Source;
 use crate::hb::state::{lock, Hbd};
 use crate::hb::table::now_ms;
@@ -428,6 +428,7 @@ impl Member {
             &self.me,
             &config.failover.mirrord_socket,
             config.volume_dir.as_deref(),
+            Executables::TrialRun,
         )
         .await;
         if let Err(why) = checked {

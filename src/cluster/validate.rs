@@ -2,7 +2,8 @@
 //! application it would take over, the data pairs are reachable through
 //! this site's mirrord, the executables are there, start and pass their
 //! check (a trial run with `HBD_CLUSTER_VALIDATION=1`, stopped afterwards;
-//! not for an application this node is named active for),
+//! not for an application this node is named active for, nor at start of
+//! day, where presence is confirmed),
 //! and the floating IPs can be assumed here (an interface in their subnet;
 //! not already held here). The floating IPs are only checked, not assumed:
 //! the application's IP answers from its active node meanwhile.
@@ -17,12 +18,23 @@ use super::floating_ip;
 use super::mib::{Application, Mib};
 use crate::hb::mirrord;
 
+/// How far the executables are tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executables {
+    /// Only found (start of day: every member confirms at once, within
+    /// the console's wait).
+    Present,
+    /// Found, then started, checked and stopped (hot add, recovery).
+    TrialRun,
+}
+
 /// Why `me` cannot stand by, or Ok.
 pub async fn validate(
     mib: &Mib,
     me: &str,
     mirrord_socket: &Path,
     volume_dir: Option<&Path>,
+    executables: Executables,
 ) -> Result<(), String> {
     let mut problems = vec![];
     let apps = mib
@@ -48,7 +60,7 @@ pub async fn validate(
             }
         }
         // Not an application this node runs: it is not started twice.
-        if present && a.active.as_deref() != Some(me) {
+        if present && executables == Executables::TrialRun && a.active.as_deref() != Some(me) {
             if let Err(why) = trial_run(a, me, volume_dir).await {
                 problems.push(format!("{}: {why}", a.name));
             }
