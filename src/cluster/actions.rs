@@ -9,9 +9,68 @@ use hbcore::control::{PairTakeover, Request};
 use hbcore::report;
 use hbcore::vocab::{PairState, Role};
 
-use super::floating_ip;
+use super::floating_ip::{self, FloatingIpError};
 use super::mib::Application;
+use crate::hb::error::HbError;
 use crate::hb::mirrord;
+
+/// Why an action failed (its chain, by [`report::chain`], is the reason a
+/// node is DOWN).
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// An executable exited with a failure.
+    #[error("`{command}` exited with {status}")]
+    Exited {
+        /// The command.
+        command: String,
+        /// How it exited.
+        status: std::process::ExitStatus,
+    },
+    /// An executable could not be run.
+    #[error("`{command}` could not run")]
+    Spawn {
+        /// The command.
+        command: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An executable ran too long (it is killed).
+    #[error("`{command}` ran longer than {limit:?}")]
+    TimedOut {
+        /// The command.
+        command: String,
+        /// The limit.
+        limit: Duration,
+    },
+    /// A data pair's state could not be read from mirrord.
+    #[error("pair {pair}")]
+    Pair {
+        /// The pair.
+        pair: String,
+        /// mirrord's answer.
+        #[source]
+        source: HbError,
+    },
+    /// mirrord refused to take a data pair over.
+    #[error("pair {pair}: takeover refused")]
+    TakeoverRefused {
+        /// The pair.
+        pair: String,
+        /// mirrord's answer.
+        #[source]
+        source: HbError,
+    },
+    /// A floating IP could not be assumed.
+    #[error("floating IP of {app}")]
+    FloatingIp {
+        /// The application.
+        app: String,
+        /// Why.
+        #[source]
+        source: FloatingIpError,
+    },
+}
 
 /// Longest an executable may run.
 const EXECUTABLE_LIMIT: Duration = Duration::from_secs(60);
@@ -26,7 +85,7 @@ pub async fn run(
     app: &str,
     me: &str,
     volume_dir: Option<&Path>,
-) -> Result<(), String> {
+) -> Result<(), ActionError> {
     run_as(command, app, me, volume_dir, false).await
 }
 
@@ -39,7 +98,7 @@ pub async fn run_as(
     me: &str,
     volume_dir: Option<&Path>,
     validating: bool,
-) -> Result<(), String> {
+) -> Result<(), ActionError> {
     let mut child = tokio::process::Command::new("sh");
     if validating {
         child.env("HBD_CLUSTER_VALIDATION", "1");
@@ -62,22 +121,29 @@ pub async fn run_as(
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .status();
+    let command = command.to_string();
     match tokio::time::timeout(EXECUTABLE_LIMIT, child).await {
-        Ok(Ok(s)) if s.success() => Ok(()),
-        Ok(Ok(s)) => Err(format!("`{command}` exited with {s}")),
-        Ok(Err(e)) => Err(format!("`{command}` could not run: {e}")),
-        Err(_) => Err(format!("`{command}` ran longer than {EXECUTABLE_LIMIT:?}")),
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(ActionError::Exited { command, status }),
+        Ok(Err(source)) => Err(ActionError::Spawn { command, source }),
+        Err(_) => Err(ActionError::TimedOut {
+            command,
+            limit: EXECUTABLE_LIMIT,
+        }),
     }
 }
 
 /// Makes each data pair of `app` writable at this site: an SVOL here is
 /// taken over (SSWS); a PVOL here, or an SVOL already taken over, is used as it is.
-pub async fn take_over_pairs(app: &Application, socket: &Path) -> Result<Vec<String>, String> {
+pub async fn take_over_pairs(app: &Application, socket: &Path) -> Result<Vec<String>, ActionError> {
     let mut done = vec![];
     for pair in &app.volumes {
         let info = mirrord::pair(socket, pair, MIRRORD_LIMIT)
             .await
-            .map_err(|e| format!("pair {pair}: {}", report::chain(&e)))?;
+            .map_err(|source| ActionError::Pair {
+                pair: pair.clone(),
+                source,
+            })?;
         if info.role == Role::Pvol || info.state == PairState::Ssws {
             done.push(format!(
                 "{pair}: {:?} {} here, used as it is",
@@ -88,18 +154,24 @@ pub async fn take_over_pairs(app: &Application, socket: &Path) -> Result<Vec<Str
         let request = Request::PairTakeover(PairTakeover { name: pair.clone() });
         mirrord::call_within(socket, request, MIRRORD_LIMIT)
             .await
-            .map_err(|e| format!("pair {pair}: takeover refused: {}", report::chain(&e)))?;
+            .map_err(|source| ActionError::TakeoverRefused {
+                pair: pair.clone(),
+                source,
+            })?;
         done.push(format!("{pair}: taken over (SSWS)"));
     }
     Ok(done)
 }
 
 /// Assumes every floating IP of `app` (and sends the gratuitous ARPs).
-pub async fn assume_ips(app: &Application) -> Result<(), String> {
+pub async fn assume_ips(app: &Application) -> Result<(), ActionError> {
     for cidr in &app.ips {
         let dev = floating_ip::assume(cidr)
             .await
-            .map_err(|e| report::chain(&e))?;
+            .map_err(|source| ActionError::FloatingIp {
+                app: app.name.clone(),
+                source,
+            })?;
         tracing::info!(app = %app.name, "floating IP {cidr} assumed on {dev}, gratuitous ARP sent");
     }
     Ok(())

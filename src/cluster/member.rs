@@ -3,8 +3,10 @@
 //! acts on received ones at once, and takes over by itself.
 //!
 //! - Self-check: hbd's `[[checks]]` of level SYSTEM DOWN or SERIOUS (their
-//!   last results, run by hbd's tick). One failing: release the floating
-//!   IPs, send DOWN, stop the applications. Passing again: STANDBY.
+//!   last results, run by hbd's tick) and this site's storage (see
+//!   `storage`). One failing: release the floating IPs, send DOWN, stop the
+//!   applications. Passing again: validated (see `validate`), then STANDBY;
+//!   a failed validation stays DOWN with its reason.
 //! - Silence: hbd's all-channels-dead verdict about its peer(s) (the failover
 //!   rule, reached by a standby-group host about production): the peer is
 //!   marked DOWN and that is sent. A group master's silence is found by its
@@ -33,6 +35,7 @@ use super::validate::{validate, Executables};
 use crate::hb::api::Source;
 use crate::hb::state::{lock, Hbd};
 use crate::hb::table::now_ms;
+use hbcore::report;
 use hbcore::vocab::Level;
 
 /// Conflicts kept for `hbctl cluster show`.
@@ -50,8 +53,11 @@ pub struct Member {
     sockets: Vec<Arc<UdpSocket>>,
     conflicts: Mutex<Vec<String>>,
     takeovers: Mutex<Vec<Takeover>>,
-    busy: Mutex<HashSet<String>>,
+    /// The applications whose takeover is under way (each taken over once).
+    taking_over: Mutex<HashSet<String>>,
+    /// The start-up wait for a newer MIB is over: takeovers may begin.
     synced: AtomicBool,
+    /// hbd's all-channels-dead verdict already acted on (until re-armed).
     saw_silence: AtomicBool,
     /// What is wrong with this site's storage (mirrord), if anything.
     storage_problem: Mutex<Option<String>>,
@@ -77,7 +83,7 @@ impl Member {
             master: Mutex::new(None),
             conflicts: Mutex::new(vec![]),
             takeovers: Mutex::new(vec![]),
-            busy: Mutex::new(HashSet::new()),
+            taking_over: Mutex::new(HashSet::new()),
             synced: AtomicBool::new(false),
             saw_silence: AtomicBool::new(false),
             storage_problem: Mutex::new(None),
@@ -112,7 +118,7 @@ impl Member {
 
     pub(super) fn persist(&self, mib: &Mib) {
         if let Err(e) = mib.save(&self.path) {
-            tracing::error!("cannot keep the cluster MIB: {}", hbcore::report::chain(&e));
+            tracing::error!("cannot keep the cluster MIB: {}", report::chain(&e));
         }
     }
 
@@ -194,10 +200,7 @@ impl Member {
         let bytes = match notice.encode(&self.hbd.key) {
             Ok(b) => b,
             Err(e) => {
-                return tracing::error!(
-                    "cannot send a cluster notice: {}",
-                    hbcore::report::chain(&e)
-                )
+                return tracing::error!("cannot send a cluster notice: {}", report::chain(&e))
             }
         };
         let sockets = self.sockets.clone();
@@ -233,7 +236,7 @@ impl Member {
             };
             match Notice::decode(&buf[..len], &self.hbd.key) {
                 Ok(notice) => self.handle(notice, from, Instant::now()),
-                Err(e) => tracing::debug!("from {from}: {}", hbcore::report::chain(&e)),
+                Err(e) => tracing::debug!("from {from}: {}", report::chain(&e)),
             }
         }
     }
@@ -300,7 +303,7 @@ impl Member {
         }
         let due = states::takeovers(&lock(&self.mib), &self.me);
         for app in due {
-            if lock(&self.busy).insert(app.clone()) {
+            if lock(&self.taking_over).insert(app.clone()) {
                 let member = Arc::clone(self);
                 tokio::spawn(async move { member.take_over(app, down_at).await });
             }
@@ -310,7 +313,7 @@ impl Member {
     /// Takes over `app`: its pairs, its start executable, its floating IPs; then OK.
     async fn take_over(self: Arc<Self>, app: String, down_at: Instant) {
         let Some(a) = self.mib().application(&app).cloned() else {
-            lock(&self.busy).remove(&app);
+            lock(&self.taking_over).remove(&app);
             return;
         };
         tracing::warn!(app = %app, from = ?a.active, "taking over");
@@ -320,7 +323,7 @@ impl Member {
                 actions::take_over_pairs(&a, &self.hbd.config.failover.mirrord_socket).await?;
             actions::run(&a.executables.start, &app, &self.me, volume_dir.as_deref()).await?;
             actions::assume_ips(&a).await?;
-            Ok::<_, String>(pairs)
+            Ok::<_, actions::ActionError>(pairs)
         }
         .await;
         match done {
@@ -343,13 +346,13 @@ impl Member {
                 self.change(ok, None, vec![]);
             }
             Err(why) => {
-                let why = format!("takeover of {app} failed: {why}");
+                let why = format!("takeover of {app} failed: {}", report::chain(&why));
                 tracing::error!("{why}");
                 actions::release_ips(&a).await;
                 self.go_down(why).await;
             }
         }
-        lock(&self.busy).remove(&app);
+        lock(&self.taking_over).remove(&app);
     }
 
     /// This member's self-check now: None until every check has run once.
@@ -403,7 +406,7 @@ impl Member {
             )
             .await
             {
-                tracing::warn!(app = %a.name, "stop: {e}");
+                tracing::warn!(app = %a.name, "stop: {}", report::chain(&e));
             }
         }
     }
@@ -559,7 +562,8 @@ impl Member {
             }
             .await;
             if let Err(why) = started {
-                return self.go_down(format!("start of {app} failed: {why}")).await;
+                let why = format!("start of {app} failed: {}", report::chain(&why));
+                return self.go_down(why).await;
             }
             tracing::info!(app = %app, "started");
         }

@@ -184,12 +184,32 @@ pub enum MibError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The MIB contradicts itself.
-    #[error("cluster MIB {path}: {why}")]
+    #[error("cluster MIB {path} contradicts itself")]
     Invalid {
         /// The file.
         path: PathBuf,
-        /// What is wrong and what to do.
-        why: String,
+        /// What is wrong.
+        #[source]
+        source: MibInvalid,
+    },
+}
+
+/// How a MIB contradicts itself (see [`Mib::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MibInvalid {
+    /// Two nodes with one id.
+    #[error("node '{0}' is listed twice")]
+    NodeTwice(String),
+    /// Two nodes with one number.
+    #[error("node number {0} is given twice")]
+    NumberTwice(u32),
+    /// An application names a node the MIB does not have.
+    #[error("application '{application}' names node '{node}', which is not in nodes")]
+    UnknownNode {
+        /// The application.
+        application: String,
+        /// The node it names.
+        node: String,
     },
 }
 
@@ -210,9 +230,9 @@ impl Mib {
             path: path.into(),
             source,
         })?;
-        mib.validate().map_err(|why| MibError::Invalid {
+        mib.validate().map_err(|source| MibError::Invalid {
             path: path.into(),
-            why,
+            source,
         })?;
         Ok(mib)
     }
@@ -232,22 +252,22 @@ impl Mib {
 
     /// Checks that the MIB is whole: unique node ids and numbers, every
     /// application's nodes known.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), MibInvalid> {
         for (i, n) in self.nodes.iter().enumerate() {
             if self.nodes[..i].iter().any(|o| o.id == n.id) {
-                return Err(format!("node '{}' is listed twice", n.id));
+                return Err(MibInvalid::NodeTwice(n.id.clone()));
             }
             if self.nodes[..i].iter().any(|o| o.number == n.number) {
-                return Err(format!("node number {} is given twice", n.number));
+                return Err(MibInvalid::NumberTwice(n.number));
             }
         }
         for a in &self.applications {
             for n in a.active.iter().chain(&a.standby) {
                 if self.node(n).is_none() {
-                    return Err(format!(
-                        "application '{}' names node '{n}', which is not in nodes",
-                        a.name
-                    ));
+                    return Err(MibInvalid::UnknownNode {
+                        application: a.name.clone(),
+                        node: n.clone(),
+                    });
                 }
             }
         }
@@ -504,7 +524,11 @@ pub(crate) mod tests {
         bad.applications[0].standby.push("x9".into());
         bad.save(&path).expect("save");
         let e = Mib::load(&path).expect_err("unknown node");
-        assert!(e.to_string().contains("names node 'x9'"), "{e}");
+        assert!(
+            matches!(&e, MibError::Invalid { source: MibInvalid::UnknownNode { node, .. }, .. } if node == "x9"),
+            "{e:?}"
+        );
+        assert!(hbcore::report::chain(&e).contains("names node 'x9'"), "{e}");
         std::fs::write(&path, "{").expect("write");
         assert!(matches!(Mib::load(&path), Err(MibError::Parse { .. })));
     }

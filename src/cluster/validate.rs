@@ -90,10 +90,14 @@ pub async fn validate(
 /// (whatever the check said, once the start succeeded).
 async fn trial_run(app: &Application, me: &str, volume_dir: Option<&Path>) -> Result<(), String> {
     let e = &app.executables;
-    let run = |command| run_as(command, &app.name, me, volume_dir, true);
-    run(&e.start).await.map_err(|why| format!("start: {why}"))?;
-    let checked = run(&e.check).await.map_err(|why| format!("check: {why}"));
-    let stopped = run(&e.stop).await.map_err(|why| format!("stop: {why}"));
+    let run = |verb, command| async move {
+        run_as(command, &app.name, me, volume_dir, true)
+            .await
+            .map_err(|e| format!("{verb}: {}", report::chain(&e)))
+    };
+    run("start", &e.start).await?;
+    let checked = run("check", &e.check).await;
+    let stopped = run("stop", &e.stop).await;
     tracing::info!(app = %app.name, ?checked, ?stopped, "trial run of the executables");
     checked.and(stopped)
 }
