@@ -37,7 +37,8 @@ fn default_wait_ms() -> u64 {
 
 /// Puts a new node in the cluster as DOWN; the node validates itself (it
 /// reaches the applications' volumes through its mirrord, their executables
-/// are there, their floating IPs can be assumed on one of its interfaces)
+/// are there, start and pass their check (then are stopped), their floating
+/// IPs can be assumed on one of its interfaces)
 /// and becomes STANDBY, or stays DOWN with the reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 pub struct Add {

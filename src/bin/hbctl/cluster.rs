@@ -19,8 +19,9 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Hot add: put a node in as DOWN; it validates itself (volumes,
-    /// executables, floating IPs) and becomes STANDBY, or stays DOWN with the reason.
+    /// Hot add: put a node in as DOWN; it validates itself (volumes reachable,
+    /// executables started, checked and stopped, floating IPs free) and
+    /// becomes STANDBY, or stays DOWN with the reason.
     Add(hbmirror::cluster::api::Add),
     /// Hot remove: take a node out (refused for the node running an
     /// application or the last standby of one, unless --force).
