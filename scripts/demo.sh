@@ -287,10 +287,13 @@ c=$demo/cluster
 mkdir -p "$c"
 cat > "$c/app" <<'APP'
 #!/bin/sh
-# The application: writes its node's name to its data volume every 200 ms.
-pid=$(dirname "$0")/$HBD_CLUSTER_NODE.pid
+# The application: writes its node's name to its data volume every 200 ms
+# (a trial run while hbd validates the node, HBD_CLUSTER_VALIDATION=1, writes nothing).
+pid=$(dirname "$0")/$HBD_CLUSTER_NODE${HBD_CLUSTER_VALIDATION:+.trial}.pid
 case "$1" in
-start) nohup sh -c 'while :; do echo "$HBD_CLUSTER_NODE $(date +%T)" | dd of="$HBD_VOLUME_DIR/capp" conv=notrunc status=none 2>/dev/null; sleep 0.2; done' >/dev/null 2>&1 &
+start) if [ -n "$HBD_CLUSTER_VALIDATION" ]; then nohup sleep 600 >/dev/null 2>&1 &
+       else nohup sh -c 'while :; do echo "$HBD_CLUSTER_NODE $(date +%T)" | dd of="$HBD_VOLUME_DIR/capp" conv=notrunc status=none 2>/dev/null; sleep 0.2; done' >/dev/null 2>&1 &
+       fi
        echo $! > "$pid" ;;
 stop)  kill "$(cat "$pid")" ;;
 check) kill -0 "$(cat "$pid")" ;;
