@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The two-site demo on this one machine. It starts a "prod" and a "standby"
 # site under a temporary directory, each with mirrord (storage, hbfs mount)
-# and hbd (heartbeat check), and tells the story in four acts:
+# and hbd (heartbeat check), and tells the story in five acts:
 #
 #   1. heartbeats flow on every channel: two IP networks (net0, net1) and the
 #      mirrored heartbeat volumes (written as plain files at one site, read at
@@ -13,7 +13,12 @@
 #   3. the whole IP network is cut in the middle: both networks FAILED, and
 #      the standby does NOT fail over, because the heartbeat mirrors still
 #      show production alive;
-#   4. the production site is killed (kill -9 of its hbd and mirrord): every
+#   4. a cluster of two members (seed 004) on a LAN of their own: the active
+#      member's self-check fails, it sends DOWN, and the standby member takes
+#      over by itself: the data pair (SSWS), the application, the floating
+#      IP (a client's pings answered by the other MAC); the failed member
+#      comes back STANDBY;
+#   5. the production site is killed (kill -9 of its hbd and mirrord): every
 #      channel goes silent, the standby fails over once (verdict node-dead),
 #      takes over the data pair and runs its failover hook.
 #
@@ -56,11 +61,13 @@ nsp=hbdemo$$p   # the production host
 nss=hbdemo$$s   # the standby host
 nsr=hbdemo$$r   # the router between them
 pids=()
+cluster_ns=()
 cleanup() {
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     for site in prod standby; do umount -l "$demo/$site/hbfs" 2>/dev/null || true; done
-    for ns in "$nsp" "$nss" "$nsr"; do ip netns del "$ns" 2>/dev/null || true; done
+    for ns in "$nsp" "$nss" "$nsr" "${cluster_ns[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+    for f in "$demo"/cluster/*.pid; do [[ -e $f ]] && kill "$(cat "$f")" 2>/dev/null || true; done
     rm -rf "$demo"
 }
 trap cleanup EXIT
@@ -258,7 +265,112 @@ run ip netns exec "$nsr" nft 'delete table inet cut'
 wait_until "the network back" table_has standby '"network_enable":"ENABLE"'
 note "network back: ENABLE again (logged)."
 
-say "Act 4: the production site dies (kill -9 of its hbd and mirrord)"
+say "Act 4: a cluster of two members; a DOWN notice moves the application and its floating IP"
+# One LAN (a bridge in $nsb) joins member c1 (prod), member c2 (standby) and a client.
+nsb=hbdemo$$b; nc1=hbdemo$$1; nc2=hbdemo$$2; ncl=hbdemo$$c
+cluster_ns=("$nsb" "$nc1" "$nc2" "$ncl")
+for n in "${cluster_ns[@]}"; do ip netns add "$n"; ip -n "$n" link set lo up; done
+ip -n "$nsb" link add br0 type bridge && ip -n "$nsb" link set br0 up
+i=1
+for n in "$nc1" "$nc2" "$ncl"; do
+    ip link add eth0 netns "$n" type veth peer name "v$i" netns "$nsb"
+    ip -n "$nsb" link set "v$i" master br0 up
+    ip -n "$n" addr add "10.240.0.$i/24" dev eth0 && ip -n "$n" link set eth0 up
+    i=$((i + 1))
+done
+command -v arping >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q iputils-arping >/dev/null || true
+run prod volume create capp --size 1MiB >/dev/null
+run standby volume create capp --size 1MiB >/dev/null
+run prod pair create capp --pvol capp --peer standby
+wait_until "capp in PAIR" bash -c "hbctl --socket $demo/standby/mirrord.sock pair status capp --json | grep -q '\"PAIR\"'"
+c=$demo/cluster
+mkdir -p "$c"
+cat > "$c/app" <<'APP'
+#!/bin/sh
+# The application: writes its node's name to its data volume every 200 ms
+# (a trial run while hbd validates the node, HBD_CLUSTER_VALIDATION=1, writes nothing).
+pid=$(dirname "$0")/$HBD_CLUSTER_NODE${HBD_CLUSTER_VALIDATION:+.trial}.pid
+case "$1" in
+start) if [ -n "$HBD_CLUSTER_VALIDATION" ]; then nohup sleep 600 >/dev/null 2>&1 &
+       else nohup sh -c 'while :; do echo "$HBD_CLUSTER_NODE $(date +%T)" | dd of="$HBD_VOLUME_DIR/capp" conv=notrunc status=none 2>/dev/null; sleep 0.2; done' >/dev/null 2>&1 &
+       fi
+       echo $! > "$pid" ;;
+stop)  kill "$(cat "$pid")" ;;
+check) kill -0 "$(cat "$pid")" ;;
+esac
+APP
+chmod +x "$c/app"
+cat > "$c/mib.json" <<JSON
+{"cluster_id": "demo", "version": 1,
+ "nodes": [{"number": 1, "id": "c1", "primary_ip": "10.240.0.1", "site": "prod", "status": "ACTIVE"},
+           {"number": 2, "id": "c2", "primary_ip": "10.240.0.2", "site": "standby", "status": "STANDBY"}],
+ "applications": [{"number": 1, "name": "capp", "volumes": ["capp"], "ips": ["10.240.0.100/24"],
+                   "executables": {"start": "$c/app start", "stop": "$c/app stop", "check": "$c/app check"},
+                   "active": "c1", "standby": ["c2"]}],
+ "storage": [{"number": 1, "id": "prod", "address": "$demo/prod/mirrord.sock", "status": "ACTIVE"},
+             {"number": 2, "id": "standby", "address": "$demo/standby/mirrord.sock", "status": "ACTIVE"}]}
+JSON
+member_config() { # id group peer ip peer_ip site
+    touch "$c/$1.ok"
+    cat > "$c/$1.toml" <<TOML
+host = "$1"
+group = "$2"
+peers = ["$3"]
+data_dir = "$c/$1"
+control_socket = "$c/$1/hbd.sock"
+psk_file = "$demo/hb.key"
+interval_ms = $interval_ms
+timeout_ms = $timeout_ms
+volume_dir = "$demo/$6/hbfs"
+[[networks]]
+name = "lan"
+listen = "$4:$((base + 20))"
+peers = ["$5:$((base + 20))"]
+[failover]
+mirrord_socket = "$demo/$6/mirrord.sock"
+[[checks]]                # the member's self-check: DOWN when it fails
+part = "self"
+level = "SERIOUS"
+command = "test -e $c/$1.ok"
+[cluster]
+port = $((base + 21))
+control_socket = "$c/$1/cluster.sock"
+mib = "$c/mib.json"
+TOML
+}
+member_config c2 standby c1 10.240.0.2 10.240.0.1 standby
+member_config c1 production c2 10.240.0.1 10.240.0.2 prod
+member_pids=()
+for m in c2 c1; do
+    [[ $m == c1 ]] && ns=$nc1 || ns=$nc2
+    ip netns exec "$ns" "$PWD/target/debug/hbd" --config "$c/$m.toml" 2> "$c/$m.log" &
+    pids+=($!); member_pids+=($!)
+done
+mac() { ip -n "$1" -j link show eth0 | grep -o '"address":"[^"]*"' | head -1 | cut -d'"' -f4; }
+answered_by() { # ns: the client's pings to the floating IP are answered by that host
+    ip netns exec "$ncl" ping -c 1 -W 0.2 10.240.0.100 >/dev/null &&
+        ip -n "$ncl" neigh show 10.240.0.100 | grep -q "$(mac "$1")"
+}
+wait_until "the floating IP at c1" answered_by "$nc1"
+run hbctl --socket "$c/c1/cluster.sock" cluster show
+note "the client pings 10.240.0.100 and c1 ($(mac "$nc1")) answers; capp writes: $(head -c 20 "$demo/prod/hbfs/capp" | tr -d '\0')"
+note "c1's self-check fails: it releases the IP and sends DOWN; c2 takes over by itself."
+run rm "$c/c1.ok"
+wait_until "the floating IP at c2" answered_by "$nc2"
+run hbctl --socket "$c/c2/cluster.sock" cluster show
+note "now c2 ($(mac "$nc2")) answers the client on 10.240.0.100 (gratuitous ARP);"
+run standby pair status capp
+wait_until "capp written at the standby" grep -q c2 "$demo/standby/hbfs/capp"
+note "the pair was taken over (SSWS) and capp writes there: $(head -c 20 "$demo/standby/hbfs/capp" | tr -d '\0')"
+touch "$c/c1.ok"
+wait_until "c1 back as STANDBY" bash -c "hbctl --socket $c/c2/cluster.sock cluster show | grep -Eq ' c1 +10.240.0.1 +STANDBY'"
+note "c1 passes its self-check again: it comes back STANDBY, never ACTIVE by itself."
+for pid in "${member_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+for f in "$c"/*.pid; do kill "$(cat "$f")" 2>/dev/null || true; done
+for n in "${cluster_ns[@]}"; do ip netns del "$n"; done
+cluster_ns=()
+
+say "Act 5: the production site dies (kill -9 of its hbd and mirrord)"
 printf 'orders up to %s\n' "$(date +%T)" | dd of="$demo/prod/hbfs/app" conv=notrunc status=none
 note "prod wrote to its data volume: $(head -c 40 "$demo/prod/hbfs/app" | tr -d '\0')"
 run kill -9 "$prod_hbd" "$prod_mirrord"

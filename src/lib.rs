@@ -10,6 +10,10 @@
 //! - [`hb`]: hbd, the heartbeat check (seed Figures 2–11): the message and
 //!   the status table, the rules that decide, then the daemon's rooms (slot
 //!   I/O, controls, failover, checks, the tick, the control server).
+//! - [`cluster`]: clusters of many hosts (seed 004; seed 000's groups): the
+//!   cluster MIB, node states and takeover, hot add/remove, start of day,
+//!   the master host of each group; a member agent that hbd starts when its
+//!   config has `[cluster]`.
 //! - `src/bin/hbd.rs`: the thin daemon binary (config, then [`hb::daemon::run`]).
 //! - `src/bin/hbctl/`: the command line for mirrord and hbd (`cli`, `storage`,
 //!   `hb`, `print`).
@@ -34,4 +38,5 @@
 //! ```
 
 pub mod bench;
+pub mod cluster;
 pub mod hb;

@@ -24,7 +24,8 @@ struct Cli {
     /// TOML configuration (see the README: host, group, peers, data_dir, psk_file,
     /// interval_ms, timeout_ms, freshness_ms, table_volume, metrics_listen, [network] or
     /// [[networks]] (name, listen, peers, probe), [counter], [analysis],
-    /// [[mirrors]], [failover] (hook, take_over, arm, step_down, alert), [[checks]]).
+    /// [[mirrors]], [failover] (hook, take_over, arm, step_down, alert), [[checks]],
+    /// [cluster] (port, control_socket, mib, site, group_members, master_timeout_ms)).
     #[arg(long, short, required_unless_present = "generate_docs")]
     config: Option<PathBuf>,
     #[command(flatten)]

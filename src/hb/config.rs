@@ -80,6 +80,9 @@ pub struct Config {
     /// OpenMetrics endpoint (`GET /metrics`) address; none when absent (the default).
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// This host is a member of a cluster (see [`crate::cluster`]).
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::config::ClusterConfig>,
 }
 
 /// A network heartbeat channel (UDP): `[network]`, or one of `[[networks]]`.

@@ -86,6 +86,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         "hbd ready"
     );
 
+    // Before the first tick: a cluster member that is not its group's master sends nothing.
+    let cluster = crate::cluster::start(&hbd).await?;
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let receivers: Vec<_> = (0..hbd.nets.len())
         .map(|i| tokio::spawn(Arc::clone(&hbd).receive_network(i)))
@@ -98,6 +100,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let status = super::service::ready(&hbd);
     shutdown.await;
     status.abort();
+    drop(cluster);
     drop(metrics);
     ticker.abort();
     for r in &receivers {

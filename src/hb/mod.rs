@@ -57,7 +57,11 @@
 //!   counters, act.
 //! - `server`: the control server answering `hbctl hb`.
 //! - `service`, `metrics`: systemd's readiness, status line and watchdog; the OpenMetrics endpoint.
-//! - [`daemon`]: start-up and shutdown, wiring the above.
+//! - [`daemon`]: start-up and shutdown, wiring the above (and the cluster
+//!   member, [`crate::cluster`], when the config has `[cluster]`; a member
+//!   that is not its group's master keeps `master_gate` shut: its tick
+//!   neither sends, reads the mirrors, nor fails over, and it leaves the
+//!   table volume to the master).
 //!
 //! The data path, and where work changes hands (`═>` to another thread,
 //! task or process). The checker (table and watches) is behind one lock,
@@ -114,16 +118,16 @@ mod failover;
 mod install;
 pub mod message;
 mod metrics;
-mod mirrord;
+pub(crate) mod mirrord;
 mod netcheck;
 mod netio;
 pub mod qos;
-mod record;
+pub(crate) mod record;
 mod report;
 mod server;
 mod service;
 mod slot;
-mod state;
+pub(crate) mod state;
 pub mod table;
 mod tick;
 pub mod watch;

@@ -49,6 +49,10 @@ pub struct Hbd {
     pub protect_retry: Mutex<(Instant, bool)>,
     /// The standby has logged that production returned after its failover.
     pub told_returned: AtomicBool,
+    /// This host is its group's master (seed 000): it sends and checks the
+    /// heartbeats and keeps the table volume. Always, unless a cluster
+    /// member with `[cluster] group_members` is not master.
+    pub master_gate: AtomicBool,
     checker: Mutex<Checker>,
     events: Mutex<VecDeque<Event>>,
     table_path: PathBuf,
@@ -106,6 +110,7 @@ impl Hbd {
             checks_ok: Mutex::new(HashMap::new()),
             protect_retry: Mutex::new((Instant::now(), false)),
             told_returned: AtomicBool::new(false),
+            master_gate: AtomicBool::new(true),
             checker: Mutex::new(checker),
             events: Mutex::new(load_events(&events_path)),
             table_path: record::table_path(&config),
@@ -115,6 +120,11 @@ impl Hbd {
             volume_ok: AtomicBool::new(true),
             config,
         }
+    }
+
+    /// Whether this host is its group's master (see `master_gate`).
+    pub fn is_group_master(&self) -> bool {
+        self.master_gate.load(Ordering::Relaxed)
     }
 
     /// The checker, locked: hold it briefly, never across an await.
@@ -153,6 +163,9 @@ impl Hbd {
         let Some(volume) = &self.config.table_volume else {
             return;
         };
+        if !self.is_group_master() {
+            return; // the master keeps the table volume
+        }
         let _one_writer = lock(&self.saving_volume);
         let Some(text) = self.snapshot(false) else {
             return;

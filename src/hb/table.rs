@@ -273,6 +273,13 @@ pub struct Table {
     pub received_control: u64,
     /// Control messages not yet acknowledged by the peer.
     pub outbox: Vec<Control>,
+    /// The master host of this host's group (seed 000), when it is a
+    /// cluster member with `[cluster] group_members`.
+    #[serde(default)]
+    pub master: Option<String>,
+    /// The cluster instance id of that master's reign (raised by each election).
+    #[serde(default)]
+    pub master_instance: u64,
 }
 
 impl Table {
@@ -322,6 +329,8 @@ impl Table {
             last_control: 0,
             received_control: 0,
             outbox: Vec::new(),
+            master: None,
+            master_instance: 0,
         }
     }
 

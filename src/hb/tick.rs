@@ -66,8 +66,11 @@ impl Hbd {
     }
 
     async fn tick(self: &Arc<Self>) {
-        self.send().await;
-        self.receive_mirrors().await;
+        let master = self.is_group_master(); // seed 000: only the group's master sends and fails over
+        if master {
+            self.send().await;
+            self.receive_mirrors().await;
+        }
         let now = Instant::now();
         let every = u64::from(self.config.counter.period_intervals.max(1));
         let period = (self.ticks.fetch_add(1, Ordering::Relaxed) + 1) % every == 0;
@@ -111,7 +114,7 @@ impl Hbd {
             }
         }
         self.counted(counted, gaps);
-        if let Some(reason) = reason {
+        if let Some(reason) = reason.filter(|_| master) {
             self.failover_due(reason, now);
         }
         self.expire_analyses();

@@ -314,3 +314,123 @@ impl Drop for Hosts {
         }
     }
 }
+
+/// Hosts on one LAN (a stretched layer-2 network, as a floating IP needs):
+/// a bridge `br0` in a switch namespace, each host's `eth0` a veth port of
+/// it, host `i` at 10.90.0.(i+1)/24. Every namespace is deleted on drop.
+pub struct Lan {
+    pub switch: String,
+    pub hosts: Vec<String>,
+}
+
+impl Lan {
+    /// The switch and `count` hosts; None (SKIPPED) without `ip`.
+    pub fn create(test: &str, count: usize) -> Option<Lan> {
+        if !ensure_tool(test, "ip", "iproute2") {
+            return None;
+        }
+        let t = tag(test);
+        let lan = Lan {
+            switch: format!("{t}w"),
+            hosts: (0..count).map(|i| format!("{t}h{i}")).collect(),
+        };
+        for ns in std::iter::once(&lan.switch).chain(&lan.hosts) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            must("ip", &["netns", "add", ns]);
+            must("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        }
+        let sw = lan.switch.as_str();
+        must("ip", &["-n", sw, "link", "add", "br0", "type", "bridge"]);
+        must("ip", &["-n", sw, "link", "set", "br0", "up"]);
+        for (i, ns) in lan.hosts.iter().enumerate() {
+            let port = format!("v{i}");
+            must(
+                "ip",
+                &[
+                    "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", &port,
+                    "netns", sw,
+                ],
+            );
+            must("ip", &["-n", sw, "link", "set", &port, "master", "br0"]);
+            must("ip", &["-n", sw, "link", "set", &port, "up"]);
+            let a = format!("{}/24", lan.addr(i));
+            must("ip", &["-n", ns, "addr", "add", &a, "dev", "eth0"]);
+            must("ip", &["-n", ns, "link", "set", "eth0", "up"]);
+        }
+        Some(lan)
+    }
+
+    /// Host `i`'s address.
+    pub fn addr(&self, i: usize) -> String {
+        format!("10.90.0.{}", i + 1)
+    }
+
+    /// The command prefix that runs a program on host `i`.
+    pub fn exec(&self, i: usize) -> Vec<String> {
+        ["ip", "netns", "exec", &self.hosts[i]]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    /// Takes host `i`'s NIC down (a dead host, seen from the network), or up.
+    pub fn link(&self, i: usize, up: bool) {
+        let state = if up { "up" } else { "down" };
+        must("ip", &["-n", &self.hosts[i], "link", "set", "eth0", state]);
+    }
+
+    /// Host `i`'s MAC address.
+    pub fn mac(&self, i: usize) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &self.hosts[i], "-j", "link", "show", "eth0"])
+            .output()
+            .expect("ip link");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j");
+        v[0]["address"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Whether host `i` holds `address` (on any interface).
+    pub fn holds(&self, i: usize, address: &str) -> bool {
+        let out = Command::new("ip")
+            .args(["-n", &self.hosts[i], "-4", "-o", "addr", "show"])
+            .output()
+            .expect("ip addr");
+        String::from_utf8_lossy(&out.stdout).contains(&format!(" {address}/"))
+    }
+
+    /// One echo from host `i` to `address`; the MAC that answered (the
+    /// neighbour entry after it) when it was answered.
+    pub fn ping(&self, i: usize, address: &str) -> Option<String> {
+        let ok = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.hosts[i],
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "0.2",
+                address,
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            return None;
+        }
+        let out = Command::new("ip")
+            .args(["-n", &self.hosts[i], "-j", "neigh", "show", address])
+            .output()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v[0]["lladdr"].as_str().map(str::to_string)
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for ns in std::iter::once(&self.switch).chain(&self.hosts) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}

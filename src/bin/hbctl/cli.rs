@@ -14,7 +14,8 @@ use hbmirror::hb::api;
 #[command(version, name = "hbctl", bin_name = "hbctl")]
 pub struct Cli {
     /// Control socket of the daemon addressed [default: /run/hbmirror/mirrord.sock
-    /// for `volume` and `pair`, /run/hbmirror/hbd.sock for `hb`].
+    /// for `volume` and `pair`, /run/hbmirror/hbd.sock for `hb`, /run/hbmirror/cluster.sock
+    /// for `cluster`].
     #[arg(long, global = true, env = "HBCTL_SOCKET")]
     pub socket: Option<PathBuf>,
     /// Print JSON: results as JSON, errors as {"error": {"kind", "message"}}
@@ -39,6 +40,9 @@ pub enum Command {
     /// The heartbeat check (hbd): status table, events, heartbeat mirrors, procedure.
     #[command(subcommand)]
     Hb(HbCommand),
+    /// The cluster of many hosts (member agent in hbd): MIB, node states.
+    #[command(subcommand)]
+    Cluster(crate::cluster::ClusterCommand),
     /// A live full-screen view of pairs, link RTT, hbd's channels and events
     /// (q quits, Tab or 1-4 switch views); plain output when not on a terminal.
     Monitor(crate::monitor::MonitorArgs),

@@ -5,12 +5,14 @@
 //! - `storage`: `volume` and `pair` commands, sent to mirrord.
 //! - `hb`: `hb` commands, sent to hbd; `events`: `hb events --follow`;
 //!   `check`: `hb check`, the survival verdict as an exit status.
+//! - `cluster`: `cluster` commands, sent to the member agent in hbd.
 //! - `monitor`: `monitor`, the live full-screen view.
 //! - `print`: tables and JSON on stdout.
 //! - `output`: `--json` for results and errors, and the exit statuses.
 
 mod check;
 mod cli;
+mod cluster;
 mod events;
 mod hb;
 mod monitor;
@@ -74,6 +76,9 @@ fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Volume(command) => storage::volume(&socket(control::DEFAULT_SOCKET), command),
         Command::Pair(command) => storage::pair(&socket(control::DEFAULT_SOCKET), command),
         Command::Hb(command) => hb::run(&socket(api::DEFAULT_SOCKET), command),
+        Command::Cluster(command) => {
+            cluster::run(&socket(hbmirror::cluster::config::DEFAULT_SOCKET), command)
+        }
         Command::Monitor(args) => monitor::run(args),
     }
 }
@@ -84,7 +89,8 @@ fn json_everywhere(command: &mut Command) {
         Command::Volume(VolumeCommand::List { json })
         | Command::Pair(PairCommand::Status { json, .. })
         | Command::Hb(HbCommand::Status { json })
-        | Command::Hb(HbCommand::Events { json, .. }) => *json = true,
+        | Command::Hb(HbCommand::Events { json, .. })
+        | Command::Cluster(cluster::ClusterCommand::Show { json }) => *json = true,
         _ => {}
     }
 }

@@ -62,6 +62,12 @@ pub fn status(t: &Table) {
         _ => "",
     };
     println!("host {} ({} group){state}", t.host, t.group);
+    if let Some(master) = &t.master {
+        println!(
+            "master of the group: {master} (cluster instance {})",
+            t.master_instance
+        );
+    }
     println!("{}", decision(t));
     let flags = vec![
         vec![

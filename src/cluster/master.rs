@@ -1,0 +1,215 @@
+//! The master host of a group (seed 000): of the hosts listed in `[cluster]
+//! group_members`, one — the master — sends and checks the inter-site
+//! heartbeats and keeps the status table on the table volume (hbd's
+//! `master_gate`); it also sends its group a master heartbeat every
+//! interval (master id, cluster instance id, time). Another host of the
+//! group becomes master — the next in the list — when the master sent no
+//! valid heartbeat for `master_timeout_ms`, or sent an invalid one: a time
+//! not current (outside hbd's freshness window), or a cluster instance id
+//! that expired (an older reign). The new master raises the instance id and
+//! takes over the table from the table volume; after a silence it also
+//! marks the old master DOWN in the MIB (its applications are taken over
+//! as after any DOWN). A heartbeat from another
+//! host at the same instance (a wrong master id) is refused and logged; a
+//! master that hears a newer instance steps down.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use hbcore::vocab::Level;
+
+use super::member::Member;
+use super::notice::{Kind, Notice};
+use crate::hb::record::{read_volume, VolumeRead};
+use crate::hb::state::lock;
+use crate::hb::table::now_ms;
+
+/// This host's view of its group's master.
+#[derive(Debug, Clone)]
+pub struct MasterView {
+    /// The master's host id.
+    pub master: String,
+    /// The cluster instance id of its reign.
+    pub instance: u64,
+    /// When its last valid heartbeat arrived (or the reign began).
+    pub last_seen: Instant,
+}
+
+impl Member {
+    fn group(&self) -> Vec<String> {
+        self.hbd
+            .config
+            .cluster
+            .as_ref()
+            .map(|c| c.group_members.clone())
+            .unwrap_or_default()
+    }
+
+    fn master_timeout(&self) -> Duration {
+        Duration::from_millis(
+            self.hbd
+                .config
+                .cluster
+                .as_ref()
+                .map_or(60_000, |c| c.master_timeout_ms),
+        )
+    }
+
+    /// At start: the first host of the group is master, reign 1, until a
+    /// heartbeat says otherwise.
+    pub fn master_start(&self) {
+        let group = self.group();
+        let Some(first) = group.first() else {
+            return;
+        };
+        self.install_master(first.clone(), 1);
+    }
+
+    /// Records `master` (and opens or closes this host's gate).
+    fn install_master(&self, master: String, instance: u64) {
+        let me = master == self.me;
+        self.hbd.master_gate.store(me, Ordering::Relaxed);
+        {
+            let mut c = self.hbd.checker();
+            c.table.master = Some(master.clone());
+            c.table.master_instance = instance;
+        }
+        *lock(&self.master) = Some(MasterView {
+            master,
+            instance,
+            last_seen: Instant::now(),
+        });
+    }
+
+    /// Every interval: the master sends its heartbeat to its group; the
+    /// others check that it is not silent.
+    pub async fn master_tick(&self) {
+        let Some(view) = lock(&self.master).clone() else {
+            return;
+        };
+        if view.master == self.me {
+            let mut beat = self.notice(&self.me, Kind::Master, None);
+            beat.instance = Some(view.instance);
+            beat.time_ms = Some(now_ms());
+            let targets = self.group_targets(&beat);
+            self.send_once(beat, targets);
+        } else if view.last_seen.elapsed() > self.master_timeout() {
+            let why = format!(
+                "master {} sent no heartbeat for {:?}",
+                view.master,
+                self.master_timeout()
+            );
+            // Its heartbeat goes to every address of each host of the
+            // group: silence is every channel's. The successor alone says so.
+            if self.elect(&view, why).as_deref() == Some(self.me.as_str()) {
+                let how = format!("no master heartbeat for {:?}", self.master_timeout());
+                self.silent(&view.master, &how);
+            }
+        }
+    }
+
+    fn group_targets(&self, notice: &Notice) -> Vec<SocketAddr> {
+        let group = self.group();
+        notice
+            .mib
+            .nodes
+            .iter()
+            .filter(|n| n.id != self.me && group.contains(&n.id))
+            .flat_map(|n| n.all_addresses())
+            .map(|ip| SocketAddr::new(ip, self.port()))
+            .collect()
+    }
+
+    /// Takes a master heartbeat (true when `notice` is one).
+    pub fn master_input(&self, notice: &Notice) -> bool {
+        if notice.kind != Kind::Master {
+            return false;
+        }
+        let Some(view) = lock(&self.master).clone() else {
+            return true;
+        };
+        let (instance, sent) = (notice.instance.unwrap_or(0), notice.time_ms.unwrap_or(0));
+        if !self.group().contains(&notice.about) {
+            return true;
+        }
+        if instance > view.instance {
+            // A newer reign: its master (a former master steps down).
+            if view.master == self.me {
+                tracing::warn!(master = %notice.about, instance, "another host is master now: this one steps down");
+            }
+            self.install_master(notice.about.clone(), instance);
+            return true;
+        }
+        if instance < view.instance {
+            tracing::warn!(from = %notice.about, instance, current = view.instance, "master heartbeat with an expired cluster instance id refused");
+            return true;
+        }
+        if notice.about != view.master {
+            tracing::warn!(from = %notice.about, master = %view.master, "master heartbeat with a wrong master id refused");
+            return true;
+        }
+        let skew = now_ms().abs_diff(sent);
+        if skew > self.hbd.config.freshness().as_millis() as u64 {
+            self.elect(
+                &view,
+                format!(
+                    "master {} sent a heartbeat {skew} ms off this host's clock",
+                    view.master
+                ),
+            );
+            return true;
+        }
+        if let Some(v) = lock(&self.master).as_mut() {
+            v.last_seen = Instant::now();
+        }
+        true
+    }
+
+    /// The next host of the group after the failed master becomes master
+    /// (returned; None without a group).
+    fn elect(&self, failed: &MasterView, why: String) -> Option<String> {
+        let group = self.group();
+        let at = group.iter().position(|h| *h == failed.master).unwrap_or(0);
+        // None: no group, this host is its own master.
+        let next = group.iter().cycle().nth(at + 1).cloned()?;
+        let instance = failed.instance + 1;
+        tracing::warn!("{why}: {next} is master now (cluster instance {instance})");
+        self.event(
+            Some(Level::Serious),
+            format!("{why}: {next} is master now (cluster instance {instance})"),
+        );
+        if next == self.me {
+            self.take_over_table();
+        }
+        self.install_master(next.clone(), instance);
+        Some(next)
+    }
+
+    /// The new master's table: the one its predecessor kept on the table
+    /// volume (this host's identity kept).
+    fn take_over_table(&self) {
+        let Some(volume) = &self.hbd.config.table_volume else {
+            return;
+        };
+        match read_volume(volume, &self.hbd.key) {
+            Ok(VolumeRead::Table(t)) => {
+                let mut c = self.hbd.checker();
+                let host = c.table.host.clone();
+                c.table = *t;
+                c.table.host = host;
+                tracing::info!(
+                    serial = c.table.serial,
+                    "the status table taken over from the table volume"
+                );
+            }
+            Ok(VolumeRead::Empty) => {
+                tracing::warn!("the table volume holds no table yet: this master starts its own")
+            }
+            Err(e) => tracing::error!(
+                "cannot take over the table from {}: {e:?}",
+                volume.display()
+            ),
+        }
+    }
+}
