@@ -124,6 +124,7 @@ mod server;
 mod service;
 mod slot;
 mod state;
+pub mod step;
 pub mod table;
 mod tick;
 pub mod watch;
