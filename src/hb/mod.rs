@@ -122,6 +122,7 @@ mod record;
 mod report;
 mod server;
 mod service;
+pub mod sim;
 mod slot;
 mod state;
 pub mod step;
