@@ -3,8 +3,11 @@
 //! was generated, whether it was a copy), never from the checker's own
 //! view. A delivery is *valid* as the spec says (`checker`'s header): a
 //! genuine heartbeat of the peer, within the freshness window of the
-//! receiver's clock, newer (serial and time) than every valid one before
-//! it on that channel, on a channel turned on.
+//! receiver's clock, newer than the last valid one on that channel (a
+//! later time, and a higher serial, or a lower one: a restarted sender
+//! counts again, `watch`), on a channel turned on. (So a backward step of
+//! the sender's clock makes its heartbeats invalid until the clock catches
+//! up: the summary counts the failovers while production was running.)
 //!
 //! - (a) no false failover: no failover while an enabled channel delivered
 //!   a valid heartbeat within its window (the timeout for a network; a
@@ -51,6 +54,7 @@ pub struct Checkers {
     standby_since: u64,
     epoch_failovers: u32,
     no_channel_at: Option<u64>,
+    missed_said: bool,
     step_down_due: Option<u64>,
     step_down_allowed: bool,
     /// What went wrong, in words (with the time).
@@ -71,6 +75,7 @@ impl Checkers {
             standby_since: 0,
             epoch_failovers: 0,
             no_channel_at: None,
+            missed_said: false,
             step_down_due: None,
             step_down_allowed: false,
             violations: vec![],
@@ -106,7 +111,7 @@ impl Checkers {
         }
         let newer = self.marks[to]
             .get(channel)
-            .is_none_or(|&(serial, time)| m.serial > serial && m.time_ms > time);
+            .is_none_or(|&(serial, time)| m.time_ms > time && m.serial != serial);
         if !newer {
             return false;
         }
@@ -143,6 +148,7 @@ impl Checkers {
     pub fn rearmed(&mut self, side: SideId, t: u64) {
         if side == STANDBY {
             self.epoch_failovers = 0;
+            self.missed_said = false;
             self.since_arm.clear();
             self.standby_since = t;
         } else {
@@ -193,7 +199,8 @@ impl Checkers {
             self.no_channel_at = Some(t);
             return;
         }
-        if self.epoch_failovers > 0 || !self.since_arm.values().any(|&n| n >= 2) {
+        if self.epoch_failovers > 0 || self.missed_said || !self.since_arm.values().any(|&n| n >= 2)
+        {
             return;
         }
         let last = channels
@@ -206,7 +213,7 @@ impl Checkers {
         if t > quiet_since + self.bound && self.no_channel_at.is_none_or(|n| n < quiet_since) {
             self.violation(t, format!("missed failover: the armed standby heard nothing valid for {} ms (bound {} ms) and did not fail over", t - quiet_since, self.bound));
             // Said once per outage.
-            self.epoch_failovers += 1;
+            self.missed_said = true;
         }
     }
 

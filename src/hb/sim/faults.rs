@@ -47,7 +47,11 @@ pub enum Fault {
     /// Side `side`'s NIC of network `net` is down (both ways; its local check fails).
     NicDown { side: SideId, net: usize, on: bool },
     /// `count` old datagrams captured on network `net` are sent again to `to`.
-    NetReplay { net: usize, to: SideId, count: usize },
+    NetReplay {
+        net: usize,
+        to: SideId,
+        count: usize,
+    },
     /// Random bytes, and a real frame with a flipped bit, on network `net` to `to`.
     Garbage { net: usize, to: SideId },
     /// Mirror `mirror` stops replicating (`on`): its SVOL stays as it is.
@@ -205,8 +209,22 @@ fn episode(r: &mut Rng, s: &Shape, kind: &str, out: &mut Vec<(u64, Fault)>) {
         "mirror" => {
             let Some(mirror) = mirror else {
                 // No mirror in this shape: the one network cut instead.
-                out.push((t0, Fault::NetCut { net, to: side, on: true }));
-                out.push((t0 + d, Fault::NetCut { net, to: side, on: false }));
+                out.push((
+                    t0,
+                    Fault::NetCut {
+                        net,
+                        to: side,
+                        on: true,
+                    },
+                ));
+                out.push((
+                    t0 + d,
+                    Fault::NetCut {
+                        net,
+                        to: side,
+                        on: false,
+                    },
+                ));
                 return;
             };
             let (on, off) = match r.range(0, 3) {
@@ -257,13 +275,36 @@ fn episode(r: &mut Rng, s: &Shape, kind: &str, out: &mut Vec<(u64, Fault)>) {
                 all_nets(false, out, t);
                 all_mirrors(false, out, t);
             } else {
-                out.push((t, Fault::NetCut { net, to: side, on: false }));
+                out.push((
+                    t,
+                    Fault::NetCut {
+                        net,
+                        to: side,
+                        on: false,
+                    },
+                ));
             }
         }
         "delay" => {
             let delay_max_ms = r.range(1, s.timeout_ms);
-            out.push((t0, Fault::NetQuality { net, drop: 0.0, dup: 0.0, delay_max_ms }));
-            out.push((t0 + d, Fault::NetQuality { net, drop: 0.0, dup: 0.0, delay_max_ms: 0 }));
+            out.push((
+                t0,
+                Fault::NetQuality {
+                    net,
+                    drop: 0.0,
+                    dup: 0.0,
+                    delay_max_ms,
+                },
+            ));
+            out.push((
+                t0 + d,
+                Fault::NetQuality {
+                    net,
+                    drop: 0.0,
+                    dup: 0.0,
+                    delay_max_ms: 0,
+                },
+            ));
             if let Some(mirror) = mirror {
                 let ms = r.range(1, s.interval_ms * 2);
                 out.push((t0, Fault::MirrorDelay { mirror, ms }));
@@ -278,11 +319,26 @@ fn episode(r: &mut Rng, s: &Shape, kind: &str, out: &mut Vec<(u64, Fault)>) {
                 delay_max_ms: r.range(s.interval_ms, 4 * s.interval_ms),
             };
             out.push((t0, q));
-            out.push((t0 + d, Fault::NetQuality { net, drop: 0.0, dup: 0.0, delay_max_ms: 0 }));
+            out.push((
+                t0 + d,
+                Fault::NetQuality {
+                    net,
+                    drop: 0.0,
+                    dup: 0.0,
+                    delay_max_ms: 0,
+                },
+            ));
         }
         "replay" => {
             let count = r.range(1, 20) as usize;
-            out.push((t0, Fault::NetReplay { net, to: side, count }));
+            out.push((
+                t0,
+                Fault::NetReplay {
+                    net,
+                    to: side,
+                    count,
+                },
+            ));
             if let Some(mirror) = mirror {
                 out.push((t0, Fault::MirrorReplay { mirror }));
             }
@@ -312,12 +368,29 @@ fn episode(r: &mut Rng, s: &Shape, kind: &str, out: &mut Vec<(u64, Fault)>) {
         "production-death" => {
             out.push((t0, Fault::Crash { side: PROD }));
             if r.chance(0.6) {
-                out.push((t0 + r.range(2 * s.timeout_ms, 10 * s.timeout_ms), Fault::Restart { side: PROD }));
+                out.push((
+                    t0 + r.range(2 * s.timeout_ms, 10 * s.timeout_ms),
+                    Fault::Restart { side: PROD },
+                ));
             }
         }
         "nic" => {
-            out.push((t0, Fault::NicDown { side, net, on: true }));
-            out.push((t0 + d, Fault::NicDown { side, net, on: false }));
+            out.push((
+                t0,
+                Fault::NicDown {
+                    side,
+                    net,
+                    on: true,
+                },
+            ));
+            out.push((
+                t0 + d,
+                Fault::NicDown {
+                    side,
+                    net,
+                    on: false,
+                },
+            ));
         }
         _ => match (r.range(0, 2), mirror) {
             (0, _) => {
@@ -326,9 +399,23 @@ fn episode(r: &mut Rng, s: &Shape, kind: &str, out: &mut Vec<(u64, Fault)>) {
                 } else {
                     (None, Some(false))
                 };
-                out.push((t0, Fault::Procedure { side, network, mirrors }));
+                out.push((
+                    t0,
+                    Fault::Procedure {
+                        side,
+                        network,
+                        mirrors,
+                    },
+                ));
                 let on = |o: Option<bool>| o.map(|_| true);
-                out.push((t0 + d, Fault::Procedure { side, network: on(network), mirrors: on(mirrors) }));
+                out.push((
+                    t0 + d,
+                    Fault::Procedure {
+                        side,
+                        network: on(network),
+                        mirrors: on(mirrors),
+                    },
+                ));
             }
             (1, Some(mirror)) => {
                 out.push((t0, Fault::Install { mirror, on: false }));

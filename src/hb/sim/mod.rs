@@ -56,6 +56,8 @@ pub struct Summary {
     pub faults: BTreeMap<&'static str, u64>,
     /// Failovers.
     pub failovers: u64,
+    /// Of those, while production's hbd was running.
+    pub failovers_production_up: u64,
     /// Step-downs.
     pub step_downs: u64,
     /// Fail-backs by the operator.
@@ -79,6 +81,7 @@ impl Summary {
         }
         self.failovers += o.failovers;
         self.step_downs += o.step_downs;
+        self.failovers_production_up += o.failovers_production_up;
         self.rearms += o.rearms;
         self.beats += o.beats;
         for (k, n) in &o.verdicts {
@@ -101,15 +104,19 @@ impl Summary {
                 .join(", ")
         };
         let faults: BTreeMap<&str, u64> = self.faults.iter().map(|(k, n)| (*k, *n)).collect();
-        let verdicts: BTreeMap<&str, u64> =
-            self.verdicts.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+        let verdicts: BTreeMap<&str, u64> = self
+            .verdicts
+            .iter()
+            .map(|(k, n)| (k.as_str(), *n))
+            .collect();
         let controls: BTreeMap<&str, u64> = self.controls.iter().map(|(k, n)| (*k, *n)).collect();
         format!(
-            "simulation: {} schedules, {} heartbeats; faults: {}; failovers {}, step-downs {}, fail-backs {}; analyses: {}; controls applied: {}; violations: {}; {seconds:.1} s",
+            "simulation: {} schedules, {} heartbeats; faults: {}; failovers {} ({} with production's hbd running), step-downs {}, fail-backs {}; analyses: {}; controls applied: {}; violations: {}; {seconds:.1} s",
             self.schedules,
             self.beats,
             show(&faults),
             self.failovers,
+            self.failovers_production_up,
             self.step_downs,
             self.rearms,
             show(&verdicts),

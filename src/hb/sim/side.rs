@@ -185,7 +185,9 @@ impl Side {
         let wall = self.wall(t);
         let beat = compose_beat(&mut self.checker.table, wall);
         let truth = beat.clone();
-        encode_fitting(beat, KEY).ok().map(|(_, bytes)| (truth, bytes))
+        encode_fitting(beat, KEY)
+            .ok()
+            .map(|(_, bytes)| (truth, bytes))
     }
 
     /// A datagram on network `name`: the beat, if it advanced the channel.
@@ -260,9 +262,16 @@ impl Side {
             did.push(Did::Changed(format!("{} {what}: {}", tr.channel, tr.why)));
         }
         for c in &out.counted {
-            did.push(Did::Changed(format!("{} counter {:?}", c.channel, c.change)));
+            did.push(Did::Changed(format!(
+                "{} counter {:?}",
+                c.channel, c.change
+            )));
         }
-        if out.counted.iter().any(|c| c.change == crate::hb::counter::Change::Bad) {
+        if out
+            .counted
+            .iter()
+            .any(|c| c.change == crate::hb::counter::Change::Bad)
+        {
             self.analysis_due("BAD", t, did);
         }
         if let Some(reason) = out.failover {

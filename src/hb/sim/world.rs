@@ -69,6 +69,9 @@ pub struct Outcome {
     pub violations: Vec<String>,
     /// Failovers done.
     pub failovers: u64,
+    /// Of the failovers, those while production's hbd was running (every
+    /// channel cut or invalid: a partition, or a clock step).
+    pub failovers_production_up: u64,
     /// Step-downs done.
     pub step_downs: u64,
     /// Fail-backs (both sides re-armed).
@@ -244,7 +247,9 @@ impl World {
                 tb.devices
                     .iter()
                     .filter(|d| {
-                        d.direction == Direction::Send && tb.mirror_on(d) && d.pair_problem.is_none()
+                        d.direction == Direction::Send
+                            && tb.mirror_on(d)
+                            && d.pair_problem.is_none()
                     })
                     .map(|d| d.name.clone())
                     .collect()
@@ -304,7 +309,9 @@ impl World {
             }
             let taken = self.sides[s].slot_read(
                 &name,
-                read.as_ref().map(|(b, _)| b.as_slice()).map_err(String::clone),
+                read.as_ref()
+                    .map(|(b, _)| b.as_slice())
+                    .map_err(String::clone),
                 at,
             );
             if let Some(beat) = taken {
@@ -337,6 +344,7 @@ impl World {
             match d {
                 Did::FailedOver(why) => {
                     self.out.failovers += 1;
+                    self.out.failovers_production_up += u64::from(self.sides[PROD].up);
                     let channels = self.sides[s].checker.table.channels(Direction::Receive);
                     self.checks.failed_over(s, t, &channels);
                     self.note(|| format!("{} FAILED OVER: {why}", name(s)));
@@ -409,14 +417,35 @@ impl World {
         let t = self.t;
         let name = format!("net{net}");
         let at = self.sides[to].at(t);
+        let mut valid = None;
         if let Some(origin) = origin {
             self.out.deliveries += 1;
             let on = self.sides[to].checker.table.network_on();
             let truth = self.truths[origin];
-            self.checks
-                .delivered(to, &format!("network {name}"), truth, at.wall_ms, on, t);
+            let ok =
+                self.checks
+                    .delivered(to, &format!("network {name}"), truth, at.wall_ms, on, t);
+            valid = Some((truth, ok));
         }
-        if let Some(beat) = self.sides[to].datagram(&name, bytes, at) {
+        let taken = self.sides[to].datagram(&name, bytes, at);
+        self.note(|| {
+            let what = match valid {
+                Some((m, ok)) => format!(
+                    "heartbeat {} generated at {} ({}valid)",
+                    m.serial,
+                    m.time_ms,
+                    if ok { "" } else { "not " }
+                ),
+                None => format!("{} bytes of garbage", bytes.len()),
+            };
+            let checker = if taken.is_some() {
+                "advanced"
+            } else {
+                "not taken"
+            };
+            format!("{} <- {name}: {what}; checker: {checker}", name_of(to))
+        });
+        if let Some(beat) = taken {
             let mut did = vec![];
             self.sides[to].absorb(&beat, t, &mut did);
             self.did(to, did);
@@ -462,12 +491,28 @@ impl World {
             Fault::Garbage { net, to } => {
                 let len = self.rng.range(0, 300) as usize;
                 let junk: Vec<u8> = (0..len).map(|_| self.rng.next_u64() as u8).collect();
-                self.at(t + 1, Ev::Datagram { net, to, bytes: junk, origin: None });
+                self.at(
+                    t + 1,
+                    Ev::Datagram {
+                        net,
+                        to,
+                        bytes: junk,
+                        origin: None,
+                    },
+                );
                 if let Some((mut bytes, _, _)) = self.captured[net].back().cloned() {
                     if !bytes.is_empty() {
                         let i = self.rng.range(0, bytes.len() as u64 - 1) as usize;
                         bytes[i] ^= 1 << self.rng.range(0, 7);
-                        self.at(t + 2, Ev::Datagram { net, to, bytes, origin: None });
+                        self.at(
+                            t + 2,
+                            Ev::Datagram {
+                                net,
+                                to,
+                                bytes,
+                                origin: None,
+                            },
+                        );
                     }
                 }
             }
@@ -518,6 +563,10 @@ impl World {
             }
         }
     }
+}
+
+fn name_of(s: SideId) -> &'static str {
+    name(s)
 }
 
 fn name(s: SideId) -> &'static str {
