@@ -8,8 +8,9 @@
 //! `AnalysisReport` (both are control messages: they ride every heartbeat
 //! on every enabled channel until acknowledged); a side that receives a
 //! report joins the analysis and answers with its own. With both reports,
-//! each side runs the decision routine ([`decide`]) and records the verdict:
-//! the log, an event with the evidence, the table (`analysis`), the
+//! each side runs the decision routine
+//! ([`decide`](super::analysis::decide)) and records the verdict: the
+//! log, an event with the evidence, the table (`analysis`), the
 //! `alert` command. A peer that does not answer within
 //! [`Config::answer_deadline`](super::config::Config::answer_deadline)
 //! leaves the verdict `none` (or `node-dead`, if every channel failed

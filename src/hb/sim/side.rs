@@ -1,8 +1,8 @@
 //! One simulated hbd: its config (parsed from TOML like hbd's), its
-//! [`Checker`] and [`Analyses`], and the same calls the daemon's rooms make
-//! (see [`crate::hb::step`]): compose and sign a beat, take a datagram or a
-//! slot read, absorb controls, tick, commit a failover, run and decide a
-//! fault analysis. Only the I/O is the simulator's: the local network check
+//! [`Checker`] and its analyses (the analyzer's book), and the same calls
+//! the daemon's rooms make (see [`crate::hb::step`]): compose and sign a
+//! beat, take a datagram or a slot read, absorb controls, tick, commit a
+//! failover, run and decide a fault analysis. Only the I/O is the simulator's: the local network check
 //! answers from the simulated NICs, and the QoS says the side can carry the
 //! duties. A restart rebuilds the side from its table as persisted, through
 //! `record::resume`, as hbd's start does.
