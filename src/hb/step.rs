@@ -241,3 +241,93 @@ pub fn commit_failover_on_fault(c: &mut Checker) -> bool {
     }
     go
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hb::message::Procedure;
+
+    fn body(n: u64) -> ControlBody {
+        ControlBody::Deactivate {
+            mirror: format!("hb{n}"),
+        }
+    }
+
+    #[test]
+    fn controls_are_numbered_bounded_acknowledged_and_taken_once() {
+        let mut here = Table::new("prod-a", Group::Production, true);
+        for n in 1..=OUTBOX_MAX as u64 {
+            assert_eq!(queue_control(&mut here, body(n)), None);
+        }
+        let dropped = queue_control(&mut here, body(99)).expect("the outbox is full");
+        assert_eq!(dropped.id, 1, "the oldest goes");
+        assert_eq!(here.outbox.len(), OUTBOX_MAX);
+        // The peer takes what it has not had, in order, once.
+        let mut there = Table::new("standby-a", Group::Standby, true);
+        let beat = compose_beat(&mut here, 1_000);
+        assert_eq!((beat.serial, beat.time_ms), (1, 1_000));
+        let taken = take_controls(&mut there, &beat);
+        assert_eq!(taken.len(), OUTBOX_MAX);
+        assert_eq!(there.received_control, 9);
+        assert!(take_controls(&mut there, &beat).is_empty(), "a duplicate");
+        // Its heartbeat acknowledges them: the outbox empties.
+        let back = compose_beat(&mut there, 1_100);
+        assert_eq!(back.ack, 9);
+        take_controls(&mut here, &back);
+        assert!(here.outbox.is_empty());
+    }
+
+    #[test]
+    fn a_procedure_from_the_peer_changes_the_table_and_other_controls_are_handed_back() {
+        let t = Table::new("standby-a", Group::Standby, true);
+        let timing = crate::hb::checker::Timing {
+            timeout: Duration::from_secs(1),
+            interval: Duration::from_millis(100),
+            freshness: Duration::from_secs(3),
+            counter: Default::default(),
+        };
+        let mut c = Checker::new(
+            t,
+            vec!["prod-a".into()],
+            timing,
+            Default::default(),
+            Instant::now(),
+        );
+        let p = Procedure {
+            network: Some(false),
+            ..Procedure::default()
+        };
+        let applied = apply_to_table(&mut c, "prod-a", ControlBody::Procedure(p), None);
+        assert!(matches!(applied, Applied::Procedure(_)), "{applied:?}");
+        assert!(!c.table.network_on());
+        let unregistered = ControlBody::Activate {
+            mirror: "hb1".into(),
+            svol: "svol1".into(),
+            path: None,
+        };
+        match apply_to_table(&mut c, "prod-a", unregistered, None) {
+            Applied::Unregistered { mirror, why } => {
+                assert_eq!(mirror, "hb1");
+                assert!(why.contains("volume_dir"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let found = ControlBody::Activate {
+            mirror: "hb1".into(),
+            svol: "svol1".into(),
+            path: None,
+        };
+        let applied = apply_to_table(&mut c, "prod-a", found, Some(Path::new("/mnt/hbfs")));
+        assert!(matches!(applied, Applied::Installed { .. }), "{applied:?}");
+        assert_eq!(
+            c.table.device("hb1").and_then(|d| d.address.clone()),
+            Some("/mnt/hbfs/svol1".into())
+        );
+        let held = commit_failover(&mut c, Err("load".into()), Instant::now());
+        assert!(
+            matches!(held, FailoverStep::Held { first: true, .. }),
+            "{held:?}"
+        );
+        assert!(c.table.failover_held.is_some() && !c.table.failed_over);
+    }
+}
