@@ -18,6 +18,8 @@
 //! - `src/bin/hbctl/`: the command line for mirrord and hbd (`cli`, `storage`,
 //!   `hb`, `print`).
 //! - [`bench`](mod@bench): measurements for `scripts/bench.sh` (`src/bin/hbbench.rs`).
+//! - `src/bin/hbsim.rs`: the deterministic simulation of the heartbeat
+//!   check ([`hb::sim`]) for `scripts/simulate.sh`.
 //!
 //! The data path of one heartbeat, and where it changes hands
 //! (`═>` another thread, task or process):

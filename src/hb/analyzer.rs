@@ -8,8 +8,9 @@
 //! `AnalysisReport` (both are control messages: they ride every heartbeat
 //! on every enabled channel until acknowledged); a side that receives a
 //! report joins the analysis and answers with its own. With both reports,
-//! each side runs the decision routine ([`decide`]) and records the verdict:
-//! the log, an event with the evidence, the table (`analysis`), the
+//! each side runs the decision routine
+//! ([`decide`](super::analysis::decide)) and records the verdict: the
+//! log, an event with the evidence, the table (`analysis`), the
 //! `alert` command. A peer that does not answer within
 //! [`Config::answer_deadline`](super::config::Config::answer_deadline)
 //! leaves the verdict `none` (or `node-dead`, if every channel failed
@@ -21,84 +22,27 @@
 //!  peer's AnalysisReport ─> analysis_reported ─> (join: local_report) ─> decide ─> complete ─> verdict
 //! ```
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hbcore::throttle::{suppressed_note, Throttle, Verdict as Say};
+use hbcore::throttle::{suppressed_note, Verdict as Say};
 use hbcore::vocab::{Group, Level};
 use tokio::sync::oneshot;
 
-use super::analysis::{decide, node_dead, Analysis, Report, Verdict, VerdictKind};
+use super::analysis::{Analysis, Report, VerdictKind};
 use super::checker::CounterChange;
 use super::counter::Change;
 use super::error::HbError;
 use super::failover::run_command;
 use super::message::ControlBody;
-use super::qos::{takeover, Takeover};
 use super::state::{lock, Hbd};
+use super::step::commit_failover_on_fault;
 use super::table::now_ms;
 
-/// Analyses under way at most; the oldest is dropped beyond.
-const PENDING_MAX: usize = 4;
+mod book;
 
-/// The analyses under way.
-pub struct Analyses {
-    next: u64,
-    pending: BTreeMap<String, Pending>,
-    /// A channel came back since: an analysis is due once every one works.
-    good_again: bool,
-    /// Missing heartbeats are logged at most once a minute per channel.
-    gaps: Throttle,
-}
-
-impl Default for Analyses {
-    fn default() -> Analyses {
-        Analyses {
-            next: 0,
-            pending: BTreeMap::new(),
-            good_again: false,
-            gaps: Throttle::new(Duration::from_secs(60), 64),
-        }
-    }
-}
-
-struct Pending {
-    trigger: String,
-    started: Instant,
-    /// Every channel had failed when it started: decided alone (node-dead).
-    dead: bool,
-    running: bool,
-    local: Option<Report>,
-    remote: Option<Report>,
-    waiters: Vec<oneshot::Sender<Analysis>>,
-}
-
-impl Analyses {
-    fn insert(&mut self, id: &str, trigger: &str, dead: bool) -> &mut Pending {
-        if !self.pending.contains_key(id) && self.pending.len() >= PENDING_MAX {
-            let oldest = self
-                .pending
-                .iter()
-                .min_by_key(|(_, p)| p.started)
-                .map(|(id, _)| id.clone());
-            if let Some(oldest) = oldest {
-                self.pending.remove(&oldest);
-            }
-        }
-        self.pending
-            .entry(id.to_string())
-            .or_insert_with(|| Pending {
-                trigger: trigger.to_string(),
-                started: Instant::now(),
-                dead,
-                running: false,
-                local: None,
-                remote: None,
-                waiters: Vec::new(),
-            })
-    }
-}
+pub use book::Analyses;
+use book::{compare_qos, Decided};
 
 impl Hbd {
     /// Production leads the distributed analysis (the seed's master).
@@ -177,7 +121,7 @@ impl Hbd {
 
     /// Starts an analysis unless one is under way; whether it did.
     pub fn analysis_due(self: &Arc<Self>, trigger: String) -> bool {
-        let idle = lock(&self.analyses).pending.is_empty();
+        let idle = lock(&self.analyses).idle();
         if idle {
             self.start_analysis(trigger);
         }
@@ -189,13 +133,8 @@ impl Hbd {
     /// Returns its id.
     pub fn start_analysis(self: &Arc<Self>, trigger: String) -> String {
         let dead = self.checker().all_channels_failed();
-        let id = {
-            let mut a = lock(&self.analyses);
-            a.next += 1;
-            let id = format!("{}-{}.{}", self.config.host, now_ms(), a.next);
-            a.insert(&id, &trigger, dead);
-            id
-        };
+        let id =
+            lock(&self.analyses).start(&self.config.host, now_ms(), &trigger, dead, Instant::now());
         tracing::info!(id = %id, "fault analysis: {trigger}");
         if !dead && !self.is_master() {
             self.queue(ControlBody::AnalysisRequest {
@@ -211,9 +150,8 @@ impl Hbd {
     pub async fn analyze_now(self: &Arc<Self>) -> Result<Analysis, HbError> {
         let id = self.start_analysis("asked by hbctl hb analyze".into());
         let (tell, told) = oneshot::channel();
-        match lock(&self.analyses).pending.get_mut(&id) {
-            Some(p) => p.waiters.push(tell),
-            None => return self.last_analysis(),
+        if !lock(&self.analyses).wait(&id, tell) {
+            return self.last_analysis();
         }
         let limit = self.config.answer_deadline() + self.config.echo_duration() * 2;
         match tokio::time::timeout(limit, told).await {
@@ -233,13 +171,13 @@ impl Hbd {
     /// The master is asked for an analysis (Fig 6, 612).
     pub fn analysis_requested(self: &Arc<Self>, peer: &str, id: String, trigger: String) {
         tracing::info!(id = %id, "fault analysis asked by {peer}: {trigger}");
-        lock(&self.analyses).insert(&id, &trigger, false);
+        lock(&self.analyses).join(&id, &trigger, None, Instant::now());
         self.run_local(id);
     }
 
     /// The peer's report (Fig 7, 716): joined, and decided once both are in.
     pub fn analysis_reported(self: &Arc<Self>, id: String, trigger: String, report: Report) {
-        lock(&self.analyses).insert(&id, &trigger, false).remote = Some(report);
+        lock(&self.analyses).join(&id, &trigger, Some(report), Instant::now());
         self.run_local(id.clone());
         self.try_decide(&id);
     }
@@ -247,24 +185,14 @@ impl Hbd {
     /// Runs this host's part of analysis `id` once: the local check, the
     /// report to the peer (unless node-dead), then the decision if it can.
     fn run_local(self: &Arc<Self>, id: String) {
-        {
-            let mut a = lock(&self.analyses);
-            match a.pending.get_mut(&id) {
-                Some(p) if !p.running && p.local.is_none() => p.running = true,
-                _ => return,
-            }
+        if !lock(&self.analyses).claim_local(&id) {
+            return;
         }
         let hbd = Arc::clone(self);
         tokio::spawn(async move {
             let report = hbd.local_report().await;
-            let tell = {
-                let mut a = lock(&hbd.analyses);
-                let Some(p) = a.pending.get_mut(&id) else {
-                    return;
-                };
-                p.running = false;
-                p.local = Some(report.clone());
-                (!p.dead).then(|| p.trigger.clone())
+            let Some(tell) = lock(&hbd.analyses).local_done(&id, report.clone()) else {
+                return;
             };
             if let Some(trigger) = tell {
                 hbd.queue(ControlBody::AnalysisReport {
@@ -282,54 +210,17 @@ impl Hbd {
     fn try_decide_with(self: &Arc<Self>, id: &str, alone: bool) {
         let peer = self.config.peers.join(", ");
         let failed_now = alone && self.checker().all_channels_failed();
-        let decided = {
-            let mut a = lock(&self.analyses);
-            let Some(p) = a.pending.get(id) else {
-                return;
-            };
-            let all_failed = p.dead || failed_now;
-            let decided = match (&p.local, &p.remote) {
-                (Some(l), _) if all_failed => Some(node_dead(l, &peer)),
-                (Some(l), Some(r)) => Some(decide(l, r)),
-                (Some(_), None) if alone => Some((
-                    Verdict {
-                        verdict: VerdictKind::None,
-                        networks: vec![],
-                        detail: format!(
-                            "{peer} did not answer within {:?} over the channels that work: no verdict",
-                            self.config.answer_deadline()
-                        ),
-                    },
-                    vec!["no report from the peer".into()],
-                )),
-                _ => None,
-            };
-            match (decided, a.pending.remove(id)) {
-                (Some((verdict, steps)), Some(p)) => Some((verdict, steps, p)),
-                (None, Some(p)) => {
-                    a.pending.insert(id.to_string(), p);
-                    None
-                }
-                _ => None,
-            }
-        };
-        let Some((verdict, steps, p)) = decided else {
-            return;
-        };
-        let Some(local) = p.local else {
-            return;
-        };
-        let analysis = Analysis {
-            id: id.to_string(),
-            time_ms: now_ms(),
-            trigger: p.trigger,
-            verdict,
-            steps,
-            qos: None,
-            local,
-            remote: p.remote,
-        };
-        self.complete(analysis, p.waiters);
+        let decided: Option<Decided> = lock(&self.analyses).decide(
+            id,
+            alone,
+            failed_now,
+            &peer,
+            self.config.answer_deadline(),
+        );
+        if let Some(decided) = decided {
+            let (analysis, waiters) = decided.into_analysis(now_ms());
+            self.complete(analysis, waiters);
+        }
     }
 
     fn try_decide(self: &Arc<Self>, id: &str) {
@@ -340,12 +231,7 @@ impl Hbd {
     /// not answer in time (the tick calls it).
     pub fn expire_analyses(self: &Arc<Self>) {
         let deadline = self.config.answer_deadline();
-        let late: Vec<String> = lock(&self.analyses)
-            .pending
-            .iter()
-            .filter(|(_, p)| p.local.is_some() && p.started.elapsed() > deadline)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let late = lock(&self.analyses).late(Instant::now(), deadline);
         for id in late {
             self.try_decide_with(&id, true);
         }
@@ -355,26 +241,8 @@ impl Hbd {
     /// (and, with `failover_on_fault`, its failover), the table, the log,
     /// an event with the evidence, the alert command, whoever waits.
     fn complete(self: &Arc<Self>, mut analysis: Analysis, waiters: Vec<oneshot::Sender<Analysis>>) {
-        let v = &analysis.verdict;
-        if let (VerdictKind::LocalFault | VerdictKind::RemoteFault, Some(remote)) =
-            (v.verdict, &analysis.remote)
-        {
-            let decision = takeover(&analysis.local.qos, &remote.qos, &self.config.qos_rule());
-            analysis.qos = Some(format!(
-                "here {}; at {} {}: {}",
-                analysis.local.qos.summary(),
-                remote.host,
-                remote.qos.summary(),
-                match &decision {
-                    Takeover::FailRemote => "this host can take over (Fig 6, 638)".to_string(),
-                    Takeover::FailLocal =>
-                        "the peer can carry this host's duties (Fig 6, 644)".to_string(),
-                    Takeover::Nothing(why) => format!("nothing (Fig 6, 640): {why}"),
-                }
-            ));
-            if v.verdict == VerdictKind::RemoteFault && decision == Takeover::FailRemote {
-                self.fail_over_on_fault(&analysis);
-            }
+        if compare_qos(&mut analysis, &self.config.qos_rule()) {
+            self.fail_over_on_fault(&analysis);
         }
         let v = &analysis.verdict;
         let networks = if v.networks.is_empty() {
@@ -424,14 +292,7 @@ impl Hbd {
         if !self.config.analysis.failover_on_fault || self.config.group != Group::Standby {
             return;
         }
-        let go = {
-            let mut c = self.checker();
-            let go = c.table.armed && !c.table.failed_over;
-            if go {
-                c.table.failed_over = true;
-            }
-            go
-        };
+        let go = commit_failover_on_fault(&mut self.checker());
         if go {
             let v = &analysis.verdict;
             let reason = format!(

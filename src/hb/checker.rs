@@ -431,7 +431,11 @@ impl Checker {
                 });
                 d.status = DeviceStatus::Failed;
             }
-            if d.status == DeviceStatus::Failed {
+            // Only the mirrors that bring the peer's heartbeats say whether
+            // it is alive: a failed write of this host's own PVOL says
+            // nothing of the peer (counted, it kept the standby from ever
+            // failing over while its PVOL failed; found by the simulation).
+            if d.status == DeviceStatus::Failed && d.direction == Direction::Receive {
                 failed += 1;
             }
         }
@@ -677,6 +681,32 @@ mod tests {
         );
         c.table.failed_over = true;
         assert_eq!(c.failover_reason(), None, "failover happens once");
+    }
+
+    #[test]
+    fn a_failing_write_of_this_hosts_own_pvol_does_not_hold_the_failover() {
+        let s = Instant::now();
+        let mut c = standby(s);
+        c.table
+            .install("own", "/mnt/hbfs/own".into(), Direction::Send, None);
+        for i in 1..=3u32 {
+            let now = at(s, u64::from(i) * 200);
+            let b = beat(i, u64::from(i) * 200);
+            c.network_beat("network", Ok(&b), now).expect("approved");
+            c.mirror_read("hb0", Ok(&b), now);
+            c.mirror_written("own", Ok(i));
+            c.evaluate(now.mono);
+        }
+        assert!(c.table.armed);
+        c.mirror_written("own", Err("EIO".into()));
+        for i in 4..=20u32 {
+            c.evaluate(at(s, u64::from(i) * 200).mono);
+        }
+        assert_eq!(c.table.remote_group_via_mirrors, GroupStatus::Failed);
+        assert!(
+            c.failover_reason().is_some(),
+            "production is silent on every channel that brings its heartbeats"
+        );
     }
 
     #[test]

@@ -5,29 +5,20 @@
 //! (with none on, it waits), and is applied once at the peer, in order,
 //! whichever channel brought it first.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::api::Source;
 use super::failover::run_command;
-use super::message::{Beat, Control, ControlBody, Notice, Procedure};
+use super::message::{Beat, ControlBody, Notice, Procedure};
 use super::state::Hbd;
-use super::table::Direction;
-
-/// Control messages kept unacknowledged at most; the oldest is dropped beyond.
-const OUTBOX_MAX: usize = 8;
+use super::step::{apply_to_table, queue_control, take_controls, Applied};
 
 impl Hbd {
     /// Queues a control message for the peer (carried by every heartbeat until acknowledged).
     pub fn queue(&self, body: ControlBody) {
-        let mut c = self.checker();
-        c.table.last_control += 1;
-        let id = c.table.last_control;
-        c.table.outbox.push(Control { id, body });
-        c.table.show_procedure();
-        if c.table.outbox.len() > OUTBOX_MAX {
-            let dropped = c.table.outbox.remove(0);
+        let dropped = queue_control(&mut self.checker().table, body);
+        if let Some(dropped) = dropped {
             tracing::warn!(
                 id = dropped.id,
                 "control outbox full (the peer acknowledges nothing): dropped the oldest message"
@@ -37,21 +28,7 @@ impl Hbd {
 
     /// Takes the acknowledgement and the new control messages of a valid heartbeat.
     pub async fn absorb(self: &Arc<Self>, beat: &Beat) {
-        let fresh: Vec<Control> = {
-            let mut c = self.checker();
-            let t = &mut c.table;
-            t.outbox.retain(|ctl| ctl.id > beat.ack);
-            let fresh: Vec<Control> = beat
-                .controls
-                .iter()
-                .filter(|ctl| ctl.id > t.received_control)
-                .cloned()
-                .collect();
-            if let Some(last) = fresh.last() {
-                t.received_control = last.id;
-            }
-            fresh
-        };
+        let fresh = take_controls(&mut self.checker().table, beat);
         let any = !fresh.is_empty();
         for ctl in fresh {
             self.apply(&beat.sender, ctl.body).await;
@@ -63,39 +40,25 @@ impl Hbd {
 
     /// Applies a control message from the peer.
     async fn apply(self: &Arc<Self>, peer: &str, body: ControlBody) {
-        match body {
-            ControlBody::Activate { mirror, svol, path } => {
-                let address = path
-                    .map(PathBuf::from)
-                    .or_else(|| self.config.volume_dir.as_ref().map(|d| d.join(&svol)));
-                match address {
-                    Some(address) => {
-                        tracing::info!(mirror = %mirror, path = %address.display(), "heartbeat mirror activated by {peer}: reading its SVOL");
-                        let mut c = self.checker();
-                        c.reset_mirror(&mirror);
-                        c.table
-                            .install(&mirror, address.clone(), Direction::Receive, None);
-                        drop(c);
-                        self.event(
-                            Source::Peer,
-                            None,
-                            &format!("mirror {mirror}"),
-                            format!("installed by {peer}: SVOL {} registered", address.display()),
-                        );
-                    }
-                    None => {
-                        let why = format!("cannot register the SVOL '{svol}' of mirror {mirror} activated by {peer}: set volume_dir in hbd's config, or install with --svol-path");
-                        tracing::warn!("{why}");
-                        self.event(Source::Local, None, &format!("mirror {mirror}"), why);
-                    }
-                }
+        let applied = {
+            let volume_dir = self.config.volume_dir.as_deref();
+            apply_to_table(&mut self.checker(), peer, body, volume_dir)
+        };
+        match applied {
+            Applied::Installed { mirror, address } => {
+                tracing::info!(mirror = %mirror, path = %address.display(), "heartbeat mirror activated by {peer}: reading its SVOL");
+                self.event(
+                    Source::Peer,
+                    None,
+                    &format!("mirror {mirror}"),
+                    format!("installed by {peer}: SVOL {} registered", address.display()),
+                );
             }
-            ControlBody::Deactivate { mirror } => {
-                let removed = {
-                    let mut c = self.checker();
-                    c.reset_mirror(&mirror);
-                    c.table.uninstall(&mirror)
-                };
+            Applied::Unregistered { mirror, why } => {
+                tracing::warn!("{why}");
+                self.event(Source::Local, None, &format!("mirror {mirror}"), why);
+            }
+            Applied::Removed(mirror, removed) => {
                 if removed {
                     tracing::info!(mirror = %mirror, "heartbeat mirror de-activated by {peer}");
                     self.event(
@@ -106,8 +69,7 @@ impl Hbd {
                     );
                 }
             }
-            ControlBody::Procedure(p) => {
-                let text = self.set_procedure(&p);
+            Applied::Procedure(text) => {
                 tracing::info!("checking procedure changed by {peer}: {text}");
                 self.event(
                     Source::Peer,
@@ -116,15 +78,17 @@ impl Hbd {
                     format!("changed by {peer}: {text}"),
                 );
             }
-            ControlBody::Notice(n) => self.notice_received(n).await,
-            ControlBody::AnalysisRequest { id, trigger } => {
+            Applied::Other(ControlBody::Notice(n)) => self.notice_received(n).await,
+            Applied::Other(ControlBody::AnalysisRequest { id, trigger }) => {
                 self.analysis_requested(peer, id, trigger)
             }
-            ControlBody::AnalysisReport {
+            Applied::Other(ControlBody::AnalysisReport {
                 id,
                 trigger,
                 report,
-            } => self.analysis_reported(id, trigger, *report),
+            }) => self.analysis_reported(id, trigger, *report),
+            // Table changes, applied above.
+            Applied::Other(_) => {}
         }
     }
 

@@ -16,6 +16,7 @@ use super::api::Source;
 use super::mirrord;
 use super::qos::can_carry;
 use super::state::Hbd;
+use super::step::{commit_failover, FailoverStep};
 
 impl Hbd {
     /// The failover rule says fail over (every enabled channel says the
@@ -23,31 +24,16 @@ impl Hbd {
     /// seed 002 Fig 6 636); else it waits, said once, and is tried every
     /// tick. The node-dead verdict is recorded beside it.
     pub fn failover_due(self: &Arc<Self>, reason: String, now: Instant) {
-        match can_carry(&self.qos_now(), &self.config.qos_rule()) {
-            Ok(()) => {
-                let silent = {
-                    let mut c = self.checker();
-                    if c.table.failed_over {
-                        return;
-                    }
-                    c.table.failed_over = true;
-                    c.table.failover_held = None;
-                    c.silent_for(now).unwrap_or_default()
-                };
+        let carry = can_carry(&self.qos_now(), &self.config.qos_rule());
+        let step = commit_failover(&mut self.checker(), carry, now);
+        match step {
+            FailoverStep::Go { silent } => {
                 let hbd = Arc::clone(self);
                 tokio::spawn(async move { hbd.fail_over(reason, silent).await });
                 self.analysis_due("every channel failed: failover".into());
             }
-            Err(why) => {
-                let text = format!(
-                    "every channel says the peer is dead, but this host cannot carry the duties: {why}; the failover waits until it can (QoS)"
-                );
-                let first = {
-                    let mut c = self.checker();
-                    let first = c.table.failover_held.is_none();
-                    c.table.failover_held = Some(text.clone());
-                    first
-                };
+            FailoverStep::Done => {}
+            FailoverStep::Held { text, first } => {
                 if first {
                     tracing::error!("FAILOVER HELD: {text}");
                     self.event(Source::Local, Some(Level::SystemDown), "failover", text);

@@ -23,6 +23,11 @@
 //!   host's clock, advancing, on a channel turned on) that fill the table,
 //!   per network and per mirror; the counters; the failover decision, the
 //!   arm policy, the step-down decision.
+//! - [`step`]: the decisions the daemon's async rooms make, as pure
+//!   functions of the checker and the time: compose and sign a beat, take a
+//!   beat's acknowledgement and controls and apply them to the table, one
+//!   tick's decisions (`tick_step`), commit a failover. The daemon and the
+//!   simulation both call them.
 //! - [`api`]: the requests `hbctl hb` sends (one struct per operation).
 //! - [`config`]: hbd's TOML configuration.
 //! - [`error`]: [`error::HbError`], what hbd's operations refuse and why.
@@ -52,7 +57,8 @@
 //!   check, channels and QoS), and its QoS now.
 //! - `analyzer`: the fault analysis wired (Figs 6, 7): started when a
 //!   counter reaches 0 or on request, exchanged with the peer as control
-//!   messages, decided, recorded (table, event with evidence, alert).
+//!   messages, decided, recorded (table, event with evidence, alert); the
+//!   analyses under way in its pure book (`analyzer/book.rs`).
 //! - `tick`: send (Fig 6), read the mirrors (Fig 7), evaluate, step the
 //!   counters, act.
 //! - `server`: the control server answering `hbctl hb`.
@@ -62,6 +68,14 @@
 //!   that is not its group's master keeps `master_gate` shut: its tick
 //!   neither sends, reads the mirrors, nor fails over, and it leaves the
 //!   table volume to the master).
+//!
+//! Proof by volume:
+//!
+//! - [`sim`]: deterministic simulation: two sides running [`step`],
+//!   [`checker`], the analyses' book and the real message encoding on a
+//!   simulated clock and simulated networks and mirrors, under fault
+//!   schedules from seeds; checkers over each history (`hbsim`,
+//!   `scripts/simulate.sh`).
 //!
 //! The data path, and where work changes hands (`═>` to another thread,
 //! task or process). The checker (table and watches) is behind one lock,
@@ -76,7 +90,7 @@
 //!   ├─ each network: disconnect counter (re-open a silent one's socket) ─> UDP send_to each peer
 //!   ├═> spawn_blocking: write_slot, one 4 KiB write to each PVOL (hbfs ═> mirrord ═> peer SVOL)
 //!   ├═> spawn_blocking: read_slot of each SVOL ─> decode ─> Checker::mirror_read ─> absorb
-//!   ├─ Checker::evaluate ─> transitions ─> log, events.jsonl
+//!   ├─ step::tick_step: Checker::evaluate ─> transitions ─> log, events.jsonl
 //!   ├─ every period: Checker::counter_period ─> a channel BAD ─> fault analysis:
 //!   │     ═> spawn_blocking: netcheck (NIC, ICMP echo on every network, a thread each)
 //!   │     ─> AnalysisRequest / AnalysisReport into the outbox (ride the heartbeats)
@@ -93,7 +107,7 @@
 //!   ├─ accepted ─> absorb, then save table.json (the watermark on disk)
 //!   └─ refused ─> counted; logged once a minute per address and kind (Throttle)
 //!
-//!  absorb, on the task that got the beat: drop acknowledged controls from the outbox;
+//!  absorb, on the task that got the beat: step::take_controls drops acknowledged controls from the outbox;
 //!   apply the peer's new ones (mirror activated / de-activated, procedure, notice
 //!   ═> alert `sh -c` process, analysis request or report ═> the analyzer's tasks)
 //!
@@ -126,8 +140,10 @@ pub(crate) mod record;
 mod report;
 mod server;
 mod service;
+pub mod sim;
 mod slot;
 pub(crate) mod state;
+pub mod step;
 pub mod table;
 mod tick;
 pub mod watch;

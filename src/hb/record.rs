@@ -165,9 +165,19 @@ pub fn load_table(config: &Config, key: &[u8]) -> Result<(Table, Origin, Seeding
         },
     };
     let (resumed, origin) = newer(local, volume);
+    if let Some(t) = &resumed {
+        tracing::info!(from = ?origin, serial = t.serial, "resuming the status table");
+    }
+    let (table, seeding) = resume(config, resumed);
+    Ok((table, origin, seeding))
+}
+
+/// The table hbd starts with: the one persisted (if any), under this
+/// config's identity and channels, what was alive before checked afresh;
+/// seeded by the config's mirrors. (The simulator restarts a side with it.)
+pub fn resume(config: &Config, resumed: Option<Table>) -> (Table, Seeding) {
     let mut table = match resumed {
         Some(mut t) => {
-            tracing::info!(from = ?origin, serial = t.serial, "resuming the status table");
             // This host's identity and channels are the config's; a
             // replacement host takes over the table under its own name.
             t.host = config.host.clone();
@@ -186,7 +196,7 @@ pub fn load_table(config: &Config, key: &[u8]) -> Result<(Table, Origin, Seeding
         }
     };
     let seeding = table.seed(&config.seeds());
-    Ok((table, origin, seeding))
+    (table, seeding)
 }
 
 #[cfg(test)]

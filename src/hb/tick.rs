@@ -17,41 +17,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hbcore::report;
-use hbcore::vocab::Group;
 
 use super::api::Source;
 use super::checker::At;
-use super::message::{next_serial, Beat, MessageError};
+use super::message::{Beat, MessageError};
 use super::slot::{read_slot, write_slot};
 use super::state::Hbd;
-use super::table::{now_ms, Direction, GroupStatus};
+use super::step::{compose_beat, encode_fitting, tick_step, TickOutcome};
+use super::table::{now_ms, Direction};
 use super::watch::Observation;
 
 impl Hbd {
     /// Fig 6: the next heartbeat, signed.
     pub fn next_frame(&self) -> Result<(u32, Vec<u8>), MessageError> {
-        let mut c = self.checker();
-        let t = &mut c.table;
-        t.serial = next_serial(t.serial);
-        let mut beat = Beat {
-            serial: t.serial,
-            time_ms: now_ms(),
-            sender: t.host.clone(),
-            group: t.group,
-            ack: t.received_control,
-            controls: t.outbox.clone(),
-            failed_over: t.failed_over && t.group == Group::Standby,
-            stepped_down: t.stepped_down,
-        };
-        loop {
-            match beat.encode(&self.key) {
-                Err(MessageError::TooLarge(_)) if !beat.controls.is_empty() => {
-                    // Fit what fits; the rest rides later heartbeats.
-                    beat.controls.pop();
-                }
-                encoded => return encoded.map(|frame| (beat.serial, frame)),
-            }
-        }
+        let beat = compose_beat(&mut self.checker().table, now_ms());
+        encode_fitting(beat, &self.key)
     }
 
     /// Ticks every interval, for ever (the daemon aborts it at shutdown).
@@ -74,26 +54,15 @@ impl Hbd {
         let now = Instant::now();
         let every = u64::from(self.config.counter.period_intervals.max(1));
         let period = (self.ticks.fetch_add(1, Ordering::Relaxed) + 1) % every == 0;
-        let (transitions, counted, gaps, reason, step_down, returned) = {
-            let mut c = self.checker();
-            let transitions = c.evaluate(now);
-            let gaps = if period { c.counter_period() } else { vec![] };
-            let counted = c.take_counter_changes();
-            let reason = c.failover_reason();
-            if reason.is_none() {
-                c.table.failover_held = None;
-            }
-            let step_down = c.step_down_reason().map(|why| {
-                c.table.stepped_down = true;
-                (c.table.peer_failed_over.clone().unwrap_or_default(), why)
-            });
-            let t = &c.table;
-            let alive = t.remote_group_via_network == GroupStatus::Alive
-                || t.remote_group_via_mirrors == GroupStatus::Alive;
-            let returned = (t.group == Group::Standby && t.failed_over && alive)
-                .then(|| (self.config.peers.join(", "), t.peer_stepped_down));
-            (transitions, counted, gaps, reason, step_down, returned)
-        };
+        let TickOutcome {
+            transitions,
+            counted,
+            gaps,
+            failover: reason,
+            step_down,
+            returned,
+        } = tick_step(&mut self.checker(), now, period);
+        let returned = returned.map(|stepped_down| (self.config.peers.join(", "), stepped_down));
         for t in transitions {
             if t.failed {
                 tracing::warn!(channel = %t.channel, "heartbeat channel FAILED: {}", t.why);

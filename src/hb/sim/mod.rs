@@ -1,0 +1,127 @@
+//! Deterministic simulation of the heartbeat check (issue 17, point 1).
+//!
+//! Two hbd sides run the production decision code ([`crate::hb::step`],
+//! the [`Checker`](crate::hb::checker::Checker), the analyses' book, the
+//! real message encoding with its HMAC) on a simulated clock, over
+//! simulated networks and mirrors, under a fault schedule drawn from a
+//! seed; checkers judge each run's history. A seed replays exactly: every
+//! choice comes from it, events run in time order, nothing reads the real
+//! clock but the one `Instant` all simulated times are offsets of.
+//!
+//! In reading order:
+//!
+//! - [`rng`]: the seeded generator (SplitMix64).
+//! - [`faults`]: a schedule from a seed: the sides' shape (interval,
+//!   timeout, networks, mirrors each way) and one to six fault episodes.
+//! - [`side`]: one simulated hbd and the calls the daemon makes.
+//! - [`checkers`]: the properties (no false failover, no missed failover
+//!   within the bound, one failover per outage, step-down).
+//! - [`world`]: channels, clock and the event queue; runs a schedule.
+//!
+//! ```text
+//!  seed ─> faults::schedule ─> World::new ─> run: events in time order
+//!   Tick(side): Side::beat (compose, sign) ─> datagrams / slot writes ─> queue
+//!               slot reads ─> Side::slot_read ─> Checker::mirror_read ─> absorb
+//!               Side::tick ─> step::tick_step ─> commit_failover / step-down ─> checkers
+//!   Datagram: Beat::decode ─> Checker::network_beat ─> absorb (controls) ─> checkers
+//!   Fault: cut, loss, delay, duplicate, replay, garbage, clock jump, crash, restart, procedure, install
+//! ```
+//!
+//! `hbsim` (src/bin/hbsim.rs) runs many seeds and prints a summary;
+//! `scripts/simulate.sh N` runs it in a release build.
+
+pub mod checkers;
+pub mod faults;
+pub mod rng;
+pub mod side;
+pub mod world;
+
+use std::collections::BTreeMap;
+
+pub use world::Outcome;
+
+/// Runs the schedule of `seed`; `trace`: keep a readable trace of events.
+pub fn run(seed: u64, trace: bool) -> (faults::Schedule, Outcome) {
+    let schedule = faults::schedule(seed);
+    let outcome = world::World::new(&schedule, seed, trace).run();
+    (schedule, outcome)
+}
+
+/// Many schedules' figures.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Schedules run.
+    pub schedules: u64,
+    /// Fault episodes injected, by kind.
+    pub faults: BTreeMap<&'static str, u64>,
+    /// Failovers.
+    pub failovers: u64,
+    /// Of those, while production's hbd was running.
+    pub failovers_production_up: u64,
+    /// Step-downs.
+    pub step_downs: u64,
+    /// Fail-backs by the operator.
+    pub rearms: u64,
+    /// Fault analyses decided, by verdict.
+    pub verdicts: BTreeMap<String, u64>,
+    /// Control messages applied, by kind.
+    pub controls: BTreeMap<&'static str, u64>,
+    /// Heartbeats sent.
+    pub beats: u64,
+    /// The seeds that broke a property, with the first violation.
+    pub failed: Vec<(u64, String)>,
+}
+
+impl Summary {
+    /// Adds one schedule's outcome.
+    pub fn add(&mut self, seed: u64, schedule: &faults::Schedule, o: &Outcome) {
+        self.schedules += 1;
+        for k in &schedule.kinds {
+            *self.faults.entry(k).or_default() += 1;
+        }
+        self.failovers += o.failovers;
+        self.step_downs += o.step_downs;
+        self.failovers_production_up += o.failovers_production_up;
+        self.rearms += o.rearms;
+        self.beats += o.beats;
+        for (k, n) in &o.verdicts {
+            *self.verdicts.entry(k.clone()).or_default() += n;
+        }
+        for (k, n) in &o.controls {
+            *self.controls.entry(k).or_default() += n;
+        }
+        if let Some(v) = o.violations.first() {
+            self.failed.push((seed, v.clone()));
+        }
+    }
+
+    /// The summary line.
+    pub fn line(&self, seconds: f64) -> String {
+        let show = |m: &BTreeMap<_, u64>| -> String {
+            m.iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let faults: BTreeMap<&str, u64> = self.faults.iter().map(|(k, n)| (*k, *n)).collect();
+        let verdicts: BTreeMap<&str, u64> = self
+            .verdicts
+            .iter()
+            .map(|(k, n)| (k.as_str(), *n))
+            .collect();
+        let controls: BTreeMap<&str, u64> = self.controls.iter().map(|(k, n)| (*k, *n)).collect();
+        format!(
+            "simulation: {} schedules, {} heartbeats; faults: {}; failovers {} ({} with production's hbd running), step-downs {}, fail-backs {}; analyses: {}; controls applied: {}; violations: {}; {seconds:.1} s",
+            self.schedules,
+            self.beats,
+            show(&faults),
+            self.failovers,
+            self.failovers_production_up,
+            self.step_downs,
+            self.rearms,
+            show(&verdicts),
+            show(&controls),
+            self.failed.len(),
+        )
+    }
+}

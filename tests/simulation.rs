@@ -1,0 +1,36 @@
+//! The deterministic simulation (src/hb/sim) in the test suite, in the
+//! debug build: a seed replays exactly, and a few hundred schedules break
+//! no property. The long forms run in a release build: CI runs
+//! `scripts/simulate.sh 10000` (.ci/run), the README's figures come from
+//! `scripts/simulate.sh 100000`.
+
+use hbmirror::hb::sim::{self, Summary};
+
+#[test]
+fn a_seed_replays_exactly() {
+    for seed in [2, 7375, 7910] {
+        let (_, first) = sim::run(seed, true);
+        let (_, again) = sim::run(seed, true);
+        assert!(!first.trace.is_empty());
+        assert_eq!(first.trace, again.trace, "seed {seed}");
+        assert_eq!(first.failovers, again.failovers);
+    }
+}
+
+#[test]
+fn schedules_break_no_property() {
+    let mut summary = Summary::default();
+    for seed in 1..=120 {
+        let (schedule, outcome) = sim::run(seed, false);
+        summary.add(seed, &schedule, &outcome);
+    }
+    println!("{}", summary.line(0.0));
+    assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+    // The schedules did what they are for: outages and fail-backs happened.
+    assert!(
+        summary.failovers > 50 && summary.step_downs > 30,
+        "{}",
+        summary.line(0.0)
+    );
+    assert!(summary.faults.len() == sim::faults::KINDS.len());
+}
