@@ -179,6 +179,12 @@ impl Checker {
         }
     }
 
+    /// How far back a sender's clock may step between two of its messages
+    /// (the freshness window, `watch`).
+    fn clock_slack(&self) -> u64 {
+        self.freshness.as_millis() as u64
+    }
+
     /// Rule (3), against this host's clock: generated within the freshness window.
     pub fn fresh(&self, beat: &Beat, wall_ms: u64) -> Result<(), String> {
         let window = self.freshness.as_millis() as u64;
@@ -226,10 +232,12 @@ impl Checker {
             self.table.rejected_stale += 1;
             return Err(rejection("outside the freshness window", why));
         }
+        let slack = self.clock_slack();
         let seen = self.networks.entry(name.to_string()).or_default().observe(
             &beat.sender,
             beat.serial,
             beat.time_ms,
+            slack,
             at.mono,
         );
         if seen == Observation::Advanced {
@@ -257,10 +265,11 @@ impl Checker {
             },
             Err(why) => Err(why),
         };
+        let slack = self.clock_slack();
         let watch = self.devices.entry(name.to_string()).or_default();
         let seen = match &checked {
             Ok(beat) => {
-                let seen = watch.observe(&beat.sender, beat.serial, beat.time_ms, at.mono);
+                let seen = watch.observe(&beat.sender, beat.serial, beat.time_ms, slack, at.mono);
                 if seen == Observation::Stale && !watch.alive(at.mono, self.mirror_timeout) {
                     watch.problem = Some(format!("stale: the same heartbeat (serial {}) for over {:?}; the mirror may be split or frozen", beat.serial, self.mirror_timeout));
                 }
@@ -759,8 +768,13 @@ mod tests {
         );
         assert_eq!(
             c.network_beat("network", Ok(&beat(11, 100)), now),
+            Ok(Observation::Advanced),
+            "the next serial, its clock stepped back (within the freshness window)"
+        );
+        assert_eq!(
+            c.network_beat("network", Ok(&beat(11, 101)), now),
             Ok(Observation::Stale),
-            "time must advance too"
+            "the same serial again is no restart"
         );
         assert_eq!(c.table.rejected_replayed, 2);
         assert_eq!(

@@ -1,9 +1,15 @@
 //! The advancing rule (Fig 7): a channel is alive while its messages keep
 //! advancing. A [`Watch`] remembers the last accepted message of each
 //! sender on one channel and says whether the next one is newer: a newer
-//! generation time, and a newer serial (or one wrapped to 1, or restarted
-//! by a restarted sender). The same message read again and again (a frozen
-//! SVOL after a silent split) is stale, and so is a replay of an older one.
+//! serial (or one wrapped to 1) not dated before the last by more than the
+//! clock slack, or a lower serial (a restarted sender counts from 1 again)
+//! with a newer time. The same message read again and again (a frozen SVOL
+//! after a silent split) is stale, and so is a replay of an older one.
+//!
+//! The slack is the freshness window: a sender whose clock steps back (NTP
+//! correcting it) keeps its channels alive as long as its messages stay
+//! fresh, instead of going silent until its clock catches up; a replay
+//! older than the window is refused by the freshness rule anyway.
 //!
 //! The last accepted messages are the channel's watermark: hbd persists
 //! them and seeds a new [`Watch`] with them at start, so a replay is stale
@@ -52,28 +58,35 @@ pub struct Watch {
 const WRAP_WINDOW: u32 = 1 << 16;
 
 impl Watch {
-    /// Whether a message from `sender` would advance the channel.
-    pub fn is_newer(&self, sender: &str, serial: u32, time_ms: u64) -> bool {
+    /// Whether a message from `sender` would advance the channel, allowing
+    /// its clock to have stepped back by up to `slack_ms`.
+    pub fn is_newer(&self, sender: &str, serial: u32, time_ms: u64, slack_ms: u64) -> bool {
         match self.marks.get(sender) {
             Some(m) => {
-                let newer_serial = serial > m.serial
+                let next = serial > m.serial
                     || (m.serial > SERIAL_MAX - WRAP_WINDOW && serial < WRAP_WINDOW);
-                // A restarted sender counts from 1 again, with a newer time.
-                time_ms > m.time_ms && (newer_serial || serial < m.serial)
+                if next {
+                    time_ms.saturating_add(slack_ms) > m.time_ms
+                } else {
+                    // A restarted sender counts from 1 again, with a newer time.
+                    serial < m.serial && time_ms > m.time_ms
+                }
             }
             None => true,
         }
     }
 
-    /// Takes a message from `sender` observed at `now`; remembers it if it advanced.
+    /// Takes a message from `sender` observed at `now`; remembers it if it
+    /// advanced (`slack_ms`: see [`Watch::is_newer`]).
     pub fn observe(
         &mut self,
         sender: &str,
         serial: u32,
         time_ms: u64,
+        slack_ms: u64,
         now: Instant,
     ) -> Observation {
-        if !self.is_newer(sender, serial, time_ms) {
+        if !self.is_newer(sender, serial, time_ms, slack_ms) {
             return Observation::Stale;
         }
         self.marks
@@ -113,6 +126,34 @@ impl Watch {
 mod tests {
     use super::*;
 
+    const SLACK: u64 = 3000;
+
+    #[test]
+    fn a_clock_stepped_back_within_the_slack_keeps_the_channel_alive() {
+        let now = Instant::now();
+        let mut w = Watch::default();
+        assert_eq!(
+            w.observe("p", 10, 50_000, SLACK, now),
+            Observation::Advanced
+        );
+        // NTP steps the sender's clock back 2 s: its next messages still count.
+        assert_eq!(
+            w.observe("p", 11, 48_100, SLACK, now),
+            Observation::Advanced
+        );
+        assert_eq!(
+            w.observe("p", 12, 48_200, SLACK, now),
+            Observation::Advanced
+        );
+        // Back further than the slack: refused.
+        assert_eq!(w.observe("p", 13, 45_000, SLACK, now), Observation::Stale);
+        // A late, reordered message is not the sender restarting.
+        assert_eq!(w.observe("p", 11, 48_100, SLACK, now), Observation::Stale);
+        assert_eq!(w.observe("p", 9, 48_150, SLACK, now), Observation::Stale);
+        // A restarted sender (serial 1, a newer time) is.
+        assert_eq!(w.observe("p", 1, 60_000, SLACK, now), Observation::Advanced);
+    }
+
     #[test]
     fn a_seeded_watch_refuses_what_it_had_and_takes_what_is_newer() {
         let now = Instant::now();
@@ -128,23 +169,29 @@ mod tests {
             !w.alive(now, Duration::from_secs(1)),
             "a seed is no sign of life"
         );
-        assert_eq!(w.observe("prod-a", 50, 5000, now), Observation::Stale);
         assert_eq!(
-            w.observe("prod-a", 40, 4000, now),
+            w.observe("prod-a", 50, 5000, SLACK, now),
+            Observation::Stale
+        );
+        assert_eq!(
+            w.observe("prod-a", 40, 4000, SLACK, now),
             Observation::Stale,
             "a replay"
         );
         assert_eq!(
-            w.observe("prod-b", 40, 4000, now),
+            w.observe("prod-b", 40, 4000, SLACK, now),
             Observation::Advanced,
             "each sender has its own mark"
         );
-        assert_eq!(w.observe("prod-a", 51, 5100, now), Observation::Advanced);
+        assert_eq!(
+            w.observe("prod-a", 51, 5100, SLACK, now),
+            Observation::Advanced
+        );
         assert!(w.alive(now, Duration::from_secs(1)));
         w.reset();
         assert!(!w.alive(now, Duration::from_secs(1)));
         assert_eq!(
-            w.observe("prod-a", 51, 5100, now),
+            w.observe("prod-a", 51, 5100, SLACK, now),
             Observation::Stale,
             "a reset keeps the watermark"
         );

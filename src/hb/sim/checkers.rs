@@ -4,10 +4,12 @@
 //! view. A delivery is *valid* as the spec says (`checker`'s header): a
 //! genuine heartbeat of the peer, within the freshness window of the
 //! receiver's clock, newer than the last valid one on that channel (a
-//! later time, and a higher serial, or a lower one: a restarted sender
-//! counts again, `watch`), on a channel turned on. (So a backward step of
-//! the sender's clock makes its heartbeats invalid until the clock catches
-//! up: the summary counts the failovers while production was running.)
+//! higher serial dated no more than the freshness window before it, or a
+//! lower serial with a later time: a restarted sender counts again,
+//! `watch`), on a channel turned on. (So a backward step of the sender's
+//! clock within the freshness window changes nothing; a larger one makes
+//! its heartbeats not fresh: the summary counts the failovers while
+//! production was running.)
 //!
 //! - (a) no false failover: no failover while an enabled channel delivered
 //!   a valid heartbeat within its window (the timeout for a network; a
@@ -109,9 +111,14 @@ impl Checkers {
         if !enabled || m.time_ms.abs_diff(wall) > self.freshness {
             return false;
         }
-        let newer = self.marks[to]
-            .get(channel)
-            .is_none_or(|&(serial, time)| m.time_ms > time && m.serial != serial);
+        let slack = self.freshness;
+        let newer = self.marks[to].get(channel).is_none_or(|&(serial, time)| {
+            if m.serial > serial {
+                m.time_ms + slack > time
+            } else {
+                m.serial < serial && m.time_ms > time
+            }
+        });
         if !newer {
             return false;
         }
