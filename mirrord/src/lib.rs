@@ -46,8 +46,11 @@
 //!
 //! Semi-sync returns after the PVOL write and settles the ack on a tokio task
 //! before the next write; adaptive queues the write for a shipper task
-//! (`site::copy`). A request other than a write (or a write behind one) is
-//! answered at the peer by the session's answerer task, in arrival order.
+//! (`site::copy`). A request other than a write (or a write behind one, or
+//! any write while this site awaits answers of its own on the session, so
+//! its acks never wait behind the peer's disk write) is answered at the peer
+//! by the session's answerer task, in arrival order. Copies keep to the
+//! pair's rate controller ([`rate`]); volume I/O buffers come from a pool.
 
 pub mod bitmap;
 pub mod config;
