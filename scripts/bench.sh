@@ -245,6 +245,9 @@ prod pair split big >/dev/null
 for i in $(seq 0 10 1020); do
     dd if=/dev/urandom of="$B/prod/hbfs/big" bs=1M count=1 seek="$i" oflag=direct conv=notrunc status=none
 done
+# The dd writes were host I/O: the rate controller holds a copy at c_min_rate
+# for 100 ms after any. This row is a resync with no host I/O beside it.
+sleep 0.2
 t0=$(date +%s%N)
 prod pair resync big >/dev/null
 wait_pair big PAIR
@@ -275,15 +278,17 @@ prop_p99() { hbbench propagation --from "$B/prod/hbfs/hb0" --to "$B/standby/hbfs
 idle99=$(prop_p99)
 prod volume create bulk --size 1GiB >/dev/null
 standby volume create bulk --size 1GiB >/dev/null
-# The copy keeps to the pair's rate controller: its defaults (no ceiling,
-# c_min_rate while hosts do I/O), or BENCH_COPY_CEILING (e.g. 200MiB) as c_max_rate.
-prod pair create bulk --pvol bulk --peer standby --mode sync --kind data ${BENCH_COPY_CEILING:+--c-max-rate "$BENCH_COPY_CEILING"} >/dev/null
+# The copy keeps to the pair's rate controller: c_min_rate (default 4 MiB/s)
+# while hosts do I/O, and a ceiling of BENCH_COPY_CEILING (default 256MiB;
+# 0 for none, the pair's default), which keeps at most two frames queued.
+copy_ceiling=${BENCH_COPY_CEILING:-256MiB}
+prod pair create bulk --pvol bulk --peer standby --mode sync --kind data --c-max-rate "$copy_ceiling" >/dev/null
 wait_pair bulk COPY
 busy99=$(prop_p99)
 # The figure counts only if the copy was still running when the samples ended.
 read -r state copy_limit held < <(prod pair status bulk --json | python3 -c 'import json,sys; p=json.load(sys.stdin)[0]; print(p["state"], round(p["copy"]["limit_bytes_per_s"]/2**20, 1), p["copy"]["held_by_host_io"])')
 limit=$(python3 -c "print(round(2 * $idle99, 1))")
-row prop_resync_p99 "heartbeat propagation p99 while a 1 GiB data pair copies (state at the end: $state)" "$busy99" "$limit" us "limit: 2 x the idle p99 of the same run ($idle99 us); heartbeat pairs have their own link lane; copy limit at the end ${copy_limit} MiB/s (held by host I/O: $held), ceiling ${BENCH_COPY_CEILING:-none}"
+row prop_resync_p99 "heartbeat propagation p99 while a 1 GiB data pair copies (state at the end: $state)" "$busy99" "$limit" us "limit: 2 x the idle p99 of the same run ($idle99 us); heartbeat pairs have their own link lane; copy limit at the end ${copy_limit} MiB/s (held by host I/O: $held), ceiling $copy_ceiling"
 # What is left of the copy runs at full speed.
 prod pair set bulk --c-max-rate 0 --c-min-rate 0 >/dev/null
 wait_pair bulk PAIR
@@ -356,7 +361,7 @@ cost() {
             used=$(( $(cpu_ticks "$pid") - ${t0s[$site$d]} ))
             rss=$(rss_kb "$pid")
             pct=$(python3 -c "print(round($used / $hz / $cost_s * 100, 2))")
-            total=$(python3 -c "print($total + $pct)")
+            total=$(python3 -c "print(round($total + $pct, 2))")
             row "${key}_${site}_$d" "CPU of $d at $site, $count mirrors at 1 Hz" "$pct" "$target" "% of a core" "$(python3 -c "print(round($used / $hz / $cost_s * 60, 2))") CPU s/min, RSS $((rss / 1024)) MiB"
         done
         row "${key}_${site}" "CPU of hbd + mirrord at $site, $count mirrors at 1 Hz" "$total" "$target" "% of a core" "target: below $target% of a core"

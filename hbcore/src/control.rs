@@ -215,7 +215,7 @@ pub struct PairSet {
     pub c_max_rate: Option<u64>,
     /// Copies: the rate kept while hosts do I/O at this site (DRBD's
     /// c-min-rate), so heartbeats and application writes do not wait behind
-    /// copy frames on the disk; default 4MiB; 0: host I/O does not slow a copy.
+    /// copy frames on the disk; 0: host I/O does not slow a copy.
     #[arg(long, value_parser = parse_size, value_name = "BYTES_PER_S")]
     #[serde(default)]
     pub c_min_rate: Option<u64>,

@@ -23,7 +23,7 @@ use hbcore::vocab::PairSettings;
 use crate::bitmap::BLOCK;
 
 /// Host I/O this recent holds copies at their floor.
-pub const HOST_IO_WINDOW: Duration = Duration::from_millis(250);
+pub const HOST_IO_WINDOW: Duration = Duration::from_millis(100);
 
 /// Under a limit, a copy frame carries what the limit allows in this long,
 /// so a host write queued behind one on the disk waits little.
