@@ -15,7 +15,7 @@ runtime=${quick:+2}; runtime=${runtime:-8}
 trials=${quick:+3}; trials=${trials:-10}
 cost_s=${quick:+5}; cost_s=${cost_s:-30}
 # BENCH_ONLY="detect cost" runs only those stages (limits always run):
-# latency transport seq resync propagation cost detect
+# latency transport seq resync propagation cost cost1000 detect
 # (transport: hbfs on classic FUSE and on FUSE over io_uring, same run; it
 # switches /sys/module/fuse/parameters/enable_uring on and restores it.)
 only=${BENCH_ONLY:-}
@@ -107,6 +107,13 @@ raw_seq=$(fio_json --filename="$B/rawseq.dat" --size=1G --rw=write --bs=1M | bw)
 shared_seq=$(fio_json --filename="$B/rawseq.dat" --size=1G --rw=write --bs=1M --numjobs=2 --group_reporting | bw)
 shared_seq=$(python3 -c "print(round($shared_seq / 2, 1))")
 rm -f "$B/raw.dat" "$B/rawseq.dat"
+# A copy reads one volume and writes another on this one disk at once: what
+# the disk gives a 1 MiB reader and a 1 MiB writer side by side (qd1 each, as
+# the copy's PVOL read and SVOL write) is the most a resync can move.
+shared_rw=$(fio --output-format=json --ioengine=psync --direct=1 --iodepth=1 --time_based --runtime="$runtime" --bs=1M --size=1G \
+    --name=r --rw=read --filename="$B/rwread.dat" --name=w --rw=write --filename="$B/rwwrite.dat" \
+    | python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"]; print(round(min(j[0]["read"]["bw_bytes"], j[1]["write"]["bw_bytes"])/1e6,1))')
+rm -f "$B/rwread.dat" "$B/rwwrite.dat"
 log "raw loopback TCP (hbbench)"
 tcp=$(hbbench tcp --count 20000 --stream 2GiB)
 read -r rtt50 rtt99 tcp_mb < <(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["rtt"]["p50_us"], d["rtt"]["p99_us"], round(d["stream_bytes_per_s"]/1e6,1))' "$tcp")
@@ -117,6 +124,7 @@ row tcp_rtt_p99 "loopback TCP round trip p99 (limit)" "$rtt99" "$rtt99" us ""
 row tcp_stream "loopback TCP single stream (limit)" "$tcp_mb" "$tcp_mb" MB/s ""
 row raw_seq "sequential 1 MiB O_DIRECT write, raw disk (limit)" "$raw_seq" "$raw_seq" MB/s ""
 row shared_seq "sequential 1 MiB write, per stream with two streams on the disk (both sites share it here)" "$shared_seq" "$raw_seq" MB/s "the most a mirrored write can get on one machine"
+row shared_rw "1 MiB reads and writes at once, per direction (the resync limit: a copy reads and writes the shared disk)" "$shared_rw" "$raw_seq" MB/s "fio: one reader and one writer, qd1 each, min of the two"
 sync_limit=$(python3 -c "print(round($raw50 + $rtt50, 1))")
 seq_limit=$(python3 -c "print(min($raw_seq, $tcp_mb))")
 
@@ -218,6 +226,14 @@ for mode in sync semi-sync adaptive; do
     row "seq_$mode" "sequential 1 MiB write through hbfs, $mode" "$mb" "$seq_limit" MB/s "limit: min(raw disk, TCP); $(python3 -c "print(round($mb / $shared_seq * 100))")% of the shared-disk figure"
     until prod pair status lat --json | grep -q '"pending_bytes": 0'; do sleep 0.05; done
 done
+log "sequential 1 MiB writes at queue depth 8"
+for mode in sync semi-sync adaptive; do
+    prod pair set lat --mode "$mode" >/dev/null
+    mb=$(fio --output-format=json --name=b --ioengine=libaio --direct=1 --iodepth=8 --time_based --runtime="$runtime" \
+        --filename="$B/prod/hbfs/lat" --size=256M --rw=write --bs=1M | bw)
+    row "seq_qd8_$mode" "sequential 1 MiB write at qd 8 through hbfs, $mode" "$mb" "$shared_seq" MB/s "limit: one of two concurrent streams on the shared disk (target: ratio >= 0.8)"
+    until prod pair status lat --json | grep -q '"pending_bytes": 0'; do sleep 0.05; done
+done
 
 fi
 
@@ -229,6 +245,9 @@ prod pair split big >/dev/null
 for i in $(seq 0 10 1020); do
     dd if=/dev/urandom of="$B/prod/hbfs/big" bs=1M count=1 seek="$i" oflag=direct conv=notrunc status=none
 done
+# The dd writes were host I/O: the rate controller holds a copy at c_min_rate
+# for 100 ms after any. This row is a resync with no host I/O beside it.
+sleep 0.2
 t0=$(date +%s%N)
 prod pair resync big >/dev/null
 wait_pair big PAIR
@@ -236,6 +255,7 @@ t1=$(date +%s%N)
 copied=$(prod pair status big --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["copy"]["copied_bytes"])')
 resync_mb=$(python3 -c "print(round($copied / (($t1 - $t0) / 1e9) / 1e6, 1))")
 row resync "resync, 1 GiB volume, 10% dirty ($((copied >> 20)) MiB copied)" "$resync_mb" "$tcp_mb" MB/s "limit: TCP stream"
+row resync_disk "resync, 1 GiB volume, 10% dirty, against the disk's concurrent read + write" "$resync_mb" "$shared_rw" MB/s "limit: the shared_rw row (target: ratio >= 0.8)"
 prod pair delete big >/dev/null; prod volume delete big >/dev/null; standby volume delete big >/dev/null
 
 fi
@@ -258,13 +278,19 @@ prop_p99() { hbbench propagation --from "$B/prod/hbfs/hb0" --to "$B/standby/hbfs
 idle99=$(prop_p99)
 prod volume create bulk --size 1GiB >/dev/null
 standby volume create bulk --size 1GiB >/dev/null
-prod pair create bulk --pvol bulk --peer standby --mode sync --kind data >/dev/null
+# The copy keeps to the pair's rate controller: c_min_rate (default 4 MiB/s)
+# while hosts do I/O, and a ceiling of BENCH_COPY_CEILING (default 256MiB;
+# 0 for none, the pair's default), which keeps at most two frames queued.
+copy_ceiling=${BENCH_COPY_CEILING:-256MiB}
+prod pair create bulk --pvol bulk --peer standby --mode sync --kind data --c-max-rate "$copy_ceiling" >/dev/null
 wait_pair bulk COPY
 busy99=$(prop_p99)
 # The figure counts only if the copy was still running when the samples ended.
-state=$(prod pair status bulk --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["state"])')
+read -r state copy_limit held < <(prod pair status bulk --json | python3 -c 'import json,sys; p=json.load(sys.stdin)[0]; print(p["state"], round(p["copy"]["limit_bytes_per_s"]/2**20, 1), p["copy"]["held_by_host_io"])')
 limit=$(python3 -c "print(round(2 * $idle99, 1))")
-row prop_resync_p99 "heartbeat propagation p99 while a 1 GiB data pair copies (state at the end: $state)" "$busy99" "$limit" us "limit: 2 x the idle p99 of the same run ($idle99 us); heartbeat pairs have their own link lane"
+row prop_resync_p99 "heartbeat propagation p99 while a 1 GiB data pair copies (state at the end: $state)" "$busy99" "$limit" us "limit: 2 x the idle p99 of the same run ($idle99 us); heartbeat pairs have their own link lane; copy limit at the end ${copy_limit} MiB/s (held by host I/O: $held), ceiling $copy_ceiling"
+# What is left of the copy runs at full speed.
+prod pair set bulk --c-max-rate 0 --c-min-rate 0 >/dev/null
 wait_pair bulk PAIR
 prod pair delete bulk >/dev/null; prod volume delete bulk >/dev/null; standby volume delete bulk >/dev/null
 fi
@@ -301,42 +327,56 @@ stop_hbd() { kill -TERM "${hbd_pid[$1]}" 2>/dev/null || true; wait "${hbd_pid[$1
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
-if stage cost; then
-log "cost: 100 heartbeat mirrors at 1 Hz for ${cost_s} s"
-prod_mirrors="" ; standby_mirrors=""
-for i in $(seq -w 0 99); do
-    prod volume create "c$i" --size 64KiB >/dev/null
-    standby volume create "c$i" --size 64KiB >/dev/null
-    prod pair create "c$i" --pvol "c$i" --peer standby --kind heartbeat >/dev/null
-    prod_mirrors+=$'\n'"[[mirrors]]"$'\n'"name = \"c$i\""$'\n'"pvol = \"$B/prod/hbfs/c$i\""
-    standby_mirrors+=$'\n'"[[mirrors]]"$'\n'"name = \"c$i\""$'\n'"svol = \"$B/standby/hbfs/c$i\""
-done
-wait_pair c99 PAIR
-hbd_config prod prod-a production standby-a $((base + 10)) $((base + 11)) 1000 10000 "$prod_mirrors"
-hbd_config standby standby-a standby prod-a $((base + 11)) $((base + 10)) 1000 10000 "$standby_mirrors"
-start_hbd standby
-start_hbd prod
-sleep 3
-declare -A t0s
-for site in prod standby; do for d in mirrord hbd; do
-    eval "pid=\${${d}_pid[$site]}"; t0s[$site$d]=$(cpu_ticks "$pid")
-done; done
-sleep "$cost_s"
-hz=$(getconf CLK_TCK)
-for site in prod standby; do
-    total=0
-    for d in mirrord hbd; do
-        eval "pid=\${${d}_pid[$site]}"
-        used=$(( $(cpu_ticks "$pid") - ${t0s[$site$d]} ))
-        rss=$(rss_kb "$pid")
-        pct=$(python3 -c "print(round($used / $hz / $cost_s * 100, 2))")
-        total=$(python3 -c "print($total + $pct)")
-        row "cost_${site}_$d" "CPU of $d at $site, 100 mirrors at 1 Hz" "$pct" 1 "% of a core" "$(python3 -c "print(round($used / $hz / $cost_s * 60, 2))") CPU s/min, RSS $((rss / 1024)) MiB"
+# cost COUNT KEY PREFIX: COUNT heartbeat mirrors at 1 Hz for cost_s seconds;
+# rows KEY_SITE_DAEMON and KEY_SITE (the target: below TARGET % of a core).
+cost() {
+    local count=$1 key=$2 prefix=$3 target=$4 last
+    last=$(printf '%03d' $((count - 1)))
+    log "cost: $count heartbeat mirrors at 1 Hz for ${cost_s} s"
+    local prod_mirrors="" standby_mirrors="" i
+    for i in $(seq -f '%03g' 0 $((count - 1))); do
+        prod volume create "$prefix$i" --size 64KiB >/dev/null
+        standby volume create "$prefix$i" --size 64KiB >/dev/null
+        prod pair create "$prefix$i" --pvol "$prefix$i" --peer standby --kind heartbeat >/dev/null
+        prod_mirrors+=$'\n'"[[mirrors]]"$'\n'"name = \"$prefix$i\""$'\n'"pvol = \"$B/prod/hbfs/$prefix$i\""
+        standby_mirrors+=$'\n'"[[mirrors]]"$'\n'"name = \"$prefix$i\""$'\n'"svol = \"$B/standby/hbfs/$prefix$i\""
     done
-    row "cost_${site}" "CPU of hbd + mirrord at $site, 100 mirrors at 1 Hz" "$total" 1 "% of a core" "target: below 1% of a core"
-done
-stop_hbd prod; stop_hbd standby
-for i in $(seq -w 0 99); do prod pair uninstall "c$i" >/dev/null; prod pair delete "c$i" >/dev/null; done
+    wait_pair "$prefix$last" PAIR
+    hbd_config prod prod-a production standby-a $((base + 10)) $((base + 11)) 1000 10000 "$prod_mirrors"
+    hbd_config standby standby-a standby prod-a $((base + 11)) $((base + 10)) 1000 10000 "$standby_mirrors"
+    start_hbd standby
+    start_hbd prod
+    sleep 3
+    declare -A t0s
+    local site d pid used rss pct total hz
+    for site in prod standby; do for d in mirrord hbd; do
+        eval "pid=\${${d}_pid[$site]}"; t0s[$site$d]=$(cpu_ticks "$pid")
+    done; done
+    sleep "$cost_s"
+    hz=$(getconf CLK_TCK)
+    for site in prod standby; do
+        total=0
+        for d in mirrord hbd; do
+            eval "pid=\${${d}_pid[$site]}"
+            used=$(( $(cpu_ticks "$pid") - ${t0s[$site$d]} ))
+            rss=$(rss_kb "$pid")
+            pct=$(python3 -c "print(round($used / $hz / $cost_s * 100, 2))")
+            total=$(python3 -c "print(round($total + $pct, 2))")
+            row "${key}_${site}_$d" "CPU of $d at $site, $count mirrors at 1 Hz" "$pct" "$target" "% of a core" "$(python3 -c "print(round($used / $hz / $cost_s * 60, 2))") CPU s/min, RSS $((rss / 1024)) MiB"
+        done
+        row "${key}_${site}" "CPU of hbd + mirrord at $site, $count mirrors at 1 Hz" "$total" "$target" "% of a core" "target: below $target% of a core"
+    done
+    stop_hbd prod; stop_hbd standby
+    for i in $(seq -f '%03g' 0 $((count - 1))); do
+        prod pair uninstall "$prefix$i" >/dev/null; prod pair delete "$prefix$i" >/dev/null
+        prod volume delete "$prefix$i" >/dev/null; standby volume delete "$prefix$i" >/dev/null
+    done
+}
+if stage cost; then
+    cost 100 cost c 1
+fi
+if stage cost1000; then
+    cost 1000 cost1000 k 5
 fi
 
 # ---- failure detection ---------------------------------------------------------
@@ -383,7 +423,7 @@ fi
 
 # ---- the table ----------------------------------------------------------------
 python3 - "$results" "$out_json" <<'PY'
-import json, platform, subprocess, sys, datetime
+import json, platform, re, subprocess, sys, datetime
 rows = []
 for line in open(sys.argv[1]):
     key, what, ours, limit, unit, note = line.rstrip("\n").split("\t")
@@ -392,11 +432,43 @@ for line in open(sys.argv[1]):
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 machine = dict(cpu=cpu, cores=int(subprocess.check_output(["nproc"]).decode()), kernel=platform.release(),
                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
-json.dump(dict(machine=machine, rows=rows), open(sys.argv[2], "w"), indent=2)
+# The write-path issue's targets, each figure beside its limit from this run.
+by = {r["key"]: r for r in rows}
+def ours(key): return by[key]["ours"] if key in by else None
+def p999(key):
+    m = re.search(r"p99\.9 ([0-9.]+)", by[key]["note"]) if key in by else None
+    return float(m.group(1)) if m else None
+def target(what, figure, limit, most=None, least=None, unit=""):
+    if figure is None or limit is None or not limit:
+        return dict(target=what, figure=None, limit=None, ratio=None, verdict="not run")
+    ratio = round(figure / limit, 2)
+    met = (most is None or ratio <= most) and (least is None or ratio >= least)
+    return dict(target=what, figure=round(figure, 1), limit=round(limit, 1), unit=unit, ratio=ratio, verdict="met" if met else "missed")
+def add(*xs):
+    return None if any(x is None for x in xs) else sum(xs)
+targets = [
+    target("sync 4 KiB p50 <= 1.15 x (unpaired hbfs p50 + TCP round trip p50)", ours("lat_sync_p50"), add(ours("hbfs_solo_p50"), ours("tcp_rtt_p50")), most=1.15, unit="us"),
+    *[target(f"{m} 4 KiB p99.9 <= 5 x its p50", p999(f"lat_{m}_p50"), ours(f"lat_{m}_p50") and 5 * ours(f"lat_{m}_p50"), most=1.0, unit="us") for m in ("sync", "semi-sync", "adaptive")],
+    target("adaptive 4 KiB p50 <= 1.10 x unpaired hbfs p50", ours("lat_adaptive_p50"), ours("hbfs_solo_p50"), most=1.10, unit="us"),
+    *[target(f"sequential 1 MiB qd 8, {m} >= 80% of one of two streams", ours(f"seq_qd8_{m}"), ours("shared_seq"), least=0.8, unit="MB/s") for m in ("sync", "semi-sync", "adaptive")],
+    target("resync, 1 GiB, 10% dirty >= 80% of the disk's concurrent read + write", ours("resync"), ours("shared_rw"), least=0.8, unit="MB/s"),
+    target("heartbeat propagation p50 <= 1.5 x (raw write + round trip)", ours("prop_p50"), add(ours("raw_write_p50"), ours("tcp_rtt_p50")), most=1.5, unit="us"),
+    target("heartbeat propagation p99 during a copy <= 2 x idle p99", ours("prop_resync_p99"), by.get("prop_resync_p99", {}).get("limit"), most=1.0, unit="us"),
+    *[target(f"hbd + mirrord at {site}, 100 mirrors at 1 Hz < 1% of a core", ours(f"cost_{site}"), 1.0, most=1.0, unit="%") for site in ("prod", "standby")],
+    *[target(f"hbd + mirrord at {site}, 1,000 mirrors at 1 Hz < 5% of a core", ours(f"cost1000_{site}"), 5.0, most=1.0, unit="%") for site in ("prod", "standby")],
+]
+json.dump(dict(machine=machine, rows=rows, targets=targets), open(sys.argv[2], "w"), indent=2)
 print(f"Machine: {machine['cpu']}, {machine['cores']} cores, Linux {machine['kernel']}, {machine['date']}\n")
 print("| what | ours | limit (same run) | ratio | notes |")
 print("|---|---|---|---|---|")
 for r in rows:
     print(f"| {r['what']} | {r['ours']:g} {r['unit']} | {r['limit']:g} {r['unit']} | {r['ratio']} | {r['note']} |")
+print("\n| target | figure | limit (same run) | ratio | verdict |")
+print("|---|---|---|---|---|")
+for t in targets:
+    if t["figure"] is None:
+        print(f"| {t['target']} | | | | not run |")
+    else:
+        print(f"| {t['target']} | {t['figure']:g} {t['unit']} | {t['limit']:g} {t['unit']} | {t['ratio']} | {t['verdict']} |")
 print(f"\nJSON: {sys.argv[2]}")
 PY

@@ -166,9 +166,20 @@ pub struct PairCreate {
     #[arg(long, value_enum)]
     #[serde(default)]
     pub split_brain: Option<SplitBrainPolicy>,
+    /// Copies (initial copy, resync): most bytes per second, e.g. 200MiB
+    /// (DRBD's c-max-rate); 0 (the default) sets no ceiling.
+    #[arg(long, value_parser = parse_size, value_name = "BYTES_PER_S")]
+    #[serde(default)]
+    pub c_max_rate: Option<u64>,
+    /// Copies: the rate kept while hosts do I/O at this site (DRBD's
+    /// c-min-rate), so heartbeats and application writes do not wait behind
+    /// copy frames on the disk; default 4MiB; 0: host I/O does not slow a copy.
+    #[arg(long, value_parser = parse_size, value_name = "BYTES_PER_S")]
+    #[serde(default)]
+    pub c_min_rate: Option<u64>,
 }
 
-/// Change the mode, fence, skew or auto-resync of a live pair (at either site).
+/// Change the mode, fence, skew, auto-resync or copy rates of a live pair (at either site).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 pub struct PairSet {
     /// Pair name.
@@ -197,6 +208,17 @@ pub struct PairSet {
     #[arg(long, value_enum)]
     #[serde(default)]
     pub split_brain: Option<SplitBrainPolicy>,
+    /// Copies (initial copy, resync): most bytes per second, e.g. 200MiB
+    /// (DRBD's c-max-rate); 0 sets no ceiling.
+    #[arg(long, value_parser = parse_size, value_name = "BYTES_PER_S")]
+    #[serde(default)]
+    pub c_max_rate: Option<u64>,
+    /// Copies: the rate kept while hosts do I/O at this site (DRBD's
+    /// c-min-rate), so heartbeats and application writes do not wait behind
+    /// copy frames on the disk; 0: host I/O does not slow a copy.
+    #[arg(long, value_parser = parse_size, value_name = "BYTES_PER_S")]
+    #[serde(default)]
+    pub c_min_rate: Option<u64>,
 }
 
 /// Show pairs: role, state (SMPL COPY PAIR PSUS PSUE SSWS), mode, lag, copy progress.
@@ -343,6 +365,12 @@ pub struct PairInfo {
     pub fence: Fence,
     /// Adaptive skew in bytes.
     pub skew: u64,
+    /// Copy ceiling in bytes per second (0: none).
+    #[serde(default)]
+    pub c_max_rate: u64,
+    /// Copy rate kept under host I/O, in bytes per second (0: host I/O does not slow a copy).
+    #[serde(default)]
+    pub c_min_rate: u64,
     /// Resyncs by itself after PSUE.
     pub auto_resync: bool,
     /// Installed for heartbeats (protected from split and delete).
@@ -463,6 +491,13 @@ pub struct CopyProgress {
     /// Checksum resync: dirty blocks not sent because the other copy held the same data.
     #[serde(default)]
     pub skipped_identical_blocks: u64,
+    /// The rate controller's limit now, bytes per second (0: none): the
+    /// ceiling, or the floor while hosts do I/O at this site.
+    #[serde(default)]
+    pub limit_bytes_per_s: u64,
+    /// Whether host I/O at this site holds the copy at its floor now.
+    #[serde(default)]
+    pub held_by_host_io: bool,
 }
 
 /// A successful answer.
@@ -495,6 +530,8 @@ mod tests {
             auto_resync: None,
             checksum_resync: Some(true),
             split_brain: None,
+            c_max_rate: None,
+            c_min_rate: None,
         });
         let text = serde_json::to_string(&req).expect("serialize");
         assert!(

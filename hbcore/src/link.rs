@@ -494,6 +494,8 @@ mod tests {
                         skew: 4 << 20,
                         auto_resync: true,
                         installed: true,
+                        c_max_rate: 0,
+                        c_min_rate: 4 << 20,
                     },
                 }),
             },

@@ -150,10 +150,29 @@ pub struct PairSettings {
     pub auto_resync: bool,
     /// Heartbeat pairs: installed for heartbeats, hence protected from split and delete.
     pub installed: bool,
+    /// Copies (initial copy, resync): most bytes per second, 0 for no ceiling
+    /// (DRBD's c-max-rate).
+    #[serde(default)]
+    pub c_max_rate: u64,
+    /// Copies: the rate kept while hosts write to this site's volumes, so
+    /// their I/O (heartbeats first) does not queue behind copy frames on the
+    /// disk; 0 lets application I/O not slow a copy (DRBD's c-min-rate).
+    #[serde(default = "default_c_min_rate")]
+    pub c_min_rate: u64,
 }
 
 /// Default adaptive skew: 4 MiB.
 pub const DEFAULT_SKEW: u64 = 4 << 20;
+
+/// Default copy ceiling: none (a copy with no host I/O beside it runs at disk speed).
+pub const DEFAULT_C_MAX_RATE: u64 = 0;
+
+/// Default copy rate under host I/O: 4 MiB/s.
+pub const DEFAULT_C_MIN_RATE: u64 = 4 << 20;
+
+fn default_c_min_rate() -> u64 {
+    DEFAULT_C_MIN_RATE
+}
 
 /// What a pair carries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

@@ -17,7 +17,8 @@
 //! The thread never returns while the kernel may still use an op's buffer:
 //! when the last [`IoEngine`] is dropped it finishes every op it accepted,
 //! then exits. Buffers are [`AlignedBuf`]s (4 KiB-aligned) so the same path
-//! serves O_DIRECT files and block devices.
+//! serves O_DIRECT files and block devices, taken from and given back to the
+//! engine's [`BufPool`] ([`IoEngine::buffer`], [`IoEngine::recycle`]).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -30,6 +31,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+
+use crate::pool::BufPool;
 
 pub use hbcore::align::{AlignedBuf, ALIGN};
 
@@ -66,6 +69,8 @@ struct Op {
 #[derive(Clone)]
 pub struct IoEngine {
     ring: Option<Arc<RingHandle>>,
+    /// Buffers for the volumes' I/O, reused rather than allocated and zeroed per I/O.
+    pool: Arc<BufPool>,
 }
 
 /// The callers' end of the ring thread, shared by all clones of an engine.
@@ -177,6 +182,7 @@ impl IoEngine {
         drop(handle);
         tracing::info!("I/O engine: io_uring");
         IoEngine {
+            pool: Arc::default(),
             ring: Some(Arc::new(RingHandle {
                 tx: Some(tx),
                 wake,
@@ -188,7 +194,20 @@ impl IoEngine {
 
     /// The pread/pwrite engine, whatever the kernel offers.
     pub fn pread() -> IoEngine {
-        IoEngine { ring: None }
+        IoEngine {
+            ring: None,
+            pool: Arc::default(),
+        }
+    }
+
+    /// A buffer of `len` bytes from the pool; its content is unspecified.
+    pub fn buffer(&self, len: usize) -> AlignedBuf {
+        self.pool.take(len)
+    }
+
+    /// Gives a buffer back to the pool.
+    pub fn recycle(&self, buf: AlignedBuf) {
+        self.pool.give(buf);
     }
 
     /// Which engine runs: `io_uring` or `pread`.

@@ -3,12 +3,15 @@
 //! Modules in reading order:
 //!
 //! - [`config`]: the TOML configuration.
-//! - [`io`]: the I/O engine, io_uring on a ring thread (pread/pwrite fallback).
+//! - [`io`]: the I/O engine, io_uring on a ring thread (pread/pwrite fallback);
+//!   [`pool`]: its aligned buffers, reused rather than allocated per I/O.
 //! - [`volume`]: fixed-size volumes on files or block devices, aligned I/O.
 //! - [`bitmap`]: the dirty bitmap of a pair, persisted so a crash never under-marks.
 //! - [`generation`]: generation identifiers of a pair and their comparison (in sync, ahead, split brain, unrelated).
 //! - [`meta`]: what survives a restart (volumes, pairs, clean-shutdown mark).
 //! - [`pair`]: the runtime of a pair: bitmap, adaptive queue, semi-sync slot, progress.
+//! - [`rate`]: the copy rate controller (`c_max_rate` ceiling, `c_min_rate`
+//!   floor under host I/O) that paces initial copies and resyncs.
 //! - [`link`]: the remote link: sessions (`link::session`) after an HMAC
 //!   handshake ([`link::handshake`]); it knows nothing of the site.
 //! - [`site`]: the registry of volumes and pairs (one lock, persistence, state
@@ -43,8 +46,11 @@
 //!
 //! Semi-sync returns after the PVOL write and settles the ack on a tokio task
 //! before the next write; adaptive queues the write for a shipper task
-//! (`site::copy`). A request other than a write (or a write behind one) is
-//! answered at the peer by the session's answerer task, in arrival order.
+//! (`site::copy`). A request other than a write (or a write behind one, or
+//! any write while this site awaits answers of its own on the session, so
+//! its acks never wait behind the peer's disk write) is answered at the peer
+//! by the session's answerer task, in arrival order. Copies keep to the
+//! pair's rate controller ([`rate`]); volume I/O buffers come from a pool.
 
 pub mod bitmap;
 pub mod config;
@@ -57,6 +63,8 @@ pub mod link;
 pub mod meta;
 pub mod metrics;
 pub mod pair;
+pub mod pool;
+pub mod rate;
 pub mod service;
 pub mod site;
 pub mod volume;

@@ -165,6 +165,8 @@ mod tests {
                     skew: 1 << 20,
                     auto_resync: true,
                     installed: true,
+                    c_max_rate: 0,
+                    c_min_rate: 4 << 20,
                 },
                 peer: "standby".into(),
                 pvol: "hb0".into(),

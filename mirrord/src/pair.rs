@@ -1,6 +1,6 @@
 //! The runtime of one pair at this site, beside its persisted [`PairMeta`]:
 //! the dirty bitmap, the adaptive queue, the semi-synchronous slot, the copy
-//! progress and the in-flight accounting.
+//! progress (with the rate controller's limit) and the in-flight accounting.
 //!
 //! One rule serves every mode: a write gets a sequence number and sets its
 //! blocks' dirty bits; the peer's acknowledgement of data that carried a
@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use crate::bitmap::DirtyMap;
 use crate::link::{LinkError, Pending};
 use crate::meta::PairMeta;
+use crate::rate::Limit;
 use hbcore::link::PeerReply;
 
 /// A write waiting in memory to ship (adaptive mode).
@@ -64,6 +65,7 @@ struct Copy {
     total: u64,
     skipped: u64,
     started: Option<Instant>,
+    limit: Limit,
 }
 
 /// Byte offsets of differing blocks a verify reports.
@@ -186,6 +188,11 @@ impl PairRt {
         lock(&self.copy).skipped += blocks;
     }
 
+    /// The rate controller's limit for the copy's next frame.
+    pub fn pacing(&self, limit: Limit) {
+        lock(&self.copy).limit = limit;
+    }
+
     /// The copy ended.
     pub fn end_copy(&self) {
         lock(&self.copy).running = false;
@@ -210,6 +217,8 @@ impl PairRt {
                 0.0
             },
             skipped_identical_blocks: c.skipped,
+            limit_bytes_per_s: if c.running { c.limit.bytes_per_s } else { 0 },
+            held_by_host_io: c.running && c.limit.held_by_host_io,
         }
     }
 

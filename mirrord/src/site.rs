@@ -23,7 +23,7 @@
 //!                                                      ├ semi-sync: wait previous ack ─ ship ─ PVOL write ─ (ack settles later)
 //!                                                      ├ adaptive:  PVOL write ─ queue (≤ skew) or overflow ─ shipper task
 //!                                                      └ not mirrored (PSUE, PSUS, SSWS): PVOL write, bits stay set
-//!  copy task ─ dirty runs ─ read back under the order lock ─ ship ─ ack clears ─ clean? ─ PAIR
+//!  copy task ─ dirty runs ─ paced (crate::rate) ─ read back under the order lock ─ ship ─ ack clears ─ clean? ─ PAIR
 //! ```
 //!
 //! State lives in [`Inner`] behind a std mutex never held across an await;
@@ -129,6 +129,8 @@ pub struct Site {
     stop: CancellationToken,
     /// Writes and bytes put on the link, per pair (for the metrics).
     pub shipped: crate::metrics::Shipped,
+    /// When hosts last did I/O here (the copy rate controller's floor).
+    host_io: crate::rate::HostIo,
 }
 
 /// Checks `pair`'s change `from → to` against the transition table.
@@ -203,6 +205,7 @@ impl Site {
             clean_shutdown: AtomicBool::new(false),
             stop,
             shipped: crate::metrics::Shipped::default(),
+            host_io: crate::rate::HostIo::default(),
         };
         site.save()?;
         Ok(site)

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use hbcore::vocab::Backing;
 
-use crate::io::{AlignedBuf, IoEngine, ALIGN};
+use crate::io::{IoEngine, ALIGN};
 
 /// Space on the filesystem that would hold a new volume file.
 struct Space {
@@ -331,13 +331,14 @@ impl Volume {
     ) -> Result<Vec<u8>, VolumeError> {
         self.check_range(offset, len as u64)?;
         let (start, end) = covering_blocks(offset, len);
-        let buf = AlignedBuf::zeroed((end - start) as usize);
         let buf = io
-            .read_exact_at(&self.file, start, buf)
+            .read_exact_at(&self.file, start, io.buffer((end - start) as usize))
             .await
             .map_err(self.io_err("read", offset, len as u64))?;
         let skip = (offset - start) as usize;
-        Ok(buf.as_slice()[skip..skip + len].to_vec())
+        let data = buf.as_slice()[skip..skip + len].to_vec();
+        io.recycle(buf);
+        Ok(data)
     }
 
     /// Writes `data` at `offset`. The caller holds [`Volume::order`].
@@ -346,24 +347,22 @@ impl Volume {
         let (start, end) = covering_blocks(offset, data.len());
         let len = (end - start) as usize;
         let err = self.io_err("write", offset, data.len() as u64);
+        // A pooled buffer holds stale bytes: `data` covers all of it, or the
+        // read below fills it before `data` goes over its part.
         let mut buf = if start == offset && len == data.len() {
-            AlignedBuf::zeroed(len)
+            io.buffer(len)
         } else {
             // Partial blocks: bring in what the write does not cover.
-            match io
-                .read_exact_at(&self.file, start, AlignedBuf::zeroed(len))
-                .await
-            {
+            match io.read_exact_at(&self.file, start, io.buffer(len)).await {
                 Ok(buf) => buf,
                 Err(e) => return Err(err(e)),
             }
         };
         let skip = (offset - start) as usize;
         buf.as_mut_slice()[skip..skip + data.len()].copy_from_slice(data);
-        io.write_all_at(&self.file, start, buf)
-            .await
-            .map(|_| ())
-            .map_err(err)
+        let buf = io.write_all_at(&self.file, start, buf).await.map_err(err)?;
+        io.recycle(buf);
+        Ok(())
     }
 
     /// Makes earlier writes durable.

@@ -261,16 +261,10 @@ impl Hbd {
         }
     }
 
-    /// Writes `frame` to the PVOL at `path` (on a blocking thread).
+    /// Writes `frame` to the PVOL at `path`.
     async fn write_probe(&self, path: PathBuf, frame: Vec<u8>) -> Result<(), HbError> {
-        let files = Arc::clone(&self.files);
-        let probe = path.clone();
-        tokio::task::spawn_blocking(move || write_slot(&files, &probe, &frame))
+        write_slot(&self.files, &path, &frame)
             .await
-            .map_err(|source| HbError::Blocking {
-                what: "the first heartbeat write",
-                source,
-            })?
             .map_err(|source| HbError::PvolWrite { path, source })
     }
 

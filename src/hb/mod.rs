@@ -88,8 +88,10 @@
 //!  tick task, every interval_ms (only channels turned on, Fig 8):
 //!   ├─ next_frame: Beat{serial+1, now, outbox, ack, failed_over}
 //!   ├─ each network: disconnect counter (re-open a silent one's socket) ─> UDP send_to each peer
-//!   ├═> spawn_blocking: write_slot, one 4 KiB write to each PVOL (hbfs ═> mirrord ═> peer SVOL)
-//!   ├═> spawn_blocking: read_slot of each SVOL ─> decode ─> Checker::mirror_read ─> absorb
+//!   ├═> io_uring ring thread (slot): write_slot, one 4 KiB write to each PVOL, all in one
+//!   │     submission (hbfs ═> mirrord ═> peer SVOL)
+//!   ├═> io_uring ring thread (slot): read_slot of each SVOL, all at once (polled once per
+//!   │     interval) ─> decode ─> Checker::mirror_read ─> absorb
 //!   ├─ step::tick_step: Checker::evaluate ─> transitions ─> log, events.jsonl
 //!   ├─ every period: Checker::counter_period ─> a channel BAD ─> fault analysis:
 //!   │     ═> spawn_blocking: netcheck (NIC, ICMP echo on every network, a thread each)
@@ -112,7 +114,7 @@
 //!   ═> alert `sh -c` process, analysis request or report ═> the analyzer's tasks)
 //!
 //!  control socket: accept task ═> a task per client ─> dispatch(HbRequest)
-//!   └─ install: ═> spawn_blocking: mirrord calls, a probe write_slot ─> Activate into the outbox
+//!   └─ install: ═> spawn_blocking: mirrord calls; a probe write_slot ─> Activate into the outbox
 //! ```
 //!
 //! Both directions run at once (Fig 9): each host writes its own PVOL and

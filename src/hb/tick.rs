@@ -146,21 +146,21 @@ impl Hbd {
         if network {
             self.send_networks(&frame).await;
         }
+        // All writes go to the ring together: one submission, not one thread each.
         let deadline = self.config.interval();
-        for (name, path) in targets {
-            let frame = frame.clone();
-            let shown = path.display().to_string();
-            let written = tokio::time::timeout(deadline, {
-                let files = Arc::clone(&self.files);
-                tokio::task::spawn_blocking(move || write_slot(&files, &path, &frame))
-            })
-            .await;
+        let frame = &frame;
+        let writes = targets.into_iter().map(|(name, path)| async move {
+            let written =
+                tokio::time::timeout(deadline, write_slot(&self.files, &path, frame)).await;
+            let shown = path.display();
             let result = match written {
-                Ok(Ok(Ok(()))) => Ok(serial),
-                Ok(Ok(Err(e))) => Err(format!("cannot write {shown}: {e}")),
-                Ok(Err(e)) => Err(format!("write of {shown} failed: {e}")),
+                Ok(Ok(())) => Ok(serial),
+                Ok(Err(e)) => Err(format!("cannot write {shown}: {e}")),
                 Err(_) => Err(format!("write of {shown} took longer than the interval")),
             };
+            (name, result)
+        });
+        for (name, result) in futures_util::future::join_all(writes).await {
             self.checker().mirror_written(&name, result);
         }
     }
@@ -177,21 +177,19 @@ impl Hbd {
                 .collect()
         };
         let deadline = self.config.interval();
-        for (name, path) in sources {
-            let shown = path.display().to_string();
-            let read = tokio::time::timeout(deadline, {
-                let files = Arc::clone(&self.files);
-                tokio::task::spawn_blocking(move || read_slot(&files, &path))
-            })
-            .await;
+        let reads = sources.into_iter().map(|(name, path)| async move {
+            let read = tokio::time::timeout(deadline, read_slot(&self.files, &path)).await;
+            let shown = path.display();
             let beat = match read {
-                Ok(Ok(Ok(buf))) => {
+                Ok(Ok(buf)) => {
                     Beat::decode(buf.as_slice(), &self.key).map_err(|e| format!("{shown}: {e}"))
                 }
-                Ok(Ok(Err(e))) => Err(format!("cannot read {shown}: {e}")),
-                Ok(Err(e)) => Err(format!("read of {shown} failed: {e}")),
+                Ok(Err(e)) => Err(format!("cannot read {shown}: {e}")),
                 Err(_) => Err(format!("read of {shown} took longer than the interval")),
             };
+            (name, beat)
+        });
+        for (name, beat) in futures_util::future::join_all(reads).await {
             let seen =
                 self.checker()
                     .mirror_read(&name, beat.as_ref().map_err(String::clone), At::now());

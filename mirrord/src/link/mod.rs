@@ -393,15 +393,25 @@ mod tests {
     use crate::config::{LinkConfig, PeerConfig};
     use hbcore::link::PeerRequest;
 
-    /// Answers at once, except a write to pair `stuck`, held until released:
+    /// Answers at once, except a write to pair `held`, held until released:
     /// a data pair's copy frame that takes long to apply at the SVOL.
     struct Holding {
+        held: &'static str,
         release: tokio::sync::Notify,
+    }
+
+    impl Holding {
+        fn new(held: &'static str) -> Arc<Holding> {
+            Arc::new(Holding {
+                held,
+                release: tokio::sync::Notify::new(),
+            })
+        }
     }
 
     impl Handler for Holding {
         async fn handle(&self, _peer: &str, request: PeerRequest) -> Result<PeerReply, PeerError> {
-            if matches!(&request, PeerRequest::Write { pair, .. } if pair == "stuck") {
+            if matches!(&request, PeerRequest::Write { pair, .. } if pair == self.held) {
                 self.release.notified().await;
             }
             Ok(PeerReply::Done)
@@ -438,9 +448,13 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_heartbeat_write_is_answered_while_a_bulk_write_is_held_at_the_peer() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    /// Sites `a` and `b` linked on loopback, each with its handler; both lanes up.
+    async fn linked(
+        dir: &std::path::Path,
+        at_a: Arc<Holding>,
+        at_b: Arc<Holding>,
+        stop: &CancellationToken,
+    ) -> (Arc<Link>, Arc<Link>) {
         let (la, lb) = (
             TcpListener::bind("127.0.0.1:0").await.expect("bind"),
             TcpListener::bind("127.0.0.1:0").await.expect("bind"),
@@ -449,32 +463,69 @@ mod tests {
             la.local_addr().expect("addr"),
             lb.local_addr().expect("addr"),
         );
-        let a_config = config(dir.path(), "a", aa, "b", ba.to_string());
-        let b_config = config(dir.path(), "b", ba, "a", aa.to_string());
+        let a_config = config(dir, "a", aa, "b", ba.to_string());
+        let b_config = config(dir, "b", ba, "a", aa.to_string());
         let key = b"a link test key of enough bytes".to_vec();
         let (a, b) = (
             Arc::new(Link::new(&a_config, key.clone())),
             Arc::new(Link::new(&b_config, key)),
         );
-        let stop = CancellationToken::new();
-        let held = Arc::new(Holding {
-            release: tokio::sync::Notify::new(),
-        });
-        b.start(lb, Arc::clone(&held), stop.clone());
-        a.start(la, Arc::clone(&held), stop.clone());
+        b.start(lb, at_b, stop.clone());
+        a.start(la, at_a, stop.clone());
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !Lane::ALL
-            .iter()
-            .all(|l| a.peer("b", *l).is_ok_and(|p| p.is_up()))
-        {
+        while !Lane::ALL.iter().all(|l| {
+            a.peer("b", *l).is_ok_and(|p| p.is_up()) && b.peer("a", *l).is_ok_and(|p| p.is_up())
+        }) {
             assert!(std::time::Instant::now() < deadline, "both lanes up");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let write = |pair: &str| PeerRequest::Write {
+        (a, b)
+    }
+
+    fn write(pair: &str) -> PeerRequest {
+        PeerRequest::Write {
             pair: pair.into(),
             offset: 0,
             data: vec![7; 4096],
-        };
+        }
+    }
+
+    /// Both directions on one session (heartbeat pairs: each site writes its
+    /// own PVOL): a write applied slowly at `b` must not hold the answer to
+    /// `b`'s own write, which `b`'s reader delivers meanwhile.
+    #[tokio::test]
+    async fn a_slow_svol_write_does_not_hold_the_answer_to_this_sites_own_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stop = CancellationToken::new();
+        let (at_a, at_b) = (Holding::new("from-b"), Holding::new("from-a"));
+        let (a, b) = linked(dir.path(), Arc::clone(&at_a), Arc::clone(&at_b), &stop).await;
+        let (a_hb, b_hb) = (
+            a.peer("b", Lane::Heartbeat).expect("a's lane"),
+            b.peer("a", Lane::Heartbeat).expect("b's lane"),
+        );
+        // b's own write waits at a (held there), so b awaits an answer...
+        let own = b_hb.send(write("from-b")).await.expect("queued");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // ...when a's write arrives at b and is held there.
+        let theirs = a_hb.send(write("from-a")).await.expect("queued");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        at_a.release.notify_one();
+        let answer = own.wait(Duration::from_secs(3)).await;
+        assert!(
+            matches!(answer, Ok(PeerReply::Done)),
+            "b's answer arrived while a's write is still held at b: {answer:?}"
+        );
+        at_b.release.notify_one();
+        assert!(theirs.wait(Duration::from_secs(3)).await.is_ok());
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_write_is_answered_while_a_bulk_write_is_held_at_the_peer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stop = CancellationToken::new();
+        let held = Holding::new("stuck");
+        let (a, _b) = linked(dir.path(), Arc::clone(&held), Arc::clone(&held), &stop).await;
         let bulk = a.peer("b", Lane::Bulk).expect("bulk");
         let stuck = bulk.send(write("stuck")).await.expect("queued");
         // Behind it on the bulk lane, a write waits for the held one...

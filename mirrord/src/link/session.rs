@@ -4,7 +4,7 @@
 //! ```text
 //!  PeerLink::send ──Session.tx──> writer task ──frames──> TCP
 //!  TCP ──frames──> reader loop ─┬ Response ──> waiting[id] (wakes the sender)
-//!                               ├ Write, nothing queued ──> Handler::handle here (saves a hop)
+//!                               ├ Write, nothing queued or awaited ──> Handler::handle here (saves a hop)
 //!                               └ other Request ──> answerer task ──> Handler::handle ──> Session.tx
 //! ```
 
@@ -136,10 +136,13 @@ pub(super) async fn run<H: Handler>(
             }
             Message::Pong => peer.stats.pong_received(),
             // A write needs nothing from the peer: with no other request
-            // waiting, answering it here keeps the order and saves a hop.
+            // queued, answering it here keeps the order and saves a hop;
+            // unless this site awaits answers on this session (its own
+            // writes' acks), which must not wait behind this disk write.
             Message::Request { id, body }
                 if matches!(body, PeerRequest::Write { .. })
-                    && queued.load(Ordering::SeqCst) == 0 =>
+                    && queued.load(Ordering::SeqCst) == 0
+                    && session.waiting.lock().is_ok_and(|w| w.is_empty()) =>
             {
                 let result = handler.handle(&peer.site, body).await;
                 if tx.send(Message::Response { id, result }).await.is_err() {

@@ -95,7 +95,7 @@ impl Site {
         }
         loop {
             w.rt.copy_remaining(w.rt.dirty().dirty_blocks() * BLOCK);
-            total += self.ship_dirty(name, &w, false).await?;
+            total += self.ship_dirty(name, &w, false, true).await?;
             // Clean under the order lock: no host write slips between the check and PAIR.
             let _order = w.volume.order.lock().await;
             if w.rt.dirty().dirty_blocks() == 0 {
@@ -189,7 +189,7 @@ impl Site {
                     rt.dirty().acked_write(e.offset, e.data.len() as u64, e.seq);
                 }
                 if rt.queue().overflowed {
-                    self.ship_dirty(name, &w, false).await?;
+                    self.ship_dirty(name, &w, false, false).await?;
                     let _order = w.volume.order.lock().await;
                     if rt.dirty().dirty_blocks() == 0 {
                         let mut q = rt.queue();

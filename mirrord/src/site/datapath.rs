@@ -21,6 +21,7 @@ impl Site {
         offset: u64,
         len: usize,
     ) -> Result<Vec<u8>, SiteError> {
+        self.host_io.note();
         let v = self.inner().volume(volume)?;
         Ok(v.read(&self.io, offset, len).await?)
     }
@@ -32,6 +33,7 @@ impl Site {
         offset: u64,
         data: &[u8],
     ) -> Result<(), SiteError> {
+        self.host_io.note();
         let v = self.inner().volume(volume)?;
         let _order = v.order.lock().await;
         // Read the pair under the order lock: a state change cannot slip

@@ -8,7 +8,10 @@ use hbcore::control::{IntegrityOptions, PairCreate, PairInfo, PairSet, SplitBrai
 use hbcore::link::{Attach, Lane, PeerError, PeerReply, PeerRequest};
 use hbcore::report::chain;
 use hbcore::size::Bytes;
-use hbcore::vocab::{Fence, Kind, Mode, PairSettings, PairState, Role, DEFAULT_SKEW};
+use hbcore::vocab::{
+    Fence, Kind, Mode, PairSettings, PairState, Role, DEFAULT_C_MAX_RATE, DEFAULT_C_MIN_RATE,
+    DEFAULT_SKEW,
+};
 
 use super::error::{paired_error, refused};
 use super::generations::generation_info;
@@ -35,6 +38,8 @@ impl Site {
             auto_resync,
             checksum_resync,
             split_brain,
+            c_max_rate,
+            c_min_rate,
         } = request;
         let integrity = IntegrityOptions {
             checksum_resync: checksum_resync.unwrap_or(false),
@@ -51,6 +56,8 @@ impl Site {
             skew: skew.unwrap_or(DEFAULT_SKEW),
             auto_resync: auto_resync.unwrap_or(kind == Kind::Heartbeat),
             installed: kind == Kind::Heartbeat,
+            c_max_rate: c_max_rate.unwrap_or(DEFAULT_C_MAX_RATE),
+            c_min_rate: c_min_rate.unwrap_or(DEFAULT_C_MIN_RATE),
         };
         check_settings(&settings)?;
         let svol = svol.unwrap_or(pvol).to_string();
@@ -153,6 +160,8 @@ impl Site {
             auto_resync,
             checksum_resync,
             split_brain,
+            c_max_rate,
+            c_min_rate,
         } = request;
         let name = name.as_str();
         let before = self.work(name)?;
@@ -174,17 +183,20 @@ impl Site {
         settings.fence = fence.unwrap_or(settings.fence);
         settings.skew = skew.unwrap_or(settings.skew);
         settings.auto_resync = auto_resync.unwrap_or(settings.auto_resync);
+        settings.c_max_rate = c_max_rate.unwrap_or(settings.c_max_rate);
+        settings.c_min_rate = c_min_rate.unwrap_or(settings.c_min_rate);
         check_settings(&settings)?;
         let note = self.apply_settings(name, settings).await;
         if before.meta.settings.mode != settings.mode {
             before.rt.reset_in_flight_max();
         }
         Ok(format!(
-            "pair '{name}': mode {}, fence {}, skew {}, auto-resync {}, checksum resync {}, split brain {}{note}{integrity_note}",
+            "pair '{name}': mode {}, fence {}, skew {}, auto-resync {}, copy rate {}, checksum resync {}, split brain {}{note}{integrity_note}",
             settings.mode,
             settings.fence,
             Bytes(settings.skew),
             on_off(settings.auto_resync),
+            rates(&settings),
             on_off(integrity.checksum_resync),
             split_brain_name(integrity.split_brain),
         ))
@@ -285,6 +297,8 @@ impl Site {
                     size: p.size,
                     fence: p.meta.settings.fence,
                     skew: p.meta.settings.skew,
+                    c_max_rate: p.meta.settings.c_max_rate,
+                    c_min_rate: p.meta.settings.c_min_rate,
                     auto_resync: p.meta.settings.auto_resync,
                     installed: p.meta.settings.installed,
                     link_up: self.link_of(&p.meta).is_ok_and(|l| l.is_up()),
@@ -415,7 +429,7 @@ impl Site {
             .is_some_and(|m| m.state == PairState::Pair);
         let note = if mirrored {
             w.rt.queue().clear();
-            match self.ship_dirty(name, &w, true).await {
+            match self.ship_dirty(name, &w, true, false).await {
                 Ok(_) => "the SVOL holds everything written before the split".to_string(),
                 Err(e) => format!("the SVOL may lack writes before the split ({})", chain(&e)),
             }
@@ -511,12 +525,33 @@ impl Site {
 }
 
 /// The settings a pair may have.
+/// The copy rates as `pair set` says them.
+fn rates(s: &PairSettings) -> String {
+    let per_s = |r: u64| format!("{}/s", Bytes(r));
+    let ceiling = match s.c_max_rate {
+        0 => "no ceiling".to_string(),
+        r => format!("ceiling {}", per_s(r)),
+    };
+    match s.c_min_rate {
+        0 => format!("{ceiling}, not slowed by host I/O"),
+        r => format!("{ceiling}, {} under host I/O", per_s(r)),
+    }
+}
+
 fn check_settings(s: &PairSettings) -> Result<(), SiteError> {
     if s.fence == Fence::Data && s.mode != Mode::Sync {
         return Err(refused(format!(
             "fence 'data' applies to sync mode only (mode is {}); use --mode sync, or --fence never",
             s.mode
         )));
+    }
+    for (knob, rate) in [("c-max-rate", s.c_max_rate), ("c-min-rate", s.c_min_rate)] {
+        if rate != 0 && rate < BLOCK {
+            return Err(refused(format!(
+                "{knob} {rate} bytes per second is below one block (4KiB) per second; choose e.g. 100MiB, or 0 for {}",
+                if knob == "c-max-rate" { "no ceiling" } else { "a copy not slowed by host I/O" }
+            )));
+        }
     }
     if s.skew < BLOCK {
         return Err(refused(format!(

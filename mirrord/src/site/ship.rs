@@ -16,11 +16,12 @@ use crate::bitmap::BLOCK;
 use crate::link::{LinkError, Pending};
 use crate::meta::PairMeta;
 use crate::pair::PairRt;
+use crate::rate::{Limit, Pacer, HOST_IO_WINDOW, MAX_FRAME};
 
-/// Blocks per Write frame of a copy (1 MiB).
-const COPY_RUN_BLOCKS: u64 = 256;
 /// Write frames of a copy or of the adaptive shipper in flight at once.
 pub(super) const SHIP_WINDOW: usize = 8;
+/// Copy frames in flight at once while the rate controller limits the copy.
+const LIMITED_WINDOW: usize = 2;
 
 /// A run of blocks on the wire, with the sequences it carries.
 struct Shipped {
@@ -73,20 +74,23 @@ impl Site {
     }
 
     /// Ships every dirty block of a PVOL, read back from the volume, until the
-    /// bitmap is clean; `locked` if the caller holds the volume's order lock.
-    /// Returns the bytes shipped.
+    /// bitmap is clean; `locked` if the caller holds the volume's order lock;
+    /// `paced` for a copy (initial, resync), which keeps to the pair's rate
+    /// controller ([`crate::rate`]). Returns the bytes shipped.
     pub(super) async fn ship_dirty(
         &self,
         name: &str,
         w: &Work,
         locked: bool,
+        paced: bool,
     ) -> Result<u64, SiteError> {
         let timeout = self.link.timeout();
         let mut window: VecDeque<Shipped> = VecDeque::new();
+        let mut pacer = Pacer::default();
         let mut shipped = 0u64;
         let mut from = 0u64;
         loop {
-            let runs = w.rt.dirty().runs(from, COPY_RUN_BLOCKS, 64);
+            let runs = w.rt.dirty().runs(from, MAX_FRAME / BLOCK, 64);
             if runs.is_empty() {
                 while let Some(next) = window.pop_front() {
                     self.acked(w, next, timeout).await?;
@@ -98,39 +102,64 @@ impl Site {
                 continue;
             }
             for run in runs {
-                if !self.meta_of(name).is_some_and(|m| {
-                    m.role == Role::Pvol
-                        && matches!(m.state, PairState::Pair | PairState::Copy | PairState::Psue)
-                }) {
-                    return Err(refused(format!("pair '{name}' left the copy")));
-                }
-                let offset = run.first * BLOCK;
-                let len = (run.len * BLOCK).min(w.volume.size - offset) as usize;
-                let pending = {
-                    // Read and queue under the volume's order lock: a host write
-                    // to this range lands either in this chunk or after it on the wire.
-                    let _order = if locked {
-                        None
-                    } else {
-                        Some(w.volume.order.lock().await)
+                let end = run.first + run.len;
+                let mut first = run.first;
+                while first < end {
+                    let Some(meta) = self.meta_of(name).filter(|m| {
+                        m.role == Role::Pvol
+                            && matches!(
+                                m.state,
+                                PairState::Pair | PairState::Copy | PairState::Psue
+                            )
+                    }) else {
+                        return Err(refused(format!("pair '{name}' left the copy")));
                     };
-                    let data = w.volume.read(&self.io, offset, len).await?;
-                    let seqs = w.rt.dirty().seqs(run.first, run.len);
-                    Shipped {
-                        pending: self.ship(&w.meta, name, offset, data).await?,
-                        first: run.first,
-                        bytes: len as u64,
-                        seqs,
+                    // Read per frame: `pair set` and host I/O change the limit mid-copy.
+                    let limit = if paced {
+                        let limit = Limit::of(&meta.settings, self.host_io.within(HOST_IO_WINDOW));
+                        w.rt.pacing(limit);
+                        limit
+                    } else {
+                        Limit::NONE
+                    };
+                    let blocks = (limit.frame_bytes() / BLOCK).min(end - first);
+                    let offset = first * BLOCK;
+                    let len = (blocks * BLOCK).min(w.volume.size - offset) as usize;
+                    pacer.admit(len as u64, limit).await;
+                    let pending = {
+                        // Read and queue under the volume's order lock: a host write
+                        // to this range lands either in this frame or after it on the wire.
+                        let _order = if locked {
+                            None
+                        } else {
+                            Some(w.volume.order.lock().await)
+                        };
+                        let data = w.volume.read(&self.io, offset, len).await?;
+                        let seqs = w.rt.dirty().seqs(first, blocks);
+                        Shipped {
+                            pending: self.ship(&w.meta, name, offset, data).await?,
+                            first,
+                            bytes: len as u64,
+                            seqs,
+                        }
+                    };
+                    window.push_back(pending);
+                    shipped += len as u64;
+                    // Under a limit, little stays queued at the SVOL's disk
+                    // (where a host's write would wait behind it).
+                    let room = if limit.bytes_per_s == 0 {
+                        SHIP_WINDOW
+                    } else {
+                        LIMITED_WINDOW
+                    };
+                    while window.len() >= room {
+                        if let Some(next) = window.pop_front() {
+                            self.acked(w, next, timeout).await?;
+                        }
                     }
-                };
-                window.push_back(pending);
-                shipped += len as u64;
-                if window.len() >= SHIP_WINDOW {
-                    if let Some(next) = window.pop_front() {
-                        self.acked(w, next, timeout).await?;
-                    }
+                    first += blocks;
                 }
-                from = run.first + run.len;
+                from = end;
             }
         }
     }

@@ -203,6 +203,8 @@ fn create(name: &str, kind: Kind, mode: Mode) -> PairCreate {
         auto_resync: None,
         checksum_resync: None,
         split_brain: None,
+        c_max_rate: None,
+        c_min_rate: None,
     }
 }
 
@@ -298,6 +300,8 @@ async fn semi_sync_and_adaptive_writes_ship_and_settle() {
             auto_resync: None,
             checksum_resync: None,
             split_brain: None,
+            c_max_rate: None,
+            c_min_rate: None,
         })
         .await
         .expect("pair set");
@@ -353,6 +357,93 @@ async fn a_lost_link_suspends_and_resync_copies_exactly_the_dirty_blocks() {
     );
     assert_eq!(p.pending_bytes, 0);
     assert_eq!(standby.read("v", 10 * BLOCK + 7, 100).await, data);
+}
+
+/// The copy rate controller: `pair set` takes its knobs (both sites show
+/// them), a resync under host I/O runs at the floor and says so in `pair
+/// status`, and still copies exactly the dirty blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_held_at_its_floor_by_host_io_copies_exactly_the_dirty_blocks() {
+    const FLOOR: u64 = 16 << 10;
+    let (prod, standby) = two_sites().await;
+    paired(&prod, &standby, Mode::Sync).await;
+    let set = |c_max_rate, c_min_rate| PairSet {
+        name: "p".into(),
+        mode: None,
+        fence: None,
+        skew: None,
+        auto_resync: None,
+        checksum_resync: None,
+        split_brain: None,
+        c_max_rate,
+        c_min_rate,
+    };
+    let e = prod
+        .site
+        .pair_set(&set(Some(100), None))
+        .await
+        .expect_err("a ceiling below a block per second");
+    assert!(e.to_string().contains("c-max-rate"), "{e}");
+    let said = prod
+        .site
+        .pair_set(&set(Some(64 << 20), Some(FLOOR)))
+        .await
+        .expect("pair set");
+    assert!(said.contains("ceiling 64MiB/s"), "{said}");
+    for site in [&prod, &standby] {
+        let p = site.pair("p");
+        assert_eq!((p.c_max_rate, p.c_min_rate), (64 << 20, FLOOR), "{p:?}");
+    }
+
+    prod.link.peer("standby", Lane::Bulk).expect("peer").reset();
+    prod.wait_state("p", PairState::Psue).await;
+    let dirty = [3u64, 4, 5, 9, 30, 31, 40, 63];
+    for b in dirty {
+        prod.site
+            .host_write("v", b * BLOCK, &pattern(BLOCK as usize, b as u8))
+            .await
+            .expect("write while suspended");
+    }
+    prod.wait_link(true).await;
+    prod.wait("p", "re-attach", |p| p.link_up).await;
+
+    // Host reads go on at prod while the resync runs: the copy keeps to the floor.
+    let reading = CancellationToken::new();
+    let reader = tokio::spawn({
+        let (site, reading) = (Arc::clone(&prod.site), reading.clone());
+        async move {
+            while !reading.is_cancelled() {
+                let _ = site.host_read("v", 0, BLOCK as usize).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    prod.site.pair_resync("p", false).await.expect("resync");
+    let held = prod
+        .wait("p", "a copy held at its floor", |p| {
+            p.copy.held_by_host_io || p.state == PairState::Pair
+        })
+        .await;
+    assert!(
+        held.copy.running && held.copy.limit_bytes_per_s == FLOOR,
+        "the copy showed the floor while hosts read: {held:?}"
+    );
+    let p = prod.wait_state("p", PairState::Pair).await;
+    reading.cancel();
+    reader.await.expect("reader");
+    assert_eq!(
+        p.copy.copied_bytes,
+        dirty.len() as u64 * BLOCK,
+        "exactly the dirty blocks move"
+    );
+    assert!(!p.copy.running && p.copy.limit_bytes_per_s == 0, "{p:?}");
+    for b in dirty {
+        assert_eq!(
+            standby.read("v", b * BLOCK, BLOCK as usize).await,
+            pattern(BLOCK as usize, b as u8),
+            "block {b}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -560,6 +651,8 @@ async fn verify_marks_what_changed_behind_the_svol_and_checksum_resync_skips_the
             auto_resync: None,
             checksum_resync: Some(true),
             split_brain: None,
+            c_max_rate: None,
+            c_min_rate: None,
         })
         .await
         .expect("checksum resync on");

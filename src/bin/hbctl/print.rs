@@ -466,8 +466,13 @@ pub fn pair(p: &PairInfo) {
         } else {
             String::new()
         };
+        let limit = match (c.running, c.limit_bytes_per_s) {
+            (false, _) | (true, 0) => String::new(),
+            (true, r) if c.held_by_host_io => format!(", held to {}/s by host I/O", Bytes(r)),
+            (true, r) => format!(", limit {}/s", Bytes(r)),
+        };
         println!(
-            "copy        {}{:.1}%: {} of {} at {}/s{skipped}",
+            "copy        {}{:.1}%: {} of {} at {}/s{skipped}{limit}",
             if c.running { "running, " } else { "last: " },
             c.percent,
             Bytes(c.copied_bytes),
@@ -475,6 +480,18 @@ pub fn pair(p: &PairInfo) {
             Bytes(c.rate_bytes_per_s as u64)
         );
     }
+    let per_s = |r: u64| format!("{}/s", Bytes(r));
+    println!(
+        "copy rate   {}, {}",
+        match p.c_max_rate {
+            0 => "no ceiling".to_string(),
+            r => format!("ceiling {}", per_s(r)),
+        },
+        match p.c_min_rate {
+            0 => "not slowed by host I/O".to_string(),
+            r => format!("{} under host I/O", per_s(r)),
+        }
+    );
     println!(
         "integrity   checksum resync {}, split brain {}",
         if p.checksum_resync { "on" } else { "off" },

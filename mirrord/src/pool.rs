@@ -1,0 +1,91 @@
+//! Aligned buffers kept for reuse: a volume read or write takes one of its
+//! exact length and gives it back when done, so the hot paths (4 KiB host
+//! and heartbeat writes, copy frames) neither allocate nor zero a buffer per
+//! I/O. A taken buffer holds stale bytes: every user either reads into all
+//! of it or overwrites all of it before it reaches the disk.
+//!
+//! Bounded: at most [`PER_LENGTH`] buffers of a length, lengths up to
+//! [`LARGEST`], and [`MAX_BYTES`] in all; beyond that a returned buffer is freed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::io::AlignedBuf;
+
+/// Buffers kept per length.
+const PER_LENGTH: usize = 32;
+/// Longest buffer kept (a copy frame).
+const LARGEST: usize = 1 << 20;
+/// Bytes kept in all.
+const MAX_BYTES: usize = 32 << 20;
+
+/// Free buffers by length.
+#[derive(Default)]
+pub struct BufPool {
+    free: Mutex<Free>,
+}
+
+#[derive(Default)]
+struct Free {
+    by_len: HashMap<usize, Vec<AlignedBuf>>,
+    bytes: usize,
+}
+
+impl BufPool {
+    /// A buffer of `len` bytes whose content is unspecified (stale or zero).
+    pub fn take(&self, len: usize) -> AlignedBuf {
+        let reused = self.free.lock().ok().and_then(|mut free| {
+            let buf = free.by_len.get_mut(&len)?.pop()?;
+            free.bytes -= len;
+            Some(buf)
+        });
+        reused.unwrap_or_else(|| AlignedBuf::zeroed(len))
+    }
+
+    /// Gives a buffer back for reuse (or frees it, past the bounds).
+    pub fn give(&self, buf: AlignedBuf) {
+        let len = buf.len();
+        if len == 0 || len > LARGEST {
+            return;
+        }
+        if let Ok(mut free) = self.free.lock() {
+            if free.bytes + len > MAX_BYTES {
+                return;
+            }
+            let list = free.by_len.entry(len).or_default();
+            if list.len() < PER_LENGTH {
+                list.push(buf);
+                free.bytes += len;
+            }
+        }
+    }
+
+    /// Bytes held for reuse.
+    pub fn held_bytes(&self) -> usize {
+        self.free.lock().map_or(0, |free| free.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_returned_buffer_is_taken_again_and_the_bounds_hold() {
+        let pool = BufPool::default();
+        let mut buf = pool.take(4096);
+        buf.as_mut_slice()[0] = 7;
+        let at = buf.as_slice().as_ptr();
+        pool.give(buf);
+        let again = pool.take(4096);
+        assert_eq!(again.as_slice().as_ptr(), at, "the same heap block");
+        assert_eq!(pool.held_bytes(), 0);
+        pool.give(again);
+        pool.give(AlignedBuf::zeroed(LARGEST + 4096));
+        assert_eq!(pool.held_bytes(), 4096, "a buffer past LARGEST is freed");
+        for _ in 0..PER_LENGTH + 5 {
+            pool.give(AlignedBuf::zeroed(8192));
+        }
+        assert_eq!(pool.held_bytes(), 4096 + PER_LENGTH * 8192);
+    }
+}
