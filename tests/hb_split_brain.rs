@@ -19,7 +19,8 @@ fn a_stalled_production_steps_down_after_the_standby_took_over() {
         return;
     };
     // The standby may fail over only once it has seen production alive.
-    c.standby.wait_table("the standby armed", |t| t["armed"] == true);
+    c.standby
+        .wait_table("the standby armed", |t| t["armed"] == true);
     // A paused VM, a long stall: production's hbd and mirrord stop past the timeout.
     let stalled = [
         c.prod.pid().expect("prod hbd"),
