@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Torture runs with real processes (loopback only), bounded by count:
 #   scripts/torture.sh        10 trials of each
-#   scripts/torture.sh 1000   1,000 kill -9 trials, 1,000 link cuts
+#   scripts/torture.sh 1000   1,000 kill -9 trials, 1,000 link cuts, 1,000 full-disk
+#                             faults, 1,000 rounds of garbage and floods
+# One line per part: "torture: <part>: N trials, faults or bad inputs tried, losses: 0, max RSS".
 # The short form (2-3 trials) runs in scripts/test.sh. Needs root and /dev/fuse.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -9,57 +9,10 @@
 mod common;
 
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{pattern, TwoSites};
-
-/// A tmpfs of a few hundred KiB, unmounted when dropped.
-struct SmallFs {
-    dir: PathBuf,
-}
-
-impl SmallFs {
-    fn mount(dir: &Path, size: &str) -> SmallFs {
-        std::fs::create_dir_all(dir).expect("mount point");
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "mount tmpfs at {}", dir.display());
-        SmallFs { dir: dir.into() }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// Fills the filesystem with a filler file until it is full.
-    fn fill(&self) {
-        let filler = std::fs::File::create(self.path("filler")).expect("filler");
-        let chunk = vec![0x5a; 4096];
-        let mut offset = 0u64;
-        while filler.write_all_at(&chunk, offset).is_ok() {
-            offset += chunk.len() as u64;
-        }
-    }
-
-    fn free(&self) {
-        std::fs::remove_file(self.path("filler")).expect("remove filler");
-    }
-
-    fn available(&self) -> u64 {
-        let s = nix::sys::statvfs::statvfs(&self.dir).expect("statvfs");
-        s.blocks_available() as u64 * s.fragment_size() as u64
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
-}
+use common::{pattern, SmallFs, TwoSites};
 
 /// A 4 KiB write through hbfs; the OS error number if it failed.
 fn host_write(path: &Path, offset: u64, seed: u8) -> Result<(), i32> {

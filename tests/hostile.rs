@@ -6,25 +6,21 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use common::{connect_from, pattern, wait_for, warn_lines, write_at, Options, TwoSites};
+use common::{
+    closed_by_peer, connect_from, header_stating, pattern, wait_for, warn_lines, write_at, Options,
+    TwoSites,
+};
 use hbcore::frame::HEADER_LEN;
 use hbcore::link::{Lane, Message, FORMAT, HANDSHAKE_MAX_PAYLOAD, NONCE_LEN};
 
 /// The link key the harness gives both sites (as mirrord reads it: trimmed).
 const KEY: &[u8] = b"test-key-0123456789abcdef";
-
-/// A link frame header that announces `len` bytes of payload.
-fn header_stating(len: usize) -> Vec<u8> {
-    let mut header = FORMAT.encode(b"", None).expect("frame");
-    header[8..12].copy_from_slice(&(len as u32).to_le_bytes());
-    header
-}
 
 fn send(stream: &mut TcpStream, msg: &Message) {
     let payload = postcard::to_allocvec(msg).expect("encode");
@@ -42,23 +38,6 @@ fn receive(stream: &mut TcpStream) -> Message {
     frame.resize(len, 0);
     stream.read_exact(&mut frame[HEADER_LEN..]).expect("frame");
     postcard::from_bytes(FORMAT.open(&frame, None).expect("intact")).expect("a message")
-}
-
-/// Whether the other end has closed `stream`, waiting at most `within`.
-fn closed_by_peer(mut stream: &TcpStream, within: Duration) -> bool {
-    let _ = stream.set_read_timeout(Some(within));
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return true,
-            // A Refused frame may come first.
-            Ok(_) => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return false
-            }
-            Err(_) => return true,
-        }
-    }
 }
 
 #[test]

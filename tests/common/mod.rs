@@ -717,13 +717,7 @@ impl Site {
 
     /// mirrord's resident set size now, in KiB (VmRSS of /proc/PID/status).
     pub fn rss_kib(&self) -> u64 {
-        let path = format!("/proc/{}/status", self.running_pid());
-        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("no VmRSS in {path}"))
+        vm_rss_kib(self.running_pid())
     }
 
     /// The log written since it was `offset` bytes long.
@@ -1139,4 +1133,93 @@ impl Hbd {
 pub fn has_tool(tool: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+}
+
+/// The resident set size of process `pid` now, in KiB (VmRSS of /proc/PID/status).
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in {path}"))
+}
+
+/// A link frame header that announces `len` bytes of payload.
+pub fn header_stating(len: usize) -> Vec<u8> {
+    let mut header = hbcore::link::FORMAT.encode(b"", None).expect("frame");
+    header[8..12].copy_from_slice(&(len as u32).to_le_bytes());
+    header
+}
+
+/// Whether the other end has closed `stream`, waiting at most `within`.
+pub fn closed_by_peer(mut stream: &TcpStream, within: Duration) -> bool {
+    let _ = stream.set_read_timeout(Some(within));
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            // A Refused frame may come first.
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// A tmpfs of a few hundred KiB, unmounted when dropped: a backing store
+/// that runs out of space when told to.
+pub struct SmallFs {
+    dir: PathBuf,
+}
+
+impl SmallFs {
+    pub fn mount(dir: &Path, size: &str) -> SmallFs {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount tmpfs at {}", dir.display());
+        SmallFs { dir: dir.into() }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Fills the filesystem with a filler file until it is full.
+    pub fn fill(&self) {
+        use std::os::unix::fs::FileExt;
+        let filler = std::fs::File::create(self.path("filler")).expect("filler");
+        let chunk = vec![0x5a; 4096];
+        let mut offset = 0u64;
+        while filler.write_all_at(&chunk, offset).is_ok() {
+            offset += chunk.len() as u64;
+        }
+    }
+
+    pub fn free(&self) {
+        std::fs::remove_file(self.path("filler")).expect("remove filler");
+    }
+
+    pub fn available(&self) -> u64 {
+        let s = nix::sys::statvfs::statvfs(&self.dir).expect("statvfs");
+        s.blocks_available() as u64 * s.fragment_size() as u64
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
 }
