@@ -380,6 +380,16 @@ if stage cost1000; then
 fi
 
 # ---- failure detection ---------------------------------------------------------
+# The status is read whole before it is searched: `grep -q` leaving early
+# would end hbctl with SIGPIPE, which pipefail counts as a failure (the
+# table is large after the 1,000-mirror stage).
+standby_sees_production_armed() {
+    local status
+    status=$(hbctl --socket "$B/standby/hbd.sock" hb status --json | tr -d ' \n') || return 1
+    [[ $status == *'"remote_group_via_network":"ALIVE","remote_copy_enable":"ENABLE","remote_group_via_mirrors":"ALIVE"'* ]] &&
+        [[ $status == *'"armed":true'* ]]
+}
+
 detect() { # interval_ms timeout_ms
     local interval=$1 timeout=$2 hook=$B/hook.$1
     : > "$hook"
@@ -393,8 +403,7 @@ detect() { # interval_ms timeout_ms
         [[ -n "${mirrord_pid[prod]:-}" ]] && kill -0 "${mirrord_pid[prod]}" 2>/dev/null || start_mirrord prod
         start_hbd prod
         hbctl --socket "$B/standby/hbd.sock" hb rearm >/dev/null
-        until hbctl --socket "$B/standby/hbd.sock" hb status --json | tr -d ' \n' | grep -q '"remote_group_via_network":"ALIVE","remote_copy_enable":"ENABLE","remote_group_via_mirrors":"ALIVE"'; do sleep 0.02; done
-        until hbctl --socket "$B/standby/hbd.sock" hb status --json | grep -q '"armed": true'; do sleep 0.02; done
+        until standby_sees_production_armed; do sleep 0.02; done
         local before; before=$(wc -l < "$hook")
         local t0; t0=$(date +%s%N)
         kill -9 "${hbd_pid[prod]}" "${mirrord_pid[prod]}"
