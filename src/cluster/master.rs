@@ -21,9 +21,14 @@ use hbcore::vocab::Level;
 
 use super::member::Member;
 use super::notice::{Kind, Notice};
+use crate::hb::message::next_serial;
 use crate::hb::record::{read_volume, VolumeRead};
 use crate::hb::state::lock;
 use crate::hb::table::now_ms;
+
+/// Serials a new master skips past the table it took over (more than the
+/// beats an old master can send between two saves of the table volume).
+const SERIAL_SKIP_AT_TAKEOVER: u32 = 64;
 
 /// This host's view of its group's master.
 #[derive(Debug, Clone)]
@@ -198,6 +203,12 @@ impl Member {
                 let host = c.table.host.clone();
                 c.table = *t;
                 c.table.host = host;
+                // The volume is written after the beats it counts, so it may
+                // lag the last ones the old master sent: skip ahead, so that
+                // this master's first heartbeat is newer than all of them.
+                for _ in 0..SERIAL_SKIP_AT_TAKEOVER {
+                    c.table.serial = next_serial(c.table.serial);
+                }
                 tracing::info!(
                     serial = c.table.serial,
                     "the status table taken over from the table volume"
