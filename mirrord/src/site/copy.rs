@@ -55,15 +55,17 @@ impl Site {
         let site = Arc::clone(self);
         let name = name.to_string();
         tokio::spawn(async move {
-            let result = site.copy(&name).await;
-            if let Ok(w) = site.work(&name) {
-                w.rt.end_copy();
-            }
-            match result {
+            // A copy that reached PAIR ended itself before the state changed.
+            match site.copy(&name).await {
                 Ok(bytes) => {
                     tracing::info!(pair = %name, bytes, "copy complete: pair in sync (PAIR)")
                 }
-                Err(e) => site.suspend(&name, &format!("copy stopped: {}", chain(&e))),
+                Err(e) => {
+                    if let Ok(w) = site.work(&name) {
+                        w.rt.end_copy();
+                    }
+                    site.suspend(&name, &format!("copy stopped: {}", chain(&e)));
+                }
             }
         });
     }
@@ -112,6 +114,8 @@ impl Site {
                     timeout,
                 )
                 .await?;
+                // Status never shows PAIR with a copy still running.
+                w.rt.end_copy();
                 self.set_state(
                     name,
                     &[PairState::Copy],
