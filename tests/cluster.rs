@@ -409,4 +409,24 @@ fn the_next_host_of_a_group_becomes_master_and_keeps_the_table() {
     );
     assert_eq!(app(&v, "app1")["active"], "s1");
     assert_eq!(m.sites.standby.pair("app1").expect("app1")["state"], "SSWS");
+
+    // s2, not a master, dies: no hbd verdict is about it (prod hears the
+    // standby group through its master s1) and it sends nothing. Its master
+    // had an answer to every heartbeat from it; the answers stop: DOWN.
+    m.wait_view("s1", "s2 STANDBY", |v| node(v, "s2")["status"] == "STANDBY");
+    m.kill_host("s2");
+    m.lan.link(at("s2"), false);
+    m.wait_view("s1", "s2 DOWN", |v| node(v, "s2")["status"] == "DOWN");
+    let v = m.view("s1");
+    assert!(
+        node(&v, "s2")["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no answer to the master's heartbeat")),
+        "{v}"
+    );
+    assert_eq!(
+        m.hbd("s1").table()["master"],
+        "s1",
+        "s1 stays master: a member's silence is not the master's"
+    );
 }

@@ -11,7 +11,8 @@
 //! marks the old master DOWN in the MIB (its applications are taken over
 //! as after any DOWN). A heartbeat from another
 //! host at the same instance (a wrong master id) is refused and logged; a
-//! master that hears a newer instance steps down.
+//! master that hears a newer instance steps down. The hosts answer each
+//! valid heartbeat, so the master finds a silent one (see `liveness`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -42,7 +43,7 @@ pub struct MasterView {
 }
 
 impl Member {
-    fn group(&self) -> Vec<String> {
+    pub(super) fn group(&self) -> Vec<String> {
         self.hbd
             .config
             .cluster
@@ -85,6 +86,7 @@ impl Member {
             instance,
             last_seen: Instant::now(),
         });
+        self.reign_begins();
     }
 
     /// Every interval: the master sends its heartbeat to its group; the
@@ -99,6 +101,7 @@ impl Member {
             beat.time_ms = Some(now_ms());
             let targets = self.group_targets(&beat);
             self.send_once(beat, targets);
+            self.find_silent_members();
         } else if view.last_seen.elapsed() > self.master_timeout() {
             let why = format!(
                 "master {} sent no heartbeat for {:?}",
@@ -168,6 +171,7 @@ impl Member {
         if let Some(v) = lock(&self.master).as_mut() {
             v.last_seen = Instant::now();
         }
+        self.answer_master(&view.master);
         true
     }
 

@@ -10,14 +10,15 @@
 //! - Silence: hbd's all-channels-dead verdict about its peer(s) (the failover
 //!   rule, reached by a standby-group host about production): the peer is
 //!   marked DOWN and that is sent. A group master's silence is found by its
-//!   successor (see `master`), which marks it DOWN the same way.
+//!   successor (see `master`), a group member's by its master (see
+//!   `liveness`), each marked DOWN the same way.
 //! - A MIB adopted from a notice: if this member is the standby assigned to
 //!   an application whose active node is DOWN, it takes over (pairs,
 //!   start executable, floating IPs), then sends OK (ACTIVE).
 //! - A member starting says hello, adopts any newer MIB, releases floating
 //!   IPs it does not run, and runs only what the MIB says it runs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,6 +68,8 @@ pub struct Member {
     pub(super) forming: Mutex<Option<super::forming::Forming>>,
     /// This host's view of its group's master (seed 000), if it has a group.
     pub(super) master: Mutex<Option<super::master::MasterView>>,
+    /// When word last came from each member (see `liveness`).
+    pub(super) heard: Mutex<HashMap<String, Instant>>,
 }
 
 impl Member {
@@ -81,6 +84,7 @@ impl Member {
             sockets: vec![Arc::new(socket)],
             forming: Mutex::new(None),
             master: Mutex::new(None),
+            heard: Mutex::new(HashMap::new()),
             conflicts: Mutex::new(vec![]),
             takeovers: Mutex::new(vec![]),
             taking_over: Mutex::new(HashSet::new()),
@@ -243,8 +247,11 @@ impl Member {
 
     /// A notice arrived at `at`: merge its MIB, answer an older one, act.
     fn handle(self: &Arc<Self>, notice: Notice, from: SocketAddr, at: Instant) {
-        if notice.from == self.me || self.forming_input(&notice, from) || self.master_input(&notice)
-        {
+        if notice.from == self.me {
+            return;
+        }
+        self.heard_from(&notice.from);
+        if self.forming_input(&notice, from) || self.master_input(&notice) {
             return;
         }
         let merged = lock(&self.mib).merge(&notice.mib);

@@ -27,6 +27,8 @@
 //! - `storage`: each site's mirrord probed; a dead one is a storage node DOWN.
 //! - `master`: the master host of each group (seed 000), its heartbeat and
 //!   re-election; a silent master marked DOWN by its successor.
+//! - `liveness`: the group's hosts answer their master's heartbeat; the
+//!   master marks a silent one DOWN.
 //!
 //! ```text
 //!  hbd tick ─ [[checks]] ─> checks_ok ─┐        hbd checker: every channel dead ─┐
@@ -42,6 +44,7 @@
 //!  the master of a group, every interval: Master{id, instance, time} ─> the group's hosts;
 //!   a silent or invalid master ─> the next host: instance+1, table from the table volume,
 //!   hbd's master_gate opened (only the master sends, checks and fails over)
+//!  each host of the group ─ Alive ─> its master; no word for timeout_ms ─> that host DOWN
 //! ```
 
 pub mod api;
@@ -53,6 +56,7 @@ pub mod states;
 
 mod actions;
 mod forming;
+mod liveness;
 mod master;
 mod member;
 mod membership;

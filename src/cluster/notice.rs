@@ -37,6 +37,9 @@ pub enum Kind {
     /// The group master's heartbeat to its group (seed 000): `about` is the
     /// master id, with `instance` and `time_ms`.
     Master,
+    /// A group member's answer to its master's heartbeat: it is alive
+    /// (see `liveness`).
+    Alive,
 }
 
 /// One notice.
