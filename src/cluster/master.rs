@@ -222,8 +222,9 @@ impl Member {
                 tracing::warn!("the table volume holds no table yet: this master starts its own")
             }
             Err(e) => tracing::error!(
-                "cannot take over the table from {}: {e:?}",
-                volume.display()
+                "cannot take over the table from {}: {}",
+                volume.display(),
+                hbcore::report::chain(&e)
             ),
         }
     }

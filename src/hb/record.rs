@@ -60,15 +60,18 @@ pub enum VolumeRead {
     Empty,
 }
 
-/// A failed read of the table volume.
-#[derive(Debug)]
+/// A failed read of the table volume (the caller names the volume).
+#[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
     /// It could not be read.
-    Io(std::io::Error),
+    #[error("cannot read it")]
+    Io(#[source] std::io::Error),
     /// Its frame is damaged, torn or signed with another key.
-    Frame(FrameError),
+    #[error("its frame is damaged, torn or signed with another key")]
+    Frame(#[source] FrameError),
     /// Its table does not parse.
-    Parse(serde_json::Error),
+    #[error("its table does not parse")]
+    Parse(#[source] serde_json::Error),
 }
 
 /// Reads the table from the table volume.
@@ -151,7 +154,7 @@ pub fn load_table(config: &Config, key: &[u8]) -> Result<(Table, Origin, Seeding
             (Ok(VolumeRead::Table(t)), _) => Some(*t),
             (Ok(VolumeRead::Empty), _) => None,
             (Err(e), Some(_)) => {
-                tracing::warn!(path = %path.display(), "the status table volume is not usable ({e:?}); resuming data_dir/table.json");
+                tracing::warn!(path = %path.display(), "the status table volume is not usable ({}); resuming data_dir/table.json", hbcore::report::chain(&e));
                 None
             }
             (Err(e), None) => {
