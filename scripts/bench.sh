@@ -41,6 +41,7 @@ cleanup() {
     for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     for site in prod standby; do umount -l "$B/$site/hbfs" 2>/dev/null || true; done
+    umount -l "$B/nullfs" 2>/dev/null || true
     rm -rf "$B"
 }
 trap cleanup EXIT
@@ -137,6 +138,19 @@ row plain_p50 "4 KiB write p50, plain local file (no mirror)" "$p50" "$raw50" us
 prod volume create solo --size 256MiB >/dev/null
 read -r p50 p99 p999 < <(fio_json --filename="$B/prod/hbfs/solo" --size=256M --rw=randwrite --bs=4k | lat)
 row hbfs_solo_p50 "4 KiB write p50, hbfs file, unpaired (FUSE, no mirror)" "$p50" "$raw50" us "p99 $p99, p99.9 $p999"
+solo50=$p50
+# The FUSE hop of a write alone: hbfs's own mount code and settings (the
+# transport mirrord chose, "auto") over a store that drops every write.
+hbbench null-fs --mount "$B/nullfs" 2>> "$B/nullfs.log" &
+nullfs_pid=$!
+pids+=("$nullfs_pid")
+until [[ -e $B/nullfs/null ]]; do
+    kill -0 "$nullfs_pid" 2>/dev/null || { cat "$B/nullfs.log" >&2; exit 1; }
+    sleep 0.05
+done
+read -r p50 p99 p999 < <(fio_json --filename="$B/nullfs/null" --size=256M --rw=randwrite --bs=4k | lat)
+kill -TERM "$nullfs_pid"; wait "$nullfs_pid" 2>/dev/null || true
+row null_fuse_write_p50 "4 KiB write p50, do-nothing FUSE filesystem (hbfs over a null store: the FUSE hop alone)" "$p50" "$solo50" us "p99 $p99, p99.9 $p999; limit: the unpaired hbfs write, so the ratio is the FUSE share of it"
 volume_pair lat 256MiB sync data
 for mode in sync semi-sync adaptive; do
     prod pair set lat --mode "$mode" >/dev/null

@@ -3,6 +3,10 @@
 //! remote link) and heartbeat propagation from one site's file to the other's;
 //! the FUSE hop and 4 KiB writes through hbfs with the CPU they cost.
 //! Each returns percentiles from an HDR histogram, in microseconds.
+//! [`null_store`] mounts hbfs over a store that does nothing, so a write's
+//! FUSE share can be measured alone.
+
+pub mod null_store;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -410,10 +410,31 @@ fn the_next_host_of_a_group_becomes_master_and_keeps_the_table() {
     assert_eq!(app(&v, "app1")["active"], "s1");
     assert_eq!(m.sites.standby.pair("app1").expect("app1")["state"], "SSWS");
 
+    // s2 stalls (SIGSTOP) past the master timeout (1 s) and goes on: the
+    // silence was its own, so it re-elects no one. (Within the standby's
+    // 4 s timeout, so its master does not mark it DOWN either.)
+    m.wait_view("s1", "s2 STANDBY", |v| node(v, "s2")["status"] == "STANDBY");
+    let s2 = m.hbd("s2").pid().expect("s2 runs");
+    common::signal(s2, "STOP");
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    common::signal(s2, "CONT");
+    wait_for("s2 says it was stalled", || {
+        m.hbd("s2").log_text().contains("this host was stalled for")
+    });
+    m.hbd("s1").wait_advance("serial", 20);
+    for h in ["s1", "s2"] {
+        let t = m.hbd(h).table();
+        assert_eq!(
+            (&t["master"], &t["master_instance"]),
+            (&serde_json::json!("s1"), &serde_json::json!(1)),
+            "{h}: a stalled member re-elected no one"
+        );
+    }
+    assert_eq!(node(&m.view("s1"), "s2")["status"], "STANDBY");
+
     // s2, not a master, dies: no hbd verdict is about it (prod hears the
     // standby group through its master s1) and it sends nothing. Its master
     // had an answer to every heartbeat from it; the answers stop: DOWN.
-    m.wait_view("s1", "s2 STANDBY", |v| node(v, "s2")["status"] == "STANDBY");
     m.kill_host("s2");
     m.lan.link(at("s2"), false);
     m.wait_view("s1", "s2 DOWN", |v| node(v, "s2")["status"] == "DOWN");

@@ -58,6 +58,19 @@ enum Command {
         #[arg(long)]
         daemon_pid: Option<u32>,
     },
+    /// Mounts hbfs over a do-nothing store (one file, `null`: writes dropped,
+    /// reads zeros) at MOUNT until SIGINT/SIGTERM: a write to it is the FUSE hop alone.
+    NullFs {
+        /// Where to mount.
+        #[arg(long)]
+        mount: PathBuf,
+        /// The file's size.
+        #[arg(long, value_parser = parse_size, default_value = "256MiB")]
+        size: u64,
+        /// auto, uring or classic (as mirrord's `fuse_transport`).
+        #[arg(long, default_value = "auto")]
+        transport: hbfs::Transport,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +92,13 @@ fn main() -> ExitCode {
             count,
             daemon_pid,
         } => bench::fuse_cost(&file, op, count, daemon_pid).map(|c| serde_json::json!(c)),
+        Command::NullFs {
+            mount,
+            size,
+            transport,
+        } => bench::null_store::serve(&mount, size, transport)
+            .map(|serving| serde_json::json!({ "served": serving }))
+            .map_err(|e| std::io::Error::other(hbcore::report::chain(&e))),
     };
     match result {
         Ok(v) => {

@@ -13,6 +13,10 @@
 //! host at the same instance (a wrong master id) is refused and logged; a
 //! master that hears a newer instance steps down. The hosts answer each
 //! valid heartbeat, so the master finds a silent one (see `liveness`).
+//! A host whose own ticks stopped for more than 3 intervals (SIGSTOP, a
+//! paused VM) judges no silence on waking: the master and the group get a
+//! full timeout from then, and heartbeats that queued meanwhile are not
+//! "time not current".
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -30,6 +34,10 @@ use crate::hb::table::now_ms;
 /// Serials a new master skips past the table it took over (more than the
 /// beats an old master can send between two saves of the table volume).
 const SERIAL_SKIP_AT_TAKEOVER: u32 = 64;
+
+/// Intervals between two of this host's own ticks beyond which this host
+/// was stalled (stopped, a paused VM) and cannot judge a silence.
+const STALL_INTERVALS: u32 = 3;
 
 /// This host's view of its group's master.
 #[derive(Debug, Clone)]
@@ -92,6 +100,15 @@ impl Member {
     /// Every interval: the master sends its heartbeat to its group; the
     /// others check that it is not silent.
     pub async fn master_tick(&self) {
+        if let Some(gap) = self.stalled_for() {
+            // What it did not hear while stopped is not the others' silence:
+            // the master and the group get a full timeout from now.
+            tracing::warn!("this host was stalled for {gap:?}: no master re-elected and no member marked DOWN on a silence it could not hear");
+            if let Some(v) = lock(&self.master).as_mut() {
+                v.last_seen = Instant::now();
+            }
+            self.reign_begins();
+        }
         let Some(view) = lock(&self.master).clone() else {
             return;
         };
@@ -115,6 +132,22 @@ impl Member {
                 self.silent(&view.master, &how);
             }
         }
+    }
+
+    /// How long this host's ticks stopped, if longer than a few intervals
+    /// (and notes this tick).
+    fn stalled_for(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let last = lock(&self.ticked).replace(now)?;
+        let gap = now.duration_since(last);
+        (gap > self.hbd.config.interval() * STALL_INTERVALS).then_some(gap)
+    }
+
+    /// Whether this host's ticks are behind now (it is waking from a stall
+    /// and reading what queued meanwhile).
+    fn behind(&self) -> bool {
+        lock(&self.ticked)
+            .is_some_and(|t| t.elapsed() > self.hbd.config.interval() * STALL_INTERVALS)
     }
 
     fn group_targets(&self, notice: &Notice) -> Vec<SocketAddr> {
@@ -158,6 +191,11 @@ impl Member {
             return true;
         }
         let skew = now_ms().abs_diff(sent);
+        if skew > self.hbd.config.freshness().as_millis() as u64 && self.behind() {
+            // Queued while this host was stalled: old by this host's fault.
+            tracing::debug!(from = %notice.about, skew, "a master heartbeat that waited while this host was stalled: ignored");
+            return true;
+        }
         if skew > self.hbd.config.freshness().as_millis() as u64 {
             self.elect(
                 &view,

@@ -68,6 +68,8 @@ pub struct Member {
     pub(super) forming: Mutex<Option<super::forming::Forming>>,
     /// This host's view of its group's master (seed 000), if it has a group.
     pub(super) master: Mutex<Option<super::master::MasterView>>,
+    /// When this host's own tick last ran (see `master`: a stalled host).
+    pub(super) ticked: Mutex<Option<Instant>>,
     /// When word last came from each member (see `liveness`).
     pub(super) heard: Mutex<HashMap<String, Instant>>,
 }
@@ -85,6 +87,7 @@ impl Member {
             forming: Mutex::new(None),
             master: Mutex::new(None),
             heard: Mutex::new(HashMap::new()),
+            ticked: Mutex::new(None),
             conflicts: Mutex::new(vec![]),
             takeovers: Mutex::new(vec![]),
             taking_over: Mutex::new(HashSet::new()),
