@@ -19,7 +19,7 @@
 //!   `connect`: what a site does for its pairs when the link comes up.
 //!
 //! ```text
-//!  host_write ─ lock volume order ─ mark dirty (seq s) ─┬ sync:      ship ─ PVOL write ─ wait ack ─ clear(s)
+//!  host_write ─ lock volume order ─ mark dirty (seq s) ─┬ sync:      ship ─ PVOL write ─ unlock ─ wait ack ─ clear(s) (fenced: ack before the PVOL write, locked)
 //!                                                      ├ semi-sync: wait previous ack ─ ship ─ PVOL write ─ (ack settles later)
 //!                                                      ├ adaptive:  PVOL write ─ queue (≤ skew) or overflow ─ shipper task
 //!                                                      └ not mirrored (PSUE, PSUS, SSWS): PVOL write, bits stay set

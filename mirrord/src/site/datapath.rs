@@ -35,7 +35,7 @@ impl Site {
     ) -> Result<(), SiteError> {
         self.host_io.note();
         let v = self.inner().volume(volume)?;
-        let _order = v.order.lock().await;
+        let order = v.order.lock().await;
         // Read the pair under the order lock: a state change cannot slip
         // between this check and the write's place on the wire.
         let pair = self
@@ -69,7 +69,8 @@ impl Site {
         let timeout = self.link.timeout();
         match meta.settings.mode {
             Mode::Sync if fenced => {
-                // Remote first, local after: a write the SVOL cannot take never reaches the PVOL.
+                // Remote first, local after: a write the SVOL cannot take never
+                // reaches the PVOL. The order lock is held until the ack: one write outstanding.
                 let answer = match self
                     .ship_host_write(&meta, &rt, &name, offset, data.to_vec())
                     .await
@@ -85,18 +86,46 @@ impl Site {
                 rt.dirty().acked_write(offset, data.len() as u64, seq);
             }
             Mode::Sync => {
+                // Pipelined: the order lock covers the write's place on the
+                // wire and on the PVOL, not the wait for the SVOL's ack, so
+                // several writes of one volume are in flight at once. Why
+                // the guarantees hold:
+                // - both copies apply writes in one order: frames leave in
+                //   the order of `send` (taken under the lock), the SVOL
+                //   applies them in arrival order, and the PVOL write is done
+                //   under the lock too, so overlapping writes land alike;
+                // - the bits are set (durably) before shipping, and only the
+                //   ack of the block's latest write clears them
+                //   (`acked_write` compares the sequence: an older write's
+                //   ack after a newer write leaves the bit set);
+                // - a failed write sets its bits again with a new sequence
+                //   (below), so a later write's ack into the same block
+                //   (which may have been applied at the SVOL while this one
+                //   was not) cannot leave it clean;
+                // - a split (`split_here`) ships every dirty block under the
+                //   lock, in-flight writes included, after them on the wire;
+                //   a copy reaches PAIR only once, under the lock, no write is
+                //   in flight (`PairRt::drained`) and the bitmap is clean.
+                // Fenced sync and semi-sync keep one write outstanding.
                 // Queued before the PVOL write, so the transfer and the SVOL write overlap it.
                 let shipped = self
                     .ship_host_write(&meta, &rt, &name, offset, data.to_vec())
                     .await;
+                // On a PVOL failure the flight is dropped unsettled: the bits stay set.
                 self.pvol_write(&name, &v, offset, data).await?;
+                drop(order);
                 let answer = match shipped {
                     Ok(p) => rt.settle(p, timeout).await.map(|_| ()),
                     Err(e) => Err(e),
                 };
                 match answer {
                     Ok(()) => rt.dirty().acked_write(offset, data.len() as u64, seq),
-                    Err(e) => self.replication_failed(&name, &meta, &e),
+                    Err(e) => {
+                        if let Err(m) = rt.dirty().mark(offset, data.len() as u64) {
+                            tracing::error!(pair = %name, "{}", chain(&m));
+                        }
+                        self.replication_failed(&name, &meta, &e);
+                    }
                 }
             }
             Mode::SemiSync => {

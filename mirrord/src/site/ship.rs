@@ -15,7 +15,7 @@ use super::{Site, SiteError, Work};
 use crate::bitmap::BLOCK;
 use crate::link::{LinkError, Pending};
 use crate::meta::PairMeta;
-use crate::pair::PairRt;
+use crate::pair::{Flight, PairRt};
 use crate::rate::{Limit, Pacer, HOST_IO_WINDOW, MAX_FRAME};
 
 /// Write frames of a copy or of the adaptive shipper in flight at once.
@@ -59,10 +59,9 @@ impl Site {
         pair: &str,
         offset: u64,
         data: Vec<u8>,
-    ) -> Result<Pending, LinkError> {
+    ) -> Result<Flight, LinkError> {
         let pending = self.ship(meta, pair, offset, data).await?;
-        rt.shipped();
-        Ok(pending)
+        Ok(rt.shipped(pending))
     }
 
     /// Semi-sync: waits until the one unacknowledged write is settled.

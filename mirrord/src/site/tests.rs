@@ -685,3 +685,51 @@ async fn verify_marks_what_changed_behind_the_svol_and_checksum_resync_skips_the
         prod.read("v", 0, SIZE as usize).await
     );
 }
+
+/// Sync writes of one volume are pipelined: while the SVOL holds the first
+/// (its volume's order lock is taken here, so no ack can come back), the
+/// other writers' writes still go on the wire; all land alike at both sites
+/// and leave the bitmap clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sync_writes_of_one_volume_are_in_flight_together() {
+    const WRITERS: u64 = 8;
+    let (prod, standby) = two_sites().await;
+    paired(&prod, &standby, Mode::Sync).await;
+    let svol = standby.site.inner().volume("v").expect("the SVOL");
+    let held = svol.order.lock().await;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|b| {
+            let site = Arc::clone(&prod.site);
+            tokio::spawn(async move {
+                let data = pattern(BLOCK as usize, 40 + b as u8);
+                site.host_write("v", b * BLOCK, &data).await
+            })
+        })
+        .collect();
+    // With the order lock held over the ack wait, the first write would be
+    // alone on the wire until it timed out and suspended the pair.
+    let p = prod
+        .wait("p", "a second write in flight", |p| {
+            p.max_in_flight > 1 || p.state != PairState::Pair
+        })
+        .await;
+    drop(held);
+    for w in writers {
+        w.await.expect("writer task").expect("sync write");
+    }
+    assert!(p.max_in_flight > 1, "writes were pipelined: {p:?}");
+    let p = prod.pair("p");
+    assert_eq!(p.state, PairState::Pair, "{p:?}");
+    assert_eq!(p.pending_bytes, 0, "every ack cleared its block: {p:?}");
+    let len = (WRITERS * BLOCK) as usize;
+    let written = prod.read("v", 0, len).await;
+    for b in 0..WRITERS {
+        let at = (b * BLOCK) as usize..((b + 1) * BLOCK) as usize;
+        assert_eq!(
+            written[at],
+            pattern(BLOCK as usize, 40 + b as u8),
+            "block {b}"
+        );
+    }
+    assert_eq!(standby.read("v", 0, len).await, written, "both sites alike");
+}
