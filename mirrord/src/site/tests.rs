@@ -733,3 +733,44 @@ async fn concurrent_sync_writes_of_one_volume_are_in_flight_together() {
     }
     assert_eq!(standby.read("v", 0, len).await, written, "both sites alike");
 }
+
+/// A copy reads its frames ahead of the wire, outside the order lock: a
+/// host write to a frame's blocks after the read (already mirrored and
+/// acknowledged) must not be overwritten at the SVOL by the frame's older
+/// data; the frame is read again when it goes on the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_frame_read_before_a_host_write_ships_the_newer_data() {
+    let (prod, standby) = two_sites().await;
+    paired(&prod, &standby, Mode::Sync).await;
+    let block = 5u64;
+    let w = prod.site.work("p").expect("work");
+    let mut pacer = crate::rate::Pacer::default();
+    let frame = prod
+        .site
+        .read_frame("p", &w, false, false, block, block + 1, &mut pacer)
+        .await
+        .expect("read a frame");
+    let newer = pattern(BLOCK as usize, 77);
+    prod.site
+        .host_write("v", block * BLOCK, &newer)
+        .await
+        .expect("sync write");
+    assert_eq!(
+        standby.read("v", block * BLOCK, BLOCK as usize).await,
+        newer
+    );
+    let shipped = prod
+        .site
+        .send_frame("p", &w, false, frame)
+        .await
+        .expect("send the frame");
+    prod.site
+        .acked(&w, shipped, Duration::from_secs(5))
+        .await
+        .expect("ack");
+    assert!(
+        standby.read("v", block * BLOCK, BLOCK as usize).await == newer,
+        "the SVOL keeps the acknowledged write, not the frame's older data"
+    );
+    assert_eq!(prod.pair("p").pending_bytes, 0);
+}
