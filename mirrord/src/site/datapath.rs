@@ -10,8 +10,22 @@ use hbcore::report::chain;
 use hbcore::vocab::{Fence, Mode, PairState, Role};
 
 use super::{Site, SiteError};
+use crate::bitmap::BLOCK;
 use crate::pair::{host_writable, mirroring, Queued};
 use crate::volume::Volume;
+
+/// The blocks at the ends of a write of `len` bytes at `offset` that it
+/// covers only in part (so its data is not the whole block).
+fn partly_covered(offset: u64, len: u64) -> impl Iterator<Item = u64> {
+    let end = offset + len;
+    let (first, last) = (offset / BLOCK, end.saturating_sub(1) / BLOCK);
+    let whole = move |b: u64| offset <= b * BLOCK && (b + 1) * BLOCK <= end;
+    [first, last]
+        .into_iter()
+        .enumerate()
+        .filter(move |(i, b)| len > 0 && !(*i == 1 && first == last) && !whole(*b))
+        .map(|(_, b)| b)
+}
 
 impl Site {
     /// Reads a volume for a host.
@@ -58,7 +72,17 @@ impl Site {
         // Marked before anything is written or shipped: whatever fails
         // below, the block stays dirty until the SVOL acknowledges it, so a
         // resync makes the two copies equal again.
-        let seq = rt.dirty().mark(offset, data.len() as u64)?;
+        let seq = {
+            let mut dirty = rt.dirty();
+            if meta.state == PairState::Copy && mirroring(&meta) {
+                // A dirty block the copy has yet to ship is old at the SVOL:
+                // a write into part of it must not clear it when acknowledged.
+                let partial = partly_covered(offset, data.len() as u64);
+                let pending: Vec<u64> = partial.filter(|b| dirty.is_dirty(*b)).collect();
+                dirty.mark_differing(&pending)?;
+            }
+            dirty.mark(offset, data.len() as u64)?
+        };
         if !mirroring(&meta) {
             // This site writes on its own: a generation of its own first, on disk.
             if meta.generations.as_ref().is_none_or(|g| g.bitmap.is_none()) {

@@ -774,3 +774,77 @@ async fn a_copy_frame_read_before_a_host_write_ships_the_newer_data() {
     );
     assert_eq!(prod.pair("p").pending_bytes, 0);
 }
+
+/// During a copy, a host write into part of a block the copy has yet to
+/// list (its first sweep lists 64 dirty runs at a time) is acknowledged
+/// without clearing the block: the copy still ships the whole of it, and
+/// both sites end alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_write_during_a_copy_leaves_the_block_to_the_copy() {
+    const BLOCKS: u64 = 160;
+    let (prod, standby) = two_sites().await;
+    for site in [&prod, &standby] {
+        site.site
+            .volume_create(&VolumeCreate {
+                name: "w".into(),
+                size: Some(BLOCKS * BLOCK),
+                path: None,
+                sparse: false,
+            })
+            .expect("volume create");
+    }
+    // 65 dirty runs before block `late`, copied at 64 blocks a second.
+    let late = 140u64;
+    for b in (0..=128).step_by(2).chain([late]) {
+        prod.site
+            .host_write("w", b * BLOCK, &pattern(BLOCK as usize, b as u8))
+            .await
+            .expect("unpaired write");
+    }
+    let mut request = create("q", Kind::Data, Mode::Sync);
+    request.pvol = "w".into();
+    prod.site.pair_create(&request).await.expect("pair create");
+    prod.wait_state("q", PairState::Pair).await;
+    prod.site
+        .pair_set(&PairSet {
+            name: "q".into(),
+            mode: None,
+            fence: None,
+            skew: None,
+            auto_resync: None,
+            checksum_resync: None,
+            split_brain: None,
+            c_max_rate: Some(64 * BLOCK),
+            c_min_rate: Some(0),
+        })
+        .await
+        .expect("pair set");
+    // Dirty blocks the resync copies (not all: the initial copy would).
+    prod.link.peer("standby", Lane::Bulk).expect("peer").reset();
+    prod.wait_state("q", PairState::Psue).await;
+    for b in (0..=128).step_by(2).chain([late]) {
+        prod.site
+            .host_write("w", b * BLOCK, &pattern(BLOCK as usize, 200 - b as u8))
+            .await
+            .expect("write while suspended");
+    }
+    prod.wait_link(true).await;
+    prod.wait("q", "re-attach", |p| p.link_up).await;
+    prod.site.pair_resync("q", false).await.expect("resync");
+    prod.site
+        .host_write("w", late * BLOCK + 1000, &pattern(100, 99))
+        .await
+        .expect("a partial write while copying");
+    let p = prod.pair("q");
+    assert!(
+        p.state == PairState::Copy && p.copy.copied_bytes < 32 * BLOCK,
+        "the copy had not listed block {late} yet (the case under test): {p:?}"
+    );
+    prod.wait_state("q", PairState::Pair).await;
+    standby.wait_state("q", PairState::Pair).await;
+    let at = late * BLOCK;
+    assert!(
+        standby.read("w", at, BLOCK as usize).await == prod.read("w", at, BLOCK as usize).await,
+        "block {late} is the PVOL's whole block at the SVOL"
+    );
+}
