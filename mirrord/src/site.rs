@@ -23,7 +23,7 @@
 //!                                                      ├ semi-sync: wait previous ack ─ ship ─ PVOL write ─ (ack settles later)
 //!                                                      ├ adaptive:  PVOL write ─ queue (≤ skew) or overflow ─ shipper task
 //!                                                      └ not mirrored (PSUE, PSUS, SSWS): PVOL write, bits stay set
-//!  copy task ─ dirty runs ─ paced (crate::rate) ─ read back under the order lock ─ ship ─ ack clears ─ clean? ─ PAIR
+//!  copy task ─ dirty runs ─ paced (crate::rate) ─ read ahead ─ ship under the order lock (read again if a write came) ─ ack clears ─ no write in flight, clean? ─ PAIR
 //! ```
 //!
 //! State lives in [`Inner`] behind a std mutex never held across an await;
