@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hbcore::control::{CopyProgress, VerdictInfo, VerifyProgress};
@@ -83,6 +83,34 @@ struct Verify {
     started: Option<Instant>,
 }
 
+/// The host writes of a pair on the wire and not yet settled.
+#[derive(Default)]
+struct Flights {
+    now: AtomicU64,
+    max: AtomicU64,
+    /// Told when `now` drops to 0.
+    idle: Notify,
+}
+
+/// One host write on the wire: counted in flight until settled or dropped
+/// (a write abandoned on an error path cannot leave the count stuck, which
+/// would hold [`PairRt::drained`] forever).
+pub struct Flight {
+    pending: Pending,
+    _counted: Counted,
+}
+
+/// Takes a flight off the count when dropped.
+struct Counted(Arc<Flights>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.0.now.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
 /// One pair as this site runs it.
 pub struct PairRt {
     /// Dirty bitmap.
@@ -98,8 +126,7 @@ pub struct PairRt {
     copy: Mutex<Copy>,
     verify: Mutex<Verify>,
     verdict: Mutex<Option<VerdictInfo>>,
-    in_flight: AtomicU64,
-    max_in_flight: AtomicU64,
+    flights: Arc<Flights>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -120,8 +147,7 @@ impl PairRt {
             copy: Mutex::new(Copy::default()),
             verify: Mutex::new(Verify::default()),
             verdict: Mutex::new(None),
-            in_flight: AtomicU64::new(0),
-            max_in_flight: AtomicU64::new(0),
+            flights: Arc::new(Flights::default()),
         }
     }
 
@@ -135,27 +161,44 @@ impl PairRt {
         lock(&self.queue)
     }
 
-    /// Counts a write put on the wire.
-    pub fn shipped(&self) {
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    /// Counts a write put on the wire, until the returned flight settles or drops.
+    pub fn shipped(&self, pending: Pending) -> Flight {
+        let now = self.flights.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.flights.max.fetch_max(now, Ordering::SeqCst);
+        Flight {
+            pending,
+            _counted: Counted(Arc::clone(&self.flights)),
+        }
     }
 
     /// Waits for the answer to a shipped write, and counts it settled.
-    pub async fn settle(
-        &self,
-        pending: Pending,
-        timeout: Duration,
-    ) -> Result<PeerReply, LinkError> {
-        let answer = pending.wait(timeout).await;
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        answer
+    pub async fn settle(&self, flight: Flight, timeout: Duration) -> Result<PeerReply, LinkError> {
+        let Flight { pending, _counted } = flight;
+        pending.wait(timeout).await
+        // `_counted` drops here: the write is counted settled.
+    }
+
+    /// Waits until no host write of this pair is in flight. With the
+    /// volume's order lock held, none can start meanwhile, so after this
+    /// every host write has settled (acknowledged, or failed and handled).
+    pub async fn drained(&self) {
+        loop {
+            let idle = self.flights.idle.notified();
+            tokio::pin!(idle);
+            // Registered before the check: a drop to 0 in between is not missed.
+            idle.as_mut().enable();
+            if self.flights.now.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
     }
 
     /// Starts counting in-flight writes afresh (after a mode change).
     pub fn reset_in_flight_max(&self) {
-        self.max_in_flight
-            .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.flights
+            .max
+            .store(self.flights.now.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
     /// Claims the copy; false if one runs already.
@@ -292,7 +335,7 @@ impl PairRt {
 
     /// The most writes ever in flight at once.
     pub fn max_in_flight(&self) -> u64 {
-        self.max_in_flight.load(Ordering::SeqCst)
+        self.flights.max.load(Ordering::SeqCst)
     }
 }
 

@@ -19,11 +19,11 @@
 //!   `connect`: what a site does for its pairs when the link comes up.
 //!
 //! ```text
-//!  host_write ─ lock volume order ─ mark dirty (seq s) ─┬ sync:      ship ─ PVOL write ─ wait ack ─ clear(s)
+//!  host_write ─ lock volume order ─ mark dirty (seq s) ─┬ sync:      ship ─ PVOL write ─ unlock ─ wait ack ─ clear(s) (fenced: ack before the PVOL write, locked)
 //!                                                      ├ semi-sync: wait previous ack ─ ship ─ PVOL write ─ (ack settles later)
 //!                                                      ├ adaptive:  PVOL write ─ queue (≤ skew) or overflow ─ shipper task
 //!                                                      └ not mirrored (PSUE, PSUS, SSWS): PVOL write, bits stay set
-//!  copy task ─ dirty runs ─ paced (crate::rate) ─ read back under the order lock ─ ship ─ ack clears ─ clean? ─ PAIR
+//!  copy task ─ dirty runs ─ paced (crate::rate) ─ read ahead ─ ship under the order lock (read again if a write came) ─ ack clears ─ no write in flight, clean? ─ PAIR
 //! ```
 //!
 //! State lives in [`Inner`] behind a std mutex never held across an await;
@@ -80,18 +80,79 @@ struct Pair {
     rt: Arc<PairRt>,
 }
 
+/// The pairs by name, and by the local volume each holds (every host I/O
+/// finds its pair by volume: a lookup, not a scan of 1,000 pairs).
+mod registry {
+    use std::collections::{BTreeMap, HashMap};
+    use std::ops::Deref;
+
+    use super::Pair;
+
+    /// The fields are private to this module: pairs come and go only through
+    /// [`Pairs::insert`] and [`Pairs::remove`], which keep the index. A pair's
+    /// local volume never changes while it exists (a role swap swaps `pvol`
+    /// and `svol` with the role), so changes through `get_mut` keep it too.
+    #[derive(Default)]
+    pub(super) struct Pairs {
+        by_name: BTreeMap<String, Pair>,
+        by_volume: HashMap<String, String>,
+    }
+
+    impl Deref for Pairs {
+        type Target = BTreeMap<String, Pair>;
+        fn deref(&self) -> &Self::Target {
+            &self.by_name
+        }
+    }
+
+    impl Pairs {
+        pub(super) fn insert(&mut self, name: String, pair: Pair) {
+            self.by_name.insert(name, pair);
+            self.reindex();
+        }
+
+        pub(super) fn remove(&mut self, name: &str) -> Option<Pair> {
+            let removed = self.by_name.remove(name);
+            self.reindex();
+            removed
+        }
+
+        pub(super) fn get_mut(&mut self, name: &str) -> Option<&mut Pair> {
+            self.by_name.get_mut(name)
+        }
+
+        /// The one place the index is built: from the pairs themselves (an
+        /// admin operation's cost, so it cannot drift from them).
+        fn reindex(&mut self) {
+            self.by_volume = self
+                .by_name
+                .iter()
+                .map(|(n, p)| (p.meta.local_volume().to_string(), n.clone()))
+                .collect();
+        }
+
+        /// The pair holding `volume` at this site.
+        pub(super) fn of_volume(&self, volume: &str) -> Option<(&String, &Pair)> {
+            let found = self
+                .by_volume
+                .get(volume)
+                .and_then(|n| self.by_name.get_key_value(n));
+            debug_assert!(found.is_none_or(|(_, p)| p.meta.local_volume() == volume));
+            found
+        }
+    }
+}
+
 /// Everything the one lock guards.
 #[derive(Default)]
 struct Inner {
     volumes: BTreeMap<String, Arc<Volume>>,
-    pairs: BTreeMap<String, Pair>,
+    pairs: registry::Pairs,
 }
 
 impl Inner {
     fn pair_of_volume(&self, volume: &str) -> Option<(&String, &Pair)> {
-        self.pairs
-            .iter()
-            .find(|(_, p)| p.meta.local_volume() == volume)
+        self.pairs.of_volume(volume)
     }
 
     fn volume(&self, name: &str) -> Result<Arc<Volume>, SiteError> {

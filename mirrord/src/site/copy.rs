@@ -15,8 +15,7 @@ use hbcore::vocab::{Mode, PairState, Role};
 use super::ship::SHIP_WINDOW;
 use super::{Site, SiteError};
 use crate::bitmap::BLOCK;
-use crate::link::Pending;
-use crate::pair::{PairRt, Queued};
+use crate::pair::{Flight, PairRt, Queued};
 
 /// Extents of the bitmap idle this long are rewritten exactly on disk.
 const BITMAP_IDLE: Duration = Duration::from_secs(5);
@@ -100,6 +99,9 @@ impl Site {
             total += self.ship_dirty(name, &w, false, true).await?;
             // Clean under the order lock: no host write slips between the check and PAIR.
             let _order = w.volume.order.lock().await;
+            // Sync writes wait for their acks outside the lock: once those on
+            // the wire settle, every bit left is one the copy must ship.
+            w.rt.drained().await;
             if w.rt.dirty().dirty_blocks() == 0 {
                 // The bits the copy cleared are cleared on disk too.
                 w.rt.dirty().write_all()?;
@@ -166,7 +168,7 @@ impl Site {
                 continue;
             }
             let result: Result<(), SiteError> = async {
-                let mut window: VecDeque<(Pending, Queued)> = VecDeque::new();
+                let mut window: VecDeque<(Flight, Queued)> = VecDeque::new();
                 loop {
                     let next = {
                         let mut q = rt.queue();

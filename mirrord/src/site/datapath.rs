@@ -10,8 +10,22 @@ use hbcore::report::chain;
 use hbcore::vocab::{Fence, Mode, PairState, Role};
 
 use super::{Site, SiteError};
+use crate::bitmap::BLOCK;
 use crate::pair::{host_writable, mirroring, Queued};
 use crate::volume::Volume;
+
+/// The blocks at the ends of a write of `len` bytes at `offset` that it
+/// covers only in part (so its data is not the whole block).
+fn partly_covered(offset: u64, len: u64) -> impl Iterator<Item = u64> {
+    let end = offset + len;
+    let (first, last) = (offset / BLOCK, end.saturating_sub(1) / BLOCK);
+    let whole = move |b: u64| offset <= b * BLOCK && (b + 1) * BLOCK <= end;
+    [first, last]
+        .into_iter()
+        .enumerate()
+        .filter(move |(i, b)| len > 0 && !(*i == 1 && first == last) && !whole(*b))
+        .map(|(_, b)| b)
+}
 
 impl Site {
     /// Reads a volume for a host.
@@ -35,7 +49,7 @@ impl Site {
     ) -> Result<(), SiteError> {
         self.host_io.note();
         let v = self.inner().volume(volume)?;
-        let _order = v.order.lock().await;
+        let order = v.order.lock().await;
         // Read the pair under the order lock: a state change cannot slip
         // between this check and the write's place on the wire.
         let pair = self
@@ -58,7 +72,17 @@ impl Site {
         // Marked before anything is written or shipped: whatever fails
         // below, the block stays dirty until the SVOL acknowledges it, so a
         // resync makes the two copies equal again.
-        let seq = rt.dirty().mark(offset, data.len() as u64)?;
+        let seq = {
+            let mut dirty = rt.dirty();
+            if meta.state == PairState::Copy && mirroring(&meta) {
+                // A dirty block the copy has yet to ship is old at the SVOL:
+                // a write into part of it must not clear it when acknowledged.
+                let partial = partly_covered(offset, data.len() as u64);
+                let pending: Vec<u64> = partial.filter(|b| dirty.is_dirty(*b)).collect();
+                dirty.mark_differing(&pending)?;
+            }
+            dirty.mark(offset, data.len() as u64)?
+        };
         if !mirroring(&meta) {
             // This site writes on its own: a generation of its own first, on disk.
             if meta.generations.as_ref().is_none_or(|g| g.bitmap.is_none()) {
@@ -69,7 +93,8 @@ impl Site {
         let timeout = self.link.timeout();
         match meta.settings.mode {
             Mode::Sync if fenced => {
-                // Remote first, local after: a write the SVOL cannot take never reaches the PVOL.
+                // Remote first, local after: a write the SVOL cannot take never
+                // reaches the PVOL. The order lock is held until the ack: one write outstanding.
                 let answer = match self
                     .ship_host_write(&meta, &rt, &name, offset, data.to_vec())
                     .await
@@ -85,18 +110,46 @@ impl Site {
                 rt.dirty().acked_write(offset, data.len() as u64, seq);
             }
             Mode::Sync => {
+                // Pipelined: the order lock covers the write's place on the
+                // wire and on the PVOL, not the wait for the SVOL's ack, so
+                // several writes of one volume are in flight at once. Why
+                // the guarantees hold:
+                // - both copies apply writes in one order: frames leave in
+                //   the order of `send` (taken under the lock), the SVOL
+                //   applies them in arrival order, and the PVOL write is done
+                //   under the lock too, so overlapping writes land alike;
+                // - the bits are set (durably) before shipping, and only the
+                //   ack of the block's latest write clears them
+                //   (`acked_write` compares the sequence: an older write's
+                //   ack after a newer write leaves the bit set);
+                // - a failed write sets its bits again with a new sequence
+                //   (below), so a later write's ack into the same block
+                //   (which may have been applied at the SVOL while this one
+                //   was not) cannot leave it clean;
+                // - a split (`split_here`) ships every dirty block under the
+                //   lock, in-flight writes included, after them on the wire;
+                //   a copy reaches PAIR only once, under the lock, no write is
+                //   in flight (`PairRt::drained`) and the bitmap is clean.
+                // Fenced sync and semi-sync keep one write outstanding.
                 // Queued before the PVOL write, so the transfer and the SVOL write overlap it.
                 let shipped = self
                     .ship_host_write(&meta, &rt, &name, offset, data.to_vec())
                     .await;
+                // On a PVOL failure the flight is dropped unsettled: the bits stay set.
                 self.pvol_write(&name, &v, offset, data).await?;
+                drop(order);
                 let answer = match shipped {
                     Ok(p) => rt.settle(p, timeout).await.map(|_| ()),
                     Err(e) => Err(e),
                 };
                 match answer {
                     Ok(()) => rt.dirty().acked_write(offset, data.len() as u64, seq),
-                    Err(e) => self.replication_failed(&name, &meta, &e),
+                    Err(e) => {
+                        if let Err(m) = rt.dirty().mark(offset, data.len() as u64) {
+                            tracing::error!(pair = %name, "{}", chain(&m));
+                        }
+                        self.replication_failed(&name, &meta, &e);
+                    }
                 }
             }
             Mode::SemiSync => {

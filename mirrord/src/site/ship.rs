@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hbcore::link::{PeerError, PeerRequest};
 use hbcore::report::chain;
@@ -15,16 +15,48 @@ use super::{Site, SiteError, Work};
 use crate::bitmap::BLOCK;
 use crate::link::{LinkError, Pending};
 use crate::meta::PairMeta;
-use crate::pair::PairRt;
+use crate::pair::{Flight, PairRt};
 use crate::rate::{Limit, Pacer, HOST_IO_WINDOW, MAX_FRAME};
 
-/// Write frames of a copy or of the adaptive shipper in flight at once.
+/// Writes of the adaptive shipper in flight at once.
 pub(super) const SHIP_WINDOW: usize = 8;
 /// Copy frames in flight at once while the rate controller limits the copy.
 const LIMITED_WINDOW: usize = 2;
+/// Copy frames read ahead of the one being sent.
+const READ_AHEAD: usize = 2;
+/// Bytes of copy frames in flight without a limit: at least this (the
+/// SVOL's disk stays busy between acks on a short link) ...
+const WINDOW_FLOOR: u64 = 8 * MAX_FRAME;
+/// ... and at most this (memory at both sites, and a write of the other
+/// direction's traffic waits behind no more).
+const WINDOW_CAP: u64 = 32 * MAX_FRAME;
+
+/// The bytes a copy keeps in flight: the link's bandwidth × delay product
+/// (the rate acknowledged so far × the ping's round trip, doubled for
+/// headroom), within [`WINDOW_FLOOR`]..=[`WINDOW_CAP`].
+fn window_bytes(acked: u64, elapsed: Duration, rtt: Option<Duration>) -> u64 {
+    let (Some(rtt), false) = (rtt, elapsed.is_zero()) else {
+        return WINDOW_FLOOR;
+    };
+    let rate = acked as f64 / elapsed.as_secs_f64();
+    let bdp = (2.0 * rate * rtt.as_secs_f64()).min(WINDOW_CAP as f64) as u64;
+    bdp.clamp(WINDOW_FLOOR, WINDOW_CAP)
+}
+
+/// A frame read back from the PVOL, on its way to the wire.
+pub(super) struct Frame {
+    first: u64,
+    blocks: u64,
+    offset: u64,
+    data: Vec<u8>,
+    /// The blocks' sequences when read (under the order lock).
+    seqs: Vec<u64>,
+    /// Whether the rate controller limited it.
+    limited: bool,
+}
 
 /// A run of blocks on the wire, with the sequences it carries.
-struct Shipped {
+pub(super) struct Shipped {
     pending: Pending,
     first: u64,
     bytes: u64,
@@ -59,10 +91,9 @@ impl Site {
         pair: &str,
         offset: u64,
         data: Vec<u8>,
-    ) -> Result<Pending, LinkError> {
+    ) -> Result<Flight, LinkError> {
         let pending = self.ship(meta, pair, offset, data).await?;
-        rt.shipped();
-        Ok(pending)
+        Ok(rt.shipped(pending))
     }
 
     /// Semi-sync: waits until the one unacknowledged write is settled.
@@ -84,88 +115,181 @@ impl Site {
         locked: bool,
         paced: bool,
     ) -> Result<u64, SiteError> {
-        let timeout = self.link.timeout();
-        let mut window: VecDeque<Shipped> = VecDeque::new();
-        let mut pacer = Pacer::default();
-        let mut shipped = 0u64;
-        let mut from = 0u64;
+        let mut shipped = 0;
         loop {
-            let runs = w.rt.dirty().runs(from, MAX_FRAME / BLOCK, 64);
-            if runs.is_empty() {
-                while let Some(next) = window.pop_front() {
-                    self.acked(w, next, timeout).await?;
-                }
-                if w.rt.dirty().dirty_blocks() == 0 || from == 0 {
-                    return Ok(shipped);
-                }
-                from = 0; // another pass: blocks dirtied behind us
-                continue;
-            }
-            for run in runs {
-                let end = run.first + run.len;
-                let mut first = run.first;
-                while first < end {
-                    let Some(meta) = self.meta_of(name).filter(|m| {
-                        m.role == Role::Pvol
-                            && matches!(
-                                m.state,
-                                PairState::Pair | PairState::Copy | PairState::Psue
-                            )
-                    }) else {
-                        return Err(refused(format!("pair '{name}' left the copy")));
-                    };
-                    // Read per frame: `pair set` and host I/O change the limit mid-copy.
-                    let limit = if paced {
-                        let limit = Limit::of(&meta.settings, self.host_io.within(HOST_IO_WINDOW));
-                        w.rt.pacing(limit);
-                        limit
-                    } else {
-                        Limit::NONE
-                    };
-                    let blocks = (limit.frame_bytes() / BLOCK).min(end - first);
-                    let offset = first * BLOCK;
-                    let len = (blocks * BLOCK).min(w.volume.size - offset) as usize;
-                    pacer.admit(len as u64, limit).await;
-                    let pending = {
-                        // Read and queue under the volume's order lock: a host write
-                        // to this range lands either in this frame or after it on the wire.
-                        let _order = if locked {
-                            None
-                        } else {
-                            Some(w.volume.order.lock().await)
-                        };
-                        let data = w.volume.read(&self.io, offset, len).await?;
-                        let seqs = w.rt.dirty().seqs(first, blocks);
-                        Shipped {
-                            pending: self.ship(&w.meta, name, offset, data).await?,
-                            first,
-                            bytes: len as u64,
-                            seqs,
-                        }
-                    };
-                    window.push_back(pending);
-                    shipped += len as u64;
-                    // Under a limit, little stays queued at the SVOL's disk
-                    // (where a host's write would wait behind it).
-                    let room = if limit.bytes_per_s == 0 {
-                        SHIP_WINDOW
-                    } else {
-                        LIMITED_WINDOW
-                    };
-                    while window.len() >= room {
-                        if let Some(next) = window.pop_front() {
-                            self.acked(w, next, timeout).await?;
-                        }
-                    }
-                    first += blocks;
-                }
-                from = end;
+            // Blocks dirtied behind a pass are found by the next.
+            let pass = self.ship_pass(name, w, locked, paced).await?;
+            shipped += pass;
+            if pass == 0 || w.rt.dirty().dirty_blocks() == 0 {
+                return Ok(shipped);
             }
         }
     }
 
+    /// One sweep of the bitmap, pipelined: a reader reads the dirty runs
+    /// ahead (up to [`READ_AHEAD`] frames) while a sender puts earlier frames
+    /// on the wire and takes their acks, with a window of bytes in flight
+    /// ([`Site::window_bytes`]). Bits clear only as each ack arrives; on any
+    /// error both stop and the bits of every frame not acknowledged stay set.
+    async fn ship_pass(
+        &self,
+        name: &str,
+        w: &Work,
+        locked: bool,
+        paced: bool,
+    ) -> Result<u64, SiteError> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(READ_AHEAD);
+        let reader = async move {
+            let mut pacer = Pacer::default();
+            let mut from = 0u64;
+            loop {
+                let runs = w.rt.dirty().runs(from, MAX_FRAME / BLOCK, 64);
+                if runs.is_empty() {
+                    return Ok::<(), SiteError>(()); // `tx` drops: the sender drains
+                }
+                for run in runs {
+                    let end = run.first + run.len;
+                    let mut first = run.first;
+                    while first < end {
+                        let frame = self.read_frame(name, w, locked, paced, first, end, &mut pacer);
+                        let frame = frame.await?;
+                        first += frame.blocks;
+                        if tx.send(frame).await.is_err() {
+                            return Ok(()); // the sender stopped; its error is the one reported
+                        }
+                    }
+                    from = end;
+                }
+            }
+        };
+        let sender = async move {
+            let timeout = self.link.timeout();
+            let rtt = self.link_of(&w.meta).ok().and_then(|l| l.stats.rtt());
+            let started = Instant::now();
+            let mut window: VecDeque<Shipped> = VecDeque::new();
+            let (mut in_window, mut acked, mut shipped) = (0u64, 0u64, 0u64);
+            while let Some(frame) = rx.recv().await {
+                let limited = frame.limited;
+                let next = self.send_frame(name, w, locked, frame).await?;
+                in_window += next.bytes;
+                shipped += next.bytes;
+                window.push_back(next);
+                // Under a limit, little stays queued at the SVOL's disk
+                // (where a host's write would wait behind it).
+                let room = window_bytes(acked, started.elapsed(), rtt);
+                while window.len() > 1
+                    && (in_window > room || (limited && window.len() >= LIMITED_WINDOW))
+                {
+                    if let Some(oldest) = window.pop_front() {
+                        in_window -= oldest.bytes;
+                        acked += oldest.bytes;
+                        self.acked(w, oldest, timeout).await?;
+                    }
+                }
+            }
+            while let Some(oldest) = window.pop_front() {
+                self.acked(w, oldest, timeout).await?;
+            }
+            Ok::<u64, SiteError>(shipped)
+        };
+        let ((), shipped) = tokio::try_join!(reader, sender)?;
+        Ok(shipped)
+    }
+
+    /// Reads the next frame of a dirty run `first..end`, paced, with the
+    /// blocks' sequences taken under the order lock before the read (no
+    /// host write is then half on the PVOL).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn read_frame(
+        &self,
+        name: &str,
+        w: &Work,
+        locked: bool,
+        paced: bool,
+        first: u64,
+        end: u64,
+        pacer: &mut Pacer,
+    ) -> Result<Frame, SiteError> {
+        let Some(meta) = self.meta_of(name).filter(|m| {
+            m.role == Role::Pvol
+                && matches!(m.state, PairState::Pair | PairState::Copy | PairState::Psue)
+        }) else {
+            return Err(refused(format!("pair '{name}' left the copy")));
+        };
+        // Read per frame: `pair set` and host I/O change the limit mid-copy.
+        let limit = if paced {
+            let limit = Limit::of(&meta.settings, self.host_io.within(HOST_IO_WINDOW));
+            w.rt.pacing(limit);
+            limit
+        } else {
+            Limit::NONE
+        };
+        let blocks = (limit.frame_bytes() / BLOCK).min(end - first);
+        let offset = first * BLOCK;
+        let len = (blocks * BLOCK).min(w.volume.size - offset) as usize;
+        pacer.admit(len as u64, limit).await;
+        let seqs = if locked {
+            w.rt.dirty().seqs(first, blocks)
+        } else {
+            let _order = w.volume.order.lock().await;
+            w.rt.dirty().seqs(first, blocks)
+        };
+        let data = w.volume.read(&self.io, offset, len).await?;
+        Ok(Frame {
+            first,
+            blocks,
+            offset,
+            data,
+            seqs,
+            limited: limit.bytes_per_s != 0,
+        })
+    }
+
+    /// Puts a frame on the wire under the volume's order lock: a host write
+    /// to its range lands either in it or after it on the wire. If one came
+    /// since the frame was read (a block's sequence moved), the frame is
+    /// read again now, when none can.
+    pub(super) async fn send_frame(
+        &self,
+        name: &str,
+        w: &Work,
+        locked: bool,
+        frame: Frame,
+    ) -> Result<Shipped, SiteError> {
+        let _order = if locked {
+            None
+        } else {
+            Some(w.volume.order.lock().await)
+        };
+        let Frame {
+            first,
+            blocks,
+            offset,
+            mut data,
+            mut seqs,
+            ..
+        } = frame;
+        let now = w.rt.dirty().seqs(first, blocks);
+        if now != seqs {
+            data = w.volume.read(&self.io, offset, data.len()).await?;
+            seqs = now;
+        }
+        let bytes = data.len() as u64;
+        Ok(Shipped {
+            pending: self.ship(&w.meta, name, offset, data).await?,
+            first,
+            bytes,
+            seqs,
+        })
+    }
+
     /// Waits for a shipped run and clears the bits it carried.
-    async fn acked(&self, w: &Work, shipped: Shipped, timeout: Duration) -> Result<(), SiteError> {
+    pub(super) async fn acked(
+        &self,
+        w: &Work,
+        shipped: Shipped,
+        timeout: Duration,
+    ) -> Result<(), SiteError> {
         shipped.pending.wait(timeout).await?;
         w.rt.dirty().acked(shipped.first, &shipped.seqs);
         w.rt.copied(shipped.bytes);
@@ -252,5 +376,24 @@ impl Site {
             }
             _ => self.suspend(name, &chain(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_window_is_bandwidth_times_delay_within_its_bounds() {
+        let ms = Duration::from_millis;
+        // Nothing measured yet: the floor.
+        assert_eq!(window_bytes(0, Duration::ZERO, Some(ms(1))), WINDOW_FLOOR);
+        assert_eq!(window_bytes(1 << 30, ms(1000), None), WINDOW_FLOOR);
+        // 1 GiB/s over a 10 ms round trip: doubled for headroom.
+        let bdp = window_bytes(1 << 30, ms(1000), Some(ms(10)));
+        assert!(bdp.abs_diff(2 * (1 << 30) / 100) <= 2, "{bdp}");
+        // A loopback round trip: the floor; a long fat link: the cap.
+        assert_eq!(window_bytes(1 << 30, ms(1000), Some(ms(0))), WINDOW_FLOOR);
+        assert_eq!(window_bytes(1 << 30, ms(1000), Some(ms(500))), WINDOW_CAP);
     }
 }
