@@ -1,5 +1,6 @@
 //! The site as hbfs sees it: [`hbfs::Volumes`] over [`Site`], blocking the
-//! FUSE worker thread on the async host I/O path.
+//! FUSE worker thread on the async host I/O path, whose volume I/O that
+//! thread does itself ([`inline_io`]).
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use hbcore::report::chain;
 use hbfs::{Errno, VolumeFile, Volumes};
 use tokio::runtime::Handle;
 
+use crate::io::inline_io;
 use crate::site::{Site, SiteError};
 use crate::volume::VolumeError;
 
@@ -79,20 +81,22 @@ impl Volumes for SiteFiles {
     }
 
     fn read(&self, name: &str, offset: u64, len: u32) -> Result<Vec<u8>, Errno> {
-        self.runtime
-            .block_on(self.site.host_read(name, offset, len as usize))
-            .map_err(errno)
+        inline_io(|| {
+            self.runtime
+                .block_on(self.site.host_read(name, offset, len as usize))
+        })
+        .map_err(errno)
     }
 
     fn write(&self, name: &str, offset: u64, data: &[u8]) -> Result<(), Errno> {
-        self.runtime
-            .block_on(self.site.host_write(name, offset, data))
-            .map_err(errno)
+        inline_io(|| {
+            self.runtime
+                .block_on(self.site.host_write(name, offset, data))
+        })
+        .map_err(errno)
     }
 
     fn sync(&self, name: &str) -> Result<(), Errno> {
-        self.runtime
-            .block_on(self.site.host_sync(name))
-            .map_err(errno)
+        inline_io(|| self.runtime.block_on(self.site.host_sync(name))).map_err(errno)
     }
 }

@@ -14,6 +14,11 @@
 //!    └──────────────── oneshot reply (result, buffer back) <───────── CQE
 //! ```
 //!
+//! A thread that exists only to wait for this I/O (an hbfs FUSE worker,
+//! blocked on the host's request anyway) does it itself, with
+//! pread/pwrite, inside [`inline_io`]: no hand-off to the ring thread and
+//! back, two thread wake-ups fewer per host write.
+//!
 //! The thread never returns while the kernel may still use an op's buffer:
 //! when the last [`IoEngine`] is dropped it finishes every op it accepted,
 //! then exits. Buffers are [`AlignedBuf`]s (4 KiB-aligned) so the same path
@@ -63,6 +68,21 @@ struct Op {
     buf: AlignedBuf,
     range: Range<usize>,
     reply: oneshot::Sender<(io::Result<usize>, AlignedBuf)>,
+}
+
+thread_local! {
+    /// Set by [`inline_io`]: this thread may block in the I/O itself.
+    static INLINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this thread's I/O done inline (pread/pwrite on this
+/// thread). Only for threads that would otherwise block waiting for the
+/// ring anyway (a FUSE worker inside `block_on`): never a runtime worker.
+pub fn inline_io<T>(f: impl FnOnce() -> T) -> T {
+    let was = INLINE.with(|i| i.replace(true));
+    let out = f();
+    INLINE.with(|i| i.set(was));
+    out
 }
 
 /// The engine shared by all volumes of a site.
@@ -291,6 +311,11 @@ impl IoEngine {
         buf: AlignedBuf,
         range: Range<usize>,
     ) -> (io::Result<usize>, AlignedBuf) {
+        if INLINE.with(std::cell::Cell::get) {
+            let mut buf = buf;
+            let result = blocking(kind, file, offset, &mut buf, range);
+            return (result, buf);
+        }
         let file = Arc::clone(file);
         match &self.ring {
             Some(ring) => {
