@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::size::parse_size;
-use crate::vocab::{Backing, Fence, Kind, Mode, PairState, Role};
+use crate::vocab::{Backing, Fence, Kind, Mode, PairSettings, PairState, Role};
 
 /// Where mirrord listens and hbctl connects unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/hbmirror/mirrord.sock";
@@ -140,8 +140,18 @@ pub struct PairCreate {
     #[arg(long, value_enum, default_value_t = Mode::Sync)]
     #[serde(default)]
     pub mode: Mode,
+    /// The optional settings (unset: their defaults).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub options: PairOptions,
+}
+
+/// A pair's optional settings: given at `pair create` (unset: the default
+/// said here) and at `pair set` (unset: unchanged).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+pub struct PairOptions {
     /// Sync mode: `data` fails a write that cannot reach the SVOL with EIO
-    /// (PVOL untouched); `never` keeps writing the PVOL and tracks the blocks.
+    /// (PVOL untouched); `never` (the default) keeps writing the PVOL and tracks the blocks.
     #[arg(long, value_enum)]
     #[serde(default)]
     pub fence: Option<Fence>,
@@ -179,6 +189,19 @@ pub struct PairCreate {
     pub c_min_rate: Option<u64>,
 }
 
+impl PairOptions {
+    /// `settings` and `integrity` with the options given put in.
+    pub fn apply(&self, settings: &mut PairSettings, integrity: &mut IntegrityOptions) {
+        settings.fence = self.fence.unwrap_or(settings.fence);
+        settings.skew = self.skew.unwrap_or(settings.skew);
+        settings.auto_resync = self.auto_resync.unwrap_or(settings.auto_resync);
+        settings.c_max_rate = self.c_max_rate.unwrap_or(settings.c_max_rate);
+        settings.c_min_rate = self.c_min_rate.unwrap_or(settings.c_min_rate);
+        integrity.checksum_resync = self.checksum_resync.unwrap_or(integrity.checksum_resync);
+        integrity.split_brain = self.split_brain.unwrap_or(integrity.split_brain);
+    }
+}
+
 /// Change the mode, fence, skew, auto-resync or copy rates of a live pair (at either site).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 pub struct PairSet {
@@ -188,37 +211,10 @@ pub struct PairSet {
     #[arg(long, value_enum)]
     #[serde(default)]
     pub mode: Option<Mode>,
-    /// New fence level (sync mode).
-    #[arg(long, value_enum)]
-    #[serde(default)]
-    pub fence: Option<Fence>,
-    /// New adaptive skew.
-    #[arg(long, value_parser = parse_size)]
-    #[serde(default)]
-    pub skew: Option<u64>,
-    /// Resync by itself after PSUE, on|off.
-    #[arg(long, value_parser = parse_on_off, value_name = "on|off")]
-    #[serde(default)]
-    pub auto_resync: Option<bool>,
-    /// Checksum resync (send only dirty blocks whose digests differ), on|off.
-    #[arg(long, value_parser = parse_on_off, value_name = "on|off")]
-    #[serde(default)]
-    pub checksum_resync: Option<bool>,
-    /// What a split brain found as the link returns does.
-    #[arg(long, value_enum)]
-    #[serde(default)]
-    pub split_brain: Option<SplitBrainPolicy>,
-    /// Copies (initial copy, resync): most bytes per second, e.g. 200MiB
-    /// (DRBD's c-max-rate); 0 sets no ceiling.
-    #[arg(long, value_parser = parse_size, value_name = "BYTES_PER_S")]
-    #[serde(default)]
-    pub c_max_rate: Option<u64>,
-    /// Copies: the rate kept while hosts do I/O at this site (DRBD's
-    /// c-min-rate), so heartbeats and application writes do not wait behind
-    /// copy frames on the disk; 0: host I/O does not slow a copy.
-    #[arg(long, value_parser = parse_size, value_name = "BYTES_PER_S")]
-    #[serde(default)]
-    pub c_min_rate: Option<u64>,
+    /// The settings to change (unset: unchanged).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub options: PairOptions,
 }
 
 /// Show pairs: role, state (SMPL COPY PAIR PSUS PSUE SSWS), mode, lag, copy progress.
@@ -525,17 +521,20 @@ mod tests {
             svol: None,
             kind: Kind::Heartbeat,
             mode: Mode::SemiSync,
-            fence: None,
-            skew: Some(crate::vocab::DEFAULT_SKEW),
-            auto_resync: None,
-            checksum_resync: Some(true),
-            split_brain: None,
-            c_max_rate: None,
-            c_min_rate: None,
+            options: PairOptions {
+                skew: Some(crate::vocab::DEFAULT_SKEW),
+                checksum_resync: Some(true),
+                ..PairOptions::default()
+            },
         });
         let text = serde_json::to_string(&req).expect("serialize");
         assert!(
             text.starts_with(r#"{"op":"pair_create","name":"hb0""#),
+            "{text}"
+        );
+        // The options are keys of the request itself, as scripts write them.
+        assert!(
+            text.contains(r#","checksum_resync":true,"#) && !text.contains("options"),
             "{text}"
         );
         assert_eq!(serde_json::from_str::<Request>(&text).expect("parse"), req);

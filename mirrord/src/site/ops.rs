@@ -33,32 +33,23 @@ impl Site {
             svol,
             kind,
             mode,
-            fence,
-            skew,
-            auto_resync,
-            checksum_resync,
-            split_brain,
-            c_max_rate,
-            c_min_rate,
+            options,
         } = request;
-        let integrity = IntegrityOptions {
-            checksum_resync: checksum_resync.unwrap_or(false),
-            split_brain: split_brain.unwrap_or_default(),
-        };
         let (name, pvol, peer, kind, mode) =
             (name.as_str(), pvol.as_str(), peer.as_str(), *kind, *mode);
-        let (fence, skew, auto_resync) = (*fence, *skew, *auto_resync);
         let svol = svol.as_deref();
         check_name("pair", name).map_err(SiteError::BadName)?;
-        let settings = PairSettings {
+        let mut settings = PairSettings {
             mode,
-            fence: fence.unwrap_or(Fence::Never),
-            skew: skew.unwrap_or(DEFAULT_SKEW),
-            auto_resync: auto_resync.unwrap_or(kind == Kind::Heartbeat),
+            fence: Fence::Never,
+            skew: DEFAULT_SKEW,
+            auto_resync: kind == Kind::Heartbeat,
             installed: kind == Kind::Heartbeat,
-            c_max_rate: c_max_rate.unwrap_or(DEFAULT_C_MAX_RATE),
-            c_min_rate: c_min_rate.unwrap_or(DEFAULT_C_MIN_RATE),
+            c_max_rate: DEFAULT_C_MAX_RATE,
+            c_min_rate: DEFAULT_C_MIN_RATE,
         };
+        let mut integrity = IntegrityOptions::default();
+        options.apply(&mut settings, &mut integrity);
         check_settings(&settings)?;
         let svol = svol.unwrap_or(pvol).to_string();
         let size = {
@@ -155,20 +146,14 @@ impl Site {
         let PairSet {
             name,
             mode,
-            fence,
-            skew,
-            auto_resync,
-            checksum_resync,
-            split_brain,
-            c_max_rate,
-            c_min_rate,
+            options,
         } = request;
         let name = name.as_str();
         let before = self.work(name)?;
-        let integrity = IntegrityOptions {
-            checksum_resync: checksum_resync.unwrap_or(before.meta.integrity.checksum_resync),
-            split_brain: split_brain.unwrap_or(before.meta.integrity.split_brain),
-        };
+        let mut settings = before.meta.settings;
+        settings.mode = mode.unwrap_or(settings.mode);
+        let mut integrity = before.meta.integrity;
+        options.apply(&mut settings, &mut integrity);
         let mut integrity_note = String::new();
         if integrity != before.meta.integrity {
             self.adopt_options(name, integrity);
@@ -178,13 +163,6 @@ impl Site {
                         .into();
             }
         }
-        let mut settings = before.meta.settings;
-        settings.mode = mode.unwrap_or(settings.mode);
-        settings.fence = fence.unwrap_or(settings.fence);
-        settings.skew = skew.unwrap_or(settings.skew);
-        settings.auto_resync = auto_resync.unwrap_or(settings.auto_resync);
-        settings.c_max_rate = c_max_rate.unwrap_or(settings.c_max_rate);
-        settings.c_min_rate = c_min_rate.unwrap_or(settings.c_min_rate);
         check_settings(&settings)?;
         let note = self.apply_settings(name, settings).await;
         if before.meta.settings.mode != settings.mode {

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hbcore::control::{PairCreate, PairInfo, PairSet, VolumeCreate};
+use hbcore::control::{PairCreate, PairInfo, PairOptions, PairSet, VolumeCreate};
 use hbcore::link::{Lane, PeerError, PeerRequest};
 use hbcore::vocab::{Kind, Mode, PairState};
 use tempfile::TempDir;
@@ -198,13 +198,7 @@ fn create(name: &str, kind: Kind, mode: Mode) -> PairCreate {
         svol: None,
         kind,
         mode,
-        fence: None,
-        skew: None,
-        auto_resync: None,
-        checksum_resync: None,
-        split_brain: None,
-        c_max_rate: None,
-        c_min_rate: None,
+        options: PairOptions::default(),
     }
 }
 
@@ -295,13 +289,7 @@ async fn semi_sync_and_adaptive_writes_ship_and_settle() {
         .pair_set(&PairSet {
             name: "p".into(),
             mode: Some(Mode::Adaptive),
-            fence: None,
-            skew: None,
-            auto_resync: None,
-            checksum_resync: None,
-            split_brain: None,
-            c_max_rate: None,
-            c_min_rate: None,
+            options: PairOptions::default(),
         })
         .await
         .expect("pair set");
@@ -370,13 +358,11 @@ async fn a_resync_held_at_its_floor_by_host_io_copies_exactly_the_dirty_blocks()
     let set = |c_max_rate, c_min_rate| PairSet {
         name: "p".into(),
         mode: None,
-        fence: None,
-        skew: None,
-        auto_resync: None,
-        checksum_resync: None,
-        split_brain: None,
-        c_max_rate,
-        c_min_rate,
+        options: PairOptions {
+            c_max_rate,
+            c_min_rate,
+            ..PairOptions::default()
+        },
     };
     let e = prod
         .site
@@ -646,13 +632,10 @@ async fn verify_marks_what_changed_behind_the_svol_and_checksum_resync_skips_the
         .pair_set(&PairSet {
             name: "p".into(),
             mode: None,
-            fence: None,
-            skew: None,
-            auto_resync: None,
-            checksum_resync: Some(true),
-            split_brain: None,
-            c_max_rate: None,
-            c_min_rate: None,
+            options: PairOptions {
+                checksum_resync: Some(true),
+                ..PairOptions::default()
+            },
         })
         .await
         .expect("checksum resync on");
@@ -809,13 +792,11 @@ async fn a_partial_write_during_a_copy_leaves_the_block_to_the_copy() {
         .pair_set(&PairSet {
             name: "q".into(),
             mode: None,
-            fence: None,
-            skew: None,
-            auto_resync: None,
-            checksum_resync: None,
-            split_brain: None,
-            c_max_rate: Some(64 * BLOCK),
-            c_min_rate: Some(0),
+            options: PairOptions {
+                c_max_rate: Some(64 * BLOCK),
+                c_min_rate: Some(0),
+                ..PairOptions::default()
+            },
         })
         .await
         .expect("pair set");
