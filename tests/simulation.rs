@@ -13,7 +13,7 @@ fn a_seed_replays_exactly() {
         let (_, again) = sim::run(seed, true);
         assert!(!first.trace.is_empty());
         assert_eq!(first.trace, again.trace, "seed {seed}");
-        assert_eq!(first.failovers, again.failovers);
+        assert_eq!(first.counts.failovers, again.counts.failovers);
     }
 }
 
@@ -28,7 +28,7 @@ fn schedules_break_no_property() {
     assert!(summary.failed.is_empty(), "{:?}", summary.failed);
     // The schedules did what they are for: outages and fail-backs happened.
     assert!(
-        summary.failovers > 50 && summary.step_downs > 30,
+        summary.counts.failovers > 50 && summary.counts.step_downs > 30,
         "{}",
         summary.line(0.0)
     );

@@ -42,8 +42,8 @@ fn main() -> ExitCode {
         }
         println!(
             "seed {seed}: failovers {}, step-downs {}, violations {}",
-            outcome.failovers,
-            outcome.step_downs,
+            outcome.counts.failovers,
+            outcome.counts.step_downs,
             outcome.violations.len()
         );
         return if outcome.violations.is_empty() {

@@ -38,7 +38,7 @@ pub mod world;
 
 use std::collections::BTreeMap;
 
-pub use world::Outcome;
+pub use world::{Counts, Outcome};
 
 /// Runs the schedule of `seed`; `trace`: keep a readable trace of events.
 pub fn run(seed: u64, trace: bool) -> (faults::Schedule, Outcome) {
@@ -54,20 +54,8 @@ pub struct Summary {
     pub schedules: u64,
     /// Fault episodes injected, by kind.
     pub faults: BTreeMap<&'static str, u64>,
-    /// Failovers.
-    pub failovers: u64,
-    /// Of those, while production's hbd was running.
-    pub failovers_production_up: u64,
-    /// Step-downs.
-    pub step_downs: u64,
-    /// Fail-backs by the operator.
-    pub rearms: u64,
-    /// Fault analyses decided, by verdict.
-    pub verdicts: BTreeMap<String, u64>,
-    /// Control messages applied, by kind.
-    pub controls: BTreeMap<&'static str, u64>,
-    /// Heartbeats sent.
-    pub beats: u64,
+    /// What the sides did, summed.
+    pub counts: Counts,
     /// The seeds that broke a property, with the first violation.
     pub failed: Vec<(u64, String)>,
 }
@@ -79,17 +67,7 @@ impl Summary {
         for k in &schedule.kinds {
             *self.faults.entry(k).or_default() += 1;
         }
-        self.failovers += o.failovers;
-        self.step_downs += o.step_downs;
-        self.failovers_production_up += o.failovers_production_up;
-        self.rearms += o.rearms;
-        self.beats += o.beats;
-        for (k, n) in &o.verdicts {
-            *self.verdicts.entry(k.clone()).or_default() += n;
-        }
-        for (k, n) in &o.controls {
-            *self.controls.entry(k).or_default() += n;
-        }
+        self.counts.add(&o.counts);
         if let Some(v) = o.violations.first() {
             self.failed.push((seed, v.clone()));
         }
@@ -105,20 +83,22 @@ impl Summary {
         };
         let faults: BTreeMap<&str, u64> = self.faults.iter().map(|(k, n)| (*k, *n)).collect();
         let verdicts: BTreeMap<&str, u64> = self
+            .counts
             .verdicts
             .iter()
             .map(|(k, n)| (k.as_str(), *n))
             .collect();
-        let controls: BTreeMap<&str, u64> = self.controls.iter().map(|(k, n)| (*k, *n)).collect();
+        let controls: BTreeMap<&str, u64> =
+            self.counts.controls.iter().map(|(k, n)| (*k, *n)).collect();
         format!(
             "simulation: {} schedules, {} heartbeats; faults: {}; failovers {} ({} with production's hbd running), step-downs {}, fail-backs {}; analyses: {}; controls applied: {}; violations: {}; {seconds:.1} s",
             self.schedules,
-            self.beats,
+            self.counts.beats,
             show(&faults),
-            self.failovers,
-            self.failovers_production_up,
-            self.step_downs,
-            self.rearms,
+            self.counts.failovers,
+            self.counts.failovers_production_up,
+            self.counts.step_downs,
+            self.counts.rearms,
             show(&verdicts),
             show(&controls),
             self.failed.len(),

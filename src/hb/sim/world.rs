@@ -62,11 +62,9 @@ struct Quality {
     delay_max_ms: u64,
 }
 
-/// What one schedule did.
+/// What the sides did: one schedule's, or a run's sum.
 #[derive(Debug, Default)]
-pub struct Outcome {
-    /// The checkers' findings.
-    pub violations: Vec<String>,
+pub struct Counts {
     /// Failovers done.
     pub failovers: u64,
     /// Of the failovers, those while production's hbd was running (every
@@ -82,6 +80,32 @@ pub struct Outcome {
     pub controls: BTreeMap<&'static str, u64>,
     /// Heartbeats sent (both sides).
     pub beats: u64,
+}
+
+impl Counts {
+    /// Adds `other` to these.
+    pub fn add(&mut self, other: &Counts) {
+        self.failovers += other.failovers;
+        self.failovers_production_up += other.failovers_production_up;
+        self.step_downs += other.step_downs;
+        self.rearms += other.rearms;
+        self.beats += other.beats;
+        for (k, n) in &other.verdicts {
+            *self.verdicts.entry(k.clone()).or_default() += n;
+        }
+        for (k, n) in &other.controls {
+            *self.controls.entry(k).or_default() += n;
+        }
+    }
+}
+
+/// What one schedule did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The checkers' findings.
+    pub violations: Vec<String>,
+    /// What the sides did.
+    pub counts: Counts,
     /// Deliveries (datagrams and slot reads that carried a message).
     pub deliveries: u64,
     /// The trace, if asked for.
@@ -215,7 +239,7 @@ impl World {
                     self.checks.rearmed(s, t);
                     self.note(|| format!("{} re-armed by the operator: {what}", name(s)));
                     if s == PROD {
-                        self.out.rearms += 1;
+                        self.out.counts.rearms += 1;
                     }
                 }
                 if s == PROD {
@@ -236,7 +260,7 @@ impl World {
                 time_ms: beat.time_ms,
                 failed_over: beat.failed_over,
             });
-            self.out.beats += 1;
+            self.out.counts.beats += 1;
             if self.sides[s].checker.table.network_on() {
                 for net in 0..self.shape.networks {
                     self.send(net, s, &bytes, origin);
@@ -343,25 +367,25 @@ impl World {
         for d in did {
             match d {
                 Did::FailedOver(why) => {
-                    self.out.failovers += 1;
-                    self.out.failovers_production_up += u64::from(self.sides[PROD].up);
+                    self.out.counts.failovers += 1;
+                    self.out.counts.failovers_production_up += u64::from(self.sides[PROD].up);
                     let channels = self.sides[s].checker.table.channels(Direction::Receive);
                     self.checks.failed_over(s, t, &channels);
                     self.note(|| format!("{} FAILED OVER: {why}", name(s)));
                 }
                 Did::SteppedDown(why) => {
-                    self.out.step_downs += 1;
+                    self.out.counts.step_downs += 1;
                     self.checks.stepped_down(s, t);
                     self.note(|| format!("{} STEPPED DOWN: {why}", name(s)));
                 }
                 Did::Verdict(v) => {
-                    *self.out.verdicts.entry(v.to_string()).or_default() += 1;
+                    *self.out.counts.verdicts.entry(v.to_string()).or_default() += 1;
                     if v != VerdictKind::None {
                         self.note(|| format!("{} fault analysis verdict: {v}", name(s)));
                     }
                 }
                 Did::Applied(kind) => {
-                    *self.out.controls.entry(kind).or_default() += 1;
+                    *self.out.counts.controls.entry(kind).or_default() += 1;
                     self.note(|| format!("{} applied a control message: {kind}", name(s)));
                 }
                 Did::Changed(what) => self.note(|| format!("{}: {what}", name(s))),
