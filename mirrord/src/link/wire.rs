@@ -353,6 +353,7 @@ mod tests {
 
     use hbcore::link::{PeerError, PeerReply, PeerRequest};
     use tokio::runtime::Runtime;
+    use tokio_util::codec::FramedRead;
 
     use super::super::tests::config;
     use super::super::{Handler, Link};
@@ -504,6 +505,89 @@ mod tests {
         let answer = rt_a.block_on(pending.wait(Duration::from_secs(10)));
         assert!(matches!(answer, Ok(PeerReply::Done)), "{answer:?}");
         stop.cancel();
+    }
+
+    /// The reader's answer, written while a sender holds the lock on a full
+    /// socket, waits in the backlog and follows in a whole frame once the
+    /// peer reads again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_the_reader_could_not_write_follows_once_the_socket_drains() {
+        use futures_util::StreamExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (server, _) = accepted.expect("accept");
+        let (_read, half) = client.expect("connect").into_split();
+        let mut codec = LinkCodec::handshake();
+        codec.authenticated();
+        let closed = CancellationToken::new();
+        let wire = Arc::new(Wire::new(
+            half,
+            codec,
+            BytesMut::new(),
+            closed.clone(),
+            "b".into(),
+            Lane::Bulk,
+        ));
+        let peer = Arc::new(PeerLink {
+            site: "b".into(),
+            lane: Lane::Bulk,
+            address: addr.to_string(),
+            session: std::sync::Mutex::new(None),
+            stats: Default::default(),
+        });
+        tokio::spawn(Arc::clone(&wire).flush_and_ping(peer, Duration::from_secs(60)));
+        let big = hbcore::link::FORMAT.max_payload - 64;
+        let sender = {
+            let wire = Arc::clone(&wire);
+            tokio::spawn(async move {
+                for id in 0..8 {
+                    let body = write("big", big);
+                    wire.send(Message::Request { id, body })
+                        .await
+                        .expect("sent");
+                }
+            })
+        };
+        // 32 MiB do not fit in the socket's buffers: the sender waits with the lock.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while wire.out.try_lock().is_ok() {
+            assert!(Instant::now() < deadline, "the sender never held the lock");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        wire.send_now(Message::Pong)
+            .expect("queued, not waited for");
+        let mut stream = FramedRead::new(server, codec);
+        let (mut writes, mut pong) = (0, false);
+        let read = async {
+            while writes < 8 || !pong {
+                match stream
+                    .next()
+                    .await
+                    .expect("the stream goes on")
+                    .expect("a whole frame")
+                {
+                    Message::Request {
+                        body: PeerRequest::Write { data, .. },
+                        ..
+                    } => {
+                        assert!(data == self::data(big), "write {writes} intact");
+                        writes += 1;
+                    }
+                    Message::Pong => pong = true,
+                    Message::Ping => {}
+                    other => panic!("unexpected {}", other.kind()),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("every frame arrived");
+        sender.await.expect("the sender finished");
+        closed.cancel();
     }
 
     /// Pings go from the flusher alone: a quiet link still measures its
