@@ -124,24 +124,37 @@ impl Format {
             (true, None) => return Err(FrameError::NoKey),
             (true, Some(key)) => Some(key),
         };
-        if payload.len() > self.max_payload {
-            return Err(FrameError::Oversized {
-                len: payload.len(),
-                max: self.max_payload,
-            });
-        }
-        let mut header = [0u8; HEADER_LEN];
-        header[..4].copy_from_slice(&self.magic);
-        header[4] = self.version;
-        header[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        let sum = crc(&header, payload);
-        header[12..16].copy_from_slice(&sum.to_le_bytes());
+        let header = self.header_of(&[payload])?;
         dst.put_slice(&header);
         dst.put_slice(payload);
         if let Some(key) = tag {
             dst.put_slice(&auth::sign_concat(key, &[&header, payload]));
         }
         Ok(())
+    }
+
+    /// The header of a frame whose payload is `parts`, one after the other:
+    /// a caller can send header and parts with one vectored write and copy
+    /// none of them. (A signed format's tag still has to follow.)
+    pub fn header_of(&self, parts: &[&[u8]]) -> Result<[u8; HEADER_LEN], FrameError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > self.max_payload {
+            return Err(FrameError::Oversized {
+                len,
+                max: self.max_payload,
+            });
+        }
+        let mut header = [0u8; HEADER_LEN];
+        header[..4].copy_from_slice(&self.magic);
+        header[4] = self.version;
+        header[8..12].copy_from_slice(&(len as u32).to_le_bytes());
+        let sum = parts
+            .iter()
+            .fold(crc32c::crc32c(&header[..12]), |sum, part| {
+                crc32c::crc32c_append(sum, part)
+            });
+        header[12..16].copy_from_slice(&sum.to_le_bytes());
+        Ok(header)
     }
 
     /// The frame of `payload`.

@@ -450,8 +450,68 @@ impl Encoder<Message> for LinkCodec {
     type Error = LinkError;
 
     fn encode(&mut self, msg: Message, dst: &mut BytesMut) -> Result<(), LinkError> {
-        let payload = postcard::to_allocvec(&msg).map_err(LinkError::Encode)?;
-        self.format.encode_into(&payload, None, dst)?;
+        let tail = self.encode_split(msg, dst)?;
+        dst.extend_from_slice(&tail);
+        Ok(())
+    }
+}
+
+impl LinkCodec {
+    /// Appends the frame of `msg` to `dst`, all but the data of a
+    /// [`PeerRequest::Write`], which it hands back: on the wire that data
+    /// follows `dst`, so one vectored write sends the frame without copying
+    /// the data. Together they are byte for byte the frame
+    /// [`Encoder::encode`] makes; the payload is serialized straight into
+    /// `dst` (no intermediate buffer). On an error `dst` is as it was.
+    pub fn encode_split(&self, msg: Message, dst: &mut BytesMut) -> Result<Vec<u8>, LinkError> {
+        let (msg, tail) = match msg {
+            Message::Request {
+                id,
+                body: PeerRequest::Write { pair, offset, data },
+            } => (
+                Message::Request {
+                    id,
+                    body: PeerRequest::Write {
+                        pair,
+                        offset,
+                        data: Vec::new(),
+                    },
+                },
+                data,
+            ),
+            other => (other, Vec::new()),
+        };
+        let start = dst.len();
+        let framed = self.frame_into(&msg, &tail, dst);
+        if framed.is_err() {
+            dst.truncate(start);
+        }
+        framed.map(|()| tail)
+    }
+
+    fn frame_into(&self, msg: &Message, tail: &[u8], dst: &mut BytesMut) -> Result<(), LinkError> {
+        use bytes::BufMut;
+        let start = dst.len();
+        dst.put_bytes(0, crate::frame::HEADER_LEN);
+        postcard::to_io(msg, (&mut *dst).writer()).map_err(LinkError::Encode)?;
+        if !tail.is_empty() {
+            // The data is the message's last field, so its postcard form
+            // ends the payload: the length (a varint, 0 as serialized
+            // above), then the bytes, which follow on the wire.
+            if dst.last() != Some(&0) {
+                return Err(LinkError::Encode(postcard::Error::SerdeSerCustom));
+            }
+            dst.truncate(dst.len() - 1);
+            let mut len = tail.len();
+            while len >= 0x80 {
+                dst.put_u8((len as u8) | 0x80);
+                len >>= 7;
+            }
+            dst.put_u8(len as u8);
+        }
+        let body = start + crate::frame::HEADER_LEN;
+        let header = self.format.header_of(&[&dst[body..], tail])?;
+        dst[start..body].copy_from_slice(&header);
         Ok(())
     }
 }
@@ -714,6 +774,60 @@ mod tests {
                 assert_eq!(got.is_some(), i + 1 == whole.len());
             }
         }
+    }
+
+    #[test]
+    fn a_split_frame_is_the_frame_of_the_message_byte_for_byte() {
+        let write = |len: usize| Message::Request {
+            id: 300,
+            body: PeerRequest::Write {
+                pair: "pair".into(),
+                offset: 1 << 33,
+                data: (0..len).map(|i| i as u8).collect(),
+            },
+        };
+        let mut messages = samples();
+        messages.extend([0, 1, 127, 128, 4096, 16_383, 16_384, 1 << 20].map(write));
+        // Frames already in the buffer stay as they are.
+        let mut dst = BytesMut::from(&b"earlier"[..]);
+        for msg in messages {
+            let payload = postcard::to_allocvec(&msg).expect("postcard");
+            let want = FORMAT.encode(&payload, None).expect("frame");
+            dst.truncate(7);
+            let tail = session()
+                .encode_split(msg.clone(), &mut dst)
+                .expect("split");
+            assert_eq!(&dst[..7], b"earlier");
+            let mut got = dst[7..].to_vec();
+            got.extend_from_slice(&tail);
+            assert_eq!(got, want, "{}", msg.kind());
+            if let Message::Request {
+                body: PeerRequest::Write { data, .. },
+                ..
+            } = &msg
+            {
+                assert_eq!(&tail, data, "the data is handed back, not copied");
+            }
+        }
+    }
+
+    #[test]
+    fn a_frame_too_big_leaves_the_buffer_as_it_was() {
+        let big = Message::Request {
+            id: 1,
+            body: PeerRequest::Write {
+                pair: "p".into(),
+                offset: 0,
+                data: vec![0; FORMAT.max_payload],
+            },
+        };
+        let mut dst = BytesMut::from(&b"earlier"[..]);
+        let e = session().encode_split(big, &mut dst).expect_err("too big");
+        assert!(
+            matches!(e, LinkError::Frame(FrameError::Oversized { .. })),
+            "{e}"
+        );
+        assert_eq!(&dst[..], b"earlier");
     }
 
     #[test]

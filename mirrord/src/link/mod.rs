@@ -3,7 +3,7 @@
 //! goes to a [`Handler`] (implemented in `site::peer`).
 //!
 //! ```text
-//!  Site ──send()──> PeerLink ──> Session.tx ──> writer task ──frames──> TCP ──> peer
+//!  Site ──send()──> PeerLink ──(Wire lock, caller's thread)──frames──> TCP ──> peer
 //!   ▲                     waiting[id] <── Response ── reader task <──frames── TCP <──┘
 //!   └── Handler::handle ── answerer task <── Request ──┘   (one at a time, in arrival order)
 //! ```
@@ -26,6 +26,7 @@ pub mod handshake;
 pub mod refusals;
 mod session;
 pub mod stats;
+mod wire;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -120,7 +121,8 @@ impl PeerLink {
         self.current().is_some()
     }
 
-    /// Queues `body` for the peer; frames leave in the order of these calls.
+    /// Sends `body` to the peer: returns once its frame is in the socket.
+    /// Frames leave in the order of these calls (of the lock they take).
     pub async fn send(&self, body: PeerRequest) -> Result<Pending, LinkError> {
         let session = self
             .current()
@@ -130,11 +132,17 @@ impl PeerLink {
         if let Ok(mut w) = session.waiting.lock() {
             w.insert(id, tx);
         }
+        let mut unsent = Unsent {
+            session: &session,
+            id: Some(id),
+        };
+        // On this caller's thread: no task between it and the socket.
         session
-            .tx
+            .wire
             .send(Message::Request { id, body })
             .await
             .map_err(|_| LinkError::Lost(self.site.clone()))?;
+        unsent.id = None;
         Ok(Pending {
             site: self.site.clone(),
             answer,
@@ -150,6 +158,22 @@ impl PeerLink {
     pub fn reset(&self) {
         if let Some(s) = self.current() {
             s.closed.cancel();
+        }
+    }
+}
+
+/// A request whose frame is not out yet: if its sender fails or is
+/// cancelled, nobody waits for its answer (an entry left in `waiting` would
+/// also keep the reader from answering writes inline).
+struct Unsent<'a> {
+    session: &'a Session,
+    id: Option<u64>,
+}
+
+impl Drop for Unsent<'_> {
+    fn drop(&mut self) {
+        if let (Some(id), Ok(mut w)) = (self.id, self.session.waiting.lock()) {
+            w.remove(&id);
         }
     }
 }
@@ -420,7 +444,7 @@ mod tests {
         fn link_down(self: &Arc<Self>, _peer: &str, _lane: Lane) {}
     }
 
-    fn config(
+    pub(super) fn config(
         dir: &std::path::Path,
         site: &str,
         listen: std::net::SocketAddr,

@@ -1,25 +1,56 @@
-//! One open session with a peer: a writer task, a reader loop and an
-//! answerer task around an authenticated connection, until it breaks.
+//! One open session with a peer: the connection's write half shared by
+//! every sender ([`Wire`]), a reader loop and an answerer task, until it breaks.
 //!
 //! ```text
-//!  PeerLink::send ──Session.tx──> writer task ──frames──> TCP
+//!  PeerLink::send ──(Wire lock, on the caller's thread)──frames──> TCP
 //!  TCP ──frames──> reader loop ─┬ Response ──> waiting[id] (wakes the sender)
-//!                               ├ Write, nothing queued or awaited ──> Handler::handle here (saves a hop)
-//!                               └ other Request ──> answerer task ──> Handler::handle ──> Session.tx
+//!                               ├ Write, nothing queued or awaited ──> Handler::handle here,
+//!                               │    answer written here (Wire::send_now, never waits)
+//!                               ├ Ping ──> Pong written here (Wire::send_now)
+//!                               └ other Request ──> answerer task ──> Handler::handle ──> Wire::send
+//!  flusher task: what send_now could not write; a Ping when nothing went out for timeout / 4
 //! ```
+//!
+//! One sync 4 KiB host write, as counted in this code (issue 13 counted 7
+//! cross-thread wake-ups and 6 copies of the data before):
+//!
+//! ```text
+//!  PVOL site, FUSE worker thread (Handle::block_on)        SVOL site, reader task (tokio worker)
+//!   data.to_vec() for the frame ...................... copy 1
+//!   PeerLink::send: lock, encode header + prefix into the
+//!     Wire's buffer, writev(header, data) ............ (kernel copy)  ──> read into the reader's
+//!                                                                          buffer (kernel copy)
+//!   PVOL write: into a pooled aligned buffer ......... copy 2            postcard: data into a Vec . copy 3
+//!     ──> ring thread ──> back ....................... wake-ups 1, 2    SVOL write: into a pooled
+//!                                                                          aligned buffer ....... copy 4
+//!                                                                          ──> ring thread ──> back  wake-ups 3, 4
+//!   waits for the answer                                                 answer: encode, write(2) here
+//!   PVOL reader task: Response ──> oneshot ──> FUSE .. wake-up 5   <──
+//! ```
+//!
+//! So 5 wake-ups (was 7: the writer task at each end is gone) and 4 copies
+//! of the data in user space (was 6: the frame encoder's postcard `Vec` and
+//! its copy into the codec's buffer are gone), plus the kernel's socket
+//! copies at each end. Socket readiness (epoll waking the reader tasks) is
+//! not counted, as before. What is left belongs to the site and the ring:
+//! `to_vec` (the request owns its data), the SVOL's `Vec` (the decoded
+//! message owns its data; reading the payload straight into a pooled
+//! aligned buffer would remove copies 3 and 4) and the ring's round trips.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use hbcore::link::{Message, PeerError, PeerReply, PeerRequest};
 use hbcore::report::chain;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use super::handshake::Conn;
+use super::wire::Wire;
 use super::{Handler, PeerLink};
 
 /// Senders waiting for the answer to their request, by request id.
@@ -27,8 +58,8 @@ type Waiters = Mutex<HashMap<u64, oneshot::Sender<Result<PeerReply, PeerError>>>
 
 /// One open session, as [`PeerLink::send`] uses it.
 pub(super) struct Session {
-    /// Messages for the writer task.
-    pub(super) tx: mpsc::Sender<Message>,
+    /// The connection's write half, which senders write their frames on.
+    pub(super) wire: Arc<Wire>,
     /// Requests sent and not yet answered.
     pub(super) waiting: Waiters,
     /// The next request id.
@@ -48,14 +79,26 @@ pub(super) async fn run<H: Handler>(
     stop: CancellationToken,
     timeout: Duration,
 ) {
-    let (tx, rx) = mpsc::channel::<Message>(1024);
     let closed = stop.child_token();
     let remote = conn
         .get_ref()
         .peer_addr()
         .map_or_else(|_| "an unknown address".to_string(), |a| a.to_string());
+    // The handshake's reader may hold bytes past the Welcome: they stay first.
+    let parts = conn.into_parts();
+    let (read_half, write_half) = parts.io.into_split();
+    let mut stream = FramedRead::new(read_half, parts.codec);
+    stream.read_buffer_mut().extend_from_slice(&parts.read_buf);
+    let wire = Arc::new(Wire::new(
+        write_half,
+        parts.codec,
+        parts.write_buf,
+        closed.clone(),
+        peer.site.clone(),
+        peer.lane,
+    ));
     let session = Arc::new(Session {
-        tx: tx.clone(),
+        wire: Arc::clone(&wire),
         waiting: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         closed: closed.clone(),
@@ -85,14 +128,7 @@ pub(super) async fn run<H: Handler>(
     peer.stats.session_opened();
     handler.link_up(&peer.site, peer.lane);
 
-    let (sink, mut stream) = conn.split();
-    let writer = tokio::spawn(write_loop(
-        sink,
-        rx,
-        closed.clone(),
-        Arc::clone(&peer),
-        timeout / 4,
-    ));
+    let flusher = tokio::spawn(Arc::clone(&wire).flush_and_ping(Arc::clone(&peer), timeout / 4));
 
     // Requests are answered in arrival order by their own task, so the
     // reader stays free to deliver responses to requests that a handler
@@ -100,8 +136,8 @@ pub(super) async fn run<H: Handler>(
     let (requests, mut incoming) = mpsc::channel::<(u64, PeerRequest)>(1024);
     let queued = Arc::new(AtomicUsize::new(0));
     let answerer = {
-        let (tx, site, handler, answered) = (
-            tx.clone(),
+        let (wire, site, handler, answered) = (
+            Arc::clone(&wire),
             peer.site.clone(),
             Arc::clone(&handler),
             Arc::clone(&queued),
@@ -110,7 +146,7 @@ pub(super) async fn run<H: Handler>(
             while let Some((id, body)) = incoming.recv().await {
                 let result = handler.handle(&site, body).await;
                 answered.fetch_sub(1, Ordering::SeqCst);
-                if tx.send(Message::Response { id, result }).await.is_err() {
+                if wire.send(Message::Response { id, result }).await.is_err() {
                     break;
                 }
             }
@@ -130,8 +166,8 @@ pub(super) async fn run<H: Handler>(
         };
         match msg {
             Message::Ping => {
-                if tx.send(Message::Pong).await.is_err() {
-                    break "the sender stopped".to_string();
+                if let Err(e) = wire.send_now(Message::Pong) {
+                    break format!("cannot answer a ping: {}", chain(&e));
                 }
             }
             Message::Pong => peer.stats.pong_received(),
@@ -145,8 +181,8 @@ pub(super) async fn run<H: Handler>(
                     && session.waiting.lock().is_ok_and(|w| w.is_empty()) =>
             {
                 let result = handler.handle(&peer.site, body).await;
-                if tx.send(Message::Response { id, result }).await.is_err() {
-                    break "the sender stopped".to_string();
+                if let Err(e) = wire.send_now(Message::Response { id, result }) {
+                    break format!("cannot answer a write: {}", chain(&e));
                 }
             }
             Message::Request { id, body } => {
@@ -173,7 +209,8 @@ pub(super) async fn run<H: Handler>(
     closed.cancel();
     drop(requests);
     answerer.abort();
-    let _ = writer.await;
+    let _ = flusher.await;
+    wire.shutdown().await;
     // Dropping the waiters fails every request still in flight.
     if let Ok(mut w) = session.waiting.lock() {
         w.clear();
@@ -193,30 +230,4 @@ pub(super) async fn run<H: Handler>(
             handler.link_down(&peer.site, peer.lane);
         }
     }
-}
-
-/// The writer task: sends queued messages in order, and a ping when the link is quiet.
-async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<Conn, Message>,
-    mut rx: mpsc::Receiver<Message>,
-    closed: CancellationToken,
-    peer: Arc<PeerLink>,
-    ping_every: Duration,
-) {
-    let mut ping = tokio::time::interval(ping_every);
-    loop {
-        let msg = tokio::select! {
-            _ = closed.cancelled() => break,
-            m = rx.recv() => match m { Some(m) => m, None => break },
-            _ = ping.tick() => {
-                peer.stats.ping_sent();
-                Message::Ping
-            }
-        };
-        if let Err(e) = sink.send(msg).await {
-            tracing::warn!(peer = %peer.site, "remote link send failed: {}", chain(&e));
-            break;
-        }
-    }
-    closed.cancel();
 }
