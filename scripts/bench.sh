@@ -103,6 +103,9 @@ until [[ $(grep -c "remote link up" "$B/prod/mirrord.log") -ge 2 ]]; do sleep 0.
 # ---- physical limits -----------------------------------------------------
 log "raw disk (fio on the volumes' filesystem: $(df --output=source,fstype "$B" | tail -1))"
 read -r raw50 raw99 raw999 < <(fio_json --filename="$B/raw.dat" --size=256M --rw=randwrite --bs=4k | lat)
+# A mirrored 4 KiB write is written by both sites at about the same time, on
+# this one disk: what one of two concurrent 4 KiB writers gets from it.
+read -r shared50 _ < <(fio_json --filename="$B/raw.dat" --size=256M --rw=randwrite --bs=4k --numjobs=2 --group_reporting | lat)
 raw_seq=$(fio_json --filename="$B/rawseq.dat" --size=1G --rw=write --bs=1M | bw)
 # Both sites live on this one disk: a mirrored write puts every byte on it twice.
 shared_seq=$(fio_json --filename="$B/rawseq.dat" --size=1G --rw=write --bs=1M --numjobs=2 --group_reporting | bw)
@@ -120,6 +123,7 @@ tcp=$(hbbench tcp --count 20000 --stream 2GiB)
 read -r rtt50 rtt99 tcp_mb < <(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["rtt"]["p50_us"], d["rtt"]["p99_us"], round(d["stream_bytes_per_s"]/1e6,1))' "$tcp")
 row raw_write_p50 "4 KiB O_DIRECT write p50, raw disk (limit)" "$raw50" "$raw50" us "fio, qd1"
 row raw_write_p99 "4 KiB O_DIRECT write p99, raw disk (limit)" "$raw99" "$raw99" us "fio, qd1"
+row shared_write_p50 "4 KiB O_DIRECT write p50, one of two writers on the disk at once (both sites write a mirrored write on it)" "$shared50" "$raw50" us "fio, 2 jobs, qd1 each"
 row tcp_rtt_p50 "loopback TCP round trip p50 (limit)" "$rtt50" "$rtt50" us "64 B, TCP_NODELAY"
 row tcp_rtt_p99 "loopback TCP round trip p99 (limit)" "$rtt99" "$rtt99" us ""
 row tcp_stream "loopback TCP single stream (limit)" "$tcp_mb" "$tcp_mb" MB/s ""

@@ -17,7 +17,8 @@
 //! A thread that exists only to wait for this I/O (an hbfs FUSE worker,
 //! blocked on the host's request anyway) does it itself, with
 //! pread/pwrite, inside [`inline_io`]: no hand-off to the ring thread and
-//! back, two thread wake-ups fewer per host write.
+//! back, two thread wake-ups fewer per host write. So does the SVOL's
+//! apply of a small mirrored write ([`inline_io_of`]).
 //!
 //! The thread never returns while the kernel may still use an op's buffer:
 //! when the last [`IoEngine`] is dropped it finishes every op it accepted,
@@ -83,6 +84,16 @@ pub fn inline_io<T>(f: impl FnOnce() -> T) -> T {
     let out = f();
     INLINE.with(|i| i.set(was));
     out
+}
+
+/// Polls `f` with its I/O done inline on whichever runtime worker polls it
+/// (the flag is set only during its own polls, never for other tasks).
+/// For small writes on a task that would only wait for them: a 4 KiB
+/// O_DIRECT write blocks the worker for about as long as the two thread
+/// wake-ups to the ring and back would take on an idle machine.
+pub async fn inline_io_of<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(move |cx| inline_io(|| f.as_mut().poll(cx))).await
 }
 
 /// The engine shared by all volumes of a site.

@@ -27,6 +27,9 @@ fn partly_covered(offset: u64, len: u64) -> impl Iterator<Item = u64> {
         .map(|(_, b)| b)
 }
 
+/// The largest SVOL write done inline on the task that received it.
+const INLINE_WRITE_MAX: usize = 64 << 10;
+
 impl Site {
     /// Reads a volume for a host.
     pub async fn host_read(
@@ -266,7 +269,16 @@ impl Site {
             });
         }
         let _order = w.volume.order.lock().await;
-        if let Err(e) = w.volume.write(&self.io, offset, data).await {
+        let write = w.volume.write(&self.io, offset, data);
+        // A small write (a heartbeat, a host's 4 KiB) is done by the task
+        // that received it: the ring's two wake-ups cost as much as the
+        // write. Copy frames (up to 1 MiB) go to the ring.
+        let written = if data.len() <= INLINE_WRITE_MAX {
+            crate::io::inline_io_of(write).await
+        } else {
+            write.await
+        };
+        if let Err(e) = written {
             // Said here too, not only at the PVOL: this site's disk is the one to repair.
             let why = format!(
                 "the SVOL write failed ({}); repair this site's volume, then `hbctl pair resync {pair}` at the PVOL's site",
