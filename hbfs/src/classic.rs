@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, OpenAccMode,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, Request, WriteFlags,
+    FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, WriteFlags,
 };
 
 use crate::ops::{Attr, HbFs, Kind, TTL};
@@ -51,6 +51,15 @@ fn file_attr(a: &Attr) -> FileAttr {
 }
 
 impl Filesystem for Classic {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // An asynchronous direct write (aio, io_uring) stays asynchronous:
+        // without it the kernel waits for each before taking the next.
+        if config.add_capabilities(InitFlags::FUSE_ASYNC_DIO).is_err() {
+            tracing::info!("hbfs: the kernel does not offer FUSE_ASYNC_DIO: a host's queued direct writes go one at a time");
+        }
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.0.lookup(parent.0, name) {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
@@ -94,7 +103,12 @@ impl Filesystem for Classic {
             .0
             .open(ino.0, flags.acc_mode() != OpenAccMode::O_RDONLY)
         {
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
+            // Direct I/O, and several writes of one file at once (the
+            // mirror keeps them in order: the volume's order lock).
+            Ok(()) => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
+            ),
             Err(e) => reply.error(e),
         }
     }

@@ -25,23 +25,26 @@
 //! - [`daemon`]: start-up, signal, clean shutdown.
 //!
 //! A host write to a PVOL in synchronous mode, and the threads it crosses
-//! (`══ name ══` marks the thread or task that runs what follows):
+//! (`══ name ══` marks the thread or task that runs what follows; four
+//! wake-ups per write on an idle machine, marked ⇢):
 //!
 //! ```text
 //!  PVOL site
-//!  host write(2) ─> kernel FUSE ─> hbfs ─> fs::SiteFiles::write
-//!  ══ FUSE worker thread ══ block_on(Site::host_write)            (site/datapath)
+//!  host write(2) ─> kernel FUSE ⇢ hbfs ─> fs::SiteFiles::write
+//!  ══ FUSE worker thread ══ block_on(Site::host_write), volume I/O inline (io::inline_io)
 //!   │ lock the volume's order; mark the blocks dirty (seq s)      (bitmap)
-//!   ├─ ship: PeerLink::send ─mpsc─> ══ link writer task ══ ─frame─> TCP ───────────┐
-//!   ├─ PVOL write: Volume ─channel+eventfd─> ══ io_uring ring thread ══ ─> CQE     │
-//!   │     <─oneshot─ the buffer back, the FUSE thread wakes                        │
-//!   └─ wait for the ack <─oneshot─ ══ link reader task ══ <─ Response ─ TCP <──┐   │
-//!      clear the bits of seq s; return to FUSE                                 │   │
-//!                                                                              │   ▼
-//!  SVOL site                                                                   │  TCP
-//!  ══ link reader task ══ Request::Write ─> Handler::handle                    │   │
-//!     ─> site/peer ─> apply (site/datapath) ─> Volume ─> ══ io_uring ring ══   │   │
-//!     <─ done ─> Response ─mpsc─> ══ link writer task ══ ─> TCP ───────────────┘ <─┘
+//!   ├─ ship: PeerLink::send ─> link::wire: the frame written on the socket
+//!   │     by this thread (header + the data, one writev) ─> TCP ──────────────────┐
+//!   ├─ PVOL write: pwrite on this thread                                          │
+//!   │ unlock the volume's order (other writes of it go on the wire meanwhile)    │
+//!   └─ wait for the ack <─oneshot⇢ ══ link reader task ══ <─ Response ─ TCP <──┐  │
+//!      clear the bits of seq s (if no newer write); return to FUSE             │  │
+//!                                                                              │  ▼
+//!  SVOL site                                                                   │ TCP
+//!  ══ link reader task ══ ⇠ Request::Write ─> Handler::handle                  │  │
+//!     ─> site/peer ─> apply (site/datapath): pwrite on this task (≤ 64 KiB;    │  │
+//!        larger writes go to ══ io_uring ring ══ and back)                     │  │
+//!     ─> Response written on the socket by this task ──────────────────────────┘ <┘
 //! ```
 //!
 //! Semi-sync returns after the PVOL write and settles the ack on a tokio task

@@ -84,16 +84,15 @@ impl Hbd {
             taken.push(format!("{pair}:{}", if ok { "ok" } else { "failed" }));
         }
         if let Some(hook) = &self.config.failover.hook {
-            let table = serde_json::to_string(&self.checker().table).unwrap_or_default();
-            let env = vec![
+            let mut env = vec![
                 ("HBD_EVENT", "failover".to_string()),
                 ("HBD_REASON", reason),
                 ("HBD_HOST", self.config.host.clone()),
                 ("HBD_PEERS", self.config.peers.join(",")),
                 ("HBD_TAKEN_OVER", taken.join(",")),
                 ("HBD_SILENT_FOR_MS", silent.as_millis().to_string()),
-                ("HBD_TABLE", table),
             ];
+            env.extend(self.table_env("failover"));
             run_command("failover hook", hook, env, Duration::from_secs(300)).await;
         }
     }
@@ -112,18 +111,55 @@ impl Hbd {
             format!("STEPPED DOWN: {reason}"),
         );
         if let Some(hook) = &self.config.failover.step_down {
-            let table = serde_json::to_string(&self.checker().table).unwrap_or_default();
-            let env = vec![
+            let mut env = vec![
                 ("HBD_EVENT", "step_down".to_string()),
                 ("HBD_REASON", reason),
                 ("HBD_HOST", self.config.host.clone()),
                 ("HBD_PEERS", self.config.peers.join(",")),
                 ("HBD_FROM", peer),
-                ("HBD_TABLE", table),
             ];
+            env.extend(self.table_env("step-down"));
             run_command("step-down hook", hook, env, Duration::from_secs(300)).await;
         }
     }
+}
+
+/// The largest table passed in `HBD_TABLE` itself: one environment string
+/// may not exceed 128 KiB (Linux's MAX_ARG_STRLEN), and a hook that cannot
+/// start is a failover without its application.
+const TABLE_ENV_MAX: usize = 64 << 10;
+
+impl Hbd {
+    /// The table for a hook: `HBD_TABLE_FILE`, a snapshot written for it in
+    /// `data_dir`, and `HBD_TABLE`, the JSON itself while it is small (a
+    /// table of many mirrors is only in the file).
+    fn table_env(&self, event: &str) -> Vec<(&'static str, String)> {
+        let json = serde_json::to_string(&self.checker().table).unwrap_or_default();
+        let path = self.config.data_dir.join(format!("{event}-table.json"));
+        hook_table_env(json, &path)
+    }
+}
+
+/// See [`Hbd::table_env`].
+fn hook_table_env(json: String, path: &std::path::Path) -> Vec<(&'static str, String)> {
+    let mut env = vec![];
+    let tmp = path.with_extension("json.tmp");
+    match std::fs::write(&tmp, &json).and_then(|()| std::fs::rename(&tmp, path)) {
+        Ok(()) => env.push(("HBD_TABLE_FILE", path.display().to_string())),
+        Err(e) => tracing::error!(
+            "cannot write the table for the hook to {}: {e}",
+            path.display()
+        ),
+    }
+    if json.len() <= TABLE_ENV_MAX {
+        env.push(("HBD_TABLE", json));
+    } else {
+        tracing::info!(
+            bytes = json.len(),
+            "the table is too large for HBD_TABLE: the hook reads HBD_TABLE_FILE"
+        );
+    }
+    env
 }
 
 /// Runs a configured command with `env`, logging its output; killed after `limit`.
@@ -151,5 +187,41 @@ pub async fn run_command(what: &str, command: &str, env: Vec<(&str, String)>, li
         }
         Ok(Err(e)) => tracing::error!("{what} `{command}` could not run: {e}"),
         Err(_) => tracing::error!("{what} `{command}` ran longer than {limit:?} and was killed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_table_reaches_the_hook_as_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("failover-table.json");
+        let small = hook_table_env("{\"serial\":1}".into(), &path);
+        assert!(small
+            .iter()
+            .any(|(k, v)| *k == "HBD_TABLE" && v == "{\"serial\":1}"));
+        // 1,000 mirrors make a table of a few hundred KiB: over what one
+        // environment string may hold, so it goes in the file only.
+        let large = format!("[{}]", "\"mirror\",".repeat(40_000));
+        let env = hook_table_env(large.clone(), &path);
+        assert!(
+            env.iter().all(|(k, _)| *k != "HBD_TABLE"),
+            "{:?}",
+            env.len()
+        );
+        let file = env
+            .iter()
+            .find(|(k, _)| *k == "HBD_TABLE_FILE")
+            .expect("the file");
+        assert_eq!(std::fs::read_to_string(&file.1).expect("read"), large);
+        // And a hook with it starts (it could not with the table in its environment).
+        let started = std::process::Command::new("sh")
+            .args(["-c", "test -s \"$HBD_TABLE_FILE\""])
+            .envs(env)
+            .status()
+            .expect("sh starts");
+        assert!(started.success());
     }
 }

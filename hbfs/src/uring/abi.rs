@@ -40,6 +40,7 @@ pub const FUSE_BATCH_FORGET: u32 = 42;
 // FUSE_INIT flags (fuse_init_in/out.flags; bits 32.. are in flags2).
 pub const FUSE_ASYNC_READ: u64 = 1 << 0;
 pub const FUSE_BIG_WRITES: u64 = 1 << 5;
+pub const FUSE_ASYNC_DIO: u64 = 1 << 15;
 pub const FUSE_MAX_PAGES: u64 = 1 << 22;
 pub const FUSE_INIT_EXT: u64 = 1 << 30;
 pub const FUSE_OVER_IO_URING: u64 = 1 << 41;
@@ -48,6 +49,7 @@ pub const FUSE_OVER_IO_URING: u64 = 1 << 41;
 pub const FATTR_SIZE: u32 = 1 << 3;
 // fuse_open_out.open_flags
 pub const FOPEN_DIRECT_IO: u32 = 1 << 0;
+pub const FOPEN_PARALLEL_DIRECT_WRITES: u32 = 1 << 6;
 
 // enum fuse_uring_cmd
 pub const FUSE_IO_URING_CMD_REGISTER: u32 = 1;

@@ -145,7 +145,8 @@ impl Device {
             );
         }
         // The same capabilities fuser asks for, plus the ring.
-        let wanted = FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_MAX_PAGES | FUSE_INIT_EXT;
+        let wanted =
+            FUSE_ASYNC_READ | FUSE_ASYNC_DIO | FUSE_BIG_WRITES | FUSE_MAX_PAGES | FUSE_INIT_EXT;
         let flags = (offered & wanted) | FUSE_OVER_IO_URING;
         let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
             .ok()

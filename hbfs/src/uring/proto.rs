@@ -16,6 +16,10 @@ use zerocopy::{FromBytes, IntoBytes};
 use super::abi::*;
 use crate::ops::{Attr, DirEntry, HbFs, Kind, Statfs, TTL};
 
+/// Direct I/O, and several writes of one file at once (the mirror keeps
+/// them in order: the volume's order lock).
+const OPEN_FLAGS: u32 = FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES;
+
 /// One request's answer, before encoding.
 #[derive(Debug)]
 pub(crate) enum Reply {
@@ -75,7 +79,7 @@ pub(crate) fn handle(fs: &HbFs, h: &fuse_in_header, op_in: &[u8], payload: &[u8]
             };
             let for_writing = o.flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32;
             result(fs.open(ino, for_writing), |()| Reply::Open {
-                flags: FOPEN_DIRECT_IO,
+                flags: OPEN_FLAGS,
             })
         }
         FUSE_READ => {
