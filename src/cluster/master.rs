@@ -191,12 +191,12 @@ impl Member {
             return true;
         }
         let skew = now_ms().abs_diff(sent);
-        if skew > self.hbd.config.freshness().as_millis() as u64 && self.behind() {
-            // Queued while this host was stalled: old by this host's fault.
-            tracing::debug!(from = %notice.about, skew, "a master heartbeat that waited while this host was stalled: ignored");
-            return true;
-        }
         if skew > self.hbd.config.freshness().as_millis() as u64 {
+            if self.behind() {
+                // Queued while this host was stalled: old by this host's fault.
+                tracing::debug!(from = %notice.about, skew, "a master heartbeat that waited while this host was stalled: ignored");
+                return true;
+            }
             self.elect(
                 &view,
                 format!(

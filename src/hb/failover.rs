@@ -143,8 +143,7 @@ impl Hbd {
 /// See [`Hbd::table_env`].
 fn hook_table_env(json: String, path: &std::path::Path) -> Vec<(&'static str, String)> {
     let mut env = vec![];
-    let tmp = path.with_extension("json.tmp");
-    match std::fs::write(&tmp, &json).and_then(|()| std::fs::rename(&tmp, path)) {
+    match super::record::write_file(path, json.as_bytes()) {
         Ok(()) => env.push(("HBD_TABLE_FILE", path.display().to_string())),
         Err(e) => tracing::error!(
             "cannot write the table for the hook to {}: {e}",
