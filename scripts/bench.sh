@@ -123,6 +123,8 @@ tcp=$(hbbench tcp --count 20000 --stream 2GiB)
 read -r rtt50 rtt99 tcp_mb < <(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["rtt"]["p50_us"], d["rtt"]["p99_us"], round(d["stream_bytes_per_s"]/1e6,1))' "$tcp")
 row raw_write_p50 "4 KiB O_DIRECT write p50, raw disk (limit)" "$raw50" "$raw50" us "fio, qd1"
 row raw_write_p99 "4 KiB O_DIRECT write p99, raw disk (limit)" "$raw99" "$raw99" us "fio, qd1"
+# The disk's own tail: the target "p99.9 <= 5 x p50" of every mode, applied to the disk itself.
+row raw_write_p999 "4 KiB O_DIRECT write p99.9, raw disk (limit)" "$raw999" "$raw999" us "fio, qd1; p99.9 / p50 of the disk itself: $(python3 -c "print(round($raw999 / $raw50, 2))")"
 row shared_write_p50 "4 KiB O_DIRECT write p50, one of two writers on the disk at once (both sites write a mirrored write on it)" "$shared50" "$raw50" us "fio, 2 jobs, qd1 each"
 row tcp_rtt_p50 "loopback TCP round trip p50 (limit)" "$rtt50" "$rtt50" us "64 B, TCP_NODELAY"
 row tcp_rtt_p99 "loopback TCP round trip p99 (limit)" "$rtt99" "$rtt99" us ""
@@ -285,6 +287,11 @@ log "heartbeat propagation"
 prop=$(hbbench propagation --from "$B/prod/hbfs/hb0" --to "$B/standby/hbfs/hb0" --count 500)
 read -r h50 h99 < <(python3 -c 'import json,sys; d=json.loads(sys.argv[1])["propagation"]; print(d["p50_us"], d["p99_us"])' "$prop")
 row prop_p50 "heartbeat propagation p50 (write at prod's file -> seen at standby's)" "$h50" "$sync_limit" us "p99 $h99; limit: raw write + round trip"
+# The same back to back: no pause in which the CPUs go idle (on a VM an idle
+# CPU takes tens of microseconds to wake for each hand-off).
+prop=$(hbbench propagation --from "$B/prod/hbfs/hb0" --to "$B/standby/hbfs/hb0" --count 2000 --gap-ms 0)
+read -r w50 w99 < <(python3 -c 'import json,sys; d=json.loads(sys.argv[1])["propagation"]; print(d["p50_us"], d["p99_us"])' "$prop")
+row prop_warm_p50 "heartbeat propagation p50, back to back (no pause between samples)" "$w50" "$sync_limit" us "p99 $w99; limit: raw write + round trip; the row above pauses 5 ms between samples"
 fi
 
 # ---- heartbeat propagation while a 1 GiB resync runs (the lanes) ---------------
@@ -476,6 +483,8 @@ def add(*xs):
 targets = [
     target("sync 4 KiB p50 <= 1.15 x (unpaired hbfs p50 + TCP round trip p50)", ours("lat_sync_p50"), add(ours("hbfs_solo_p50"), ours("tcp_rtt_p50")), most=1.15, unit="us"),
     *[target(f"{m} 4 KiB p99.9 <= 5 x its p50", p999(f"lat_{m}_p50"), ours(f"lat_{m}_p50") and 5 * ours(f"lat_{m}_p50"), most=1.0, unit="us") for m in ("sync", "semi-sync", "adaptive")],
+    # Not a target: the same rule applied to the raw disk, the floor every mode writes through.
+    target("(for reference) raw disk 4 KiB p99.9 <= 5 x its p50", ours("raw_write_p999"), ours("raw_write_p50") and 5 * ours("raw_write_p50"), most=1.0, unit="us"),
     target("adaptive 4 KiB p50 <= 1.10 x unpaired hbfs p50", ours("lat_adaptive_p50"), ours("hbfs_solo_p50"), most=1.10, unit="us"),
     *[target(f"sequential 1 MiB qd 8, {m} >= 80% of one of two streams", ours(f"seq_qd8_{m}"), ours("shared_seq"), least=0.8, unit="MB/s") for m in ("sync", "semi-sync", "adaptive")],
     target("resync, 1 GiB, 10% dirty >= 80% of the disk's concurrent read + write", ours("resync"), ours("shared_rw"), least=0.8, unit="MB/s"),
