@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use hbcore::link::{Lane, LinkCodec, LinkError as CodecError, Message};
 use hbcore::report::chain;
 use tokio::io::AsyncWriteExt;
@@ -141,7 +141,7 @@ impl Wire {
                     .encode_split(msg, &mut out.buf)
                     .map_err(|source| WireError::Encode { kind, source })?
             }
-            None => Vec::new(),
+            None => Bytes::new(),
         };
         let mut sending = Sending {
             out,
@@ -299,7 +299,7 @@ impl Wire {
 struct Sending<'a> {
     out: MutexGuard<'a, Out>,
     /// The data of a write, sent after `out.buf` without being copied.
-    tail: Vec<u8>,
+    tail: Bytes,
     /// Bytes of `tail` written.
     sent: usize,
     kick: &'a Notify,
@@ -420,7 +420,7 @@ mod tests {
         PeerRequest::Write {
             pair: pair.into(),
             offset: 0,
-            data: data(len),
+            data: data(len).into(),
         }
     }
 

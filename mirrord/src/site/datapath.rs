@@ -99,7 +99,13 @@ impl Site {
                 // Remote first, local after: a write the SVOL cannot take never
                 // reaches the PVOL. The order lock is held until the ack: one write outstanding.
                 let answer = match self
-                    .ship_host_write(&meta, &rt, &name, offset, data.to_vec())
+                    .ship_host_write(
+                        &meta,
+                        &rt,
+                        &name,
+                        offset,
+                        bytes::Bytes::copy_from_slice(data),
+                    )
                     .await
                 {
                     Ok(p) => rt.settle(p, timeout).await.map(|_| ()),
@@ -136,7 +142,13 @@ impl Site {
                 // Fenced sync and semi-sync keep one write outstanding.
                 // Queued before the PVOL write, so the transfer and the SVOL write overlap it.
                 let shipped = self
-                    .ship_host_write(&meta, &rt, &name, offset, data.to_vec())
+                    .ship_host_write(
+                        &meta,
+                        &rt,
+                        &name,
+                        offset,
+                        bytes::Bytes::copy_from_slice(data),
+                    )
                     .await;
                 // On a PVOL failure the flight is dropped unsettled: the bits stay set.
                 self.pvol_write(&name, &v, offset, data).await?;
@@ -161,8 +173,14 @@ impl Site {
                 let still = self.meta_of(&name).is_some_and(|m| mirroring(&m));
                 let shipped = if still {
                     Some(
-                        self.ship_host_write(&meta, &rt, &name, offset, data.to_vec())
-                            .await,
+                        self.ship_host_write(
+                            &meta,
+                            &rt,
+                            &name,
+                            offset,
+                            bytes::Bytes::copy_from_slice(data),
+                        )
+                        .await,
                     )
                 } else {
                     None
@@ -193,7 +211,7 @@ impl Site {
                         q.bytes += data.len() as u64;
                         q.entries.push_back(Queued {
                             offset,
-                            data: data.to_vec(),
+                            data: bytes::Bytes::copy_from_slice(data),
                             seq,
                             at: Instant::now(),
                         });
