@@ -235,7 +235,7 @@ impl Site {
             let _order = w.volume.order.lock().await;
             w.rt.dirty().seqs(first, blocks)
         };
-        let data = w.volume.read(&self.io, offset, len).await?.into();
+        let data = w.volume.read_shared(&self.io, offset, len).await?;
         Ok(Frame {
             first,
             blocks,
@@ -272,7 +272,7 @@ impl Site {
         } = frame;
         let now = w.rt.dirty().seqs(first, blocks);
         if now != seqs {
-            data = w.volume.read(&self.io, offset, data.len()).await?.into();
+            data = w.volume.read_shared(&self.io, offset, data.len()).await?;
             seqs = now;
         }
         let bytes = data.len() as u64;
