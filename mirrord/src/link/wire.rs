@@ -5,7 +5,7 @@
 //! `block_on`, a resync, the answerer task) takes the lock, encodes its frame
 //! into the buffer kept with the write half and writes it with one vectored
 //! write: the header and the start of the message from the buffer, a write's
-//! data straight from the caller's `Vec`. Frames leave in the order senders
+//! data straight from the caller's `Bytes`. Frames leave in the order senders
 //! got the lock (the lock is fair), and a sender returns once its frame is
 //! in the socket: no task between the caller and the socket.
 //!
