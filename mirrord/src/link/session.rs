@@ -30,9 +30,9 @@
 //!   PVOL reader task: Response ──> oneshot ──> FUSE .. wake-up   <──
 //! ```
 //!
-//! So one copy of the data in user space at each site (was 6, then 4: the
-//! frame's `to_vec`, and postcard's `Vec` at the SVOL, are gone), plus the
-//! kernel's socket copies; a write not of whole blocks is copied once more
+//! So the data is copied twice in user space, once at each site (was 6,
+//! then 4: the frame's `to_vec` and postcard's `Vec` at the SVOL are gone),
+//! plus the kernel's socket copies; a write not of whole blocks is copied once more
 //! at the PVOL (its read-modify-write). Volume I/O is inline at both ends,
 //! so of the wake-ups counted here (was 7) only the ack's is left: the
 //! crate's tour counts the whole path's four. A copy or resync frame is
