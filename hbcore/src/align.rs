@@ -4,30 +4,36 @@
 /// Alignment of every buffer and of O_DIRECT offsets and lengths.
 pub const ALIGN: usize = 4096;
 
+/// One aligned block: a buffer is a run of them, so its allocation is
+/// aligned and exactly as long as its blocks (no slack to align within,
+/// which would double a 4 KiB buffer).
+#[derive(Clone, Copy, zerocopy::IntoBytes, zerocopy::FromBytes, zerocopy::Immutable)]
+#[repr(C, align(4096))]
+struct Block([u8; ALIGN]);
+
 /// A zero-filled byte buffer whose start is [`ALIGN`]-aligned, as O_DIRECT needs.
 pub struct AlignedBuf {
-    raw: Vec<u8>,
-    start: usize,
+    blocks: Vec<Block>,
     len: usize,
 }
 
 impl AlignedBuf {
     /// A zeroed buffer of `len` bytes.
     pub fn zeroed(len: usize) -> AlignedBuf {
-        let raw = vec![0u8; len + ALIGN];
-        // The heap block never moves while `raw` lives, so the offset stays valid.
-        let start = raw.as_ptr().align_offset(ALIGN);
-        AlignedBuf { raw, start, len }
+        AlignedBuf {
+            blocks: vec![Block([0; ALIGN]); len.div_ceil(ALIGN)],
+            len,
+        }
     }
 
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
-        &self.raw[self.start..self.start + self.len]
+        &zerocopy::IntoBytes::as_bytes(&self.blocks[..])[..self.len]
     }
 
     /// The bytes, writable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.raw[self.start..self.start + self.len]
+        &mut zerocopy::IntoBytes::as_mut_bytes(&mut self.blocks[..])[..self.len]
     }
 
     /// Length in bytes.
@@ -47,10 +53,18 @@ mod tests {
 
     #[test]
     fn buffers_are_aligned() {
-        for len in [0, 1, 4096, 65536] {
-            let b = AlignedBuf::zeroed(len);
+        for len in [0, 1, 4096, 4097, 65536] {
+            let mut b = AlignedBuf::zeroed(len);
             assert_eq!(b.as_slice().as_ptr() as usize % ALIGN, 0);
             assert_eq!(b.len(), len);
+            assert!(b.as_slice().iter().all(|x| *x == 0));
+            b.as_mut_slice().fill(1);
+            assert_eq!(b.as_slice().len(), len);
+            assert_eq!(
+                b.blocks.capacity() * ALIGN,
+                len.div_ceil(ALIGN) * ALIGN,
+                "no slack"
+            );
         }
     }
 }

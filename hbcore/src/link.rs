@@ -2,13 +2,15 @@
 //! each a postcard payload in an `HBLK` frame ([`crate::frame`]), through
 //! [`LinkCodec`].
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::control::IntegrityOptions;
 use crate::frame::{Format, FrameError};
 use crate::vocab::{Kind, PairSettings, PairState};
+
+mod zero_copy;
 
 /// The link's frames.
 pub const FORMAT: Format = Format {
@@ -145,9 +147,10 @@ pub enum PeerRequest {
         pair: String,
         /// Byte offset.
         offset: u64,
-        /// The bytes.
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
+        /// The bytes (postcard's byte string, as `serde_bytes` wrote it):
+        /// shared, so the decoder hands out a slice of the frame and a
+        /// sender a pooled buffer, neither copied.
+        data: Bytes,
     },
     /// The pair's state or settings changed at the sender; follow.
     Update {
@@ -421,8 +424,11 @@ impl Decoder for LinkCodec {
             src.reserve(len - src.len());
             return Ok(None);
         }
-        let frame = src.split_to(len);
+        let frame = src.split_to(len).freeze();
         let payload = self.format.open(&frame, None)?;
+        if let Some(write) = zero_copy::write(&frame, payload) {
+            return Ok(Some(write));
+        }
         let message = postcard::from_bytes(payload).map_err(LinkError::Malformed)?;
         Ok(Some(message))
     }
@@ -463,7 +469,7 @@ impl LinkCodec {
     /// the data. Together they are byte for byte the frame
     /// [`Encoder::encode`] makes; the payload is serialized straight into
     /// `dst` (no intermediate buffer). On an error `dst` is as it was.
-    pub fn encode_split(&self, msg: Message, dst: &mut BytesMut) -> Result<Vec<u8>, LinkError> {
+    pub fn encode_split(&self, msg: Message, dst: &mut BytesMut) -> Result<Bytes, LinkError> {
         let (msg, tail) = match msg {
             Message::Request {
                 id,
@@ -474,12 +480,12 @@ impl LinkCodec {
                     body: PeerRequest::Write {
                         pair,
                         offset,
-                        data: Vec::new(),
+                        data: Bytes::new(),
                     },
                 },
                 data,
             ),
-            other => (other, Vec::new()),
+            other => (other, Bytes::new()),
         };
         let start = dst.len();
         let framed = self.frame_into(&msg, &tail, dst);
@@ -565,7 +571,7 @@ mod tests {
                 body: PeerRequest::Write {
                     pair: pair(),
                     offset: 4096,
-                    data: vec![0xaa; 70_000],
+                    data: vec![0xaa; 70_000].into(),
                 },
             },
             Message::Request {
@@ -744,7 +750,7 @@ mod tests {
         assert!(frames > 10, "only {frames} seeds are link frames");
     }
 
-    fn session() -> LinkCodec {
+    pub(super) fn session() -> LinkCodec {
         let mut codec = LinkCodec::handshake();
         codec.authenticated();
         codec
@@ -783,7 +789,7 @@ mod tests {
             body: PeerRequest::Write {
                 pair: "pair".into(),
                 offset: 1 << 33,
-                data: (0..len).map(|i| i as u8).collect(),
+                data: (0..len).map(|i| i as u8).collect::<Vec<u8>>().into(),
             },
         };
         let mut messages = samples();
@@ -806,7 +812,10 @@ mod tests {
                 ..
             } = &msg
             {
-                assert_eq!(&tail, data, "the data is handed back, not copied");
+                assert_eq!(&tail, data);
+                if !data.is_empty() {
+                    assert_eq!(tail.as_ptr(), data.as_ptr(), "handed back, not copied");
+                }
             }
         }
     }
@@ -818,7 +827,7 @@ mod tests {
             body: PeerRequest::Write {
                 pair: "p".into(),
                 offset: 0,
-                data: vec![0; FORMAT.max_payload],
+                data: vec![0; FORMAT.max_payload].into(),
             },
         };
         let mut dst = BytesMut::from(&b"earlier"[..]);
@@ -837,7 +846,7 @@ mod tests {
             body: PeerRequest::Write {
                 pair: "p".into(),
                 offset: 0,
-                data: vec![1, 2, 3],
+                data: Bytes::from_static(&[1, 2, 3]),
             },
         });
         for i in 0..whole.len() {
@@ -857,7 +866,7 @@ mod tests {
             body: PeerRequest::Write {
                 pair: "p".into(),
                 offset: 0,
-                data: vec![0; 64 << 10],
+                data: vec![0; 64 << 10].into(),
             },
         });
         // The header alone is enough to refuse: nothing of the payload is buffered.

@@ -24,7 +24,9 @@
 //! when the last [`IoEngine`] is dropped it finishes every op it accepted,
 //! then exits. Buffers are [`AlignedBuf`]s (4 KiB-aligned) so the same path
 //! serves O_DIRECT files and block devices, taken from and given back to the
-//! engine's [`BufPool`] ([`IoEngine::buffer`], [`IoEngine::recycle`]).
+//! engine's [`BufPool`] ([`IoEngine::buffer`], [`IoEngine::recycle`]), or
+//! shared as `Bytes` with a frame ([`IoEngine::share`]), in which case the
+//! op holds a reference until the kernel is done.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -37,6 +39,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+
+use bytes::Bytes;
 
 use crate::pool::BufPool;
 
@@ -66,9 +70,43 @@ struct Op {
     kind: OpKind,
     file: Arc<File>,
     offset: u64,
-    buf: AlignedBuf,
+    buf: OpBuf,
     range: Range<usize>,
-    reply: oneshot::Sender<(io::Result<usize>, AlignedBuf)>,
+    reply: oneshot::Sender<(io::Result<usize>, OpBuf)>,
+}
+
+/// The memory an op reads into or writes from.
+enum OpBuf {
+    /// Owned, handed back with the reply.
+    Own(AlignedBuf),
+    /// A write's data that a frame may hold too ([`IoEngine::share`]): the
+    /// op's reference keeps it alive, out of the pool, until the kernel is
+    /// done. Never read into ([`IoEngine::submit`] refuses that).
+    Shared(Bytes),
+}
+
+impl OpBuf {
+    fn len(&self) -> usize {
+        match self {
+            OpBuf::Own(buf) => buf.len(),
+            OpBuf::Shared(bytes) => bytes.len(),
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            OpBuf::Own(buf) => buf.as_slice(),
+            OpBuf::Shared(bytes) => bytes,
+        }
+    }
+
+    /// The owned buffer back (an empty one for a shared one, which has no owner to return).
+    fn into_owned(self) -> AlignedBuf {
+        match self {
+            OpBuf::Own(buf) => buf,
+            OpBuf::Shared(_) => AlignedBuf::zeroed(0),
+        }
+    }
 }
 
 thread_local! {
@@ -241,6 +279,19 @@ impl IoEngine {
         self.pool.give(buf);
     }
 
+    /// A pooled buffer as `Bytes`, to share between a volume write
+    /// ([`IoEngine::write_shared_at`]) and a frame without copying: it
+    /// returns to the pool when the last reference drops.
+    pub fn share(&self, buf: AlignedBuf) -> Bytes {
+        BufPool::share(&self.pool, buf)
+    }
+
+    /// Bytes the pool holds for reuse (tests count buffers taken and returned).
+    #[cfg(test)]
+    pub(crate) fn pooled_bytes(&self) -> usize {
+        self.pool.held_bytes()
+    }
+
     /// Which engine runs: `io_uring` or `pread`.
     pub fn name(&self) -> &'static str {
         if self.ring.is_some() {
@@ -257,7 +308,11 @@ impl IoEngine {
         offset: u64,
         buf: AlignedBuf,
     ) -> io::Result<AlignedBuf> {
-        self.transfer_all(OpKind::Read, file, offset, buf).await
+        let buf = OpBuf::Own(buf);
+        Ok(self
+            .transfer_all(OpKind::Read, file, offset, buf)
+            .await?
+            .into_owned())
     }
 
     /// Writes all of `buf` to `file` at `offset`.
@@ -267,15 +322,39 @@ impl IoEngine {
         offset: u64,
         buf: AlignedBuf,
     ) -> io::Result<AlignedBuf> {
-        self.transfer_all(OpKind::Write, file, offset, buf).await
+        let buf = OpBuf::Own(buf);
+        Ok(self
+            .transfer_all(OpKind::Write, file, offset, buf)
+            .await?
+            .into_owned())
+    }
+
+    /// Writes all of `data` to `file` at `offset` from where it lies (for
+    /// O_DIRECT, 4 KiB-aligned: a buffer from [`IoEngine::share`]).
+    pub async fn write_shared_at(
+        &self,
+        file: &Arc<File>,
+        offset: u64,
+        data: Bytes,
+    ) -> io::Result<()> {
+        let buf = OpBuf::Shared(data);
+        self.transfer_all(OpKind::Write, file, offset, buf)
+            .await
+            .map(drop)
     }
 
     /// Makes earlier writes to `file` durable (fdatasync).
     pub async fn sync(&self, file: &Arc<File>) -> io::Result<()> {
-        self.submit(OpKind::Sync, file, 0, AlignedBuf::zeroed(0), 0..0)
-            .await
-            .0
-            .map(|_| ())
+        self.submit(
+            OpKind::Sync,
+            file,
+            0,
+            OpBuf::Own(AlignedBuf::zeroed(0)),
+            0..0,
+        )
+        .await
+        .0
+        .map(|_| ())
     }
 
     /// The ring thread's handle, once: tests join it to see it exit.
@@ -289,8 +368,8 @@ impl IoEngine {
         kind: OpKind,
         file: &Arc<File>,
         offset: u64,
-        mut buf: AlignedBuf,
-    ) -> io::Result<AlignedBuf> {
+        mut buf: OpBuf,
+    ) -> io::Result<OpBuf> {
         let mut done = 0;
         while done < buf.len() {
             let range = done..buf.len();
@@ -319,9 +398,13 @@ impl IoEngine {
         kind: OpKind,
         file: &Arc<File>,
         offset: u64,
-        buf: AlignedBuf,
+        buf: OpBuf,
         range: Range<usize>,
-    ) -> (io::Result<usize>, AlignedBuf) {
+    ) -> (io::Result<usize>, OpBuf) {
+        if matches!((kind, &buf), (OpKind::Read, OpBuf::Shared(_))) {
+            let e = io::Error::new(io::ErrorKind::InvalidInput, "a read into a shared buffer");
+            return (Err(e), buf);
+        }
         if INLINE.with(std::cell::Cell::get) {
             let mut buf = buf;
             let result = blocking(kind, file, offset, &mut buf, range);
@@ -356,7 +439,7 @@ impl IoEngine {
                     Ok(done) => done,
                     Err(_) => (
                         Err(io::Error::other("the io_uring thread dropped a request")),
-                        AlignedBuf::zeroed(0),
+                        OpBuf::Own(AlignedBuf::zeroed(0)),
                     ),
                 }
             }
@@ -367,7 +450,9 @@ impl IoEngine {
                     (result, buf)
                 })
                 .await;
-                joined.unwrap_or_else(|e| (Err(io::Error::other(e)), AlignedBuf::zeroed(0)))
+                joined.unwrap_or_else(|e| {
+                    (Err(io::Error::other(e)), OpBuf::Own(AlignedBuf::zeroed(0)))
+                })
             }
         }
     }
@@ -377,13 +462,14 @@ fn blocking(
     kind: OpKind,
     file: &File,
     offset: u64,
-    buf: &mut AlignedBuf,
+    buf: &mut OpBuf,
     range: Range<usize>,
 ) -> io::Result<usize> {
-    match kind {
-        OpKind::Read => file.read_at(&mut buf.as_mut_slice()[range], offset),
-        OpKind::Write => file.write_at(&buf.as_slice()[range], offset),
-        OpKind::Sync => file.sync_data().map(|()| 0),
+    match (kind, buf) {
+        (OpKind::Read, OpBuf::Own(buf)) => file.read_at(&mut buf.as_mut_slice()[range], offset),
+        (OpKind::Read, OpBuf::Shared(_)) => Err(io::ErrorKind::InvalidInput.into()),
+        (OpKind::Write, buf) => file.write_at(&buf.as_slice()[range], offset),
+        (OpKind::Sync, _) => file.sync_data().map(|()| 0),
     }
 }
 
@@ -503,16 +589,18 @@ impl RingThread {
             // A transfer longer than u32::MAX comes back short; transfer_all
             // then submits the rest.
             let len = u32::try_from(op.range.len()).unwrap_or(u32::MAX);
-            let entry = match op.kind {
-                OpKind::Read => {
-                    let ptr = op.buf.as_mut_slice()[op.range.clone()].as_mut_ptr();
+            let entry = match (op.kind, &mut op.buf) {
+                (OpKind::Read, OpBuf::Own(buf)) => {
+                    let ptr = buf.as_mut_slice()[op.range.clone()].as_mut_ptr();
                     opcode::Read::new(fd, ptr, len).offset(op.offset).build()
                 }
-                OpKind::Write => {
-                    let ptr = op.buf.as_slice()[op.range.clone()].as_ptr();
+                // Never sent (`submit` refuses it); completes with 0 bytes.
+                (OpKind::Read, OpBuf::Shared(_)) => opcode::Nop::new().build(),
+                (OpKind::Write, buf) => {
+                    let ptr = buf.as_slice()[op.range.clone()].as_ptr();
                     opcode::Write::new(fd, ptr, len).offset(op.offset).build()
                 }
-                OpKind::Sync => opcode::Fsync::new(fd)
+                (OpKind::Sync, _) => opcode::Fsync::new(fd)
                     .flags(types::FsyncFlags::DATASYNC)
                     .build(),
             }
@@ -608,12 +696,13 @@ impl RingThread {
             "io_uring keeps failing; leaking the buffers of the requests still in flight"
         );
         for op in self.slots.iter_mut().filter_map(Option::take) {
+            // A shared buffer's reference is leaked too: it never returns to the pool.
             std::mem::forget(op.buf);
             let _ = op.reply.send((
                 Err(io::Error::other(
                     "the io_uring ring failed with this request in flight",
                 )),
-                AlignedBuf::zeroed(0),
+                OpBuf::Own(AlignedBuf::zeroed(0)),
             ));
         }
         self.receive();

@@ -54,6 +54,9 @@
 //! its acks never wait behind the peer's disk write) is answered at the peer
 //! by the session's answerer task, in arrival order. Copies keep to the
 //! pair's rate controller ([`rate`]); volume I/O buffers come from a pool.
+//! A write's data is copied once in user space at each site: at the PVOL
+//! into a pooled buffer that is both the frame's data and the PVOL's write,
+//! at the SVOL from the frame (decoded in place) into the buffer it writes.
 
 pub mod bitmap;
 pub mod config;

@@ -28,8 +28,8 @@ use hbcore::link::PeerReply;
 pub struct Queued {
     /// Byte offset.
     pub offset: u64,
-    /// The bytes.
-    pub data: Vec<u8>,
+    /// The bytes (shared with the frame that ships them).
+    pub data: bytes::Bytes,
     /// The write's sequence number.
     pub seq: u64,
     /// When the host wrote it.

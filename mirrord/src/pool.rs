@@ -4,11 +4,19 @@
 //! I/O. A taken buffer holds stale bytes: every user either reads into all
 //! of it or overwrites all of it before it reaches the disk.
 //!
+//! A buffer can also be shared as [`Bytes`] ([`BufPool::share`]): a host
+//! write's data is then one buffer for the PVOL's write and the frame to the
+//! SVOL, and a copy frame's data goes from the read to the socket as is. It
+//! comes back when the last reference drops, so never while the kernel (an
+//! op holds a reference) or a frame still uses it.
+//!
 //! Bounded: at most [`PER_LENGTH`] buffers of a length, lengths up to
 //! [`LARGEST`], and [`MAX_BYTES`] in all; beyond that a returned buffer is freed.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 
 use crate::io::AlignedBuf;
 
@@ -60,9 +68,38 @@ impl BufPool {
         }
     }
 
+    /// `buf` as shared bytes, given back to `pool` when the last reference drops.
+    pub fn share(pool: &Arc<BufPool>, buf: AlignedBuf) -> Bytes {
+        Bytes::from_owner(Pooled {
+            buf: Some(buf),
+            pool: Arc::clone(pool),
+        })
+    }
+
     /// Bytes held for reuse.
     pub fn held_bytes(&self) -> usize {
         self.free.lock().map_or(0, |free| free.bytes)
+    }
+}
+
+/// The owner of a shared buffer, which `Bytes` drops with its last reference.
+struct Pooled {
+    /// `None` only while being dropped.
+    buf: Option<AlignedBuf>,
+    pool: Arc<BufPool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.as_ref().map_or(&[], AlignedBuf::as_slice)
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            self.pool.give(buf);
+        }
     }
 }
 
@@ -87,5 +124,22 @@ mod tests {
             pool.give(AlignedBuf::zeroed(8192));
         }
         assert_eq!(pool.held_bytes(), 4096 + PER_LENGTH * 8192);
+    }
+
+    #[test]
+    fn a_shared_buffer_returns_with_its_last_reference() {
+        let pool = Arc::new(BufPool::default());
+        let buf = pool.take(4096);
+        let at = buf.as_slice().as_ptr();
+        let shared = BufPool::share(&pool, buf);
+        assert_eq!(shared.as_ptr(), at, "shared, not copied");
+        let frame = shared.clone();
+        let part = shared.slice(100..200);
+        drop(shared);
+        drop(frame);
+        assert_eq!(pool.held_bytes(), 0, "a slice still refers to it");
+        drop(part);
+        assert_eq!(pool.held_bytes(), 4096);
+        assert_eq!(pool.take(4096).as_slice().as_ptr(), at);
     }
 }

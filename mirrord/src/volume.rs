@@ -9,6 +9,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use hbcore::vocab::Backing;
 
 use crate::io::{IoEngine, ALIGN};
@@ -341,6 +342,47 @@ impl Volume {
         Ok(data)
     }
 
+    /// Reads `len` bytes at `offset` into a pooled buffer, shared as is (a
+    /// copy frame goes from here to the socket uncopied).
+    pub async fn read_shared(
+        &self,
+        io: &IoEngine,
+        offset: u64,
+        len: usize,
+    ) -> Result<Bytes, VolumeError> {
+        self.check_range(offset, len as u64)?;
+        let (start, end) = covering_blocks(offset, len);
+        let buf = io
+            .read_exact_at(&self.file, start, io.buffer((end - start) as usize))
+            .await
+            .map_err(self.io_err("read", offset, len as u64))?;
+        let skip = (offset - start) as usize;
+        Ok(io.share(buf).slice(skip..skip + len))
+    }
+
+    /// Writes `data` at `offset` from where it lies, if O_DIRECT can take
+    /// it there (offset, length and address 4 KiB-aligned, as a buffer of
+    /// [`IoEngine::share`] is); otherwise through a copy, as
+    /// [`Volume::write`]. The caller holds [`Volume::order`].
+    pub async fn write_shared(
+        &self,
+        io: &IoEngine,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), VolumeError> {
+        let align = ALIGN as u64;
+        let aligned =
+            offset % align == 0 && data.len() % ALIGN == 0 && (data.as_ptr() as usize) % ALIGN == 0;
+        if !aligned {
+            return self.write(io, offset, &data).await;
+        }
+        self.check_range(offset, data.len() as u64)?;
+        let err = self.io_err("write", offset, data.len() as u64);
+        io.write_shared_at(&self.file, offset, data)
+            .await
+            .map_err(err)
+    }
+
     /// Writes `data` at `offset`. The caller holds [`Volume::order`].
     pub async fn write(&self, io: &IoEngine, offset: u64, data: &[u8]) -> Result<(), VolumeError> {
         self.check_range(offset, data.len() as u64)?;
@@ -417,6 +459,45 @@ mod tests {
             .await
             .expect_err("beyond end");
         assert!(err.to_string().contains("beyond its end"), "{err}");
+    }
+
+    /// A shared aligned buffer is written from where it lies (no pooled
+    /// buffer taken for a copy) and returns to the pool only with its last
+    /// reference; unaligned data is copied; a shared read is the pooled buffer.
+    #[tokio::test]
+    async fn shared_buffers_are_written_and_read_without_copies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vol =
+            Volume::create_file("v", &dir.path().join("v.vol"), 65536, false).expect("create");
+        for io in [IoEngine::start(), IoEngine::pread()] {
+            let mut buf = io.buffer(8192);
+            buf.as_mut_slice().fill(0x5a);
+            let data = io.share(buf);
+            let frame = data.clone();
+            vol.write_shared(&io, 8192, data).await.expect("write");
+            assert_eq!(
+                io.pooled_bytes(),
+                0,
+                "no buffer for a copy; the frame holds this one"
+            );
+            drop(frame);
+            assert_eq!(io.pooled_bytes(), 8192, "back with the last reference");
+            // Whole blocks at an unaligned address: copied, through a pooled buffer.
+            let odd = Bytes::from(vec![0xa5u8; 4097]).slice(1..);
+            vol.write_shared(&io, 4096, odd).await.expect("write");
+            assert_eq!(io.pooled_bytes(), 8192 + 4096);
+            let back = vol.read_shared(&io, 4096, 8192).await.expect("read");
+            assert_eq!(io.pooled_bytes(), 4096, "the read's buffer is the bytes");
+            assert!(back[..4096].iter().all(|b| *b == 0xa5));
+            assert!(back[4096..].iter().all(|b| *b == 0x5a));
+            let part = vol.read_shared(&io, 4100, 10).await.expect("read");
+            assert_eq!(&part[..], &[0xa5; 10]);
+            let e = vol
+                .write_shared(&io, 65536, back)
+                .await
+                .expect_err("beyond end");
+            assert!(e.to_string().contains("beyond its end"), "{e}");
+        }
     }
 
     #[test]

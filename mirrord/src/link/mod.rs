@@ -510,7 +510,7 @@ mod tests {
         PeerRequest::Write {
             pair: pair.into(),
             offset: 0,
-            data: vec![7; 4096],
+            data: vec![7; 4096].into(),
         }
     }
 

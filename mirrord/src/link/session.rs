@@ -16,26 +16,29 @@
 //!
 //! ```text
 //!  PVOL site, FUSE worker thread (Handle::block_on)        SVOL site, reader task (tokio worker)
-//!   data.to_vec() for the frame ...................... copy 1
+//!   the host's data into a pooled aligned buffer,
+//!     shared as Bytes (site::datapath) ............... copy 1
 //!   PeerLink::send: lock, encode header + prefix into the
 //!     Wire's buffer, writev(header, data) ............ (kernel copy)  ──> read into the reader's
 //!                                                                          buffer (kernel copy)
-//!   PVOL write: into a pooled aligned buffer ......... copy 2            postcard: data into a Vec . copy 3
-//!     ──> ring thread ──> back ....................... wake-ups 1, 2    SVOL write: into a pooled
-//!                                                                          aligned buffer ....... copy 4
-//!                                                                          ──> ring thread ──> back  wake-ups 3, 4
+//!   PVOL write: pwrite from the same buffer, on                          decode: the data is a slice
+//!     this thread (io::inline_io)                                          of that buffer (LinkCodec)
+//!                                                                        SVOL write: into a pooled
+//!                                                                          aligned buffer ....... copy 2
+//!                                                                          pwrite on this task
 //!   waits for the answer                                                 answer: encode, write(2) here
-//!   PVOL reader task: Response ──> oneshot ──> FUSE .. wake-up 5   <──
+//!   PVOL reader task: Response ──> oneshot ──> FUSE .. wake-up   <──
 //! ```
 //!
-//! So 5 wake-ups (was 7: the writer task at each end is gone) and 4 copies
-//! of the data in user space (was 6: the frame encoder's postcard `Vec` and
-//! its copy into the codec's buffer are gone), plus the kernel's socket
-//! copies at each end. Socket readiness (epoll waking the reader tasks) is
-//! not counted, as before. What is left belongs to the site and the ring:
-//! `to_vec` (the request owns its data), the SVOL's `Vec` (the decoded
-//! message owns its data; reading the payload straight into a pooled
-//! aligned buffer would remove copies 3 and 4) and the ring's round trips.
+//! So the data is copied twice in user space, once at each site (was 6,
+//! then 4: the frame's `to_vec` and postcard's `Vec` at the SVOL are gone),
+//! plus the kernel's socket copies; a write not of whole blocks is copied once more
+//! at the PVOL (its read-modify-write). Volume I/O is inline at both ends,
+//! so of the wake-ups counted here (was 7) only the ack's is left: the
+//! crate's tour counts the whole path's four. A copy or resync frame is
+//! read into a pooled buffer and sent from it (no copy at the PVOL), and
+//! applied like a write (one copy at the SVOL). Socket readiness (epoll
+//! waking the reader tasks) is not counted, as before.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

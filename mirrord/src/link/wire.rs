@@ -5,7 +5,7 @@
 //! `block_on`, a resync, the answerer task) takes the lock, encodes its frame
 //! into the buffer kept with the write half and writes it with one vectored
 //! write: the header and the start of the message from the buffer, a write's
-//! data straight from the caller's `Vec`. Frames leave in the order senders
+//! data straight from the caller's `Bytes`. Frames leave in the order senders
 //! got the lock (the lock is fair), and a sender returns once its frame is
 //! in the socket: no task between the caller and the socket.
 //!
@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use hbcore::link::{Lane, LinkCodec, LinkError as CodecError, Message};
 use hbcore::report::chain;
 use tokio::io::AsyncWriteExt;
@@ -141,7 +141,7 @@ impl Wire {
                     .encode_split(msg, &mut out.buf)
                     .map_err(|source| WireError::Encode { kind, source })?
             }
-            None => Vec::new(),
+            None => Bytes::new(),
         };
         let mut sending = Sending {
             out,
@@ -299,7 +299,7 @@ impl Wire {
 struct Sending<'a> {
     out: MutexGuard<'a, Out>,
     /// The data of a write, sent after `out.buf` without being copied.
-    tail: Vec<u8>,
+    tail: Bytes,
     /// Bytes of `tail` written.
     sent: usize,
     kick: &'a Notify,
@@ -420,7 +420,7 @@ mod tests {
         PeerRequest::Write {
             pair: pair.into(),
             offset: 0,
-            data: data(len),
+            data: data(len).into(),
         }
     }
 

@@ -5,12 +5,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use hbcore::link::{PeerError, PeerReply};
 use hbcore::report::chain;
 use hbcore::vocab::{Fence, Mode, PairState, Role};
 
 use super::{Site, SiteError};
 use crate::bitmap::BLOCK;
+use crate::io::{IoEngine, ALIGN};
 use crate::pair::{host_writable, mirroring, Queued};
 use crate::volume::Volume;
 
@@ -25,6 +27,19 @@ fn partly_covered(offset: u64, len: u64) -> impl Iterator<Item = u64> {
         .enumerate()
         .filter(move |(i, b)| len > 0 && !(*i == 1 && first == last) && !whole(*b))
         .map(|(_, b)| b)
+}
+
+/// A mirrored host write's data, copied once: for a write of whole blocks
+/// (what an O_DIRECT host sends) into a pooled aligned buffer that serves
+/// both the frame and the PVOL's write ([`Volume::write_shared`]);
+/// otherwise into plain bytes, which the PVOL's read-modify-write copies again.
+fn shared_copy(io: &IoEngine, offset: u64, data: &[u8]) -> Bytes {
+    if offset % ALIGN as u64 != 0 || data.len() % ALIGN != 0 {
+        return Bytes::copy_from_slice(data);
+    }
+    let mut buf = io.buffer(data.len());
+    buf.as_mut_slice().copy_from_slice(data);
+    io.share(buf)
 }
 
 /// The largest SVOL write done inline on the task that received it.
@@ -94,12 +109,13 @@ impl Site {
             return Ok(v.write(&self.io, offset, data).await?);
         }
         let timeout = self.link.timeout();
+        let shared = shared_copy(&self.io, offset, data);
         match meta.settings.mode {
             Mode::Sync if fenced => {
                 // Remote first, local after: a write the SVOL cannot take never
                 // reaches the PVOL. The order lock is held until the ack: one write outstanding.
                 let answer = match self
-                    .ship_host_write(&meta, &rt, &name, offset, data.to_vec())
+                    .ship_host_write(&meta, &rt, &name, offset, shared.clone())
                     .await
                 {
                     Ok(p) => rt.settle(p, timeout).await.map(|_| ()),
@@ -109,7 +125,7 @@ impl Site {
                     self.replication_failed(&name, &meta, &source);
                     return Err(SiteError::Fenced { pair: name, source });
                 }
-                self.pvol_write(&name, &v, offset, data).await?;
+                self.pvol_write(&name, &v, offset, shared.clone()).await?;
                 rt.dirty().acked_write(offset, data.len() as u64, seq);
             }
             Mode::Sync => {
@@ -136,10 +152,10 @@ impl Site {
                 // Fenced sync and semi-sync keep one write outstanding.
                 // Queued before the PVOL write, so the transfer and the SVOL write overlap it.
                 let shipped = self
-                    .ship_host_write(&meta, &rt, &name, offset, data.to_vec())
+                    .ship_host_write(&meta, &rt, &name, offset, shared.clone())
                     .await;
                 // On a PVOL failure the flight is dropped unsettled: the bits stay set.
-                self.pvol_write(&name, &v, offset, data).await?;
+                self.pvol_write(&name, &v, offset, shared.clone()).await?;
                 drop(order);
                 let answer = match shipped {
                     Ok(p) => rt.settle(p, timeout).await.map(|_| ()),
@@ -161,13 +177,13 @@ impl Site {
                 let still = self.meta_of(&name).is_some_and(|m| mirroring(&m));
                 let shipped = if still {
                     Some(
-                        self.ship_host_write(&meta, &rt, &name, offset, data.to_vec())
+                        self.ship_host_write(&meta, &rt, &name, offset, shared.clone())
                             .await,
                     )
                 } else {
                     None
                 };
-                self.pvol_write(&name, &v, offset, data).await?;
+                self.pvol_write(&name, &v, offset, shared.clone()).await?;
                 match shipped {
                     Some(Ok(pending)) => {
                         let site = Arc::clone(self);
@@ -186,14 +202,14 @@ impl Site {
                 }
             }
             Mode::Adaptive => {
-                self.pvol_write(&name, &v, offset, data).await?;
+                self.pvol_write(&name, &v, offset, shared.clone()).await?;
                 if meta.state == PairState::Pair {
                     let mut q = rt.queue();
                     if !q.overflowed && q.bytes + data.len() as u64 <= meta.settings.skew {
                         q.bytes += data.len() as u64;
                         q.entries.push_back(Queued {
                             offset,
-                            data: data.to_vec(),
+                            data: shared.clone(),
                             seq,
                             at: Instant::now(),
                         });
@@ -217,9 +233,9 @@ impl Site {
         pair: &str,
         v: &Volume,
         offset: u64,
-        data: &[u8],
+        data: Bytes,
     ) -> Result<(), SiteError> {
-        let Err(e) = v.write(&self.io, offset, data).await else {
+        let Err(e) = v.write_shared(&self.io, offset, data).await else {
             return Ok(());
         };
         let why = format!(
@@ -269,6 +285,8 @@ impl Site {
             });
         }
         let _order = w.volume.order.lock().await;
+        // This site's one copy of the data (the decoder's is a slice of the
+        // frame): into a pooled aligned buffer, for O_DIRECT.
         let write = w.volume.write(&self.io, offset, data);
         // A small write (a heartbeat, a host's 4 KiB) is done by the task
         // that received it: the ring's two wake-ups cost as much as the
@@ -289,5 +307,34 @@ impl Site {
             return Err(PeerError::Disk { detail: chain(&e) });
         }
         Ok(PeerReply::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_aligned_host_write_is_copied_once_into_a_pooled_buffer() {
+        let io = IoEngine::pread();
+        let pooled = io.buffer(8192);
+        let at = pooled.as_slice().as_ptr();
+        io.recycle(pooled);
+        let host: Vec<u8> = (0..8192).map(|i| i as u8).collect();
+        let shared = shared_copy(&io, 4096, &host);
+        assert_eq!(shared, host);
+        assert_eq!(
+            shared.as_ptr(),
+            at,
+            "the pooled buffer, for frame and PVOL alike"
+        );
+        drop(shared);
+        assert_eq!(io.pooled_bytes(), 8192, "back once unused");
+        // Not whole blocks: plain bytes (the PVOL's write reads around them).
+        for (offset, len) in [(4096, 100), (100, 4096)] {
+            let shared = shared_copy(&io, offset, &host[..len]);
+            assert_eq!(shared, host[..len]);
+            assert_eq!(io.pooled_bytes(), 8192, "no pooled buffer taken");
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hbcore::link::{PeerError, PeerRequest};
 use hbcore::report::chain;
 use hbcore::vocab::{PairState, Role};
@@ -48,7 +49,7 @@ pub(super) struct Frame {
     first: u64,
     blocks: u64,
     offset: u64,
-    data: Vec<u8>,
+    data: Bytes,
     /// The blocks' sequences when read (under the order lock).
     seqs: Vec<u64>,
     /// Whether the rate controller limited it.
@@ -70,7 +71,7 @@ impl Site {
         meta: &PairMeta,
         pair: &str,
         offset: u64,
-        data: Vec<u8>,
+        data: Bytes,
     ) -> Result<Pending, LinkError> {
         let bytes = data.len();
         let request = PeerRequest::Write {
@@ -90,7 +91,7 @@ impl Site {
         rt: &PairRt,
         pair: &str,
         offset: u64,
-        data: Vec<u8>,
+        data: Bytes,
     ) -> Result<Flight, LinkError> {
         let pending = self.ship(meta, pair, offset, data).await?;
         Ok(rt.shipped(pending))
@@ -234,7 +235,7 @@ impl Site {
             let _order = w.volume.order.lock().await;
             w.rt.dirty().seqs(first, blocks)
         };
-        let data = w.volume.read(&self.io, offset, len).await?;
+        let data = w.volume.read_shared(&self.io, offset, len).await?;
         Ok(Frame {
             first,
             blocks,
@@ -271,7 +272,7 @@ impl Site {
         } = frame;
         let now = w.rt.dirty().seqs(first, blocks);
         if now != seqs {
-            data = w.volume.read(&self.io, offset, data.len()).await?;
+            data = w.volume.read_shared(&self.io, offset, data.len()).await?;
             seqs = now;
         }
         let bytes = data.len() as u64;

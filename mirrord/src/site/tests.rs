@@ -256,6 +256,21 @@ async fn a_sync_write_is_on_the_svol_when_it_returns() {
             "offset {offset}"
         );
     }
+    // Whole blocks: one pooled buffer is the frame and the PVOL's write.
+    for (offset, blocks) in [(8192u64, 1), (16384, 2)] {
+        let data = pattern(blocks * BLOCK as usize, offset as u8 ^ 0x55);
+        prod.site
+            .host_write("v", offset, &data)
+            .await
+            .expect("write");
+        for site in [&prod, &standby] {
+            assert_eq!(
+                site.read("v", offset, data.len()).await,
+                data,
+                "at {offset}"
+            );
+        }
+    }
     assert_eq!(prod.pair("p").pending_bytes, 0);
     // The SVOL is read-only to hosts while mirrored.
     let e = standby
@@ -303,6 +318,7 @@ async fn semi_sync_and_adaptive_writes_ship_and_settle() {
     }
     prod.wait("p", "zero lag", settled).await;
     assert_eq!(standby.read("v", 8 * BLOCK, second.len()).await, second);
+    assert_eq!(prod.read("v", 8 * BLOCK, second.len()).await, second);
     assert_eq!(prod.pair("p").state, PairState::Pair);
 }
 
