@@ -482,7 +482,8 @@ pub struct CopyProgress {
     pub total_bytes: u64,
     /// copied / total, in percent.
     pub percent: f64,
-    /// Average rate since the copy started, bytes per second.
+    /// Average rate of the copy from its start to its end (to now while it
+    /// runs), bytes per second.
     pub rate_bytes_per_s: f64,
     /// Checksum resync: dirty blocks not sent because the other copy held the same data.
     #[serde(default)]

@@ -65,6 +65,8 @@ struct Copy {
     total: u64,
     skipped: u64,
     started: Option<Instant>,
+    /// When it ended: a finished copy's rate stays what it was.
+    ended: Option<Instant>,
     limit: Limit,
 }
 
@@ -238,13 +240,20 @@ impl PairRt {
 
     /// The copy ended.
     pub fn end_copy(&self) {
-        lock(&self.copy).running = false;
+        let mut c = lock(&self.copy);
+        c.running = false;
+        c.ended = Some(Instant::now());
     }
 
     /// What `pair status` shows of the copy.
     pub fn copy_progress(&self) -> CopyProgress {
         let c = lock(&self.copy);
-        let secs = c.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let secs = c.started.map_or(0.0, |t| {
+            c.ended
+                .unwrap_or_else(Instant::now)
+                .saturating_duration_since(t)
+                .as_secs_f64()
+        });
         CopyProgress {
             running: c.running,
             copied_bytes: c.copied,

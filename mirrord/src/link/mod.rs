@@ -46,6 +46,12 @@ use admission::Gate;
 use refusals::RefusalLog;
 use session::Session;
 
+/// The largest write the receiving site applies on the task that read it
+/// (a heartbeat, a host's 4 KiB): a hand-off to the ring or to another
+/// task would cost as much as the write. Larger ones go to the answerer
+/// task and the ring, and the reader goes on reading meanwhile.
+pub const SMALL_WRITE: usize = 64 << 10;
+
 /// A request to a peer that did not get an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -421,6 +427,8 @@ mod tests {
     /// a data pair's copy frame that takes long to apply at the SVOL.
     struct Holding {
         held: &'static str,
+        /// Told when the held write arrives.
+        arrived: tokio::sync::Notify,
         release: tokio::sync::Notify,
     }
 
@@ -428,6 +436,7 @@ mod tests {
         fn new(held: &'static str) -> Arc<Holding> {
             Arc::new(Holding {
                 held,
+                arrived: tokio::sync::Notify::new(),
                 release: tokio::sync::Notify::new(),
             })
         }
@@ -436,6 +445,7 @@ mod tests {
     impl Handler for Holding {
         async fn handle(&self, _peer: &str, request: PeerRequest) -> Result<PeerReply, PeerError> {
             if matches!(&request, PeerRequest::Write { pair, .. } if pair == self.held) {
+                self.arrived.notify_one();
                 self.release.notified().await;
             }
             Ok(PeerReply::Done)
@@ -541,6 +551,38 @@ mod tests {
         );
         at_b.release.notify_one();
         assert!(theirs.wait(Duration::from_secs(3)).await.is_ok());
+        stop.cancel();
+    }
+
+    /// A large write (a copy frame) is applied off the reader: while the
+    /// SVOL's disk takes it, the reader goes on reading, here the answer
+    /// to the SVOL site's own request on the same session.
+    #[tokio::test]
+    async fn the_reader_goes_on_reading_while_a_large_write_is_applied() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stop = CancellationToken::new();
+        let (at_a, at_b) = (Holding::new("nothing"), Holding::new("frame"));
+        let (a, b) = linked(dir.path(), Arc::clone(&at_a), Arc::clone(&at_b), &stop).await;
+        let (a_bulk, b_bulk) = (
+            a.peer("b", Lane::Bulk).expect("a's lane"),
+            b.peer("a", Lane::Bulk).expect("b's lane"),
+        );
+        let frame = PeerRequest::Write {
+            pair: "frame".into(),
+            offset: 0,
+            data: vec![7; 1 << 20].into(),
+        };
+        let held = a_bulk.send(frame).await.expect("queued");
+        at_b.arrived.notified().await;
+        // b has nothing in flight when the frame arrives, so only its size
+        // keeps it off the reader, which must deliver this answer.
+        let answer = b_bulk.call(write("own"), Duration::from_secs(3)).await;
+        assert!(
+            matches!(answer, Ok(PeerReply::Done)),
+            "b's reader read a's answer while the frame was held at b: {answer:?}"
+        );
+        at_b.release.notify_one();
+        assert!(held.wait(Duration::from_secs(3)).await.is_ok());
         stop.cancel();
     }
 

@@ -4,10 +4,10 @@
 //! ```text
 //!  PeerLink::send ──(Wire lock, on the caller's thread)──frames──> TCP
 //!  TCP ──frames──> reader loop ─┬ Response ──> waiting[id] (wakes the sender)
-//!                               ├ Write, nothing queued or awaited ──> Handler::handle here,
+//!                               ├ Write <= 64 KiB, nothing queued or awaited ──> Handler::handle here,
 //!                               │    answer written here (Wire::send_now, never waits)
 //!                               ├ Ping ──> Pong written here (Wire::send_now)
-//!                               └ other Request ──> answerer task ──> Handler::handle ──> Wire::send
+//!                               └ other Request (a copy frame too) ──> answerer task ──> Handler::handle ──> Wire::send
 //!  flusher task: what send_now could not write; a Ping when nothing went out for timeout / 4
 //! ```
 //!
@@ -174,12 +174,14 @@ pub(super) async fn run<H: Handler>(
                 }
             }
             Message::Pong => peer.stats.pong_received(),
-            // A write needs nothing from the peer: with no other request
-            // queued, answering it here keeps the order and saves a hop;
-            // unless this site awaits answers on this session (its own
-            // writes' acks), which must not wait behind this disk write.
+            // A small write needs nothing from the peer: with no other
+            // request queued, answering it here keeps the order and saves a
+            // hop; unless this site awaits answers on this session (its own
+            // writes' acks), which must not wait behind this disk write. A
+            // large one (a copy frame, a host's 1 MiB) goes to the answerer,
+            // so this reader takes in the next frame while the disk writes it.
             Message::Request { id, body }
-                if matches!(body, PeerRequest::Write { .. })
+                if matches!(&body, PeerRequest::Write { data, .. } if data.len() <= super::SMALL_WRITE)
                     && queued.load(Ordering::SeqCst) == 0
                     && session.waiting.lock().is_ok_and(|w| w.is_empty()) =>
             {

@@ -42,9 +42,6 @@ fn shared_copy(io: &IoEngine, offset: u64, data: &[u8]) -> Bytes {
     io.share(buf)
 }
 
-/// The largest SVOL write done inline on the task that received it.
-const INLINE_WRITE_MAX: usize = 64 << 10;
-
 impl Site {
     /// Reads a volume for a host.
     pub async fn host_read(
@@ -291,7 +288,7 @@ impl Site {
         // A small write (a heartbeat, a host's 4 KiB) is done by the task
         // that received it: the ring's two wake-ups cost as much as the
         // write. Copy frames (up to 1 MiB) go to the ring.
-        let written = if data.len() <= INLINE_WRITE_MAX {
+        let written = if data.len() <= crate::link::SMALL_WRITE {
             crate::io::inline_io_of(write).await
         } else {
             write.await
