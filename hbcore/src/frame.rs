@@ -164,6 +164,31 @@ impl Format {
         Ok(out)
     }
 
+    /// Checks an unsigned frame that arrived in two parts, `head` (the header
+    /// and the start of the payload) and `rest` (the rest of the payload), as
+    /// [`Format::open`] checks a whole one: a reader can put the rest where
+    /// it is wanted rather than after the head. A signed format is refused
+    /// ([`FrameError::NoKey`]): its tag would have to be read too.
+    pub fn check_parts(&self, head: &[u8], rest: &[u8]) -> Result<(), FrameError> {
+        if self.signed {
+            return Err(FrameError::NoKey);
+        }
+        let have = head.len() + rest.len();
+        let need = self.check_header(head)?.ok_or(FrameError::Short {
+            have,
+            need: HEADER_LEN,
+        })?;
+        if have != need {
+            return Err(FrameError::Short { have, need });
+        }
+        let stated = u32::from_le_bytes([head[12], head[13], head[14], head[15]]);
+        let computed = crc32c::crc32c_append(crc(head, &head[HEADER_LEN..]), rest);
+        if computed != stated {
+            return Err(FrameError::Crc { computed, stated });
+        }
+        Ok(())
+    }
+
     /// Checks the header at the start of `bytes` and returns the whole
     /// frame's length, or `None` while fewer than [`HEADER_LEN`] bytes are
     /// there. Bad magic, version or length are errors at once, before any

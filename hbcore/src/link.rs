@@ -11,6 +11,7 @@ use crate::frame::{Format, FrameError};
 use crate::vocab::{Kind, PairSettings, PairState};
 
 mod zero_copy;
+pub use zero_copy::WriteHead;
 
 /// The link's frames.
 pub const FORMAT: Format = Format {

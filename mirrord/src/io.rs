@@ -279,6 +279,12 @@ impl IoEngine {
         self.pool.give(buf);
     }
 
+    /// The pool itself, for buffers filled elsewhere (the link reads a
+    /// large write's data into one).
+    pub fn pool(&self) -> Arc<BufPool> {
+        Arc::clone(&self.pool)
+    }
+
     /// A pooled buffer as `Bytes`, to share between a volume write
     /// ([`IoEngine::write_shared_at`]) and a frame without copying: it
     /// returns to the pool when the last reference drops.

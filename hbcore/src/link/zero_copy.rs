@@ -7,7 +7,8 @@ use std::sync::LazyLock;
 
 use bytes::Bytes;
 
-use super::{Message, PeerRequest};
+use super::{LinkError, Message, PeerRequest};
+use crate::frame::HEADER_LEN;
 
 /// The variant indices that start a [`PeerRequest::Write`]'s payload
 /// (`Message::Request`, then `PeerRequest::Write` after the id), taken from
@@ -54,37 +55,110 @@ fn take(payload: &[u8], at: &mut usize, n: u64) -> Option<std::ops::Range<usize>
     (end <= payload.len()).then(|| std::mem::replace(at, end)..end)
 }
 
+/// What a write's payload says before its data: enough to place the data
+/// before it has arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteHead {
+    /// Request id.
+    pub id: u64,
+    /// Pair name.
+    pub pair: String,
+    /// Byte offset.
+    pub offset: u64,
+    /// Where the data lies in the payload (it may reach past what has arrived).
+    pub data: std::ops::Range<usize>,
+}
+
+impl WriteHead {
+    /// The request, with `data` as its bytes.
+    pub fn into_message(self, data: Bytes) -> Message {
+        Message::Request {
+            id: self.id,
+            body: PeerRequest::Write {
+                pair: self.pair,
+                offset: self.offset,
+                data,
+            },
+        }
+    }
+}
+
+/// The head of a write request from the start of its payload (`partial`
+/// may end anywhere after the data's length), by postcard's rules. `None`
+/// for any other message and anything postcard would refuse.
+pub(super) fn head(partial: &[u8]) -> Option<WriteHead> {
+    let (request, write) = (*WRITE_TAGS)?;
+    let mut at = 0;
+    // Variant indices are u32 varints: at most 5 bytes, the last under 16.
+    if varint(partial, &mut at, 5, 0x0f)? != u64::from(request) {
+        return None;
+    }
+    let id = varint_u64(partial, &mut at)?;
+    if varint(partial, &mut at, 5, 0x0f)? != u64::from(write) {
+        return None;
+    }
+    let len = varint_u64(partial, &mut at)?;
+    let pair = std::str::from_utf8(&partial[take(partial, &mut at, len)?]).ok()?;
+    let offset = varint_u64(partial, &mut at)?;
+    let len = usize::try_from(varint_u64(partial, &mut at)?).ok()?;
+    Some(WriteHead {
+        id,
+        pair: pair.to_string(),
+        offset,
+        data: at..at.checked_add(len)?,
+    })
+}
+
 /// A write request decoded with its data a slice of `frame` rather than a
 /// copy (postcard can only copy into a `Bytes`). `payload` lies in `frame`.
 /// `None` for any other message and for any payload postcard would refuse:
 /// the caller then decodes it with postcard, so results and errors are
 /// postcard's in every case.
 pub(super) fn write(frame: &Bytes, payload: &[u8]) -> Option<Message> {
-    let (request, write) = (*WRITE_TAGS)?;
-    let mut at = 0;
-    // Variant indices are u32 varints: at most 5 bytes, the last under 16.
-    if varint(payload, &mut at, 5, 0x0f)? != u64::from(request) {
-        return None;
-    }
-    let id = varint_u64(payload, &mut at)?;
-    if varint(payload, &mut at, 5, 0x0f)? != u64::from(write) {
-        return None;
-    }
-    let len = varint_u64(payload, &mut at)?;
-    let pair = std::str::from_utf8(&payload[take(payload, &mut at, len)?]).ok()?;
-    let offset = varint_u64(payload, &mut at)?;
-    let len = varint_u64(payload, &mut at)?;
-    let data = take(payload, &mut at, len)?;
+    let head = head(payload)?;
     // Like postcard, bytes after the message are ignored.
+    if head.data.end > payload.len() {
+        return None;
+    }
     let start = (payload.as_ptr() as usize).checked_sub(frame.as_ptr() as usize)?;
-    Some(Message::Request {
-        id,
-        body: PeerRequest::Write {
-            pair: pair.to_string(),
-            offset,
-            data: frame.slice(start + data.start..start + data.end),
-        },
-    })
+    let data = frame.slice(start + head.data.start..start + head.data.end);
+    Some(head.into_message(data))
+}
+
+impl super::LinkCodec {
+    /// If `buf` starts with a frame holding a write whose data is longer
+    /// than `min` bytes and has not all arrived: the write's head and the
+    /// whole frame's length. A reader can then read the data straight into
+    /// a buffer of its own and check the frame with
+    /// [`LinkCodec::check_split`](super::LinkCodec::check_split). `None` for
+    /// anything else, which the decoder takes as usual; `Err` for a bad
+    /// header, as the decoder would say.
+    pub fn large_write(
+        &self,
+        buf: &[u8],
+        min: usize,
+    ) -> Result<Option<(WriteHead, usize)>, LinkError> {
+        let Some(need) = self.format.check_header(buf)? else {
+            return Ok(None);
+        };
+        if self.format.signed || buf.len() >= need {
+            return Ok(None);
+        }
+        let Some(head) = head(&buf[HEADER_LEN..]) else {
+            return Ok(None);
+        };
+        // Only data that ends the payload (postcard would ignore bytes after it).
+        if head.data.end != need - HEADER_LEN || head.data.len() <= min {
+            return Ok(None);
+        }
+        Ok(Some((head, need)))
+    }
+
+    /// Checks a frame that arrived in two parts, `head` (its header and its
+    /// payload up to a write's data) and `data`, as the decoder checks one.
+    pub fn check_split(&self, head: &[u8], data: &[u8]) -> Result<(), LinkError> {
+        Ok(self.format.check_parts(head, data)?)
+    }
 }
 
 #[cfg(test)]

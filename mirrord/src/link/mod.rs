@@ -23,6 +23,7 @@
 
 pub mod admission;
 pub mod handshake;
+mod reader;
 pub mod refusals;
 mod session;
 pub mod stats;
@@ -42,6 +43,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::pool::BufPool;
 use admission::Gate;
 use refusals::RefusalLog;
 use session::Session;
@@ -85,6 +87,11 @@ pub trait Handler: Send + Sync + 'static {
     fn link_up(self: &Arc<Self>, peer: &str, lane: Lane);
     /// The session with `peer` on `lane` closed.
     fn link_down(self: &Arc<Self>, peer: &str, lane: Lane);
+    /// The buffers a large write's data is read into (aligned, for the
+    /// disk), given back when the write is done with them.
+    fn buffers(&self) -> Arc<BufPool> {
+        Arc::default()
+    }
 }
 
 /// The link to one peer site on one lane.

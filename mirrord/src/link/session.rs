@@ -45,14 +45,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use hbcore::link::{Message, PeerError, PeerReply, PeerRequest};
 use hbcore::report::chain;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use super::handshake::Conn;
+use super::reader::FrameReader;
 use super::wire::Wire;
 use super::{Handler, PeerLink};
 
@@ -90,8 +89,7 @@ pub(super) async fn run<H: Handler>(
     // The handshake's reader may hold bytes past the Welcome: they stay first.
     let parts = conn.into_parts();
     let (read_half, write_half) = parts.io.into_split();
-    let mut stream = FramedRead::new(read_half, parts.codec);
-    stream.read_buffer_mut().extend_from_slice(&parts.read_buf);
+    let mut stream = FrameReader::new(read_half, parts.codec, parts.read_buf, handler.buffers());
     let wire = Arc::new(Wire::new(
         write_half,
         parts.codec,

@@ -257,7 +257,7 @@ impl Site {
         &self,
         pair: &str,
         offset: u64,
-        data: &[u8],
+        data: Bytes,
     ) -> Result<PeerReply, PeerError> {
         let w = self.work(pair)?;
         if w.meta.role != Role::Svol {
@@ -282,13 +282,15 @@ impl Site {
             });
         }
         let _order = w.volume.order.lock().await;
-        // This site's one copy of the data (the decoder's is a slice of the
-        // frame): into a pooled aligned buffer, for O_DIRECT.
-        let write = w.volume.write(&self.io, offset, data);
+        // A large write's data was read into an aligned buffer and is
+        // written from there; a small one's is a slice of the reader's
+        // buffer, copied once into an aligned one (this site's one copy).
+        let len = data.len();
+        let write = w.volume.write_shared(&self.io, offset, data);
         // A small write (a heartbeat, a host's 4 KiB) is done by the task
         // that received it: the ring's two wake-ups cost as much as the
         // write. Copy frames (up to 1 MiB) go to the ring.
-        let written = if data.len() <= crate::link::SMALL_WRITE {
+        let written = if len <= crate::link::SMALL_WRITE {
             crate::io::inline_io_of(write).await
         } else {
             write.await

@@ -18,6 +18,7 @@ use crate::generation;
 use crate::link::Handler;
 use crate::meta::PairMeta;
 use crate::pair::PairRt;
+use crate::pool::BufPool;
 
 /// The link's view of a site.
 pub struct SiteHandler(pub Arc<Site>);
@@ -31,6 +32,10 @@ impl Handler for SiteHandler {
         let site = Arc::clone(&self.0);
         let peer = peer.to_string();
         tokio::spawn(async move { site.reattach(&peer, lane).await });
+    }
+
+    fn buffers(&self) -> Arc<BufPool> {
+        self.0.io.pool()
     }
 
     fn link_down(self: &Arc<Self>, peer: &str, lane: Lane) {
@@ -65,7 +70,7 @@ impl Site {
         match request {
             PeerRequest::Attach(request) => self.attach(peer, request),
             PeerRequest::Write { pair, offset, data } => {
-                self.apply_write(&pair, offset, &data).await
+                self.apply_write(&pair, offset, data).await
             }
             PeerRequest::Update {
                 pair,

@@ -1,0 +1,215 @@
+//! The receiving side of a session: the read half of its connection, one
+//! message at a time.
+//!
+//! A large write (a copy frame, a host's 1 MiB) is read from the socket
+//! straight into an aligned buffer from the site's pool, which the SVOL's
+//! O_DIRECT write then takes as it is: its data is never copied in user
+//! space. Only what arrived together with the frame's head (one read's
+//! worth) is copied over. Everything else, small writes included (their
+//! data comes in the same read as their head, and a copy of 4 KiB costs
+//! less than a second read), goes through the codec from a read buffer.
+//!
+//! ```text
+//!  socket ──read──> buffer ─┬ head of a write > SMALL_WRITE, data still to come:
+//!                           │    what is buffered ──copy──> pooled aligned buffer <──read── socket
+//!                           │    frame checked (CRC over head + data) ──> Write { data: that buffer }
+//!                           └ anything else ──> LinkCodec::decode (a write's data: a slice of the buffer)
+//! ```
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use hbcore::frame::FrameError;
+use hbcore::link::{LinkCodec, LinkError, Message};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::codec::Decoder;
+
+use super::SMALL_WRITE;
+use crate::pool::BufPool;
+
+/// Reads messages off one connection.
+pub(super) struct FrameReader<R> {
+    io: R,
+    buf: BytesMut,
+    codec: LinkCodec,
+    /// Where large writes' buffers come from and go back to.
+    pool: Arc<BufPool>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader of `io`, whose first bytes (read past the handshake) are `buf`.
+    pub(super) fn new(io: R, codec: LinkCodec, buf: BytesMut, pool: Arc<BufPool>) -> Self {
+        FrameReader {
+            io,
+            buf,
+            codec,
+            pool,
+        }
+    }
+
+    /// The next message; `None` once the peer closed the connection between frames.
+    pub(super) async fn next(&mut self) -> Option<Result<Message, LinkError>> {
+        loop {
+            match self.codec.large_write(&self.buf, SMALL_WRITE) {
+                Ok(Some((head, frame_len))) => return Some(self.read_large(head, frame_len).await),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+            match self.codec.decode(&mut self.buf) {
+                Ok(Some(msg)) => return Some(Ok(msg)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+            match self.io.read_buf(&mut self.buf).await {
+                Ok(0) => return self.codec.decode_eof(&mut self.buf).transpose(),
+                Ok(_) => {}
+                Err(e) => return Some(Err(e.into())),
+            }
+        }
+    }
+
+    /// Reads the rest of a large write's data into a pooled aligned buffer.
+    async fn read_large(
+        &mut self,
+        head: hbcore::link::WriteHead,
+        frame_len: usize,
+    ) -> Result<Message, LinkError> {
+        let at = hbcore::frame::HEADER_LEN + head.data.start;
+        let mut data = self.pool.take(head.data.len());
+        // The frame is not all here (`large_write` says so): what is
+        // buffered past the head is the start of the data, and nothing else.
+        let have = self.buf.len() - at;
+        data.as_mut_slice()[..have].copy_from_slice(&self.buf[at..]);
+        let read = self.io.read_exact(&mut data.as_mut_slice()[have..]).await;
+        let checked = match read {
+            Ok(_) => self.codec.check_split(&self.buf[..at], data.as_slice()),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(LinkError::ClosedMidFrame {
+                    have: self.buf.len(),
+                    need: frame_len,
+                })
+            }
+            Err(e) => Err(LinkError::Frame(FrameError::Io(e))),
+        };
+        self.buf.clear();
+        match checked {
+            Ok(()) => Ok(head.into_message(BufPool::share(&self.pool, data))),
+            Err(e) => {
+                self.pool.give(data);
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use hbcore::link::PeerRequest;
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    fn filled(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| seed.wrapping_add((i % 251) as u8))
+            .collect()
+    }
+
+    fn session_codec() -> LinkCodec {
+        let mut codec = LinkCodec::handshake();
+        codec.authenticated();
+        codec
+    }
+
+    fn write(id: u64, len: usize, seed: u8) -> Message {
+        Message::Request {
+            id,
+            body: PeerRequest::Write {
+                pair: "bulk".into(),
+                offset: 4096 * id,
+                data: Bytes::from(filled(len, seed)),
+            },
+        }
+    }
+
+    fn frame(msg: &Message) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        session_codec()
+            .encode_split(msg.clone(), &mut out)
+            .map(|data| [&out[..], &data[..]].concat())
+            .expect("encode")
+    }
+
+    /// Feeds `bytes` in pieces of `piece` bytes and reads messages until the end.
+    async fn read_all(bytes: Vec<u8>, piece: usize) -> (Vec<Result<Message, String>>, Vec<bool>) {
+        let (mut tx, rx) = tokio::io::duplex(64 << 10);
+        let feeder = tokio::spawn(async move {
+            for chunk in bytes.chunks(piece) {
+                if tx.write_all(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let pool = Arc::new(BufPool::default());
+        let mut reader = FrameReader::new(rx, session_codec(), BytesMut::new(), pool);
+        let (mut got, mut aligned) = (Vec::new(), Vec::new());
+        while let Some(next) = reader.next().await {
+            let failed = next.is_err();
+            if let Ok(Message::Request {
+                body: PeerRequest::Write { data, .. },
+                ..
+            }) = &next
+            {
+                if data.len() > SMALL_WRITE {
+                    aligned.push(data.as_ptr() as usize % crate::io::ALIGN == 0);
+                }
+            }
+            got.push(next.map_err(|e| e.to_string()));
+            if failed {
+                break;
+            }
+        }
+        feeder.abort();
+        (got, aligned)
+    }
+
+    #[tokio::test]
+    async fn large_writes_land_in_aligned_buffers_and_everything_reads_back_as_sent() {
+        let msgs = [
+            write(1, 1 << 20, 1),
+            Message::Ping,
+            write(2, 4096, 2),
+            write(3, (64 << 10) + 4096, 3),
+            Message::Pong,
+            write(4, 1 << 20, 4),
+        ];
+        let bytes: Vec<u8> = msgs.iter().flat_map(frame).collect();
+        for piece in [1000, 4096, 65_536, 1 << 20] {
+            let (got, aligned) = read_all(bytes.clone(), piece).await;
+            let want: Vec<Result<Message, String>> = msgs.iter().cloned().map(Ok).collect();
+            assert_eq!(got, want, "pieces of {piece}");
+            // The large ones were read straight into aligned buffers.
+            assert_eq!(aligned, [true, true, true], "pieces of {piece}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_write_with_a_bad_crc_or_cut_short_is_refused_as_the_codec_refuses_it() {
+        let mut bad = frame(&write(1, 1 << 20, 9));
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let (got, _) = read_all(bad, 4096).await;
+        assert!(
+            matches!(&got[..], [Err(e)] if e.contains("CRC32C mismatch")),
+            "{got:?}"
+        );
+        let whole = frame(&write(1, 1 << 20, 9));
+        let cut = whole[..whole.len() - 100].to_vec();
+        let (got, _) = read_all(cut, 4096).await;
+        assert!(
+            matches!(&got[..], [Err(e)] if e.contains("closed in the middle of a frame")),
+            "{got:?}"
+        );
+    }
+}
