@@ -35,10 +35,14 @@
 //! plus the kernel's socket copies; a write not of whole blocks is copied once more
 //! at the PVOL (its read-modify-write). Volume I/O is inline at both ends,
 //! so of the wake-ups counted here (was 7) only the ack's is left: the
-//! crate's tour counts the whole path's four. A copy or resync frame is
-//! read into a pooled buffer and sent from it (no copy at the PVOL), and
-//! applied like a write (one copy at the SVOL). Socket readiness (epoll
-//! waking the reader tasks) is not counted, as before.
+//! crate's tour counts the whole path's four. A write over 64 KiB (a copy
+//! or resync frame, a host's 1 MiB) is copied in user space at neither
+//! site: the PVOL reads or copies it into a pooled buffer and sends it from
+//! there, and the SVOL's reader ([`super::reader`]) reads it from the socket
+//! straight into a pooled aligned buffer that its disk write takes as it
+//! is. For a 4 KiB write that would cost a second read per frame, more
+//! than the copy it saves. Socket readiness (epoll waking the reader
+//! tasks) is not counted, as before.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
