@@ -16,8 +16,8 @@
 //! frame) fails the requests in flight, tells the handler (`link_down`), and
 //! the dialer reconnects with backoff ([`Backoff`]: 100 ms doubling to 5 s).
 //!
-//! Frames are written by their senders ([`wire`]) and read by the session's
-//! reader ([`reader`]), which reads a large write's data straight into a
+//! Frames are written by their senders (`wire`) and read by the session's
+//! reader (`reader`), which reads a large write's data straight into a
 //! pooled aligned buffer ([`Handler::buffers`]) for the disk.
 //!
 //! Until it has proved the key, a peer costs bounded memory and time: a few
