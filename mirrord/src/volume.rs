@@ -330,16 +330,8 @@ impl Volume {
         offset: u64,
         len: usize,
     ) -> Result<Vec<u8>, VolumeError> {
-        self.check_range(offset, len as u64)?;
-        let (start, end) = covering_blocks(offset, len);
-        let buf = io
-            .read_exact_at(&self.file, start, io.buffer((end - start) as usize))
-            .await
-            .map_err(self.io_err("read", offset, len as u64))?;
-        let skip = (offset - start) as usize;
-        let data = buf.as_slice()[skip..skip + len].to_vec();
-        io.recycle(buf);
-        Ok(data)
+        // The pooled buffer goes back when the shared bytes drop.
+        Ok(self.read_shared(io, offset, len).await?.to_vec())
     }
 
     /// Reads `len` bytes at `offset` into a pooled buffer, shared as is (a
