@@ -473,38 +473,71 @@ mod tests {
         (a, b)
     }
 
-    /// The FUSE worker sends inside `Handle::block_on`: its frame must leave
-    /// from that thread, not wait for a task on the runtime's workers (here
-    /// the only one is busy).
-    #[test]
-    fn a_senders_frame_leaves_from_its_own_thread_with_every_worker_busy() {
+    /// Two linked sites: `a` on a runtime of `workers.0` threads, `b` on one
+    /// of `workers.1`, `b` holding writes to pair `held` until released.
+    struct Sites {
+        a: Arc<Link>,
+        _b: Arc<Link>,
+        stop: CancellationToken,
+        at_b: Arc<Recorder>,
+        rt_a: Runtime,
+        _rt_b: Runtime,
+        _dir: tempfile::TempDir,
+    }
+
+    fn sites(workers: (usize, usize), held: &'static str) -> Sites {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (rt_a, rt_b) = (runtime(1), runtime(2));
+        let (rt_a, rt_b) = (runtime(workers.0), runtime(workers.1));
         let stop = CancellationToken::new();
-        let at_b = Recorder::new("none");
-        let (a, _b) = linked(
+        let at_b = Recorder::new(held);
+        let (a, b) = linked(
             dir.path(),
             (&rt_a, Recorder::new("none")),
             (&rt_b, Arc::clone(&at_b)),
             &stop,
         );
-        let peer = Arc::clone(a.peer("b", Lane::Bulk).expect("bulk"));
+        Sites {
+            a,
+            _b: b,
+            stop,
+            at_b,
+            rt_a,
+            _rt_b: rt_b,
+            _dir: dir,
+        }
+    }
+
+    impl Sites {
+        /// `a`'s link to `b` on `lane`.
+        fn peer(&self, lane: Lane) -> Arc<PeerLink> {
+            Arc::clone(self.a.peer("b", lane).expect("lane"))
+        }
+    }
+
+    /// The FUSE worker sends inside `Handle::block_on`: its frame must leave
+    /// from that thread, not wait for a task on the runtime's workers (here
+    /// the only one is busy).
+    #[test]
+    fn a_senders_frame_leaves_from_its_own_thread_with_every_worker_busy() {
+        let t = sites((1, 2), "none");
+        let peer = t.peer(Lane::Bulk);
         let (busy_tx, busy_rx) = std::sync::mpsc::channel::<()>();
         let (free_tx, free_rx) = std::sync::mpsc::channel::<()>();
-        rt_a.spawn(async move {
+        t.rt_a.spawn(async move {
             let _ = busy_tx.send(());
             let _ = free_rx.recv(); // blocks a's only worker
         });
         busy_rx.recv().expect("a's worker is busy");
-        let pending = rt_a
+        let pending = t
+            .rt_a
             .handle()
             .block_on(peer.send(write("x", 4096)))
             .expect("sent");
-        assert_eq!(at_b.wait_for("x"), ("x".to_string(), 4096, true));
+        assert_eq!(t.at_b.wait_for("x"), ("x".to_string(), 4096, true));
         free_tx.send(()).expect("free a's worker");
-        let answer = rt_a.block_on(pending.wait(Duration::from_secs(10)));
+        let answer = t.rt_a.block_on(pending.wait(Duration::from_secs(10)));
         assert!(matches!(answer, Ok(PeerReply::Done)), "{answer:?}");
-        stop.cancel();
+        t.stop.cancel();
     }
 
     /// The reader's answer, written while a sender holds the lock on a full
@@ -594,16 +627,8 @@ mod tests {
     /// round trip (and the peer hears from it before its timeout).
     #[test]
     fn a_quiet_link_pings_and_times_the_pong() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (rt_a, rt_b) = (runtime(1), runtime(1));
-        let stop = CancellationToken::new();
-        let (a, _b) = linked(
-            dir.path(),
-            (&rt_a, Recorder::new("none")),
-            (&rt_b, Recorder::new("none")),
-            &stop,
-        );
-        let peer = Arc::clone(a.peer("b", Lane::Heartbeat).expect("heartbeat"));
+        let t = sites((1, 1), "none");
+        let peer = t.peer(Lane::Heartbeat);
         let deadline = Instant::now() + Duration::from_secs(20);
         while peer.stats.pongs() < 2 {
             assert!(Instant::now() < deadline, "no round trips measured");
@@ -611,7 +636,7 @@ mod tests {
         }
         assert!(peer.stats.rtt().is_some());
         assert_eq!(peer.stats.sessions(), 1);
-        stop.cancel();
+        t.stop.cancel();
     }
 
     /// A sender cancelled while its frame is half in the socket: the rest
@@ -619,22 +644,13 @@ mod tests {
     /// the session lives on.
     #[test]
     fn a_sender_cancelled_mid_frame_leaves_the_stream_whole() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (rt_a, rt_b) = (runtime(2), runtime(2));
-        let stop = CancellationToken::new();
-        let at_b = Recorder::new("stuck");
-        let (a, _b) = linked(
-            dir.path(),
-            (&rt_a, Recorder::new("none")),
-            (&rt_b, Arc::clone(&at_b)),
-            &stop,
-        );
-        let peer = Arc::clone(a.peer("b", Lane::Bulk).expect("bulk"));
+        let t = sites((2, 2), "stuck");
+        let peer = t.peer(Lane::Bulk);
         let big = hbcore::link::FORMAT.max_payload - 64;
-        let cancelled = rt_a.block_on(async {
+        let cancelled = t.rt_a.block_on(async {
             // b's reader applies this one inline and stops reading...
             let _stuck = peer.send(write("stuck", 4096)).await.expect("sent");
-            at_b.wait_for("stuck");
+            t.at_b.wait_for("stuck");
             // ...so the socket fills, and a send that waits is given up.
             for i in 0..256 {
                 let name = format!("big{i}");
@@ -648,15 +664,17 @@ mod tests {
             }
             panic!("the socket never filled");
         });
-        at_b.release.notify_one();
-        let answer = rt_a.block_on(peer.call(write("after", 4096), Duration::from_secs(20)));
+        t.at_b.release.notify_one();
+        let answer = t
+            .rt_a
+            .block_on(peer.call(write("after", 4096), Duration::from_secs(20)));
         assert!(matches!(answer, Ok(PeerReply::Done)), "{answer:?}");
-        assert_eq!(at_b.wait_for(&cancelled), (cancelled, big, true));
+        assert_eq!(t.at_b.wait_for(&cancelled), (cancelled, big, true));
         assert!(
-            at_b.seen().iter().all(|(_, _, intact)| *intact),
+            t.at_b.seen().iter().all(|(_, _, intact)| *intact),
             "every write arrived whole"
         );
         assert_eq!(peer.stats.sessions(), 1, "the session lived on");
-        stop.cancel();
+        t.stop.cancel();
     }
 }
