@@ -22,7 +22,7 @@ use clap::{CommandFactory, Parser};
 )]
 struct Cli {
     /// TOML configuration (see the README: host, group, peers, data_dir, psk_file,
-    /// interval_ms, timeout_ms, freshness_ms, table_volume, metrics_listen, [network] or
+    /// interval_ms, timeout_ms, clock_warn_ms, table_volume, metrics_listen, [network] or
     /// [[networks]] (name, listen, peers, probe), [counter], [analysis],
     /// [[mirrors]], [failover] (hook, take_over, arm, step_down, alert), [[checks]],
     /// [cluster] (port, control_socket, mib, site, group_members, master_timeout_ms)).

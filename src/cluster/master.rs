@@ -4,9 +4,12 @@
 //! `master_gate`); it also sends its group a master heartbeat every
 //! interval (master id, cluster instance id, time). Another host of the
 //! group becomes master — the next in the list — when the master sent no
-//! valid heartbeat for `master_timeout_ms`, or sent an invalid one: a time
-//! not current (outside hbd's freshness window), or a cluster instance id
-//! that expired (an older reign). The new master raises the instance id and
+//! valid heartbeat for `master_timeout_ms`; a master heartbeat whose time
+//! does not advance (the master's own monotonic uptime, per run of its hbd:
+//! a replay, or a master whose clock is stuck) is refused and logged, so
+//! such a master is re-elected after the timeout; one with a cluster
+//! instance id that expired (an older reign) is refused. No wall clock is
+//! compared with another host's. The new master raises the instance id and
 //! takes over the table from the table volume; after a silence it also
 //! marks the old master DOWN in the MIB (its applications are taken over
 //! as after any DOWN). A heartbeat from another
@@ -15,8 +18,7 @@
 //! valid heartbeat, so the master finds a silent one (see `liveness`).
 //! A host whose own ticks stopped for more than 3 intervals (SIGSTOP, a
 //! paused VM) judges no silence on waking: the master and the group get a
-//! full timeout from then, and heartbeats that queued meanwhile are not
-//! "time not current".
+//! full timeout from then.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -48,6 +50,8 @@ pub struct MasterView {
     pub instance: u64,
     /// When its last valid heartbeat arrived (or the reign began).
     pub last_seen: Instant,
+    /// The run and uptime of its last valid heartbeat (they must advance).
+    pub last_time: Option<(u64, u64)>,
 }
 
 impl Member {
@@ -93,6 +97,7 @@ impl Member {
             master,
             instance,
             last_seen: Instant::now(),
+            last_time: None,
         });
         self.reign_begins();
     }
@@ -116,6 +121,8 @@ impl Member {
             let mut beat = self.notice(&self.me, Kind::Master, None);
             beat.instance = Some(view.instance);
             beat.time_ms = Some(now_ms());
+            beat.run = Some(self.hbd.clock.instance);
+            beat.uptime_ms = Some(self.hbd.clock.uptime_ms());
             let targets = self.group_targets(&beat);
             self.send_once(beat, targets);
             self.find_silent_members();
@@ -141,13 +148,6 @@ impl Member {
         let last = lock(&self.ticked).replace(now)?;
         let gap = now.duration_since(last);
         (gap > self.hbd.config.interval() * STALL_INTERVALS).then_some(gap)
-    }
-
-    /// Whether this host's ticks are behind now (it is waking from a stall
-    /// and reading what queued meanwhile).
-    fn behind(&self) -> bool {
-        lock(&self.ticked)
-            .is_some_and(|t| t.elapsed() > self.hbd.config.interval() * STALL_INTERVALS)
     }
 
     fn group_targets(&self, notice: &Notice) -> Vec<SocketAddr> {
@@ -190,21 +190,16 @@ impl Member {
             tracing::warn!(from = %notice.about, master = %view.master, "master heartbeat with a wrong master id refused");
             return true;
         }
-        let skew = now_ms().abs_diff(sent);
-        if skew > self.hbd.config.freshness().as_millis() as u64 {
-            if self.behind() {
-                // Queued while this host was stalled: old by this host's fault.
-                tracing::debug!(from = %notice.about, skew, "a master heartbeat that waited while this host was stalled: ignored");
+        let time = notice.run.zip(notice.uptime_ms);
+        if let (Some((run, uptime)), Some((last_run, last_uptime))) = (time, view.last_time) {
+            if run == last_run && uptime <= last_uptime {
+                // Fig 7 rule 3: the time must advance (never compared with this host's clock).
+                tracing::warn!(from = %notice.about, uptime, last_uptime, sent_ms = sent, "master heartbeat whose time does not advance refused (a replay, or the master's clock is stuck)");
                 return true;
             }
-            self.elect(
-                &view,
-                format!(
-                    "master {} sent a heartbeat {skew} ms off this host's clock",
-                    view.master
-                ),
-            );
-            return true;
+        }
+        if let Some(v) = lock(&self.master).as_mut() {
+            v.last_time = time.or(v.last_time);
         }
         if let Some(v) = lock(&self.master).as_mut() {
             v.last_seen = Instant::now();

@@ -172,6 +172,8 @@ impl Member {
             site: None,
             instance: None,
             time_ms: None,
+            run: None,
+            uptime_ms: None,
             mib: lock(&self.mib).clone(),
         }
     }

@@ -63,9 +63,16 @@ pub struct Notice {
     /// The cluster instance id of the master's reign (with `Master`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<u64>,
-    /// When it was sent, ms since the epoch (with `Master`).
+    /// When it was sent, ms since the epoch (with `Master`): shown only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_ms: Option<u64>,
+    /// The sender hbd's instance, a random number per start (with `Master`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<u64>,
+    /// The sender's uptime on its monotonic clock, ms since that start
+    /// (with `Master`): the time that must advance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_ms: Option<u64>,
     /// The sender's MIB after the change.
     pub mib: Mib,
 }
@@ -146,6 +153,8 @@ mod tests {
             site: None,
             instance: None,
             time_ms: None,
+            run: None,
+            uptime_ms: None,
             mib: mib.clone(),
         };
         // s1 and s2 go DOWN at the same moment: same version, other content.
@@ -177,6 +186,8 @@ mod tests {
             site: None,
             instance: None,
             time_ms: None,
+            run: None,
+            uptime_ms: None,
             mib: example(),
         };
         let bytes = n.encode(b"k1").expect("encode");

@@ -180,6 +180,10 @@ pub struct ChannelStatus {
     pub last_ms: Option<u64>,
     /// Why it is not working, if it is not.
     pub problem: Option<String>,
+    /// The peer's wall clock minus this host's, ms, as last measured on the
+    /// channel: shown, never acted on.
+    #[serde(default)]
+    pub clock_offset_ms: Option<i64>,
 }
 
 impl ChannelStatus {

@@ -41,11 +41,16 @@ pub struct Config {
     /// Milliseconds without an advancing heartbeat after which a channel fails.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// A heartbeat generated further than this from this host's clock (either
-    /// way) is refused: the sites' clocks must agree well within it. Default
-    /// 3 x timeout_ms; at least timeout_ms.
-    #[serde(default)]
-    pub freshness_ms: Option<u64>,
+    /// Retired: refused with a message that says what replaced it (the
+    /// heartbeats' time is judged on the sender's own monotonic clock and
+    /// echoed nonces, never against this host's clock).
+    #[serde(default, skip_serializing)]
+    pub freshness_ms: Option<toml::Value>,
+    /// A peer whose wall clock is further off than this (measured from the
+    /// heartbeats' round trips) is warned of, in the log and the events;
+    /// nothing else depends on the clocks. Default 1000.
+    #[serde(default = "default_clock_warn_ms")]
+    pub clock_warn_ms: u64,
     /// Pre-shared key of the heartbeat messages (network and volumes).
     pub psk_file: PathBuf,
     /// Directory where this host sees heartbeat volumes as files (its hbfs
@@ -240,6 +245,10 @@ fn default_timeout_ms() -> u64 {
     10_000
 }
 
+fn default_clock_warn_ms() -> u64 {
+    1000
+}
+
 impl Checked for Config {
     fn check(self, path: &Path) -> Result<Config, ConfigError> {
         let config = self;
@@ -266,13 +275,10 @@ impl Checked for Config {
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
             return Err(invalid(format!("mirror '{}' is listed twice", w[0])));
         }
-        if let Some(f) = config.freshness_ms {
-            if f < config.timeout_ms {
-                return Err(invalid(format!(
-                    "freshness_ms ({f}) is below timeout_ms ({}): heartbeats that arrive late but within the timeout would be refused; leave it out for 3 x timeout_ms",
-                    config.timeout_ms
-                )));
-            }
+        if config.freshness_ms.is_some() {
+            return Err(invalid(
+                "freshness_ms is retired: heartbeats are no longer compared with this host's clock (a clock step at either site must not fail a channel); liveness is judged on this host's monotonic clock, and replays are refused by the echo of a fresh nonce. Remove the key; clock_warn_ms sets when a peer's clock offset is warned of".into(),
+            ));
         }
         for m in &config.mirrors {
             let name = &m.name;
@@ -485,9 +491,9 @@ impl Config {
         Duration::from_millis(self.timeout_ms)
     }
 
-    /// The freshness window (default 3 x the timeout).
-    pub fn freshness(&self) -> Duration {
-        Duration::from_millis(self.freshness_ms.unwrap_or(3 * self.timeout_ms))
+    /// The clock offset past which a peer's clock is warned of.
+    pub fn clock_warn(&self) -> Duration {
+        Duration::from_millis(self.clock_warn_ms)
     }
 
     /// The standby's start-up policy.
@@ -621,8 +627,14 @@ writable = "/mnt/hbfs/hb1"
         assert!(e.contains("'hb0' has both pvol and svol"), "{e}");
         let e = refused(hb0, &format!("{hb0}pair = \"hb0\"\n"));
         assert!(e.contains("'hb0' has svol and pair"), "{e}");
-        let e = refused("timeout_ms = 1000", "timeout_ms = 1000\nfreshness_ms = 500");
-        assert!(e.contains("freshness_ms (500) is below timeout_ms"), "{e}");
+        let e = refused(
+            "timeout_ms = 1000",
+            "timeout_ms = 1000\nfreshness_ms = 5000",
+        );
+        assert!(
+            e.contains("freshness_ms is retired") && e.contains("clock_warn_ms"),
+            "{e}"
+        );
         let e = refused("[failover]", "[failover]\nstep_down = \"true\"");
         assert!(e.contains("failover.step_down is set at a standby"), "{e}");
         let e = refused("[network]", "table_volume = \"/mnt/hbfs/hb1\"\n[network]");
@@ -647,7 +659,7 @@ writable = "/mnt/hbfs/hb1"
         )
         .expect("a standby may arm after the timeout");
         assert_eq!(c.arm_policy(), ArmPolicy::AfterTimeout);
-        assert_eq!(c.freshness(), Duration::from_millis(3000));
+        assert_eq!(c.clock_warn(), Duration::from_millis(1000));
         assert_eq!(c.seeds()[0].direction, Direction::Receive);
     }
 

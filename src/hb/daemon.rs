@@ -3,6 +3,7 @@
 //! when the shutdown resolves (a signal, or a test completing the future).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::api::Source;
 use super::config::Config;
@@ -74,13 +75,19 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     // Fig 5: no heartbeat through a mirror whose pair may be split.
     hbd.protect_installed().await;
     hbd.save();
+    // What hbd does not hear while it is stopped is no evidence (checker::clocks).
+    let period =
+        (hbd.config.interval() / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
+    if let Err(e) = hbd.clock.watch_stalls(period) {
+        tracing::warn!("cannot start the stall watch ({e}): a stop of this host will not be told from the peer's silence");
+    }
     tracing::info!(
         host = %hbd.config.host,
         group = %hbd.config.group,
         interval_ms = hbd.config.interval_ms,
         networks = ?hbd.config.network_names(),
         timeout_ms = hbd.config.timeout_ms,
-        freshness_ms = hbd.config.freshness().as_millis() as u64,
+        instance = format!("{:016x}", hbd.clock.instance),
         arm = %hbd.config.arm_policy(),
         table = ?origin,
         "hbd ready"

@@ -7,6 +7,14 @@
 //! write, so a reader sees the old or the new message, and the CRC tells a
 //! torn one).
 //!
+//! Rule (3) of Fig 7 asks that the time in a heartbeat advance, not that it
+//! agree with the receiver's clock: a beat carries its sender's instance (a
+//! random number per start), its uptime on the sender's monotonic clock,
+//! a fresh nonce and the nonces it last heard from its peers. The receiver
+//! judges liveness on those and on its own monotonic clock only
+//! ([`super::watch`], [`super::challenge`]); the wall-clock time is there
+//! for the clock offset that status shows.
+//!
 //! Every heartbeat carries the sender's unacknowledged control messages
 //! (activation, de-activation, procedure, failure notices) and the highest
 //! control id it has received from the addressee: control travels over
@@ -25,7 +33,8 @@ pub const FORMAT: Format = Format {
     magic: *b"HBBT",
     // 3: the beat says whether its sender failed over or stepped down.
     // 4: control messages of the fault analysis (seed 002).
-    version: 4,
+    // 5: instance, uptime, nonce and echoes (freshness without clocks).
+    version: 5,
     max_payload: Format::payload_room(SLOT, true),
     signed: true,
 };
@@ -46,10 +55,20 @@ pub fn next_serial(serial: u32) -> u32 {
 pub struct Beat {
     /// Serial number (Fig 3, 310).
     pub serial: u32,
-    /// Time of generation, milliseconds since the Unix epoch (320).
+    /// Time of generation on the sender's wall clock, ms since the Unix
+    /// epoch (320): shown (the clock offset), never judged.
     pub time_ms: u64,
     /// Sender identifier (330).
     pub sender: String,
+    /// A random number the sender's hbd drew when it started.
+    pub instance: u64,
+    /// Time of generation on the sender's monotonic clock (CLOCK_BOOTTIME),
+    /// ms since that start: the time that must advance (Fig 7, rule 3).
+    pub uptime_ms: u64,
+    /// A fresh random nonce; the peer echoes it.
+    pub nonce: u64,
+    /// The latest nonce the sender heard from each peer (see `challenge`).
+    pub echoes: Vec<u64>,
     /// The sender's group.
     pub group: Group,
     /// Highest control id the sender has received from the addressee.
@@ -267,6 +286,10 @@ mod tests {
             serial: 7,
             time_ms: 1_700_000_000_000,
             sender: "prod-a".into(),
+            instance: 0xDEAD_BEEF,
+            uptime_ms: 123_456,
+            nonce: u64::MAX,
+            echoes: vec![1, u64::MAX],
             group: Group::Production,
             ack: 3,
             controls,

@@ -155,12 +155,44 @@ pub fn scrape(hbd: &Hbd) -> String {
         "hb_rejected_heartbeats",
         "Heartbeats refused, by reason",
         [
-            ("stale", table.rejected_stale),
+            ("time-back", table.rejected_time_back),
+            ("serial-jump", table.rejected_serial_jump),
+            ("no-fresh-echo", table.rejected_echo),
+            ("retired-instance", table.rejected_instance),
             ("replayed", table.rejected_replayed),
             ("invalid", table.rejected_invalid),
             ("disabled", table.ignored_disabled),
         ]
         .map(|(reason, n)| (labels([("reason", reason)]), n)),
+    );
+    let peer = hbd.config.peers.join(",");
+    let offsets = table
+        .networks
+        .iter()
+        .map(|n| {
+            (
+                crate::hb::analysis::network_label(&n.name),
+                n.seen.clock_offset_ms,
+            )
+        })
+        .chain(
+            table
+                .devices
+                .iter()
+                .map(|d| (format!("mirror {}", d.name), d.seen.clock_offset_ms)),
+        )
+        .filter_map(|(channel, offset)| {
+            offset.map(|ms| {
+                (
+                    labels([("peer", peer.as_str()), ("channel", &channel)]),
+                    ms as f64 / 1000.0,
+                )
+            })
+        });
+    s.gauge(
+        "hb_clock_offset_seconds",
+        "The peer's wall clock minus this host's, as measured from the heartbeats' round trips on the channel: shown, never acted on",
+        offsets.collect::<Vec<_>>(),
     );
     s.counter(
         "hb_failovers",

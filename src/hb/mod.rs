@@ -18,9 +18,14 @@
 //! - [`table`]: the heartbeat status table (Fig 2), as data, with each
 //!   network and the channel list.
 //! - [`watch`]: the advancing rule: is a channel's message newer than the
-//!   last accepted from its sender (the watermark, kept across restarts)?
-//! - [`checker`]: the validity rules (Fig 7: approved, fresh against this
-//!   host's clock, advancing, on a channel turned on) that fill the table,
+//!   last accepted from its sender (the watermark, kept across restarts):
+//!   same sender instance, serial and the sender's own uptime ahead?
+//! - [`challenge`]: freshness without clocks: the nonces this host issued
+//!   and the echoes that prove a new sender instance is no replay; the
+//!   peer's clock offset from the echo's round trip (shown, never acted on).
+//! - [`checker`]: the validity rules (Fig 7: approved, advancing, a new
+//!   instance echoing a fresh nonce, on a channel turned on; liveness on
+//!   this host's monotonic clock only) that fill the table,
 //!   per network and per mirror; the counters; the failover decision, the
 //!   arm policy, the step-down decision.
 //! - [`step`]: the decisions the daemon's async rooms make, as pure
@@ -39,6 +44,8 @@
 //! - `record`: the table on disk: `table.json` (atomic rename) and the table
 //!   volume; at start, the newer of the two, seeded by the config.
 //! - `mirrord`: hbd as a client of mirrord (pair checks and protection, takeover).
+//! - `hostclock`: this run's instance id, the uptime its heartbeats carry
+//!   (CLOCK_BOOTTIME) and the suspend seen between two ticks.
 //! - `state`: `Hbd`, what every task shares, and saving its
 //!   table and events (`events.jsonl`).
 //! - `failover`: take over pairs and run the hook (once, if this host can
@@ -86,13 +93,14 @@
 //!   └─ protect_installed: mirrord pair checks ─> protected, or the mirror FAILED
 //!
 //!  tick task, every interval_ms (only channels turned on, Fig 8):
-//!   ├─ next_frame: Beat{serial+1, now, outbox, ack, failed_over}
+//!   ├─ next_frame: Beat{serial+1, instance, uptime, nonce, echoes, outbox, ack, failed_over}
 //!   ├─ each network: disconnect counter (re-open a silent one's socket) ─> UDP send_to each peer
 //!   ├═> io_uring ring thread (slot): write_slot, one 4 KiB write to each PVOL, all in one
 //!   │     submission (hbfs ═> mirrord ═> peer SVOL)
 //!   ├═> io_uring ring thread (slot): read_slot of each SVOL, all at once (polled once per
 //!   │     interval) ─> decode ─> Checker::mirror_read ─> absorb
-//!   ├─ step::tick_step: Checker::evaluate ─> transitions ─> log, events.jsonl
+//!   ├─ step::tick_step: a stall of this host (a late tick, a suspend) forgiven;
+//!   │     Checker::evaluate ─> transitions ─> log, events.jsonl; clock offsets past clock_warn_ms
 //!   ├─ every period: Checker::counter_period ─> a channel BAD ─> fault analysis:
 //!   │     ═> spawn_blocking: netcheck (NIC, ICMP echo on every network, a thread each)
 //!   │     ─> AnalysisRequest / AnalysisReport into the outbox (ride the heartbeats)
@@ -123,6 +131,7 @@
 pub mod analysis;
 mod analyzer;
 pub mod api;
+pub mod challenge;
 pub mod checker;
 mod checks;
 pub mod config;
@@ -131,6 +140,7 @@ pub mod counter;
 pub mod daemon;
 pub mod error;
 mod failover;
+mod hostclock;
 mod install;
 pub mod message;
 mod metrics;

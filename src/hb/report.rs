@@ -198,6 +198,7 @@ mod tests {
             missing: 3,
             last_ms: Some(4),
             problem: Some("x".repeat(PROBLEM_MAX)),
+            clock_offset_ms: Some(5),
         };
         let network = |i: usize| NetworkCheck {
             name: format!("net{i}"),

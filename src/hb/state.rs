@@ -53,6 +53,8 @@ pub struct Hbd {
     /// heartbeats and keeps the table volume. Always, unless a cluster
     /// member with `[cluster] group_members` is not master.
     pub master_gate: AtomicBool,
+    /// This run's instance id, uptime and suspend detector.
+    pub clock: super::hostclock::HostClock,
     checker: Mutex<Checker>,
     events: Mutex<VecDeque<Event>>,
     table_path: PathBuf,
@@ -90,7 +92,7 @@ impl Hbd {
         let timing = Timing {
             timeout: config.timeout(),
             interval: config.interval(),
-            freshness: config.freshness(),
+            clock_warn: config.clock_warn(),
             counter: config.counter,
         };
         let checker = Checker::new(
@@ -111,6 +113,7 @@ impl Hbd {
             protect_retry: Mutex::new((Instant::now(), false)),
             told_returned: AtomicBool::new(false),
             master_gate: AtomicBool::new(true),
+            clock: super::hostclock::HostClock::new(),
             checker: Mutex::new(checker),
             events: Mutex::new(load_events(&events_path)),
             table_path: record::table_path(&config),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use hbcore::vocab::Group;
 
-use super::checker::{Checker, CounterChange, Transition};
+use super::checker::{Checker, ClockChange, CounterChange, Identity, Transition};
 use super::message::{next_serial, Beat, Control, ControlBody, MessageError};
 use super::table::{Direction, GroupStatus, Table};
 
@@ -40,12 +40,28 @@ pub struct TickOutcome {
     /// At a standby that failed over, the production group is alive again:
     /// whether production says it stepped down.
     pub returned: Option<bool>,
+    /// This host was stopped or suspended longer than the timeout (forgiven).
+    pub stalled: Option<Duration>,
+    /// Peer clock offsets that crossed `clock_warn_ms`.
+    pub clocks: Vec<ClockChange>,
 }
 
-/// The decisions of one tick at `now` (`period`: a counter period ends):
+/// How this host itself ran since its last tick (see [`Checker::ticked`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Absence {
+    /// The process did not run this long (stopped, frozen, starved).
+    pub stopped: Duration,
+    /// The host was suspended this long (CLOCK_BOOTTIME ahead of the monotonic clock).
+    pub suspended: Duration,
+}
+
+/// The decisions of one tick at `now` (`period`: a counter period ends;
+/// `absent`: this host's own stall since the last tick): forgive the stall,
 /// evaluate the table, step the counters, the failover and step-down
-/// reasons. A step-down is recorded in the table here (done once).
-pub fn tick_step(c: &mut Checker, now: Instant, period: bool) -> TickOutcome {
+/// reasons, the clock offsets. A step-down is recorded in the table here
+/// (done once).
+pub fn tick_step(c: &mut Checker, now: Instant, period: bool, absent: Absence) -> TickOutcome {
+    let stalled = c.ticked(now, absent.stopped, absent.suspended);
     let transitions = c.evaluate(now);
     let gaps = if period { c.counter_period() } else { vec![] };
     let counted = c.take_counter_changes();
@@ -62,6 +78,7 @@ pub fn tick_step(c: &mut Checker, now: Instant, period: bool) -> TickOutcome {
         || t.remote_group_via_mirrors == GroupStatus::Alive;
     let returned =
         (t.group == Group::Standby && t.failed_over && alive).then_some(t.peer_stepped_down);
+    let clocks = c.clock_changes();
     TickOutcome {
         transitions,
         counted,
@@ -69,16 +86,23 @@ pub fn tick_step(c: &mut Checker, now: Instant, period: bool) -> TickOutcome {
         failover,
         step_down,
         returned,
+        stalled,
+        clocks,
     }
 }
 
-/// Fig 6: the next heartbeat, generated at `wall_ms` (its serial taken).
-pub fn compose_beat(t: &mut Table, wall_ms: u64) -> Beat {
+/// Fig 6: the next heartbeat, generated at `wall_ms` with `id` (from
+/// [`Checker::identity`]; its serial taken).
+pub fn compose_beat(t: &mut Table, wall_ms: u64, id: Identity) -> Beat {
     t.serial = next_serial(t.serial);
     Beat {
         serial: t.serial,
         time_ms: wall_ms,
         sender: t.host.clone(),
+        instance: id.instance,
+        uptime_ms: id.uptime_ms,
+        nonce: id.nonce,
+        echoes: id.echoes,
         group: t.group,
         ack: t.received_control,
         controls: t.outbox.clone(),
@@ -264,14 +288,20 @@ mod tests {
         assert_eq!(here.outbox.len(), OUTBOX_MAX);
         // The peer takes what it has not had, in order, once.
         let mut there = Table::new("standby-a", Group::Standby, true);
-        let beat = compose_beat(&mut here, 1_000);
+        let id = |nonce| Identity {
+            instance: 1,
+            uptime_ms: nonce,
+            nonce,
+            echoes: vec![],
+        };
+        let beat = compose_beat(&mut here, 1_000, id(1));
         assert_eq!((beat.serial, beat.time_ms), (1, 1_000));
         let taken = take_controls(&mut there, &beat);
         assert_eq!(taken.len(), OUTBOX_MAX);
         assert_eq!(there.received_control, 9);
         assert!(take_controls(&mut there, &beat).is_empty(), "a duplicate");
         // Its heartbeat acknowledges them: the outbox empties.
-        let back = compose_beat(&mut there, 1_100);
+        let back = compose_beat(&mut there, 1_100, id(2));
         assert_eq!(back.ack, 9);
         take_controls(&mut here, &back);
         assert!(here.outbox.is_empty());
@@ -283,7 +313,7 @@ mod tests {
         let timing = crate::hb::checker::Timing {
             timeout: Duration::from_secs(1),
             interval: Duration::from_millis(100),
-            freshness: Duration::from_secs(3),
+            clock_warn: Duration::from_secs(1),
             counter: Default::default(),
         };
         let mut c = Checker::new(

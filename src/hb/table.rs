@@ -132,8 +132,14 @@ pub struct Watermark {
     pub sender: String,
     /// Its serial.
     pub serial: u32,
-    /// Its time of generation, ms since the epoch (the sender's clock).
+    /// Its time of generation, ms since the epoch (the sender's wall clock; shown only).
     pub time_ms: u64,
+    /// The sender's instance (0 in a table from before instances).
+    #[serde(default)]
+    pub instance: u64,
+    /// Its uptime, ms on the sender's monotonic clock.
+    #[serde(default)]
+    pub uptime_ms: u64,
 }
 
 /// Per-channel facts shown beside the table.
@@ -147,6 +153,10 @@ pub struct Seen {
     pub last_serial: Option<u32>,
     /// Why the channel is not valid now, if it is not.
     pub problem: Option<String>,
+    /// The sender's wall clock minus this host's, ms, as last measured on
+    /// this channel (an echo's round trip): shown, never acted on.
+    #[serde(default)]
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// One entry of Device Address (240) and Device Status (241).
@@ -242,9 +252,19 @@ pub struct Table {
     /// Control messages wait: no enabled channel carries heartbeats to the peer.
     #[serde(default)]
     pub outbox_held: bool,
-    /// Heartbeats rejected for a time outside the freshness window.
+    /// Heartbeats refused for a newer serial whose sender time did not advance.
     #[serde(default)]
-    pub rejected_stale: u64,
+    pub rejected_time_back: u64,
+    /// Heartbeats refused for a serial further ahead than the sender's uptime allows.
+    #[serde(default)]
+    pub rejected_serial_jump: u64,
+    /// Heartbeats of a new sender instance that echo no nonce this host
+    /// issued recently (a replay, or a peer that has not heard this host yet).
+    #[serde(default)]
+    pub rejected_echo: u64,
+    /// Heartbeats of a sender instance a channel has already left behind.
+    #[serde(default)]
+    pub rejected_instance: u64,
     /// Network heartbeats rejected as not newer than the last accepted (replays).
     #[serde(default)]
     pub rejected_replayed: u64,
@@ -258,6 +278,10 @@ pub struct Table {
     /// The last accepted message per channel and sender.
     #[serde(default)]
     pub watermarks: Vec<Watermark>,
+    /// The latest nonce heard from each peer, echoed in this host's
+    /// heartbeats (kept across restarts: see `challenge::hear`).
+    #[serde(default)]
+    pub heard_nonces: std::collections::BTreeMap<String, u64>,
     /// The config's `[[mirrors]]` entries that have seeded the table (none
     /// recorded: a table from before seeds were recorded).
     #[serde(default)]
@@ -318,11 +342,15 @@ impl Table {
             peer_failed_over: None,
             peer_stepped_down: false,
             outbox_held: false,
-            rejected_stale: 0,
+            rejected_time_back: 0,
+            rejected_serial_jump: 0,
+            rejected_echo: 0,
+            rejected_instance: 0,
             rejected_replayed: 0,
             rejected_invalid: 0,
             ignored_disabled: 0,
             watermarks: Vec::new(),
+            heard_nonces: Default::default(),
             seeded: Some(Vec::new()),
             saved_ms: 0,
             serial: 0,

@@ -19,18 +19,24 @@ use std::time::Instant;
 use hbcore::report;
 
 use super::api::Source;
-use super::checker::At;
+use super::checker::{At, ClockChange};
+use super::hostclock::nonce;
 use super::message::{Beat, MessageError};
 use super::slot::{read_slot, write_slot};
 use super::state::Hbd;
-use super::step::{compose_beat, encode_fitting, tick_step, TickOutcome};
+use super::step::{compose_beat, encode_fitting, tick_step, Absence, TickOutcome};
 use super::table::{now_ms, Direction};
 use super::watch::Observation;
 
 impl Hbd {
     /// Fig 6: the next heartbeat, signed.
     pub fn next_frame(&self) -> Result<(u32, Vec<u8>), MessageError> {
-        let beat = compose_beat(&mut self.checker().table, now_ms());
+        let uptime = self.clock.uptime_ms();
+        let beat = {
+            let mut c = self.checker();
+            let id = c.identity(self.clock.instance, uptime, nonce(), Instant::now());
+            compose_beat(&mut c.table, now_ms(), id)
+        };
         encode_fitting(beat, &self.key)
     }
 
@@ -52,6 +58,10 @@ impl Hbd {
             self.receive_mirrors().await;
         }
         let now = Instant::now();
+        let absent = Absence {
+            stopped: self.clock.take_stopped(),
+            suspended: self.clock.suspended(now),
+        };
         let every = u64::from(self.config.counter.period_intervals.max(1));
         let period = (self.ticks.fetch_add(1, Ordering::Relaxed) + 1) % every == 0;
         let TickOutcome {
@@ -61,7 +71,15 @@ impl Hbd {
             failover: reason,
             step_down,
             returned,
-        } = tick_step(&mut self.checker(), now, period);
+            stalled,
+            clocks,
+        } = tick_step(&mut self.checker(), now, period, absent);
+        if let Some(stall) = stalled {
+            let text = format!("this host was stalled for {stall:?} (stopped, frozen or suspended): the silence it could not hear meanwhile is no evidence; every channel's last heartbeat counts as {stall:?} later");
+            tracing::warn!("{text}");
+            self.event(Source::Local, None, "stall", text);
+        }
+        self.clocks_changed(clocks);
         let returned = returned.map(|stepped_down| (self.config.peers.join(", "), stepped_down));
         for t in transitions {
             if t.failed {
@@ -98,6 +116,29 @@ impl Hbd {
         let hbd = Arc::clone(self);
         if let Err(e) = tokio::task::spawn_blocking(move || hbd.save()).await {
             tracing::error!("saving the status table did not finish: {e}");
+        }
+    }
+
+    /// Logs a peer clock offset that went past `clock_warn_ms` or came back:
+    /// shown, never acted on.
+    fn clocks_changed(&self, clocks: Vec<ClockChange>) {
+        let limit = self.config.clock_warn_ms;
+        for c in clocks {
+            let peers = self.config.peers.join(", ");
+            let text = if c.past {
+                format!("the clock of {peers} is {} ms off this host's (beyond clock_warn_ms = {limit}), measured on {}: nothing depends on it (liveness is judged on this host's monotonic clock), but logs and notices of the two sites will not line up; check NTP at both sites", c.offset_ms, c.channel)
+            } else {
+                format!(
+                    "the clock of {peers} is within {limit} ms of this host's again ({} ms, on {})",
+                    c.offset_ms, c.channel
+                )
+            };
+            if c.past {
+                tracing::warn!(channel = %c.channel, offset_ms = c.offset_ms, "{text}");
+            } else {
+                tracing::info!(channel = %c.channel, offset_ms = c.offset_ms, "{text}");
+            }
+            self.event(Source::Local, None, &c.channel, text);
         }
     }
 

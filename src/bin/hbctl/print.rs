@@ -106,6 +106,8 @@ pub fn status(t: &Table) {
             s.count.to_string(),
             c.map_or_else(|| "-".into(), |c| c.missing.to_string()),
             ago(s.last_ms),
+            s.clock_offset_ms
+                .map_or_else(|| "-".into(), |ms| format!("{ms:+} ms")),
             s.problem.clone().unwrap_or_else(|| {
                 c.and_then(|c| c.problem.clone())
                     .unwrap_or_else(|| "-".into())
@@ -162,10 +164,11 @@ pub fn status(t: &Table) {
                 "HEARTBEATS",
                 "MISSING",
                 "LAST",
+                "CLOCK OFFSET",
                 "PROBLEM"
             ],
             rows,
-            &[3, 6, 7],
+            &[3, 6, 7, 9],
         )
     );
     if let Some(a) = &t.analysis {
@@ -201,11 +204,25 @@ pub fn status(t: &Table) {
             t.outbox.len()
         );
     }
-    if t.rejected_stale + t.rejected_replayed + t.rejected_invalid + t.ignored_disabled > 0 {
-        println!(
-            "refused: {} outside the freshness window, {} replayed, {} invalid; {} ignored on the turned-off network",
-            t.rejected_stale, t.rejected_replayed, t.rejected_invalid, t.ignored_disabled
-        );
+    let refused = [
+        (t.rejected_replayed, "replayed or duplicated"),
+        (
+            t.rejected_echo,
+            "from a new sender run without a fresh echo",
+        ),
+        (t.rejected_instance, "from a sender run left behind"),
+        (t.rejected_time_back, "whose time went back"),
+        (t.rejected_serial_jump, "whose serial jumped"),
+        (t.rejected_invalid, "invalid"),
+        (t.ignored_disabled, "ignored on the turned-off network"),
+    ];
+    if refused.iter().any(|(n, _)| *n > 0) {
+        let parts: Vec<String> = refused
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
+        println!("refused heartbeats: {}", parts.join(", "));
     }
 }
 

@@ -35,6 +35,7 @@ fn channel(name: &str, state: ChannelState) -> ChannelStatus {
         missing: 0,
         last_ms: None,
         problem: None,
+        clock_offset_ms: None,
     }
 }
 

@@ -104,14 +104,22 @@ impl Checker {
         t.network.problem = problem;
     }
 
-    /// A valid message with `serial` on network `name`: its counts and counter.
-    pub(super) fn counted_network(&mut self, name: &str, serial: u32, wall_ms: u64) {
+    /// A valid message with `serial` on network `name` (the peer's clock
+    /// `offset`, if measured): its counts and counter.
+    pub(super) fn counted_network(
+        &mut self,
+        name: &str,
+        serial: u32,
+        wall_ms: u64,
+        offset: Option<i64>,
+    ) {
         if let Some(n) = self.table.network_entry(name) {
             n.seen = Seen {
                 count: n.seen.count + 1,
                 last_ms: Some(wall_ms),
                 last_serial: Some(serial),
                 problem: n.seen.problem.take(),
+                clock_offset_ms: offset.or(n.seen.clock_offset_ms),
             };
             if n.counter.message(serial) == Some(Change::Good) {
                 self.counter_changes.push(CounterChange {

@@ -1,15 +1,14 @@
 //! The checkers: what a run's history must satisfy, judged from the
-//! simulator's ground truth (which message each delivery carried, when it
-//! was generated, whether it was a copy), never from the checker's own
-//! view. A delivery is *valid* as the spec says (`checker`'s header): a
-//! genuine heartbeat of the peer, within the freshness window of the
-//! receiver's clock, newer than the last valid one on that channel (a
-//! higher serial dated no more than the freshness window before it, or a
-//! lower serial with a later time: a restarted sender counts again,
-//! `watch`), on a channel turned on. (So a backward step of the sender's
-//! clock within the freshness window changes nothing; a larger one makes
-//! its heartbeats not fresh: the summary counts the failovers while
-//! production was running.)
+//! simulator's ground truth (which message each delivery carried, which
+//! run of the sender made it, which nonces it echoed and when the receiver
+//! issued them), never from the checker's own view. A delivery is *valid*
+//! as the spec says (`checker`'s and `watch`'s headers), on a channel
+//! turned on: from the sender run of the channel's last valid message, a
+//! higher serial with a later uptime; from another run, one that echoes a
+//! nonce the receiver's current run issued within the echo window, and not
+//! a run the channel has left behind since the receiver started. No wall
+//! clock is in the spec: a clock step, of any size, at either side, can
+//! make no delivery invalid, so (a) counts a failover after one as false.
 //!
 //! - (a) no false failover: no failover while an enabled channel delivered
 //!   a valid heartbeat within its window (the timeout for a network; a
@@ -33,24 +32,39 @@ use std::collections::BTreeMap;
 use super::faults::{SideId, PROD, STANDBY};
 
 /// What a message said, as its sender generated it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Truth {
     /// Its serial.
     pub serial: u32,
-    /// Its generation time on the sender's wall clock.
+    /// Its generation time on the sender's wall clock (for the trace).
     pub time_ms: u64,
+    /// The sender's run.
+    pub instance: u64,
+    /// Its uptime.
+    pub uptime_ms: u64,
+    /// The nonces it echoed.
+    pub echoes: Vec<u64>,
     /// The sender had failed over.
     pub failed_over: bool,
+}
+
+/// The last valid message of a channel at a receiver.
+#[derive(Debug, Clone, Default)]
+struct ChannelMark {
+    last: Option<(u64, u32, u64)>,
+    retired: Vec<u64>,
 }
 
 /// The history so far, and what it broke.
 pub struct Checkers {
     timeout: u64,
     interval: u64,
-    freshness: u64,
+    echo_window: u64,
     /// The failover bound after the last valid delivery (b).
     pub bound: u64,
-    marks: [BTreeMap<String, (u32, u64)>; 2],
+    marks: [BTreeMap<String, ChannelMark>; 2],
+    /// The nonces each side's current run issued, with when.
+    issued: [BTreeMap<u64, u64>; 2],
     last_valid: [BTreeMap<String, u64>; 2],
     since_arm: BTreeMap<String, u32>,
     standby_since: u64,
@@ -64,14 +78,15 @@ pub struct Checkers {
 }
 
 impl Checkers {
-    /// Checkers for a timeout, interval and freshness window (ms).
-    pub fn new(timeout: u64, interval: u64, freshness: u64) -> Checkers {
+    /// Checkers for a timeout and interval (ms).
+    pub fn new(timeout: u64, interval: u64) -> Checkers {
         Checkers {
             timeout,
             interval,
-            freshness,
+            echo_window: 2 * timeout + 2 * interval,
             bound: timeout + interval,
             marks: Default::default(),
+            issued: Default::default(),
             last_valid: Default::default(),
             since_arm: BTreeMap::new(),
             standby_since: 0,
@@ -96,33 +111,50 @@ impl Checkers {
         self.violations.push(format!("at {t} ms: {what}"));
     }
 
-    /// Message `m` reached side `to` on `channel` at `t` (the receiver's
-    /// wall clock `wall`); `enabled`: the channel is on there. Whether it
-    /// was valid.
+    /// Side `side` sent a beat with `nonce` at `t`.
+    pub fn issued(&mut self, side: SideId, nonce: u64, t: u64) {
+        self.issued[side].insert(nonce, t);
+    }
+
+    /// Message `m` reached side `to` on `channel` at `t`; `enabled`: the
+    /// channel is on there. Whether it was valid.
     pub fn delivered(
         &mut self,
         to: SideId,
         channel: &str,
-        m: Truth,
-        wall: u64,
+        m: &Truth,
         enabled: bool,
         t: u64,
     ) -> bool {
-        if !enabled || m.time_ms.abs_diff(wall) > self.freshness {
+        if !enabled {
             return false;
         }
-        let slack = self.freshness;
-        let newer = self.marks[to].get(channel).is_none_or(|&(serial, time)| {
-            if m.serial > serial {
-                m.time_ms + slack > time
-            } else {
-                m.serial < serial && m.time_ms > time
-            }
+        let fresh_echo = m.echoes.iter().any(|n| {
+            self.issued[to]
+                .get(n)
+                .is_some_and(|&at| t - at <= self.echo_window)
         });
+        let mark = self.marks[to].entry(channel.into()).or_default();
+        let newer = match mark.last {
+            Some((instance, serial, uptime)) if instance == m.instance => {
+                let ahead = if m.serial >= serial {
+                    m.serial - serial
+                } else {
+                    (u32::MAX - serial).saturating_add(m.serial)
+                };
+                ahead != 0 && ahead <= u32::MAX / 2 && m.uptime_ms > uptime
+            }
+            _ => fresh_echo && !mark.retired.contains(&m.instance),
+        };
         if !newer {
             return false;
         }
-        self.marks[to].insert(channel.into(), (m.serial, m.time_ms));
+        if let Some((old, _, _)) = mark.last {
+            if old != m.instance {
+                mark.retired.push(old);
+            }
+        }
+        mark.last = Some((m.instance, m.serial, m.uptime_ms));
         self.last_valid[to].insert(channel.into(), t);
         if to == STANDBY {
             *self.since_arm.entry(channel.into()).or_default() += 1;
@@ -135,6 +167,15 @@ impl Checkers {
         true
     }
 
+    /// Side `side` was stopped until `until` (a stall, not a crash): the
+    /// silence it could not hear is no evidence, so a missed failover is
+    /// measured from its waking.
+    pub fn stalled(&mut self, side: SideId, until: u64) {
+        if side == STANDBY {
+            self.standby_since = self.standby_since.max(until);
+        }
+    }
+
     /// Mirror `channel` was installed or removed at `side`: what it showed is forgotten.
     pub fn reset_channel(&mut self, side: SideId, channel: &str) {
         self.last_valid[side].remove(channel);
@@ -143,8 +184,13 @@ impl Checkers {
         }
     }
 
-    /// hbd at `side` started again at `t`.
+    /// hbd at `side` started again at `t`: what it persisted stays (the
+    /// marks), what it held in memory goes (its nonces, the runs left behind).
     pub fn restarted(&mut self, side: SideId, t: u64) {
+        self.issued[side].clear();
+        for mark in self.marks[side].values_mut() {
+            mark.retired.clear();
+        }
         if side == STANDBY {
             self.since_arm.clear();
             self.standby_since = t;

@@ -64,8 +64,10 @@ pub enum Fault {
     MirrorDelay { mirror: usize, ms: u64 },
     /// Mirror `mirror`'s SVOL goes back to an old heartbeat (a resync from an old copy).
     MirrorReplay { mirror: usize },
-    /// Side `side`'s wall clock steps by `ms` (either way).
+    /// Side `side`'s wall clock steps by `ms` (either way; the monotonic clock does not).
     ClockJump { side: SideId, ms: i64 },
+    /// hbd at `side` is stopped for `ms` (SIGSTOP, a frozen VM), then runs on.
+    Stall { side: SideId, ms: u64 },
     /// hbd at `side` is killed (what it persisted stays).
     Crash { side: SideId },
     /// hbd at `side` starts again from what it persisted.
@@ -84,7 +86,7 @@ pub enum Fault {
 }
 
 /// The episodes' kinds, as the summary counts them.
-pub const KINDS: [&str; 13] = [
+pub const KINDS: [&str; 14] = [
     "network",
     "mirror",
     "both",
@@ -94,6 +96,7 @@ pub const KINDS: [&str; 13] = [
     "replay",
     "garbage",
     "clock-jump",
+    "stall",
     "restart",
     "production-death",
     "nic",
@@ -132,11 +135,6 @@ impl Shape {
         } else {
             format!("s{}", m - self.mirrors_from_prod)
         }
-    }
-
-    /// The freshness window (hbd's default, 3 x the timeout).
-    pub fn freshness_ms(&self) -> u64 {
-        3 * self.timeout_ms
     }
 }
 
@@ -349,16 +347,32 @@ fn episode(r: &mut Rng, s: &Shape, kind: &str, out: &mut Vec<(u64, Fault)>) {
             }
         }
         "clock-jump" => {
-            let f = s.freshness_ms() as i64;
-            let ms = match r.range(0, 2) {
-                0 => r.range(1, s.timeout_ms / 2) as i64,
-                1 => r.range(s.timeout_ms / 2, s.freshness_ms()) as i64,
-                _ => f + r.range(1, s.freshness_ms()) as i64,
-            };
-            let ms = if r.chance(0.5) { -ms } else { ms };
-            out.push((t0, Fault::ClockJump { side, ms }));
-            if r.chance(0.5) {
-                out.push((t0 + d, Fault::ClockJump { side, ms: -ms }));
+            // Any size, either way, either side, one to four times: from a
+            // slew-sized step to a VM restored from last week's snapshot.
+            let mut t = t0;
+            for _ in 0..r.range(1, 4) {
+                let ms = match r.range(0, 3) {
+                    0 => r.range(1, s.timeout_ms) as i64,
+                    1 => r.range(s.timeout_ms, 100 * s.timeout_ms) as i64,
+                    2 => r.range(60_000, 3_600_000) as i64,
+                    _ => r.range(86_400_000, 30 * 86_400_000) as i64,
+                };
+                let ms = if r.chance(0.5) { -ms } else { ms };
+                let side = r.range(0, 1) as SideId;
+                out.push((t, Fault::ClockJump { side, ms }));
+                t += r.range(0, d);
+            }
+        }
+        "stall" => {
+            // Under, around or well over the timeout, at either side; sometimes twice.
+            out.push((t0, Fault::Stall { side, ms: d }));
+            if r.chance(0.3) {
+                let side = r.range(0, 1) as SideId;
+                let ms = duration(r, s);
+                out.push((
+                    t0 + d + r.range(0, 2 * s.timeout_ms),
+                    Fault::Stall { side, ms },
+                ));
             }
         }
         "restart" => {

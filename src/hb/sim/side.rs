@@ -22,7 +22,7 @@ use crate::hb::qos::Qos;
 use crate::hb::record::resume;
 use crate::hb::step::{
     self, apply_to_table, commit_failover, compose_beat, encode_fitting, queue_control,
-    take_controls, Applied, FailoverStep,
+    take_controls, Absence, Applied, FailoverStep,
 };
 use crate::hb::table::{Direction, Table};
 use crate::hb::watch::Observation;
@@ -71,6 +71,14 @@ pub struct Side {
     pub skew_ms: i64,
     /// Each network's NIC is down here.
     pub nic_down: Vec<bool>,
+    /// This run's instance id.
+    pub instance: u64,
+    /// Stopped (SIGSTOP) until this simulated time: nothing runs before it.
+    pub stalled_until: Option<u64>,
+    /// Ms it was stopped, for its next tick (what the stall watch measures).
+    pub stopped_ms: u64,
+    /// Simulated time of this run's start (its uptime counts from here).
+    started: u64,
     /// The monotonic clock at simulated time 0.
     base: Instant,
 }
@@ -110,20 +118,21 @@ fn timing(config: &Config) -> Timing {
     Timing {
         timeout: config.timeout(),
         interval: config.interval(),
-        freshness: config.freshness(),
+        clock_warn: config.clock_warn(),
         counter: config.counter,
     }
 }
 
 impl Side {
     /// Starts hbd at side `id` at simulated time `t` from `persisted` (none:
-    /// a first start); `base` is the monotonic clock at time 0.
+    /// a first start), as run `instance`; `base` is the monotonic clock at time 0.
     pub fn start(
         id: SideId,
         config: Config,
         persisted: Option<Table>,
         base: Instant,
         t: u64,
+        instance: u64,
     ) -> Side {
         let now = base + Duration::from_millis(t);
         let (table, _) = resume(&config, persisted);
@@ -144,8 +153,17 @@ impl Side {
             ticks: 0,
             skew_ms: 0,
             nic_down: vec![false; networks],
+            instance,
+            stalled_until: None,
+            stopped_ms: 0,
+            started: t,
             base,
         }
+    }
+
+    /// Whether it is stopped at `t`.
+    pub fn stalled(&self, t: u64) -> bool {
+        self.stalled_until.is_some_and(|u| t < u)
     }
 
     fn mono(&self, t: u64) -> Instant {
@@ -158,11 +176,18 @@ impl Side {
         self.up = false;
     }
 
-    /// hbd starts again at `t` from its persisted table.
-    pub fn restart(&mut self, t: u64) {
+    /// hbd starts again at `t` from its persisted table, as run `instance`.
+    pub fn restart(&mut self, t: u64, instance: u64) {
         let persisted = self.checker.table.clone();
         let (skew, nics) = (self.skew_ms, std::mem::take(&mut self.nic_down));
-        *self = Side::start(self.id, self.config.clone(), Some(persisted), self.base, t);
+        *self = Side::start(
+            self.id,
+            self.config.clone(),
+            Some(persisted),
+            self.base,
+            t,
+            instance,
+        );
         self.skew_ms = skew;
         self.nic_down = nics;
     }
@@ -183,7 +208,11 @@ impl Side {
     /// Fig 6: the next heartbeat, signed (its truth, and the bytes).
     pub fn beat(&mut self, t: u64) -> Option<(Beat, Vec<u8>)> {
         let wall = self.wall(t);
-        let beat = compose_beat(&mut self.checker.table, wall);
+        let nonce = mix(self.instance ^ u64::from(self.checker.table.serial).rotate_left(32));
+        let id = self
+            .checker
+            .identity(self.instance, t - self.started, nonce, self.mono(t));
+        let beat = compose_beat(&mut self.checker.table, wall, id);
         let truth = beat.clone();
         encode_fitting(beat, KEY)
             .ok()
@@ -256,7 +285,11 @@ impl Side {
         let now = self.mono(t);
         self.ticks += 1;
         let every = u64::from(self.config.counter.period_intervals.max(1));
-        let out = step::tick_step(&mut self.checker, now, self.ticks % every == 0);
+        let absent = Absence {
+            stopped: Duration::from_millis(std::mem::take(&mut self.stopped_ms)),
+            suspended: Duration::ZERO,
+        };
+        let out = step::tick_step(&mut self.checker, now, self.ticks % every == 0, absent);
         for tr in &out.transitions {
             let what = if tr.failed { "FAILED" } else { "ENABLE again" };
             did.push(Did::Changed(format!("{} {what}: {}", tr.channel, tr.why)));
@@ -418,4 +451,12 @@ impl Side {
             qos,
         }
     }
+}
+
+/// A deterministic stand-in for a random nonce (splitmix64's finaliser).
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }

@@ -9,7 +9,11 @@
 //! (the SVOL keeps what it had), fail reads or writes, or go back to an old
 //! heartbeat. Every tick a side sends on every enabled channel, reads its
 //! enabled mirrors, then decides (`Side::tick`); the checkers judge each
-//! delivery, failover and step-down. When the standby has failed over and
+//! delivery, failover and step-down. A side's wall clock can step (it is in
+//! the messages, for the offset shown, and nowhere in a decision); a side
+//! can be stopped (SIGSTOP, a frozen VM): nothing of it runs meanwhile, what
+//! reaches it waits (datagrams queue in its socket) and its next tick is
+//! told how long it was stopped, as the daemon's stall watch would. When the standby has failed over and
 //! production has stepped down, the operator fails back: re-arms the
 //! standby, then production.
 
@@ -137,12 +141,13 @@ impl World {
         let shape = schedule.shape.clone();
         let base = Instant::now();
         let [p, s] = configs(&shape);
+        let mut rng = Rng::new(seed ^ 0x5EED_C4A7_0000_0001);
         let sides = [
-            Side::start(PROD, p, None, base, 0),
-            Side::start(STANDBY, s, None, base, 0),
+            Side::start(PROD, p, None, base, 0, rng.next_u64()),
+            Side::start(STANDBY, s, None, base, 0, rng.next_u64()),
         ];
         let mut w = World {
-            checks: Checkers::new(shape.timeout_ms, shape.interval_ms, shape.freshness_ms()),
+            checks: Checkers::new(shape.timeout_ms, shape.interval_ms),
             cut: vec![[false; 2]; shape.networks],
             quality: vec![Quality::default(); shape.networks],
             captured: (0..shape.networks).map(|_| VecDeque::new()).collect(),
@@ -151,7 +156,7 @@ impl World {
             t: 0,
             queue: BTreeMap::new(),
             seq: 0,
-            rng: Rng::new(seed ^ 0x5EED_C4A7_0000_0001),
+            rng,
             truths: vec![],
             rearm_due: false,
             trace,
@@ -198,7 +203,26 @@ impl World {
         self.out
     }
 
+    /// The side an event happens at, if it is one that waits while that side is stopped.
+    fn waits_for(ev: &Ev) -> Option<SideId> {
+        match ev {
+            Ev::Tick(s) | Ev::LocalDone(s, _) | Ev::Rearm(s) => Some(*s),
+            Ev::Datagram { to, .. } => Some(*to),
+            Ev::Replicate { .. } | Ev::Fault(_) => None,
+        }
+    }
+
     fn event(&mut self, ev: Ev) {
+        if let Some(s) = Self::waits_for(&ev) {
+            if let Some(until) = self.sides[s].stalled_until.filter(|&u| self.t < u) {
+                // Stopped: it happens when the side runs again (a tick then
+                // comes at once, as tokio's delayed interval does).
+                if !matches!(ev, Ev::Tick(_)) || !self.tick_queued_at(s, until) {
+                    self.at(until, ev);
+                }
+                return;
+            }
+        }
         match ev {
             Ev::Tick(s) => {
                 if self.sides[s].up {
@@ -249,15 +273,26 @@ impl World {
         }
     }
 
+    /// Whether a tick of side `s` is queued at `t` already.
+    fn tick_queued_at(&self, s: SideId, t: u64) -> bool {
+        self.queue
+            .range((t, 0)..(t + 1, 0))
+            .any(|(_, ev)| matches!(ev, Ev::Tick(x) if *x == s))
+    }
+
     fn tick(&mut self, s: SideId) {
         let t = self.t;
         let mut did = vec![];
         // Send (Fig 6).
         if let Some((beat, bytes)) = self.sides[s].beat(t) {
             let origin = self.truths.len();
+            self.checks.issued(s, beat.nonce, t);
             self.truths.push(Truth {
                 serial: beat.serial,
                 time_ms: beat.time_ms,
+                instance: beat.instance,
+                uptime_ms: beat.uptime_ms,
+                echoes: beat.echoes.clone(),
                 failed_over: beat.failed_over,
             });
             self.out.counts.beats += 1;
@@ -327,9 +362,8 @@ impl World {
             let channel = format!("mirror {name}");
             if let Ok((_, origin)) = &read {
                 self.out.deliveries += 1;
-                let truth = self.truths[*origin];
-                self.checks
-                    .delivered(s, &channel, truth, at.wall_ms, true, t);
+                let truth = &self.truths[*origin];
+                self.checks.delivered(s, &channel, truth, true, t);
             }
             let taken = self.sides[s].slot_read(
                 &name,
@@ -445,19 +479,17 @@ impl World {
         if let Some(origin) = origin {
             self.out.deliveries += 1;
             let on = self.sides[to].checker.table.network_on();
-            let truth = self.truths[origin];
-            let ok =
-                self.checks
-                    .delivered(to, &format!("network {name}"), truth, at.wall_ms, on, t);
-            valid = Some((truth, ok));
+            let truth = &self.truths[origin];
+            let ok = self
+                .checks
+                .delivered(to, &format!("network {name}"), truth, on, t);
+            valid = Some((truth.serial, truth.time_ms, ok));
         }
         let taken = self.sides[to].datagram(&name, bytes, at);
         self.note(|| {
             let what = match valid {
-                Some((m, ok)) => format!(
-                    "heartbeat {} generated at {} ({}valid)",
-                    m.serial,
-                    m.time_ms,
+                Some((serial, time_ms, ok)) => format!(
+                    "heartbeat {serial} generated at {time_ms} ({}valid)",
                     if ok { "" } else { "not " }
                 ),
                 None => format!("{} bytes of garbage", bytes.len()),
@@ -553,10 +585,24 @@ impl World {
                 }
             }
             Fault::ClockJump { side, ms } => self.sides[side].skew_ms += ms,
-            Fault::Crash { side } => self.sides[side].crash(),
+            Fault::Stall { side, ms } => {
+                let s = &mut self.sides[side];
+                if s.up && !s.stalled(t) {
+                    s.stalled_until = Some(t + ms);
+                    s.stopped_ms += ms;
+                    self.checks.stalled(side, t + ms);
+                }
+            }
+            Fault::Crash { side } => {
+                let s = &mut self.sides[side];
+                s.crash();
+                s.stalled_until = None;
+                s.stopped_ms = 0;
+            }
             Fault::Restart { side } => {
                 if !self.sides[side].up {
-                    self.sides[side].restart(t);
+                    let instance = self.rng.next_u64();
+                    self.sides[side].restart(t, instance);
                     self.checks.restarted(side, t);
                 }
             }

@@ -83,6 +83,7 @@ impl Table {
             missing: n.counter.missing,
             last_ms: n.seen.last_ms,
             problem: n.seen.problem.clone().or_else(|| n.socket_problem.clone()),
+            clock_offset_ms: n.seen.clock_offset_ms,
         });
         let mirrors = self
             .devices
@@ -111,6 +112,7 @@ impl Table {
                     missing: d.counter.missing,
                     last_ms: d.seen.last_ms,
                     problem: d.seen.problem.clone(),
+                    clock_offset_ms: d.seen.clock_offset_ms,
                 }
             });
         networks.chain(mirrors).collect()
