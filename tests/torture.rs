@@ -304,13 +304,20 @@ fn refusal_lines(log: &str) -> usize {
         .count()
 }
 
-/// Datagrams hbd refused: no valid heartbeat, too old, or not newer.
+/// Datagrams hbd refused: no valid heartbeat, not newer, or refused by name.
 fn refused(hbd: &common::Hbd) -> u64 {
     let t = hbd.table();
-    ["rejected_invalid", "rejected_stale", "rejected_replayed"]
-        .iter()
-        .map(|k| t[*k].as_u64().unwrap_or(0))
-        .sum()
+    [
+        "rejected_invalid",
+        "rejected_replayed",
+        "rejected_echo",
+        "rejected_instance",
+        "rejected_time_back",
+        "rejected_serial_jump",
+    ]
+    .iter()
+    .map(|k| t[*k].as_u64().unwrap_or(0))
+    .sum()
 }
 
 /// One round of garbage on the standby mirrord's link port; how many bad

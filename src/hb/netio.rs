@@ -25,7 +25,7 @@ use super::counter::{CounterRule, Disconnect, SocketStep};
 use super::message::Beat;
 use super::state::{lock, Hbd};
 use super::table::GroupStatus;
-use super::watch::Observation;
+use super::watch::{Observation, Refusal};
 
 /// A refused datagram is logged at most once per sender address and kind of
 /// refusal in this period (with the count of those not logged).
@@ -243,7 +243,14 @@ impl Hbd {
             (Err(r), _) => (r.kind, r.why),
         };
         if let Verdict::Say { suppressed } = throttle.note(&from.ip().to_string(), refusal.0) {
-            tracing::warn!(network = %name, %from, "invalid network heartbeat ignored: {}{}", refusal.1, suppressed_note(suppressed, LOG_PERIOD));
+            let note = suppressed_note(suppressed, LOG_PERIOD);
+            if refusal.0 == Refusal::Unverified.kind() {
+                // Every start meets this once: a peer's first heartbeats
+                // before it has heard this host (counted in rejected_echo).
+                tracing::info!(network = %name, %from, "network heartbeat not taken (yet): {}{note}", refusal.1);
+            } else {
+                tracing::warn!(network = %name, %from, "invalid network heartbeat ignored: {}{note}", refusal.1);
+            }
         }
     }
 }

@@ -620,6 +620,8 @@ pub struct Hbd {
     pub config: PathBuf,
     pub log: PathBuf,
     pub dir: PathBuf,
+    /// Extra environment of the process (e.g. libfaketime's).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -635,13 +637,14 @@ impl Hbd {
             config,
             log: dir.join("hbd.log"),
             dir: dir.to_path_buf(),
+            env: Vec::new(),
             child: None,
         }
     }
 
     /// Starts hbd and waits until it answers.
     pub fn start(&mut self) {
-        self.child = Some(spawn_daemon("hbd", &self.config, &self.log, &[]));
+        self.child = Some(spawn_daemon("hbd", &self.config, &self.log, &self.env));
         let (what, log) = (format!("hbd of {}", self.name), self.log.clone());
         let socket = self.socket.clone();
         wait_ready(&mut self.child, &what, &log, || {

@@ -97,6 +97,16 @@ impl Cluster {
         test: &str,
         edit: impl FnOnce(&TwoSites, &mut String, &mut String),
     ) -> Option<Cluster> {
+        Cluster::start_env(test, edit, |_, _| {})
+    }
+
+    /// As [`Cluster::start_with`], `env` also setting prod's and the
+    /// standby's hbd processes' environment before they start.
+    pub fn start_env(
+        test: &str,
+        edit: impl FnOnce(&TwoSites, &mut String, &mut String),
+        env: impl FnOnce(&mut Hbd, &mut Hbd),
+    ) -> Option<Cluster> {
         let (sites, out, key) = prepare(test)?;
         let (prod_port, standby_port) = (free_port(), free_port());
         let to_standby = UdpTap::start(standby_port);
@@ -166,6 +176,7 @@ impl Cluster {
         edit(&sites, &mut prod_cfg, &mut standby_cfg);
         let mut prod = Hbd::new(&prod_dir, "prod-a", &prod_cfg);
         let mut standby = Hbd::new(&standby_dir, "standby-a", &standby_cfg);
+        env(&mut prod, &mut standby);
         standby.start();
         prod.start();
         let cluster = Cluster {

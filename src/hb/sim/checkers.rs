@@ -13,7 +13,10 @@
 //! - (a) no false failover: no failover while an enabled channel delivered
 //!   a valid heartbeat within its window (the timeout for a network; a
 //!   mirror is read once per interval, so timeout - interval, as stated
-//!   in `checker`).
+//!   in `checker`); the time the standby itself was stopped does not count
+//!   towards the window (its silence is not production's). A clock step
+//!   changes no delivery's validity, so a failover after one while
+//!   production is heard is false too.
 //! - (b) no missed failover: once the armed standby (two valid deliveries
 //!   on a channel since its start or re-arm) has heard nothing valid on any
 //!   enabled channel for the bound, timeout + interval (the detection
@@ -167,10 +170,16 @@ impl Checkers {
         true
     }
 
-    /// Side `side` was stopped until `until` (a stall, not a crash): the
-    /// silence it could not hear is no evidence, so a missed failover is
-    /// measured from its waking.
-    pub fn stalled(&mut self, side: SideId, until: u64) {
+    /// Side `side` is stopped for `ms` until `until` (a stall, not a
+    /// crash): the silence it cannot hear is no evidence. Its last valid
+    /// deliveries count as `ms` later (never past its waking), so a
+    /// failover on waking, whatever order its tick and the queued
+    /// datagrams run in, is a false one; a missed failover is measured from
+    /// its waking.
+    pub fn stalled(&mut self, side: SideId, ms: u64, until: u64) {
+        for v in self.last_valid[side].values_mut() {
+            *v = (*v + ms).min(until);
+        }
         if side == STANDBY {
             self.standby_since = self.standby_since.max(until);
         }

@@ -590,7 +590,7 @@ impl World {
                 if s.up && !s.stalled(t) {
                     s.stalled_until = Some(t + ms);
                     s.stopped_ms += ms;
-                    self.checks.stalled(side, t + ms);
+                    self.checks.stalled(side, ms, t + ms);
                 }
             }
             Fault::Crash { side } => {
