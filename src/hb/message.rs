@@ -50,6 +50,18 @@ pub fn next_serial(serial: u32) -> u32 {
     }
 }
 
+/// How far serial `to` is ahead of `from` (serials run 1..=MAX and wrap to
+/// 1); none if it is the same or behind (more than half the range ahead
+/// counts as behind).
+pub fn serial_ahead(from: u32, to: u32) -> Option<u32> {
+    let d = if to >= from {
+        to - from
+    } else {
+        (SERIAL_MAX - from).saturating_add(to)
+    };
+    (d != 0 && d <= SERIAL_MAX / 2).then_some(d)
+}
+
 /// A heartbeat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Beat {
@@ -393,6 +405,10 @@ mod tests {
         assert_eq!(next_serial(1), 2);
         assert_eq!(next_serial(SERIAL_MAX - 1), SERIAL_MAX);
         assert_eq!(next_serial(SERIAL_MAX), 1);
+        assert_eq!(serial_ahead(SERIAL_MAX - 1, 2), Some(3));
+        assert_eq!(serial_ahead(5, 5), None);
+        assert_eq!(serial_ahead(6, 5), None);
+        assert_eq!(serial_ahead(5, 6), Some(1));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! On the volume the table is one signed frame ([`TABLE_FORMAT`], with the
 //! heartbeat key) from offset 0, zero-padded to whole 4 KiB slots and
 //! written with one write: a torn or foreign table is told by its CRC and
-//! tag. At start hbd takes the newer of the two (by `saved_ms`).
+//! tag. At start hbd takes the newer of the two (by the heartbeat serial,
+//! then by `saved_ms`).
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use hbcore::frame::{Format, FrameError, HEADER_LEN};
 
 use super::config::Config;
 use super::error::HbError;
-use super::message::SLOT;
+use super::message::{serial_ahead, SLOT};
 use super::slot::open_slot;
 use super::table::{GroupStatus, Seeding, Table};
 
@@ -110,10 +111,22 @@ pub enum Origin {
     Fresh,
 }
 
+/// Whether table `v` was saved after table `l`: by its heartbeat serial,
+/// which only advances (and goes on across a master's takeover), then, on
+/// a tie, by when it was saved. No wall clock of two hosts is compared
+/// unless the serials say nothing.
+fn saved_after(v: &Table, l: &Table) -> bool {
+    match serial_ahead(l.serial, v.serial) {
+        Some(_) => true,
+        None if v.serial == l.serial => v.saved_ms > l.saved_ms,
+        None => false,
+    }
+}
+
 /// The newer of the local table and the volume's (the local one on a tie).
 pub fn newer(local: Option<Table>, volume: Option<Table>) -> (Option<Table>, Origin) {
     match (local, volume) {
-        (Some(l), Some(v)) if v.saved_ms > l.saved_ms => (Some(v), Origin::Volume),
+        (Some(l), Some(v)) if saved_after(&v, &l) => (Some(v), Origin::Volume),
         (Some(l), _) => (Some(l), Origin::File),
         (None, Some(v)) => (Some(v), Origin::Volume),
         (None, None) => (None, Origin::Fresh),
@@ -220,8 +233,17 @@ mod tests {
     fn the_newer_table_wins_and_the_file_on_a_tie() {
         let (t, o) = newer(Some(table(1, 10)), Some(table(2, 20)));
         assert_eq!((t.map(|t| t.serial), o), (Some(2), Origin::Volume));
-        let (t, o) = newer(Some(table(1, 20)), Some(table(2, 20)));
-        assert_eq!((t.map(|t| t.serial), o), (Some(1), Origin::File));
+        let (t, o) = newer(Some(table(2, 20)), Some(table(2, 20)));
+        assert_eq!(o, Origin::File, "a tie");
+        // The clock that saved the volume's table was stepped back: its
+        // serial still says it is the newer one.
+        let (t2, o) = newer(Some(table(5, 9_000)), Some(table(6, 10)));
+        assert_eq!((t2.map(|t| t.serial), o), (Some(6), Origin::Volume));
+        let (_, o) = newer(Some(table(6, 10)), Some(table(5, 9_000)));
+        assert_eq!(o, Origin::File);
+        let (_, o) = newer(Some(table(2, 10)), Some(table(2, 20)));
+        assert_eq!(o, Origin::Volume, "the same serial: the later save");
+        assert!(t.is_some());
         let (t, o) = newer(None, Some(table(2, 20)));
         assert_eq!((t.map(|t| t.serial), o), (Some(2), Origin::Volume));
         assert_eq!(newer(None, None).1, Origin::Fresh);

@@ -24,7 +24,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::message::SERIAL_MAX;
+use super::message::serial_ahead as ahead;
 
 /// The shortest interval hbd accepts (config): a sender's serial cannot
 /// advance faster than one per this many ms of its uptime.
@@ -121,17 +121,6 @@ pub struct Watch {
     pub refused: Option<Mark>,
     /// Messages that advanced the channel since this hbd started.
     pub advances: u64,
-}
-
-/// How far `to` is ahead of `from` (serials run 1..=MAX and wrap to 1);
-/// none if it is the same or behind.
-fn ahead(from: u32, to: u32) -> Option<u32> {
-    let d = if to >= from {
-        to - from
-    } else {
-        (SERIAL_MAX - from).saturating_add(to)
-    };
-    (d != 0 && d <= SERIAL_MAX / 2).then_some(d)
 }
 
 impl Watch {
@@ -243,6 +232,7 @@ impl Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hb::message::SERIAL_MAX;
 
     const A: u64 = 0xA1;
 
@@ -314,9 +304,6 @@ mod tests {
             w.observe("p", &claim(A, 1, 200, false), now),
             Ok(Observation::Advanced)
         );
-        assert_eq!(ahead(SERIAL_MAX - 1, 2), Some(3));
-        assert_eq!(ahead(5, 5), None);
-        assert_eq!(ahead(6, 5), None);
     }
 
     #[test]
