@@ -125,13 +125,33 @@ fn monitor_shows_pairs_channels_and_events_and_switches_views() {
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON snapshot");
     assert_eq!(v["pairs"][0]["name"], "d0", "{v}");
     assert_eq!(v["table"]["host"], "p1", "{v}");
+    // HBCTL_SOCKET names mirrord as --socket does; two different sockets are refused.
+    let env = Command::new(bin("hbctl"))
+        .args(["--json", "monitor", "--hbd"])
+        .arg(&prod.socket)
+        .env("HBCTL_SOCKET", &sites.prod.socket)
+        .stdin(Stdio::null())
+        .output()
+        .expect("hbctl monitor with HBCTL_SOCKET");
+    let v: serde_json::Value = serde_json::from_slice(&env.stdout).expect("JSON snapshot");
+    assert_eq!(v["pairs"][0]["name"], "d0", "{v}");
+    let both = Command::new(bin("hbctl"))
+        .args(["monitor", "--mirrord", "/nonexistent/a.sock", "--socket"])
+        .arg(&sites.prod.socket)
+        .stdin(Stdio::null())
+        .output()
+        .expect("hbctl monitor with two sockets");
+    assert!(!both.status.success());
+    let said = String::from_utf8_lossy(&both.stderr);
+    assert!(said.contains("give one"), "{said}");
 
     // In a terminal.
     let tmux = Tmux {
         server: format!("hbmirror-test-{}", std::process::id()),
     };
+    // The global --socket names mirrord for the monitor too.
     let command = format!(
-        "{} monitor --mirrord {} --hbd {} --interval-ms 300",
+        "{} --socket {} monitor --hbd {} --interval-ms 300",
         bin("hbctl").display(),
         sites.prod.socket.display(),
         prod.socket.display()

@@ -759,7 +759,8 @@ fn daemons_log_to_the_journal_under_systemd_and_text_otherwise() {
         "logged as text under systemd:\n{text}"
     );
 
-    // Otherwise (JOURNAL_STREAM names another file): text on stderr.
+    // Otherwise (JOURNAL_STREAM names another file): text on stderr, and
+    // a file gets no colour escapes, NO_COLOR or not.
     let log = dir.path().join("text.log");
     let _mirrord = Daemon(
         Command::new(bin("mirrord"))
@@ -767,6 +768,7 @@ fn daemons_log_to_the_journal_under_systemd_and_text_otherwise() {
             .arg(&config)
             .env("JOURNAL_STREAM", "1:1")
             .env("RUST_LOG", "info")
+            .env_remove("NO_COLOR")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
@@ -775,4 +777,9 @@ fn daemons_log_to_the_journal_under_systemd_and_text_otherwise() {
     wait_for("mirrord ready as text", || {
         std::fs::read_to_string(&log).is_ok_and(|t| t.contains("mirrord ready"))
     });
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        !text.contains('\x1b'),
+        "colour escapes in a log file:\n{text}"
+    );
 }

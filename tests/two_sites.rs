@@ -477,3 +477,53 @@ fn hbctl_takes_its_socket_from_the_environment() {
         "{e}"
     );
 }
+
+#[test]
+fn a_volume_file_answers_poll_ioctl_and_xattrs_as_a_regular_file_without_warnings() {
+    let Some(sites) = TwoSites::start(
+        "a_volume_file_answers_poll_ioctl_and_xattrs_as_a_regular_file_without_warnings",
+    ) else {
+        return;
+    };
+    sites.paired_volume("v0", "64KiB");
+    let file = sites.prod.file("v0");
+    // What `tail -f`, Python and hbd's start do to a file.
+    let script = r#"
+import errno, fcntl, os, select, sys, termios
+path = sys.argv[1]
+fd = os.open(path, os.O_RDWR)
+p = select.poll()
+p.register(fd, select.POLLIN | select.POLLOUT)
+ready = dict(p.poll(1000)).get(fd, 0)
+assert ready & select.POLLIN and ready & select.POLLOUT, ready
+try:
+    fcntl.ioctl(fd, termios.TCGETS, bytes(64))
+    raise SystemExit("ioctl answered")
+except OSError as e:
+    assert e.errno == errno.ENOTTY, e
+try:
+    os.getxattr(path, "user.x")
+    raise SystemExit("getxattr answered")
+except OSError as e:
+    assert e.errno == errno.ENODATA, e
+assert os.listxattr(path) == [], os.listxattr(path)
+print("ok")
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&file)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A write after it goes through (positive sign the mount still serves),
+    // and mirrord said nothing of it.
+    write_at(&file, 0, &pattern(4096, 3));
+    let log = sites.prod.log_text();
+    assert!(!log.contains("Not Implemented"), "{log}");
+}

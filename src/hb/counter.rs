@@ -7,10 +7,14 @@
 //! the last one counted on that channel (one, unless messages went missing:
 //! the gap is counted as `missing`). Every period (`period_intervals`
 //! heartbeat intervals; the seed's 5 s at its 1 s interval) the counter is
-//! clamped to `max` (48), lowered by `decrement` (4) and floored at 0. At 0
-//! the channel has failed (BAD) and the fault analyzer runs; a message brings
-//! it back (GOOD). From the clamp, 48 / 4 = 12 periods of silence reach 0:
-//! 60 s at the seed's timing.
+//! checked and then clamped to `max` (48), lowered by `decrement` (4) and
+//! floored at 0. As the seed has it (Fig 4, step 426 before 428–436), the
+//! channel has failed (BAD) when a period's check finds the counter at 0,
+//! and the fault analyzer runs; a message brings it back (GOOD). From the
+//! clamp, 48 / 4 = 12 periods of silence reach 0 (60 s at the seed's
+//! timing) and the 13th period's check declares it (65 s). `[counter]
+//! fail_at = "decrement"` declares it at the decrement that reaches 0
+//! instead, one period earlier (hbd's behaviour before 2026-12-07).
 //!
 //! The generator's disconnect counter starts at `disconnect` (20) when its
 //! socket opens and goes down by one per heartbeat sent; once it has run out,
@@ -36,6 +40,21 @@ pub struct CounterRule {
     /// The generator's disconnect counter: heartbeats sent on a socket
     /// before a silent channel's socket is closed and re-opened.
     pub disconnect: u32,
+    /// When a channel at 0 is declared BAD: at the next period's check
+    /// (`check`, the seed's Fig 4, the default) or at the decrement that
+    /// reaches 0 (`decrement`, one period earlier).
+    pub fail_at: FailAt,
+}
+
+/// When a counter at 0 fails its channel (`[counter] fail_at`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailAt {
+    /// The period's check finds it at 0 (seed 002, Fig 4, step 426).
+    #[default]
+    Check,
+    /// The period's decrement brings it to 0.
+    Decrement,
 }
 
 impl Default for CounterRule {
@@ -46,6 +65,7 @@ impl Default for CounterRule {
             decrement: 4,
             period_intervals: 5,
             disconnect: 20,
+            fail_at: FailAt::Check,
         }
     }
 }
@@ -82,6 +102,9 @@ pub struct Counter {
     /// `missing` at the last period (new gaps since then are a warning).
     #[serde(default)]
     pub missing_at_period: u64,
+    /// Declared BAD (by a period; until a message arrives).
+    #[serde(default)]
+    pub failed: bool,
 }
 
 /// Sequence numbers within this distance of the wrap count as wrapped.
@@ -107,6 +130,7 @@ impl Counter {
         self.value = rule.start;
         self.last_serial = None;
         self.missing_at_period = self.missing;
+        self.failed = false;
     }
 
     /// Closes the channel (turned off): not counted until opened again.
@@ -114,11 +138,12 @@ impl Counter {
         self.open = false;
         self.value = 0;
         self.last_serial = None;
+        self.failed = false;
     }
 
-    /// Whether the channel is GOOD (open, counter above 0).
+    /// Whether the channel is GOOD (open, not declared BAD).
     pub fn good(&self) -> bool {
-        self.open && self.value > 0
+        self.open && !self.failed
     }
 
     /// A valid message with `serial`: adds the difference of sequence numbers.
@@ -132,20 +157,30 @@ impl Counter {
         if !self.open {
             return None;
         }
-        let was_bad = self.value == 0;
         self.value = self.value.saturating_add(delta);
-        (was_bad && self.value > 0).then_some(Change::Good)
+        let was_bad = std::mem::take(&mut self.failed);
+        was_bad.then_some(Change::Good)
     }
 
-    /// The period's step (Fig 4, steps 425–436): clamp to `max`, lower by
-    /// `decrement`, floor at 0. Returns [`Change::Bad`] when it reaches 0.
+    /// The period's step (Fig 4, steps 425–436): a counter found at 0 fails
+    /// the channel (step 426; with `fail_at = "decrement"`, the decrement
+    /// that reaches 0 does); otherwise clamp to `max`, lower by `decrement`,
+    /// floor at 0. Returns [`Change::Bad`] once, when the channel fails.
     pub fn period(&mut self, rule: &CounterRule) -> Option<Change> {
         self.missing_at_period = self.missing;
-        if !self.open || self.value == 0 {
+        if !self.open || self.failed {
             return None;
         }
+        if self.value == 0 && rule.fail_at == FailAt::Check {
+            self.failed = true;
+            return Some(Change::Bad);
+        }
         self.value = self.value.min(rule.max).saturating_sub(rule.decrement);
-        (self.value == 0).then_some(Change::Bad)
+        if self.value == 0 && rule.fail_at == FailAt::Decrement {
+            self.failed = true;
+            return Some(Change::Bad);
+        }
+        None
     }
 
     /// Messages found missing since the last period.
@@ -225,18 +260,33 @@ mod tests {
         }
         assert_eq!(c.value, 48);
         let mut bad_at = None;
+        let mut zero_at = None;
         for second in 1..=100u32 {
             if second % rule.period_intervals == 0 && c.period(&rule) == Some(Change::Bad) {
                 bad_at = Some(second);
             }
-            assert_eq!(c.good(), second < 60, "{second} s of silence");
+            if c.value == 0 {
+                zero_at.get_or_insert(second);
+            }
+            assert_eq!(c.good(), second < 65, "{second} s of silence");
         }
-        assert_eq!(bad_at, Some(60));
+        // Zero after 60 s, declared at the next period's check (step 426).
+        assert_eq!((zero_at, bad_at), (Some(60), Some(65)));
         assert_eq!(c.missing, 0);
+        // At the decrement instead, when the config says so.
+        let early = CounterRule {
+            fail_at: FailAt::Decrement,
+            ..rule
+        };
+        let mut c = Counter::default();
+        c.open(&early);
+        c.value = 48;
+        let bad = (1..=20).find(|_| c.period(&early) == Some(Change::Bad));
+        assert_eq!(bad, Some(12), "60 s");
     }
 
     #[test]
-    fn at_the_clamp_eleven_periods_leave_four_and_the_twelfth_fails_it() {
+    fn at_the_clamp_twelve_periods_reach_zero_and_the_thirteenths_check_fails_it() {
         let rule = CounterRule::default();
         let mut c = Counter::default();
         c.open(&rule);
@@ -248,8 +298,11 @@ mod tests {
             assert_eq!(c.period(&rule), None);
         }
         assert_eq!(c.value, 48 - 44, "48 - 11 x 4");
-        assert_eq!(c.period(&rule), Some(Change::Bad));
+        assert_eq!(c.period(&rule), None, "the twelfth takes it to 0");
         assert_eq!(c.value, 0);
+        assert!(c.good(), "not failed before a check finds it at 0");
+        assert_eq!(c.period(&rule), Some(Change::Bad));
+        assert!(!c.good());
         assert_eq!(c.period(&rule), None, "floored at 0, reported once");
         assert_eq!(c.message(41), Some(Change::Good));
         assert_eq!(c.value, 1);
@@ -261,7 +314,11 @@ mod tests {
         let mut c = Counter::default();
         c.open(&rule);
         let bad = (1..=10).find(|_| c.period(&rule) == Some(Change::Bad));
-        assert_eq!(bad, Some(5), "20 / 4: 25 s at the seed's timing");
+        assert_eq!(
+            bad,
+            Some(6),
+            "20 / 4 periods to 0, the sixth finds it: 30 s"
+        );
     }
 
     #[test]

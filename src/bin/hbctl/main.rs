@@ -58,6 +58,16 @@ fn main() -> ExitCode {
             output::EXIT_INVALID_INPUT,
         );
     }
+    if let (Some(Command::Monitor(args)), Some(socket)) = (&cli.command, &cli.socket) {
+        if args.mirrord.as_ref().is_some_and(|m| m != socket) {
+            let text = format!(
+                "monitor: --mirrord and --socket (or HBCTL_SOCKET) name two different sockets for mirrord ({} and {}): give one",
+                args.mirrord.as_ref().map_or_else(String::new, |m| m.display().to_string()),
+                socket.display()
+            );
+            return output::fail("invalid_input", &text, output::EXIT_INVALID_INPUT);
+        }
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => output::client_error(&e),
@@ -79,7 +89,11 @@ fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Cluster(command) => {
             cluster::run(&socket(hbmirror::cluster::config::DEFAULT_SOCKET), command)
         }
-        Command::Monitor(args) => monitor::run(args),
+        Command::Monitor(mut args) => {
+            // The global --socket addresses mirrord here, as for `volume` and `pair`.
+            args.mirrord = args.mirrord.or(cli.socket);
+            monitor::run(args)
+        }
     }
 }
 

@@ -26,9 +26,10 @@ use hbmirror::hb::table::Table;
 /// The monitor's options.
 #[derive(clap::Args, Debug)]
 pub struct MonitorArgs {
-    /// mirrord's control socket.
-    #[arg(long, default_value = control::DEFAULT_SOCKET)]
-    pub mirrord: PathBuf,
+    /// mirrord's control socket [default: the global --socket ($HBCTL_SOCKET),
+    /// else /run/hbmirror/mirrord.sock].
+    #[arg(long)]
+    pub mirrord: Option<PathBuf>,
     /// hbd's control socket.
     #[arg(long, default_value = api::DEFAULT_SOCKET)]
     pub hbd: PathBuf,
@@ -74,8 +75,12 @@ fn why(e: ClientError) -> String {
 
 /// Asks both daemons.
 pub fn fetch(args: &MonitorArgs) -> Snapshot {
+    let mirrord = args
+        .mirrord
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(control::DEFAULT_SOCKET));
     let pairs = match jsonl::call(
-        &args.mirrord,
+        &mirrord,
         &Request::PairStatus(control::PairStatus { name: None }),
     ) {
         Ok(Reply::Pairs(p)) => Ok(p),
