@@ -194,6 +194,10 @@ impl Cluster {
                 t["remote_group_via_network"] == "ALIVE" && t["remote_group_via_mirrors"] == "ALIVE"
             });
         }
+        // Seen alive (two heartbeats since start): the standby may fail over.
+        cluster
+            .standby
+            .wait_table("the standby armed", |t| t["armed"] == true);
         Some(cluster)
     }
 
@@ -386,6 +390,9 @@ impl NetCluster {
                         .is_some_and(|n| n.iter().all(|n| n["remote_group"] == "ALIVE"))
             });
         }
+        // Seen alive (two heartbeats since start): the standby may fail over.
+        self.standby
+            .wait_table("the standby armed", |t| t["armed"] == true);
     }
 
     /// Runs of the standby's failover hook.
