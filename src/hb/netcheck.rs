@@ -8,13 +8,15 @@
 //! if it came in on that network), else the kernel's unprivileged ping socket
 //! (`net.ipv4.ping_group_range` must include the process's group). Without
 //! either, the NIC state alone decides, and hbd says so at start and in every
-//! report. Only IPv4 targets are echoed; an IPv6 network is judged by its NIC.
+//! report. A network given by IPv6 addresses is echoed with ICMPv6 (type 128,
+//! the kernel computing the checksum); a network whose listen address and
+//! target are of two families gets no echo, and its report says why.
 //!
 //! Everything here blocks (up to rounds × interval): the analyzer runs it on
 //! a blocking thread, one thread per network.
 
-use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::mem::MaybeUninit;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use nix::ifaddrs::getifaddrs;
@@ -96,11 +98,20 @@ fn egid() -> String {
 }
 
 fn open(method: EchoMethod) -> std::io::Result<Socket> {
+    open_for(method, false)
+}
+
+/// An ICMP socket of `method`, for IPv6 (`v6`) or IPv4.
+fn open_for(method: EchoMethod, v6: bool) -> std::io::Result<Socket> {
     let kind = match method {
         EchoMethod::Raw => Type::RAW,
         _ => Type::DGRAM,
     };
-    Socket::new(Domain::IPV4, kind, Some(Protocol::ICMPV4))
+    if v6 {
+        Socket::new(Domain::IPV6, kind, Some(Protocol::ICMPV6))
+    } else {
+        Socket::new(Domain::IPV4, kind, Some(Protocol::ICMPV4))
+    }
 }
 
 /// Checks every network at once: the NIC, then `rounds` echo requests
@@ -188,7 +199,7 @@ fn one(
     let echoed = match (method, p.target, p.listen) {
         (EchoMethod::None, _, _) => false,
         (_, _, _) if !p.on => false,
-        (_, IpAddr::V4(target), IpAddr::V4(source)) => {
+        (_, target, source) if target.is_ipv6() == source.is_ipv6() => {
             let t = Target {
                 method,
                 source,
@@ -200,8 +211,10 @@ fn one(
             echo(&mut result, t, rounds, gap, epoch);
             true
         }
-        _ => {
-            result.error = Some("echo over IPv6 is not supported: the NIC state decides".into());
+        (_, target, source) => {
+            result.error = Some(format!(
+                "no echo: the probe target {target} and the listen address {source} are of two address families; the NIC state decides"
+            ));
             false
         }
     };
@@ -212,8 +225,8 @@ fn one(
 
 struct Target<'a> {
     method: EchoMethod,
-    source: Ipv4Addr,
-    target: Ipv4Addr,
+    source: IpAddr,
+    target: IpAddr,
     interface: Option<&'a str>,
     ident: u16,
     index: u8,
@@ -228,13 +241,13 @@ fn echo(r: &mut NetworkCheck, t: Target<'_>, rounds: u32, gap: Duration, epoch: 
             return;
         }
     };
-    let to: socket2::SockAddr = SocketAddr::new(IpAddr::V4(t.target), 0).into();
+    let to: socket2::SockAddr = SocketAddr::new(t.target, 0).into();
     let start = Instant::now();
-    let mut buf = [0u8; 1500];
+    let mut buf = [MaybeUninit::<u8>::uninit(); 1500];
     for round in 0..rounds {
         let seq = (round as u16) << 8 | u16::from(t.index);
         let sent_ns = epoch.elapsed().as_nanos() as u64;
-        match socket.send_to(&request(t.ident, seq, sent_ns), &to) {
+        match socket.send_to(&request(t.target.is_ipv6(), t.ident, seq, sent_ns), &to) {
             Ok(_) => r.sent += 1,
             Err(e) => r.error = Some(format!("cannot send to {}: {e}", t.target)),
         }
@@ -243,11 +256,13 @@ fn echo(r: &mut NetworkCheck, t: Target<'_>, rounds: u32, gap: Duration, epoch: 
             if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
                 break;
             }
-            let n = match (&socket).read(&mut buf) {
-                Ok(n) => n,
+            let (n, from) = match socket.recv_from(&mut buf) {
+                Ok((n, from)) => (n, from.as_socket().map(|a| a.ip())),
                 Err(_) => break,
             };
-            if let Some(sent) = reply(&buf[..n], &t) {
+            // SAFETY: recv_from initialised the first n bytes of buf.
+            let packet: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), n) };
+            if let Some(sent) = reply(packet, from, &t) {
                 r.replies += 1;
                 let rtt = (epoch.elapsed().as_nanos() as u64).saturating_sub(sent) / 1000;
                 r.rtt_us = Some(r.rtt_us.map_or(rtt, |best| best.min(rtt)));
@@ -258,7 +273,8 @@ fn echo(r: &mut NetworkCheck, t: Target<'_>, rounds: u32, gap: Duration, epoch: 
 }
 
 fn open_bound(t: &Target<'_>) -> Result<Socket, String> {
-    let socket = open(t.method).map_err(|e| format!("cannot open an ICMP socket: {e}"))?;
+    let socket = open_for(t.method, t.target.is_ipv6())
+        .map_err(|e| format!("cannot open an ICMP socket: {e}"))?;
     if let Some(i) = t.interface {
         // Raw sockets must be bound to the NIC (a reply counts only if it
         // came in on this network); the ping socket may not be allowed to.
@@ -269,21 +285,29 @@ fn open_bound(t: &Target<'_>) -> Result<Socket, String> {
         }
     }
     socket
-        .bind(&SocketAddr::new(IpAddr::V4(t.source), 0).into())
+        .bind(&SocketAddr::new(t.source, 0).into())
         .map_err(|e| format!("cannot send from {}: {e}", t.source))?;
     Ok(socket)
 }
 
-/// An ICMP echo request: type 8, the identifier, the sequence number, and
-/// the time it was sent (ns since the check began).
-fn request(ident: u16, seq: u16, sent_ns: u64) -> Vec<u8> {
-    let mut p = vec![8, 0, 0, 0];
+/// ICMP's echo request and reply types, (IPv4, IPv6).
+const ECHO_REQUEST: (u8, u8) = (8, 128);
+const ECHO_REPLY: (u8, u8) = (0, 129);
+
+/// An ICMP echo request (ICMPv6 if `v6`): the identifier, the sequence
+/// number, and the time it was sent (ns since the check began). The kernel
+/// computes an ICMPv6 checksum itself (it covers the IPv6 pseudo-header).
+fn request(v6: bool, ident: u16, seq: u16, sent_ns: u64) -> Vec<u8> {
+    let kind = if v6 { ECHO_REQUEST.1 } else { ECHO_REQUEST.0 };
+    let mut p = vec![kind, 0, 0, 0];
     p.extend_from_slice(&ident.to_be_bytes());
     p.extend_from_slice(&seq.to_be_bytes());
     p.extend_from_slice(b"hbd-echo");
     p.extend_from_slice(&sent_ns.to_be_bytes());
-    let sum = checksum(&p);
-    p[2..4].copy_from_slice(&sum.to_be_bytes());
+    if !v6 {
+        let sum = checksum(&p);
+        p[2..4].copy_from_slice(&sum.to_be_bytes());
+    }
     p
 }
 
@@ -300,20 +324,27 @@ fn checksum(bytes: &[u8]) -> u16 {
 }
 
 /// The send time carried by an echo reply to one of this network's
-/// requests, if `packet` is one (a raw socket's packets start with the IP
-/// header; the ping socket's with ICMP, its identifier the kernel's own).
-fn reply(packet: &[u8], t: &Target<'_>) -> Option<u64> {
-    let icmp = match t.method {
-        EchoMethod::Raw => {
+/// requests, if `packet` (from `from`) is one (a raw IPv4 socket's packets
+/// start with the IP header; raw ICMPv6 and ping sockets' with ICMP, the
+/// ping socket's identifier the kernel's own).
+fn reply(packet: &[u8], from: Option<IpAddr>, t: &Target<'_>) -> Option<u64> {
+    let icmp = match (t.method, t.target) {
+        (EchoMethod::Raw, IpAddr::V4(target)) => {
             let ihl = usize::from(*packet.first()? & 0x0f) * 4;
-            if packet.get(12..16)? != t.target.octets() {
+            if packet.get(12..16)? != target.octets() {
                 return None;
             }
             packet.get(ihl..)?
         }
+        (EchoMethod::Raw, IpAddr::V6(_)) if from != Some(t.target) => return None,
         _ => packet,
     };
-    if icmp.len() < 24 || icmp[0] != 0 || &icmp[8..16] != b"hbd-echo" {
+    let kind = if t.target.is_ipv6() {
+        ECHO_REPLY.1
+    } else {
+        ECHO_REPLY.0
+    };
+    if icmp.len() < 24 || icmp[0] != kind || &icmp[8..16] != b"hbd-echo" {
         return None;
     }
     let ident = u16::from_be_bytes([icmp[4], icmp[5]]);
@@ -329,25 +360,42 @@ fn reply(packet: &[u8], t: &Target<'_>) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
     fn requests_carry_a_valid_checksum_and_replies_are_matched() {
-        let req = request(0x1234, 0x0201, 99);
+        let req = request(false, 0x1234, 0x0201, 99);
         assert_eq!(checksum(&req), 0, "a packet with its checksum sums to 0");
         let t = Target {
             method: EchoMethod::PingSocket,
-            source: Ipv4Addr::LOCALHOST,
-            target: Ipv4Addr::LOCALHOST,
+            source: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            target: IpAddr::V4(Ipv4Addr::LOCALHOST),
             interface: None,
             ident: 0x1234,
             index: 1,
         };
         let mut rep = req.clone();
         rep[0] = 0;
-        assert_eq!(reply(&rep, &t), Some(99));
-        assert_eq!(reply(&req, &t), None, "a request is no reply");
+        assert_eq!(reply(&rep, None, &t), Some(99));
+        assert_eq!(reply(&req, None, &t), None, "a request is no reply");
         let other = Target { index: 2, ..t };
-        assert_eq!(reply(&rep, &other), None, "another network's");
+        assert_eq!(reply(&rep, None, &other), None, "another network's");
+        // ICMPv6: types 128 and 129; from the target only, on a raw socket.
+        let req6 = request(true, 0x1234, 0x0201, 77);
+        assert_eq!(req6[0], 128);
+        let mut rep6 = req6.clone();
+        rep6[0] = 129;
+        let v6 = Target {
+            method: EchoMethod::Raw,
+            source: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            target: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            interface: None,
+            ident: 0x1234,
+            index: 1,
+        };
+        assert_eq!(reply(&rep6, Some(v6.target), &v6), Some(77));
+        assert_eq!(reply(&rep6, Some("::2".parse().expect("ip")), &v6), None);
+        assert_eq!(reply(&req6, Some(v6.target), &v6), None);
     }
 
     #[test]
@@ -376,5 +424,17 @@ mod tests {
             "{}",
             r.summary()
         );
+        // And over IPv6.
+        let probe6 = Probe {
+            name: "lo6".into(),
+            on: true,
+            listen: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            target: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            target_is_peer: false,
+        };
+        let (_, _, results) = check(&[probe6], 2, Duration::from_millis(100), 4243);
+        let r = &results[0];
+        assert_eq!((r.sent, r.replies), (2, 2), "{r:?}");
+        assert!(r.operational && r.rtt_us.is_some(), "{r:?}");
     }
 }
