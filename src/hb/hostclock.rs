@@ -15,12 +15,10 @@
 //! last tick's readings; the stall watch's thread adds to an atomic.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::time::{clock_gettime, ClockId};
-
-use super::state::lock;
 
 /// CLOCK_BOOTTIME now (the monotonic clock, where it cannot be read).
 fn boottime(fallback: Instant, origin: Instant) -> Duration {
@@ -93,7 +91,9 @@ impl HostClock {
     /// the last call (a suspend of the host), and notes `now`.
     pub fn suspended(&self, now: Instant) -> Duration {
         let boot = boottime(now, self.origin);
-        match lock(&self.last).replace((now, boot)) {
+        // The readings stay consistent across a panic: a poisoned lock is usable.
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        match last.replace((now, boot)) {
             Some((mono0, boot0)) => boot
                 .saturating_sub(boot0)
                 .saturating_sub(now.saturating_duration_since(mono0)),
