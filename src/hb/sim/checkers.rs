@@ -170,9 +170,9 @@ impl Checkers {
         true
     }
 
-    /// Side `side` is stopped for `ms` until `until` (a stall, not a
-    /// crash): the silence it cannot hear is no evidence. Its last valid
-    /// deliveries count as `ms` later (never past its waking), so a
+    /// Side `side` wakes at `until` from a stall of `ms` (its first tick
+    /// after it): the silence it could not hear is no evidence. Its last
+    /// valid deliveries count as `ms` later (never past its waking), so a
     /// failover on waking, whatever order its tick and the queued
     /// datagrams run in, is a false one; a missed failover is measured from
     /// its waking.

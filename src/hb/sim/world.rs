@@ -215,11 +215,15 @@ impl World {
     fn event(&mut self, ev: Ev) {
         if let Some(s) = Self::waits_for(&ev) {
             if let Some(until) = self.sides[s].stalled_until.filter(|&u| self.t < u) {
-                // Stopped: it happens when the side runs again (a tick then
-                // comes at once, as tokio's delayed interval does).
-                if !matches!(ev, Ev::Tick(_)) || !self.tick_queued_at(s, until) {
-                    self.at(until, ev);
-                }
+                // Stopped: it happens when the side runs again. Its ticks
+                // keep their chain (a crash may end the stall early), the
+                // one due at waking coming at once, as tokio's delayed
+                // interval does; what reaches it waits in its socket.
+                let when = match ev {
+                    Ev::Tick(_) => until.min(self.t + self.shape.interval_ms),
+                    _ => until,
+                };
+                self.at(when, ev);
                 return;
             }
         }
@@ -273,16 +277,14 @@ impl World {
         }
     }
 
-    /// Whether a tick of side `s` is queued at `t` already.
-    fn tick_queued_at(&self, s: SideId, t: u64) -> bool {
-        self.queue
-            .range((t, 0)..(t + 1, 0))
-            .any(|(_, ev)| matches!(ev, Ev::Tick(x) if *x == s))
-    }
-
     fn tick(&mut self, s: SideId) {
         let t = self.t;
         let mut did = vec![];
+        // Waking from a stall (a crash in between ends it unwoken).
+        let stopped = self.sides[s].stopped_ms;
+        if stopped > 0 {
+            self.checks.stalled(s, stopped, t);
+        }
         // Send (Fig 6).
         if let Some((beat, bytes)) = self.sides[s].beat(t) {
             let origin = self.truths.len();
@@ -590,14 +592,19 @@ impl World {
                 if s.up && !s.stalled(t) {
                     s.stalled_until = Some(t + ms);
                     s.stopped_ms += ms;
-                    self.checks.stalled(side, ms, t + ms);
                 }
             }
             Fault::Crash { side } => {
                 let s = &mut self.sides[side];
                 s.crash();
-                s.stalled_until = None;
-                s.stopped_ms = 0;
+                // What waited in a stopped process's sockets dies with it.
+                if let Some(until) = s.stalled_until.take().filter(|&u| u > t) {
+                    self.queue.retain(|(at, _), ev| {
+                        *at != until
+                            || !matches!(ev, Ev::Datagram { to, .. } | Ev::LocalDone(to, _) if *to == side)
+                    });
+                }
+                self.sides[side].stopped_ms = 0;
             }
             Fault::Restart { side } => {
                 if !self.sides[side].up {
