@@ -86,6 +86,10 @@ impl Site {
         }
         match meta.role {
             Role::Pvol => {
+                if !*discard_remote {
+                    // Its data would overwrite the site that took over: a person chooses.
+                    self.refuse_if_outdated(name)?;
+                }
                 let keep = if *discard_remote {
                     Keep::Pvol
                 } else {
@@ -175,6 +179,7 @@ impl Site {
             PairState::Copy,
             "resync started (COPY)",
         )?;
+        self.clear_outdated(name, "a resync from this site: its data is kept");
         let bytes = w.rt.dirty().dirty_blocks() * BLOCK;
         self.start_copy(name);
         Ok(bytes)
