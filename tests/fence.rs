@@ -73,7 +73,7 @@ impl Writer {
             .collect()
     }
 
-    fn stop(mut self) {
+    fn stop(&mut self) {
         std::fs::write(self.dir.join("stop"), "").expect("stop file");
         let mut child = self.child.take().expect("running");
         wait_for("the writer to stop", || {
@@ -121,7 +121,7 @@ fn a_thawed_production_acknowledges_no_write_the_new_production_lacks() {
         .ok(&["pair", "set", "app", "--fence", "data"]);
     c.standby
         .wait_table("the standby armed", |t| t["armed"] == true);
-    let writer = Writer::start(&c.sites.prod.file("app"), &c.out.join("writer"));
+    let mut writer = Writer::start(&c.sites.prod.file("app"), &c.out.join("writer"));
     wait_for("the writer's first 50 acknowledged writes", || {
         writer.acked().len() >= 50
     });

@@ -87,8 +87,13 @@ impl Site {
         match meta.role {
             Role::Pvol => {
                 if !*discard_remote {
-                    // Its data would overwrite the site that took over: a person chooses.
-                    self.refuse_if_outdated(name)?;
+                    if let Err(outdated) = self.refuse_if_outdated(name) {
+                        // Its data would overwrite the site that took over: a
+                        // person chooses (said as a split brain when it is one).
+                        let c = self.compare_with_peer(name).await?;
+                        plain_resync_allowed(name, meta.state, &c)?;
+                        return Err(outdated);
+                    }
                 }
                 let keep = if *discard_remote {
                     Keep::Pvol
