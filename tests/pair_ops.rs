@@ -294,8 +294,10 @@ fn takeover_and_reverse_resync_fail_back_with_only_the_changes() {
     // Both sites back: the old PVOL learns of the takeover, is outdated
     // (PSUE, refusing host writes) and waits for a person.
     sites.proxy().restore();
-    sites.prod.wait_state("app", "PSUE");
-    assert_eq!(sites.prod.pair_at("app", "/outdated"), true);
+    sites
+        .prod
+        .wait_field("app", "/outdated", serde_json::json!(true));
+    assert_eq!(sites.prod.pair_at("app", "/state"), "PSUE");
     assert_eq!(sites.standby.pair("app").expect("pair")["state"], "SSWS");
     let e = sites.prod.fails(&["pair", "resync", "app", "--reverse"]);
     assert!(
@@ -322,8 +324,10 @@ fn takeover_and_reverse_resync_fail_back_with_only_the_changes() {
     );
     // And the way home: the prod site takes over again and reverses once more.
     sites.prod.ok(&["pair", "takeover", "app"]);
-    sites.standby.wait_state("app", "PSUE");
-    assert_eq!(sites.standby.pair_at("app", "/outdated"), true);
+    sites
+        .standby
+        .wait_field("app", "/outdated", serde_json::json!(true));
+    assert_eq!(sites.standby.pair_at("app", "/state"), "PSUE");
     sites.prod.ok(&["pair", "resync", "app", "--reverse"]);
     sites.prod.wait_state("app", "PAIR");
     assert_eq!(sites.prod.pair("app").expect("pair")["role"], "pvol");
