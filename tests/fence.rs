@@ -116,9 +116,7 @@ fn a_thawed_production_acknowledges_no_write_the_new_production_lacks() {
     ) else {
         return;
     };
-    c.sites
-        .prod
-        .ok(&["pair", "set", "app", "--fence", "data"]);
+    c.sites.prod.ok(&["pair", "set", "app", "--fence", "data"]);
     c.standby
         .wait_table("the standby armed", |t| t["armed"] == true);
     let mut writer = Writer::start(&c.sites.prod.file("app"), &c.out.join("writer"));
@@ -171,7 +169,10 @@ fn a_thawed_production_acknowledges_no_write_the_new_production_lacks() {
     let app = c.sites.prod.pair("app").expect("app at prod");
     assert_eq!(app["state"], "PSUE", "{app}");
     let reason = app["outdated_reason"].as_str().unwrap_or_default();
-    assert!(reason.starts_with("taken over by site 'standby' at "), "{app}");
+    assert!(
+        reason.starts_with("taken over by site 'standby' at "),
+        "{app}"
+    );
     // Production acknowledged nothing the standby lacks: no split brain.
     assert_ne!(app["verdict"]["kind"], "split-brain", "{app}");
     let text = c.sites.prod.ok(&["pair", "status", "app"]);
@@ -246,9 +247,7 @@ fn an_outdated_pvol_refuses_writes_across_a_restart_until_a_person_resolves_it()
     let e = host_write(&sites.prod.file("app"), b"late").expect_err("still outdated");
     assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
     // The person keeps the new production's data.
-    let out = sites
-        .prod
-        .ok(&["pair", "resync", "app", "--discard-local"]);
+    let out = sites.prod.ok(&["pair", "resync", "app", "--discard-local"]);
     assert!(out.contains("discarded"), "{out}");
     sites.prod.wait_state("app", "PAIR");
     sites.standby.wait_state("app", "PAIR");

@@ -129,12 +129,7 @@ impl Site {
                 meta.peer
             )));
         };
-        let verdict = generation::judge(
-            &meta.generations(),
-            &generations,
-            local_dirty,
-            peer_dirty,
-        );
+        let verdict = generation::judge(&meta.generations(), &generations, local_dirty, peer_dirty);
         let detail = self.record_verdict(name, &meta, verdict, local_dirty, peer_dirty);
         Ok(Compared {
             verdict,

@@ -57,7 +57,11 @@ impl Site {
         rt.queue().clear();
         if let Err(e) = self.save() {
             // The fence holds in memory; said loudly, as a restart would lose it.
-            tracing::error!(pair, "the outdated mark could not be persisted: {}", chain(&e));
+            tracing::error!(
+                pair,
+                "the outdated mark could not be persisted: {}",
+                chain(&e)
+            );
         }
         tracing::error!(
             pair,
@@ -79,7 +83,11 @@ impl Site {
                 drop(w.volume.order.lock().await);
             }
             if let Err(e) = site.compare_with_peer(&pair).await {
-                tracing::debug!(pair, "generations not compared after the fence: {}", chain(&e));
+                tracing::debug!(
+                    pair,
+                    "generations not compared after the fence: {}",
+                    chain(&e)
+                );
             }
         });
     }

@@ -366,12 +366,7 @@ impl Site {
 
     /// A host write did not reach the SVOL: the pair stops mirroring, in the
     /// state the kind of failure calls for.
-    pub(super) fn replication_failed(
-        self: &Arc<Self>,
-        name: &str,
-        meta: &PairMeta,
-        e: &LinkError,
-    ) {
+    pub(super) fn replication_failed(self: &Arc<Self>, name: &str, meta: &PairMeta, e: &LinkError) {
         if let Some(site) = taken_over_by(e) {
             // The SVOL was taken over: this PVOL is outdated from now on.
             self.fence_taken_over(name, site, "a write was refused: the SVOL is SSWS there");
