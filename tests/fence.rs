@@ -315,5 +315,9 @@ fn a_step_down_fences_the_pair_even_with_the_remote_link_down() {
     );
     let e = host_write(&c.sites.prod.file("app"), b"late").expect_err("fenced");
     assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
-    assert!(c.prod.log_text().contains("fenced pair 'app'"));
+    let log = c.prod.log_text();
+    assert!(
+        log.contains("step-down fence, pair 'app': pair 'app' outdated (PSUE)"),
+        "{log}"
+    );
 }

@@ -143,7 +143,7 @@ impl Hbd {
                         Reply::Done(text) => text,
                         _ => String::new(),
                     };
-                    tracing::warn!(pair = %pair, "fenced pair '{pair}' at the step-down: {said}");
+                    tracing::warn!(pair = %pair, "step-down fence, pair '{pair}': {said}");
                     self.event(
                         Source::Local,
                         None,
