@@ -220,8 +220,8 @@ fn a_takeover_while_production_kept_writing_is_split_brain() {
     );
     sites.proxy().restore();
 
-    // app: split brain, and production stops (PSUS) without copying anything.
-    sites.prod.wait_state("app", "PSUS");
+    // app: split brain, and production stops (PSUE, outdated) without copying anything.
+    sites.prod.wait_state("app", "PSUE");
     sites
         .prod
         .wait_field("app", "/verdict/kind", json!("split-brain"));

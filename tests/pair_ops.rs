@@ -291,9 +291,13 @@ fn takeover_and_reverse_resync_fail_back_with_only_the_changes() {
         4 << 20,
         b"late write at the old production site",
     );
-    // Both sites back: the old PVOL learns of the takeover and waits for a person.
+    // Both sites back: the old PVOL learns of the takeover, is outdated
+    // (PSUE, refusing host writes) and waits for a person.
     sites.proxy().restore();
-    sites.prod.wait_state("app", "PSUS");
+    sites
+        .prod
+        .wait_field("app", "/outdated", serde_json::json!(true));
+    assert_eq!(sites.prod.pair_at("app", "/state"), "PSUE");
     assert_eq!(sites.standby.pair("app").expect("pair")["state"], "SSWS");
     let e = sites.prod.fails(&["pair", "resync", "app", "--reverse"]);
     assert!(
@@ -320,7 +324,10 @@ fn takeover_and_reverse_resync_fail_back_with_only_the_changes() {
     );
     // And the way home: the prod site takes over again and reverses once more.
     sites.prod.ok(&["pair", "takeover", "app"]);
-    sites.standby.wait_state("app", "PSUS");
+    sites
+        .standby
+        .wait_field("app", "/outdated", serde_json::json!(true));
+    assert_eq!(sites.standby.pair_at("app", "/state"), "PSUE");
     sites.prod.ok(&["pair", "resync", "app", "--reverse"]);
     sites.prod.wait_state("app", "PAIR");
     assert_eq!(sites.prod.pair("app").expect("pair")["role"], "pvol");

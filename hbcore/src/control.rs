@@ -47,6 +47,8 @@ pub enum Request {
     PairResync(PairResync),
     /// Take over at the SVOL's site.
     PairTakeover(PairTakeover),
+    /// Fence a PVOL whose SVOL was taken over (hbd's step-down).
+    PairOutdate(PairOutdate),
     /// Install or de-install a heartbeat pair.
     PairInstall(PairInstall),
     /// Dissolve a pair.
@@ -246,8 +248,14 @@ pub struct PairSplit {
 ///
 /// After a takeover, run `pair resync NAME --reverse` at the site that took
 /// over: its volume becomes the PVOL and only the blocks changed on either
-/// side since the split are copied back to the old PVOL. A plain `pair resync`
-/// at the PVOL's site instead discards the SVOL's changes.
+/// side since the split are copied back to the old PVOL.
+///
+/// The old PVOL is *outdated* once its site learns of the takeover: it
+/// refuses host writes (EROFS) and a plain resync there, as its data would
+/// overwrite the site that took over. Resolve it with `--reverse` at the site
+/// that took over, or `--discard-local` at the outdated PVOL's site (the same
+/// result: the other site's data is kept and copied here), or
+/// `--discard-remote` there to keep the old PVOL's data instead.
 ///
 /// After a split brain (both sites wrote since their common generation, see
 /// `pair status`), a plain resync is refused unless the pair was split by a
@@ -261,13 +269,16 @@ pub struct PairResync {
     #[arg(long)]
     #[serde(default)]
     pub reverse: bool,
-    /// After a split brain (or unrelated data): discard this site's changes;
-    /// the other site's data wins and is copied here (roles swap if needed).
+    /// After a split brain (or unrelated data), or at an outdated PVOL:
+    /// discard this site's changes since the common generation; the other
+    /// site's data wins and is copied here (roles swap if needed). Clears
+    /// the outdated mark.
     #[arg(long, conflicts_with_all = ["reverse", "discard_remote"])]
     #[serde(default)]
     pub discard_local: bool,
-    /// After a split brain (or unrelated data): discard the other site's
-    /// changes; this site's data wins and is copied there (roles swap if needed).
+    /// After a split brain (or unrelated data), or at an outdated PVOL:
+    /// discard the other site's changes; this site's data wins and is copied
+    /// there (roles swap if needed). Clears the outdated mark.
     #[arg(long, conflicts_with = "reverse")]
     #[serde(default)]
     pub discard_remote: bool,
@@ -292,6 +303,23 @@ pub struct PairVerify {
 pub struct PairTakeover {
     /// Pair name.
     pub name: String,
+}
+
+/// At the PVOL's site: mark the pair outdated, as its SVOL was (or is about
+/// to be) taken over at the other site: host writes to the PVOL are refused
+/// with EROFS from now on, also across restarts, until a person resolves the
+/// pair (`pair resync NAME --discard-local` here, `pair resync NAME
+/// --reverse` at the other site, or `--discard-remote` here to keep this
+/// site's data). hbd sends this for its `take_over` pairs when it steps down;
+/// mirrord does it by itself when it learns of a takeover from the peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+pub struct PairOutdate {
+    /// Pair name.
+    pub name: String,
+    /// Why, as `pair status` shows it (e.g. which host stepped down).
+    #[arg(long, default_value = "")]
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// Mark a heartbeat pair installed for heartbeats (split and delete refused), or not.
@@ -345,6 +373,13 @@ pub struct PairInfo {
     pub role: Role,
     /// Pair state.
     pub state: PairState,
+    /// At a PVOL: its SVOL was taken over, so host writes are refused (EROFS)
+    /// until a person resolves the pair.
+    #[serde(default)]
+    pub outdated: bool,
+    /// Why, when `outdated`: `taken over by site 'standby' at …`.
+    #[serde(default)]
+    pub outdated_reason: Option<String>,
     /// Remote-copy mode.
     pub mode: Mode,
     /// Heartbeat or data.

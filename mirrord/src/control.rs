@@ -41,6 +41,7 @@ async fn dispatch(site: &Arc<Site>, request: Request) -> Result<Reply, SiteError
         Request::PairSplit(r) => Reply::Done(site.pair_split(&r.name, r.force).await?),
         Request::PairResync(r) => Reply::Done(site.resync_as_asked(&r).await?),
         Request::PairTakeover(r) => Reply::Done(site.pair_takeover(&r.name).await?),
+        Request::PairOutdate(r) => Reply::Done(site.pair_outdate(&r.name, &r.reason)?),
         Request::PairInstall(r) => Reply::Done(site.pair_install(&r.name, r.installed).await?),
         Request::PairDelete(r) => Reply::Done(site.pair_delete(&r.name, r.force).await?),
         Request::PairVerify(r) => Reply::Done(site.pair_verify(&r)?),

@@ -31,6 +31,8 @@ impl SiteFiles {
 fn errno(e: SiteError) -> Errno {
     match e {
         SiteError::ReadOnly { .. } => Errno::EROFS,
+        // Said once when the pair became outdated, not for every write.
+        SiteError::Outdated { .. } => Errno::EROFS,
         SiteError::NoVolume(_) => Errno::ENOENT,
         SiteError::Volume(VolumeError::OutOfRange { .. }) => Errno::ENOSPC,
         fenced @ (SiteError::Fenced { .. } | SiteError::FencedSuspended(_)) => {

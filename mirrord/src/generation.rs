@@ -274,6 +274,34 @@ pub fn compare(local: &Generations, remote: &Generations) -> Verdict {
     }
 }
 
+/// The verdict once both sides' changed blocks are counted too: a side the
+/// generations call behind that holds blocks of its own the other lacks
+/// (writes acknowledged while mirrored that never reached the other side:
+/// an adaptive lag, the writes in flight when the link failed) wrote since
+/// the common generation as well as the side ahead. That is a split brain,
+/// never "ahead": a resync from the side ahead would discard those writes.
+pub fn judge(
+    local: &Generations,
+    remote: &Generations,
+    local_changed: u64,
+    remote_changed: u64,
+) -> Verdict {
+    match compare(local, remote) {
+        Verdict::Ahead {
+            side,
+            full,
+            common: Some(common),
+        } if match side {
+            Side::Local => remote_changed,
+            Side::Remote => local_changed,
+        } > 0 =>
+        {
+            Verdict::SplitBrain { common, full }
+        }
+        verdict => verdict,
+    }
+}
+
 /// Whose changes a split-brain policy discards, given how many blocks each
 /// side changed; `None`: a person decides.
 pub fn split_brain_victim(
@@ -364,6 +392,31 @@ mod tests {
             }
         );
         assert_eq!(compare(&svol, &pvol), compare(&pvol, &svol).mirrored());
+    }
+
+    #[test]
+    fn a_side_behind_that_holds_changes_of_its_own_is_split_brain() {
+        // The SVOL took over; the PVOL had acknowledged writes that never
+        // reached it (its bits are set, its generation unchanged).
+        let (pvol, mut svol) = joined();
+        let common = pvol.current.expect("current");
+        diverge(&mut svol);
+        assert!(ahead(Side::Remote, false)(judge(&pvol, &svol, 0, 3)));
+        let split = Verdict::SplitBrain {
+            common,
+            full: false,
+        };
+        assert_eq!(judge(&pvol, &svol, 5, 3), split);
+        assert_eq!(judge(&svol, &pvol, 3, 5), split);
+        // Both wrote on their own: split brain whatever the bitmaps hold.
+        let mut pvol2 = pvol.clone();
+        diverge(&mut pvol2);
+        assert_eq!(judge(&pvol2, &svol, 0, 0), split);
+        // In sync with a lag, or a copy target: as the generations say.
+        let (pvol, svol) = joined();
+        assert!(matches!(judge(&pvol, &svol, 7, 0), Verdict::InSync { .. }));
+        let target = Generations::default();
+        assert!(ahead(Side::Local, false)(judge(&new_pvol(), &target, 9, 0)));
     }
 
     #[test]

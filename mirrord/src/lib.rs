@@ -10,6 +10,8 @@
 //! - [`generation`]: generation identifiers of a pair and their comparison (in sync, ahead, split brain, unrelated).
 //! - [`meta`]: what survives a restart (volumes, pairs, clean-shutdown mark).
 //! - [`pair`]: the runtime of a pair: bitmap, adaptive queue, semi-sync slot, progress.
+//! - [`fence`]: the outdated record of a PVOL whose SVOL was taken over, and
+//!   which host writes a PVOL refuses.
 //! - [`rate`]: the copy rate controller (`c_max_rate` ceiling, `c_min_rate`
 //!   floor under host I/O) that paces initial copies and resyncs.
 //! - [`link`]: the remote link: sessions (`link::session`) after an HMAC
@@ -62,6 +64,7 @@ pub mod bitmap;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod fence;
 pub mod fs;
 pub mod generation;
 pub mod io;

@@ -10,6 +10,8 @@ use hbcore::link::Generations;
 use hbcore::vocab::{Kind, PairSettings, PairState, Role};
 use serde::{Deserialize, Serialize};
 
+use crate::fence::Outdated;
+
 /// Metadata that cannot be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -64,6 +66,10 @@ pub struct PairMeta {
     /// Checksum resync and the split-brain policy.
     #[serde(default)]
     pub integrity: IntegrityOptions,
+    /// At a PVOL: its SVOL was taken over, so it refuses host writes until a
+    /// person resolves the pair ([`crate::fence`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outdated: Option<Outdated>,
 }
 
 impl PairMeta {
@@ -173,6 +179,7 @@ mod tests {
                 svol: "hb1".into(),
                 generations: Some(crate::generation::new_pvol()),
                 integrity: IntegrityOptions::default(),
+                outdated: Some(Outdated::now("standby", "its takeover request")),
             },
         );
         meta.save(&path).expect("save");
@@ -184,10 +191,12 @@ mod tests {
         if let Some(p) = old["pairs"]["p"].as_object_mut() {
             p.remove("generations");
             p.remove("integrity");
+            p.remove("outdated");
         }
         std::fs::write(&path, old.to_string()).expect("write");
         let loaded = Meta::load(&path).expect("load an older record");
         assert_eq!(loaded.pairs["p"].generations, None);
+        assert_eq!(loaded.pairs["p"].outdated, None);
         std::fs::write(&path, b"{not json").expect("damage");
         let e = Meta::load(&path).expect_err("damaged");
         assert!(e.to_string().contains("damaged"), "{e}");

@@ -10,6 +10,8 @@
 //! - `ship`: putting writes on the link, settling their acks, suspending a pair.
 //! - `datapath`: host reads, writes and syncs in the three modes; the SVOL's apply.
 //! - `copy`: the copy engine (initial copy, resync) and the adaptive shipper.
+//! - `outdate`: the fence of a PVOL whose SVOL was taken over (outdated,
+//!   refusing host writes until a person resolves the pair).
 //! - `volumes`, `ops`: the admin operations on volumes and pairs.
 //! - `generations`: the pair's generations kept, changed, exchanged and
 //!   compared ([`crate::generation`]); the verdict recorded.
@@ -23,6 +25,7 @@
 //!                                                      ├ semi-sync: wait previous ack ─ ship ─ PVOL write ─ (ack settles later)
 //!                                                      ├ adaptive:  PVOL write ─ queue (≤ skew) or overflow ─ shipper task
 //!                                                      └ not mirrored (PSUE, PSUS, SSWS): PVOL write, bits stay set
+//!  (an outdated PVOL refuses every host write, `crate::fence`; fenced: PSUE refuses)
 //!  copy task ─ dirty runs ─ paced (crate::rate) ─ read ahead ─ ship under the order lock (read again if a write came) ─ ack clears ─ no write in flight, clean? ─ PAIR
 //! ```
 //!
@@ -35,6 +38,7 @@ mod datapath;
 mod error;
 mod generations;
 mod ops;
+mod outdate;
 pub mod peer;
 mod resync;
 mod ship;

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hbcore::control::{PairTakeover, Reply, Request};
+use hbcore::control::{PairOutdate, PairTakeover, Reply, Request};
 use hbcore::report;
 use hbcore::vocab::Level;
 
@@ -110,6 +110,7 @@ impl Hbd {
             "step-down",
             format!("STEPPED DOWN: {reason}"),
         );
+        self.fence_pairs(&peer).await;
         if let Some(hook) = &self.config.failover.step_down {
             let mut env = vec![
                 ("HBD_EVENT", "step_down".to_string()),
@@ -120,6 +121,47 @@ impl Hbd {
             ];
             env.extend(self.table_env("step-down"));
             run_command("step-down hook", hook, env, Duration::from_secs(300)).await;
+        }
+    }
+}
+
+impl Hbd {
+    /// At a step-down, before the hook: the `take_over` pairs (the ones the
+    /// other site takes over) are marked outdated at this site's mirrord, so
+    /// their PVOLs refuse host writes even if the remote link is down and
+    /// mirrord cannot learn of the takeover from its peer.
+    async fn fence_pairs(&self, peer: &str) {
+        for pair in &self.config.failover.take_over {
+            let request = Request::PairOutdate(PairOutdate {
+                name: pair.clone(),
+                reason: format!("host '{}' stepped down: {peer} took over", self.config.host),
+            });
+            let socket = &self.config.failover.mirrord_socket;
+            match mirrord::call_within(socket, request, Duration::from_secs(10)).await {
+                Ok(reply) => {
+                    let said = match reply {
+                        Reply::Done(text) => text,
+                        _ => String::new(),
+                    };
+                    tracing::warn!(pair = %pair, "step-down fence, pair '{pair}': {said}");
+                    self.event(
+                        Source::Local,
+                        None,
+                        &format!("pair {pair}"),
+                        "outdated at the step-down".into(),
+                    );
+                }
+                Err(e) => {
+                    let why = report::chain(&e);
+                    tracing::error!(pair = %pair, "pair '{pair}' could not be fenced at the step-down: {why}; stop the application's writes to it");
+                    self.event(
+                        Source::Local,
+                        Some(Level::Serious),
+                        &format!("pair {pair}"),
+                        format!("fence failed: {why}"),
+                    );
+                }
+            }
         }
     }
 }

@@ -68,6 +68,17 @@ impl Site {
             tracing::error!(pair = name, "not re-attached: {}", c.detail);
             return Ok(());
         }
+        if compared
+            .as_ref()
+            .is_some_and(|c| c.peer_state == PairState::Ssws)
+        {
+            // Fenced before anything else: no host write is taken from here on.
+            self.fence_taken_over(
+                name,
+                peer,
+                "the reconnect's exchange of generations found the SVOL SSWS there",
+            );
+        }
         let previous = match link
             .call(
                 PeerRequest::Attach(attach_request(name, meta, size)),
@@ -111,8 +122,11 @@ impl Site {
         let dirty = w.rt.dirty().dirty_blocks();
         match (previous, w.meta.state) {
             (PairState::Ssws, _) => {
-                self.split_by_peer(name, "the peer took the pair over (SSWS)");
-                tracing::warn!(pair = %name, "site '{peer}' took this pair over (SSWS): fail back with `hbctl pair resync {name} --reverse` there, or discard its changes with `hbctl pair resync {name}` here");
+                self.fence_taken_over(name, peer, "its SVOL was SSWS when the link came up");
+                tracing::warn!(pair = %name, "site '{peer}' took this pair over (SSWS): fail back with `hbctl pair resync {name} --reverse` there, or keep its data with `hbctl pair resync {name} --discard-local` here (`--discard-remote` here discards its changes)");
+            }
+            _ if w.meta.outdated.is_some() => {
+                tracing::warn!(pair = %name, "re-attached; outdated, so nothing resumes by itself: `hbctl pair resync {name} --discard-local` here keeps site '{peer}''s data, `--discard-remote` this site's");
             }
             (PairState::Psus, _) | (_, PairState::Psus) => {
                 self.split_by_peer(name, "the pair is split (PSUS)");

@@ -8,12 +8,15 @@ use std::time::Instant;
 use bytes::Bytes;
 use hbcore::link::{PeerError, PeerReply};
 use hbcore::report::chain;
-use hbcore::vocab::{Fence, Mode, PairState, Role};
+use hbcore::vocab::{Mode, PairState, Role};
 
 use super::{Site, SiteError};
-use crate::bitmap::BLOCK;
+use crate::bitmap::{DirtyMap, BLOCK};
+use crate::fence::{fenced, write_refusal, Refusal};
 use crate::io::{IoEngine, ALIGN};
-use crate::pair::{host_writable, mirroring, Queued};
+use crate::link::LinkError;
+use crate::meta::PairMeta;
+use crate::pair::{mirroring, PairRt, Queued};
 use crate::volume::Volume;
 
 /// The blocks at the ends of a write of `len` bytes at `offset` that it
@@ -27,6 +30,12 @@ fn partly_covered(offset: u64, len: u64) -> impl Iterator<Item = u64> {
         .enumerate()
         .filter(move |(i, b)| len > 0 && !(*i == 1 && first == last) && !whole(*b))
         .map(|(_, b)| b)
+}
+
+/// Whether the SVOL refused a write before applying it (its state takes no
+/// copies): then the write is on neither copy.
+fn unapplied(e: &LinkError) -> bool {
+    matches!(e, LinkError::Refused(_, PeerError::WrongState { .. }))
 }
 
 /// A mirrored host write's data, copied once: for a write of whole blocks
@@ -74,34 +83,63 @@ impl Site {
         let Some((name, meta, rt)) = pair else {
             return Ok(v.write(&self.io, offset, data).await?);
         };
-        if !host_writable(&meta) {
-            return Err(SiteError::ReadOnly {
-                volume: volume.into(),
-                pair: name,
-            });
+        match write_refusal(&meta) {
+            Some(Refusal::ReadOnly) => {
+                return Err(SiteError::ReadOnly {
+                    volume: volume.into(),
+                    pair: name,
+                })
+            }
+            Some(Refusal::Outdated(reason)) => {
+                return Err(SiteError::Outdated { pair: name, reason })
+            }
+            Some(Refusal::Fenced) => return Err(SiteError::FencedSuspended(name)),
+            None => {}
         }
-        let fenced = meta.settings.mode == Mode::Sync && meta.settings.fence == Fence::Data;
-        if fenced && !mirroring(&meta) && meta.role == Role::Pvol && meta.state == PairState::Psue {
-            return Err(SiteError::FencedSuspended(name));
+        self.write_in_mode(&v, &name, &meta, &rt, offset, data, order)
+            .await?;
+        // Nothing is acknowledged once this site knows the SVOL was taken
+        // over: a write under way when it learned it fails too.
+        match self.is_outdated(&name) {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
+    }
+
+    /// A host write to a PVOL (or a writable SVOL) the pair's state and mode
+    /// allow, under the volume's `order` lock.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_in_mode(
+        self: &Arc<Self>,
+        v: &Volume,
+        name: &str,
+        meta: &PairMeta,
+        rt: &Arc<PairRt>,
+        offset: u64,
+        data: &[u8],
+        order: tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<(), SiteError> {
+        let fenced = fenced(meta);
         // Marked before anything is written or shipped: whatever fails
         // below, the block stays dirty until the SVOL acknowledges it, so a
         // resync makes the two copies equal again.
-        let seq = {
+        let (seq, clean_before) = {
             let mut dirty = rt.dirty();
-            if meta.state == PairState::Copy && mirroring(&meta) {
+            let clean = fenced
+                && DirtyMap::blocks_of(offset, data.len() as u64).all(|b| !dirty.is_dirty(b));
+            if meta.state == PairState::Copy && mirroring(meta) {
                 // A dirty block the copy has yet to ship is old at the SVOL:
                 // a write into part of it must not clear it when acknowledged.
                 let partial = partly_covered(offset, data.len() as u64);
                 let pending: Vec<u64> = partial.filter(|b| dirty.is_dirty(*b)).collect();
                 dirty.mark_differing(&pending)?;
             }
-            dirty.mark(offset, data.len() as u64)?
+            (dirty.mark(offset, data.len() as u64)?, clean)
         };
-        if !mirroring(&meta) {
+        if !mirroring(meta) {
             // This site writes on its own: a generation of its own first, on disk.
             if meta.generations.as_ref().is_none_or(|g| g.bitmap.is_none()) {
-                self.diverge(&name, &format!("a host write while {}", meta.state))?;
+                self.diverge(name, &format!("a host write while {}", meta.state))?;
             }
             return Ok(v.write(&self.io, offset, data).await?);
         }
@@ -112,17 +150,29 @@ impl Site {
                 // Remote first, local after: a write the SVOL cannot take never
                 // reaches the PVOL. The order lock is held until the ack: one write outstanding.
                 let answer = match self
-                    .ship_host_write(&meta, &rt, &name, offset, shared.clone())
+                    .ship_host_write(meta, rt, name, offset, shared.clone())
                     .await
                 {
                     Ok(p) => rt.settle(p, timeout).await.map(|_| ()),
                     Err(e) => Err(e),
                 };
                 if let Err(source) = answer {
-                    self.replication_failed(&name, &meta, &source);
-                    return Err(SiteError::Fenced { pair: name, source });
+                    if clean_before && unapplied(&source) {
+                        // Neither copy took it: its blocks are as they were
+                        // on both sides, so they stay clean (a verdict then
+                        // counts no change of this site's that it never made).
+                        rt.dirty().acked_write(offset, data.len() as u64, seq);
+                    }
+                    self.replication_failed(name, meta, &source);
+                    if let Some(outdated) = self.is_outdated(name) {
+                        return Err(outdated);
+                    }
+                    return Err(SiteError::Fenced {
+                        pair: name.into(),
+                        source,
+                    });
                 }
-                self.pvol_write(&name, &v, offset, shared.clone()).await?;
+                self.pvol_write(name, v, offset, shared.clone()).await?;
                 rt.dirty().acked_write(offset, data.len() as u64, seq);
             }
             Mode::Sync => {
@@ -149,10 +199,10 @@ impl Site {
                 // Fenced sync and semi-sync keep one write outstanding.
                 // Queued before the PVOL write, so the transfer and the SVOL write overlap it.
                 let shipped = self
-                    .ship_host_write(&meta, &rt, &name, offset, shared.clone())
+                    .ship_host_write(meta, rt, name, offset, shared.clone())
                     .await;
                 // On a PVOL failure the flight is dropped unsettled: the bits stay set.
-                self.pvol_write(&name, &v, offset, shared.clone()).await?;
+                self.pvol_write(name, v, offset, shared.clone()).await?;
                 drop(order);
                 let answer = match shipped {
                     Ok(p) => rt.settle(p, timeout).await.map(|_| ()),
@@ -162,29 +212,34 @@ impl Site {
                     Ok(()) => rt.dirty().acked_write(offset, data.len() as u64, seq),
                     Err(e) => {
                         if let Err(m) = rt.dirty().mark(offset, data.len() as u64) {
-                            tracing::error!(pair = %name, "{}", chain(&m));
+                            tracing::error!(pair = name, "{}", chain(&m));
                         }
-                        self.replication_failed(&name, &meta, &e);
+                        self.replication_failed(name, meta, &e);
                     }
                 }
             }
             Mode::SemiSync => {
-                Self::settle_semi(&rt).await;
-                // Settling may have suspended the pair.
-                let still = self.meta_of(&name).is_some_and(|m| mirroring(&m));
+                Self::settle_semi(rt).await;
+                // Settling may have found the SVOL taken over ...
+                if let Some(outdated) = self.is_outdated(name) {
+                    return Err(outdated);
+                }
+                // ... or suspended the pair.
+                let still = self.meta_of(name).is_some_and(|m| mirroring(&m));
                 let shipped = if still {
                     Some(
-                        self.ship_host_write(&meta, &rt, &name, offset, shared.clone())
+                        self.ship_host_write(meta, rt, name, offset, shared.clone())
                             .await,
                     )
                 } else {
                     None
                 };
-                self.pvol_write(&name, &v, offset, shared.clone()).await?;
+                self.pvol_write(name, v, offset, shared.clone()).await?;
                 match shipped {
                     Some(Ok(pending)) => {
                         let site = Arc::clone(self);
-                        let rt2 = Arc::clone(&rt);
+                        let rt2 = Arc::clone(rt);
+                        let (name, meta) = (name.to_string(), meta.clone());
                         let len = data.len() as u64;
                         let settling = tokio::spawn(async move {
                             match rt2.settle(pending, timeout).await {
@@ -194,12 +249,12 @@ impl Site {
                         });
                         *rt.semi.lock().await = Some(settling);
                     }
-                    Some(Err(e)) => self.replication_failed(&name, &meta, &e),
+                    Some(Err(e)) => self.replication_failed(name, meta, &e),
                     None => {}
                 }
             }
             Mode::Adaptive => {
-                self.pvol_write(&name, &v, offset, shared.clone()).await?;
+                self.pvol_write(name, v, offset, shared.clone()).await?;
                 if meta.state == PairState::Pair {
                     let mut q = rt.queue();
                     if !q.overflowed && q.bytes + data.len() as u64 <= meta.settings.skew {
@@ -212,7 +267,7 @@ impl Site {
                         });
                     } else if !q.overflowed {
                         q.overflowed = true;
-                        tracing::info!(pair = %name, skew = meta.settings.skew, "adaptive skew reached: further writes are tracked in the bitmap and read back when they ship");
+                        tracing::info!(pair = name, skew = meta.settings.skew, "adaptive skew reached: further writes are tracked in the bitmap and read back when they ship");
                     }
                 }
                 rt.wake.notify_one();

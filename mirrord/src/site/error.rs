@@ -106,6 +106,14 @@ pub enum SiteError {
     /// A fenced write while the pair is suspended.
     #[error("pair '{0}' is fenced (fence=data) and suspended (PSUE); the write was refused and the PVOL left untouched until `hbctl pair resync {0}`")]
     FencedSuspended(String),
+    /// A PVOL whose SVOL was taken over ([`crate::fence`]).
+    #[error("pair '{pair}' is outdated: {reason}; host writes are refused until a person resolves it: `hbctl pair resync {pair} --discard-local` here keeps the other site's data (or `hbctl pair resync {pair} --reverse` there), `--discard-remote` here keeps this site's")]
+    Outdated {
+        /// Pair.
+        pair: String,
+        /// Who took it over, and when this site learned it.
+        reason: String,
+    },
     /// A heartbeat pair installed for heartbeats.
     #[error("pair '{0}' carries heartbeats (installed for heartbeats): splitting or deleting it would freeze the heartbeat and look like a dead site; de-install it first (`hbctl pair uninstall {0}`; hbd does this with `hbctl hb mirror uninstall`), or add --force")]
     Protected(String),

@@ -129,7 +129,7 @@ impl Site {
                 meta.peer
             )));
         };
-        let verdict = generation::compare(&meta.generations(), &generations);
+        let verdict = generation::judge(&meta.generations(), &generations, local_dirty, peer_dirty);
         let detail = self.record_verdict(name, &meta, verdict, local_dirty, peer_dirty);
         Ok(Compared {
             verdict,
@@ -149,7 +149,7 @@ impl Site {
         their_dirty: u64,
     ) -> Result<PeerReply, PeerError> {
         let local_dirty = self.work(pair)?.rt.dirty().dirty_blocks();
-        let verdict = generation::compare(&meta.generations(), theirs);
+        let verdict = generation::judge(&meta.generations(), theirs, local_dirty, their_dirty);
         self.record_verdict(pair, meta, verdict, local_dirty, their_dirty);
         Ok(PeerReply::Generations {
             generations: meta.generations(),

@@ -73,6 +73,7 @@ impl Site {
             svol: svol.clone(),
             generations: Some(generation::new_pvol()),
             integrity,
+            outdated: None,
         };
         // A pair of this name the peer kept (deleted here only, or created
         // there anew) holds data of its own: never copy over it unasked.
@@ -267,6 +268,8 @@ impl Site {
                     name: n.clone(),
                     role: p.meta.role,
                     state: p.meta.state,
+                    outdated: p.meta.outdated.is_some(),
+                    outdated_reason: p.meta.outdated.as_ref().map(|o| o.reason()),
                     mode: p.meta.settings.mode,
                     kind: p.meta.kind,
                     peer: p.meta.peer.clone(),
@@ -348,6 +351,7 @@ impl Site {
     ) -> Result<String, SiteError> {
         let meta = self.pair_meta(name)?;
         self.check_protection(&meta, name, force, "split")?;
+        self.refuse_if_outdated(name)?;
         match meta.state {
             PairState::Psus => return Err(refused(format!("pair '{name}' is split already (PSUS); `hbctl pair resync {name}` joins it again"))),
             PairState::Ssws => return Err(refused(format!("pair '{name}' was taken over (SSWS); fail back with `hbctl pair resync {name} --reverse`, or `hbctl pair resync {name}` at the PVOL's site to discard the SVOL's changes"))),

@@ -116,13 +116,7 @@ impl Site {
             }
             PeerRequest::Takeover { pair } => {
                 self.peer_pair(peer, &pair)?;
-                if let Ok(w) = self.work(&pair) {
-                    w.rt.queue().clear();
-                }
-                self.split_by_peer(
-                    &pair,
-                    &format!("site '{peer}' took the pair over (SSWS there)"),
-                );
+                self.fence_taken_over(&pair, peer, "its takeover request");
                 Ok(PeerReply::Done)
             }
             PeerRequest::Reverse { pair } => {
@@ -145,6 +139,7 @@ impl Site {
                 };
                 self.change_generations(&pair, generation::become_target)?;
                 self.swap_roles(&pair, Role::Svol)?;
+                self.clear_outdated(&pair, "the roles reversed: this site holds the SVOL now");
                 tracing::warn!(pair = %pair, "roles reversed by site '{peer}': this site's volume is the SVOL now (read-only, COPY)");
                 Ok(PeerReply::Bitmap { bits })
             }
@@ -248,6 +243,7 @@ impl Site {
             // The target of the initial copy: no consistent data of its own yet.
             generations: Some(Generations::default()),
             integrity: IntegrityOptions::default(),
+            outdated: None,
         };
         self.inner().pairs.insert(
             pair.clone(),

@@ -86,6 +86,15 @@ impl Site {
         }
         match meta.role {
             Role::Pvol => {
+                if !*discard_remote {
+                    if let Err(outdated) = self.refuse_if_outdated(name) {
+                        // Its data would overwrite the site that took over: a
+                        // person chooses (said as a split brain when it is one).
+                        let c = self.compare_with_peer(name).await?;
+                        plain_resync_allowed(name, meta.state, &c)?;
+                        return Err(outdated);
+                    }
+                }
                 let keep = if *discard_remote {
                     Keep::Pvol
                 } else {
@@ -175,6 +184,7 @@ impl Site {
             PairState::Copy,
             "resync started (COPY)",
         )?;
+        self.clear_outdated(name, "a resync from this site: its data is kept");
         let bytes = w.rt.dirty().dirty_blocks() * BLOCK;
         self.start_copy(name);
         Ok(bytes)

@@ -12,8 +12,10 @@ use hbcore::report::chain;
 use hbcore::vocab::{PairState, Role};
 
 use super::error::refused;
+use super::outdate::taken_over_by;
 use super::{Site, SiteError, Work};
 use crate::bitmap::BLOCK;
+use crate::fence::fenced;
 use crate::link::{LinkError, Pending};
 use crate::meta::PairMeta;
 use crate::pair::{Flight, PairRt};
@@ -335,7 +337,23 @@ impl Site {
     /// The peer split or took over the pair: PSUS here, changes tracked. A
     /// pair still copying has no consistent SVOL to split off, so its copy
     /// stops and it suspends (PSUE) instead, as the transition table says.
+    ///
+    /// With fence `data` the pair suspends (PSUE) instead: it cannot reach
+    /// its SVOL, so it takes no host writes until a resync.
     pub(super) fn split_by_peer(&self, pair: &str, why: &str) {
+        let Some(meta) = self.meta_of(pair) else {
+            return;
+        };
+        if meta.outdated.is_some() {
+            return; // fenced already: PSUE until a person resolves it
+        }
+        if fenced(&meta) {
+            self.suspend(
+                pair,
+                &format!("{why}; fence data: suspended, host writes refused until `hbctl pair resync {pair}`"),
+            );
+            return;
+        }
         let split = [PairState::Pair, PairState::Psue];
         let as_split = format!("{why}: split here too (PSUS), changes tracked");
         match self.set_state(pair, &split, PairState::Psus, &as_split) {
@@ -348,7 +366,12 @@ impl Site {
 
     /// A host write did not reach the SVOL: the pair stops mirroring, in the
     /// state the kind of failure calls for.
-    pub(super) fn replication_failed(&self, name: &str, meta: &PairMeta, e: &LinkError) {
+    pub(super) fn replication_failed(self: &Arc<Self>, name: &str, meta: &PairMeta, e: &LinkError) {
+        if let Some(site) = taken_over_by(e) {
+            // The SVOL was taken over: this PVOL is outdated from now on.
+            self.fence_taken_over(name, site, "a write was refused: the SVOL is SSWS there");
+            return;
+        }
         match e {
             // The SVOL was split or taken over at its site (this site is told
             // separately): a person's decision, so PSUS rather than an error.

@@ -467,7 +467,7 @@ async fn an_illegal_transition_is_a_typed_error() {
     paired(&prod, &standby, Mode::Sync).await;
     standby.site.pair_takeover("p").await.expect("takeover");
     assert_eq!(standby.pair("p").state, PairState::Ssws);
-    prod.wait_state("p", PairState::Psus).await;
+    prod.wait_state("p", PairState::Psue).await;
 
     // Asked over the link: SSWS cannot go to PAIR, and the answer says so by kind.
     let asked = prod
@@ -560,8 +560,22 @@ async fn writes_at_both_sites_after_a_takeover_are_split_brain_until_a_person_ch
     paired(&prod, &standby, Mode::Sync).await;
     let joined = prod.pair("p").generation;
     assert_eq!(standby.pair("p").generation.current, joined.current);
+    // Production writes while the link is down, before it can learn of the takeover.
+    prod.link.peer("standby", Lane::Bulk).expect("peer").reset();
+    prod.wait_state("p", PairState::Psue).await;
+    prod.site
+        .host_write("v", 8 * BLOCK, b"prod")
+        .await
+        .expect("write while suspended");
     standby.site.pair_takeover("p").await.expect("takeover");
-    prod.wait_state("p", PairState::Psus).await;
+    // Told by the takeover: outdated, and no write is taken from now on.
+    prod.wait("p", "outdated", |p| p.outdated).await;
+    let e = prod
+        .site
+        .host_write("v", 9 * BLOCK, b"late")
+        .await
+        .expect_err("outdated");
+    assert!(matches!(e, SiteError::Outdated { .. }), "{e}");
     let taken = standby.pair("p").generation;
     assert_ne!(
         taken.current, joined.current,
@@ -571,10 +585,6 @@ async fn writes_at_both_sites_after_a_takeover_are_split_brain_until_a_person_ch
     standby
         .site
         .host_write("v", 0, b"standby")
-        .await
-        .expect("write");
-    prod.site
-        .host_write("v", 8 * BLOCK, b"prod")
         .await
         .expect("write");
     assert_eq!(prod.pair("p").generation.bitmap, joined.current);
@@ -598,6 +608,7 @@ async fn writes_at_both_sites_after_a_takeover_are_split_brain_until_a_person_ch
         })
         .await
         .expect("keep prod's data");
+    assert!(!prod.pair("p").outdated, "resolved by a person");
     prod.wait_state("p", PairState::Pair).await;
     standby.wait_state("p", PairState::Pair).await;
     assert_eq!(

@@ -57,6 +57,9 @@ restarts); a resync copies exactly the blocks changed on either side.
 Backup from the SVOL:   pair split NAME  ...  pair resync NAME
 Link lost (PSUE):       heartbeat pairs resync by themselves; data pairs: pair resync NAME
 Failover to the SVOL:   pair takeover NAME            (at the SVOL's site)
+                        the old PVOL is then outdated: it refuses host writes
+                        (EROFS) from the moment it learns it, until resolved:
+                        pair resync NAME --discard-local (there) or --reverse (here)
 Fail back:              pair resync NAME --reverse    (there, once both sites are up)
                         then, to return home: pair takeover NAME and pair resync NAME --reverse
                         at the original site
@@ -85,6 +88,13 @@ pub enum PairCommand {
     Create(control::PairCreate),
     Set(control::PairSet),
     /// Show pairs: role, state (SMPL COPY PAIR PSUS PSUE SSWS), mode, lag, copy progress.
+    ///
+    /// A PVOL whose SVOL was taken over is `outdated` (state PSUE, shown as
+    /// `PSUE (outdated)` and with `outdated: true` and `outdated_reason` in
+    /// JSON): it refuses host writes with EROFS, also across restarts, until
+    /// `pair resync NAME --discard-local` here or `pair resync NAME --reverse`
+    /// at the site that took over (or `--discard-remote` here, keeping this
+    /// site's data and discarding that site's).
     Status {
         #[command(flatten)]
         request: control::PairStatus,
@@ -98,6 +108,7 @@ pub enum PairCommand {
     Split(control::PairSplit),
     Resync(control::PairResync),
     Takeover(control::PairTakeover),
+    Outdate(control::PairOutdate),
     /// Mark a heartbeat pair installed for heartbeats: split and delete are refused.
     /// (Heartbeat pairs are installed when created; hbd installs and de-installs them too.)
     Install(control::PairInstall),

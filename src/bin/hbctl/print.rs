@@ -409,7 +409,11 @@ pub fn pairs(pairs: &[PairInfo]) {
             vec![
                 p.name.clone(),
                 p.role.to_string(),
-                p.state.to_string(),
+                if p.outdated {
+                    format!("{} (outdated)", p.state)
+                } else {
+                    p.state.to_string()
+                },
                 p.mode.to_string(),
                 p.kind.to_string(),
                 p.peer.clone(),
@@ -442,6 +446,14 @@ pub fn pair(p: &PairInfo) {
         if p.link_up { "up" } else { "down" }
     );
     println!("state       {}", p.state);
+    if let Some(reason) = p.outdated_reason.as_ref().filter(|_| p.outdated) {
+        println!("outdated    yes: {reason}");
+        println!(
+            "            host writes are refused (EROFS) until a person resolves it: `hbctl pair resync {n} --discard-local` here keeps site '{peer}''s data (or `hbctl pair resync {n} --reverse` there); `--discard-remote` here keeps this site's",
+            n = p.name,
+            peer = p.peer
+        );
+    }
     println!(
         "volumes     PVOL {} -> SVOL {} ({})",
         p.pvol,

@@ -37,6 +37,7 @@ pub fn pair(socket: &Path, command: PairCommand) -> Result<(), ClientError> {
         PairCommand::Split(r) => (Request::PairSplit(r), false),
         PairCommand::Resync(r) => (Request::PairResync(r), false),
         PairCommand::Takeover(r) => (Request::PairTakeover(r), false),
+        PairCommand::Outdate(r) => (Request::PairOutdate(r), false),
         PairCommand::Install(r) => (
             Request::PairInstall(control::PairInstall {
                 installed: true,

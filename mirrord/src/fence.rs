@@ -1,0 +1,216 @@
+//! The fence of a PVOL: the record that its SVOL was taken over
+//! ([`Outdated`], kept in the pair's metadata across restarts) and the one
+//! rule of which host writes a PVOL refuses ([`write_refusal`]); pure, no
+//! I/O. Host-write tasks (FUSE workers) and the link's tasks read them
+//! under the site's lock.
+//!
+//! A PVOL is *outdated* from the moment its site learns that the SVOL was
+//! taken over (SSWS at the peer: a write refused for it, the reconnect's
+//! exchange, the peer's takeover request, or hbd's step-down): it refuses
+//! every host write with `EROFS`, in every mode and fence level, until a
+//! person resolves the pair (`pair resync --discard-local` here, a reverse
+//! resync at the site that took over, or `--discard-remote` here).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hbcore::vocab::{Fence, Mode, PairState, Role};
+use serde::{Deserialize, Serialize};
+
+use crate::meta::PairMeta;
+use crate::pair::{host_writable, mirroring};
+
+/// Why a PVOL refuses host writes: the other site took the pair over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outdated {
+    /// The site that took the pair over.
+    pub by: String,
+    /// When this site learned it, in seconds since the epoch by this host's
+    /// clock (shown to people; never compared with anything).
+    pub at: u64,
+    /// How this site learned it.
+    pub how: String,
+}
+
+impl Outdated {
+    /// A record learned now.
+    pub fn now(by: &str, how: &str) -> Outdated {
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Outdated {
+            by: by.into(),
+            at,
+            how: how.into(),
+        }
+    }
+
+    /// The reason as `pair status` shows it.
+    pub fn reason(&self) -> String {
+        format!(
+            "taken over by site '{}' at {} (as this site learned it: {})",
+            self.by,
+            utc(self.at),
+            self.how
+        )
+    }
+}
+
+/// Why a host write to a pair's local volume is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The SVOL, read-only while mirrored.
+    ReadOnly,
+    /// The PVOL is outdated: its SVOL was taken over (the reason).
+    Outdated(String),
+    /// Fence `data`: the PVOL is not mirrored, so the SVOL would lack the write.
+    Fenced,
+}
+
+/// Whether a pair is synchronous with fence `data`.
+pub fn fenced(meta: &PairMeta) -> bool {
+    meta.settings.mode == Mode::Sync && meta.settings.fence == Fence::Data
+}
+
+/// The refusal of a host write to this site's volume of a pair, if any.
+///
+/// A PVOL with fence `data` takes writes only while it mirrors them (PAIR,
+/// COPY) or while a person's split holds (PSUS, entered only by `pair
+/// split`, which drains what is pending first): a pair that cannot reach
+/// its SVOL for any other reason is PSUE and refuses.
+pub fn write_refusal(meta: &PairMeta) -> Option<Refusal> {
+    if !host_writable(meta) {
+        return Some(Refusal::ReadOnly);
+    }
+    if meta.role != Role::Pvol {
+        return None;
+    }
+    if let Some(o) = &meta.outdated {
+        return Some(Refusal::Outdated(o.reason()));
+    }
+    if fenced(meta) && !mirroring(meta) && meta.state != PairState::Psus {
+        return Some(Refusal::Fenced);
+    }
+    None
+}
+
+/// Seconds since the epoch as a UTC date and time, `2025-06-01 12:00:03 UTC`.
+pub fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hbcore::control::IntegrityOptions;
+    use hbcore::vocab::{Kind, PairSettings};
+
+    const STATES: [PairState; 5] = [
+        PairState::Copy,
+        PairState::Pair,
+        PairState::Psus,
+        PairState::Psue,
+        PairState::Ssws,
+    ];
+
+    fn meta(role: Role, state: PairState, mode: Mode, fence: Fence) -> PairMeta {
+        PairMeta {
+            role,
+            state,
+            kind: Kind::Data,
+            settings: PairSettings {
+                mode,
+                fence,
+                skew: 1 << 20,
+                auto_resync: false,
+                installed: false,
+                c_max_rate: 0,
+                c_min_rate: 0,
+            },
+            peer: "standby".into(),
+            pvol: "app".into(),
+            svol: "app".into(),
+            generations: None,
+            integrity: IntegrityOptions::default(),
+            outdated: None,
+        }
+    }
+
+    #[test]
+    fn an_outdated_pvol_refuses_every_write_in_every_mode_and_state() {
+        for mode in [Mode::Sync, Mode::SemiSync, Mode::Adaptive] {
+            for fence in [Fence::Never, Fence::Data] {
+                for state in STATES.into_iter().filter(|s| *s != PairState::Ssws) {
+                    let mut m = meta(Role::Pvol, state, mode, fence);
+                    m.outdated = Some(Outdated::now("standby", "a write was refused"));
+                    let refusal = write_refusal(&m);
+                    assert!(
+                        matches!(&refusal, Some(Refusal::Outdated(r)) if r.starts_with("taken over by site 'standby' at ")),
+                        "{mode} {fence} {state}: {refusal:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fence_data_acknowledges_only_what_is_mirrored_or_split_by_a_person() {
+        for state in STATES.into_iter().filter(|s| *s != PairState::Ssws) {
+            let m = meta(Role::Pvol, state, Mode::Sync, Fence::Data);
+            let want = match state {
+                PairState::Psue => Some(Refusal::Fenced),
+                _ => None,
+            };
+            assert_eq!(write_refusal(&m), want, "{state}");
+            // Fence never: a PVOL takes writes in every state, tracking them.
+            let m = meta(Role::Pvol, state, Mode::Sync, Fence::Never);
+            assert_eq!(write_refusal(&m), None, "{state}");
+        }
+    }
+
+    #[test]
+    fn the_svol_is_read_only_until_split_or_taken_over() {
+        for state in STATES {
+            let m = meta(Role::Svol, state, Mode::Sync, Fence::Data);
+            let writable = matches!(state, PairState::Psus | PairState::Ssws);
+            assert_eq!(
+                write_refusal(&m).is_none(),
+                writable,
+                "{state}: {:?}",
+                write_refusal(&m)
+            );
+        }
+    }
+
+    #[test]
+    fn times_read_as_utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_748_779_203), "2025-06-01 12:00:03 UTC");
+        let o = Outdated {
+            by: "standby".into(),
+            at: 1_748_779_203,
+            how: "its takeover request".into(),
+        };
+        assert_eq!(
+            o.reason(),
+            "taken over by site 'standby' at 2025-06-01 12:00:03 UTC (as this site learned it: its takeover request)"
+        );
+    }
+}
