@@ -9,7 +9,8 @@
 //! - this file: the registry ([`Site`], `Inner`, `set_state`, persistence).
 //! - `ship`: putting writes on the link, settling their acks, suspending a pair.
 //! - `datapath`: host reads, writes and syncs in the three modes; the SVOL's apply.
-//! - `copy`: the copy engine (initial copy, resync) and the adaptive shipper.
+//! - `copy`: the copy engine (initial copy, resync) and the adaptive shipper;
+//!   `pace`: host I/O timed per disk, and a copy's limit per frame.
 //! - `volumes`, `ops`: the admin operations on volumes and pairs.
 //! - `generations`: the pair's generations kept, changed, exchanged and
 //!   compared ([`crate::generation`]); the verdict recorded.
@@ -35,6 +36,7 @@ mod datapath;
 mod error;
 mod generations;
 mod ops;
+mod pace;
 pub mod peer;
 mod resync;
 mod ship;
@@ -190,7 +192,7 @@ pub struct Site {
     stop: CancellationToken,
     /// Writes and bytes put on the link, per pair (for the metrics).
     pub shipped: crate::metrics::Shipped,
-    /// When hosts last did I/O here (the copy rate controller's floor).
+    /// Host I/O on data volumes, per disk (what the copy rate controller steers by).
     host_io: crate::rate::HostIo,
 }
 
