@@ -266,6 +266,36 @@ done
 
 fi
 
+# ---- hbd at either site (the resync beside heartbeats, cost, detect) -------
+hbd_config() { # site host group peer port peer_port interval timeout mirrors-toml extra
+    mkdir -p "$B/$1/hbd"
+    cat > "$B/$1/hbd.toml" <<TOML
+host = "$2"
+group = "$3"
+peers = ["$4"]
+data_dir = "$B/$1/hbd"
+control_socket = "$B/$1/hbd.sock"
+psk_file = "$B/hb.key"
+interval_ms = $7
+timeout_ms = $8
+volume_dir = "$B/$1/hbfs"
+[network]
+listen = "127.0.0.1:$5"
+peers = ["127.0.0.1:$6"]
+[failover]
+mirrord_socket = "$B/$1/mirrord.sock"
+${10:-}
+$9
+TOML
+}
+start_hbd() {
+    hbd --config "$B/$1/hbd.toml" 2>> "$B/$1/hbd.log" &
+    hbd_pid[$1]=$!
+    pids+=($!)
+    until hbctl --socket "$B/$1/hbd.sock" hb status >/dev/null 2>&1; do sleep 0.05; done
+}
+stop_hbd() { kill -TERM "${hbd_pid[$1]}" 2>/dev/null || true; wait "${hbd_pid[$1]}" 2>/dev/null || true; }
+
 # ---- resync ----------------------------------------------------------------
 if stage resync; then
 log "resync of a 1 GiB volume with 10% of its blocks dirty"
@@ -274,8 +304,10 @@ prod pair split big >/dev/null
 for i in $(seq 0 10 1020); do
     dd if=/dev/urandom of="$B/prod/hbfs/big" bs=1M count=1 seek="$i" oflag=direct conv=notrunc status=none
 done
-# The dd writes were host I/O: the rate controller holds a copy at c_min_rate
-# for 100 ms after any. This row is a resync with no host I/O beside it.
+# The dd writes were host I/O on a data pair: within 1 s of any the
+# controller watches the host's I/O latency beside a copy (1 MiB writes are
+# not timed, so they alone never hold it). This row is a resync with no host
+# I/O beside it.
 sleep 0.2
 t0=$(date +%s%N)
 prod pair resync big >/dev/null
@@ -288,6 +320,92 @@ read -r copied resync_mb < <(prod pair status big --json | python3 -c 'import js
 wall_mb=$(python3 -c "print(round($copied / (($t1 - $t0) / 1e9) / 1e6, 1))")
 row resync "resync, 1 GiB volume, 10% dirty ($((copied >> 20)) MiB copied)" "$resync_mb" "$tcp_mb" MB/s "limit: TCP stream; the copy's own time; $wall_mb MB/s from the command to PAIR seen"
 row resync_disk "resync, 1 GiB volume, 10% dirty, against the disk's concurrent read + write" "$resync_mb" "$shared_rw" MB/s "limit: the shared_rw row (target: ratio >= 0.8); $wall_mb MB/s from the command to PAIR seen"
+
+# The same resync beside hbd at 100 ms heartbeats both ways on this disk
+# (issue 25: heartbeat I/O is no host I/O that competes with a copy), then
+# beside a host's 4 KiB sync writes to another data pair on this disk.
+dirty_big() {
+    prod pair split big >/dev/null
+    for i in $(seq 0 10 1020); do
+        dd if=/dev/urandom of="$B/prod/hbfs/big" bs=1M count=1 seek="$i" oflag=direct conv=notrunc status=none
+    done
+    sleep 0.2
+}
+# copy_watch PAIR: polls the copy until PAIR; prints the bytes copied, its
+# own rate (MB/s) and what held it back while it ran (the values seen).
+copy_watch() {
+    python3 - "$B/prod/mirrord.sock" "$1" <<'PY'
+import json, subprocess, sys
+seen = set()
+while True:
+    p = json.loads(subprocess.check_output(["hbctl", "--socket", sys.argv[1], "pair", "status", sys.argv[2], "--json"]))[0]
+    if p["copy"]["running"]:
+        seen.add(p["copy"]["held_by"])
+    if p["state"] == "PAIR" and not p["copy"]["running"]:
+        break
+c = p["copy"]
+print(c["copied_bytes"], round(c["rate_bytes_per_s"] / 1e6, 1), "+".join(sorted(seen)) or "-")
+PY
+}
+log "the same resync beside hbd at 100 ms heartbeats both ways"
+volume_pair hbr0 64KiB sync heartbeat
+prod volume create hbr1 --size 64KiB >/dev/null
+standby volume create hbr1 --size 64KiB >/dev/null
+standby pair create hbr1 --pvol hbr1 --peer prod --kind heartbeat >/dev/null
+wait_pair hbr1 PAIR
+hbd_config prod prod-a production standby-a $((base + 10)) $((base + 11)) 100 500 \
+    "$(printf '[[mirrors]]\nname = "hbr0"\npvol = "%s"\n[[mirrors]]\nname = "hbr1"\nsvol = "%s"' "$B/prod/hbfs/hbr0" "$B/prod/hbfs/hbr1")"
+hbd_config standby standby-a standby prod-a $((base + 11)) $((base + 10)) 100 500 \
+    "$(printf '[[mirrors]]\nname = "hbr0"\nsvol = "%s"\n[[mirrors]]\nname = "hbr1"\npvol = "%s"' "$B/standby/hbfs/hbr0" "$B/standby/hbfs/hbr1")"
+start_hbd standby
+start_hbd prod
+until hbctl --socket "$B/prod/hbd.sock" hb status --json | tr -d ' \n' | grep -q '"remote_group_via_mirrors":"ALIVE"'; do sleep 0.05; done
+dirty_big
+prod pair resync big >/dev/null
+read -r copied hbd_mb hbd_held < <(copy_watch big)
+row resync_hbd "resync, 1 GiB volume, 10% dirty ($((copied >> 20)) MiB), hbd at 100 ms heartbeats both ways on the same disk" "$hbd_mb" "$shared_rw" MB/s "limit: the shared_rw row (target: ratio >= 0.8); held by while it ran: $hbd_held; the idle resync row: $resync_mb MB/s"
+stop_hbd prod; stop_hbd standby
+for hb in hbr0 hbr1; do
+    for site in prod standby; do hbctl --socket "$B/$site/mirrord.sock" pair uninstall "$hb" >/dev/null 2>&1 || true; done
+done
+prod pair delete hbr0 >/dev/null; standby pair delete hbr1 >/dev/null
+for hb in hbr0 hbr1; do prod volume delete "$hb" >/dev/null; standby volume delete "$hb" >/dev/null; done
+
+log "the same resync beside a host's 4 KiB sync writes to another data pair on the disk"
+volume_pair hostw 256MiB sync data
+dirty_big
+# One fio run, every write's latency logged: the writes before the resync are
+# the idle host write, those from the command to PAIR seen the ones beside the copy.
+t_fio=$(date +%s%N)
+fio --name=w --ioengine=psync --direct=1 --iodepth=1 --time_based --runtime=120 --filename="$B/prod/hbfs/hostw" --size=256M \
+    --rw=randwrite --bs=4k --write_lat_log="$B/hostw" --log_avg_msec=0 --output="$B/hostw.json" --output-format=json &
+fio_pid=$!
+pids+=("$fio_pid")
+sleep 3
+t_copy=$(date +%s%N)
+prod pair resync big >/dev/null
+read -r copied hostw_mb hostw_held < <(copy_watch big)
+t_pair=$(date +%s%N)
+sleep 1
+kill -INT "$fio_pid"; wait "$fio_pid" 2>/dev/null || true
+read -r idle50 idle99 busy50 busy99 busy_n < <(python3 - "$B/hostw_clat.1.log" $(( (t_copy - t_fio) / 1000000 )) $(( (t_pair - t_fio) / 1000000 )) <<'PY'
+import sys
+start, end = int(sys.argv[2]), int(sys.argv[3])
+idle, busy = [], []
+for line in open(sys.argv[1]):
+    ms, ns = (int(x) for x in line.split(",")[:2])
+    # fio starts its clock a little after the command: the first second is warm-up.
+    (idle if 1000 <= ms < start else busy if start <= ms <= end else []).append(ns / 1000)
+def pct(xs, q):
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(q * len(xs)))], 1) if xs else 0
+print(pct(idle, 0.5), pct(idle, 0.99), pct(busy, 0.5), pct(busy, 0.99), len(busy))
+PY
+)
+row resync_hostw "resync, 1 GiB volume, 10% dirty ($((copied >> 20)) MiB), a host writing 4 KiB sync to another data pair on the disk" "$hostw_mb" "$shared_rw" MB/s "limit: the shared_rw row; held by while it ran: $hostw_held; the idle resync row: $resync_mb MB/s"
+row resync_hostw_p50 "host 4 KiB sync write p50 beside that resync ($busy_n writes)" "$busy50" "$idle50" us "limit: the same host's idle write p50 just before (p99 $idle99); ratio: how much slower the host's writes were beside the copy"
+row resync_hostw_p99 "host 4 KiB sync write p99 beside that resync" "$busy99" "$idle99" us "limit: the same host's idle write p99 just before; the controller's target is the mean at 2 x idle"
+prod pair delete hostw >/dev/null; prod volume delete hostw >/dev/null; standby volume delete hostw >/dev/null
 prod pair delete big >/dev/null; prod volume delete big >/dev/null; standby volume delete big >/dev/null
 
 fi
@@ -333,34 +451,6 @@ prod pair delete bulk >/dev/null; prod volume delete bulk >/dev/null; standby vo
 fi
 
 # ---- cost at 1 Hz with 100 heartbeat mirrors ------------------------------------
-hbd_config() { # site host group peer port peer_port interval timeout mirrors-toml extra
-    mkdir -p "$B/$1/hbd"
-    cat > "$B/$1/hbd.toml" <<TOML
-host = "$2"
-group = "$3"
-peers = ["$4"]
-data_dir = "$B/$1/hbd"
-control_socket = "$B/$1/hbd.sock"
-psk_file = "$B/hb.key"
-interval_ms = $7
-timeout_ms = $8
-volume_dir = "$B/$1/hbfs"
-[network]
-listen = "127.0.0.1:$5"
-peers = ["127.0.0.1:$6"]
-[failover]
-mirrord_socket = "$B/$1/mirrord.sock"
-${10:-}
-$9
-TOML
-}
-start_hbd() {
-    hbd --config "$B/$1/hbd.toml" 2>> "$B/$1/hbd.log" &
-    hbd_pid[$1]=$!
-    pids+=($!)
-    until hbctl --socket "$B/$1/hbd.sock" hb status >/dev/null 2>&1; do sleep 0.05; done
-}
-stop_hbd() { kill -TERM "${hbd_pid[$1]}" 2>/dev/null || true; wait "${hbd_pid[$1]}" 2>/dev/null || true; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
@@ -501,6 +591,7 @@ targets = [
     target("(for reference) adaptive 4 KiB p50, the standby stopped, <= 1.10 x unpaired hbfs p50", ours("lat_adaptive_alone_p50"), ours("hbfs_solo_p50"), most=1.10, unit="us"),
     *[target(f"sequential 1 MiB qd 8, {m} >= 80% of one of two streams", ours(f"seq_qd8_{m}"), ours("shared_seq"), least=0.8, unit="MB/s") for m in ("sync", "semi-sync", "adaptive")],
     target("resync, 1 GiB, 10% dirty >= 80% of the disk's concurrent read + write", ours("resync"), ours("shared_rw"), least=0.8, unit="MB/s"),
+    target("resync, 1 GiB, 10% dirty, hbd at 100 ms heartbeats >= 80% of the disk's concurrent read + write", ours("resync_hbd"), ours("shared_rw"), least=0.8, unit="MB/s"),
     target("heartbeat propagation p50 <= 1.5 x (raw write + round trip)", ours("prop_p50"), add(ours("raw_write_p50"), ours("tcp_rtt_p50")), most=1.5, unit="us"),
     target("heartbeat propagation p99 during a copy <= 2 x idle p99", ours("prop_resync_p99"), by.get("prop_resync_p99", {}).get("limit"), most=1.0, unit="us"),
     *[target(f"hbd + mirrord at {site}, 100 mirrors at 1 Hz < 1% of a core", ours(f"cost_{site}"), 1.0, most=1.0, unit="%") for site in ("prod", "standby")],
