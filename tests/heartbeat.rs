@@ -325,7 +325,9 @@ fn heartbeats_at_100_ms_never_hold_a_copy_back() {
                     &format!("timeout_ms = {TIMEOUT_MS}\n"),
                     "timeout_ms = 500\n",
                 );
-                assert!(config.contains("interval_ms = 100\n") && config.contains("timeout_ms = 500\n"));
+                assert!(
+                    config.contains("interval_ms = 100\n") && config.contains("timeout_ms = 500\n")
+                );
             }
         },
     ) else {
@@ -338,11 +340,15 @@ fn heartbeats_at_100_ms_never_hold_a_copy_back() {
     };
     let before = (seen(&c.prod, "hb1"), seen(&c.standby, "hb0"));
     let sites = &c.sites;
-    sites.prod.ok(&["volume", "create", "bulk", "--size", "256MiB"]);
-    sites.standby.ok(&["volume", "create", "bulk", "--size", "256MiB"]);
     sites
         .prod
-        .ok(&["pair", "create", "bulk", "--pvol", "bulk", "--peer", "standby"]);
+        .ok(&["volume", "create", "bulk", "--size", "256MiB"]);
+    sites
+        .standby
+        .ok(&["volume", "create", "bulk", "--size", "256MiB"]);
+    sites.prod.ok(&[
+        "pair", "create", "bulk", "--pvol", "bulk", "--peer", "standby",
+    ]);
     let mut held_by = std::collections::BTreeSet::new();
     wait_for("the initial copy of bulk to reach PAIR", || {
         let p = sites.prod.pair("bulk").expect("pair bulk");

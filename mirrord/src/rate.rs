@@ -191,12 +191,9 @@ pub fn plan(prev: Limit, s: &Sample, idle: &Idle, settings: &PairSettings) -> Li
         None if !prev.held_by_host_io => return free,
         None => STEP_NO_EVIDENCE,
     };
-    let nanos = s.period.as_nanos();
-    let moved = if nanos > 0 {
-        (u128::from(s.copied) * 1_000_000_000 / nanos) as f64
-    } else {
-        0.0
-    };
+    let moved = (u128::from(s.copied) * 1_000_000_000)
+        .checked_div(s.period.as_nanos())
+        .map_or(0.0, |r| r as f64);
     let base = match prev.bytes_per_s {
         0 if moved > 0.0 => moved,
         0 => floor as f64,

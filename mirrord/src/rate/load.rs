@@ -257,15 +257,34 @@ mod tests {
     fn the_idle_latency_is_the_least_period_mean_of_enough_ios() {
         let l = |count, total_ns| Latencies { count, total_ns };
         let idle = Idle::default().learn(&l(4, 400_000), &l(1, 10));
-        assert_eq!(idle, Idle { write_ns: 100_000, read_ns: 0 }, "one read is too few");
+        assert_eq!(
+            idle,
+            Idle {
+                write_ns: 100_000,
+                read_ns: 0
+            },
+            "one read is too few"
+        );
         let idle = idle.learn(&l(2, 1_000_000), &l(3, 30_000));
-        assert_eq!(idle, Idle { write_ns: 100_000, read_ns: 10_000 });
+        assert_eq!(
+            idle,
+            Idle {
+                write_ns: 100_000,
+                read_ns: 10_000
+            }
+        );
         let idle = idle.learn(&l(2, 100_000), &Latencies::default());
         assert_eq!(idle.write_ns, 50_000);
         assert_eq!(l(3, 30).since(&l(1, 10)), l(2, 20));
         let load = HostLoad::default();
         load.learn(&l(2, 200), &l(0, 0));
         load.learn(&l(2, 400), &l(0, 0));
-        assert_eq!(load.idle(), Idle { write_ns: 100, read_ns: 0 });
+        assert_eq!(
+            load.idle(),
+            Idle {
+                write_ns: 100,
+                read_ns: 0
+            }
+        );
     }
 }

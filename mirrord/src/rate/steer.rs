@@ -190,7 +190,10 @@ mod tests {
         assert_eq!(l.bytes_per_s, 8 * mib, "doubled: well under the target");
         // Within a period nothing changes, but `pair set` does at once.
         let lower = settings(2 * mib, mib);
-        assert_eq!(steer.limit(ms(250), &lower, &load, 0, &stalls), Limit::ceiling(&lower));
+        assert_eq!(
+            steer.limit(ms(250), &lower, &load, 0, &stalls),
+            Limit::ceiling(&lower)
+        );
         assert_eq!(steer.held_by(), HeldBy::None);
     }
 

@@ -61,12 +61,34 @@ fn no_competing_host_io_leaves_a_copy_at_its_ceiling() {
         ..period(20 * MIB, 0, 0)
     };
     assert_eq!(plan(held(4 * MIB), &quiet, &IDLE, &s), free(200 * MIB));
-    assert_eq!(plan(free(0), &quiet, &IDLE, &settings(0, 4 * MIB)), Limit::NONE);
+    assert_eq!(
+        plan(free(0), &quiet, &IDLE, &settings(0, 4 * MIB)),
+        Limit::NONE
+    );
     // Host writes beside the copy within their target (2 x idle): untouched.
-    assert_eq!(plan(free(200 * MIB), &period(20 * MIB, 50, 190), &IDLE, &s), free(200 * MIB));
-    assert_eq!(plan(Limit::NONE, &period(50 * MIB, 50, 150), &IDLE, &settings(0, 4 * MIB)), Limit::NONE);
+    assert_eq!(
+        plan(free(200 * MIB), &period(20 * MIB, 50, 190), &IDLE, &s),
+        free(200 * MIB)
+    );
+    assert_eq!(
+        plan(
+            Limit::NONE,
+            &period(50 * MIB, 50, 150),
+            &IDLE,
+            &settings(0, 4 * MIB)
+        ),
+        Limit::NONE
+    );
     // Recent host I/O, none timed this period, not held: nothing to react to.
-    assert_eq!(plan(Limit::NONE, &period(50 * MIB, 0, 0), &IDLE, &settings(0, 4 * MIB)), Limit::NONE);
+    assert_eq!(
+        plan(
+            Limit::NONE,
+            &period(50 * MIB, 0, 0),
+            &IDLE,
+            &settings(0, 4 * MIB)
+        ),
+        Limit::NONE
+    );
     assert_eq!(start(&s), free(200 * MIB));
 }
 
@@ -74,13 +96,25 @@ fn no_competing_host_io_leaves_a_copy_at_its_ceiling() {
 fn host_writes_slowed_past_the_target_lower_the_copy_in_proportion() {
     let s = settings(0, 4 * MIB);
     // 400 us against a target of 200 us: the copy's rate halves, from what it moved.
-    assert_eq!(plan(Limit::NONE, &period(50 * MIB, 50, 400), &IDLE, &s), held(250 * MIB));
+    assert_eq!(
+        plan(Limit::NONE, &period(50 * MIB, 50, 400), &IDLE, &s),
+        held(250 * MIB)
+    );
     // 250 us: x 0.8 of the limit in force (the copy moved as much).
-    assert_eq!(plan(held(100 * MIB), &period(10 * MIB, 50, 250), &IDLE, &s), held(80 * MIB));
+    assert_eq!(
+        plan(held(100 * MIB), &period(10 * MIB, 50, 250), &IDLE, &s),
+        held(80 * MIB)
+    );
     // A limit the copy did not reach: lowered from what it moved.
-    assert_eq!(plan(held(100 * MIB), &period(MIB, 50, 250), &IDLE, &s), held(8 * MIB));
+    assert_eq!(
+        plan(held(100 * MIB), &period(MIB, 50, 250), &IDLE, &s),
+        held(8 * MIB)
+    );
     // Never more than halved, never below the floor.
-    assert_eq!(plan(held(6 * MIB), &period(MIB, 50, 10_000), &IDLE, &s), held(4 * MIB));
+    assert_eq!(
+        plan(held(6 * MIB), &period(MIB, 50, 10_000), &IDLE, &s),
+        held(4 * MIB)
+    );
     // Reads count as writes do, against their own idle latency.
     let reads = Sample {
         reads: Latencies {
@@ -111,24 +145,42 @@ fn the_floor_teaches_the_idle_latency_then_the_copy_grows_back() {
     // Well under the target: doubled per period, up to the ceiling.
     assert_eq!(plan(held(4 * MIB), &at_floor, &idle, &s), held(8 * MIB));
     let capped = settings(6 * MIB, 4 * MIB);
-    assert_eq!(plan(held(4 * MIB), &at_floor, &idle, &capped), free(6 * MIB));
+    assert_eq!(
+        plan(held(4 * MIB), &at_floor, &idle, &capped),
+        free(6 * MIB)
+    );
     // Recent host I/O but none timed this period: grows by half.
-    assert_eq!(plan(held(8 * MIB), &period(MIB, 0, 0), &idle, &s), held(12 * MIB));
+    assert_eq!(
+        plan(held(8 * MIB), &period(MIB, 0, 0), &idle, &s),
+        held(12 * MIB)
+    );
     // Grown to twice what the copy moves: something else holds it, freed.
-    assert_eq!(plan(held(64 * MIB), &period(2 * MIB, 20, 100), &idle, &s), Limit::NONE);
+    assert_eq!(
+        plan(held(64 * MIB), &period(2 * MIB, 20, 100), &idle, &s),
+        Limit::NONE
+    );
 }
 
 #[test]
 fn a_floor_of_zero_or_above_the_ceiling_leaves_host_io_out() {
     let slowed = period(50 * MIB, 50, 1000);
-    assert_eq!(plan(Limit::NONE, &slowed, &IDLE, &settings(0, 0)), Limit::NONE);
-    assert_eq!(plan(Limit::NONE, &slowed, &IDLE, &settings(MIB, 8 * MIB)), free(MIB));
+    assert_eq!(
+        plan(Limit::NONE, &slowed, &IDLE, &settings(0, 0)),
+        Limit::NONE
+    );
+    assert_eq!(
+        plan(Limit::NONE, &slowed, &IDLE, &settings(MIB, 8 * MIB)),
+        free(MIB)
+    );
 }
 
 #[test]
 fn pair_set_mid_copy_keeps_a_held_limit_within_the_new_bounds() {
     assert_eq!(rebound(held(5 * MIB), &settings(0, 8 * MIB)), held(8 * MIB));
-    assert_eq!(rebound(held(50 * MIB), &settings(20 * MIB, MIB)), free(20 * MIB));
+    assert_eq!(
+        rebound(held(50 * MIB), &settings(20 * MIB, MIB)),
+        free(20 * MIB)
+    );
     assert_eq!(rebound(held(5 * MIB), &settings(0, 0)), Limit::NONE);
     assert_eq!(rebound(free(0), &settings(30 * MIB, MIB)), free(30 * MIB));
     assert_eq!(rebound(held(5 * MIB), &settings(0, MIB)), held(5 * MIB));
@@ -146,7 +198,10 @@ fn what_holds_a_copy_is_its_limit_or_where_its_tasks_waited() {
     assert_eq!(held_by(Limit::NONE, StallSample::default()), HeldBy::None);
     assert_eq!(held_by(Limit::NONE, waited(1, 9, 0, 1)), HeldBy::Link);
     assert_eq!(held_by(Limit::NONE, waited(9, 1, 0, 9)), HeldBy::Disk);
-    assert_eq!(held_by(free(100 * MIB), waited(9, 1, 8, 1)), HeldBy::CMaxRate);
+    assert_eq!(
+        held_by(free(100 * MIB), waited(9, 1, 8, 1)),
+        HeldBy::CMaxRate
+    );
     assert_eq!(held_by(free(100 * MIB), waited(9, 1, 1, 8)), HeldBy::Disk);
 }
 
