@@ -266,6 +266,36 @@ done
 
 fi
 
+# ---- hbd at either site (the resync beside heartbeats, cost, detect) -------
+hbd_config() { # site host group peer port peer_port interval timeout mirrors-toml extra
+    mkdir -p "$B/$1/hbd"
+    cat > "$B/$1/hbd.toml" <<TOML
+host = "$2"
+group = "$3"
+peers = ["$4"]
+data_dir = "$B/$1/hbd"
+control_socket = "$B/$1/hbd.sock"
+psk_file = "$B/hb.key"
+interval_ms = $7
+timeout_ms = $8
+volume_dir = "$B/$1/hbfs"
+[network]
+listen = "127.0.0.1:$5"
+peers = ["127.0.0.1:$6"]
+[failover]
+mirrord_socket = "$B/$1/mirrord.sock"
+${10:-}
+$9
+TOML
+}
+start_hbd() {
+    hbd --config "$B/$1/hbd.toml" 2>> "$B/$1/hbd.log" &
+    hbd_pid[$1]=$!
+    pids+=($!)
+    until hbctl --socket "$B/$1/hbd.sock" hb status >/dev/null 2>&1; do sleep 0.05; done
+}
+stop_hbd() { kill -TERM "${hbd_pid[$1]}" 2>/dev/null || true; wait "${hbd_pid[$1]}" 2>/dev/null || true; }
+
 # ---- resync ----------------------------------------------------------------
 if stage resync; then
 log "resync of a 1 GiB volume with 10% of its blocks dirty"
@@ -274,8 +304,10 @@ prod pair split big >/dev/null
 for i in $(seq 0 10 1020); do
     dd if=/dev/urandom of="$B/prod/hbfs/big" bs=1M count=1 seek="$i" oflag=direct conv=notrunc status=none
 done
-# The dd writes were host I/O: the rate controller holds a copy at c_min_rate
-# for 100 ms after any. This row is a resync with no host I/O beside it.
+# The dd writes were host I/O on a data pair: within 1 s of any the
+# controller watches the host's I/O latency beside a copy (1 MiB writes are
+# not timed, so they alone never hold it). This row is a resync with no host
+# I/O beside it.
 sleep 0.2
 t0=$(date +%s%N)
 prod pair resync big >/dev/null
@@ -288,6 +320,9 @@ read -r copied resync_mb < <(prod pair status big --json | python3 -c 'import js
 wall_mb=$(python3 -c "print(round($copied / (($t1 - $t0) / 1e9) / 1e6, 1))")
 row resync "resync, 1 GiB volume, 10% dirty ($((copied >> 20)) MiB copied)" "$resync_mb" "$tcp_mb" MB/s "limit: TCP stream; the copy's own time; $wall_mb MB/s from the command to PAIR seen"
 row resync_disk "resync, 1 GiB volume, 10% dirty, against the disk's concurrent read + write" "$resync_mb" "$shared_rw" MB/s "limit: the shared_rw row (target: ratio >= 0.8); $wall_mb MB/s from the command to PAIR seen"
+
+# The same resync beside hbd's heartbeats, and beside a host's writes (issue 25).
+. scripts/bench-resync-load.sh
 prod pair delete big >/dev/null; prod volume delete big >/dev/null; standby volume delete big >/dev/null
 
 fi
@@ -333,34 +368,6 @@ prod pair delete bulk >/dev/null; prod volume delete bulk >/dev/null; standby vo
 fi
 
 # ---- cost at 1 Hz with 100 heartbeat mirrors ------------------------------------
-hbd_config() { # site host group peer port peer_port interval timeout mirrors-toml extra
-    mkdir -p "$B/$1/hbd"
-    cat > "$B/$1/hbd.toml" <<TOML
-host = "$2"
-group = "$3"
-peers = ["$4"]
-data_dir = "$B/$1/hbd"
-control_socket = "$B/$1/hbd.sock"
-psk_file = "$B/hb.key"
-interval_ms = $7
-timeout_ms = $8
-volume_dir = "$B/$1/hbfs"
-[network]
-listen = "127.0.0.1:$5"
-peers = ["127.0.0.1:$6"]
-[failover]
-mirrord_socket = "$B/$1/mirrord.sock"
-${10:-}
-$9
-TOML
-}
-start_hbd() {
-    hbd --config "$B/$1/hbd.toml" 2>> "$B/$1/hbd.log" &
-    hbd_pid[$1]=$!
-    pids+=($!)
-    until hbctl --socket "$B/$1/hbd.sock" hb status >/dev/null 2>&1; do sleep 0.05; done
-}
-stop_hbd() { kill -TERM "${hbd_pid[$1]}" 2>/dev/null || true; wait "${hbd_pid[$1]}" 2>/dev/null || true; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
@@ -501,6 +508,7 @@ targets = [
     target("(for reference) adaptive 4 KiB p50, the standby stopped, <= 1.10 x unpaired hbfs p50", ours("lat_adaptive_alone_p50"), ours("hbfs_solo_p50"), most=1.10, unit="us"),
     *[target(f"sequential 1 MiB qd 8, {m} >= 80% of one of two streams", ours(f"seq_qd8_{m}"), ours("shared_seq"), least=0.8, unit="MB/s") for m in ("sync", "semi-sync", "adaptive")],
     target("resync, 1 GiB, 10% dirty >= 80% of the disk's concurrent read + write", ours("resync"), ours("shared_rw"), least=0.8, unit="MB/s"),
+    target("resync, 1 GiB, 10% dirty, hbd at 100 ms heartbeats >= 80% of the disk's concurrent read + write", ours("resync_hbd"), ours("shared_rw"), least=0.8, unit="MB/s"),
     target("heartbeat propagation p50 <= 1.5 x (raw write + round trip)", ours("prop_p50"), add(ours("raw_write_p50"), ours("tcp_rtt_p50")), most=1.5, unit="us"),
     target("heartbeat propagation p99 during a copy <= 2 x idle p99", ours("prop_resync_p99"), by.get("prop_resync_p99", {}).get("limit"), most=1.0, unit="us"),
     *[target(f"hbd + mirrord at {site}, 100 mirrors at 1 Hz < 1% of a core", ours(f"cost_{site}"), 1.0, most=1.0, unit="%") for site in ("prod", "standby")],

@@ -318,3 +318,68 @@ fn failure_notices_reach_the_peer_and_alert_by_level() {
     let text = c.standby.ok(&["hb", "events"]);
     assert!(text.contains("[SERIOUS] db"), "{text}");
 }
+
+/// Issue 25: hbd's heartbeats (every 100 ms, both ways, on heartbeat pairs
+/// of the same disk) are no host I/O that competes with a copy. A data
+/// pair's initial copy of 256 MiB reaches PAIR without `held_by` ever being
+/// `host-io` while it runs, at a rate of its own above 50 MB/s (the old
+/// controller held it to 4 MiB/s: any host request in the last 100 ms).
+#[test]
+fn heartbeats_at_100_ms_never_hold_a_copy_back() {
+    let Some(c) = Cluster::start_with(
+        "heartbeats_at_100_ms_never_hold_a_copy_back",
+        |_, prod, standby| {
+            for config in [prod, standby] {
+                *config = config.replace(
+                    &format!("timeout_ms = {TIMEOUT_MS}\n"),
+                    "timeout_ms = 500\n",
+                );
+                assert!(
+                    config.contains("interval_ms = 100\n") && config.contains("timeout_ms = 500\n")
+                );
+            }
+        },
+    ) else {
+        return;
+    };
+    let seen = |hbd: &common::Hbd, mirror: &str| {
+        hbd.device(mirror).expect("mirror")["seen"]["count"]
+            .as_u64()
+            .expect("count")
+    };
+    let before = (seen(&c.prod, "hb1"), seen(&c.standby, "hb0"));
+    let sites = &c.sites;
+    sites
+        .prod
+        .ok(&["volume", "create", "bulk", "--size", "256MiB"]);
+    sites
+        .standby
+        .ok(&["volume", "create", "bulk", "--size", "256MiB"]);
+    sites.prod.ok(&[
+        "pair", "create", "bulk", "--pvol", "bulk", "--peer", "standby",
+    ]);
+    let mut held_by = std::collections::BTreeSet::new();
+    wait_for("the initial copy of bulk to reach PAIR", || {
+        let p = sites.prod.pair("bulk").expect("pair bulk");
+        let copy = &p["copy"];
+        if copy["running"] == true {
+            let by = copy["held_by"].as_str().expect("copy.held_by").to_string();
+            assert_eq!(copy["held_by_host_io"], by == "host-io", "{copy}");
+            assert_ne!(by, "host-io", "heartbeats held the copy back: {copy}");
+            held_by.insert(by);
+        }
+        p["state"] == "PAIR"
+    });
+    let p = sites.prod.pair("bulk").expect("pair bulk");
+    let rate = p["copy"]["rate_bytes_per_s"].as_f64().expect("rate");
+    assert_eq!(p["copy"]["copied_bytes"], 256u64 << 20, "{p}");
+    assert!(
+        rate > 50e6,
+        "the copy ran at {rate:.0} B/s (held by {held_by:?} while it ran)"
+    );
+    // hbd ran beside the copy: heartbeats went on both ways.
+    wait_for("heartbeats seen both ways since before the copy", || {
+        seen(&c.prod, "hb1") > before.0 && seen(&c.standby, "hb0") > before.1
+    });
+    eprintln!("copy at {:.1} MB/s, held by {held_by:?}", rate / 1e6);
+}

@@ -183,9 +183,9 @@ pub struct PairOptions {
     #[arg(long, value_parser = parse_size, value_name = "BYTES_PER_S")]
     #[serde(default)]
     pub c_max_rate: Option<u64>,
-    /// Copies: the rate kept while hosts do I/O at this site (DRBD's
-    /// c-min-rate), so heartbeats and application writes do not wait behind
-    /// copy frames on the disk; default 4MiB; 0: host I/O does not slow a copy.
+    /// Copies: the least rate kept while host I/O on data volumes of the
+    /// copy's disk is slowed past its target latency (DRBD's c-min-rate);
+    /// heartbeat I/O never slows a copy; default 4MiB; 0: host I/O does not slow a copy.
     #[arg(long, value_parser = parse_size, value_name = "BYTES_PER_S")]
     #[serde(default)]
     pub c_min_rate: Option<u64>,
@@ -399,7 +399,7 @@ pub struct PairInfo {
     /// Copy ceiling in bytes per second (0: none).
     #[serde(default)]
     pub c_max_rate: u64,
-    /// Copy rate kept under host I/O, in bytes per second (0: host I/O does not slow a copy).
+    /// Least copy rate under competing host I/O, in bytes per second (0: host I/O does not slow a copy).
     #[serde(default)]
     pub c_min_rate: u64,
     /// Resyncs by itself after PSUE.
@@ -524,12 +524,47 @@ pub struct CopyProgress {
     #[serde(default)]
     pub skipped_identical_blocks: u64,
     /// The rate controller's limit now, bytes per second (0: none): the
-    /// ceiling, or the floor while hosts do I/O at this site.
+    /// ceiling, or lower (down to the floor) while competing host I/O is slowed.
     #[serde(default)]
     pub limit_bytes_per_s: u64,
-    /// Whether host I/O at this site holds the copy at its floor now.
+    /// Whether host I/O at this site holds the copy back now (exactly when
+    /// `held_by` is `host-io`; kept for the scripts that read it).
     #[serde(default)]
     pub held_by_host_io: bool,
+    /// What holds the copy back now.
+    #[serde(default)]
+    pub held_by: HeldBy,
+}
+
+/// What holds a running copy back (`pair status`: `copy.held_by`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeldBy {
+    /// Nothing (no copy runs, or none measured yet).
+    #[default]
+    None,
+    /// Host I/O on data volumes of the copy's disk, slowed past its target
+    /// latency: the rate controller holds the copy below its ceiling.
+    HostIo,
+    /// The pair's ceiling, `c_max_rate`.
+    CMaxRate,
+    /// The link: frames wait for the peer's acknowledgements (the network,
+    /// or the SVOL's disk behind it).
+    Link,
+    /// This site's disk: the copy waits for its reads of the PVOL.
+    Disk,
+}
+
+impl std::fmt::Display for HeldBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HeldBy::None => "none",
+            HeldBy::HostIo => "host-io",
+            HeldBy::CMaxRate => "c-max-rate",
+            HeldBy::Link => "link",
+            HeldBy::Disk => "disk",
+        })
+    }
 }
 
 /// A successful answer.

@@ -154,9 +154,10 @@ pub struct PairSettings {
     /// (DRBD's c-max-rate).
     #[serde(default)]
     pub c_max_rate: u64,
-    /// Copies: the rate kept while hosts write to this site's volumes, so
-    /// their I/O (heartbeats first) does not queue behind copy frames on the
-    /// disk; 0 lets application I/O not slow a copy (DRBD's c-min-rate).
+    /// Copies: the least rate a copy keeps while the rate controller slows
+    /// it for host I/O on data volumes of its disk (whose latency it steers
+    /// toward twice the idle latency); 0 lets host I/O not slow a copy
+    /// (DRBD's c-min-rate).
     #[serde(default = "default_c_min_rate")]
     pub c_min_rate: u64,
 }
@@ -167,7 +168,7 @@ pub const DEFAULT_SKEW: u64 = 4 << 20;
 /// Default copy ceiling: none (a copy with no host I/O beside it runs at disk speed).
 pub const DEFAULT_C_MAX_RATE: u64 = 0;
 
-/// Default copy rate under host I/O: 4 MiB/s.
+/// Default least copy rate under competing host I/O: 4 MiB/s.
 pub const DEFAULT_C_MIN_RATE: u64 = 4 << 20;
 
 fn default_c_min_rate() -> u64 {

@@ -12,8 +12,10 @@
 //! - [`pair`]: the runtime of a pair: bitmap, adaptive queue, semi-sync slot, progress.
 //! - [`fence`]: the outdated record of a PVOL whose SVOL was taken over, and
 //!   which host writes a PVOL refuses.
-//! - [`rate`]: the copy rate controller (`c_max_rate` ceiling, `c_min_rate`
-//!   floor under host I/O) that paces initial copies and resyncs.
+//! - [`rate`]: the copy rate controller that paces initial copies and
+//!   resyncs: under a `c_max_rate` ceiling, lowered (down to `c_min_rate`)
+//!   only while host I/O on data volumes of the copy's disk is slowed past
+//!   its target latency.
 //! - [`link`]: the remote link: sessions (`link::session`) after an HMAC
 //!   handshake ([`link::handshake`]); it knows nothing of the site.
 //! - [`site`]: the registry of volumes and pairs (one lock, persistence, state

@@ -13,15 +13,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hbcore::control::{CopyProgress, VerdictInfo, VerifyProgress};
-use hbcore::vocab::{PairState, Role};
+use hbcore::control::{CopyProgress, HeldBy, VerdictInfo, VerifyProgress};
+use hbcore::vocab::{PairSettings, PairState, Role};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::bitmap::DirtyMap;
 use crate::link::{LinkError, Pending};
 use crate::meta::PairMeta;
-use crate::rate::Limit;
+use crate::rate::{HostLoad, Limit, Stalls, Steer};
 use hbcore::link::PeerReply;
 
 /// A write waiting in memory to ship (adaptive mode).
@@ -67,7 +67,8 @@ struct Copy {
     started: Option<Instant>,
     /// When it ended: a finished copy's rate stays what it was.
     ended: Option<Instant>,
-    limit: Limit,
+    /// The rate controller of this copy.
+    steer: Steer,
 }
 
 /// Byte offsets of differing blocks a verify reports.
@@ -129,6 +130,8 @@ pub struct PairRt {
     verify: Mutex<Verify>,
     verdict: Mutex<Option<VerdictInfo>>,
     flights: Arc<Flights>,
+    /// Where the copy's tasks waited (what holds it back).
+    pub stalls: Stalls,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -150,6 +153,7 @@ impl PairRt {
             verify: Mutex::new(Verify::default()),
             verdict: Mutex::new(None),
             flights: Arc::new(Flights::default()),
+            stalls: Stalls::default(),
         }
     }
 
@@ -233,9 +237,13 @@ impl PairRt {
         lock(&self.copy).skipped += blocks;
     }
 
-    /// The rate controller's limit for the copy's next frame.
-    pub fn pacing(&self, limit: Limit) {
-        lock(&self.copy).limit = limit;
+    /// The rate controller's limit for the copy's next frame, under
+    /// `settings`, with `load` the host I/O of the PVOL's disk.
+    pub fn steer(&self, settings: &PairSettings, load: &HostLoad) -> Limit {
+        let mut c = lock(&self.copy);
+        let copied = c.copied;
+        c.steer
+            .limit(Instant::now(), settings, load, copied, &self.stalls)
     }
 
     /// The copy ended.
@@ -248,6 +256,11 @@ impl PairRt {
     /// What `pair status` shows of the copy.
     pub fn copy_progress(&self) -> CopyProgress {
         let c = lock(&self.copy);
+        let held_by = if c.running {
+            c.steer.held_by()
+        } else {
+            HeldBy::None
+        };
         let secs = c.started.map_or(0.0, |t| {
             c.ended
                 .unwrap_or_else(Instant::now)
@@ -269,8 +282,13 @@ impl PairRt {
                 0.0
             },
             skipped_identical_blocks: c.skipped,
-            limit_bytes_per_s: if c.running { c.limit.bytes_per_s } else { 0 },
-            held_by_host_io: c.running && c.limit.held_by_host_io,
+            limit_bytes_per_s: if c.running {
+                c.steer.current().bytes_per_s
+            } else {
+                0
+            },
+            held_by_host_io: held_by == HeldBy::HostIo,
+            held_by,
         }
     }
 

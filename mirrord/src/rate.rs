@@ -1,29 +1,64 @@
 //! The copy rate controller: paces a pair's copy frames (initial copy,
-//! resync) under a ceiling, `c_max_rate`, and down to a floor, `c_min_rate`,
-//! while hosts do I/O at this site (DRBD's knobs of the same names).
+//! resync) under a ceiling, `c_max_rate`, and lowers the rate (down to a
+//! floor, `c_min_rate`) only while host I/O that competes with the copy is
+//! slowed by it (DRBD's knobs of the same names, and the idea of its
+//! c-plan-ahead / c-fill-target controller: steer toward a target, not a
+//! fixed floor).
 //!
-//! Why a floor under host I/O: both copies of a pair share the disks of the
-//! sites with everything else, and a disk serves a heartbeat's 4 KiB write
-//! only after the copy frames queued before it. Paced to the floor in small
-//! frames, a copy leaves the disk idle most of the time, so a host write
-//! waits behind at most one small frame; with no host I/O it runs at the
-//! ceiling (none by default: disk speed).
+//! What competes: host reads and writes of volumes of *data* pairs on the
+//! copy's disk (the same device: `st_dev` of a volume file, the device of a
+//! block device volume). Heartbeat pairs' I/O (hbd's slots, ten 4 KiB
+//! writes a second at a 100 ms interval) and unpaired volumes' never hold a
+//! copy back. How much it competes is measured, not assumed: every
+//! [`PLAN_PERIOD`] the controller compares the mean latency of the host's
+//! small I/O (≤ [`SMALL_IO`]) on the disk with a target, twice its idle
+//! latency (the least period mean seen on that disk), and scales the copy's
+//! rate by target / latency (at most halved or doubled per period).
 //!
 //! ```text
-//!  host_read / host_write ──note──> HostIo (last host I/O)
-//!  copy task, per frame: limit = c_min_rate if host I/O in the last HOST_IO_WINDOW, else c_max_rate
+//!  host_read / host_write on a data pair's volume ──Timed──> HostLoad of its device (load.rs)
+//!  copy task, per frame: Steer::limit (steer.rs), per PLAN_PERIOD: plan(limit, Sample, Idle) ─ learn
 //!                        frame = limit × FRAME_TIME (4 KiB .. 1 MiB) ── Pacer::admit sleeps until due ── read, ship
 //! ```
+//!
+//! The decisions ([`plan`], [`start`], [`rebound`], [`held_by`]) are pure
+//! functions of measurements; `load` and `steer` hold the measuring. Host
+//! I/O is timed on the FUSE worker threads and tokio's; the copy task reads
+//! the counters (atomics) per frame.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+pub mod load;
+pub mod steer;
+
 use std::time::{Duration, Instant};
 
+use hbcore::control::HeldBy;
 use hbcore::vocab::PairSettings;
 
 use crate::bitmap::BLOCK;
 
-/// Host I/O this recent holds copies at their floor.
-pub const HOST_IO_WINDOW: Duration = Duration::from_millis(100);
+pub use load::{HostIo, HostLoad, HostOp, Idle, Latencies, Timed};
+pub use steer::{Stalls, Steer};
+
+/// How often the controller plans a copy's rate from what it measured.
+pub const PLAN_PERIOD: Duration = Duration::from_millis(100);
+
+/// Host I/O on the disk this long ago no longer holds a copy at all.
+pub const QUIET: Duration = Duration::from_secs(1);
+
+/// Host I/O up to this size is timed for its latency (larger I/O is bound
+/// by bandwidth; its latency says little about the copy queued beside it).
+pub const SMALL_IO: u64 = 64 << 10;
+
+/// The target latency of the host's small I/O: this many times its idle latency.
+pub const TARGET_FACTOR: f64 = 2.0;
+
+/// Least and most a period may scale the rate by.
+const STEP_DOWN: f64 = 0.5;
+const STEP_UP: f64 = 2.0;
+
+/// A period with host I/O on the disk recently but none timed in it: no
+/// evidence of harm, the rate grows by this.
+const STEP_NO_EVIDENCE: f64 = 1.5;
 
 /// Under a limit, a copy frame carries what the limit allows in this long,
 /// so a host write queued behind one on the disk waits little.
@@ -32,47 +67,12 @@ const FRAME_TIME: Duration = Duration::from_millis(4);
 /// Largest copy frame: 1 MiB.
 pub const MAX_FRAME: u64 = 256 * BLOCK;
 
-/// When a site's hosts last read or wrote any of its volumes.
-pub struct HostIo {
-    epoch: Instant,
-    /// Nanoseconds after `epoch` of the last host I/O, plus one (0: never).
-    last: AtomicU64,
-}
-
-impl Default for HostIo {
-    fn default() -> HostIo {
-        HostIo {
-            epoch: Instant::now(),
-            last: AtomicU64::new(0),
-        }
-    }
-}
-
-impl HostIo {
-    /// Notes a host read or write now.
-    pub fn note(&self) {
-        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
-        self.last.store(now + 1, Ordering::Relaxed);
-    }
-
-    /// Whether hosts did I/O within the last `window`.
-    pub fn within(&self, window: Duration) -> bool {
-        match self.last.load(Ordering::Relaxed) {
-            0 => false,
-            last => {
-                let now = self.epoch.elapsed().as_nanos();
-                now.saturating_sub(u128::from(last - 1)) <= window.as_nanos()
-            }
-        }
-    }
-}
-
 /// The controller's limit for a copy now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limit {
     /// Bytes per second; 0 for none.
     pub bytes_per_s: u64,
-    /// Whether host I/O holds the copy at its floor.
+    /// Whether competing host I/O holds the copy below its ceiling.
     pub held_by_host_io: bool,
 }
 
@@ -83,21 +83,11 @@ impl Limit {
         held_by_host_io: false,
     };
 
-    /// The limit for a pair with `settings`, given whether hosts do I/O now.
-    pub fn of(settings: &PairSettings, host_io: bool) -> Limit {
-        let ceiling = settings.c_max_rate;
-        let floor = settings.c_min_rate;
-        // The floor applies only where it is below the ceiling (or there is none).
-        if host_io && floor > 0 && (ceiling == 0 || floor < ceiling) {
-            Limit {
-                bytes_per_s: floor,
-                held_by_host_io: true,
-            }
-        } else {
-            Limit {
-                bytes_per_s: ceiling,
-                held_by_host_io: false,
-            }
+    /// The ceiling alone: no host I/O holds the copy.
+    pub fn ceiling(settings: &PairSettings) -> Limit {
+        Limit {
+            bytes_per_s: settings.c_max_rate,
+            held_by_host_io: false,
         }
     }
 
@@ -110,6 +100,146 @@ impl Limit {
         let bytes = self.bytes_per_s as u128 * FRAME_TIME.as_nanos() / 1_000_000_000;
         let blocks = (bytes / u128::from(BLOCK)).max(1);
         (u64::try_from(blocks).unwrap_or(u64::MAX) * BLOCK).min(MAX_FRAME)
+    }
+}
+
+/// What one plan period measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sample {
+    /// How long the period was.
+    pub period: Duration,
+    /// The host's small writes on the copy's disk in the period.
+    pub writes: Latencies,
+    /// The host's small reads on the copy's disk in the period.
+    pub reads: Latencies,
+    /// Bytes the copy moved (acknowledged) in the period.
+    pub copied: u64,
+    /// Whether hosts did I/O on data volumes of the disk within [`QUIET`].
+    pub recent_host_io: bool,
+}
+
+/// Whether host I/O may slow a copy at all under `settings`: a floor of 0
+/// says no, and so does a floor at or above the ceiling.
+fn slowable(settings: &PairSettings) -> bool {
+    let (ceiling, floor) = (settings.c_max_rate, settings.c_min_rate);
+    floor > 0 && (ceiling == 0 || floor < ceiling)
+}
+
+/// The limit a copy starts with: its ceiling (the first period measures
+/// whether host I/O suffers beside it).
+pub fn start(settings: &PairSettings) -> Limit {
+    Limit::ceiling(settings)
+}
+
+/// `limit` kept within changed `settings` (`pair set` mid-copy).
+pub fn rebound(limit: Limit, settings: &PairSettings) -> Limit {
+    if !limit.held_by_host_io || !slowable(settings) {
+        return Limit::ceiling(settings);
+    }
+    let (ceiling, floor) = (settings.c_max_rate, settings.c_min_rate);
+    let rate = limit.bytes_per_s.max(floor);
+    if ceiling != 0 && rate >= ceiling {
+        return Limit::ceiling(settings);
+    }
+    Limit {
+        bytes_per_s: rate,
+        held_by_host_io: true,
+    }
+}
+
+/// How far the host's I/O in `s` is from its target: mean latency over
+/// [`TARGET_FACTOR`] × idle, the worse of reads and writes. `None`: none
+/// timed; `Some(None)`: timed, but the idle latency is not known yet.
+fn pressure(s: &Sample, idle: &Idle) -> Option<Option<f64>> {
+    let one = |l: &Latencies, idle_ns: u64| {
+        let mean = l.mean_ns()?;
+        Some((idle_ns > 0).then(|| mean / (TARGET_FACTOR * idle_ns as f64)))
+    };
+    match (one(&s.writes, idle.write_ns), one(&s.reads, idle.read_ns)) {
+        (None, None) => None,
+        (Some(None), _) | (_, Some(None)) => Some(None),
+        (w, r) => Some(w.flatten().into_iter().chain(r.flatten()).reduce(f64::max)),
+    }
+}
+
+/// The next period's limit, from the last (`prev`), what the period
+/// measured (`s`) and the disk's idle latency (`idle`).
+///
+/// - No host I/O on data volumes of the disk within [`QUIET`] (or a floor
+///   of 0): the ceiling.
+/// - Host I/O timed, idle latency unknown: the floor for a period, whose
+///   latency then teaches the idle one (the least period mean).
+/// - Otherwise the rate the copy runs at (the limit, or what it moved if
+///   less, when lowering) × target / latency, within ×0.5..×2; none timed
+///   this period: × 1.5. Below the floor: the floor. At the ceiling, or
+///   grown past twice what the copy moves (something else holds it): the
+///   ceiling, no longer held by host I/O.
+pub fn plan(prev: Limit, s: &Sample, idle: &Idle, settings: &PairSettings) -> Limit {
+    let free = Limit::ceiling(settings);
+    if !slowable(settings) || !s.recent_host_io {
+        return free;
+    }
+    let (ceiling, floor) = (settings.c_max_rate, settings.c_min_rate);
+    let held = |rate: u64| Limit {
+        bytes_per_s: rate,
+        held_by_host_io: true,
+    };
+    let step = match pressure(s, idle) {
+        Some(None) => return held(floor),
+        Some(Some(p)) if p > 0.0 => (1.0 / p).clamp(STEP_DOWN, STEP_UP),
+        Some(Some(_)) => STEP_UP,
+        None if !prev.held_by_host_io => return free,
+        None => STEP_NO_EVIDENCE,
+    };
+    let moved = (u128::from(s.copied) * 1_000_000_000)
+        .checked_div(s.period.as_nanos())
+        .map_or(0.0, |r| r as f64);
+    let base = match prev.bytes_per_s {
+        0 if moved > 0.0 => moved,
+        0 => floor as f64,
+        limit if step < 1.0 && moved > 0.0 => (limit as f64).min(moved),
+        limit => limit as f64,
+    };
+    if step >= 1.0 && !prev.held_by_host_io {
+        // The host's I/O is within its target beside the copy as it runs.
+        return free;
+    }
+    if step >= 1.0 && moved > 0.0 && moved * 2.0 < base {
+        // The limit no longer binds: the link or the disk holds the copy.
+        return free;
+    }
+    let next = (base * step).round() as u64;
+    if ceiling != 0 && next >= ceiling {
+        return free;
+    }
+    held(next.max(floor))
+}
+
+/// Where a copy's tasks spent one plan period (nanoseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StallSample {
+    /// The sender waiting for frames from the reader.
+    pub starved: u64,
+    /// The sender putting frames on the link and waiting for acks.
+    pub link: u64,
+    /// The reader waiting for the pacer (the limit).
+    pub paced: u64,
+    /// The reader reading the PVOL.
+    pub read: u64,
+}
+
+/// What holds a copy back, from its limit and where its tasks waited.
+pub fn held_by(limit: Limit, d: StallSample) -> HeldBy {
+    if limit.held_by_host_io {
+        HeldBy::HostIo
+    } else if d == StallSample::default() {
+        HeldBy::None
+    } else if d.link > d.starved {
+        HeldBy::Link
+    } else if limit.bytes_per_s != 0 && d.paced >= d.read {
+        HeldBy::CMaxRate
+    } else {
+        HeldBy::Disk
     }
 }
 
@@ -142,62 +272,4 @@ impl Pacer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use hbcore::vocab::{Fence, Mode};
-
-    fn settings(c_max_rate: u64, c_min_rate: u64) -> PairSettings {
-        PairSettings {
-            mode: Mode::Sync,
-            fence: Fence::Never,
-            skew: 4 << 20,
-            auto_resync: false,
-            installed: false,
-            c_max_rate,
-            c_min_rate,
-        }
-    }
-
-    #[test]
-    fn host_io_lowers_a_copy_to_its_floor_and_never_raises_it_over_the_ceiling() {
-        let mib = 1 << 20;
-        let both = settings(100 * mib, 4 * mib);
-        assert_eq!(Limit::of(&both, false).bytes_per_s, 100 * mib);
-        assert_eq!(
-            Limit::of(&both, true),
-            Limit {
-                bytes_per_s: 4 * mib,
-                held_by_host_io: true
-            }
-        );
-        // No ceiling: unlimited until hosts do I/O.
-        assert_eq!(Limit::of(&settings(0, 4 * mib), false).bytes_per_s, 0);
-        assert_eq!(Limit::of(&settings(0, 4 * mib), true).bytes_per_s, 4 * mib);
-        // A floor of 0: host I/O does not slow the copy.
-        assert_eq!(Limit::of(&settings(0, 0), true).bytes_per_s, 0);
-        // A floor above the ceiling: the ceiling holds.
-        assert_eq!(Limit::of(&settings(mib, 8 * mib), true).bytes_per_s, mib);
-    }
-
-    #[test]
-    fn frames_shrink_with_the_limit_in_whole_blocks() {
-        let limit = |bytes_per_s| Limit {
-            bytes_per_s,
-            held_by_host_io: false,
-        };
-        assert_eq!(limit(0).frame_bytes(), MAX_FRAME);
-        assert_eq!(limit(4 << 20).frame_bytes(), 4 * BLOCK);
-        assert_eq!(limit(1).frame_bytes(), BLOCK);
-        assert_eq!(limit(u64::MAX).frame_bytes(), MAX_FRAME);
-    }
-
-    #[test]
-    fn host_io_counts_only_within_the_window() {
-        let io = HostIo::default();
-        assert!(!io.within(Duration::from_secs(3600)), "never");
-        io.note();
-        assert!(io.within(Duration::from_secs(3600)));
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(!io.within(Duration::from_millis(1)));
-    }
-}
+mod tests;

@@ -9,7 +9,8 @@
 //! - this file: the registry ([`Site`], `Inner`, `set_state`, persistence).
 //! - `ship`: putting writes on the link, settling their acks, suspending a pair.
 //! - `datapath`: host reads, writes and syncs in the three modes; the SVOL's apply.
-//! - `copy`: the copy engine (initial copy, resync) and the adaptive shipper.
+//! - `copy`: the copy engine (initial copy, resync) and the adaptive shipper;
+//!   `pace`: host I/O timed per disk, and a copy's limit per frame.
 //! - `outdate`: the fence of a PVOL whose SVOL was taken over (outdated,
 //!   refusing host writes until a person resolves the pair).
 //! - `volumes`, `ops`: the admin operations on volumes and pairs.
@@ -39,6 +40,7 @@ mod error;
 mod generations;
 mod ops;
 mod outdate;
+mod pace;
 pub mod peer;
 mod resync;
 mod ship;
@@ -194,7 +196,7 @@ pub struct Site {
     stop: CancellationToken,
     /// Writes and bytes put on the link, per pair (for the metrics).
     pub shipped: crate::metrics::Shipped,
-    /// When hosts last did I/O here (the copy rate controller's floor).
+    /// Host I/O on data volumes, per disk (what the copy rate controller steers by).
     host_io: crate::rate::HostIo,
 }
 

@@ -5,7 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -157,6 +157,9 @@ pub struct Volume {
     pub size: u64,
     /// File or block device.
     pub backing: Backing,
+    /// The device it lives on (a file's `st_dev`, a block device's own
+    /// number): volumes on one device compete for one disk.
+    pub device: u64,
     file: Arc<File>,
     /// Held by whoever writes, so that writes (and their copies to the peer)
     /// are applied in one order, and a read-modify-write is never interleaved.
@@ -248,7 +251,13 @@ impl Volume {
             path: path.to_path_buf(),
             source,
         };
-        let kind = std::fs::metadata(path).map_err(open_err)?.file_type();
+        let metadata = std::fs::metadata(path).map_err(open_err)?;
+        let kind = metadata.file_type();
+        let device = if kind.is_block_device() {
+            metadata.rdev()
+        } else {
+            metadata.dev()
+        };
         let backing = if kind.is_block_device() {
             Backing::Block
         } else if kind.is_file() {
@@ -291,6 +300,7 @@ impl Volume {
             path: path.to_path_buf(),
             size,
             backing,
+            device,
             file: Arc::new(file),
             order: tokio::sync::Mutex::new(()),
         })

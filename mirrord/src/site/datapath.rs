@@ -17,6 +17,7 @@ use crate::io::{IoEngine, ALIGN};
 use crate::link::LinkError;
 use crate::meta::PairMeta;
 use crate::pair::{mirroring, PairRt, Queued};
+use crate::rate::HostOp;
 use crate::volume::Volume;
 
 /// The blocks at the ends of a write of `len` bytes at `offset` that it
@@ -59,8 +60,8 @@ impl Site {
         offset: u64,
         len: usize,
     ) -> Result<Vec<u8>, SiteError> {
-        self.host_io.note();
         let v = self.inner().volume(volume)?;
+        let _timed = self.time_host_io(volume, &v, HostOp::Read, len as u64);
         Ok(v.read(&self.io, offset, len).await?)
     }
 
@@ -71,8 +72,8 @@ impl Site {
         offset: u64,
         data: &[u8],
     ) -> Result<(), SiteError> {
-        self.host_io.note();
         let v = self.inner().volume(volume)?;
+        let _timed = self.time_host_io(volume, &v, HostOp::Write, data.len() as u64);
         let order = v.order.lock().await;
         // Read the pair under the order lock: a state change cannot slip
         // between this check and the write's place on the wire.

@@ -516,7 +516,7 @@ fn rates(s: &PairSettings) -> String {
     };
     match s.c_min_rate {
         0 => format!("{ceiling}, not slowed by host I/O"),
-        r => format!("{ceiling}, {} under host I/O", per_s(r)),
+        r => format!("{ceiling}, at least {} under competing host I/O", per_s(r)),
     }
 }
 

@@ -19,7 +19,8 @@ use crate::fence::fenced;
 use crate::link::{LinkError, Pending};
 use crate::meta::PairMeta;
 use crate::pair::{Flight, PairRt};
-use crate::rate::{Limit, Pacer, HOST_IO_WINDOW, MAX_FRAME};
+use crate::rate::steer::Stall;
+use crate::rate::{Limit, Pacer, MAX_FRAME};
 
 /// Writes of the adaptive shipper in flight at once.
 pub(super) const SHIP_WINDOW: usize = 8;
@@ -171,7 +172,17 @@ impl Site {
             let started = Instant::now();
             let mut window: VecDeque<Shipped> = VecDeque::new();
             let (mut in_window, mut acked, mut shipped) = (0u64, 0u64, 0u64);
-            while let Some(frame) = rx.recv().await {
+            // Where the sender waits says what holds a paced copy back.
+            let stalled = |stall, since: Instant| {
+                if paced {
+                    w.rt.stalls.add(stall, since.elapsed());
+                }
+            };
+            loop {
+                let waiting = Instant::now();
+                let Some(frame) = rx.recv().await else { break };
+                stalled(Stall::Starved, waiting);
+                let sending = Instant::now();
                 let limited = frame.limited;
                 let next = self.send_frame(name, w, locked, frame).await?;
                 in_window += next.bytes;
@@ -189,6 +200,7 @@ impl Site {
                         self.acked(w, oldest, timeout).await?;
                     }
                 }
+                stalled(Stall::Link, sending);
             }
             while let Some(oldest) = window.pop_front() {
                 self.acked(w, oldest, timeout).await?;
@@ -221,23 +233,30 @@ impl Site {
         };
         // Read per frame: `pair set` and host I/O change the limit mid-copy.
         let limit = if paced {
-            let limit = Limit::of(&meta.settings, self.host_io.within(HOST_IO_WINDOW));
-            w.rt.pacing(limit);
-            limit
+            self.copy_limit(w, &meta.settings)
         } else {
             Limit::NONE
         };
         let blocks = (limit.frame_bytes() / BLOCK).min(end - first);
         let offset = first * BLOCK;
         let len = (blocks * BLOCK).min(w.volume.size - offset) as usize;
+        let stalled = |stall, since: Instant| {
+            if paced {
+                w.rt.stalls.add(stall, since.elapsed());
+            }
+        };
+        let pacing = Instant::now();
         pacer.admit(len as u64, limit).await;
+        stalled(Stall::Paced, pacing);
         let seqs = if locked {
             w.rt.dirty().seqs(first, blocks)
         } else {
             let _order = w.volume.order.lock().await;
             w.rt.dirty().seqs(first, blocks)
         };
+        let reading = Instant::now();
         let data = w.volume.read_shared(&self.io, offset, len).await?;
+        stalled(Stall::Read, reading);
         Ok(Frame {
             first,
             blocks,

@@ -496,9 +496,9 @@ pub fn pair(p: &PairInfo) {
             String::new()
         };
         let limit = match (c.running, c.limit_bytes_per_s) {
-            (false, _) | (true, 0) => String::new(),
-            (true, r) if c.held_by_host_io => format!(", held to {}/s by host I/O", Bytes(r)),
-            (true, r) => format!(", limit {}/s", Bytes(r)),
+            (false, _) => String::new(),
+            (true, 0) => format!("; held by {}", c.held_by),
+            (true, r) => format!(", limit {}/s; held by {}", Bytes(r), c.held_by),
         };
         println!(
             "copy        {}{:.1}%: {} of {} at {}/s{skipped}{limit}",
@@ -518,7 +518,7 @@ pub fn pair(p: &PairInfo) {
         },
         match p.c_min_rate {
             0 => "not slowed by host I/O".to_string(),
-            r => format!("{} under host I/O", per_s(r)),
+            r => format!("at least {} under competing host I/O", per_s(r)),
         }
     );
     println!(
