@@ -513,3 +513,53 @@ fn a_link_cut_mid_stream_loses_nothing() {
         "volumes differ after a cut mid-stream"
     );
 }
+
+#[test]
+fn a_paced_copy_shows_an_eta_that_falls() {
+    let Some(sites) = TwoSites::start("a_paced_copy_shows_an_eta_that_falls") else {
+        return;
+    };
+    // 48 MiB at 8 MiB/s: about six seconds of copy.
+    sites
+        .prod
+        .ok(&["volume", "create", "slow", "--size", "48MiB"]);
+    sites
+        .standby
+        .ok(&["volume", "create", "slow", "--size", "48MiB"]);
+    sites.prod.ok(&[
+        "pair",
+        "create",
+        "slow",
+        "--pvol",
+        "slow",
+        "--peer",
+        "standby",
+        "--c-max-rate",
+        "8MiB",
+    ]);
+    let eta = || sites.prod.pair_at("slow", "/copy/eta_s").as_u64();
+    let copied = || {
+        sites
+            .prod
+            .pair_at("slow", "/copy/copied_bytes")
+            .as_u64()
+            .unwrap_or(0)
+    };
+    wait_for("an ETA", || eta().is_some());
+    let (first, at) = (eta().unwrap_or(0), copied());
+    assert!((2..=12).contains(&first), "{first} s for 48 MiB at 8 MiB/s");
+    // A positive sign of progress, then the ETA is lower.
+    wait_for("8 MiB more copied", || {
+        copied() >= at + (8 << 20) || eta().is_none()
+    });
+    if let Some(later) = eta() {
+        assert!(
+            later < first,
+            "{later} s after 8 MiB more, {first} s before"
+        );
+    }
+    let text = sites.prod.ok(&["pair", "status", "slow"]);
+    assert!(text.contains("ETA") || !text.contains("running"), "{text}");
+    sites.prod.wait_state("slow", "PAIR");
+    assert!(eta().is_none(), "no ETA once the copy ended");
+}

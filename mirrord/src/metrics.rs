@@ -114,6 +114,14 @@ pub fn scrape(site: &Site) -> String {
         each(|p| p.copy.rate_bytes_per_s),
     );
     s.gauge(
+        "pair_copy_eta_seconds",
+        "Seconds until the running copy ends at its rate of the last 10 s (only while one runs and its rate is known)",
+        pairs
+            .iter()
+            .filter_map(|p| p.copy.eta_s.map(|eta| (pair(p), eta as f64)))
+            .collect::<Vec<_>>(),
+    );
+    s.gauge(
         "pair_link_up",
         "1 when the remote link of the pair is up",
         each(|p| f64::from(u8::from(p.link_up))),

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use crate::bitmap::DirtyMap;
 use crate::link::{LinkError, Pending};
 use crate::meta::PairMeta;
-use crate::rate::{HostLoad, Limit, Stalls, Steer};
+use crate::rate::{HostLoad, Limit, Recent, Stalls, Steer};
 use hbcore::link::PeerReply;
 
 /// A write waiting in memory to ship (adaptive mode).
@@ -69,6 +69,8 @@ struct Copy {
     ended: Option<Instant>,
     /// The rate controller of this copy.
     steer: Steer,
+    /// Its recent rate, for the ETA.
+    recent: Recent,
 }
 
 /// Byte offsets of differing blocks a verify reports.
@@ -213,11 +215,13 @@ impl PairRt {
         if c.running {
             return false;
         }
+        let now = Instant::now();
         *c = Copy {
             running: true,
-            started: Some(Instant::now()),
+            started: Some(now),
             ..Copy::default()
         };
+        c.recent.note(now, 0);
         true
     }
 
@@ -229,7 +233,10 @@ impl PairRt {
 
     /// Counts bytes copied.
     pub fn copied(&self, bytes: u64) {
-        lock(&self.copy).copied += bytes;
+        let mut c = lock(&self.copy);
+        c.copied += bytes;
+        let copied = c.copied;
+        c.recent.note(Instant::now(), copied);
     }
 
     /// Counts dirty blocks a checksum resync found identical (not sent).
@@ -289,6 +296,11 @@ impl PairRt {
             },
             held_by_host_io: held_by == HeldBy::HostIo,
             held_by,
+            eta_s: if c.running {
+                c.recent.eta_s(Instant::now(), c.copied, c.total)
+            } else {
+                None
+            },
         }
     }
 

@@ -27,6 +27,7 @@
 //! the counters (atomics) per frame.
 
 pub mod load;
+pub mod recent;
 pub mod steer;
 
 use std::time::{Duration, Instant};
@@ -37,6 +38,7 @@ use hbcore::vocab::PairSettings;
 use crate::bitmap::BLOCK;
 
 pub use load::{HostIo, HostLoad, HostOp, Idle, Latencies, Timed};
+pub use recent::Recent;
 pub use steer::{Stalls, Steer};
 
 /// How often the controller plans a copy's rate from what it measured.

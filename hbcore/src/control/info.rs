@@ -198,6 +198,10 @@ pub struct CopyProgress {
     /// What holds the copy back now.
     #[serde(default)]
     pub held_by: HeldBy,
+    /// Seconds until the running copy ends at its rate of the last 10 s
+    /// (none when no copy runs, or before its first second).
+    #[serde(default)]
+    pub eta_s: Option<u64>,
 }
 
 /// What holds a running copy back (`pair status`: `copy.held_by`).

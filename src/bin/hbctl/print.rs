@@ -500,8 +500,11 @@ pub fn pair(p: &PairInfo) {
             (true, 0) => format!("; held by {}", c.held_by),
             (true, r) => format!(", limit {}/s; held by {}", Bytes(r), c.held_by),
         };
+        let eta = c
+            .eta_s
+            .map_or_else(String::new, |s| format!(", ETA {}m{:02}s", s / 60, s % 60));
         println!(
-            "copy        {}{:.1}%: {} of {} at {}/s{skipped}{limit}",
+            "copy        {}{:.1}%: {} of {} at {}/s{eta}{skipped}{limit}",
             if c.running { "running, " } else { "last: " },
             c.percent,
             Bytes(c.copied_bytes),
