@@ -16,7 +16,8 @@
 //! - [`side`]: one simulated hbd and the calls the daemon makes.
 //! - [`checkers`]: the properties (no false failover, no missed failover
 //!   within the bound, one failover per outage, step-down).
-//! - [`world`]: channels, clock and the event queue; runs a schedule.
+//! - [`world`]: channels, clocks, stalls and the event queue; runs a schedule.
+//! - [`outcome`]: what a schedule did (counts, violations, trace).
 //!
 //! ```text
 //!  seed ─> faults::schedule ─> World::new ─> run: events in time order
@@ -24,7 +25,7 @@
 //!               slot reads ─> Side::slot_read ─> Checker::mirror_read ─> absorb
 //!               Side::tick ─> step::tick_step ─> commit_failover / step-down ─> checkers
 //!   Datagram: Beat::decode ─> Checker::network_beat ─> absorb (controls) ─> checkers
-//!   Fault: cut, loss, delay, duplicate, replay, garbage, clock jump, crash, restart, procedure, install
+//!   Fault: cut, loss, delay, duplicate, replay, garbage, clock step, stall, crash, restart, procedure, install
 //! ```
 //!
 //! `hbsim` (src/bin/hbsim.rs) runs many seeds and prints a summary;
@@ -32,13 +33,14 @@
 
 pub mod checkers;
 pub mod faults;
+pub mod outcome;
 pub mod rng;
 pub mod side;
 pub mod world;
 
 use std::collections::BTreeMap;
 
-pub use world::{Counts, Outcome};
+pub use outcome::{Counts, Outcome};
 
 /// Runs the schedule of `seed`; `trace`: keep a readable trace of events.
 pub fn run(seed: u64, trace: bool) -> (faults::Schedule, Outcome) {

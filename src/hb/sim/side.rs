@@ -161,6 +161,15 @@ impl Side {
         }
     }
 
+    /// hbd here is stopped at `t` for `ms` (SIGSTOP): nothing of it runs
+    /// until then; its next tick is told how long (as the stall watch would).
+    pub fn stop(&mut self, t: u64, ms: u64) {
+        if self.up && !self.stalled(t) {
+            self.stalled_until = Some(t + ms);
+            self.stopped_ms += ms;
+        }
+    }
+
     /// Whether it is stopped at `t`.
     pub fn stalled(&self, t: u64) -> bool {
         self.stalled_until.is_some_and(|u| t < u)

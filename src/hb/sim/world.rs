@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use super::checkers::{Checkers, Truth};
 use super::faults::{Fault, Schedule, Shape, SideId, PROD, STANDBY};
+pub use super::outcome::{Counts, Outcome};
 use super::rng::Rng;
 use super::side::{configs, Did, Side};
 use crate::hb::analysis::VerdictKind;
@@ -64,56 +65,6 @@ struct Quality {
     drop: f64,
     dup: f64,
     delay_max_ms: u64,
-}
-
-/// What the sides did: one schedule's, or a run's sum.
-#[derive(Debug, Default)]
-pub struct Counts {
-    /// Failovers done.
-    pub failovers: u64,
-    /// Of the failovers, those while production's hbd was running (every
-    /// channel cut or invalid: a partition, or a clock step).
-    pub failovers_production_up: u64,
-    /// Step-downs done.
-    pub step_downs: u64,
-    /// Fail-backs (both sides re-armed).
-    pub rearms: u64,
-    /// Fault analyses decided, by verdict.
-    pub verdicts: BTreeMap<String, u64>,
-    /// Control messages applied, by kind.
-    pub controls: BTreeMap<&'static str, u64>,
-    /// Heartbeats sent (both sides).
-    pub beats: u64,
-}
-
-impl Counts {
-    /// Adds `other` to these.
-    pub fn add(&mut self, other: &Counts) {
-        self.failovers += other.failovers;
-        self.failovers_production_up += other.failovers_production_up;
-        self.step_downs += other.step_downs;
-        self.rearms += other.rearms;
-        self.beats += other.beats;
-        for (k, n) in &other.verdicts {
-            *self.verdicts.entry(k.clone()).or_default() += n;
-        }
-        for (k, n) in &other.controls {
-            *self.controls.entry(k).or_default() += n;
-        }
-    }
-}
-
-/// What one schedule did.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    /// The checkers' findings.
-    pub violations: Vec<String>,
-    /// What the sides did.
-    pub counts: Counts,
-    /// Deliveries (datagrams and slot reads that carried a message).
-    pub deliveries: u64,
-    /// The trace, if asked for.
-    pub trace: Vec<String>,
 }
 
 /// One schedule under way.
@@ -501,7 +452,7 @@ impl World {
             } else {
                 "not taken"
             };
-            format!("{} <- {name}: {what}; checker: {checker}", name_of(to))
+            format!("{} <- {name}: {what}; checker: {checker}", self::name(to))
         });
         if let Some(beat) = taken {
             let mut did = vec![];
@@ -587,13 +538,7 @@ impl World {
                 }
             }
             Fault::ClockJump { side, ms } => self.sides[side].skew_ms += ms,
-            Fault::Stall { side, ms } => {
-                let s = &mut self.sides[side];
-                if s.up && !s.stalled(t) {
-                    s.stalled_until = Some(t + ms);
-                    s.stopped_ms += ms;
-                }
-            }
+            Fault::Stall { side, ms } => self.sides[side].stop(t, ms),
             Fault::Crash { side } => {
                 let s = &mut self.sides[side];
                 s.crash();
@@ -640,10 +585,6 @@ impl World {
             }
         }
     }
-}
-
-fn name_of(s: SideId) -> &'static str {
-    name(s)
 }
 
 fn name(s: SideId) -> &'static str {
