@@ -19,7 +19,7 @@
 //! Touched under the daemon's checker lock, by the tick and the UDP
 //! receivers (`accept`: what a message does; `counting`: networks and counters).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::analysis::network_label;
@@ -101,15 +101,16 @@ pub struct Checker {
     /// observed advances, so that detection from the last write stays within
     /// timeout + interval on every channel.
     mirror_timeout: Duration,
+    /// A peer clock offset past this is told (never acted on).
     clock_warn: Duration,
     /// Start of the grace period (start-up or re-arming).
     started: Instant,
-    /// Nonces issued and heard.
+    /// The nonces this host issued (their echoes prove a new sender run fresh).
     challenges: Challenges,
     /// The uptime of the last beat composed (they must advance).
     last_uptime_ms: u64,
     /// Channels whose peer clock offset is past `clock_warn` (warned once).
-    clock_warned: std::collections::BTreeSet<String>,
+    clock_warned: BTreeSet<String>,
     /// Each network's watch, by network name.
     networks: BTreeMap<String, Watch>,
     devices: BTreeMap<String, Watch>,
