@@ -10,8 +10,9 @@
 //! - [`generation`]: generation identifiers of a pair and their comparison (in sync, ahead, split brain, unrelated).
 //! - [`meta`]: what survives a restart (volumes, pairs, clean-shutdown mark).
 //! - [`pair`]: the runtime of a pair: bitmap, adaptive queue, semi-sync slot, progress.
-//! - [`fence`]: the outdated record of a PVOL whose SVOL was taken over, and
-//!   which host writes a PVOL refuses.
+//! - [`outdated`]: the record that a PVOL's SVOL was taken over (by whom,
+//!   when, how this site learned it).
+//! - [`fence`]: which host writes a PVOL refuses (an outdated one: all).
 //! - [`rate`]: the copy rate controller that paces initial copies and
 //!   resyncs: under a `c_max_rate` ceiling, lowered (down to `c_min_rate`)
 //!   only while host I/O on data volumes of the copy's disk is slowed past
@@ -73,6 +74,7 @@ pub mod io;
 pub mod link;
 pub mod meta;
 pub mod metrics;
+pub mod outdated;
 pub mod pair;
 pub mod pool;
 pub mod rate;

@@ -10,7 +10,7 @@ use hbcore::link::Generations;
 use hbcore::vocab::{Kind, PairSettings, PairState, Role};
 use serde::{Deserialize, Serialize};
 
-use crate::fence::Outdated;
+use crate::outdated::Outdated;
 
 /// Metadata that cannot be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +67,7 @@ pub struct PairMeta {
     #[serde(default)]
     pub integrity: IntegrityOptions,
     /// At a PVOL: its SVOL was taken over, so it refuses host writes until a
-    /// person resolves the pair ([`crate::fence`]).
+    /// person resolves the pair ([`crate::fence`], [`crate::outdated`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outdated: Option<Outdated>,
 }
