@@ -43,26 +43,9 @@ impl Outdated {
     }
 }
 
-/// Seconds since the epoch as a UTC date and time, `2025-06-01 12:00:03 UTC`.
+/// Seconds since the epoch as an RFC 3339 UTC time, `2025-06-01T12:00:03Z`.
 pub fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
 }
 
 #[cfg(test)]
@@ -71,9 +54,9 @@ mod tests {
 
     #[test]
     fn times_read_as_utc_dates() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
-        assert_eq!(utc(1_748_779_203), "2025-06-01 12:00:03 UTC");
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_748_779_203), "2025-06-01T12:00:03Z");
         let o = Outdated {
             by: "standby".into(),
             at: 1_748_779_203,
@@ -81,7 +64,7 @@ mod tests {
         };
         assert_eq!(
             o.reason(),
-            "taken over by site 'standby' at 2025-06-01 12:00:03 UTC (as this site learned it: its takeover request)"
+            "taken over by site 'standby' at 2025-06-01T12:00:03Z (as this site learned it: its takeover request)"
         );
     }
 }
