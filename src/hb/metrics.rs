@@ -166,29 +166,14 @@ pub fn scrape(hbd: &Hbd) -> String {
         .map(|(reason, n)| (labels([("reason", reason)]), n)),
     );
     let peer = hbd.config.peers.join(",");
-    let offsets = table
-        .networks
-        .iter()
-        .map(|n| {
+    let offsets = table.clock_offsets().filter_map(|(channel, offset)| {
+        offset.map(|ms| {
             (
-                crate::hb::analysis::network_label(&n.name),
-                n.seen.clock_offset_ms,
+                labels([("peer", peer.as_str()), ("channel", &channel)]),
+                ms as f64 / 1000.0,
             )
         })
-        .chain(
-            table
-                .devices
-                .iter()
-                .map(|d| (format!("mirror {}", d.name), d.seen.clock_offset_ms)),
-        )
-        .filter_map(|(channel, offset)| {
-            offset.map(|ms| {
-                (
-                    labels([("peer", peer.as_str()), ("channel", &channel)]),
-                    ms as f64 / 1000.0,
-                )
-            })
-        });
+    });
     s.gauge(
         "hb_clock_offset_seconds",
         "The peer's wall clock minus this host's, as measured from the heartbeats' round trips on the channel: shown, never acted on",

@@ -148,20 +148,8 @@ impl Steer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rate::tests::settings;
     use crate::rate::HostOp;
-    use hbcore::vocab::{Fence, Mode};
-
-    fn settings(c_max_rate: u64, c_min_rate: u64) -> PairSettings {
-        PairSettings {
-            mode: Mode::Sync,
-            fence: Fence::Never,
-            skew: 4 << 20,
-            auto_resync: false,
-            installed: false,
-            c_max_rate,
-            c_min_rate,
-        }
-    }
 
     #[test]
     fn a_copy_is_slowed_when_the_host_suffers_beside_it_and_freed_when_it_stops() {

@@ -5,7 +5,8 @@ use hbcore::vocab::{Fence, Mode};
 
 const MIB: u64 = 1 << 20;
 
-fn settings(c_max_rate: u64, c_min_rate: u64) -> PairSettings {
+/// A sync pair's settings with these copy rates (also for `steer`'s tests).
+pub(super) fn settings(c_max_rate: u64, c_min_rate: u64) -> PairSettings {
     PairSettings {
         mode: Mode::Sync,
         fence: Fence::Never,

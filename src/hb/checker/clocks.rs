@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use super::Checker;
-use crate::hb::analysis::network_label;
 
 /// What goes into the next beat besides the table's part.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,18 +83,8 @@ impl Checker {
     /// (either way) since the last call.
     pub fn clock_changes(&mut self) -> Vec<ClockChange> {
         let limit = self.clock_warn.as_millis() as u64;
-        let t = &self.table;
-        let offsets = t
-            .networks
-            .iter()
-            .map(|n| (network_label(&n.name), n.seen.clock_offset_ms))
-            .chain(
-                t.devices
-                    .iter()
-                    .map(|d| (format!("mirror {}", d.name), d.seen.clock_offset_ms)),
-            );
         let mut changes = vec![];
-        for (channel, offset) in offsets {
+        for (channel, offset) in self.table.clock_offsets() {
             let Some(offset_ms) = offset else { continue };
             let past = offset_ms.unsigned_abs() > limit;
             let warned = self.clock_warned.contains(&channel);

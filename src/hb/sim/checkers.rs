@@ -33,6 +33,7 @@
 use std::collections::BTreeMap;
 
 use super::faults::{SideId, PROD, STANDBY};
+use crate::hb::message::serial_ahead;
 
 /// What a message said, as its sender generated it.
 #[derive(Debug, Clone)]
@@ -140,12 +141,7 @@ impl Checkers {
         let mark = self.marks[to].entry(channel.into()).or_default();
         let newer = match mark.last {
             Some((instance, serial, uptime)) if instance == m.instance => {
-                let ahead = if m.serial >= serial {
-                    m.serial - serial
-                } else {
-                    (u32::MAX - serial).saturating_add(m.serial)
-                };
-                ahead != 0 && ahead <= u32::MAX / 2 && m.uptime_ms > uptime
+                serial_ahead(serial, m.serial).is_some() && m.uptime_ms > uptime
             }
             _ => fresh_echo && !mark.retired.contains(&m.instance),
         };

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{DeviceStatus, Direction, Enable, GroupStatus, Seen, Table};
-use crate::hb::analysis::{ChannelKind, ChannelState, ChannelStatus};
+use crate::hb::analysis::{network_label, ChannelKind, ChannelState, ChannelStatus};
 use crate::hb::counter::Counter;
 
 /// One IP network of the table: 200/210 for that network, with its counter.
@@ -67,6 +67,20 @@ impl Table {
     /// The network entry called `name`.
     pub fn network_entry(&mut self, name: &str) -> Option<&mut NetworkEntry> {
         self.networks.iter_mut().find(|n| n.name == name)
+    }
+
+    /// Each channel that receives (`network NAME`, `mirror NAME`) with the
+    /// peer clock offset last measured on it, if any.
+    pub fn clock_offsets(&self) -> impl Iterator<Item = (String, Option<i64>)> + '_ {
+        let networks = self
+            .networks
+            .iter()
+            .map(|n| (network_label(&n.name), n.seen.clock_offset_ms));
+        let mirrors = self
+            .devices
+            .iter()
+            .map(|d| (format!("mirror {}", d.name), d.seen.clock_offset_ms));
+        networks.chain(mirrors)
     }
 
     /// Every channel with its counter, as `channels` shows them.
