@@ -180,7 +180,7 @@ psk_file = "$demo/hb.key"
 interval_ms = $interval_ms
 timeout_ms = $timeout_ms
 volume_dir = "$demo/$1/hbfs"
-[counter]                # the seed's numbers, but at most 24: BAD 6 s after a cut, for the demo
+[counter]                # the seed's numbers, but at most 24: 0 six periods (6 s) after a cut, BAD at the next check, for the demo
 max = 24
 [analysis]
 echo_interval_ms = 200   # the local network check: 3 rounds of echo, 200 ms apart
