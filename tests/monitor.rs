@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 
@@ -94,55 +94,42 @@ fn monitor_shows_pairs_channels_and_events_and_switches_views() {
     standby.ok(&["hb", "rearm"]);
 
     // Not on a terminal: one plain snapshot.
-    let plain = Command::new(bin("hbctl"))
-        .arg("monitor")
-        .arg("--mirrord")
-        .arg(&sites.prod.socket)
-        .arg("--hbd")
-        .arg(&prod.socket)
-        .stdin(Stdio::null())
-        .output()
-        .expect("hbctl monitor");
-    let text = String::from_utf8_lossy(&plain.stdout);
-    assert!(
-        plain.status.success(),
-        "{}",
-        String::from_utf8_lossy(&plain.stderr)
+    let text = run_ok(
+        command("hbctl")
+            .args(["monitor", "--mirrord"])
+            .arg(&sites.prod.socket)
+            .arg("--hbd")
+            .arg(&prod.socket),
     );
     assert!(
         text.contains("pairs (mirrord)") && text.contains("d0") && text.contains("PAIR"),
         "{text}"
     );
     assert!(text.contains("network"), "{text}");
-    let json = Command::new(bin("hbctl"))
-        .args(["--json", "monitor", "--mirrord"])
-        .arg(&sites.prod.socket)
-        .arg("--hbd")
-        .arg(&prod.socket)
-        .stdin(Stdio::null())
-        .output()
-        .expect("hbctl --json monitor");
-    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON snapshot");
+    let json = run_ok(
+        command("hbctl")
+            .args(["--json", "monitor", "--mirrord"])
+            .arg(&sites.prod.socket)
+            .arg("--hbd")
+            .arg(&prod.socket),
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON snapshot");
     assert_eq!(v["pairs"][0]["name"], "d0", "{v}");
     assert_eq!(v["table"]["host"], "p1", "{v}");
     // HBCTL_SOCKET names mirrord as --socket does; two different sockets are refused.
-    let env = Command::new(bin("hbctl"))
-        .args(["--json", "monitor", "--hbd"])
-        .arg(&prod.socket)
-        .env("HBCTL_SOCKET", &sites.prod.socket)
-        .stdin(Stdio::null())
-        .output()
-        .expect("hbctl monitor with HBCTL_SOCKET");
-    let v: serde_json::Value = serde_json::from_slice(&env.stdout).expect("JSON snapshot");
+    let env = run_ok(
+        command("hbctl")
+            .args(["--json", "monitor", "--hbd"])
+            .arg(&prod.socket)
+            .env("HBCTL_SOCKET", &sites.prod.socket),
+    );
+    let v: serde_json::Value = serde_json::from_str(&env).expect("JSON snapshot");
     assert_eq!(v["pairs"][0]["name"], "d0", "{v}");
-    let both = Command::new(bin("hbctl"))
-        .args(["monitor", "--mirrord", "/nonexistent/a.sock", "--socket"])
-        .arg(&sites.prod.socket)
-        .stdin(Stdio::null())
-        .output()
-        .expect("hbctl monitor with two sockets");
-    assert!(!both.status.success());
-    let said = String::from_utf8_lossy(&both.stderr);
+    let said = run_fails(
+        command("hbctl")
+            .args(["monitor", "--mirrord", "/nonexistent/a.sock", "--socket"])
+            .arg(&sites.prod.socket),
+    );
     assert!(said.contains("give one"), "{said}");
 
     // In a terminal.
