@@ -32,8 +32,8 @@ fn root() -> PathBuf {
 fn documents() -> Vec<PathBuf> {
     let mut docs = vec![root().join("README.md"), root().join("ARCHITECTURE.md")];
     let dir = root().join("docs");
-    let entries = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+    let entries =
+        std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
     let mut pages: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "md"))
@@ -61,7 +61,11 @@ struct Example {
 /// The fenced blocks of `text`: each with its language and the tag of the
 /// line before it.
 fn examples(path: &Path, text: &str) -> Vec<Example> {
-    let name = path.strip_prefix(root()).unwrap_or(path).display().to_string();
+    let name = path
+        .strip_prefix(root())
+        .unwrap_or(path)
+        .display()
+        .to_string();
     let lines: Vec<&str> = text.lines().collect();
     let mut found = Vec::new();
     let mut i = 0;
@@ -134,6 +138,17 @@ const MIRRORD_TAIL: &str = "\n[link]\npsk_file = \"/etc/hbmirror/link.key\"\n";
 const HBD_HEAD: &str = "host = \"p1\"\ngroup = \"production\"\npeers = [\"s1\"]\n\
                         data_dir = \"/var/lib/hbd\"\npsk_file = \"/etc/hbmirror/hb.key\"\n";
 
+/// An error and its causes, each said once.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
 /// Checks one example by its tag.
 fn check(example: &Example, dir: &Path) -> Result<(), String> {
     let place = &example.place;
@@ -160,7 +175,7 @@ fn check(example: &Example, dir: &Path) -> Result<(), String> {
             std::fs::write(&file, text).map_err(|e| format!("{place}: {e}"))?;
             hbmirror::cluster::mib::Mib::load(&file)
                 .map(|_| ())
-                .map_err(|e| format!("{place}: the cluster MIB is refused: {e}"))
+                .map_err(|e| format!("{place}: the cluster MIB is refused: {}", chain(&e)))
         }
         other => Err(format!(
             "{place}: unknown example tag `{other}` (mirrord.toml, mirrord.toml fragment, hbd.toml, \
@@ -267,7 +282,11 @@ fn every_link_in_the_docs_resolves() {
                 Some((f, a)) => (f, Some(a)),
                 None => (target.as_str(), None),
             };
-            let path = if file.is_empty() { doc.clone() } else { dir.join(file) };
+            let path = if file.is_empty() {
+                doc.clone()
+            } else {
+                dir.join(file)
+            };
             if !path.exists() {
                 problems.push(format!("{}: `{target}`: no such file", doc.display()));
                 continue;
