@@ -12,7 +12,7 @@
 #   2. the production host dies (kill -9 of everything in its namespace, and
 #      its mirrord): how long each takes to take over.
 #
-# It prints a Markdown table (the README shows one). Needs root, /dev/fuse,
+# It prints a Markdown table (docs/heartbeat.md shows one). Needs root, /dev/fuse,
 # iproute2; installs keepalived and nftables (Debian packages) if missing.
 #
 #   scripts/compare.sh              run both scenes, print the table

@@ -1,7 +1,7 @@
 //! The deterministic simulation (src/hb/sim) in the test suite, in the
 //! debug build: a seed replays exactly, and a few hundred schedules break
 //! no property. The long forms run in a release build: CI runs
-//! `scripts/simulate.sh 10000` (.ci/run), the README's figures come from
+//! `scripts/simulate.sh 10000` (.ci/run), the figures in docs/reliability.md come from
 //! `scripts/simulate.sh 100000`.
 
 use hbmirror::hb::sim::{self, Summary};

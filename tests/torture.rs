@@ -19,7 +19,7 @@
 //!
 //! `scripts/test.sh` runs a short form (a few trials). `scripts/torture.sh N`
 //! runs N trials of each (HBMIRROR_TORTURE_TRIALS) and prints the figures
-//! the README's Reliability section quotes. Needs root and /dev/fuse.
+//! docs/reliability.md quotes. Needs root and /dev/fuse.
 
 mod common;
 mod hbcluster;

@@ -40,7 +40,7 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FuseTransport {
-    /// What hbfs's `auto` picks (see the README's "hbfs: volumes as files").
+    /// What hbfs's `auto` picks (see docs/mirrord.toml.md, "FUSE transport").
     #[default]
     Auto,
     /// FUSE over io_uring, or mirrord does not start.

@@ -21,7 +21,7 @@ use clap::{CommandFactory, Parser};
     after_help = "See hbd.toml(5) for the configuration."
 )]
 struct Cli {
-    /// TOML configuration (see the README: host, group, peers, data_dir, psk_file,
+    /// TOML configuration (see hbd.toml(5): host, group, peers, data_dir, psk_file,
     /// interval_ms, timeout_ms, clock_warn_ms, table_volume, metrics_listen, [network] or
     /// [[networks]] (name, listen, peers, probe), [counter], [analysis],
     /// [[mirrors]], [failover] (hook, take_over, arm, step_down, alert), [[checks]],

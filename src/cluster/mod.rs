@@ -77,7 +77,7 @@ use mib::{Mib, MibError};
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// No MIB to start from.
-    #[error("no cluster MIB: {path} does not exist and [cluster] mib names no first MIB; give one (see README, Clusters)")]
+    #[error("no cluster MIB: {path} does not exist and [cluster] mib names no first MIB; give one (see docs/clusters.md)")]
     NoMib {
         /// Where the MIB is kept.
         path: PathBuf,

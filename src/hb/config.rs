@@ -564,13 +564,13 @@ writable = "/mnt/hbfs/hb1"
 
     #[test]
     fn the_readme_example_parses() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/hbd.toml.md");
         let start = readme
             .find("host = \"standby-a\"")
-            .expect("the README has the hbd example");
+            .expect("docs/hbd.toml.md has the hbd example");
         let end = start + readme[start..].find("```").expect("end of the example");
-        let c = Config::parse(&readme[start..end], Path::new("README.md"))
-            .expect("the README's example is valid");
+        let c = Config::parse(&readme[start..end], Path::new("docs/hbd.toml.md"))
+            .expect("the reference's example is valid");
         assert_eq!(c.mirrors.len(), 2);
         assert_eq!(c.checks[0].part, "db");
     }
