@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::io::AlignedBuf;
+use crate::align::AlignedBuf;
 
 /// Buffers kept per length.
 const PER_LENGTH: usize = 32;
