@@ -1,6 +1,6 @@
 //! Volumes: fixed-size byte ranges backed by a regular file or a block
 //! device, opened with O_DIRECT where the backing store allows it, read and
-//! written through the [`IoEngine`](hbio::IoEngine) in 4 KiB-aligned
+//! written through the [`IoEngine`] in 4 KiB-aligned
 //! pieces (unaligned writes are read-modify-write of the covering blocks).
 
 use std::fs::{File, OpenOptions};
