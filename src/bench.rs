@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use hbcore::align::AlignedBuf;
+use hbio::AlignedBuf;
 
 /// Latency percentiles in microseconds.
 #[derive(Debug, Serialize)]

@@ -22,14 +22,13 @@
 //! - [`docs`]: man pages and shell completions from a binary's clap definition.
 //! - [`report`]: an error and its causes, each said once.
 //! - [`throttle`]: log lines for repeated refusals, counted and bounded.
-//! - [`size`], [`align`]: human sizes; buffers aligned for O_DIRECT.
+//! - [`size`]: human sizes.
 //!
 //! ```text
 //!  hbctl ──control::Request──jsonl──> mirrord ──link::Message in frame::Format HBLK──> mirrord
 //!  hbctl ──hbd's requests────jsonl──> hbd ──────heartbeat in frame::Format HBBT (UDP, volume slot)──> hbd
 //! ```
 
-pub mod align;
 pub mod auth;
 pub mod config;
 pub mod control;

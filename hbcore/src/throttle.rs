@@ -11,6 +11,11 @@
 //! Past [`Throttle::capacity`] distinct keys, newcomers share one extra
 //! bucket (`"other sources"`), so an attacker with many addresses still costs a
 //! fixed amount of memory and at most one line per period per bucket.
+//!
+//! A caller that counts the occurrences itself (the link's refusal log, whose
+//! summary counts by reason) asks [`Throttle::due`] instead: the same
+//! decision, with nothing counted here, so each occurrence has one counter.
+//! A throttle is shared by the tasks that note into it (one lock).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -64,7 +69,21 @@ impl Throttle {
         self.note_at(source, reason, Instant::now())
     }
 
+    /// Whether to log this occurrence of `reason` from `source` now: the
+    /// decision of [`Throttle::note`], for a caller that counts the quiet
+    /// ones itself (this throttle does not count them).
+    pub fn due(&self, source: &str, reason: &str) -> bool {
+        let verdict = self.decide(source, reason, Instant::now(), false);
+        matches!(verdict, Verdict::Say { .. })
+    }
+
     fn note_at(&self, source: &str, reason: &str, now: Instant) -> Verdict {
+        self.decide(source, reason, now, true)
+    }
+
+    /// The one decision: say it if its key was not said this period; else
+    /// count it as suppressed if `count`.
+    fn decide(&self, source: &str, reason: &str, now: Instant, count: bool) -> Verdict {
         // A poisoned lock only means another thread panicked mid-update of counters.
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= self.capacity {
@@ -95,7 +114,9 @@ impl Throttle {
                 Verdict::Say { suppressed }
             }
             Some(e) => {
-                e.suppressed += 1;
+                if count {
+                    e.suppressed += 1;
+                }
                 Verdict::Quiet
             }
         }
@@ -141,6 +162,21 @@ mod tests {
         );
         let later = start + Duration::from_secs(61);
         assert_eq!(t.note_at("a", "r", later), Verdict::Say { suppressed: 500 });
+    }
+
+    #[test]
+    fn due_decides_as_note_does_and_counts_nothing() {
+        let t = Throttle::new(Duration::from_secs(60), 16);
+        assert!(t.due("a", "r"));
+        for _ in 0..10 {
+            assert!(!t.due("a", "r"));
+        }
+        assert!(t.due("b", "r"), "another source is its own line");
+        let entries = t.entries.lock().expect("lock");
+        assert!(
+            entries.values().all(|e| e.suppressed == 0),
+            "the caller counts the quiet ones"
+        );
     }
 
     #[test]

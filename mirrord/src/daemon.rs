@@ -10,10 +10,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::fs::SiteFiles;
-use crate::io::IoEngine;
 use crate::link::Link;
 use crate::site::peer::SiteHandler;
 use crate::site::Site;
+use hbio::IoEngine;
 
 /// The environment may override `fuse_transport` (the test suite runs hbfs
 /// on both transports this way).

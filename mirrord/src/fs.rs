@@ -8,9 +8,9 @@ use hbcore::report::chain;
 use hbfs::{Errno, VolumeFile, Volumes};
 use tokio::runtime::Handle;
 
-use crate::io::inline_io;
 use crate::site::{Site, SiteError};
 use crate::volume::VolumeError;
+use hbio::inline_io;
 
 /// hbfs's view of a site.
 pub struct SiteFiles {

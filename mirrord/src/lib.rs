@@ -3,8 +3,8 @@
 //! Modules in reading order:
 //!
 //! - [`config`]: the TOML configuration.
-//! - [`io`]: the I/O engine, io_uring on a ring thread (pread/pwrite fallback);
-//!   [`pool`]: its aligned buffers, reused rather than allocated per I/O.
+//! - The I/O engine (io_uring on a ring thread, pread/pwrite fallback) and
+//!   its pooled aligned buffers are the `hbio` crate.
 //! - [`volume`]: fixed-size volumes on files or block devices, aligned I/O.
 //! - [`bitmap`]: the dirty bitmap of a pair, persisted so a crash never under-marks.
 //! - [`generation`]: generation identifiers of a pair and their comparison (in sync, ahead, split brain, unrelated).
@@ -36,7 +36,7 @@
 //! ```text
 //!  PVOL site
 //!  host write(2) ─> kernel FUSE ⇢ hbfs ─> fs::SiteFiles::write
-//!  ══ FUSE worker thread ══ block_on(Site::host_write), volume I/O inline (io::inline_io)
+//!  ══ FUSE worker thread ══ block_on(Site::host_write), volume I/O inline (hbio::inline_io)
 //!   │ lock the volume's order; mark the blocks dirty (seq s)      (bitmap)
 //!   ├─ ship: PeerLink::send ─> link::wire: the frame written on the socket
 //!   │     by this thread (header + the data, one writev) ─> TCP ──────────────────┐
@@ -70,13 +70,11 @@ pub mod daemon;
 pub mod fence;
 pub mod fs;
 pub mod generation;
-pub mod io;
 pub mod link;
 pub mod meta;
 pub mod metrics;
 pub mod outdated;
 pub mod pair;
-pub mod pool;
 pub mod rate;
 pub mod service;
 pub mod site;

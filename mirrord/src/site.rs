@@ -61,11 +61,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bitmap::DirtyMap;
 use crate::config::Config;
-use crate::io::IoEngine;
 use crate::link::{Link, LinkError, PeerLink};
 use crate::meta::{Meta, MetaError, PairMeta, VolumeMeta};
 use crate::pair::PairRt;
 use crate::volume::Volume;
+use hbio::IoEngine;
 
 pub use error::SiteError;
 

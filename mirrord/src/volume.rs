@@ -1,6 +1,6 @@
 //! Volumes: fixed-size byte ranges backed by a regular file or a block
 //! device, opened with O_DIRECT where the backing store allows it, read and
-//! written through the [`IoEngine`](crate::io::IoEngine) in 4 KiB-aligned
+//! written through the [`IoEngine`] in 4 KiB-aligned
 //! pieces (unaligned writes are read-modify-write of the covering blocks).
 
 use std::fs::{File, OpenOptions};
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hbcore::vocab::Backing;
 
-use crate::io::{IoEngine, ALIGN};
+use hbio::{IoEngine, ALIGN};
 
 /// Space on the filesystem that would hold a new volume file.
 struct Space {

@@ -13,8 +13,8 @@
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use hbcore::align::AlignedBuf;
 use hbcore::frame::{Format, FrameError, HEADER_LEN};
+use hbio::AlignedBuf;
 
 use super::config::Config;
 use super::error::HbError;

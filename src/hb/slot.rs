@@ -4,7 +4,7 @@
 //! never answers for the storage.
 //!
 //! The reads and writes go through one io_uring ring on its own thread
-//! (mirrord's [`IoEngine`], pread/pwrite where io_uring is refused), not a
+//! (hbio's [`IoEngine`], pread/pwrite where io_uring is refused), not a
 //! blocking thread per mirror: a tick hands all its mirrors' writes to the
 //! ring at once, which takes them in one submission; a write stuck on a
 //! hung hbfs holds a ring entry, not a thread. Only opening a file (rare:
@@ -22,8 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use super::message::SLOT;
-use hbcore::align::AlignedBuf;
-use mirrord::io::IoEngine;
+use hbio::{AlignedBuf, IoEngine};
 
 /// Opens a heartbeat volume (file or device), with O_DIRECT where the filesystem allows it.
 pub fn open_slot(path: &Path, write: bool) -> std::io::Result<File> {

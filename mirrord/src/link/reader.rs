@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::codec::Decoder;
 
 use super::SMALL_WRITE;
-use crate::pool::BufPool;
+use hbio::BufPool;
 
 /// Reads messages off one connection.
 pub(super) struct FrameReader<R> {
@@ -162,7 +162,7 @@ mod tests {
             }) = &next
             {
                 if data.len() > SMALL_WRITE {
-                    aligned.push(data.as_ptr() as usize % crate::io::ALIGN == 0);
+                    aligned.push(data.as_ptr() as usize % hbio::ALIGN == 0);
                 }
             }
             got.push(next.map_err(|e| e.to_string()));

@@ -6,6 +6,12 @@
 //! reason) keys, the summary a fixed set of reasons and [`NAMED_SOURCES`]
 //! addresses.
 //!
+//! Refusals are counted in one place, `Tally`, under one lock: the totals
+//! (the metric) and the ones not yet said (the summary) move together. The
+//! throttle only decides which refusal gets its own line ([`Throttle::due`]).
+//! Noted by the accept loop and the handshake tasks; summarized by a task
+//! of its own.
+//!
 //! ```text
 //!  refused ─> note(from, kind, text) ─┬ first of (ip, kind) this period ─> WARN "refused a connection from …: text"
 //!                                     └ else counted ─> every period ─> WARN "N more connections refused …: kind: n, …"
@@ -17,7 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hbcore::throttle::{Throttle, Verdict};
+use hbcore::throttle::Throttle;
 use tokio_util::sync::CancellationToken;
 
 /// One line per address and reason per this period, and one summary.
@@ -35,13 +41,20 @@ struct Unsaid {
     more_sources: bool,
 }
 
+/// The one count of refused link connections.
+#[derive(Default)]
+struct Tally {
+    /// Every refusal since start, by kind (for the metrics).
+    totals: BTreeMap<&'static str, u64>,
+    /// Those not logged one by one since the last summary.
+    unsaid: Unsaid,
+}
+
 /// The log of refused link connections.
 pub struct RefusalLog {
     throttle: Throttle,
     period: Duration,
-    unsaid: Mutex<Unsaid>,
-    /// Every refusal since start, by kind (for the metrics).
-    totals: Mutex<BTreeMap<&'static str, u64>>,
+    tally: Mutex<Tally>,
 }
 
 impl RefusalLog {
@@ -58,23 +71,23 @@ impl RefusalLog {
         RefusalLog {
             throttle: Throttle::new(period, REMEMBERED),
             period,
-            unsaid: Mutex::new(Unsaid::default()),
-            totals: Mutex::new(BTreeMap::new()),
+            tally: Mutex::new(Tally::default()),
         }
     }
 
     /// Records that the connection from `from` was refused: `kind` is the
     /// reason in fixed words (what refusals are counted by), `text` the full one.
     pub fn note(&self, from: SocketAddr, kind: &'static str, text: &str) {
-        if let Ok(mut totals) = self.totals.lock() {
-            *totals.entry(kind).or_insert(0) += 1;
-        }
-        // The throttle's own count of the quiet ones is said by the summary instead.
-        if let Verdict::Say { .. } = self.throttle.note(&from.ip().to_string(), kind) {
+        let due = self.throttle.due(&from.ip().to_string(), kind);
+        // A poisoned lock only means a panic between two counter updates.
+        let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
+        *tally.totals.entry(kind).or_insert(0) += 1;
+        if due {
+            drop(tally);
             tracing::warn!("link: refused a connection from {from}: {text}");
             return;
         }
-        let mut unsaid = self.unsaid.lock().unwrap_or_else(|e| e.into_inner());
+        let unsaid = &mut tally.unsaid;
         *unsaid.by_kind.entry(kind).or_insert(0) += 1;
         if unsaid.sources.len() < NAMED_SOURCES {
             unsaid.sources.insert(from.ip());
@@ -85,15 +98,16 @@ impl RefusalLog {
 
     /// Every refusal since start, by kind.
     pub fn totals(&self) -> Vec<(&'static str, u64)> {
-        self.totals
-            .lock()
-            .map(|t| t.iter().map(|(k, n)| (*k, *n)).collect())
-            .unwrap_or_default()
+        let tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
+        tally.totals.iter().map(|(k, n)| (*k, *n)).collect()
     }
 
     /// The summary of the refusals not logged one by one since the last call, if any.
     fn summary(&self) -> Option<String> {
-        let unsaid = std::mem::take(&mut *self.unsaid.lock().unwrap_or_else(|e| e.into_inner()));
+        let unsaid = {
+            let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut tally.unsaid)
+        };
         let total: u64 = unsaid.by_kind.values().sum();
         if total == 0 {
             return None;
@@ -164,6 +178,11 @@ mod tests {
             )
         );
         assert_eq!(log.summary(), None, "each refusal is summarized once");
+        assert_eq!(
+            log.totals(),
+            [("handshake too slow", 200), ("oversized frame", 100)],
+            "the totals count the said and the unsaid ones once each"
+        );
     }
 
     #[test]
@@ -174,7 +193,8 @@ mod tests {
             log.note(from([10, 1, a, b], 1), "not the link protocol", "junk");
         }
         assert!(log.throttle.len() <= REMEMBERED + 1);
-        let unsaid = log.unsaid.lock().expect("lock");
+        let tally = log.tally.lock().expect("lock");
+        let unsaid = &tally.unsaid;
         assert!(unsaid.sources.len() <= NAMED_SOURCES && unsaid.more_sources);
         assert_eq!(
             unsaid.by_kind.get("not the link protocol"),

@@ -22,7 +22,7 @@
 //!     Wire's buffer, writev(header, data) ............ (kernel copy)  ──> read into the reader's
 //!                                                                          buffer (kernel copy)
 //!   PVOL write: pwrite from the same buffer, on                          decode: the data is a slice
-//!     this thread (io::inline_io)                                          of that buffer (LinkCodec)
+//!     this thread (hbio::inline_io)                                        of that buffer (LinkCodec)
 //!                                                                        SVOL write: into a pooled
 //!                                                                          aligned buffer ....... copy 2
 //!                                                                          pwrite on this task

@@ -13,12 +13,12 @@ use hbcore::vocab::{Mode, PairState, Role};
 use super::{Site, SiteError};
 use crate::bitmap::{DirtyMap, BLOCK};
 use crate::fence::{fenced, write_refusal, Refusal};
-use crate::io::{IoEngine, ALIGN};
 use crate::link::LinkError;
 use crate::meta::PairMeta;
 use crate::pair::{mirroring, PairRt, Queued};
 use crate::rate::HostOp;
 use crate::volume::Volume;
+use hbio::{IoEngine, ALIGN};
 
 /// The blocks at the ends of a write of `len` bytes at `offset` that it
 /// covers only in part (so its data is not the whole block).
@@ -347,7 +347,7 @@ impl Site {
         // that received it: the ring's two wake-ups cost as much as the
         // write. Copy frames (up to 1 MiB) go to the ring.
         let written = if len <= crate::link::SMALL_WRITE {
-            crate::io::inline_io_of(write).await
+            hbio::inline_io_of(write).await
         } else {
             write.await
         };

@@ -18,7 +18,7 @@ use crate::generation;
 use crate::link::Handler;
 use crate::meta::PairMeta;
 use crate::pair::PairRt;
-use crate::pool::BufPool;
+use hbio::BufPool;
 
 /// The link's view of a site.
 pub struct SiteHandler(pub Arc<Site>);

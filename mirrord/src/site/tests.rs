@@ -16,8 +16,8 @@ use super::peer::SiteHandler;
 use super::{Site, SiteError, ANY_STATE};
 use crate::bitmap::BLOCK;
 use crate::config::{Config, LinkConfig, PeerConfig};
-use crate::io::IoEngine;
 use crate::link::{Link, LinkError};
+use hbio::IoEngine;
 
 /// Longest any test waits for a state.
 const DEADLINE: Duration = Duration::from_secs(20);

@@ -1,5 +1,7 @@
 //! Buffers aligned for O_DIRECT: mirrord's volume I/O and hbd's heartbeat
-//! slots both read and write block devices and direct-I/O files.
+//! slots both read and write block devices and direct-I/O files. A buffer
+//! is owned by one thread or op at a time (it moves, it is never shared
+//! mutably); [`crate::BufPool`] keeps them for reuse.
 
 /// Alignment of every buffer and of O_DIRECT offsets and lengths.
 pub const ALIGN: usize = 4096;

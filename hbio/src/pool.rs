@@ -10,15 +10,21 @@
 //! comes back when the last reference drops, so never while the kernel (an
 //! op holds a reference) or a frame still uses it.
 //!
-//! Bounded: at most [`PER_LENGTH`] buffers of a length, lengths up to
-//! [`LARGEST`], and [`MAX_BYTES`] in all; beyond that a returned buffer is freed.
+//! Bounded: at most `PER_LENGTH` (32) buffers of a length, lengths up to
+//! `LARGEST` (1 MiB), and `MAX_BYTES` (32 MiB) in all; beyond that a
+//! returned buffer is freed.
+//!
+//! Shared by every thread and task that does volume I/O (FUSE workers, link
+//! readers, copy tasks, the ring thread's callers) behind one mutex, held
+//! only to pop or push a buffer; a shared buffer comes back on whichever
+//! thread drops its last reference.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::io::AlignedBuf;
+use crate::align::AlignedBuf;
 
 /// Buffers kept per length.
 const PER_LENGTH: usize = 32;
