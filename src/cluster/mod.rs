@@ -19,7 +19,9 @@
 //! - [`config`]: `[cluster]` in hbd's config.
 //! - [`api`]: the requests of `hbctl cluster`.
 //! - `actions`: executables, pair takeover through mirrord, floating IPs of an application.
-//! - `member`: the agent: self-check, silence, notices, takeover.
+//! - `roles`: what the member keeps for its roles (a start of day, its master), as data.
+//! - `member`: the member's state, its MIB changes and notices.
+//! - `agent`: the member at work: notices received, self-check, silence, takeover.
 //! - `validate`: may a node stand by (volumes, executables present and a
 //!   trial run: start, check, stop; floating IPs)?
 //! - `membership`: hot add and remove.
@@ -55,11 +57,13 @@ pub mod notice;
 pub mod states;
 
 mod actions;
+mod agent;
 mod forming;
 mod liveness;
 mod master;
 mod member;
 mod membership;
+mod roles;
 mod storage;
 mod validate;
 
@@ -69,7 +73,7 @@ use std::sync::Arc;
 
 use hbcore::jsonl;
 
-use crate::hb::state::Hbd;
+use crate::hb::daemon::Lent;
 use api::{ClusterReply, ClusterRequest};
 use mib::{Mib, MibError};
 
@@ -120,12 +124,14 @@ impl Drop for Running {
     }
 }
 
-/// Starts the member agent if hbd's config has `[cluster]`.
-pub async fn start(hbd: &Arc<Hbd>) -> Result<Option<Running>, ClusterError> {
-    let Some(config) = hbd.config.cluster.clone() else {
+/// Starts the member agent if hbd's config has `[cluster]`, with what hbd
+/// lends it (the `hbd` binary passes this to [`crate::hb::daemon::run`]).
+pub async fn start(lent: Lent) -> Result<Option<Running>, ClusterError> {
+    let Lent { shared, checks } = lent;
+    let Some(config) = shared.config.cluster.clone() else {
         return Ok(None);
     };
-    let path = hbd.config.data_dir.join("cluster.json");
+    let path = shared.config.data_dir.join("cluster.json");
     let mib = if path.exists() {
         Mib::load(&path).map_err(ClusterError::Mib)?
     } else if let Some(first) = &config.mib {
@@ -135,8 +141,8 @@ pub async fn start(hbd: &Arc<Hbd>) -> Result<Option<Running>, ClusterError> {
     } else {
         return Err(ClusterError::NoMib { path });
     };
-    if mib.node(&hbd.config.host).is_none() {
-        tracing::warn!(host = %hbd.config.host, "this host is not a node of cluster '{}' yet: it takes no part until added", mib.cluster_id);
+    if mib.node(&shared.config.host).is_none() {
+        tracing::warn!(host = %shared.config.host, "this host is not a node of cluster '{}' yet: it takes no part until added", mib.cluster_id);
     }
     // One socket on every address: notices to each member address leave on
     // that address's network, and start-of-day broadcasts arrive.
@@ -154,7 +160,8 @@ pub async fn start(hbd: &Arc<Hbd>) -> Result<Option<Running>, ClusterError> {
             source,
         })?;
     let member = Arc::new(member::Member::new(
-        Arc::clone(hbd),
+        Arc::clone(&shared),
+        checks,
         mib,
         path,
         config.port,

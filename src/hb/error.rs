@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use hbcore::frame::FrameError;
 use hbcore::jsonl::ClientError;
 
-use super::message::MessageError;
+use super::logic::message::MessageError;
 
 /// An hbd operation that failed.
 #[derive(Debug, thiserror::Error)]
