@@ -11,8 +11,8 @@ use hbcore::vocab::{PairState, Role};
 
 use super::floating_ip::{self, FloatingIpError};
 use super::mib::Application;
-use crate::hb::error::HbError;
 use crate::hb::daemon::storage_client;
+use crate::hb::error::HbError;
 
 /// Why an action failed (its chain, by [`report::chain`], is the reason a
 /// node is DOWN).

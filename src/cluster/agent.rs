@@ -23,27 +23,19 @@
 //! (every interval: storage probe, master tick, self-check, silence,
 //! takeovers); the [`Member`] they act on is in `member`.
 
-use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
-
 use super::actions;
-use super::api::{Takeover, View};
+use super::api::Takeover;
+use super::member::Member;
 use super::mib::{Merge, Mib, NodeState};
 use super::notice::{Kind, Notice, MAX_NOTICE};
-use super::member::Member;
 use super::states;
 use super::validate::{validate, Executables};
-use crate::hb::api::Source;
-use crate::hb::daemon::checks::Checks;
 use crate::hb::daemon::lock::lock;
-use crate::hb::daemon::shared::Shared;
-use crate::hb::logic::table::now_ms;
 use hbcore::report;
 use hbcore::vocab::Level;
 
@@ -192,7 +184,13 @@ impl Member {
     fn self_check(&self) -> Option<Result<(), String>> {
         let ok = self.checks.outcomes();
         let mut failing = vec![];
-        for c in self.shared.config.checks.iter().filter(|c| c.level.alerts()) {
+        for c in self
+            .shared
+            .config
+            .checks
+            .iter()
+            .filter(|c| c.level.alerts())
+        {
             match ok.get(&c.part) {
                 None => return None,
                 Some(false) => failing.push(format!("check '{}' ({}) fails", c.part, c.level)),

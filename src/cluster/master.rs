@@ -27,11 +27,11 @@ use std::time::{Duration, Instant};
 use hbcore::vocab::Level;
 
 use super::member::Member;
-use super::roles::MasterView;
 use super::notice::{Kind, Notice};
-use crate::hb::logic::message::next_serial;
-use crate::hb::daemon::record::{read_volume, VolumeRead};
+use super::roles::MasterView;
 use crate::hb::daemon::lock::lock;
+use crate::hb::daemon::record::{read_volume, VolumeRead};
+use crate::hb::logic::message::next_serial;
 use crate::hb::logic::table::now_ms;
 
 /// Serials a new master skips past the table it took over (more than the

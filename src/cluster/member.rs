@@ -10,19 +10,16 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::net::UdpSocket;
 
-use super::actions;
 use super::api::{Takeover, View};
-use super::mib::{Merge, Mib, NodeState};
-use super::notice::{Kind, Notice, MAX_NOTICE};
+use super::mib::{Mib, NodeState};
+use super::notice::{Kind, Notice};
 use super::roles::{Forming, MasterView};
-use super::states;
-use super::validate::{validate, Executables};
 use crate::hb::api::Source;
 use crate::hb::daemon::checks::Checks;
 use crate::hb::daemon::lock::lock;

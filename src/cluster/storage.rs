@@ -12,8 +12,8 @@ use hbcore::report;
 use super::member::Member;
 use super::mib::NodeState;
 use super::notice::Kind;
-use crate::hb::daemon::storage_client;
 use crate::hb::daemon::lock::lock;
+use crate::hb::daemon::storage_client;
 
 /// Ticks between two probes of mirrord.
 pub const PROBE_TICKS: u64 = 5;

@@ -43,7 +43,8 @@ pub async fn validate(
         .filter(|a| a.standby.iter().any(|n| n == me) || a.active.as_deref() == Some(me));
     for a in apps {
         for pair in &a.volumes {
-            if let Err(e) = storage_client::pair(mirrord_socket, pair, Duration::from_secs(5)).await {
+            if let Err(e) = storage_client::pair(mirrord_socket, pair, Duration::from_secs(5)).await
+            {
                 problems.push(format!(
                     "{}: volume {pair} unreachable: {}",
                     a.name,

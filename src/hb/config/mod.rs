@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use hbcore::config::ConfigError;
 use hbcore::config;
+pub use hbcore::config::ConfigError;
 use hbcore::vocab::Group;
 
 use crate::hb::logic::counter::CounterRule;

@@ -11,7 +11,6 @@ use hbcore::vocab::Level;
 
 use crate::hb::logic::table::{ArmPolicy, Direction, MirrorSeed};
 
-
 /// A network heartbeat channel (UDP): `[network]`, or one of `[[networks]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

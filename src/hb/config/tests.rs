@@ -1,6 +1,8 @@
 //! The config's tests: examples parsed, values and combinations refused by name.
 
 use super::*;
+use crate::hb::logic::table::Direction;
+use hbcore::vocab::Level;
 
 const EXAMPLE: &str = r#"
 host = "standby-a"
@@ -50,7 +52,7 @@ fn the_example_parses_with_sub_second_timing() {
 
 #[test]
 fn the_readme_example_parses() {
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../../README.md");
     let start = readme
         .find("host = \"standby-a\"")
         .expect("the README has the hbd example");

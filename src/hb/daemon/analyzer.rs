@@ -29,17 +29,17 @@ use hbcore::throttle::{suppressed_note, Verdict as Say};
 use hbcore::vocab::{Group, Level};
 use tokio::sync::oneshot;
 
-use crate::hb::logic::analysis::{Analysis, Report, VerdictKind};
-use crate::hb::logic::checker::CounterChange;
-use crate::hb::logic::counter::Change;
-use crate::hb::error::HbError;
-use super::failover::run_command;
-use crate::hb::logic::message::ControlBody;
 use super::checks::Checks;
 use super::failover::fail_over;
+use super::failover::run_command;
 use super::lock::lock;
 use super::report::local_report;
 use super::shared::Shared;
+use crate::hb::error::HbError;
+use crate::hb::logic::analysis::{Analysis, Report, VerdictKind};
+use crate::hb::logic::checker::CounterChange;
+use crate::hb::logic::counter::Change;
+use crate::hb::logic::message::ControlBody;
 use crate::hb::logic::step::commit_failover_on_fault;
 use crate::hb::logic::table::now_ms;
 
@@ -85,7 +85,8 @@ impl Analyzer {
                 Change::Bad => {
                     let text = "BAD: its counter reached 0 (silent for the counter's periods); fault analysis".to_string();
                     tracing::warn!(channel = %ch.channel, "heartbeat channel {text}");
-                    self.shared.event(crate::hb::api::Source::Local, None, &ch.channel, text);
+                    self.shared
+                        .event(crate::hb::api::Source::Local, None, &ch.channel, text);
                     bad.push(ch.channel);
                 }
                 Change::Good => {
@@ -152,8 +153,13 @@ impl Analyzer {
     /// Returns its id.
     pub fn start_analysis(self: &Arc<Self>, trigger: String) -> String {
         let dead = self.shared.checker().all_channels_failed();
-        let id =
-            lock(&self.book).start(&self.shared.config.host, now_ms(), &trigger, dead, Instant::now());
+        let id = lock(&self.book).start(
+            &self.shared.config.host,
+            now_ms(),
+            &trigger,
+            dead,
+            Instant::now(),
+        );
         tracing::info!(id = %id, "fault analysis: {trigger}");
         if !dead && !self.is_master() {
             self.shared.queue(ControlBody::AnalysisRequest {
@@ -180,7 +186,8 @@ impl Analyzer {
     }
 
     fn last_analysis(&self) -> Result<Analysis, HbError> {
-        self.shared.checker()
+        self.shared
+            .checker()
             .table
             .analysis
             .clone()
@@ -308,7 +315,9 @@ impl Analyzer {
     /// With `failover_on_fault`, a standby whose analysis found production
     /// faulted and whose QoS says it can do better takes over (Fig 6, 638).
     fn fail_over_on_fault(self: &Arc<Self>, analysis: &Analysis) {
-        if !self.shared.config.analysis.failover_on_fault || self.shared.config.group != Group::Standby {
+        if !self.shared.config.analysis.failover_on_fault
+            || self.shared.config.group != Group::Standby
+        {
             return;
         }
         let go = commit_failover_on_fault(&mut self.shared.checker());

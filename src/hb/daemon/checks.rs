@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::lock::lock;
+use super::shared::Shared;
 use crate::hb::api::Source;
 use crate::hb::config::CheckConfig;
 use crate::hb::logic::message::{ControlBody, Notice};
-use super::lock::lock;
-use super::shared::Shared;
 use crate::hb::logic::table::now_ms;
 
 /// The local checks' last outcomes: true while a check passes.

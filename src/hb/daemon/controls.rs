@@ -8,11 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::hb::api::Source;
-use super::failover::run_command;
-use crate::hb::logic::message::{Beat, ControlBody, Notice, Procedure};
 use super::analyzer::Analyzer;
+use super::failover::run_command;
 use super::shared::Shared;
+use crate::hb::api::Source;
+use crate::hb::logic::message::{Beat, ControlBody, Notice, Procedure};
 use crate::hb::logic::step::{apply_to_table, take_controls, Applied};
 
 /// Takes the acknowledgement and the new control messages of a valid heartbeat.

@@ -11,9 +11,9 @@ use hbcore::control::{PairOutdate, PairTakeover, Reply, Request};
 use hbcore::report;
 use hbcore::vocab::Level;
 
-use crate::hb::api::Source;
-use super::storage_client;
 use super::shared::Shared;
+use super::storage_client;
+use crate::hb::api::Source;
 
 /// Takes over the data pairs and runs the hook. The tick calls it once,
 /// on a task of its own, so a slow hook never delays the heartbeats.
@@ -102,7 +102,10 @@ async fn fence_pairs(shared: &Shared, peer: &str) {
     for pair in &shared.config.failover.take_over {
         let request = Request::PairOutdate(PairOutdate {
             name: pair.clone(),
-            reason: format!("host '{}' stepped down: {peer} took over", shared.config.host),
+            reason: format!(
+                "host '{}' stepped down: {peer} took over",
+                shared.config.host
+            ),
         });
         let socket = &shared.config.failover.mirrord_socket;
         match storage_client::call_within(socket, request, Duration::from_secs(10)).await {

@@ -17,14 +17,14 @@ use hbcore::control::{PairInstall, Request};
 use hbcore::report;
 use hbcore::vocab::{Kind, Role};
 
+use super::lock::lock;
+use super::shared::Shared;
+use super::slot::write_slot;
+use super::slot::OpenFiles;
+use super::storage_client;
 use crate::hb::api::{Install, Source};
 use crate::hb::error::HbError;
 use crate::hb::logic::message::ControlBody;
-use super::storage_client;
-use super::slot::write_slot;
-use super::lock::lock;
-use super::shared::Shared;
-use super::slot::OpenFiles;
 use crate::hb::logic::table::{DeviceStatus, Direction};
 
 /// How long hbd waits for mirrord when checking and protecting a pair.
@@ -239,7 +239,8 @@ impl Mirrors {
                     drop(c);
                     if new {
                         tracing::warn!(mirror = %name, "{why}");
-                        self.shared.event(Source::Local, None, &format!("mirror {name}"), why);
+                        self.shared
+                            .event(Source::Local, None, &format!("mirror {name}"), why);
                     }
                 }
             }

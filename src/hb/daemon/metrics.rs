@@ -10,8 +10,8 @@ use std::sync::Arc;
 use hbcore::metrics::{labels, Labels, Scrape};
 use serde::Serialize;
 
-use crate::hb::api::Source;
 use super::shared::Shared;
+use crate::hb::api::Source;
 use crate::hb::logic::table::{GroupStatus, Seen, Table};
 use hbcore::vocab::Level;
 
@@ -221,7 +221,9 @@ pub fn scrape(shared: &Shared) -> String {
 }
 
 /// Starts the endpoint if `metrics_listen` is set; it stops with the returned sender.
-pub async fn start(shared: &Arc<Shared>) -> anyhow::Result<Option<tokio::sync::oneshot::Sender<()>>> {
+pub async fn start(
+    shared: &Arc<Shared>,
+) -> anyhow::Result<Option<tokio::sync::oneshot::Sender<()>>> {
     let Some(address) = shared.config.metrics_listen else {
         return Ok(None);
     };

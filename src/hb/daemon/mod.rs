@@ -120,14 +120,14 @@ use crate::hb::config::Config;
 use crate::hb::error::HbError;
 use analyzer::Analyzer;
 use checks::Checks;
+use hbcore::daemon::Shutdown;
+use hbcore::jsonl;
 use install::Mirrors;
 use netio::{retried, NetChannel, Networks};
 use server::Server;
 use shared::Shared;
 use slot::OpenFiles;
 use tick::Ticker;
-use hbcore::daemon::Shutdown;
-use hbcore::jsonl;
 
 /// What hbd lends a part started beside it (the cluster member, started by
 /// the `hbd` binary): what every task shares, and the local checks'

@@ -19,14 +19,14 @@ use tokio::sync::watch;
 
 use hbcore::throttle::{suppressed_note, Throttle, Verdict};
 
-use crate::hb::logic::checker::At;
-use crate::hb::config::NetworkConfig;
-use crate::hb::logic::counter::{CounterRule, Disconnect, SocketStep};
-use crate::hb::logic::message::Beat;
 use super::analyzer::Analyzer;
 use super::controls::absorb;
 use super::lock::lock;
 use super::shared::Shared;
+use crate::hb::config::NetworkConfig;
+use crate::hb::logic::checker::At;
+use crate::hb::logic::counter::{CounterRule, Disconnect, SocketStep};
+use crate::hb::logic::message::Beat;
 use crate::hb::logic::table::GroupStatus;
 use crate::hb::logic::watch::{Observation, Refusal};
 

@@ -16,12 +16,12 @@ use std::path::{Path, PathBuf};
 use hbcore::align::AlignedBuf;
 use hbcore::frame::{Format, FrameError, HEADER_LEN};
 
+use super::slot::open_slot;
 use crate::hb::config::resume::resume;
 use crate::hb::config::Config;
 use crate::hb::error::HbError;
 use crate::hb::logic::message::{serial_ahead, SLOT};
-use super::slot::open_slot;
-use crate::hb::logic::table::{GroupStatus, Seeding, Table};
+use crate::hb::logic::table::{Seeding, Table};
 
 /// The status table's frame on the table volume.
 pub const TABLE_FORMAT: Format = Format {

@@ -6,12 +6,12 @@
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::hb::logic::analysis::{EchoMethod, NetworkCheck, Report};
-use crate::hb::config::NetworkConfig;
-use super::netcheck::{self, Probe};
-use crate::hb::logic::qos::Qos;
 use super::checks::Checks;
+use super::netcheck::{self, Probe};
 use super::shared::Shared;
+use crate::hb::config::NetworkConfig;
+use crate::hb::logic::analysis::{EchoMethod, NetworkCheck, Report};
+use crate::hb::logic::qos::Qos;
 use crate::hb::logic::table::{now_ms, DeviceStatus};
 
 /// A reported problem is cut to this many characters (a report rides a heartbeat).
@@ -141,11 +141,11 @@ pub fn qos(shared: &Shared, checks: &Checks, networks: &[NetworkCheck]) -> Qos {
 /// failover must not wait for it).
 pub fn qos_now(shared: &Shared, checks: &Checks) -> Qos {
     let on = shared.checker().table.network_on();
-    qos(shared, checks, &netcheck::nics(&probes(
-        &shared.config.all_networks(),
-        on,
-        false,
-    )))
+    qos(
+        shared,
+        checks,
+        &netcheck::nics(&probes(&shared.config.all_networks(), on, false)),
+    )
 }
 
 /// Keeps `r` within [`REPORT_MAX`] encoded: first without its explanations,

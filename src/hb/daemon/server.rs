@@ -11,13 +11,13 @@ use hbcore::jsonl;
 use hbcore::report;
 use tokio::net::UnixListener;
 
-use crate::hb::api::{HbReply, HbRequest, SetProcedure, Source};
-use crate::hb::error::HbError;
-use crate::hb::logic::message::ControlBody;
 use super::analyzer::Analyzer;
 use super::controls::set_procedure;
 use super::install::Mirrors;
 use super::shared::Shared;
+use crate::hb::api::{HbReply, HbRequest, SetProcedure, Source};
+use crate::hb::error::HbError;
+use crate::hb::logic::message::ControlBody;
 use crate::hb::logic::table::{Direction, Table};
 
 /// The control server and what it answers with: what every task shares,
@@ -49,7 +49,12 @@ impl Server {
             "hbmirror::hb::api::HbRequest",
             move |request: HbRequest| {
                 let server = Arc::clone(&self);
-                async move { server.dispatch(request).await.map_err(|e| report::chain(&e)) }
+                async move {
+                    server
+                        .dispatch(request)
+                        .await
+                        .map_err(|e| report::chain(&e))
+                }
             },
             shutdown,
         )
@@ -118,7 +123,8 @@ impl Server {
     fn rearm(&self) -> String {
         let text = self.shared.checker().rearm(Instant::now());
         self.shared.save();
-        self.shared.event(Source::Local, None, "rearm", text.clone());
+        self.shared
+            .event(Source::Local, None, "rearm", text.clone());
         tracing::info!("{text}");
         text
     }

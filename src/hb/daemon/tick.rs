@@ -20,10 +20,6 @@ use hbcore::vocab::Level;
 
 use hbcore::report;
 
-use crate::hb::api::Source;
-use crate::hb::logic::checker::{At, ClockChange};
-use crate::hb::logic::message::Beat;
-use super::slot::{read_slot, write_slot};
 use super::analyzer::Analyzer;
 use super::checks::Checks;
 use super::controls::absorb;
@@ -33,9 +29,13 @@ use super::netio::Networks;
 use super::report::qos_now;
 use super::shared::Shared;
 use super::slot::OpenFiles;
+use super::slot::{read_slot, write_slot};
+use crate::hb::api::Source;
+use crate::hb::logic::checker::{At, ClockChange};
+use crate::hb::logic::message::Beat;
 use crate::hb::logic::qos::can_carry;
 use crate::hb::logic::step::{commit_failover, tick_step, Absence, FailoverStep, TickOutcome};
-use crate::hb::logic::table::{now_ms, Direction};
+use crate::hb::logic::table::Direction;
 use crate::hb::logic::watch::Observation;
 
 /// The tick and what it uses: every part of hbd but the control server.
@@ -114,7 +114,8 @@ impl Ticker {
             self.shared.event(Source::Local, None, "stall", text);
         }
         self.clocks_changed(clocks);
-        let returned = returned.map(|stepped_down| (self.shared.config.peers.join(", "), stepped_down));
+        let returned =
+            returned.map(|stepped_down| (self.shared.config.peers.join(", "), stepped_down));
         for t in transitions {
             if t.failed {
                 tracing::warn!(channel = %t.channel, "heartbeat channel FAILED: {}", t.why);
@@ -256,18 +257,19 @@ impl Ticker {
             let read = tokio::time::timeout(deadline, read_slot(&self.files, &path)).await;
             let shown = path.display();
             let beat = match read {
-                Ok(Ok(buf)) => {
-                    Beat::decode(buf.as_slice(), &self.shared.key).map_err(|e| format!("{shown}: {e}"))
-                }
+                Ok(Ok(buf)) => Beat::decode(buf.as_slice(), &self.shared.key)
+                    .map_err(|e| format!("{shown}: {e}")),
                 Ok(Err(e)) => Err(format!("cannot read {shown}: {e}")),
                 Err(_) => Err(format!("read of {shown} took longer than the interval")),
             };
             (name, beat)
         });
         for (name, beat) in futures_util::future::join_all(reads).await {
-            let seen =
-                self.shared.checker()
-                    .mirror_read(&name, beat.as_ref().map_err(String::clone), At::now());
+            let seen = self.shared.checker().mirror_read(
+                &name,
+                beat.as_ref().map_err(String::clone),
+                At::now(),
+            );
             if let (Ok(beat), Observation::Advanced) = (&beat, seen) {
                 absorb(&self.shared, &self.analyzer, beat).await;
             }
@@ -288,7 +290,8 @@ impl Ticker {
             FailoverStep::Go { silent } => {
                 let shared = Arc::clone(&self.shared);
                 tokio::spawn(async move { fail_over(&shared, reason, silent).await });
-                self.analyzer.analysis_due("every channel failed: failover".into());
+                self.analyzer
+                    .analysis_due("every channel failed: failover".into());
             }
             FailoverStep::Done => {}
             FailoverStep::Held { text, first } => {
@@ -296,7 +299,8 @@ impl Ticker {
                     tracing::error!("FAILOVER HELD: {text}");
                     self.shared
                         .event(Source::Local, Some(Level::SystemDown), "failover", text);
-                    self.analyzer.analysis_due("every channel failed: failover held".into());
+                    self.analyzer
+                        .analysis_due("every channel failed: failover held".into());
                 }
             }
         }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::analysis::{network_label, Analysis, ChannelStatus, EchoMethod};
 use super::counter::Counter;
-use super::message::{Control, Procedure};
+use super::message::Control;
 use hbcore::vocab::Group;
 
 mod changes;

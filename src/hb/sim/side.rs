@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use hbcore::vocab::Group;
 
 use super::faults::{Shape, SideId, PROD};
+use crate::hb::config::resume::resume;
+use crate::hb::config::Config;
 use crate::hb::logic::analysis::{EchoMethod, NetworkCheck, Nic, Report, VerdictKind};
 use crate::hb::logic::book::Analyses;
 use crate::hb::logic::checker::{At, Checker, Timing};
-use crate::hb::config::Config;
 use crate::hb::logic::message::{Beat, ControlBody, Notice};
 use crate::hb::logic::qos::Qos;
-use crate::hb::config::resume::resume;
 use crate::hb::logic::step::{
     self, apply_to_table, commit_failover, compose_beat, encode_fitting, queue_control,
     take_controls, Absence, Applied, FailoverStep,

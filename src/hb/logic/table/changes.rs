@@ -1,7 +1,7 @@
 //! What changes the table as a whole: a procedure (Fig 8: the person's
 //! choice of channels) and the config's `[[mirrors]]` seeding it.
 
-use super::{DeviceStatus, Direction, Enable, GroupStatus, MirrorSeed, Seeding, Table};
+use super::{DeviceStatus, Enable, GroupStatus, MirrorSeed, Seeding, Table};
 use crate::hb::logic::message::Procedure;
 
 impl Table {

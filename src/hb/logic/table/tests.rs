@@ -1,5 +1,7 @@
 //! The table's tests: install, seeding, the channels each way.
 
+use super::*;
+use crate::hb::logic::message::Procedure;
 
 #[test]
 fn install_reuses_vacant_entries() {
