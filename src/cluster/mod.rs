@@ -5,8 +5,15 @@
 //! own: it needs exactly what hbd already has — the `[[checks]]` (the
 //! self-check), the networks (the notices' channels), the all-channels-dead
 //! verdict about the peer (silence), the heartbeat key and the mirrord
-//! client (pair takeover) — so hbd starts it through one call
-//! ([`start`]) and the logic stays here.
+//! client (pair takeover) — so the `hbd` binary starts it beside hbd
+//! through one call ([`start`], handed to [`crate::hb::daemon::run`], which
+//! lends it hbd's shared state and checks' outcomes: [`crate::hb::daemon::Lent`])
+//! and the logic stays here. `cluster` builds on `hb`; `hb` never imports
+//! `cluster` (`[cluster]`'s settings are defined with hbd's config).
+//!
+//! Threads: the member's notice receiver task, its run task (every
+//! interval) and its control server's tasks share one `Member`;
+//! its locks are held briefly, never across an await.
 //!
 //! Modules in reading order:
 //!
@@ -33,7 +40,7 @@
 //!   master marks a silent one DOWN.
 //!
 //! ```text
-//!  hbd tick ─ [[checks]] ─> checks_ok ─┐        hbd checker: every channel dead ─┐
+//!  hbd tick ─ [[checks]] ─> Checks ────┐        hbd checker: every channel dead ─┐
 //!                                      v                                          v
 //!  member, every interval: self-check fails ─> release IPs ─> DOWN ─> stop executables
 //!                          passes again     ─> STANDBY          peer silent ─> peer DOWN

@@ -6,6 +6,8 @@
 //!
 //! On the wire a request is its fields plus `"op"`:
 //! `{"op":"uninstall","name":"hb2"}`.
+//!
+//! Data only: built by `hbctl` and answered on the control server's tasks.
 
 use std::path::PathBuf;
 

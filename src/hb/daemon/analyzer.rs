@@ -21,6 +21,11 @@
 //!                                              └═> spawn: local_report (blocking: netcheck) ─> AnalysisReport ═> peer
 //!  peer's AnalysisReport ─> analysis_reported ─> (join: local_report) ─> decide ─> complete ─> verdict
 //! ```
+//!
+//! [`Analyzer`] is shared by the tick task, the tasks that absorb a beat
+//! (UDP receivers, tick) and the control server's tasks; its book of
+//! analyses is behind one lock, never held across an await; each local
+//! report runs on a task of its own.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

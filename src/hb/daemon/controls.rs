@@ -4,6 +4,9 @@
 //! heartbeat on every channel turned on until the peer acknowledges its id
 //! (with none on, it waits), and is applied once at the peer, in order,
 //! whichever channel brought it first.
+//!
+//! Runs on the task that got the beat (a UDP receiver, or the tick for a
+//! mirror), with what it uses passed in (shared, analyzer).
 
 use std::sync::Arc;
 use std::time::Duration;

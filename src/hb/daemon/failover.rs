@@ -4,6 +4,9 @@
 //! while it was away, the step-down hook, once; for received SYSTEM DOWN and
 //! SERIOUS notices, the alert command. Each command is a `sh -c` child
 //! process, waited for with a time limit.
+//!
+//! Runs on tasks of their own (failover, step-down), spawned by the tick
+//! or the analyzer; each takes what every task shares ([`Shared`]).
 
 use std::time::Duration;
 

@@ -8,6 +8,10 @@
 //! pair is checked (a heartbeat pair with its PVOL here) and protected again
 //! at mirrord; one that cannot be is FAILED with the reason and not written,
 //! so no heartbeat runs through a mirror that may be split.
+//!
+//! [`Mirrors`] is used at start, by the control server's tasks (install,
+//! uninstall) and by the tick (a retry spawns a protection task); it
+//! holds the retry's time behind a lock.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

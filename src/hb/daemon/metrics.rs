@@ -4,6 +4,8 @@
 //! group's status via each kind of channel; refused heartbeats by reason;
 //! failover, step-down and arming; recent failure notices by level. Built
 //! from the status table at each scrape, so they say what `hbctl hb status` says.
+//!
+//! Each scrape runs on the metrics server's task and reads [`Shared`].
 
 use std::sync::Arc;
 

@@ -9,6 +9,9 @@
 //!
 //! Each network has a receiver task; it follows its network's socket
 //! through a watch channel, so a re-opened socket is picked up at once.
+//!
+//! [`Networks`] (every network's channel) is shared by the tick task
+//! (sends) and the receiver tasks; each disconnect counter is behind a lock.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

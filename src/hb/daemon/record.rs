@@ -9,6 +9,10 @@
 //! written with one write: a torn or foreign table is told by its CRC and
 //! tag. At start hbd takes the newer of the two (by the heartbeat serial,
 //! then by `saved_ms`).
+//!
+//! Read at start (`daemon::run`) and by the cluster member's master
+//! takeover; written by the tick's blocking save and the UDP receivers'
+//! `save_file` (through [`super::shared::Shared`], one writer at a time).
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,9 @@
 //! check of every network, every channel with its counter, its QoS), kept
 //! small enough to ride a heartbeat; and its QoS now, for a failover that
 //! must not wait for an echo.
+//!
+//! `local_report` runs on the analyzer's task (the echo on blocking
+//! threads); `qos_now` on the tick task, before a failover.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;

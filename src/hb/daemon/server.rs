@@ -2,6 +2,9 @@
 //! answered on hbd's socket, each client on a task of its own
 //! ([`hbcore::jsonl::serve`]), until the daemon's shutdown. A refusal is
 //! an [`HbError`], sent as its chain of causes.
+//!
+//! [`Server`] holds what it answers with (shared, analyzer, mirrors); each
+//! client's task shares it.
 
 use std::future::Future;
 use std::sync::Arc;

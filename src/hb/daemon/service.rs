@@ -2,6 +2,9 @@
 //! resumed and the channels are open, a `STATUS=` line with the peer's
 //! status per channel kept current, and `WATCHDOG=1` from the tick (a hung
 //! hbd is a frozen heartbeat: systemd restarts it after `WatchdogSec=`).
+//!
+//! The status line is refreshed by a task of its own; the watchdog is fed
+//! by the tick task.
 
 use std::sync::Arc;
 use std::time::Duration;

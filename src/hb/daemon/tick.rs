@@ -10,6 +10,10 @@
 //! waits for the storage, in sync mode for the peer site), each within the
 //! interval; the tick waits for them, so a hung volume costs one interval
 //! and marks its mirror, never the other channels' heartbeats.
+//!
+//! [`Ticker`] belongs to the tick task alone; it holds the parts it uses
+//! (shared, networks, analyzer, checks, mirrors, open volumes) and its own
+//! counts (ticks, production's return told).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
