@@ -12,14 +12,18 @@
 //!
 //! Read at start (`daemon::run`) and by the cluster member's master
 //! takeover; written by the tick's blocking save and the UDP receivers'
-//! `save_file` (through [`super::shared::Shared`], one writer at a time).
+//! `save_file` (through [`super::shared::Shared`]); [`Keeper`] lets one
+//! writer at a time write each copy.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use hbcore::align::AlignedBuf;
 use hbcore::frame::{Format, FrameError, HEADER_LEN};
 
+use super::lock::lock;
 use super::slot::open_slot;
 use crate::hb::config::resume::resume;
 use crate::hb::config::Config;
@@ -55,6 +59,68 @@ pub fn write_volume(path: &Path, key: &[u8], json: &[u8]) -> std::io::Result<()>
     let mut buf = AlignedBuf::zeroed(frame.len().div_ceil(SLOT) * SLOT);
     buf.as_mut_slice()[..frame.len()].copy_from_slice(&frame);
     open_slot(path, true).and_then(|f| f.write_all_at(buf.as_slice(), 0))
+}
+
+/// The table's two copies on disk, each written by one writer at a time.
+pub struct Keeper {
+    table_path: PathBuf,
+    /// Held while the table file is written.
+    file: Mutex<()>,
+    /// Held while the table volume is written.
+    volume: Mutex<()>,
+    /// The last write of the table volume worked (warn once when it stops).
+    volume_ok: AtomicBool,
+}
+
+impl Keeper {
+    /// The keeper of `config`'s table file.
+    pub fn new(config: &Config) -> Keeper {
+        Keeper {
+            table_path: table_path(config),
+            file: Mutex::new(()),
+            volume: Mutex::new(()),
+            volume_ok: AtomicBool::new(true),
+        }
+    }
+
+    /// Replaces `table.json` with the table `snapshot` takes (taken once
+    /// this writer holds the file, so a newer snapshot is never overtaken).
+    pub fn keep_file(&self, snapshot: impl FnOnce() -> Option<Vec<u8>>) {
+        let _one_writer = lock(&self.file);
+        let Some(text) = snapshot() else {
+            return;
+        };
+        let path = &self.table_path;
+        if let Err(e) = write_file(path, &text) {
+            tracing::error!(path = %path.display(), "cannot persist the status table: {e}");
+        }
+    }
+
+    /// Writes the table `snapshot` takes to the table `volume`; says once
+    /// when that stops working and once when it works again.
+    pub fn keep_volume(
+        &self,
+        volume: &Path,
+        key: &[u8],
+        snapshot: impl FnOnce() -> Option<Vec<u8>>,
+    ) {
+        let _one_writer = lock(&self.volume);
+        let Some(text) = snapshot() else {
+            return;
+        };
+        match write_volume(volume, key, &text) {
+            Ok(()) => {
+                if !self.volume_ok.swap(true, Ordering::Relaxed) {
+                    tracing::info!(path = %volume.display(), "the status table is kept on its volume again");
+                }
+            }
+            Err(e) => {
+                if self.volume_ok.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(path = %volume.display(), "cannot keep the status table on its volume: {e}");
+                }
+            }
+        }
+    }
 }
 
 /// What the table volume holds.

@@ -6,12 +6,11 @@
 //! the checker (the status table and the channels' watches) behind one
 //! lock, taken briefly and never across an await, and the events
 //! ([`super::journal`]). The table is kept in `data_dir/table.json` and on
-//! the table volume, if configured (see [`super::record`]). What only one
-//! concern needs is in that concern's part (the networks in `netio`, the
-//! analyses in `analyzer`, the checks' outcomes in `checks`, the mirrors'
-//! protection in `install`, the tick's counts in `tick`).
+//! the table volume, if configured (the [`Keeper`] of [`super::record`]).
+//! What only one concern needs is in that concern's part (the networks in
+//! `netio`, the analyses in `analyzer`, the checks' outcomes in `checks`,
+//! the mirrors' protection in `install`, the tick's counts in `tick`).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
@@ -19,7 +18,7 @@ use std::time::Instant;
 use super::hostclock::{nonce, HostClock};
 use super::journal::Journal;
 use super::lock::lock;
-use super::record;
+use super::record::Keeper;
 use crate::hb::api::{Event, Source};
 use crate::hb::config::Config;
 use crate::hb::logic::analysis::Analysis;
@@ -43,18 +42,7 @@ pub struct Shared {
     pub clock: HostClock,
     checker: Mutex<Checker>,
     journal: Journal,
-    saving: Saving,
-}
-
-/// The table's record on disk: one writer at a time of each copy.
-struct Saving {
-    table_path: PathBuf,
-    /// Held while the table file is written.
-    file: Mutex<()>,
-    /// Held while the table volume is written.
-    volume: Mutex<()>,
-    /// The last write of the table volume worked (warn once when it stops).
-    volume_ok: AtomicBool,
+    record: Keeper,
 }
 
 impl Shared {
@@ -80,12 +68,7 @@ impl Shared {
             clock: HostClock::new(),
             checker: Mutex::new(checker),
             journal: Journal::open(events_path),
-            saving: Saving {
-                table_path: record::table_path(&config),
-                file: Mutex::new(()),
-                volume: Mutex::new(()),
-                volume_ok: AtomicBool::new(true),
-            },
+            record: Keeper::new(&config),
             config,
         }
     }
@@ -139,14 +122,7 @@ impl Shared {
 
     /// Replaces `table.json` with the table as it is now.
     pub fn save_file(&self) {
-        let _one_writer = lock(&self.saving.file);
-        let Some(text) = self.snapshot(true) else {
-            return;
-        };
-        let path = &self.saving.table_path;
-        if let Err(e) = record::write_file(path, &text) {
-            tracing::error!(path = %path.display(), "cannot persist the status table: {e}");
-        }
+        self.record.keep_file(|| self.snapshot(true));
     }
 
     /// Persists the table: `table.json`, and the table volume if configured
@@ -159,23 +135,8 @@ impl Shared {
         if !self.is_group_master() {
             return; // the master keeps the table volume
         }
-        let _one_writer = lock(&self.saving.volume);
-        let Some(text) = self.snapshot(false) else {
-            return;
-        };
-        let volume_ok = &self.saving.volume_ok;
-        match record::write_volume(volume, &self.key, &text) {
-            Ok(()) => {
-                if !volume_ok.swap(true, Ordering::Relaxed) {
-                    tracing::info!(path = %volume.display(), "the status table is kept on its volume again");
-                }
-            }
-            Err(e) => {
-                if volume_ok.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(path = %volume.display(), "cannot keep the status table on its volume: {e}");
-                }
-            }
-        }
+        self.record
+            .keep_volume(volume, &self.key, || self.snapshot(false));
     }
 
     /// Records an event (memory and events.jsonl).
