@@ -91,13 +91,13 @@
 //! Both directions run at once (Fig 9): each host writes its own PVOL and
 //! reads the mirror of the peer's; only the standby ever fails over.
 
-pub mod analyzer;
+mod analyzer;
 pub mod checks;
 mod controls;
 mod failover;
 pub mod hostclock;
 mod install;
-pub mod journal;
+mod journal;
 pub mod lock;
 mod metrics;
 mod netcheck;

@@ -20,9 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use hbcore::vocab::Level;
-
 use hbcore::report;
+use hbcore::vocab::Level;
 
 use super::analyzer::Analyzer;
 use super::checks::Checks;
@@ -32,8 +31,7 @@ use super::install::Mirrors;
 use super::netio::Networks;
 use super::report::qos_now;
 use super::shared::Shared;
-use super::slot::OpenFiles;
-use super::slot::{read_slot, write_slot};
+use super::slot::{read_slot, write_slot, OpenFiles};
 use crate::hb::api::Source;
 use crate::hb::logic::checker::{At, ClockChange};
 use crate::hb::logic::message::Beat;
