@@ -27,7 +27,7 @@
 //!   check, channels and QoS), and its QoS now.
 //! - `failover`: take over pairs and run the hook; step down and run the
 //!   step-down hook; run the alert command.
-//! - `analyzer`: the fault analysis wired ([`analyzer::Analyzer`], Figs
+//! - `analyzer`: the fault analysis wired (`Analyzer`, Figs
 //!   6, 7): started when a counter reaches 0 or on request, exchanged with
 //!   the peer as control messages, decided, recorded.
 //! - `controls`: the peer's controls applied (mirror activated, procedure,

@@ -5,7 +5,7 @@
 //! member: the configuration and key, this run's clock, the master gate,
 //! the checker (the status table and the channels' watches) behind one
 //! lock, taken briefly and never across an await, and the events
-//! ([`super::journal`]). The table is kept in `data_dir/table.json` and on
+//! (`journal`). The table is kept in `data_dir/table.json` and on
 //! the table volume, if configured (the [`Keeper`] of [`super::record`]).
 //! What only one concern needs is in that concern's part (the networks in
 //! `netio`, the analyses in `analyzer`, the checks' outcomes in `checks`,

@@ -97,7 +97,7 @@ pub struct MirrorSeed {
     pub pair: Option<String>,
 }
 
-/// What [`Table::seed`] changed.
+/// What [`Table::seed`](super::Table::seed) changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Seeding {
     /// Mirrors installed from entries new in the config.
