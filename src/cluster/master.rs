@@ -43,15 +43,6 @@ const SERIAL_SKIP_AT_TAKEOVER: u32 = 64;
 const STALL_INTERVALS: u32 = 3;
 
 impl Member {
-    pub(super) fn group(&self) -> Vec<String> {
-        self.shared
-            .config
-            .cluster
-            .as_ref()
-            .map(|c| c.group_members.clone())
-            .unwrap_or_default()
-    }
-
     fn master_timeout(&self) -> Duration {
         Duration::from_millis(
             self.shared

@@ -105,6 +105,17 @@ impl Member {
         self.port
     }
 
+    /// The hosts of this host's group (`[cluster] group_members`), in the
+    /// order they become master; empty: this host is always its own master.
+    pub(super) fn group(&self) -> Vec<String> {
+        self.shared
+            .config
+            .cluster
+            .as_ref()
+            .map(|c| c.group_members.clone())
+            .unwrap_or_default()
+    }
+
     /// The MIB now.
     pub fn mib(&self) -> Mib {
         lock(&self.mib).clone()

@@ -15,7 +15,8 @@
 //! interval) and its control server's tasks share one `Member`;
 //! its locks are held briefly, never across an await.
 //!
-//! Modules in reading order:
+//! Modules in reading order (each uses only those before it, by import
+//! or by a method of `Member` defined there):
 //!
 //! - [`mib`]: the cluster MIB (nodes, applications, storage nodes), its
 //!   version, the merge rule, kept in `data_dir/cluster.json`.
@@ -28,16 +29,16 @@
 //! - `actions`: executables, pair takeover through mirrord, floating IPs of an application.
 //! - `roles`: what the member keeps for its roles (a start of day, its master), as data.
 //! - `member`: the member's state, its MIB changes and notices.
-//! - `agent`: the member at work: notices received, self-check, silence, takeover.
 //! - `validate`: may a node stand by (volumes, executables present and a
 //!   trial run: start, check, stop; floating IPs)?
 //! - `membership`: hot add and remove.
 //! - `forming`: start of day (`hbctl cluster form`): discover, propose, confirm, formed.
 //! - `storage`: each site's mirrord probed; a dead one is a storage node DOWN.
-//! - `master`: the master host of each group (seed 000), its heartbeat and
-//!   re-election; a silent master marked DOWN by its successor.
 //! - `liveness`: the group's hosts answer their master's heartbeat; the
 //!   master marks a silent one DOWN.
+//! - `master`: the master host of each group (seed 000), its heartbeat and
+//!   re-election; a silent master marked DOWN by its successor.
+//! - `agent`: the member at work: notices received, self-check, silence, takeover.
 //!
 //! ```text
 //!  hbd tick ─ [[checks]] ─> Checks ────┐        hbd checker: every channel dead ─┐

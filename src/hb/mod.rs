@@ -5,10 +5,8 @@
 //!
 //! - [`logic`]: the decisions, pure: no socket, file, thread, task or
 //!   clock of their own (time comes in as an argument), unit-tested and
-//!   driven by the simulator. In reading order:
-//!   - [`logic::counter`]: seed 002's per-channel counter (Fig 4: start 20,
-//!     +Δ sequence, every period clamp 48 and −4, 0 = BAD) and the
-//!     generator's disconnect counter (Fig 5).
+//!   driven by the simulator. In reading order (each uses only those
+//!   before it):
 //!   - [`logic::qos`]: the QoS metric, the rule that a side takes over only
 //!     if it can carry the duties, and the comparison of two sides (Fig 6).
 //!   - [`logic::analysis`]: each side's report in a fault analysis and the
@@ -17,6 +15,9 @@
 //!   - [`logic::message`]: the heartbeat (Fig 3) and the control messages
 //!     it carries: activation (Fig 4/5), procedure (Fig 8), failure notice
 //!     (Fig 11), the fault analysis's request and reports (seed 002, Fig 7).
+//!   - [`logic::counter`]: seed 002's per-channel counter (Fig 4: start 20,
+//!     +Δ sequence, every period clamp 48 and −4, 0 = BAD) and the
+//!     generator's disconnect counter (Fig 5).
 //!   - [`logic::table`]: the heartbeat status table (Fig 2), as data, with
 //!     each network and the channel list.
 //!   - [`logic::watch`]: the advancing rule: is a channel's message newer

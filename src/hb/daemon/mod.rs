@@ -37,11 +37,11 @@
 //! - `install`: mirrors installed and de-installed (Fig 4/5), and their
 //!   pairs protected from split, again at start and after a failure
 //!   (`Mirrors`).
+//! - `service`, `metrics`: systemd's readiness, status line and watchdog;
+//!   the OpenMetrics endpoint.
 //! - `tick`: send (Fig 6), read the mirrors (Fig 7), evaluate, step the
 //!   counters, act (`Ticker`).
 //! - `server`: the control server answering `hbctl hb`.
-//! - `service`, `metrics`: systemd's readiness, status line and watchdog;
-//!   the OpenMetrics endpoint.
 //!
 //! A cluster member that is not its group's master keeps `master_gate`
 //! shut: its tick neither sends, reads the mirrors, nor fails over, and it
