@@ -7,14 +7,18 @@
 //!
 //! In reading order:
 //!
-//! - [`hb`]: hbd, the heartbeat check (seed Figures 2–11): the message and
-//!   the status table, the rules that decide, then the daemon's rooms (slot
-//!   I/O, controls, failover, checks, the tick, the control server).
+//! - [`hb`]: hbd, the heartbeat check (seed Figures 2–11): its pure
+//!   decisions ([`hb::logic`]: the message, the status table, the rules that
+//!   decide), its config and API, the daemon around them ([`hb::daemon`]:
+//!   parts that own their state, wired by [`hb::daemon::run`]) and the
+//!   simulation that drives the decisions ([`hb::sim`]).
 //! - [`cluster`]: clusters of many hosts (seed 004; seed 000's groups): the
 //!   cluster MIB, node states and takeover, hot add/remove, start of day,
-//!   the master host of each group; a member agent that hbd starts when its
-//!   config has `[cluster]`.
-//! - `src/bin/hbd.rs`: the thin daemon binary (config, then [`hb::daemon::run`]).
+//!   the master host of each group; a member agent that the `hbd` binary
+//!   starts beside hbd when its config has `[cluster]`. `cluster` builds on
+//!   `hb`; `hb` never imports `cluster`.
+//! - `src/bin/hbd.rs`: the thin daemon binary (config, then [`hb::daemon::run`]
+//!   with [`cluster::start`] beside it).
 //! - `src/bin/hbctl/`: the command line for mirrord and hbd (`cli`, `storage`,
 //!   `hb`, `print`).
 //! - [`bench`](mod@bench): measurements for `scripts/bench.sh` (`src/bin/hbbench.rs`).

@@ -8,7 +8,7 @@ mod hbcluster;
 
 use common::wait_for;
 use hbcluster::{table_file, Cluster, INTERVAL_MS};
-use hbmirror::hb::table::now_ms;
+use hbmirror::hb::logic::table::now_ms;
 
 /// The standby stops; the production site dies (hbd and mirrord, kill -9);
 /// the standby starts again, alone.

@@ -40,6 +40,10 @@ fn main() -> ExitCode {
         &cli.switches,
         cli.config.as_deref(),
         hbmirror::hb::config::Config::load,
-        hbmirror::hb::daemon::run,
+        |config, shutdown| {
+            // The cluster member starts beside hbd when the config has [cluster].
+            let member = |lent| async move { Ok(hbmirror::cluster::start(lent).await?) };
+            hbmirror::hb::daemon::run(config, shutdown, member)
+        },
     )
 }

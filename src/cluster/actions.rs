@@ -11,8 +11,8 @@ use hbcore::vocab::{PairState, Role};
 
 use super::floating_ip::{self, FloatingIpError};
 use super::mib::Application;
+use crate::hb::daemon::storage_client;
 use crate::hb::error::HbError;
-use crate::hb::mirrord;
 
 /// Why an action failed (its chain, by [`report::chain`], is the reason a
 /// node is DOWN).
@@ -138,7 +138,7 @@ pub async fn run_as(
 pub async fn take_over_pairs(app: &Application, socket: &Path) -> Result<Vec<String>, ActionError> {
     let mut done = vec![];
     for pair in &app.volumes {
-        let info = mirrord::pair(socket, pair, MIRRORD_LIMIT)
+        let info = storage_client::pair(socket, pair, MIRRORD_LIMIT)
             .await
             .map_err(|source| ActionError::Pair {
                 pair: pair.clone(),
@@ -152,7 +152,7 @@ pub async fn take_over_pairs(app: &Application, socket: &Path) -> Result<Vec<Str
             continue;
         }
         let request = Request::PairTakeover(PairTakeover { name: pair.clone() });
-        mirrord::call_within(socket, request, MIRRORD_LIMIT)
+        storage_client::call_within(socket, request, MIRRORD_LIMIT)
             .await
             .map_err(|source| ActionError::TakeoverRefused {
                 pair: pair.clone(),

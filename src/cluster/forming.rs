@@ -18,21 +18,10 @@ use super::floating_ip;
 use super::member::Member;
 use super::mib::{differences, Mib, NodeState, ServerNode};
 use super::notice::{Kind, Notice};
+use super::roles::Forming;
 use super::validate::{validate, Executables};
-use crate::hb::state::lock;
-use crate::hb::table::now_ms;
-
-/// A start of day under way at the console.
-#[derive(Debug, Default)]
-pub struct Forming {
-    /// Who answered: node id, its address, its site.
-    answers: Vec<(String, IpAddr, Option<String>)>,
-    /// Who confirmed: node id, its copy, what its resources lack.
-    confirms: Vec<(String, Mib, Option<String>)>,
-    /// The stamp of the MIB proposed in this round (a late confirmation of
-    /// an earlier round is not one of this).
-    proposed_ms: Option<u64>,
-}
+use crate::hb::daemon::lock::lock;
+use crate::hb::logic::table::now_ms;
 
 impl Member {
     /// Takes the start-of-day notices (true when `notice` was one of them).
@@ -43,7 +32,7 @@ impl Member {
                 if notice.mib.cluster_id == lock(self.mib_lock()).cluster_id {
                     let mut here = self.notice(&self.me, Kind::Here, None);
                     here.site = self
-                        .hbd
+                        .shared
                         .config
                         .cluster
                         .as_ref()
@@ -65,7 +54,7 @@ impl Member {
                 let member = Arc::clone(self);
                 let proposed = notice.mib.clone();
                 tokio::spawn(async move {
-                    let config = &member.hbd.config;
+                    let config = &member.shared.config;
                     let lacking = validate(
                         &proposed,
                         &member.me,
@@ -117,7 +106,7 @@ impl Member {
         let template = self.mib();
         let discover = self.notice(&self.me, Kind::Discover, None);
         let mut targets = self.targets(&template);
-        for n in self.hbd.config.all_networks() {
+        for n in self.shared.config.all_networks() {
             if let IpAddr::V4(ip) = n.listen.ip() {
                 if let Some(b) = floating_ip::broadcast_of(ip).await {
                     targets.push(SocketAddr::new(IpAddr::V4(b), self.port()));
@@ -131,7 +120,7 @@ impl Member {
             .map(|f| f.answers.clone())
             .unwrap_or_default();
         let my_ip = self
-            .hbd
+            .shared
             .config
             .all_networks()
             .first()
@@ -139,7 +128,7 @@ impl Member {
             .or_else(|| template.node(&self.me).map(|n| n.primary_ip))
             .ok_or("this member has no network to form the cluster on")?;
         let my_site = self
-            .hbd
+            .shared
             .config
             .cluster
             .as_ref()
@@ -157,7 +146,7 @@ impl Member {
             .map(|(_, ip, _)| SocketAddr::new(*ip, self.port()))
             .collect();
         self.send_to(propose, others);
-        let config = &self.hbd.config;
+        let config = &self.shared.config;
         let mine = validate(
             &proposed,
             &self.me,

@@ -18,7 +18,7 @@ use std::time::Instant;
 use super::member::Member;
 use super::mib::NodeState;
 use super::notice::Kind;
-use crate::hb::state::lock;
+use crate::hb::daemon::lock::lock;
 
 impl Member {
     /// A valid notice came from `node`.
@@ -53,7 +53,7 @@ impl Member {
     /// At the master, every interval: the hosts of the group it had no word
     /// of for the timeout are DOWN.
     pub(super) fn find_silent_members(&self) {
-        let timeout = self.hbd.config.timeout();
+        let timeout = self.shared.config.timeout();
         let silent: Vec<String> = {
             let mib = lock(self.mib_lock());
             let heard = lock(&self.heard);

@@ -28,10 +28,11 @@ use hbcore::vocab::Level;
 
 use super::member::Member;
 use super::notice::{Kind, Notice};
-use crate::hb::message::next_serial;
-use crate::hb::record::{read_volume, VolumeRead};
-use crate::hb::state::lock;
-use crate::hb::table::now_ms;
+use super::roles::MasterView;
+use crate::hb::daemon::lock::lock;
+use crate::hb::daemon::record::{read_volume, VolumeRead};
+use crate::hb::logic::message::next_serial;
+use crate::hb::logic::table::now_ms;
 
 /// Serials a new master skips past the table it took over (more than the
 /// beats an old master can send between two saves of the table volume).
@@ -41,32 +42,10 @@ const SERIAL_SKIP_AT_TAKEOVER: u32 = 64;
 /// was stalled (stopped, a paused VM) and cannot judge a silence.
 const STALL_INTERVALS: u32 = 3;
 
-/// This host's view of its group's master.
-#[derive(Debug, Clone)]
-pub struct MasterView {
-    /// The master's host id.
-    pub master: String,
-    /// The cluster instance id of its reign.
-    pub instance: u64,
-    /// When its last valid heartbeat arrived (or the reign began).
-    pub last_seen: Instant,
-    /// The run and uptime of its last valid heartbeat (they must advance).
-    pub last_time: Option<(u64, u64)>,
-}
-
 impl Member {
-    pub(super) fn group(&self) -> Vec<String> {
-        self.hbd
-            .config
-            .cluster
-            .as_ref()
-            .map(|c| c.group_members.clone())
-            .unwrap_or_default()
-    }
-
     fn master_timeout(&self) -> Duration {
         Duration::from_millis(
-            self.hbd
+            self.shared
                 .config
                 .cluster
                 .as_ref()
@@ -87,9 +66,9 @@ impl Member {
     /// Records `master` (and opens or closes this host's gate).
     fn install_master(&self, master: String, instance: u64) {
         let me = master == self.me;
-        self.hbd.master_gate.store(me, Ordering::Relaxed);
+        self.shared.master_gate.store(me, Ordering::Relaxed);
         {
-            let mut c = self.hbd.checker();
+            let mut c = self.shared.checker();
             c.table.master = Some(master.clone());
             c.table.master_instance = instance;
         }
@@ -121,8 +100,8 @@ impl Member {
             let mut beat = self.notice(&self.me, Kind::Master, None);
             beat.instance = Some(view.instance);
             beat.time_ms = Some(now_ms());
-            beat.run = Some(self.hbd.clock.instance);
-            beat.uptime_ms = Some(self.hbd.clock.uptime_ms());
+            beat.run = Some(self.shared.clock.instance);
+            beat.uptime_ms = Some(self.shared.clock.uptime_ms());
             let targets = self.group_targets(&beat);
             self.send_once(beat, targets);
             self.find_silent_members();
@@ -147,7 +126,7 @@ impl Member {
         let now = Instant::now();
         let last = lock(&self.ticked).replace(now)?;
         let gap = now.duration_since(last);
-        (gap > self.hbd.config.interval() * STALL_INTERVALS).then_some(gap)
+        (gap > self.shared.config.interval() * STALL_INTERVALS).then_some(gap)
     }
 
     fn group_targets(&self, notice: &Notice) -> Vec<SocketAddr> {
@@ -231,12 +210,12 @@ impl Member {
     /// The new master's table: the one its predecessor kept on the table
     /// volume (this host's identity kept).
     fn take_over_table(&self) {
-        let Some(volume) = &self.hbd.config.table_volume else {
+        let Some(volume) = &self.shared.config.table_volume else {
             return;
         };
-        match read_volume(volume, &self.hbd.key) {
+        match read_volume(volume, &self.shared.key) {
             Ok(VolumeRead::Table(t)) => {
-                let mut c = self.hbd.checker();
+                let mut c = self.shared.checker();
                 let host = c.table.host.clone();
                 c.table = *t;
                 c.table.host = host;

@@ -10,7 +10,7 @@ use super::member::Member;
 use super::mib::{Mib, NodeState, ServerNode};
 use super::notice::Kind;
 use super::states;
-use crate::hb::state::lock;
+use crate::hb::daemon::lock::lock;
 
 impl Member {
     /// `hbctl cluster add`.

@@ -5,10 +5,18 @@
 //! own: it needs exactly what hbd already has — the `[[checks]]` (the
 //! self-check), the networks (the notices' channels), the all-channels-dead
 //! verdict about the peer (silence), the heartbeat key and the mirrord
-//! client (pair takeover) — so hbd starts it through one call
-//! ([`start`]) and the logic stays here.
+//! client (pair takeover) — so the `hbd` binary starts it beside hbd
+//! through one call ([`start`], handed to [`crate::hb::daemon::run`], which
+//! lends it hbd's shared state and checks' outcomes: [`crate::hb::daemon::Lent`])
+//! and the logic stays here. `cluster` builds on `hb`; `hb` never imports
+//! `cluster` (`[cluster]`'s settings are defined with hbd's config).
 //!
-//! Modules in reading order:
+//! Threads: the member's notice receiver task, its run task (every
+//! interval) and its control server's tasks share one `Member`;
+//! its locks are held briefly, never across an await.
+//!
+//! Modules in reading order (each uses only those before it, by import
+//! or by a method of `Member` defined there):
 //!
 //! - [`mib`]: the cluster MIB (nodes, applications, storage nodes), its
 //!   version, the merge rule, kept in `data_dir/cluster.json`.
@@ -19,19 +27,21 @@
 //! - [`config`]: `[cluster]` in hbd's config.
 //! - [`api`]: the requests of `hbctl cluster`.
 //! - `actions`: executables, pair takeover through mirrord, floating IPs of an application.
-//! - `member`: the agent: self-check, silence, notices, takeover.
+//! - `roles`: what the member keeps for its roles (a start of day, its master), as data.
+//! - `member`: the member's state, its MIB changes and notices.
 //! - `validate`: may a node stand by (volumes, executables present and a
 //!   trial run: start, check, stop; floating IPs)?
 //! - `membership`: hot add and remove.
 //! - `forming`: start of day (`hbctl cluster form`): discover, propose, confirm, formed.
 //! - `storage`: each site's mirrord probed; a dead one is a storage node DOWN.
-//! - `master`: the master host of each group (seed 000), its heartbeat and
-//!   re-election; a silent master marked DOWN by its successor.
 //! - `liveness`: the group's hosts answer their master's heartbeat; the
 //!   master marks a silent one DOWN.
+//! - `master`: the master host of each group (seed 000), its heartbeat and
+//!   re-election; a silent master marked DOWN by its successor.
+//! - `agent`: the member at work: notices received, self-check, silence, takeover.
 //!
 //! ```text
-//!  hbd tick ─ [[checks]] ─> checks_ok ─┐        hbd checker: every channel dead ─┐
+//!  hbd tick ─ [[checks]] ─> Checks ────┐        hbd checker: every channel dead ─┐
 //!                                      v                                          v
 //!  member, every interval: self-check fails ─> release IPs ─> DOWN ─> stop executables
 //!                          passes again     ─> STANDBY          peer silent ─> peer DOWN
@@ -55,11 +65,13 @@ pub mod notice;
 pub mod states;
 
 mod actions;
+mod agent;
 mod forming;
 mod liveness;
 mod master;
 mod member;
 mod membership;
+mod roles;
 mod storage;
 mod validate;
 
@@ -69,7 +81,7 @@ use std::sync::Arc;
 
 use hbcore::jsonl;
 
-use crate::hb::state::Hbd;
+use crate::hb::daemon::Lent;
 use api::{ClusterReply, ClusterRequest};
 use mib::{Mib, MibError};
 
@@ -120,12 +132,14 @@ impl Drop for Running {
     }
 }
 
-/// Starts the member agent if hbd's config has `[cluster]`.
-pub async fn start(hbd: &Arc<Hbd>) -> Result<Option<Running>, ClusterError> {
-    let Some(config) = hbd.config.cluster.clone() else {
+/// Starts the member agent if hbd's config has `[cluster]`, with what hbd
+/// lends it (the `hbd` binary passes this to [`crate::hb::daemon::run`]).
+pub async fn start(lent: Lent) -> Result<Option<Running>, ClusterError> {
+    let Lent { shared, checks } = lent;
+    let Some(config) = shared.config.cluster.clone() else {
         return Ok(None);
     };
-    let path = hbd.config.data_dir.join("cluster.json");
+    let path = shared.config.data_dir.join("cluster.json");
     let mib = if path.exists() {
         Mib::load(&path).map_err(ClusterError::Mib)?
     } else if let Some(first) = &config.mib {
@@ -135,8 +149,8 @@ pub async fn start(hbd: &Arc<Hbd>) -> Result<Option<Running>, ClusterError> {
     } else {
         return Err(ClusterError::NoMib { path });
     };
-    if mib.node(&hbd.config.host).is_none() {
-        tracing::warn!(host = %hbd.config.host, "this host is not a node of cluster '{}' yet: it takes no part until added", mib.cluster_id);
+    if mib.node(&shared.config.host).is_none() {
+        tracing::warn!(host = %shared.config.host, "this host is not a node of cluster '{}' yet: it takes no part until added", mib.cluster_id);
     }
     // One socket on every address: notices to each member address leave on
     // that address's network, and start-of-day broadcasts arrive.
@@ -154,7 +168,8 @@ pub async fn start(hbd: &Arc<Hbd>) -> Result<Option<Running>, ClusterError> {
             source,
         })?;
     let member = Arc::new(member::Member::new(
-        Arc::clone(hbd),
+        Arc::clone(&shared),
+        checks,
         mib,
         path,
         config.port,

@@ -12,8 +12,8 @@ use hbcore::report;
 use super::member::Member;
 use super::mib::NodeState;
 use super::notice::Kind;
-use crate::hb::mirrord;
-use crate::hb::state::lock;
+use crate::hb::daemon::lock::lock;
+use crate::hb::daemon::storage_client;
 
 /// Ticks between two probes of mirrord.
 pub const PROBE_TICKS: u64 = 5;
@@ -22,10 +22,10 @@ impl Member {
     /// Probes this site's mirrord; a change of its answer changes the
     /// storage node's state in the MIB. The problem, if any.
     pub async fn probe_storage(&self) -> Option<String> {
-        let socket = &self.hbd.config.failover.mirrord_socket;
-        let limit = (self.hbd.config.interval() * 5).max(Duration::from_secs(1));
+        let socket = &self.shared.config.failover.mirrord_socket;
+        let limit = (self.shared.config.interval() * 5).max(Duration::from_secs(1));
         let request = Request::PairStatus(PairStatus { name: None });
-        let problem = mirrord::call_within(socket, request, limit)
+        let problem = storage_client::call_within(socket, request, limit)
             .await
             .err()
             .map(|e| format!("mirrord does not answer: {}", report::chain(&e)));

@@ -16,7 +16,7 @@ use hbcore::report;
 use super::actions::run_as;
 use super::floating_ip;
 use super::mib::{Application, Mib};
-use crate::hb::mirrord;
+use crate::hb::daemon::storage_client;
 
 /// How far the executables are tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,8 @@ pub async fn validate(
         .filter(|a| a.standby.iter().any(|n| n == me) || a.active.as_deref() == Some(me));
     for a in apps {
         for pair in &a.volumes {
-            if let Err(e) = mirrord::pair(mirrord_socket, pair, Duration::from_secs(5)).await {
+            if let Err(e) = storage_client::pair(mirrord_socket, pair, Duration::from_secs(5)).await
+            {
                 problems.push(format!(
                     "{}: volume {pair} unreachable: {}",
                     a.name,

@@ -6,18 +6,19 @@
 //!
 //! On the wire a request is its fields plus `"op"`:
 //! `{"op":"uninstall","name":"hb2"}`.
+//!
+//! Data only: built by `hbctl` and answered on the control server's tasks.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::analysis::Analysis;
-pub use super::message::Procedure;
-use super::table::Table;
+use super::logic::analysis::Analysis;
+pub use super::logic::message::Procedure;
+use super::logic::table::Table;
 use hbcore::vocab::Level;
 
-/// Where hbd listens and `hbctl hb` connects unless told otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/hbmirror/hbd.sock";
+pub use super::config::DEFAULT_SOCKET;
 
 /// A request to hbd.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,7 +147,7 @@ pub enum HbReply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hb::message::MirrorChoice;
+    use crate::hb::logic::message::MirrorChoice;
 
     /// Each request and the JSON line hbd has always read for it.
     fn wire() -> Vec<(HbRequest, &'static str)> {

@@ -2,6 +2,8 @@
 //! procedure, calls to mirrord). Each error's `Display` names the thing and
 //! the way out, and only that: its cause is its `source`, and
 //! [`hbcore::report::chain`] joins them for the control socket and the log.
+//!
+//! Data only: returned on the control server's tasks and at start.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +11,7 @@ use std::path::PathBuf;
 use hbcore::frame::FrameError;
 use hbcore::jsonl::ClientError;
 
-use super::message::MessageError;
+use super::logic::message::MessageError;
 
 /// An hbd operation that failed.
 #[derive(Debug, thiserror::Error)]

@@ -17,7 +17,7 @@ use std::path::Path;
 use hbcore::jsonl::{self, ClientError};
 use hbcore::vocab::Group;
 use hbmirror::hb::api::{HbReply, HbRequest};
-use hbmirror::hb::table::{GroupStatus, Table};
+use hbmirror::hb::logic::table::{GroupStatus, Table};
 use serde::Serialize;
 
 /// The answer.

@@ -6,9 +6,9 @@ use comfy_table::CellAlignment;
 use hbcore::control::{PairInfo, VolumeInfo};
 use hbcore::size::Bytes;
 use hbcore::vocab::{Group, Kind};
-use hbmirror::hb::analysis::{network_label, Analysis, ChannelKind, ChannelStatus, Report};
 use hbmirror::hb::api::Event;
-use hbmirror::hb::table::{now_ms, Seen, Table};
+use hbmirror::hb::logic::analysis::{network_label, Analysis, ChannelKind, ChannelStatus, Report};
+use hbmirror::hb::logic::table::{now_ms, Seen, Table};
 
 /// Renders `rows` under `header` (none if empty), columns two spaces apart;
 /// the columns numbered in `right` (numbers) are aligned right.

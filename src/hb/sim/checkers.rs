@@ -33,7 +33,7 @@
 use std::collections::BTreeMap;
 
 use super::faults::{SideId, PROD, STANDBY};
-use crate::hb::message::serial_ahead;
+use crate::hb::logic::message::serial_ahead;
 
 /// What a message said, as its sender generated it.
 #[derive(Debug, Clone)]

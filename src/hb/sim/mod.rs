@@ -1,7 +1,7 @@
 //! Deterministic simulation of the heartbeat check (issue 17, point 1).
 //!
-//! Two hbd sides run the production decision code ([`crate::hb::step`],
-//! the [`Checker`](crate::hb::checker::Checker), the analyses' book, the
+//! Two hbd sides run the production decision code ([`crate::hb::logic::step`],
+//! the [`Checker`](crate::hb::logic::checker::Checker), the analyses' book, the
 //! real message encoding with its HMAC) on a simulated clock, over
 //! simulated networks and mirrors, under a fault schedule drawn from a
 //! seed; checkers judge each run's history. A seed replays exactly: every

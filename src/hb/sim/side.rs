@@ -1,11 +1,11 @@
 //! One simulated hbd: its config (parsed from TOML like hbd's), its
 //! [`Checker`] and its analyses (the analyzer's book), and the same calls
-//! the daemon's rooms make (see [`crate::hb::step`]): compose and sign a
+//! the daemon's rooms make (see [`crate::hb::logic::step`]): compose and sign a
 //! beat, take a datagram or a slot read, absorb controls, tick, commit a
 //! failover, run and decide a fault analysis. Only the I/O is the simulator's: the local network check
 //! answers from the simulated NICs, and the QoS says the side can carry the
 //! duties. A restart rebuilds the side from its table as persisted, through
-//! `record::resume`, as hbd's start does.
+//! `config::resume`, as hbd's start does.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,19 +13,19 @@ use std::time::{Duration, Instant};
 use hbcore::vocab::Group;
 
 use super::faults::{Shape, SideId, PROD};
-use crate::hb::analysis::{EchoMethod, NetworkCheck, Nic, Report, VerdictKind};
-use crate::hb::analyzer::Analyses;
-use crate::hb::checker::{At, Checker, Timing};
+use crate::hb::config::resume::resume;
 use crate::hb::config::Config;
-use crate::hb::message::{Beat, ControlBody, Notice};
-use crate::hb::qos::Qos;
-use crate::hb::record::resume;
-use crate::hb::step::{
+use crate::hb::logic::analysis::{EchoMethod, NetworkCheck, Nic, Report, VerdictKind};
+use crate::hb::logic::book::Analyses;
+use crate::hb::logic::checker::{At, Checker, Timing};
+use crate::hb::logic::message::{Beat, ControlBody, Notice};
+use crate::hb::logic::qos::Qos;
+use crate::hb::logic::step::{
     self, apply_to_table, commit_failover, compose_beat, encode_fitting, queue_control,
     take_controls, Absence, Applied, FailoverStep,
 };
-use crate::hb::table::{Direction, Table};
-use crate::hb::watch::Observation;
+use crate::hb::logic::table::{Direction, Table};
+use crate::hb::logic::watch::Observation;
 use hbcore::vocab::Level;
 
 /// The key both sides sign with.
@@ -312,7 +312,7 @@ impl Side {
         if out
             .counted
             .iter()
-            .any(|c| c.change == crate::hb::counter::Change::Bad)
+            .any(|c| c.change == crate::hb::logic::counter::Change::Bad)
         {
             self.analysis_due("BAD", t, did);
         }
@@ -332,7 +332,7 @@ impl Side {
     }
 
     /// A person's procedure change here: applied, and sent to the peer.
-    pub fn procedure(&mut self, p: crate::hb::message::Procedure) {
+    pub fn procedure(&mut self, p: crate::hb::logic::message::Procedure) {
         self.checker.table.apply_procedure(&p);
         queue_control(&mut self.checker.table, ControlBody::Procedure(p));
     }

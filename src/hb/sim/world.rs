@@ -25,9 +25,9 @@ use super::faults::{Fault, Schedule, Shape, SideId, PROD, STANDBY};
 pub use super::outcome::{Counts, Outcome};
 use super::rng::Rng;
 use super::side::{configs, Did, Side};
-use crate::hb::analysis::VerdictKind;
-use crate::hb::message::Procedure;
-use crate::hb::table::Direction;
+use crate::hb::logic::analysis::VerdictKind;
+use crate::hb::logic::message::Procedure;
+use crate::hb::logic::table::Direction;
 
 /// Datagrams kept per network for replays.
 const CAPTURED: usize = 64;

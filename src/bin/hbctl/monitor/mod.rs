@@ -21,7 +21,7 @@ use crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModif
 use hbcore::control::{self, PairInfo, Reply, Request};
 use hbcore::jsonl::{self, ClientError};
 use hbmirror::hb::api::{self, Event, Events, HbReply, HbRequest};
-use hbmirror::hb::table::Table;
+use hbmirror::hb::logic::table::Table;
 
 /// The monitor's options.
 #[derive(clap::Args, Debug)]
@@ -103,7 +103,7 @@ pub fn fetch(args: &MonitorArgs) -> Snapshot {
         pairs,
         table,
         events,
-        time_ms: hbmirror::hb::table::now_ms(),
+        time_ms: hbmirror::hb::logic::table::now_ms(),
     }
 }
 

@@ -4,7 +4,7 @@
 use hbcore::control::PairInfo;
 use hbcore::size::Bytes;
 use hbmirror::hb::api::Event;
-use hbmirror::hb::table::{now_ms, Seen, Table};
+use hbmirror::hb::logic::table::{now_ms, Seen, Table};
 
 /// A JSON name (`ENABLE`, `receive`, `local`).
 pub fn name<T: serde::Serialize>(v: &T) -> String {
