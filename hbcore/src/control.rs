@@ -130,7 +130,7 @@ pub struct PairCreate {
     /// Local volume to mirror (the PVOL).
     #[arg(long)]
     pub pvol: String,
-    /// Peer site that holds the SVOL (a [[peers]] entry of mirrord's config).
+    /// Peer site that holds the SVOL (a `[[peers]]` entry of mirrord's config).
     #[arg(long)]
     pub peer: String,
     /// SVOL name at the peer. Default: the PVOL's name.

@@ -94,7 +94,7 @@ impl Limit {
     }
 
     /// Bytes of the next copy frame: all of [`MAX_FRAME`] with no limit,
-    /// else what the limit allows in [`FRAME_TIME`], in whole blocks.
+    /// else what the limit allows in `FRAME_TIME`, in whole blocks.
     pub fn frame_bytes(&self) -> u64 {
         if self.bytes_per_s == 0 {
             return MAX_FRAME;

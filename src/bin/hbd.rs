@@ -21,12 +21,17 @@ use clap::{CommandFactory, Parser};
     after_help = "See hbd.toml(5) for the configuration."
 )]
 struct Cli {
-    /// TOML configuration (see hbd.toml(5): host, group, peers, data_dir, psk_file,
-    /// interval_ms, timeout_ms, clock_warn_ms, table_volume, metrics_listen, [network] or
-    /// [[networks]] (name, listen, peers, probe), [counter], [analysis],
-    /// [[mirrors]], [failover] (hook, take_over, arm, step_down, alert), [[checks]],
-    /// [cluster] (port, control_socket, mib, site, group_members, master_timeout_ms)).
-    #[arg(long, short, required_unless_present = "generate_docs")]
+    // The help is a string, not a doc comment: its [sections] are TOML, not rustdoc links.
+    #[arg(
+        long,
+        short,
+        required_unless_present = "generate_docs",
+        help = "TOML configuration (see hbd.toml(5): host, group, peers, data_dir, psk_file, \
+                interval_ms, timeout_ms, clock_warn_ms, table_volume, metrics_listen, [network] or \
+                [[networks]] (name, listen, peers, probe), [counter], [analysis], \
+                [[mirrors]], [failover] (hook, take_over, arm, step_down, alert), [[checks]], \
+                [cluster] (port, control_socket, mib, site, group_members, master_timeout_ms))."
+    )]
     config: Option<PathBuf>,
     #[command(flatten)]
     switches: hbcore::daemon::Switches,

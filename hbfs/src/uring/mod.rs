@@ -1,8 +1,8 @@
 //! The io_uring transport (FUSE over io_uring, Linux 6.14+, protocol 7.42):
-//! our own mount(2) and FUSE_INIT asking for the ring ([`dev`]), one
-//! io_uring entry per thread on every CPU's queue ([`ring`]), one codec for
-//! both the ring and /dev/fuse ([`proto`]), the kernel ABI in one place
-//! ([`abi`]). No released Rust FUSE crate speaks this protocol (fuser 0.18
+//! our own mount(2) and FUSE_INIT asking for the ring (`dev`), one
+//! io_uring entry per thread on every CPU's queue (`ring`), one codec for
+//! both the ring and /dev/fuse (`proto`), the kernel ABI in one place
+//! (`abi`). No released Rust FUSE crate speaks this protocol (fuser 0.18
 //! refuses the capability; fuse-backend-rs 0.12 has none), hence this module.
 
 pub(crate) mod abi;

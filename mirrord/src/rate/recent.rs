@@ -1,5 +1,5 @@
 //! A copy's recent rate and its ETA: samples of (time, bytes copied), one
-//! per [`GAP`] at most, kept for [`WINDOW`]; the rate over what is kept and
+//! per `GAP` at most, kept for `WINDOW`; the rate over what is kept and
 //! the time the rest takes at that rate. The average since the copy began
 //! says little of the end when a copy was held back for a while: the ETA
 //! follows the last seconds. Pure: the copy task notes its bytes (through
