@@ -305,3 +305,47 @@ fn every_link_in_the_docs_resolves() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     assert!(checked >= 20, "only {checked} links found");
 }
+
+/// Every repository path the documents name in backticks (`src/hb/…`,
+/// `mirrord/src/…`, `tests/…`) exists: a file moved is a code map to update.
+/// Paths with a placeholder in capitals (`fuzz/regressions/TARGET`) are not paths.
+#[test]
+fn every_path_the_docs_name_exists() {
+    const TOP: [&str; 10] = [
+        "src/",
+        "tests/",
+        "hbcore/",
+        "hbio/",
+        "hbfs/",
+        "mirrord/",
+        "scripts/",
+        "packaging/",
+        "fuzz/",
+        "docs/",
+    ];
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for doc in documents() {
+        for (n, line) in read(&doc).lines().enumerate() {
+            for quoted in line.split('`').skip(1).step_by(2) {
+                let is_path = TOP.iter().any(|top| quoted.starts_with(top))
+                    && quoted.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || "_-./".contains(c)
+                    });
+                if !is_path {
+                    continue;
+                }
+                checked += 1;
+                if !root().join(quoted).exists() {
+                    problems.push(format!(
+                        "{}:{}: `{quoted}`: no such path",
+                        doc.display(),
+                        n + 1
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(checked >= 20, "only {checked} paths found");
+}
