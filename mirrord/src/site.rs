@@ -56,7 +56,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use hbcore::link::Lane;
 use hbcore::report::chain;
-use hbcore::vocab::{PairState, Role};
+use hbcore::vocab::{IllegalTransition, PairState, Role};
 use tokio_util::sync::CancellationToken;
 
 use crate::bitmap::DirtyMap;
@@ -64,20 +64,11 @@ use crate::config::Config;
 use crate::io::IoEngine;
 use crate::link::{Link, LinkError, PeerLink};
 use crate::meta::{Meta, MetaError, PairMeta, VolumeMeta};
+use crate::pair::machine::{self, Change, Event};
 use crate::pair::PairRt;
 use crate::volume::Volume;
 
 pub use error::SiteError;
-
-/// Every state, for changes the transition table alone decides.
-const ANY_STATE: &[PairState] = &[
-    PairState::Smpl,
-    PairState::Copy,
-    PairState::Pair,
-    PairState::Psus,
-    PairState::Psue,
-    PairState::Ssws,
-];
 
 /// A pair: what is persisted and what runs.
 struct Pair {
@@ -200,13 +191,23 @@ pub struct Site {
     host_io: crate::rate::HostIo,
 }
 
-/// Checks `pair`'s change `from → to` against the transition table.
+/// Checks `pair`'s change `from → to` against the transition table (through the machine).
 fn transition(pair: &str, from: PairState, to: PairState) -> Result<PairState, SiteError> {
-    from.to(to).map_err(|_| SiteError::IllegalTransition {
+    machine::check(from, to).map_err(|e| illegal(pair, e))
+}
+
+/// The machine's refusal of a change, naming the pair.
+fn illegal(pair: &str, e: IllegalTransition) -> SiteError {
+    SiteError::IllegalTransition {
         pair: pair.into(),
-        from,
-        to,
-    })
+        from: e.from,
+        to: e.to,
+    }
+}
+
+/// `pair`'s role and state after `event`, as the machine decides.
+fn changed(pair: &str, role: Role, state: PairState, event: Event) -> Result<Change, SiteError> {
+    machine::change(role, state, event).map_err(|e| illegal(pair, e))
 }
 
 fn bitmap_path(data_dir: &Path, pair: &str) -> PathBuf {
@@ -244,7 +245,7 @@ impl Site {
                 && matches!(p.state, PairState::Pair | PairState::Copy)
             {
                 tracing::warn!(pair = %name, "mirrord did not shut down cleanly: pair suspended (PSUE); a resync copies the blocks that were being written");
-                p.state = transition(&name, p.state, PairState::Psue)?;
+                p.state = changed(&name, p.role, p.state, Event::LoadedAfterCrash)?.state;
             }
             let size = inner.volume(p.local_volume())?.size;
             let dirty = DirtyMap::open(&bitmap_path(&config.data_dir, &name), size)?;
@@ -372,7 +373,7 @@ impl Site {
         self.inner().pairs.get(pair).map(|p| p.meta.clone())
     }
 
-    /// Changes a pair's persisted record (not its state: see [`Site::set_state`]); true if it exists.
+    /// Changes a pair's persisted record (not its state: see [`Site::change_state`]); true if it exists.
     fn update(&self, pair: &str, change: impl FnOnce(&mut PairMeta)) -> bool {
         let found = self
             .inner()
@@ -386,35 +387,34 @@ impl Site {
         found
     }
 
-    /// Moves `pair` to `to` if it is in one of `from` (the states this change
-    /// applies to; in others, or if the pair is gone, nothing happens), as the
-    /// transition table allows. True if the state changed.
-    fn set_state(
-        &self,
-        pair: &str,
-        from: &[PairState],
-        to: PairState,
-        why: &str,
-    ) -> Result<bool, SiteError> {
-        let changed = {
+    /// Moves `pair` as the machine decides after `event` (in states the
+    /// event does not apply to, or if the pair is gone, nothing happens).
+    /// True if the state changed.
+    fn change_state(&self, pair: &str, event: Event, why: &str) -> Result<bool, SiteError> {
+        let to = {
             let mut inner = self.inner();
             match inner.pairs.get_mut(pair) {
-                Some(p) if from.contains(&p.meta.state) && p.meta.state != to => {
-                    p.meta.state = transition(pair, p.meta.state, to)?;
-                    true
+                Some(p) => {
+                    let c = changed(pair, p.meta.role, p.meta.state, event)?;
+                    p.meta.state = c.state;
+                    if c.drop_queue {
+                        p.rt.queue().clear();
+                    }
+                    c.changed.then_some(c.state)
                 }
-                _ => false,
+                None => None,
             }
         };
-        if changed {
-            if to == PairState::Psue {
-                tracing::warn!(pair, "pair suspended (PSUE): {why}; host writes continue on the PVOL and are tracked");
-            } else {
-                tracing::info!(pair, state = %to, "{why}");
-            }
-            self.save_or_log();
+        let Some(to) = to else {
+            return Ok(false);
+        };
+        if to == PairState::Psue {
+            tracing::warn!(pair, "pair suspended (PSUE): {why}; host writes continue on the PVOL and are tracked");
+        } else {
+            tracing::info!(pair, state = %to, "{why}");
         }
-        Ok(changed)
+        self.save_or_log();
+        Ok(true)
     }
 
     /// Gives this site the `role` in `pair` (a reverse resync swaps the
@@ -426,9 +426,13 @@ impl Site {
                 .pairs
                 .get_mut(pair)
                 .ok_or_else(|| SiteError::NoPair(pair.into()))?;
-            p.meta.state = transition(pair, p.meta.state, PairState::Copy)?;
-            if p.meta.role != role {
-                p.meta.role = role;
+            let c = changed(pair, p.meta.role, p.meta.state, Event::Reversed(role))?;
+            p.meta.state = c.state;
+            if c.drop_queue {
+                p.rt.queue().clear();
+            }
+            if p.meta.role != c.role {
+                p.meta.role = c.role;
                 std::mem::swap(&mut p.meta.pvol, &mut p.meta.svol);
             }
         }

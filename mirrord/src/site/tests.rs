@@ -13,7 +13,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::peer::SiteHandler;
-use super::{Site, SiteError, ANY_STATE};
+use super::{Site, SiteError};
+use crate::pair::machine::Event;
 use crate::bitmap::BLOCK;
 use crate::config::{Config, LinkConfig, PeerConfig};
 use crate::io::IoEngine;
@@ -527,7 +528,7 @@ async fn an_illegal_transition_is_a_typed_error() {
     // Locally: the registry refuses it too, naming the pair and both states.
     let e = standby
         .site
-        .set_state("p", ANY_STATE, PairState::Pair, "test")
+        .change_state("p", Event::PeerSet(PairState::Pair), "test")
         .expect_err("SSWS -> PAIR");
     assert!(
         matches!(e, SiteError::IllegalTransition { from: PairState::Ssws, to: PairState::Pair, ref pair } if pair == "p"),
