@@ -9,7 +9,10 @@
 //! - [`bitmap`]: the dirty bitmap of a pair, persisted so a crash never under-marks.
 //! - [`generation`]: generation identifiers of a pair and their comparison (in sync, ahead, split brain, unrelated).
 //! - [`meta`]: what survives a restart (volumes, pairs, clean-shutdown mark).
-//! - [`pair`]: the runtime of a pair: bitmap, adaptive queue, semi-sync slot, progress.
+//! - [`pair`]: the runtime of a pair: bitmap, adaptive queue, semi-sync slot, progress;
+//!   [`pair::machine`]: every decision about a pair, pure (the only caller of the
+//!   transition table); [`pairsim`]: the deterministic simulation of two sites'
+//!   machines (the `pairsim` binary).
 //! - [`outdated`]: the record that a PVOL's SVOL was taken over (by whom,
 //!   when, how this site learned it).
 //! - [`fence`]: which host writes a PVOL refuses (an outdated one: all).
@@ -76,6 +79,7 @@ pub mod meta;
 pub mod metrics;
 pub mod outdated;
 pub mod pair;
+pub mod pairsim;
 pub mod pool;
 pub mod rate;
 pub mod service;
