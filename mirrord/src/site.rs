@@ -1,36 +1,41 @@
 //! The site: one registry of its volumes and pairs behind one lock, persisted
-//! through [`Meta`], with every change of a pair's state checked against the
-//! transition table ([`PairState::to`]).
+//! through [`Meta`]. Every decision about a pair is the pair machine's
+//! ([`crate::pair::machine`], pure, the only caller of the transition
+//! table); the site reads a pair's record, asks the machine, and carries
+//! out the answer (state changes through `Site::change_state`).
 //!
-//! The rest of the site is cut along the write path; each part uses only
-//! the parts listed before it:
+//! The parts, in the order they build on each other: each uses only the
+//! registry and the parts listed before it (`peer`, the link's entry
+//! point, uses them all):
 //!
-//! - `error`: [`SiteError`], and what the peer is told of it.
-//! - this file: the registry ([`Site`], `Inner`, `set_state`, persistence).
-//! - `ship`: putting writes on the link, settling their acks, suspending a pair.
-//! - `datapath`: host reads, writes and syncs in the three modes; the SVOL's apply.
-//! - `copy`: the copy engine (initial copy, resync) and the adaptive shipper;
-//!   `pace`: host I/O timed per disk, and a copy's limit per frame.
-//! - `outdate`: the fence of a PVOL whose SVOL was taken over (outdated,
-//!   refusing host writes until a person resolves the pair).
-//! - `volumes`, `ops`: the admin operations on volumes and pairs.
+//! - `error`: [`SiteError`], and what the peer is told of it; `shipped`:
+//!   writes and bytes put on the link (for the metrics).
+//! - this file: the registry ([`Site`], `Inner`, `change_state`, persistence).
 //! - `generations`: the pair's generations kept, changed, exchanged and
 //!   compared ([`crate::generation`]); the verdict recorded.
-//! - `resync` (plain, reversed, or a person's choice after a split brain),
-//!   `verify` (online verify, block digests, checksum resync).
-//! - [`peer`]: the answers to the peer (the only [`Handler`](crate::link::Handler));
-//!   `connect`: what a site does for its pairs when the link comes up.
+//! - `outdate`: the fence of a PVOL whose SVOL was taken over (outdated,
+//!   refusing host writes until a person resolves the pair).
+//! - `pace`: host I/O timed per disk, and a copy's limit per frame.
+//! - `ship`: putting writes on the link, settling their acks, suspending a
+//!   pair, the machine's answer to a failed write.
+//! - `datapath`: host reads, writes and syncs in the machine's write policy; the SVOL's apply.
+//! - `verify`: online verify, block digests, checksum resync.
+//! - `copy`: the copy engine (initial copy, resync) and the adaptive shipper.
+//! - `volumes`, `ops`: the admin operations on volumes and pairs.
+//! - `resync`: plain, reversed, or a person's choice after a split brain.
+//! - `connect`: what a site does for its pairs when the link comes up.
+//! - [`peer`]: the answers to the peer (the only [`Handler`](crate::link::Handler)).
 //!
 //! ```text
 //!  host_write ─ lock volume order ─ mark dirty (seq s) ─┬ sync:      ship ─ PVOL write ─ unlock ─ wait ack ─ clear(s) (fenced: ack before the PVOL write, locked)
 //!                                                      ├ semi-sync: wait previous ack ─ ship ─ PVOL write ─ (ack settles later)
 //!                                                      ├ adaptive:  PVOL write ─ queue (≤ skew) or overflow ─ shipper task
 //!                                                      └ not mirrored (PSUE, PSUS, SSWS): PVOL write, bits stay set
-//!  (an outdated PVOL refuses every host write, `crate::fence`; fenced: PSUE refuses)
+//!  (the branch is the machine's policy, `machine::host_write`: an outdated PVOL refuses every host write, `crate::fence`; fenced: PSUE refuses)
 //!  copy task ─ dirty runs ─ paced (crate::rate) ─ read ahead ─ ship under the order lock (read again if a write came) ─ ack clears ─ no write in flight, clean? ─ PAIR
 //! ```
 //!
-//! State lives in [`Inner`] behind a std mutex never held across an await;
+//! State lives in `Inner` behind a std mutex never held across an await;
 //! every change of a volume or pair is persisted through [`Meta`].
 
 mod connect;
@@ -44,6 +49,7 @@ mod pace;
 pub mod peer;
 mod resync;
 mod ship;
+mod shipped;
 #[cfg(test)]
 mod tests;
 mod verify;
@@ -69,6 +75,7 @@ use crate::pair::PairRt;
 use crate::volume::Volume;
 
 pub use error::SiteError;
+pub use shipped::Shipped;
 
 /// A pair: what is persisted and what runs.
 struct Pair {
@@ -186,7 +193,7 @@ pub struct Site {
     clean_shutdown: AtomicBool,
     stop: CancellationToken,
     /// Writes and bytes put on the link, per pair (for the metrics).
-    pub shipped: crate::metrics::Shipped,
+    pub shipped: Shipped,
     /// Host I/O on data volumes, per disk (what the copy rate controller steers by).
     host_io: crate::rate::HostIo,
 }
@@ -272,7 +279,7 @@ impl Site {
             save_lock: Mutex::new(()),
             clean_shutdown: AtomicBool::new(false),
             stop,
-            shipped: crate::metrics::Shipped::default(),
+            shipped: Shipped::default(),
             host_io: crate::rate::HostIo::default(),
         };
         site.save()?;
@@ -409,7 +416,10 @@ impl Site {
             return Ok(false);
         };
         if to == PairState::Psue {
-            tracing::warn!(pair, "pair suspended (PSUE): {why}; host writes continue on the PVOL and are tracked");
+            tracing::warn!(
+                pair,
+                "pair suspended (PSUE): {why}; host writes continue on the PVOL and are tracked"
+            );
         } else {
             tracing::info!(pair, state = %to, "{why}");
         }

@@ -178,7 +178,10 @@ pub fn host_write(meta: &PairMeta) -> WritePolicy {
         return WritePolicy::Refuse(refusal);
     }
     if !mirroring(meta) {
-        let own = meta.generations.as_ref().is_some_and(|g| g.bitmap.is_some());
+        let own = meta
+            .generations
+            .as_ref()
+            .is_some_and(|g| g.bitmap.is_some());
         return WritePolicy::Alone { diverge: !own };
     }
     match meta.settings.mode {
@@ -358,14 +361,16 @@ pub fn on_divergence(
 ) -> Option<Divergence> {
     let split = matches!(previous, PairState::Ssws | PairState::Psus);
     match verdict {
-        Verdict::SplitBrain { .. } => Some(match split_brain_victim(policy, local_dirty, peer_dirty) {
-            Some(Role::Svol) => Divergence::KeepMine,
-            Some(Role::Pvol) => Divergence::KeepTheirs,
-            None => Divergence::Stop {
-                split,
-                why: StopWhy::SplitBrain,
-            },
-        }),
+        Verdict::SplitBrain { .. } => {
+            Some(match split_brain_victim(policy, local_dirty, peer_dirty) {
+                Some(Role::Svol) => Divergence::KeepMine,
+                Some(Role::Pvol) => Divergence::KeepTheirs,
+                None => Divergence::Stop {
+                    split,
+                    why: StopWhy::SplitBrain,
+                },
+            })
+        }
         Verdict::Ahead {
             side: Side::Local,
             full: true,
@@ -375,8 +380,7 @@ pub fn on_divergence(
             why: StopWhy::FullCopy,
         }),
         Verdict::Ahead {
-            side: Side::Remote,
-            ..
+            side: Side::Remote, ..
         } if !split => Some(Divergence::Stop {
             split,
             why: StopWhy::PeerAhead,

@@ -41,13 +41,30 @@ fn a_host_write_follows_the_mode_while_mirrored_and_goes_alone_otherwise() {
     assert_eq!(m(Pair, Mode::Sync, Fence::Never), WritePolicy::Sync);
     assert_eq!(m(Copy, Mode::Sync, Fence::Data), WritePolicy::Fenced);
     assert_eq!(m(Pair, Mode::SemiSync, Fence::Never), WritePolicy::SemiSync);
-    assert_eq!(m(Pair, Mode::Adaptive, Fence::Never), WritePolicy::Adaptive { queue: true });
-    assert_eq!(m(Copy, Mode::Adaptive, Fence::Never), WritePolicy::Adaptive { queue: false });
-    assert_eq!(m(Psue, Mode::Sync, Fence::Never), WritePolicy::Alone { diverge: true });
-    assert_eq!(m(Psue, Mode::Sync, Fence::Data), WritePolicy::Refuse(Refusal::Fenced));
-    assert_eq!(m(Psus, Mode::Sync, Fence::Data), WritePolicy::Alone { diverge: true });
+    assert_eq!(
+        m(Pair, Mode::Adaptive, Fence::Never),
+        WritePolicy::Adaptive { queue: true }
+    );
+    assert_eq!(
+        m(Copy, Mode::Adaptive, Fence::Never),
+        WritePolicy::Adaptive { queue: false }
+    );
+    assert_eq!(
+        m(Psue, Mode::Sync, Fence::Never),
+        WritePolicy::Alone { diverge: true }
+    );
+    assert_eq!(
+        m(Psue, Mode::Sync, Fence::Data),
+        WritePolicy::Refuse(Refusal::Fenced)
+    );
+    assert_eq!(
+        m(Psus, Mode::Sync, Fence::Data),
+        WritePolicy::Alone { diverge: true }
+    );
     let mut own = meta(Role::Pvol, Psus, Mode::Sync, Fence::Never);
-    own.generations.as_mut().map(|g| g.bitmap = Some(1));
+    if let Some(g) = own.generations.as_mut() {
+        g.bitmap = Some(1);
+    }
     assert_eq!(host_write(&own), WritePolicy::Alone { diverge: false });
     let svol = meta(Role::Svol, Pair, Mode::Sync, Fence::Never);
     assert_eq!(host_write(&svol), WritePolicy::Refuse(Refusal::ReadOnly));
@@ -57,7 +74,10 @@ fn a_host_write_follows_the_mode_while_mirrored_and_goes_alone_otherwise() {
         at: 0,
         how: "test".into(),
     });
-    assert!(matches!(host_write(&outdated), WritePolicy::Refuse(Refusal::Outdated(_))));
+    assert!(matches!(
+        host_write(&outdated),
+        WritePolicy::Refuse(Refusal::Outdated(_))
+    ));
 }
 
 #[test]
@@ -70,7 +90,11 @@ fn events_change_only_the_states_they_apply_to() {
     assert_eq!(c(Psus, Event::CopyStarted), Ok((Psus, false)));
     assert_eq!(c(Psus, Event::ResyncStarted), Ok((Copy, true)));
     assert_eq!(c(Pair, Event::Takeover(Pair)), Ok((Ssws, true)));
-    assert_eq!(c(Psue, Event::Takeover(Pair)), Ok((Psue, false)), "the state moved meanwhile");
+    assert_eq!(
+        c(Psue, Event::Takeover(Pair)),
+        Ok((Psue, false)),
+        "the state moved meanwhile"
+    );
     assert_eq!(c(Smpl, Event::Created), Ok((Copy, true)));
     // Entering COPY drops the adaptive queue (the copy ships its blocks, newer).
     let drop = |state, event| change(Role::Pvol, state, event).map(|c| c.drop_queue);
@@ -81,11 +105,17 @@ fn events_change_only_the_states_they_apply_to() {
     // What the table forbids is an error naming both states.
     assert_eq!(
         c(Copy, Event::Split),
-        Err(IllegalTransition { from: Copy, to: Psus })
+        Err(IllegalTransition {
+            from: Copy,
+            to: Psus
+        })
     );
     assert_eq!(
         c(Ssws, Event::PeerSet(Pair)),
-        Err(IllegalTransition { from: Ssws, to: Pair })
+        Err(IllegalTransition {
+            from: Ssws,
+            to: Pair
+        })
     );
     let r = change(Role::Svol, Ssws, Event::Reversed(Role::Pvol)).expect("legal");
     assert_eq!((r.role, r.state, r.changed), (Role::Pvol, Copy, true));
@@ -95,8 +125,14 @@ fn events_change_only_the_states_they_apply_to() {
 fn failures_lead_to_the_state_their_kind_calls_for() {
     assert_eq!(write_failed(Failure::TakenOver), OnFailure::Outdate);
     assert_eq!(write_failed(Failure::SplitThere), OnFailure::SplitByPeer);
-    assert_eq!(write_failed(Failure::Timeout), OnFailure::Suspend { reset_link: true });
-    assert_eq!(write_failed(Failure::Disk), OnFailure::Suspend { reset_link: false });
+    assert_eq!(
+        write_failed(Failure::Timeout),
+        OnFailure::Suspend { reset_link: true }
+    );
+    assert_eq!(
+        write_failed(Failure::Disk),
+        OnFailure::Suspend { reset_link: false }
+    );
     let m = |state, fence| split_by_peer(&meta(Role::Pvol, state, Mode::Sync, fence));
     assert_eq!(m(Pair, Fence::Never), PeerSplit::Split);
     assert_eq!(m(Copy, Fence::Never), PeerSplit::Suspend);
@@ -109,7 +145,10 @@ fn an_svol_applies_copies_only_while_it_takes_them() {
         assert_eq!(accepts_copies(Role::Svol, s), Ok(()));
     }
     for s in [Psus, Ssws, Smpl] {
-        assert_eq!(accepts_copies(Role::Svol, s), Err(NotApplied::WrongState(s)));
+        assert_eq!(
+            accepts_copies(Role::Svol, s),
+            Err(NotApplied::WrongState(s))
+        );
     }
     assert_eq!(accepts_copies(Role::Pvol, Pair), Err(NotApplied::NotSvol));
 }
@@ -120,7 +159,10 @@ fn a_pvol_learning_of_a_takeover_is_outdated_once() {
     assert_eq!(outdate(&m), Some(Psue));
     let m = meta(Role::Pvol, Psus, Mode::Sync, Fence::Never);
     assert_eq!(outdate(&m), Some(Psue));
-    assert_eq!(outdate(&meta(Role::Svol, Pair, Mode::Sync, Fence::Never)), None);
+    assert_eq!(
+        outdate(&meta(Role::Svol, Pair, Mode::Sync, Fence::Never)),
+        None
+    );
 }
 
 #[test]
@@ -152,7 +194,10 @@ fn verdicts_off_the_usual_course_stop_the_pair_or_follow_the_policy() {
     };
     assert_eq!(on_divergence(ahead_there, Ssws, manual, 0, 3), None);
     assert!(on_divergence(ahead_there, Psue, manual, 0, 3).is_some());
-    assert_eq!(on_divergence(Verdict::InSync { common: 1 }, Pair, manual, 0, 0), None);
+    assert_eq!(
+        on_divergence(Verdict::InSync { common: 1 }, Pair, manual, 0, 0),
+        None
+    );
 }
 
 #[test]

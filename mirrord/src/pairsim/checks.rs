@@ -27,7 +27,10 @@ fn violation(w: &mut World, what: String) {
 pub fn acknowledged(w: &mut World, i: usize, id: u64, block: usize, mirrored: bool) {
     if w.sites[i].meta.outdated.is_some() {
         let name = w.sites[i].name;
-        violation(w, format!("outdated PVOL at '{name}' acknowledged write {id}"));
+        violation(
+            w,
+            format!("outdated PVOL at '{name}' acknowledged write {id}"),
+        );
     }
     if mirrored {
         w.out.counts.acked_mirrored += 1;
@@ -70,7 +73,10 @@ pub fn copy_done(w: &mut World, i: usize) {
     let diff = differing(w);
     if !diff.is_empty() {
         let name = w.sites[i].name;
-        violation(w, format!("copy from '{name}' done, blocks {diff:?} differ"));
+        violation(
+            w,
+            format!("copy from '{name}' done, blocks {diff:?} differ"),
+        );
     }
 }
 
@@ -132,6 +138,9 @@ pub fn quiet_pair(w: &mut World) {
     w.out.counts.quiet_pairs += 1;
     let diff = differing(w);
     if !diff.is_empty() {
-        violation(w, format!("pair in PAIR with nothing pending, blocks {diff:?} differ"));
+        violation(
+            w,
+            format!("pair in PAIR with nothing pending, blocks {diff:?} differ"),
+        );
     }
 }

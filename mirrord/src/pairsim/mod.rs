@@ -14,7 +14,7 @@
 //! - [`site`]: one site's persisted and volatile state.
 //! - [`world`]: the link, frames and answers, the machine's failure and
 //!   fence decisions carried out.
-//! - [`write`]: host writes in the machine's policy; the copy task and the
+//! - [`mod@write`]: host writes in the machine's policy; the copy task and the
 //!   adaptive shipper.
 //! - [`ops`]: reconnect, resyncs, takeover, step-down, split, mode change,
 //!   kill, restart, freeze, thaw.
@@ -177,7 +177,14 @@ fn world(seed: u64, trace: bool, flaw: Flaw) -> (Schedule, World) {
     // SVOL older data (0) until the initial copy.
     let first: Vec<u64> = (1..=BLOCKS as u64).collect();
     let mut a = SimSite::new("prod", Role::Pvol, s, pvol, policy, first);
-    let b = SimSite::new("standby", Role::Svol, s, Generations::default(), policy, vec![0; BLOCKS]);
+    let b = SimSite::new(
+        "standby",
+        Role::Svol,
+        s,
+        Generations::default(),
+        policy,
+        vec![0; BLOCKS],
+    );
     a.mark_all();
     let mut w = World {
         sites: [a, b],
@@ -212,7 +219,11 @@ fn step(w: &mut World) {
     w.note(|| format!("step {roll}"));
     match roll {
         0..=29 => {
-            let from = if w.wire[either].is_empty() { 1 - either } else { either };
+            let from = if w.wire[either].is_empty() {
+                1 - either
+            } else {
+                either
+            };
             w.deliver(from);
         }
         30..=49 => w.host_write(pvol),

@@ -269,7 +269,11 @@ impl World {
             self.sites[i].clear_queue();
             for b in 0..super::site::BLOCKS {
                 let (seq, data) = (self.sites[i].dirty[b], self.sites[i].vol[b]);
-                if seq != 0 && self.apply(1 - i, super::site::Tag::Copy { block: b, seq }, data).is_ok() {
+                if seq != 0
+                    && self
+                        .apply(1 - i, super::site::Tag::Copy { block: b, seq }, data)
+                        .is_ok()
+                {
                     self.sites[i].acked(b, seq);
                 }
             }

@@ -268,6 +268,8 @@ impl SimSite {
 
     /// The generations in the record.
     pub fn generations(&mut self) -> &mut Generations {
-        self.meta.generations.get_or_insert_with(Generations::default)
+        self.meta
+            .generations
+            .get_or_insert_with(Generations::default)
     }
 }

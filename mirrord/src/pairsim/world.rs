@@ -110,7 +110,12 @@ impl World {
                 }
                 if c.changed {
                     let name = s.name;
-                    self.note(|| format!("  {name}: {before:?} -> {:?} ({event:?})", (c.role, c.state)));
+                    self.note(|| {
+                        format!(
+                            "  {name}: {before:?} -> {:?} ({event:?})",
+                            (c.role, c.state)
+                        )
+                    });
                 }
                 c.changed
             }
@@ -273,7 +278,9 @@ impl World {
             Err(machine::NotApplied::WrongState(s)) => Err(Refused::State(s)),
             Ok(()) => {
                 let block = match tag {
-                    Tag::Host { block, .. } | Tag::Queued { block, .. } | Tag::Copy { block, .. } => block,
+                    Tag::Host { block, .. }
+                    | Tag::Queued { block, .. }
+                    | Tag::Copy { block, .. } => block,
                 };
                 if self.sites[r].write(block, data) {
                     checks::applied_in_order(self, r, block, data);

@@ -156,10 +156,8 @@ impl World {
             }
             return;
         }
-        if self.sites[i].overflowed {
-            if !self.send_dirty(i) && self.sites[i].in_copy.is_empty() {
-                self.sites[i].overflowed = false;
-            }
+        if self.sites[i].overflowed && !self.send_dirty(i) && self.sites[i].in_copy.is_empty() {
+            self.sites[i].overflowed = false;
         }
     }
 
@@ -182,7 +180,10 @@ impl World {
     /// The copy task: a frame, or (clean, nothing in flight) both sides PAIR.
     fn copy_step(&mut self, i: usize) {
         let s = &self.sites[i];
-        if !matches!(s.meta.state, PairState::Pair | PairState::Copy | PairState::Psue) {
+        if !matches!(
+            s.meta.state,
+            PairState::Pair | PairState::Copy | PairState::Psue
+        ) {
             return self.copy_failed(i); // it left the copy
         }
         if s.in_copy.len() < WINDOW && self.send_dirty(i) {

@@ -18,9 +18,9 @@ use super::resync::Keep;
 use super::{Site, SiteError};
 use crate::bitmap::BLOCK;
 use crate::generation::{Side, Verdict};
-use crate::pair::machine::{self, Divergence, Resume, StopWhy};
 use crate::link::{LinkError, PeerLink};
 use crate::meta::PairMeta;
+use crate::pair::machine::{self, Divergence, Resume, StopWhy};
 
 impl Site {
     /// After the link to `peer` on `lane` comes up: re-attach the PVOL pairs

@@ -95,9 +95,7 @@ impl Site {
             WritePolicy::Refuse(Refusal::Outdated(reason)) => {
                 return Err(SiteError::Outdated { pair: name, reason })
             }
-            WritePolicy::Refuse(Refusal::Fenced) => {
-                return Err(SiteError::FencedSuspended(name))
-            }
+            WritePolicy::Refuse(Refusal::Fenced) => return Err(SiteError::FencedSuspended(name)),
             policy => policy,
         };
         self.write_in_mode(&v, &name, &meta, &rt, policy, offset, data, order)

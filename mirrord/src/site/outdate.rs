@@ -12,9 +12,9 @@ use hbcore::report::chain;
 use hbcore::vocab::{PairState, Role};
 
 use super::{Site, SiteError};
-use crate::pair::machine;
 use crate::fence::Outdated;
 use crate::link::LinkError;
+use crate::pair::machine;
 
 /// The site that refused a write because it took the pair over (SSWS), if
 /// that is what `e` says.

@@ -15,9 +15,9 @@ use hbcore::vocab::{PairState, Role};
 use super::error::refused;
 use super::generations::Compared;
 use super::{Site, SiteError};
-use crate::pair::machine::{self, Event, ReverseRefused};
 use crate::bitmap::BLOCK;
 use crate::generation::Verdict;
+use crate::pair::machine::{self, Event, ReverseRefused};
 
 /// Whose data a resync from the PVOL keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
