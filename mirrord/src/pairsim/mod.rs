@@ -61,8 +61,6 @@ pub enum Flaw {
     OutdatedAcks,
     /// A resync copies the PVOL's changes only, not the blocks the SVOL changed.
     ResyncSkipsPeerBitmap,
-    /// The SVOL applies every write, whatever its state.
-    SvolTakesEverything,
     /// The adaptive queue survives into a copy (the machine before seed 2545).
     KeepQueueIntoCopy,
 }

@@ -122,8 +122,11 @@ impl World {
     /// At the PVOL `i`: compare, merge the SVOL's bitmap, both COPY, copy.
     /// False if refused.
     pub fn resync_here(&mut self, i: usize, keep: Keep) -> bool {
+        if self.sites[i].meta.role != Role::Pvol || !self.call(i) {
+            return false;
+        }
         let s = &self.sites[i];
-        if s.meta.role != Role::Pvol || !self.call_ok(i) {
+        if s.meta.role != Role::Pvol {
             return false;
         }
         if s.meta.state == PairState::Pair && s.dirty_blocks() == 0 {
@@ -158,7 +161,8 @@ impl World {
     pub fn reverse_here(&mut self, i: usize, chosen: bool) -> bool {
         // The old PVOL's site takes its volume's order lock first.
         if !machine::may_reverse(&self.sites[i].meta, chosen)
-            || !self.call_ok(i)
+            || !self.call(i)
+            || !machine::may_reverse(&self.sites[i].meta, chosen)
             || self.sites[1 - i].order_locked()
         {
             return false;
@@ -205,7 +209,7 @@ impl World {
 
     /// A person asks for a resync at site `i` (plain; at an outdated PVOL refused).
     pub fn resync(&mut self, i: usize) {
-        if !self.call_ok(i) {
+        if !self.call(i) {
             return;
         }
         match self.sites[i].meta.role {
@@ -223,7 +227,7 @@ impl World {
 
     /// `--discard-local` at site `i`: the peer's data wins.
     pub fn discard_local(&mut self, i: usize) {
-        if self.call_ok(i) {
+        if self.call(i) {
             self.keep_mine(1 - i);
         }
     }
@@ -241,7 +245,7 @@ impl World {
         let fresh = self.fresh();
         generation::diverge_to(self.sites[i].generations(), fresh);
         self.out.counts.takeovers += 1;
-        if self.call_ok(i) {
+        if self.call(i) {
             self.fence_taken_over(1 - i);
         }
     }
@@ -292,7 +296,7 @@ impl World {
         }
         let before = s.meta.settings.mode;
         self.sites[i].meta.settings.mode = mode;
-        if self.call_ok(i) {
+        if self.call(i) {
             self.sites[1 - i].meta.settings.mode = mode;
         }
         if before == Mode::Adaptive && mode != Mode::Adaptive {

@@ -46,7 +46,6 @@ fn each_wrong_decision_is_caught() {
         Flaw::FailedIsAcked,
         Flaw::OutdatedAcks,
         Flaw::ResyncSkipsPeerBitmap,
-        Flaw::SvolTakesEverything,
         Flaw::KeepQueueIntoCopy,
     ] {
         let caught = (1..=2000).find(|seed| !run_with(*seed, false, flaw).1.violations.is_empty());

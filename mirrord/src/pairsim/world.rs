@@ -93,6 +93,19 @@ impl World {
         self.link_up && self.sites[i].running() && self.sites[1 - i].running()
     }
 
+    /// Site `i` calls its peer (a request it awaits): false if it cannot.
+    /// A call travels behind the frames already on the wire each way (one
+    /// session, in order), so they are delivered first.
+    pub fn call(&mut self, i: usize) -> bool {
+        if !self.call_ok(i) {
+            return false;
+        }
+        while let Some(from) = (0..2).find(|f| !self.wire[*f].is_empty()) {
+            self.deliver(from);
+        }
+        self.call_ok(i)
+    }
+
     /// Applies `event` to site `i`'s pair as the machine decides; true if the state changed.
     pub fn change(&mut self, i: usize, event: Event) -> bool {
         let m = &self.sites[i].meta;
@@ -134,7 +147,7 @@ impl World {
 
     /// Tells the peer the pair suspended here (best effort).
     pub fn tell_peer_suspended(&mut self, i: usize) {
-        if self.call_ok(i) {
+        if self.call(i) {
             self.peer_update(1 - i, PairState::Psue);
         }
     }
@@ -180,7 +193,7 @@ impl World {
         s.clear_queue();
         let name = s.name;
         self.note(|| format!("  {name}: outdated ({state:?})"));
-        if self.call_ok(i) {
+        if self.call(i) {
             self.compare(i);
         }
     }
@@ -268,12 +281,7 @@ impl World {
     /// At site `r`: a data frame arrives; returns the answer.
     pub fn apply(&mut self, r: usize, tag: Tag, data: u64) -> Result<(), Refused> {
         let m = &self.sites[r].meta;
-        let taken = if self.flaw == Flaw::SvolTakesEverything {
-            Ok(())
-        } else {
-            machine::accepts_copies(m.role, m.state)
-        };
-        let result = match taken {
+        let result = match machine::accepts_copies(m.role, m.state) {
             Err(machine::NotApplied::NotSvol) => Err(Refused::NotSvol),
             Err(machine::NotApplied::WrongState(s)) => Err(Refused::State(s)),
             Ok(()) => {

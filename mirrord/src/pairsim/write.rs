@@ -124,7 +124,7 @@ impl World {
         self.sites[i].copying = true;
         self.change(i, Event::CopyStarted);
         let settings = self.sites[i].meta.settings;
-        if !self.call_ok(i) || !self.peer_update(1 - i, PairState::Copy) {
+        if !self.call(i) || !self.peer_update(1 - i, PairState::Copy) {
             self.copy_failed(i);
             return;
         }
@@ -194,8 +194,12 @@ impl World {
             return;
         }
         // Clean, drained: join the generations, both PAIR.
-        if !self.call_ok(i) {
+        if !self.call(i) {
             return self.copy_failed(i);
+        }
+        let s = &self.sites[i];
+        if !s.copying || !s.in_copy.is_empty() || !s.flights.is_empty() || s.dirty_blocks() > 0 {
+            return; // the answers delivered before the call changed things
         }
         self.sites[i].flush();
         let Some(current) = self.sites[i].meta.generations().current else {
