@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# Deterministic simulation of the heartbeat check (src/hb/sim, the hbsim
-# binary, release build): two hbd sides run the production decision code on
-# a simulated clock and simulated channels under fault schedules drawn from
-# seeds; checkers judge every history.
-#   scripts/simulate.sh N                  N schedules (seeds 1..N); a summary line; exit 1 on a violation
-#   scripts/simulate.sh N --first-seed S   N schedules from seed S
-#   scripts/simulate.sh --seed S           replay seed S exactly, with its trace of events
-# (HBSIM_SEED=S and HBSIM_FIRST_SEED=S work too.)
-set -euo pipefail
+# Deterministic simulations (release builds), each printing a summary line
+# ending in `violations: N`:
+#   1. hbsim (src/hb/sim): two hbd sides run the production decision code on
+#      a simulated clock and simulated channels under fault schedules.
+#   2. pairsim (mirrord/src/pairsim): two sites run the pair machine
+#      (mirrord/src/pair/machine.rs) over modelled volumes and a modelled link
+#      under schedules of host writes, link cuts, kill -9, disk errors,
+#      takeovers, thaws and resyncs.
+# Checkers judge every history; exit 1 if either simulation found a violation.
+#   scripts/simulate.sh N                  N schedules of each (seeds 1..N)
+#   scripts/simulate.sh N --first-seed S   N schedules of each from seed S
+#   scripts/simulate.sh --seed S           replay seed S of each, with its trace
+# (HBSIM_SEED / PAIRSIM_SEED and HBSIM_FIRST_SEED / PAIRSIM_FIRST_SEED work too.)
+set -uo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin hbsim
-exec target/release/hbsim "$@"
+cargo build --release --quiet --bin hbsim --bin pairsim || exit 1
+status=0
+echo "== hbsim: the heartbeat check"
+target/release/hbsim "$@" || status=1
+echo "== pairsim: the pair machine"
+target/release/pairsim "$@" || status=1
+exit $status

@@ -148,20 +148,25 @@ fn remember(g: &mut Generations, id: Option<u64>) {
 /// the shared one as its bitmap id. True if anything changed (persist it
 /// before the write it precedes).
 pub fn diverge(g: &mut Generations) -> bool {
+    diverge_to(g, fresh_id())
+}
+
+/// [`diverge`] with the new generation given (`fresh`, never 0): the
+/// simulation draws its ids from its seed.
+pub fn diverge_to(g: &mut Generations, fresh: u64) -> bool {
     match (g.current, g.bitmap) {
         // Already a generation of its own.
         (Some(_), Some(_)) => false,
         (Some(shared), None) => {
             g.bitmap = Some(shared);
-            g.current = Some(fresh_id());
+            g.current = Some(fresh);
             true
         }
         // A copy target written (taken over mid-copy): its changes count from
         // the last generation it held (or, after an initial copy, its own).
         (None, _) => {
-            let id = fresh_id();
-            g.current = Some(id);
-            g.bitmap = Some(g.history.first().copied().unwrap_or(id));
+            g.current = Some(fresh);
+            g.bitmap = Some(g.history.first().copied().unwrap_or(fresh));
             true
         }
     }

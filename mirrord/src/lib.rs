@@ -9,7 +9,10 @@
 //! - [`bitmap`]: the dirty bitmap of a pair, persisted so a crash never under-marks.
 //! - [`generation`]: generation identifiers of a pair and their comparison (in sync, ahead, split brain, unrelated).
 //! - [`meta`]: what survives a restart (volumes, pairs, clean-shutdown mark).
-//! - [`pair`]: the runtime of a pair: bitmap, adaptive queue, semi-sync slot, progress.
+//! - [`pair`]: the runtime of a pair: bitmap, adaptive queue, semi-sync slot, progress;
+//!   [`pair::machine`]: every decision about a pair, pure (the only caller of the
+//!   transition table); [`pairsim`]: the deterministic simulation of two sites'
+//!   machines (the `pairsim` binary).
 //! - [`outdated`]: the record that a PVOL's SVOL was taken over (by whom,
 //!   when, how this site learned it).
 //! - [`fence`]: which host writes a PVOL refuses (an outdated one: all).
@@ -19,12 +22,14 @@
 //!   its target latency.
 //! - [`link`]: the remote link: sessions (`link::session`) after an HMAC
 //!   handshake ([`link::handshake`]); it knows nothing of the site.
-//! - [`site`]: the registry of volumes and pairs (one lock, persistence, state
-//!   changes through the transition table), then, each using only those before:
-//!   `site::error`, `site::ship` (writes onto the link, acks, suspend),
-//!   `site::datapath` (host I/O in the three modes; the SVOL's apply),
-//!   `site::copy` (copy engine, adaptive shipper), `site::volumes` and
-//!   `site::ops` (admin operations), `site::peer` (the answers to the peer).
+//! - [`site`]: the registry of volumes and pairs (one lock, persistence) and
+//!   the parts that carry out the pair machine's decisions, each using only
+//!   those before it: `site::generations`, `site::outdate`, `site::pace`,
+//!   `site::ship` (writes onto the link, acks, suspend), `site::datapath`
+//!   (host I/O in the machine's write policy; the SVOL's apply),
+//!   `site::verify`, `site::copy` (copy engine, adaptive shipper),
+//!   `site::volumes` and `site::ops` (admin operations), `site::resync`,
+//!   `site::connect`, `site::peer` (the answers to the peer).
 //! - [`fs`]: the site seen by hbfs; [`control`]: the control socket for hbctl.
 //! - [`service`], [`metrics`]: systemd readiness and status; the OpenMetrics endpoint.
 //! - [`daemon`]: start-up, signal, clean shutdown.
@@ -75,6 +80,7 @@ pub mod meta;
 pub mod metrics;
 pub mod outdated;
 pub mod pair;
+pub mod pairsim;
 pub mod rate;
 pub mod service;
 pub mod site;

@@ -4,8 +4,7 @@
 //! reconnects; refused handshakes by reason. Built at each scrape from the
 //! site's own status, so they say what `hbctl pair status` says.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use hbcore::metrics::{labels, Labels, Scrape};
 use hbcore::vocab::PairState;
@@ -21,32 +20,6 @@ const STATES: [PairState; 6] = [
     PairState::Psue,
     PairState::Ssws,
 ];
-
-/// Writes and bytes a site put on the link, per pair.
-#[derive(Debug, Default)]
-pub struct Shipped {
-    by_pair: Mutex<BTreeMap<String, (u64, u64)>>,
-}
-
-impl Shipped {
-    /// One write of `bytes` to `pair`'s SVOL left for the peer.
-    pub fn note(&self, pair: &str, bytes: usize) {
-        if let Ok(mut m) = self.by_pair.lock() {
-            let entry = m.entry(pair.to_string()).or_default();
-            entry.0 += 1;
-            entry.1 += bytes as u64;
-        }
-    }
-
-    /// `(writes, bytes)` of `pair`.
-    pub fn of(&self, pair: &str) -> (u64, u64) {
-        self.by_pair
-            .lock()
-            .ok()
-            .and_then(|m| m.get(pair).copied())
-            .unwrap_or_default()
-    }
-}
 
 /// The OpenMetrics text of `site` now.
 pub fn scrape(site: &Site) -> String {

@@ -8,6 +8,8 @@
 //! latest. Copies (initial, resync, adaptive overflow) ship dirty blocks
 //! read back from the volume, so they copy exactly what the other side lacks.
 
+pub mod machine;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

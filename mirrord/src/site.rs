@@ -1,36 +1,41 @@
 //! The site: one registry of its volumes and pairs behind one lock, persisted
-//! through [`Meta`], with every change of a pair's state checked against the
-//! transition table ([`PairState::to`]).
+//! through [`Meta`]. Every decision about a pair is the pair machine's
+//! ([`crate::pair::machine`], pure, the only caller of the transition
+//! table); the site reads a pair's record, asks the machine, and carries
+//! out the answer (state changes through `Site::change_state`).
 //!
-//! The rest of the site is cut along the write path; each part uses only
-//! the parts listed before it:
+//! The parts, in the order they build on each other: each uses only the
+//! registry and the parts listed before it (`peer`, the link's entry
+//! point, uses them all):
 //!
-//! - `error`: [`SiteError`], and what the peer is told of it.
-//! - this file: the registry ([`Site`], `Inner`, `set_state`, persistence).
-//! - `ship`: putting writes on the link, settling their acks, suspending a pair.
-//! - `datapath`: host reads, writes and syncs in the three modes; the SVOL's apply.
-//! - `copy`: the copy engine (initial copy, resync) and the adaptive shipper;
-//!   `pace`: host I/O timed per disk, and a copy's limit per frame.
-//! - `outdate`: the fence of a PVOL whose SVOL was taken over (outdated,
-//!   refusing host writes until a person resolves the pair).
-//! - `volumes`, `ops`: the admin operations on volumes and pairs.
+//! - `error`: [`SiteError`], and what the peer is told of it; `shipped`:
+//!   writes and bytes put on the link (for the metrics).
+//! - this file: the registry ([`Site`], `Inner`, `change_state`, persistence).
 //! - `generations`: the pair's generations kept, changed, exchanged and
 //!   compared ([`crate::generation`]); the verdict recorded.
-//! - `resync` (plain, reversed, or a person's choice after a split brain),
-//!   `verify` (online verify, block digests, checksum resync).
-//! - [`peer`]: the answers to the peer (the only [`Handler`](crate::link::Handler));
-//!   `connect`: what a site does for its pairs when the link comes up.
+//! - `outdate`: the fence of a PVOL whose SVOL was taken over (outdated,
+//!   refusing host writes until a person resolves the pair).
+//! - `pace`: host I/O timed per disk, and a copy's limit per frame.
+//! - `ship`: putting writes on the link, settling their acks, suspending a
+//!   pair, the machine's answer to a failed write.
+//! - `datapath`: host reads, writes and syncs in the machine's write policy; the SVOL's apply.
+//! - `verify`: online verify, block digests, checksum resync.
+//! - `copy`: the copy engine (initial copy, resync) and the adaptive shipper.
+//! - `volumes`, `ops`: the admin operations on volumes and pairs.
+//! - `resync`: plain, reversed, or a person's choice after a split brain.
+//! - `connect`: what a site does for its pairs when the link comes up.
+//! - [`peer`]: the answers to the peer (the only [`Handler`](crate::link::Handler)).
 //!
 //! ```text
 //!  host_write ─ lock volume order ─ mark dirty (seq s) ─┬ sync:      ship ─ PVOL write ─ unlock ─ wait ack ─ clear(s) (fenced: ack before the PVOL write, locked)
 //!                                                      ├ semi-sync: wait previous ack ─ ship ─ PVOL write ─ (ack settles later)
 //!                                                      ├ adaptive:  PVOL write ─ queue (≤ skew) or overflow ─ shipper task
 //!                                                      └ not mirrored (PSUE, PSUS, SSWS): PVOL write, bits stay set
-//!  (an outdated PVOL refuses every host write, `crate::fence`; fenced: PSUE refuses)
+//!  (the branch is the machine's policy, `machine::host_write`: an outdated PVOL refuses every host write, `crate::fence`; fenced: PSUE refuses)
 //!  copy task ─ dirty runs ─ paced (crate::rate) ─ read ahead ─ ship under the order lock (read again if a write came) ─ ack clears ─ no write in flight, clean? ─ PAIR
 //! ```
 //!
-//! State lives in [`Inner`] behind a std mutex never held across an await;
+//! State lives in `Inner` behind a std mutex never held across an await;
 //! every change of a volume or pair is persisted through [`Meta`].
 
 mod connect;
@@ -44,6 +49,7 @@ mod pace;
 pub mod peer;
 mod resync;
 mod ship;
+mod shipped;
 #[cfg(test)]
 mod tests;
 mod verify;
@@ -56,28 +62,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use hbcore::link::Lane;
 use hbcore::report::chain;
-use hbcore::vocab::{PairState, Role};
+use hbcore::vocab::{IllegalTransition, PairState, Role};
 use tokio_util::sync::CancellationToken;
 
 use crate::bitmap::DirtyMap;
 use crate::config::Config;
 use crate::link::{Link, LinkError, PeerLink};
 use crate::meta::{Meta, MetaError, PairMeta, VolumeMeta};
+use crate::pair::machine::{self, Change, Event};
 use crate::pair::PairRt;
 use crate::volume::Volume;
 use hbio::IoEngine;
 
 pub use error::SiteError;
-
-/// Every state, for changes the transition table alone decides.
-const ANY_STATE: &[PairState] = &[
-    PairState::Smpl,
-    PairState::Copy,
-    PairState::Pair,
-    PairState::Psus,
-    PairState::Psue,
-    PairState::Ssws,
-];
+pub use shipped::Shipped;
 
 /// A pair: what is persisted and what runs.
 struct Pair {
@@ -195,18 +193,28 @@ pub struct Site {
     clean_shutdown: AtomicBool,
     stop: CancellationToken,
     /// Writes and bytes put on the link, per pair (for the metrics).
-    pub shipped: crate::metrics::Shipped,
+    pub shipped: Shipped,
     /// Host I/O on data volumes, per disk (what the copy rate controller steers by).
     host_io: crate::rate::HostIo,
 }
 
-/// Checks `pair`'s change `from → to` against the transition table.
+/// Checks `pair`'s change `from → to` against the transition table (through the machine).
 fn transition(pair: &str, from: PairState, to: PairState) -> Result<PairState, SiteError> {
-    from.to(to).map_err(|_| SiteError::IllegalTransition {
+    machine::check(from, to).map_err(|e| illegal(pair, e))
+}
+
+/// The machine's refusal of a change, naming the pair.
+fn illegal(pair: &str, e: IllegalTransition) -> SiteError {
+    SiteError::IllegalTransition {
         pair: pair.into(),
-        from,
-        to,
-    })
+        from: e.from,
+        to: e.to,
+    }
+}
+
+/// `pair`'s role and state after `event`, as the machine decides.
+fn changed(pair: &str, role: Role, state: PairState, event: Event) -> Result<Change, SiteError> {
+    machine::change(role, state, event).map_err(|e| illegal(pair, e))
 }
 
 fn bitmap_path(data_dir: &Path, pair: &str) -> PathBuf {
@@ -244,7 +252,7 @@ impl Site {
                 && matches!(p.state, PairState::Pair | PairState::Copy)
             {
                 tracing::warn!(pair = %name, "mirrord did not shut down cleanly: pair suspended (PSUE); a resync copies the blocks that were being written");
-                p.state = transition(&name, p.state, PairState::Psue)?;
+                p.state = changed(&name, p.role, p.state, Event::LoadedAfterCrash)?.state;
             }
             let size = inner.volume(p.local_volume())?.size;
             let dirty = DirtyMap::open(&bitmap_path(&config.data_dir, &name), size)?;
@@ -271,7 +279,7 @@ impl Site {
             save_lock: Mutex::new(()),
             clean_shutdown: AtomicBool::new(false),
             stop,
-            shipped: crate::metrics::Shipped::default(),
+            shipped: Shipped::default(),
             host_io: crate::rate::HostIo::default(),
         };
         site.save()?;
@@ -372,7 +380,7 @@ impl Site {
         self.inner().pairs.get(pair).map(|p| p.meta.clone())
     }
 
-    /// Changes a pair's persisted record (not its state: see [`Site::set_state`]); true if it exists.
+    /// Changes a pair's persisted record (not its state: see [`Site::change_state`]); true if it exists.
     fn update(&self, pair: &str, change: impl FnOnce(&mut PairMeta)) -> bool {
         let found = self
             .inner()
@@ -386,35 +394,37 @@ impl Site {
         found
     }
 
-    /// Moves `pair` to `to` if it is in one of `from` (the states this change
-    /// applies to; in others, or if the pair is gone, nothing happens), as the
-    /// transition table allows. True if the state changed.
-    fn set_state(
-        &self,
-        pair: &str,
-        from: &[PairState],
-        to: PairState,
-        why: &str,
-    ) -> Result<bool, SiteError> {
-        let changed = {
+    /// Moves `pair` as the machine decides after `event` (in states the
+    /// event does not apply to, or if the pair is gone, nothing happens).
+    /// True if the state changed.
+    fn change_state(&self, pair: &str, event: Event, why: &str) -> Result<bool, SiteError> {
+        let to = {
             let mut inner = self.inner();
             match inner.pairs.get_mut(pair) {
-                Some(p) if from.contains(&p.meta.state) && p.meta.state != to => {
-                    p.meta.state = transition(pair, p.meta.state, to)?;
-                    true
+                Some(p) => {
+                    let c = changed(pair, p.meta.role, p.meta.state, event)?;
+                    p.meta.state = c.state;
+                    if c.drop_queue {
+                        p.rt.queue().clear();
+                    }
+                    c.changed.then_some(c.state)
                 }
-                _ => false,
+                None => None,
             }
         };
-        if changed {
-            if to == PairState::Psue {
-                tracing::warn!(pair, "pair suspended (PSUE): {why}; host writes continue on the PVOL and are tracked");
-            } else {
-                tracing::info!(pair, state = %to, "{why}");
-            }
-            self.save_or_log();
+        let Some(to) = to else {
+            return Ok(false);
+        };
+        if to == PairState::Psue {
+            tracing::warn!(
+                pair,
+                "pair suspended (PSUE): {why}; host writes continue on the PVOL and are tracked"
+            );
+        } else {
+            tracing::info!(pair, state = %to, "{why}");
         }
-        Ok(changed)
+        self.save_or_log();
+        Ok(true)
     }
 
     /// Gives this site the `role` in `pair` (a reverse resync swaps the
@@ -426,9 +436,13 @@ impl Site {
                 .pairs
                 .get_mut(pair)
                 .ok_or_else(|| SiteError::NoPair(pair.into()))?;
-            p.meta.state = transition(pair, p.meta.state, PairState::Copy)?;
-            if p.meta.role != role {
-                p.meta.role = role;
+            let c = changed(pair, p.meta.role, p.meta.state, Event::Reversed(role))?;
+            p.meta.state = c.state;
+            if c.drop_queue {
+                p.rt.queue().clear();
+            }
+            if p.meta.role != c.role {
+                p.meta.role = c.role;
                 std::mem::swap(&mut p.meta.pvol, &mut p.meta.svol);
             }
         }

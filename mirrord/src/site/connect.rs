@@ -17,9 +17,10 @@ use super::ops::attach_request;
 use super::resync::Keep;
 use super::{Site, SiteError};
 use crate::bitmap::BLOCK;
-use crate::generation::{split_brain_victim, Side, Verdict};
+use crate::generation::{Side, Verdict};
 use crate::link::{LinkError, PeerLink};
 use crate::meta::PairMeta;
+use crate::pair::machine::{self, Divergence, Resume, StopWhy};
 
 impl Site {
     /// After the link to `peer` on `lane` comes up: re-attach the PVOL pairs
@@ -120,19 +121,19 @@ impl Site {
         }
         let w = self.work(name)?;
         let dirty = w.rt.dirty().dirty_blocks();
-        match (previous, w.meta.state) {
-            (PairState::Ssws, _) => {
+        match machine::resume(&w.meta, previous, dirty) {
+            Resume::Outdate => {
                 self.fence_taken_over(name, peer, "its SVOL was SSWS when the link came up");
                 tracing::warn!(pair = %name, "site '{peer}' took this pair over (SSWS): fail back with `hbctl pair resync {name} --reverse` there, or keep its data with `hbctl pair resync {name} --discard-local` here (`--discard-remote` here discards its changes)");
             }
-            _ if w.meta.outdated.is_some() => {
+            Resume::Wait => {
                 tracing::warn!(pair = %name, "re-attached; outdated, so nothing resumes by itself: `hbctl pair resync {name} --discard-local` here keeps site '{peer}''s data, `--discard-remote` this site's");
             }
-            (PairState::Psus, _) | (_, PairState::Psus) => {
+            Resume::Split => {
                 self.split_by_peer(name, "the pair is split (PSUS)");
                 tracing::info!(pair = %name, "re-attached; split (PSUS): `hbctl pair resync {name}` joins it again");
             }
-            (_, PairState::Pair) if dirty == 0 => match link
+            Resume::InSync => match link
                 .call(
                     PeerRequest::Update {
                         pair: name.into(),
@@ -146,10 +147,10 @@ impl Site {
                 Ok(_) => tracing::info!(pair = %name, "re-attached; still in sync (PAIR)"),
                 Err(e) => self.suspend(name, &chain(&e)),
             },
-            (_, PairState::Psue) if !w.meta.settings.auto_resync => {
+            Resume::WaitResync => {
                 tracing::info!(pair = %name, "re-attached; suspended (PSUE) with {} to copy: `hbctl pair resync {name}` (auto-resync is off)", Bytes(dirty * BLOCK));
             }
-            _ => {
+            Resume::Resync => {
                 tracing::info!(pair = %name, "re-attached; resyncing {} (auto-resync)", Bytes(dirty * BLOCK));
                 if let Err(e) = self.resync_here(name, Keep::AsUsual).await {
                     tracing::warn!(pair = %name, "resync failed: {}", chain(&e));
@@ -171,50 +172,37 @@ impl Site {
         c: &Compared,
     ) -> Result<bool, SiteError> {
         let peer = meta.peer.as_str();
-        let svol_writable = matches!(previous, PairState::Ssws | PairState::Psus);
-        let stop = |site: &Arc<Site>, why: &str| {
-            if svol_writable {
-                site.split_by_peer(name, why);
-            } else {
-                site.suspend(name, why);
+        let policy = meta.integrity.split_brain;
+        let decided =
+            machine::on_divergence(c.verdict, previous, policy, c.local_dirty, c.peer_dirty);
+        match decided {
+            Some(Divergence::KeepMine) => {
+                tracing::warn!(pair = name, ?policy, "split brain resolved by the pair's policy: site '{peer}''s {} changed block(s) are discarded", c.peer_dirty);
+                self.resync_here(name, Keep::Pvol).await?;
             }
-        };
-        match c.verdict {
-            Verdict::SplitBrain { .. } => {
-                let policy = meta.integrity.split_brain;
-                match split_brain_victim(policy, c.local_dirty, c.peer_dirty) {
-                    Some(Role::Svol) => {
-                        tracing::warn!(pair = name, ?policy, "split brain resolved by the pair's policy: site '{peer}''s {} changed block(s) are discarded", c.peer_dirty);
-                        self.resync_here(name, Keep::Pvol).await?;
-                    }
-                    Some(Role::Pvol) => {
-                        tracing::warn!(pair = name, ?policy, "split brain resolved by the pair's policy: this site's {} changed block(s) are discarded; site '{peer}' becomes the PVOL", c.local_dirty);
-                        self.link_of(meta)?
-                            .call(
-                                PeerRequest::KeepYours { pair: name.into() },
-                                self.link.timeout() * 4,
-                            )
-                            .await?;
-                    }
-                    None => stop(self, "split brain: both sites wrote"),
+            Some(Divergence::KeepTheirs) => {
+                tracing::warn!(pair = name, ?policy, "split brain resolved by the pair's policy: this site's {} changed block(s) are discarded; site '{peer}' becomes the PVOL", c.local_dirty);
+                self.link_of(meta)?
+                    .call(
+                        PeerRequest::KeepYours { pair: name.into() },
+                        self.link.timeout() * 4,
+                    )
+                    .await?;
+            }
+            Some(Divergence::Stop { split, why }) => {
+                let why = match why {
+                    StopWhy::SplitBrain => "split brain: both sites wrote".to_string(),
+                    StopWhy::FullCopy => "a full copy is needed".to_string(),
+                    StopWhy::PeerAhead => format!("site '{peer}' is ahead by its generations"),
+                };
+                if split {
+                    self.split_by_peer(name, &why);
+                } else {
+                    self.suspend(name, &why);
                 }
-                Ok(true)
             }
-            Verdict::Ahead {
-                side: Side::Local,
-                full: true,
-                ..
-            } => {
-                stop(self, "a full copy is needed");
-                Ok(true)
-            }
-            Verdict::Ahead {
-                side: Side::Remote, ..
-            } if !svol_writable => {
-                stop(self, &format!("site '{peer}' is ahead by its generations"));
-                Ok(true)
-            }
-            _ => Ok(false),
+            None => return Ok(false),
         }
+        Ok(true)
     }
 }

@@ -15,6 +15,7 @@ use hbcore::vocab::{Mode, PairState, Role};
 use super::ship::SHIP_WINDOW;
 use super::{Site, SiteError};
 use crate::bitmap::BLOCK;
+use crate::pair::machine::Event;
 use crate::pair::{Flight, PairRt, Queued};
 
 /// Extents of the bitmap idle this long are rewritten exactly on disk.
@@ -74,12 +75,7 @@ impl Site {
         let w = self.work(name)?;
         let link = self.link_of(&w.meta)?;
         let timeout = self.link.timeout();
-        self.set_state(
-            name,
-            &[PairState::Psue, PairState::Pair, PairState::Copy],
-            PairState::Copy,
-            "copy started (COPY)",
-        )?;
+        self.change_state(name, Event::CopyStarted, "copy started (COPY)")?;
         link.call(
             PeerRequest::Update {
                 pair: name.into(),
@@ -118,12 +114,7 @@ impl Site {
                 .await?;
                 // Status never shows PAIR with a copy still running.
                 w.rt.end_copy();
-                self.set_state(
-                    name,
-                    &[PairState::Copy],
-                    PairState::Pair,
-                    "copy done (PAIR)",
-                )?;
+                self.change_state(name, Event::CopyDone, "copy done (PAIR)")?;
                 w.rt.queue().overflowed = false;
                 return Ok(total);
             }

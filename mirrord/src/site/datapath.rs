@@ -8,13 +8,14 @@ use std::time::Instant;
 use bytes::Bytes;
 use hbcore::link::{PeerError, PeerReply};
 use hbcore::report::chain;
-use hbcore::vocab::{Mode, PairState, Role};
+use hbcore::vocab::PairState;
 
 use super::{Site, SiteError};
 use crate::bitmap::{DirtyMap, BLOCK};
-use crate::fence::{fenced, write_refusal, Refusal};
+use crate::fence::Refusal;
 use crate::link::LinkError;
 use crate::meta::PairMeta;
+use crate::pair::machine::{self, NotApplied, WritePolicy};
 use crate::pair::{mirroring, PairRt, Queued};
 use crate::rate::HostOp;
 use crate::volume::Volume;
@@ -84,20 +85,20 @@ impl Site {
         let Some((name, meta, rt)) = pair else {
             return Ok(v.write(&self.io, offset, data).await?);
         };
-        match write_refusal(&meta) {
-            Some(Refusal::ReadOnly) => {
+        let policy = match machine::host_write(&meta) {
+            WritePolicy::Refuse(Refusal::ReadOnly) => {
                 return Err(SiteError::ReadOnly {
                     volume: volume.into(),
                     pair: name,
                 })
             }
-            Some(Refusal::Outdated(reason)) => {
+            WritePolicy::Refuse(Refusal::Outdated(reason)) => {
                 return Err(SiteError::Outdated { pair: name, reason })
             }
-            Some(Refusal::Fenced) => return Err(SiteError::FencedSuspended(name)),
-            None => {}
-        }
-        self.write_in_mode(&v, &name, &meta, &rt, offset, data, order)
+            WritePolicy::Refuse(Refusal::Fenced) => return Err(SiteError::FencedSuspended(name)),
+            policy => policy,
+        };
+        self.write_in_mode(&v, &name, &meta, &rt, policy, offset, data, order)
             .await?;
         // Nothing is acknowledged once this site knows the SVOL was taken
         // over: a write under way when it learned it fails too.
@@ -107,8 +108,8 @@ impl Site {
         }
     }
 
-    /// A host write to a PVOL (or a writable SVOL) the pair's state and mode
-    /// allow, under the volume's `order` lock.
+    /// A host write to a PVOL (or a writable SVOL) as the machine's `policy`
+    /// says, under the volume's `order` lock.
     #[allow(clippy::too_many_arguments)]
     async fn write_in_mode(
         self: &Arc<Self>,
@@ -116,11 +117,12 @@ impl Site {
         name: &str,
         meta: &PairMeta,
         rt: &Arc<PairRt>,
+        policy: WritePolicy,
         offset: u64,
         data: &[u8],
         order: tokio::sync::MutexGuard<'_, ()>,
     ) -> Result<(), SiteError> {
-        let fenced = fenced(meta);
+        let fenced = policy == WritePolicy::Fenced;
         // Marked before anything is written or shipped: whatever fails
         // below, the block stays dirty until the SVOL acknowledges it, so a
         // resync makes the two copies equal again.
@@ -137,17 +139,19 @@ impl Site {
             }
             (dirty.mark(offset, data.len() as u64)?, clean)
         };
-        if !mirroring(meta) {
-            // This site writes on its own: a generation of its own first, on disk.
-            if meta.generations.as_ref().is_none_or(|g| g.bitmap.is_none()) {
-                self.diverge(name, &format!("a host write while {}", meta.state))?;
-            }
-            return Ok(v.write(&self.io, offset, data).await?);
-        }
         let timeout = self.link.timeout();
-        let shared = shared_copy(&self.io, offset, data);
-        match meta.settings.mode {
-            Mode::Sync if fenced => {
+        match policy {
+            // Refused before the write reached here.
+            WritePolicy::Refuse(_) => return Err(SiteError::FencedSuspended(name.into())),
+            WritePolicy::Alone { diverge } => {
+                // This site writes on its own: a generation of its own first, on disk.
+                if diverge {
+                    self.diverge(name, &format!("a host write while {}", meta.state))?;
+                }
+                return Ok(v.write(&self.io, offset, data).await?);
+            }
+            WritePolicy::Fenced => {
+                let shared = shared_copy(&self.io, offset, data);
                 // Remote first, local after: a write the SVOL cannot take never
                 // reaches the PVOL. The order lock is held until the ack: one write outstanding.
                 let answer = match self
@@ -176,7 +180,8 @@ impl Site {
                 self.pvol_write(name, v, offset, shared.clone()).await?;
                 rt.dirty().acked_write(offset, data.len() as u64, seq);
             }
-            Mode::Sync => {
+            WritePolicy::Sync => {
+                let shared = shared_copy(&self.io, offset, data);
                 // Pipelined: the order lock covers the write's place on the
                 // wire and on the PVOL, not the wait for the SVOL's ack, so
                 // several writes of one volume are in flight at once. Why
@@ -219,14 +224,17 @@ impl Site {
                     }
                 }
             }
-            Mode::SemiSync => {
+            WritePolicy::SemiSync => {
+                let shared = shared_copy(&self.io, offset, data);
                 Self::settle_semi(rt).await;
                 // Settling may have found the SVOL taken over ...
                 if let Some(outdated) = self.is_outdated(name) {
                     return Err(outdated);
                 }
                 // ... or suspended the pair.
-                let still = self.meta_of(name).is_some_and(|m| mirroring(&m));
+                let still = self
+                    .meta_of(name)
+                    .is_some_and(|m| machine::still_mirroring(&m));
                 let shipped = if still {
                     Some(
                         self.ship_host_write(meta, rt, name, offset, shared.clone())
@@ -254,9 +262,10 @@ impl Site {
                     None => {}
                 }
             }
-            Mode::Adaptive => {
+            WritePolicy::Adaptive { queue } => {
+                let shared = shared_copy(&self.io, offset, data);
                 self.pvol_write(name, v, offset, shared.clone()).await?;
-                if meta.state == PairState::Pair {
+                if queue {
                     let mut q = rt.queue();
                     if !q.overflowed && q.bytes + data.len() as u64 <= meta.settings.skew {
                         q.bytes += data.len() as u64;
@@ -316,26 +325,26 @@ impl Site {
         data: Bytes,
     ) -> Result<PeerReply, PeerError> {
         let w = self.work(pair)?;
-        if w.meta.role != Role::Svol {
-            return Err(PeerError::Refused {
-                detail: format!(
-                    "pair '{pair}' at site '{}' is not an SVOL here; refusing a remote write",
-                    self.name
-                ),
-            });
-        }
-        if !matches!(
-            w.meta.state,
-            PairState::Copy | PairState::Pair | PairState::Psue
-        ) {
-            return Err(PeerError::WrongState {
-                pair: pair.into(),
-                state: w.meta.state,
-                detail: format!(
-                    "its SVOL at site '{}' takes no copies until `hbctl pair resync {pair}`",
-                    self.name
-                ),
-            });
+        match machine::accepts_copies(w.meta.role, w.meta.state) {
+            Ok(()) => {}
+            Err(NotApplied::NotSvol) => {
+                return Err(PeerError::Refused {
+                    detail: format!(
+                        "pair '{pair}' at site '{}' is not an SVOL here; refusing a remote write",
+                        self.name
+                    ),
+                })
+            }
+            Err(NotApplied::WrongState(state)) => {
+                return Err(PeerError::WrongState {
+                    pair: pair.into(),
+                    state,
+                    detail: format!(
+                        "its SVOL at site '{}' takes no copies until `hbctl pair resync {pair}`",
+                        self.name
+                    ),
+                })
+            }
         }
         let _order = w.volume.order.lock().await;
         // A large write's data was read into an aligned buffer and is

@@ -15,12 +15,13 @@ use hbcore::vocab::{
 
 use super::error::{paired_error, refused};
 use super::generations::generation_info;
-use super::{bitmap_path, transition, Pair, Site, SiteError, ANY_STATE};
+use super::{bitmap_path, changed, illegal, transition, Pair, Site, SiteError};
 use crate::bitmap::{DirtyMap, BLOCK};
 use crate::config::check_name;
 use crate::generation::{self, hex, Verdict};
 use crate::link::LinkError;
 use crate::meta::PairMeta;
+use crate::pair::machine::{self, Event, SplitRefused};
 use crate::pair::PairRt;
 
 impl Site {
@@ -65,7 +66,7 @@ impl Site {
         let link = self.link.peer(peer, Lane::of(kind))?;
         let meta = PairMeta {
             role: Role::Pvol,
-            state: transition(name, PairState::Smpl, PairState::Copy)?,
+            state: changed(name, Role::Pvol, PairState::Smpl, Event::Created)?.state,
             kind,
             settings,
             peer: peer.into(),
@@ -225,10 +226,9 @@ impl Site {
             if let Ok(w) = self.work(name) {
                 w.rt.queue().clear();
                 if w.rt.dirty().dirty_blocks() > 0 {
-                    let shipping = self.set_state(
+                    let shipping = self.change_state(
                         name,
-                        &[PairState::Pair],
-                        PairState::Copy,
+                        Event::AdaptiveDrained,
                         "mode changed: shipping what adaptive mode held (COPY)",
                     );
                     match shipping {
@@ -352,13 +352,13 @@ impl Site {
         let meta = self.pair_meta(name)?;
         self.check_protection(&meta, name, force, "split")?;
         self.refuse_if_outdated(name)?;
-        match meta.state {
-            PairState::Psus => return Err(refused(format!("pair '{name}' is split already (PSUS); `hbctl pair resync {name}` joins it again"))),
-            PairState::Ssws => return Err(refused(format!("pair '{name}' was taken over (SSWS); fail back with `hbctl pair resync {name} --reverse`, or `hbctl pair resync {name}` at the PVOL's site to discard the SVOL's changes"))),
-            PairState::Copy => return Err(refused(format!("pair '{name}' is copying (COPY): its SVOL is no consistent copy to split off yet; split it once it is PAIR (`hbctl pair status {name} --watch`), or dissolve it with `hbctl pair delete {name}`"))),
-            _ => {}
+        match machine::may_split(meta.state) {
+            Err(SplitRefused::Already) => return Err(refused(format!("pair '{name}' is split already (PSUS); `hbctl pair resync {name}` joins it again"))),
+            Err(SplitRefused::TakenOver) => return Err(refused(format!("pair '{name}' was taken over (SSWS); fail back with `hbctl pair resync {name} --reverse`, or `hbctl pair resync {name}` at the PVOL's site to discard the SVOL's changes"))),
+            Err(SplitRefused::Copying) => return Err(refused(format!("pair '{name}' is copying (COPY): its SVOL is no consistent copy to split off yet; split it once it is PAIR (`hbctl pair status {name} --watch`), or dissolve it with `hbctl pair delete {name}`"))),
+            Err(SplitRefused::Illegal(e)) => return Err(illegal(name, e)),
+            Ok(()) => {}
         }
-        transition(name, meta.state, PairState::Psus)?;
         let link = self.link_of(&meta)?;
         let note = match meta.role {
             Role::Pvol => {
@@ -376,19 +376,17 @@ impl Site {
                 .await
             {
                 Ok(_) => {
-                    self.set_state(
+                    self.change_state(
                         name,
-                        &[meta.state],
-                        PairState::Psus,
+                        Event::SplitSvol(meta.state),
                         "split (PSUS); the SVOL is writable here, changes tracked",
                     )?;
                     "the SVOL holds everything the PVOL had written".into()
                 }
                 Err(LinkError::Down(_)) => {
-                    self.set_state(
+                    self.change_state(
                         name,
-                        &[meta.state],
-                        PairState::Psus,
+                        Event::SplitSvol(meta.state),
                         "split here only (PSUS): the PVOL's site is unreachable",
                     )?;
                     format!("split here only: site '{}' is unreachable, so the SVOL may lack its latest writes", meta.peer)
@@ -419,12 +417,7 @@ impl Site {
             "the pair was not in PAIR, so the SVOL is not a consistent copy".to_string()
         };
         w.rt.queue().clear();
-        self.set_state(
-            name,
-            ANY_STATE,
-            PairState::Psus,
-            "split (PSUS); changes tracked",
-        )?;
+        self.change_state(name, Event::Split, "split (PSUS); changes tracked")?;
         Ok(note)
     }
 
@@ -440,10 +433,9 @@ impl Site {
         if meta.state == PairState::Ssws {
             return Ok(format!("pair '{name}' is taken over already (SSWS)"));
         }
-        self.set_state(
+        self.change_state(
             name,
-            &[meta.state],
-            PairState::Ssws,
+            Event::Takeover(meta.state),
             "taken over (SSWS): the SVOL is writable here, changes tracked",
         )?;
         self.diverge(name, "taken over (SSWS)")?;

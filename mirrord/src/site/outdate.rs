@@ -11,9 +11,10 @@ use hbcore::link::PeerError;
 use hbcore::report::chain;
 use hbcore::vocab::{PairState, Role};
 
-use super::{transition, Site, SiteError};
+use super::{Site, SiteError};
 use crate::fence::Outdated;
 use crate::link::LinkError;
+use crate::pair::machine;
 
 /// The site that refused a write because it took the pair over (SSWS), if
 /// that is what `e` says.
@@ -39,16 +40,14 @@ impl Site {
         let marked = {
             let mut inner = self.inner();
             match inner.pairs.get_mut(pair) {
-                Some(p) if p.meta.role == Role::Pvol && p.meta.outdated.is_none() => {
-                    if let Ok(state) = transition(pair, p.meta.state, PairState::Psue) {
-                        p.meta.state = state;
-                    }
+                Some(p) => machine::outdate(&p.meta).map(|state| {
+                    p.meta.state = state;
                     let record = Outdated::now(by, how);
                     let reason = record.reason();
                     p.meta.outdated = Some(record);
-                    Some((reason, Arc::clone(&p.rt)))
-                }
-                _ => None,
+                    (reason, Arc::clone(&p.rt))
+                }),
+                None => None,
             }
         };
         let Some((reason, rt)) = marked else {

@@ -12,11 +12,12 @@ use hbcore::vocab::{PairState, Role};
 
 use super::error::paired_error;
 use super::resync::Keep;
-use super::{bitmap_path, transition, Pair, Site, ANY_STATE};
+use super::{bitmap_path, changed, transition, Pair, Site};
 use crate::bitmap::DirtyMap;
 use crate::generation;
 use crate::link::Handler;
 use crate::meta::PairMeta;
+use crate::pair::machine::Event;
 use crate::pair::PairRt;
 use hbio::BufPool;
 
@@ -95,7 +96,7 @@ impl Site {
                         self.change_generations(&pair, generation::become_target)?;
                     }
                     let why = format!("state set by site '{peer}'");
-                    self.set_state(&pair, ANY_STATE, state, &why)?;
+                    self.change_state(&pair, Event::PeerSet(state), &why)?;
                 }
                 Ok(PeerReply::Done)
             }
@@ -234,7 +235,7 @@ impl Site {
             DirtyMap::open(&path, size).map_err(|e| PeerError::Disk { detail: chain(&e) })?;
         let meta = PairMeta {
             role: Role::Svol,
-            state: transition(&pair, PairState::Smpl, PairState::Copy)?,
+            state: changed(&pair, Role::Svol, PairState::Smpl, Event::Created)?.state,
             kind,
             settings,
             peer: peer.into(),

@@ -16,7 +16,8 @@ use super::error::refused;
 use super::generations::Compared;
 use super::{Site, SiteError};
 use crate::bitmap::BLOCK;
-use crate::generation::{Side, Verdict};
+use crate::generation::Verdict;
+use crate::pair::machine::{self, Event, ReverseRefused};
 
 /// Whose data a resync from the PVOL keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,17 +174,7 @@ impl Site {
         };
         w.rt.dirty().merge(&bits)?;
         // The copy task tells the peer (which then clears its merged bitmap).
-        self.set_state(
-            name,
-            &[
-                PairState::Pair,
-                PairState::Psue,
-                PairState::Psus,
-                PairState::Copy,
-            ],
-            PairState::Copy,
-            "resync started (COPY)",
-        )?;
+        self.change_state(name, Event::ResyncStarted, "resync started (COPY)")?;
         self.clear_outdated(name, "a resync from this site: its data is kept");
         let bytes = w.rt.dirty().dirty_blocks() * BLOCK;
         self.start_copy(name);
@@ -200,32 +191,21 @@ impl Site {
         chosen: bool,
     ) -> Result<String, SiteError> {
         let meta = self.pair_meta(name)?;
-        let writable = matches!(meta.state, PairState::Ssws | PairState::Psus)
-            || (chosen && meta.state == PairState::Psue);
-        if meta.role != Role::Svol || !writable {
+        if !machine::may_reverse(&meta, chosen) {
             return Err(refused(format!(
                 "`pair resync --reverse` runs at the site that took pair '{name}' over (its SVOL, in SSWS); here the pair is {} in {}",
                 meta.role, meta.state
             )));
         }
         let compared = self.compare_with_peer(name).await?;
-        match compared.verdict {
-            Verdict::Ahead {
-                side: Side::Remote,
-                common: None,
-                ..
-            } => {
+        match machine::reverse_allowed(compared.verdict, chosen) {
+            Err(ReverseRefused::NothingToKeep) => {
                 return Err(SiteError::Diverged {
                     pair: name.into(),
                     detail: format!("{}; this site holds no consistent copy to keep", compared.detail),
                 })
             }
-            Verdict::Unrelated
-            | Verdict::Ahead {
-                side: Side::Remote,
-                full: true,
-                ..
-            } if !chosen => {
+            Err(ReverseRefused::Diverged) => {
                 return Err(SiteError::Diverged {
                     pair: name.into(),
                     detail: format!(
@@ -234,7 +214,7 @@ impl Site {
                     ),
                 })
             }
-            _ => {}
+            Ok(()) => {}
         }
         let full = compared.verdict.full_copy();
         self.diverge(
@@ -291,34 +271,12 @@ fn plain_resync_allowed(
     state: PairState,
     compared: &Compared,
 ) -> Result<bool, SiteError> {
-    let svol_writable = matches!(compared.peer_state, PairState::Psus | PairState::Ssws);
-    let allowed = match compared.verdict {
-        Verdict::InSync { .. }
-        | Verdict::Ahead {
-            side: Side::Local, ..
-        } => true,
-        // The SVOL was split or taken over and wrote: a plain resync
-        // discards its changes, as it always has.
-        Verdict::Ahead {
-            side: Side::Remote,
-            full: false,
-            ..
-        } => svol_writable,
-        // Both wrote while a person's split held (PSUS at both sites): the
-        // backup cycle, whose resync discards the SVOL's changes.
-        Verdict::SplitBrain { .. } => {
-            state == PairState::Psus && compared.peer_state == PairState::Psus
-        }
-        _ => false,
-    };
-    if !allowed {
-        return Err(SiteError::Diverged {
-            pair: name.into(),
-            detail: format!(
-                "{}. A plain resync copies from the PVOL and would discard the other side's data without that choice",
-                compared.detail
-            ),
-        });
-    }
-    Ok(compared.verdict.full_copy())
+    let allowed = machine::plain_resync(state, compared.verdict, compared.peer_state);
+    allowed.ok_or_else(|| SiteError::Diverged {
+        pair: name.into(),
+        detail: format!(
+            "{}. A plain resync copies from the PVOL and would discard the other side's data without that choice",
+            compared.detail
+        ),
+    })
 }

@@ -15,9 +15,9 @@ use super::error::refused;
 use super::outdate::taken_over_by;
 use super::{Site, SiteError, Work};
 use crate::bitmap::BLOCK;
-use crate::fence::fenced;
 use crate::link::{LinkError, Pending};
 use crate::meta::PairMeta;
+use crate::pair::machine::{self, Event, Failure, OnFailure, PeerSplit};
 use crate::pair::{Flight, PairRt};
 use crate::rate::steer::Stall;
 use crate::rate::{Limit, Pacer, MAX_FRAME};
@@ -320,8 +320,7 @@ impl Site {
 
     /// Suspends a mirrored pair (PAIR or COPY) after a replication failure.
     pub(super) fn suspend(&self, pair: &str, why: &str) {
-        let mirrored = [PairState::Pair, PairState::Copy];
-        if let Err(e) = self.set_state(pair, &mirrored, PairState::Psue, why) {
+        if let Err(e) = self.change_state(pair, Event::Suspend, why) {
             tracing::error!("{}", chain(&e));
         }
     }
@@ -363,46 +362,53 @@ impl Site {
         let Some(meta) = self.meta_of(pair) else {
             return;
         };
-        if meta.outdated.is_some() {
-            return; // fenced already: PSUE until a person resolves it
-        }
-        if fenced(&meta) {
-            self.suspend(
+        match machine::split_by_peer(&meta) {
+            PeerSplit::Nothing => {} // fenced already: PSUE until a person resolves it
+            PeerSplit::SuspendFenced => self.suspend(
                 pair,
                 &format!("{why}; fence data: suspended, host writes refused until `hbctl pair resync {pair}`"),
-            );
-            return;
-        }
-        let split = [PairState::Pair, PairState::Psue];
-        let as_split = format!("{why}: split here too (PSUS), changes tracked");
-        match self.set_state(pair, &split, PairState::Psus, &as_split) {
-            Ok(true) => {}
-            // Split already (nothing to do), or copying.
-            Ok(false) => self.suspend(pair, &format!("{why}; the copy stopped")),
-            Err(e) => tracing::error!("{}", chain(&e)),
+            ),
+            PeerSplit::Split => {
+                let as_split = format!("{why}: split here too (PSUS), changes tracked");
+                if let Err(e) = self.change_state(pair, Event::PeerSplit, &as_split) {
+                    tracing::error!("{}", chain(&e));
+                }
+            }
+            // Split already (nothing to do: a suspend leaves PSUS as it is), or copying.
+            PeerSplit::Suspend => self.suspend(pair, &format!("{why}; the copy stopped")),
         }
     }
 
     /// A host write did not reach the SVOL: the pair stops mirroring, in the
     /// state the kind of failure calls for.
     pub(super) fn replication_failed(self: &Arc<Self>, name: &str, meta: &PairMeta, e: &LinkError) {
-        if let Some(site) = taken_over_by(e) {
-            // The SVOL was taken over: this PVOL is outdated from now on.
-            self.fence_taken_over(name, site, "a write was refused: the SVOL is SSWS there");
-            return;
-        }
-        match e {
-            // The SVOL was split or taken over at its site (this site is told
-            // separately): a person's decision, so PSUS rather than an error.
+        let taken_over = taken_over_by(e);
+        let failure = match e {
+            _ if taken_over.is_some() => Failure::TakenOver,
+            // The SVOL was split at its site (this site is told separately):
+            // a person's decision, so PSUS rather than an error.
             LinkError::Refused(
-                site,
+                _,
                 PeerError::WrongState {
-                    state: state @ (PairState::Psus | PairState::Ssws),
+                    state: PairState::Psus,
                     ..
                 },
-            ) => self.split_by_peer(name, &format!("the SVOL is {state} at site '{site}'")),
+            ) => Failure::SplitThere,
+            LinkError::Refused(_, PeerError::Disk { .. }) => Failure::Disk,
+            LinkError::Timeout(..) => Failure::Timeout,
+            _ => Failure::Other,
+        };
+        match (machine::write_failed(failure), e) {
+            (OnFailure::Outdate, _) => {
+                // The SVOL was taken over: this PVOL is outdated from now on.
+                let site = taken_over.unwrap_or(&meta.peer);
+                self.fence_taken_over(name, site, "a write was refused: the SVOL is SSWS there");
+            }
+            (OnFailure::SplitByPeer, LinkError::Refused(site, _)) => {
+                self.split_by_peer(name, &format!("the SVOL is PSUS at site '{site}'"))
+            }
             // The SVOL's disk failed: nothing to retry until someone repairs it there.
-            LinkError::Refused(site, PeerError::Disk { .. }) => {
+            (OnFailure::Suspend { .. }, LinkError::Refused(site, PeerError::Disk { .. })) => {
                 let why = format!(
                     "{}; repair the SVOL's volume at site '{site}', then `hbctl pair resync {name}`",
                     chain(e)
@@ -410,14 +416,16 @@ impl Site {
                 tracing::error!(pair = name, "{why}");
                 self.suspend(name, &why);
             }
-            // A link that timed out is dropped, so the dialer reconnects afresh.
-            LinkError::Timeout(..) => {
-                if let Ok(link) = self.link_of(meta) {
-                    link.reset();
+            (OnFailure::Suspend { reset_link }, _) => {
+                // A link that timed out is dropped, so the dialer reconnects afresh.
+                if reset_link {
+                    if let Ok(link) = self.link_of(meta) {
+                        link.reset();
+                    }
                 }
                 self.suspend(name, &chain(e));
             }
-            _ => self.suspend(name, &chain(e)),
+            (OnFailure::SplitByPeer, _) => self.suspend(name, &chain(e)),
         }
     }
 }
