@@ -4,61 +4,31 @@
 //! - a write acknowledged in sync (or fenced) mode is at the SVOL when
 //!   acknowledged, and the two volumes are identical whenever the pair is
 //!   (or returns to) PAIR with nothing pending ([`quiet_pair`]);
-//! - an SVOL never applies a block's writes out of order ([`applied_in_order`]);
+//! - an SVOL never applies a block's writes out of order
+//!   ([`World::applied_in_order`], checked by the world as it applies);
 //! - after any copy (initial, resync, reverse) both volumes are identical ([`copy_done`]);
-//! - an outdated PVOL never acknowledges a write ([`acknowledged`]);
+//! - an outdated PVOL never acknowledges a write ([`World::acknowledged`]);
 //! - every divergence is caught by the generation verdicts: a verdict that
 //!   copies less than the whole volume covers every differing block with a
 //!   bitmap ([`verdict`]).
 
 use hbcore::vocab::{PairState, Role};
 
-use super::ops::Compared;
 use super::site::BLOCKS;
 use super::world::World;
 use crate::generation::Verdict;
 
-fn violation(w: &mut World, what: String) {
-    w.note(|| format!("VIOLATION: {what}"));
-    w.out.violations.push(what);
-}
-
-/// Site `i` answered a host write `id` to `block` as done; `mirrored`: the SVOL acknowledged it.
-pub fn acknowledged(w: &mut World, i: usize, id: u64, block: usize, mirrored: bool) {
-    if w.sites[i].meta.outdated.is_some() {
-        let name = w.sites[i].name;
-        violation(
-            w,
-            format!("outdated PVOL at '{name}' acknowledged write {id}"),
-        );
-    }
-    if mirrored {
-        w.out.counts.acked_mirrored += 1;
-        let svol = &w.sites[1 - i];
-        if svol.vol[block] < id {
-            let (name, has) = (svol.name, svol.vol[block]);
-            violation(
-                w,
-                format!("write {id} acknowledged as mirrored, but block {block} at '{name}' holds {has}"),
-            );
-        }
-    } else {
-        w.out.counts.acked_alone += 1;
-    }
-}
-
-/// Site `r`'s SVOL applied `data` to `block`: never older than what it applied before.
-pub fn applied_in_order(w: &mut World, r: usize, block: usize, data: u64) {
-    let before = w.sites[r].applied[block];
-    // Older data may replace only a write the PVOL never wrote (a copy puts its block back).
-    if data < before && w.written.contains(&before) {
-        let name = w.sites[r].name;
-        violation(
-            w,
-            format!("SVOL at '{name}' applied write {data} to block {block} after write {before}"),
-        );
-    }
-    w.sites[r].applied[block] = data;
+/// What a comparison of generations found, seen from the asking site.
+#[derive(Debug, Clone, Copy)]
+pub struct Compared {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Blocks the asking site's bitmap holds.
+    pub local_dirty: u64,
+    /// Blocks the peer's bitmap holds.
+    pub peer_dirty: u64,
+    /// The pair's state at the peer.
+    pub peer_state: PairState,
 }
 
 /// Blocks where the two volumes differ.
@@ -73,10 +43,7 @@ pub fn copy_done(w: &mut World, i: usize) {
     let diff = differing(w);
     if !diff.is_empty() {
         let name = w.sites[i].name;
-        violation(
-            w,
-            format!("copy from '{name}' done, blocks {diff:?} differ"),
-        );
+        w.violation(format!("copy from '{name}' done, blocks {diff:?} differ"));
     }
 }
 
@@ -93,13 +60,10 @@ pub fn verdict(w: &mut World, i: usize, c: &Compared) {
         .collect();
     if !uncovered.is_empty() {
         let name = w.sites[i].name;
-        violation(
-            w,
-            format!(
+        w.violation(format!(
                 "verdict {:?} at '{name}' misses blocks {uncovered:?}, which differ and no bitmap holds",
                 c.verdict
-            ),
-        );
+            ));
     }
 }
 
@@ -138,9 +102,8 @@ pub fn quiet_pair(w: &mut World) {
     w.out.counts.quiet_pairs += 1;
     let diff = differing(w);
     if !diff.is_empty() {
-        violation(
-            w,
-            format!("pair in PAIR with nothing pending, blocks {diff:?} differ"),
-        );
+        w.violation(format!(
+            "pair in PAIR with nothing pending, blocks {diff:?} differ"
+        ));
     }
 }

@@ -7,23 +7,10 @@
 
 use hbcore::vocab::{Fence, Mode, PairState, Role};
 
-use super::checks;
+use super::checks::{self, Compared};
 use super::world::World;
 use crate::generation::{self, Verdict};
 use crate::pair::machine::{self, Divergence, Event, Resume};
-
-/// What a comparison of generations found, seen from the asking site.
-#[derive(Debug, Clone, Copy)]
-pub struct Compared {
-    /// The verdict.
-    pub verdict: Verdict,
-    /// Blocks the asking site's bitmap holds.
-    pub local_dirty: u64,
-    /// Blocks the peer's bitmap holds.
-    pub peer_dirty: u64,
-    /// The pair's state at the peer.
-    pub peer_state: PairState,
-}
 
 /// Whose data a resync from the PVOL keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

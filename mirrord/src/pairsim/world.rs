@@ -13,7 +13,6 @@ use hbcore::vocab::{PairState, Role};
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::checks;
 use super::site::{Flight, SimSite, Tag, BLOCKS};
 use super::{Flaw, Outcome};
 use crate::outdated::Outdated;
@@ -291,7 +290,7 @@ impl World {
                     | Tag::Copy { block, .. } => block,
                 };
                 if self.sites[r].write(block, data) {
-                    checks::applied_in_order(self, r, block, data);
+                    self.applied_in_order(r, block, data);
                     Ok(())
                 } else {
                     self.suspend(r);
@@ -432,6 +431,47 @@ impl World {
             self.out.counts.refused += 1;
             return;
         }
-        checks::acknowledged(self, i, id, block, mirrored);
+        self.acknowledged(i, id, block, mirrored);
+    }
+}
+
+/// The properties that are checked at the moment of an event of the world
+/// itself (the rest are in `checks`, which judges the world from outside).
+impl World {
+    /// Records a broken property.
+    pub fn violation(&mut self, what: String) {
+        self.note(|| format!("VIOLATION: {what}"));
+        self.out.violations.push(what);
+    }
+
+    /// Site `i` answered a host write `id` to `block` as done; `mirrored`: the SVOL acknowledged it.
+    pub fn acknowledged(&mut self, i: usize, id: u64, block: usize, mirrored: bool) {
+        if self.sites[i].meta.outdated.is_some() {
+            let name = self.sites[i].name;
+            self.violation(format!("outdated PVOL at '{name}' acknowledged write {id}"));
+        }
+        if mirrored {
+            self.out.counts.acked_mirrored += 1;
+            let svol = &self.sites[1 - i];
+            if svol.vol[block] < id {
+                let (name, has) = (svol.name, svol.vol[block]);
+                self.violation(format!("write {id} acknowledged as mirrored, but block {block} at '{name}' holds {has}"));
+            }
+        } else {
+            self.out.counts.acked_alone += 1;
+        }
+    }
+
+    /// Site `r`'s SVOL applied `data` to `block`: never older than what it applied before.
+    pub fn applied_in_order(&mut self, r: usize, block: usize, data: u64) {
+        let before = self.sites[r].applied[block];
+        // Older data may replace only a write the PVOL never wrote (a copy puts its block back).
+        if data < before && self.written.contains(&before) {
+            let name = self.sites[r].name;
+            self.violation(format!(
+                "SVOL at '{name}' applied write {data} to block {block} after write {before}"
+            ));
+        }
+        self.sites[r].applied[block] = data;
     }
 }
