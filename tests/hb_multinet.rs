@@ -404,3 +404,77 @@ fn without_cap_net_raw_the_local_check_uses_the_ping_socket_or_says_why_not() {
         "the NICs are up: {a}"
     );
 }
+
+/// Network `name`'s entry in a status table.
+fn network(t: &serde_json::Value, name: &str) -> serde_json::Value {
+    t["networks"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == name).cloned())
+        .unwrap_or_else(|| panic!("no network {name} in {}", t["networks"]))
+}
+
+#[test]
+fn one_network_turned_off_by_name_is_off_at_both_ends_and_carries_nothing() {
+    let Some(c) = NetCluster::start(
+        "one_network_turned_off_by_name_is_off_at_both_ends_and_carries_nothing",
+        2,
+        |_, _, _| {},
+    ) else {
+        return;
+    };
+    c.wait_all_alive();
+    let sent =
+        |h: &common::Hbd, name: &str| network(&h.table(), name)["sent"].as_u64().unwrap_or(0);
+    let said = c.prod.ok(&["hb", "procedure", "--network", "net1", "off"]);
+    assert!(said.contains("network net1 off"), "{said}");
+    // The peer applied it: net1 is off at the standby too, its net0 untouched.
+    c.standby.wait_table("net1 off at the standby", |t| {
+        network(t, "net1")["enable"] == "DISABLE" && network(t, "net0")["enable"] == "ENABLE"
+    });
+    // Nothing crosses net1 either way while net0 carries on.
+    let (prod1, standby1) = (sent(&c.prod, "net1"), sent(&c.standby, "net1"));
+    let prod0 = sent(&c.prod, "net0");
+    wait_for("five more heartbeats on net0", || {
+        sent(&c.prod, "net0") >= prod0 + 5
+    });
+    assert_eq!(
+        sent(&c.prod, "net1"),
+        prod1,
+        "production still sends on net1"
+    );
+    assert_eq!(
+        sent(&c.standby, "net1"),
+        standby1,
+        "the standby still sends on net1"
+    );
+    let t = c.standby.table();
+    assert!(
+        t["procedure_mismatch"]
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        "{}",
+        t["procedure_mismatch"]
+    );
+    assert!(
+        t["analysis"].is_null(),
+        "a network turned off is no fault: {}",
+        t["analysis"]
+    );
+    // A name that is no network is refused, naming the networks.
+    let refused = c
+        .prod
+        .fails(&["hb", "procedure", "--network", "net9", "off"]);
+    assert!(
+        refused.contains("no network 'net9'") && refused.contains("net0, net1"),
+        "{refused}"
+    );
+    // Back on at both ends, and heartbeats cross net1 again.
+    c.prod.ok(&["hb", "procedure", "--network", "net1", "on"]);
+    c.standby.wait_table("net1 on at the standby", |t| {
+        network(t, "net1")["enable"] != "DISABLE"
+    });
+    wait_for("heartbeats on net1 again", || {
+        sent(&c.standby, "net1") > standby1
+    });
+    no_failover_for(&c, Duration::from_millis(100));
+}

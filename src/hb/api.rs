@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::logic::analysis::Analysis;
-pub use super::logic::message::Procedure;
+pub use super::logic::message::{Choice, Procedure};
 use super::logic::table::Table;
 use hbcore::vocab::Level;
 
@@ -75,23 +75,128 @@ pub struct Install {
     pub svol_path: Option<String>,
 }
 
-/// Turn the network channel, the mirror channel, or one mirror on or off,
-/// here and (over an enabled channel) at the peer (Fig 8). A turned-off
-/// channel neither carries heartbeats nor counts for the decision.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+/// Turn the network channel (every network, or one by name), the mirror
+/// channel, or one mirror on or off, here and (over an enabled channel) at
+/// the peer (Fig 8). A turned-off channel neither carries heartbeats nor
+/// counts for the decision.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetProcedure {
     /// The channels to turn on or off.
-    #[command(flatten)]
     #[serde(flatten)]
     pub procedure: Procedure,
-    /// Change even what is refused: turning off the last channel one way,
-    /// leaving no channel on at both ends to carry the change, changing
-    /// before the previous change reached the peer. The change may then
-    /// wait, and the two ends may have different channels on until it
-    /// reaches the peer.
-    #[arg(long)]
+    /// One network on or off, by its name (`--network NAME on|off`).
+    #[serde(default, skip_serializing_if = "Choice::is_none")]
+    pub one_network: Choice,
+    /// Change even what is refused (see `FORCE_HELP`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
+}
+
+/// What `--force` does, and what it risks.
+const FORCE_HELP: &str = "Change even what is refused: turning off the last channel one way, \
+leaving no channel on at both ends to carry the change, changing before the previous change \
+reached the peer. The risk: the change waits for a channel to the peer, and meanwhile the two \
+ends have different channels on; the peer then misses heartbeats on a channel it still checks \
+and may fail that channel, and if every channel it checks goes silent it may take over a live \
+production. `hbctl hb status` shows the change waiting, and a fault analysis says \
+config-error, until both ends agree";
+
+impl SetProcedure {
+    /// Whether it changes nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.procedure.is_empty() && self.one_network.is_none()
+    }
+}
+
+/// `on` or `off` as a bool, or an error naming the flag.
+fn on_off(flag: &str, word: &str) -> Result<bool, clap::Error> {
+    match word {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(clap::Error::raw(
+            clap::error::ErrorKind::InvalidValue,
+            format!("{flag} {other}: say on or off\n"),
+        )),
+    }
+}
+
+// By hand: `--network` takes one value (every network) or two (one network
+// by name), `--mirror` two; clap's derive turns neither into these fields.
+impl clap::Args for SetProcedure {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let flag = |name: &'static str| clap::Arg::new(name).long(name);
+        cmd.about(
+            "Turn the networks (all, or one by name), the mirror channel, or one mirror on or \
+             off, here and (over an enabled channel) at the peer (Fig 8). A turned-off channel \
+             neither carries heartbeats nor counts for the decision.",
+        )
+        .arg(
+            flag("network")
+                .num_args(1..=2)
+                .value_names(["NAME", "on|off"])
+                .help("Every network: on|off; one network: NAME on|off"),
+        )
+        .arg(
+            flag("mirrors")
+                .num_args(1)
+                .value_name("on|off")
+                .help("Send and check heartbeats through the heartbeat mirrors: on|off"),
+        )
+        .arg(
+            flag("mirror")
+                .num_args(2)
+                .value_names(["NAME", "on|off"])
+                .help("One mirror: NAME on|off"),
+        )
+        .arg(
+            flag("force")
+                .action(clap::ArgAction::SetTrue)
+                .help(FORCE_HELP),
+        )
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl clap::FromArgMatches for SetProcedure {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let words = |id: &str| -> Option<Vec<String>> {
+            matches.get_many::<String>(id).map(|w| w.cloned().collect())
+        };
+        let named = |flag: &str, name: &str, state: &str| -> Result<Choice, clap::Error> {
+            let on = on_off(&format!("{flag} {name}"), state)?;
+            Ok(Choice(Some((name.to_string(), on))))
+        };
+        let mut s = SetProcedure {
+            force: matches.get_flag("force"),
+            ..SetProcedure::default()
+        };
+        match words("network").as_deref() {
+            None => {}
+            Some([state]) => s.procedure.network = Some(on_off("--network", state)?),
+            Some([name, state]) => s.one_network = named("--network", name, state)?,
+            Some(_) => {
+                return Err(clap::Error::raw(
+                    clap::error::ErrorKind::WrongNumberOfValues,
+                    "--network takes on|off, or NAME on|off\n",
+                ))
+            }
+        }
+        if let Some([state]) = words("mirrors").as_deref() {
+            s.procedure.mirrors = Some(on_off("--mirrors", state)?);
+        }
+        if let Some([name, state]) = words("mirror").as_deref() {
+            s.procedure.mirror = named("--mirror", name, state)?;
+        }
+        Ok(s)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
 }
 
 /// De-install a heartbeat mirror (Fig 5): stops using it here and at the peer,
@@ -147,7 +252,6 @@ pub enum HbReply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hb::logic::message::MirrorChoice;
 
     /// Each request and the JSON line hbd has always read for it.
     fn wire() -> Vec<(HbRequest, &'static str)> {
@@ -176,8 +280,9 @@ mod tests {
                     procedure: Procedure {
                         network: Some(false),
                         mirrors: None,
-                        mirror: MirrorChoice(Some(("hb0".into(), true))),
+                        mirror: Choice(Some(("hb0".into(), true))),
                     },
+                    one_network: Choice(None),
                     force: false,
                 }),
                 r#"{"op":"procedure","network":false,"mirrors":null,"mirror":["hb0",true]}"#,
@@ -187,11 +292,20 @@ mod tests {
                     procedure: Procedure {
                         network: Some(false),
                         mirrors: Some(false),
-                        mirror: MirrorChoice(None),
+                        mirror: Choice(None),
                     },
+                    one_network: Choice(None),
                     force: true,
                 }),
                 r#"{"op":"procedure","network":false,"mirrors":false,"mirror":null,"force":true}"#,
+            ),
+            (
+                HbRequest::Procedure(SetProcedure {
+                    procedure: Procedure::default(),
+                    one_network: Choice(Some(("wan".into(), false))),
+                    force: false,
+                }),
+                r#"{"op":"procedure","network":null,"mirrors":null,"mirror":null,"one_network":["wan",false]}"#,
             ),
             (HbRequest::Rearm, r#"{"op":"rearm"}"#),
             (HbRequest::Analyze, r#"{"op":"analyze"}"#),
@@ -223,6 +337,7 @@ mod tests {
                     network: Some(true),
                     ..Procedure::default()
                 },
+                one_network: Choice(None),
                 force: false,
             })
         );
@@ -232,5 +347,44 @@ mod tests {
             by_name,
             HbRequest::Install(Install { pvol: None, .. })
         ));
+    }
+
+    #[test]
+    fn a_procedure_reads_on_and_off_from_the_command_line() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            set: SetProcedure,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("hbctl").chain(args.iter().copied())).map(|c| c.set)
+        };
+        let set = parse(&["--network", "off", "--mirror", "hb0", "on"]).expect("parse");
+        assert_eq!(
+            set.procedure,
+            Procedure {
+                network: Some(false),
+                mirrors: None,
+                mirror: Choice(Some(("hb0".into(), true))),
+            }
+        );
+        assert!(set.one_network.is_none() && !set.force);
+        let one = parse(&["--network", "wan", "off", "--force"]).expect("parse");
+        assert_eq!(one.one_network, Choice(Some(("wan".into(), false))));
+        assert!(one.procedure.is_empty() && one.force && !one.is_empty());
+        assert!(parse(&[]).expect("parse").is_empty());
+        let e = parse(&["--mirror", "hb0", "maybe"]).expect_err("not a switch");
+        assert!(
+            e.to_string().contains("--mirror hb0 maybe: say on or off"),
+            "{e}"
+        );
+        let e = parse(&["--network", "wan", "maybe"]).expect_err("not a switch");
+        assert!(
+            e.to_string().contains("--network wan maybe: say on or off"),
+            "{e}"
+        );
+        assert!(parse(&["--network", "yes"]).is_err());
+        assert!(parse(&["--network", "a", "on", "x"]).is_err());
     }
 }

@@ -153,6 +153,14 @@ pub enum HbError {
     /// The network channel cannot be turned on: there is none.
     #[error("this hbd has no [network] or [[networks]] section; the network channels cannot be turned on")]
     NoNetwork,
+    /// `--network NAME on|off` names no network of hbd's config.
+    #[error("no network '{name}' in hbd's config (its networks: {known}); name one of them, or give --network on|off for all")]
+    NoSuchNetwork {
+        /// The name given.
+        name: String,
+        /// The networks configured, comma-separated.
+        known: String,
+    },
     /// A heartbeat could not be encoded.
     #[error("cannot encode a heartbeat")]
     Encode(#[source] MessageError),

@@ -24,9 +24,9 @@ pub fn run(socket: &Path, command: HbCommand) -> Result<(), ClientError> {
             (HbRequest::Install(r), false)
         }
         HbCommand::Mirror(MirrorCommand::Uninstall(r)) => (HbRequest::Uninstall(r), false),
-        HbCommand::Procedure(p) if p.procedure.is_empty() => {
+        HbCommand::Procedure(p) if p.is_empty() => {
             return Err(ClientError::Refused(
-                "nothing to change: give --network, --mirrors or --mirror NAME on|off".into(),
+                "nothing to change: give --network [NAME] on|off, --mirrors on|off or --mirror NAME on|off".into(),
             ))
         }
         HbCommand::Procedure(p) => (HbRequest::Procedure(p), false),

@@ -15,7 +15,7 @@ use super::analyzer::Analyzer;
 use super::failover::run_command;
 use super::shared::Shared;
 use crate::hb::api::Source;
-use crate::hb::logic::message::{Beat, ControlBody, Notice, Procedure};
+use crate::hb::logic::message::{Beat, Choice, ControlBody, Notice, Procedure};
 use crate::hb::logic::step::{apply_to_table, take_controls, Applied};
 
 /// Takes the acknowledgement and the new control messages of a valid heartbeat.
@@ -87,6 +87,11 @@ async fn apply(shared: &Shared, analyzer: &Arc<Analyzer>, peer: &str, body: Cont
 /// Fig 8, steps 810/820 (and 840/850 at the peer). Returns what changed.
 pub fn set_procedure(shared: &Shared, p: &Procedure) -> String {
     shared.checker().table.apply_procedure(p)
+}
+
+/// Fig 8 for one network by name. Returns what changed.
+pub fn set_one_network(shared: &Shared, choice: &Choice) -> String {
+    shared.checker().table.apply_one_network(choice)
 }
 
 async fn notice_received(shared: &Shared, n: Notice) {

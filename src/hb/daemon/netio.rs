@@ -124,24 +124,29 @@ impl Networks {
     /// closed), then send `frame` to each peer address on it.
     pub async fn send(&self, shared: &Shared, frame: &[u8]) {
         let rule = shared.config.counter;
-        let (on, hearing): (bool, Vec<bool>) = {
+        // Each network: whether it is on, whether the peer is heard on it.
+        let (on, hearing): (bool, Vec<(bool, bool)>) = {
             let c = shared.checker();
             let t = &c.table;
-            let hearing = self
-                .nets
-                .iter()
-                .map(|n| {
-                    t.networks
-                        .iter()
-                        .any(|e| e.name == n.config.name && e.remote_group == GroupStatus::Alive)
-                })
-                .collect();
+            let hearing =
+                self.nets
+                    .iter()
+                    .map(|n| {
+                        let hears = t.networks.iter().any(|e| {
+                            e.name == n.config.name && e.remote_group == GroupStatus::Alive
+                        });
+                        (t.network_is_on(&n.config.name), hears)
+                    })
+                    .collect();
             (t.network_on(), hearing)
         };
         if !on {
             return;
         }
-        for (net, hears) in self.nets.iter().zip(hearing) {
+        for (net, (net_on, hears)) in self.nets.iter().zip(hearing) {
+            if !net_on {
+                continue;
+            }
             let name = &net.config.name;
             let mut reopened = false;
             let was_closed = net.socket().is_none();

@@ -23,9 +23,10 @@ const PROBLEM_MAX: usize = 160;
 /// it must fit a heartbeat beside other control messages.
 const REPORT_MAX: usize = 2048;
 
-/// The networks as the local check sees them; the peer's address is
-/// resolved only if `resolve` (it may ask DNS: on a blocking thread).
-fn probes(nets: &[NetworkConfig], on: bool, resolve: bool) -> Vec<Probe> {
+/// The networks as the local check sees them (`on`: the names of those
+/// turned on); the peer's address is resolved only if `resolve` (it may ask
+/// DNS: on a blocking thread).
+fn probes(nets: &[NetworkConfig], on: &[String], resolve: bool) -> Vec<Probe> {
     nets.iter()
         .map(|n| {
             let peer: Option<IpAddr> = n.peers.first().and_then(|p| {
@@ -45,12 +46,21 @@ fn probes(nets: &[NetworkConfig], on: bool, resolve: bool) -> Vec<Probe> {
             };
             Probe {
                 name: n.name.clone(),
-                on,
+                on: on.contains(&n.name),
                 listen: n.listen.ip(),
                 target,
                 target_is_peer,
             }
         })
+        .collect()
+}
+
+/// The names of the networks of `nets` turned on now.
+fn networks_on(shared: &Shared, nets: &[NetworkConfig]) -> Vec<String> {
+    let c = shared.checker();
+    nets.iter()
+        .filter(|n| c.table.network_is_on(&n.name))
+        .map(|n| n.name.clone())
         .collect()
 }
 
@@ -70,13 +80,13 @@ fn cut(text: &mut Option<String>) {
 /// This host's report: the local network check (Fig 8), the channels
 /// with their counters, and the QoS.
 pub async fn local_report(shared: &Shared, checks: &Checks) -> Report {
-    let on = shared.checker().table.network_on();
     let nets = shared.config.all_networks();
+    let on = networks_on(shared, &nets);
     let a = &shared.config.analysis;
     let (rounds, gap) = (a.echo_rounds, Duration::from_millis(a.echo_interval_ms));
     let ident = (std::process::id() as u16) ^ (now_ms() as u16);
     let checked = tokio::task::spawn_blocking(move || {
-        netcheck::check(&probes(&nets, on, true), rounds, gap, ident)
+        netcheck::check(&probes(&nets, &on, true), rounds, gap, ident)
     })
     .await;
     let (echo, echo_note, networks) = checked.unwrap_or_else(|e| {
@@ -143,12 +153,9 @@ pub fn qos(shared: &Shared, checks: &Checks, networks: &[NetworkCheck]) -> Qos {
 /// The QoS now, the networks judged by their NICs alone (no echo: a
 /// failover must not wait for it).
 pub fn qos_now(shared: &Shared, checks: &Checks) -> Qos {
-    let on = shared.checker().table.network_on();
-    qos(
-        shared,
-        checks,
-        &netcheck::nics(&probes(&shared.config.all_networks(), on, false)),
-    )
+    let nets = shared.config.all_networks();
+    let on = networks_on(shared, &nets);
+    qos(shared, checks, &netcheck::nics(&probes(&nets, &on, false)))
 }
 
 /// Keeps `r` within [`REPORT_MAX`] encoded: first without its explanations,

@@ -15,7 +15,7 @@ use hbcore::report;
 use tokio::net::UnixListener;
 
 use super::analyzer::Analyzer;
-use super::controls::set_procedure;
+use super::controls::{set_one_network, set_procedure};
 use super::install::Mirrors;
 use super::shared::Shared;
 use crate::hb::api::{HbReply, HbRequest, SetProcedure, Source};
@@ -82,8 +82,22 @@ impl Server {
     fn procedure(&self, request: SetProcedure) -> Result<String, HbError> {
         let SetProcedure {
             procedure: p,
+            one_network,
             force,
         } = request;
+        if let Some((name, _)) = &one_network.0 {
+            let configured = self.shared.config.all_networks();
+            if !configured.iter().any(|n| n.name == *name) {
+                return Err(HbError::NoSuchNetwork {
+                    name: name.clone(),
+                    known: configured
+                        .iter()
+                        .map(|n| n.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
         if let Some((name, _)) = &p.mirror.0 {
             if self.shared.checker().table.device(name).is_none() {
                 return Err(HbError::NoMirror { name: name.clone() });
@@ -96,17 +110,27 @@ impl Server {
             let c = self.shared.checker();
             let mut after = c.table.clone();
             after.apply_procedure(&p);
-            let pending = c
-                .table
-                .outbox
-                .iter()
-                .any(|ctl| matches!(ctl.body, ControlBody::Procedure(_)));
+            after.apply_one_network(&one_network);
+            let pending = c.table.outbox.iter().any(|ctl| {
+                matches!(
+                    ctl.body,
+                    ControlBody::Procedure(_) | ControlBody::OneNetwork(_)
+                )
+            });
             if let Some(consequence) = refusal(&c.table, &after, pending) {
                 return Err(HbError::ProcedureRefused { why: consequence });
             }
         }
-        let text = set_procedure(&self.shared, &p);
-        self.shared.queue(ControlBody::Procedure(p));
+        let mut said = vec![];
+        if !p.is_empty() {
+            said.push(set_procedure(&self.shared, &p));
+            self.shared.queue(ControlBody::Procedure(p));
+        }
+        if !one_network.is_none() {
+            said.push(set_one_network(&self.shared, &one_network));
+            self.shared.queue(ControlBody::OneNetwork(one_network));
+        }
+        let text = said.join(", ");
         let reaches = self.shared.checker().table.sends_to_peer();
         self.shared.save();
         self.shared.event(
@@ -161,7 +185,7 @@ fn refusal(before: &Table, after: &Table, pending: bool) -> Option<&'static str>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hb::logic::message::{MirrorChoice, Procedure};
+    use crate::hb::logic::message::{Choice, Procedure};
     use hbcore::vocab::Group;
 
     fn change(
@@ -173,7 +197,7 @@ mod tests {
         after.apply_procedure(&Procedure {
             network,
             mirrors: None,
-            mirror: MirrorChoice(mirror.map(|(n, on)| (n.to_string(), on))),
+            mirror: Choice(mirror.map(|(n, on)| (n.to_string(), on))),
         });
         refusal(t, &after, false)
     }

@@ -5,7 +5,8 @@
 //!
 //! The decision routine (Fig 9) works on bitfields over the networks (by
 //! name, the same at both hosts): the configured networks of each side must
-//! match (else `config-error`); the configuration mask is the networks turned
+//! match, and so must the networks turned on (else `config-error`); the
+//! configuration mask is the networks turned
 //! on; each side's status bitfield holds the networks that pass its local
 //! check. Against the mask: networks failed here and none at the peer → this
 //! host is faulted (`local-fault`); failed at the peer and none here → the
@@ -377,8 +378,40 @@ pub fn decide(local: &Report, remote: &Report) -> (Verdict, Vec<String>) {
             steps,
         );
     }
+    // The networks turned on (`hbctl hb procedure`) must match too: a change
+    // forced while no channel reached the peer leaves the ends differing.
+    let (on_l, on_r) = (names(local, |n| n.on), names(remote, |n| n.on));
+    steps.push(format!(
+        "turned on: {here} {}, {there} {}",
+        bits.show(on_l),
+        bits.show(on_r)
+    ));
+    if on_l != on_r {
+        let (only_l, only_r) = (bits.names(on_l & !on_r), bits.names(on_r & !on_l));
+        let mut differ = only_l.clone();
+        differ.extend(only_r.clone());
+        steps.push("the networks turned on differ: configuration error".into());
+        let side = |who: &str, n: &[String]| {
+            (!n.is_empty()).then(|| format!("only {who} has {} on", n.join(", ")))
+        };
+        let said: Vec<String> = [side(here, &only_l), side(there, &only_r)]
+            .into_iter()
+            .flatten()
+            .collect();
+        return (
+            Verdict {
+                verdict: VerdictKind::ConfigError,
+                networks: differ,
+                detail: format!(
+                    "the hosts' checking procedures differ: {}; turn each network on or off at both (`hbctl hb procedure --network NAME on|off`)",
+                    said.join("; ")
+                ),
+            },
+            steps,
+        );
+    }
     // 914–939: the status bitfields against the configuration mask.
-    let mask = names(local, |n| n.on) & names(remote, |n| n.on);
+    let mask = on_l & on_r;
     let (st_l, st_r) = (
         names(local, |n| n.operational),
         names(remote, |n| n.operational),

@@ -33,6 +33,7 @@ use hbcore::vocab::Group;
 mod accept;
 mod clocks;
 mod counting;
+mod mismatch;
 
 pub use clocks::{ClockChange, Identity};
 pub use counting::CounterChange;
@@ -117,6 +118,9 @@ pub struct Checker {
     rule: CounterRule,
     /// Channels that went BAD or GOOD by their counters, not yet taken.
     counter_changes: Vec<CounterChange>,
+    /// When a valid heartbeat last came on a network turned off here, by
+    /// network name (configured networks only).
+    heard_while_off: BTreeMap<String, Instant>,
 }
 
 fn mirror_channel(name: &str) -> String {
@@ -172,6 +176,7 @@ impl Checker {
             challenges: Challenges::new(echo_window(timing.timeout, timing.interval)),
             last_uptime_ms: 0,
             clock_warned: Default::default(),
+            heard_while_off: BTreeMap::new(),
             networks,
             devices,
             rule: timing.counter,
@@ -235,6 +240,7 @@ impl Checker {
 
         // 200/210: each network, and the networks together.
         self.evaluate_networks(now, grace, &mut changes);
+        self.note_mismatches(now);
         self.open_counters(false);
         let t = &mut self.table;
 
@@ -329,7 +335,10 @@ impl Checker {
         // (the first read of a mirror may be production's last heartbeat
         // from before this hbd started, no sign of life since).
         let seen_alive = |w: &Watch, timeout| w.advances >= 2 && w.alive(now, timeout);
-        if (t.network_on() && self.networks.values().any(|w| seen_alive(w, timeout)))
+        if self
+            .networks
+            .iter()
+            .any(|(name, w)| t.network_is_on(name) && seen_alive(w, timeout))
             || t.devices.iter().any(|d| {
                 d.direction == Direction::Receive
                     && t.mirror_on(d)

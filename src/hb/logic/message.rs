@@ -144,24 +144,27 @@ pub enum ControlBody {
         /// The sender's results.
         report: Box<Report>,
     },
+    /// Fig 8 for one network by name: turn it on or off (`hbctl hb
+    /// procedure --network NAME on|off`). Last of the variants: the
+    /// others keep their wire format.
+    OneNetwork(Choice),
 }
 
 /// One struct for `hbctl hb procedure`'s channel arguments, the request to
 /// hbd (inside [`crate::hb::api::SetProcedure`]) and the control message hbd
 /// forwards to the peer: turn the network channel, the mirror channel, or
-/// one mirror on or off (Fig 8).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+/// one mirror on or off (Fig 8). One network by name travels as a control
+/// of its own, [`ControlBody::OneNetwork`], so that this one keeps its wire
+/// format.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Procedure {
-    /// Send and check heartbeats over the network.
-    #[arg(long, value_parser = on_off())]
+    /// Send and check heartbeats over the networks (all of them).
     pub network: Option<bool>,
     /// Send and check heartbeats through the heartbeat mirrors.
-    #[arg(long, value_parser = on_off())]
     pub mirrors: Option<bool>,
     /// One mirror on or off.
-    #[command(flatten)]
     #[serde(default)]
-    pub mirror: MirrorChoice,
+    pub mirror: Choice,
 }
 
 impl Procedure {
@@ -171,61 +174,20 @@ impl Procedure {
     }
 }
 
-/// `on` / `off` on the command line, a bool in the request.
-fn on_off() -> impl clap::builder::TypedValueParser<Value = bool> {
-    use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(["on", "off"]).map(|s| s == "on")
-}
-
-/// `--mirror NAME on|off`: one mirror's name and whether it is used.
+/// One named channel (a mirror, a network) and whether it is used.
 ///
-/// On the wire it is the pair `["NAME", true]` (JSON) as it always was; on
-/// the command line one flag takes two values, which clap's derive cannot
-/// turn into a pair, hence the hand-written parser.
+/// On the wire it is the pair `["NAME", true]` (JSON) as it always was for
+/// `mirror`; on the command line one flag takes two values, which clap's
+/// derive cannot turn into a pair, hence the hand-written parser of
+/// [`crate::hb::api::SetProcedure`]'s arguments.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct MirrorChoice(pub Option<(String, bool)>);
+pub struct Choice(pub Option<(String, bool)>);
 
-impl clap::Args for MirrorChoice {
-    fn augment_args(cmd: clap::Command) -> clap::Command {
-        cmd.arg(
-            clap::Arg::new("mirror")
-                .long("mirror")
-                .num_args(2)
-                .value_names(["NAME", "on|off"])
-                .help("One mirror: NAME on|off"),
-        )
-    }
-
-    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
-        Self::augment_args(cmd)
-    }
-}
-
-impl clap::FromArgMatches for MirrorChoice {
-    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
-        let words: Option<Vec<&String>> =
-            matches.get_many::<String>("mirror").map(Iterator::collect);
-        match words.as_deref() {
-            None => Ok(MirrorChoice(None)),
-            Some([name, state]) => match state.as_str() {
-                "on" => Ok(MirrorChoice(Some((name.to_string(), true)))),
-                "off" => Ok(MirrorChoice(Some((name.to_string(), false)))),
-                other => Err(clap::Error::raw(
-                    clap::error::ErrorKind::InvalidValue,
-                    format!("--mirror {name} {other}: say on or off"),
-                )),
-            },
-            Some(_) => Err(clap::Error::raw(
-                clap::error::ErrorKind::WrongNumberOfValues,
-                "--mirror takes NAME on|off",
-            )),
-        }
-    }
-
-    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
-        *self = Self::from_arg_matches(matches)?;
-        Ok(())
+impl Choice {
+    /// Whether no channel is named.
+    pub fn is_none(&self) -> bool {
+        self.0.is_none()
     }
 }
 
@@ -332,7 +294,7 @@ mod tests {
                 body: ControlBody::Procedure(Procedure {
                     network: Some(false),
                     mirrors: None,
-                    mirror: MirrorChoice(Some(("hb0".into(), true))),
+                    mirror: Choice(Some(("hb0".into(), true))),
                 }),
             },
             Control {
@@ -446,7 +408,7 @@ mod tests {
         let now = Procedure {
             network: None,
             mirrors: Some(true),
-            mirror: MirrorChoice(Some(("hb0".into(), false))),
+            mirror: Choice(Some(("hb0".into(), false))),
         };
         assert_eq!(
             postcard::to_allocvec(&now).expect("postcard"),
@@ -456,34 +418,5 @@ mod tests {
             serde_json::to_string(&now).expect("json"),
             serde_json::to_string(&before).expect("json")
         );
-    }
-
-    #[test]
-    fn a_procedure_reads_on_and_off_from_the_command_line() {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            procedure: Procedure,
-        }
-        let parse = |args: &[&str]| {
-            Cli::try_parse_from(std::iter::once("hbctl").chain(args.iter().copied()))
-                .map(|c| c.procedure)
-        };
-        assert_eq!(
-            parse(&["--network", "off", "--mirror", "hb0", "on"]).expect("parse"),
-            Procedure {
-                network: Some(false),
-                mirrors: None,
-                mirror: MirrorChoice(Some(("hb0".into(), true))),
-            }
-        );
-        assert!(parse(&[]).expect("parse").is_empty());
-        let e = parse(&["--mirror", "hb0", "maybe"]).expect_err("not a switch");
-        assert!(
-            e.to_string().contains("--mirror hb0 maybe: say on or off"),
-            "{e}"
-        );
-        assert!(parse(&["--network", "yes"]).is_err());
     }
 }

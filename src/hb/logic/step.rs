@@ -207,6 +207,7 @@ pub fn apply_to_table(
             Applied::Removed(mirror, removed)
         }
         ControlBody::Procedure(p) => Applied::Procedure(c.table.apply_procedure(&p)),
+        ControlBody::OneNetwork(n) => Applied::Procedure(c.table.apply_one_network(&n)),
         other => Applied::Other(other),
     }
 }

@@ -148,6 +148,11 @@ pub struct Table {
     pub received_control: u64,
     /// Control messages not yet acknowledged by the peer.
     pub outbox: Vec<Control>,
+    /// Where the two ends' checking procedures differ, as far as this end
+    /// can tell: a change of its own not yet at the peer, a network off
+    /// here on which the peer still sends (empty: none seen).
+    #[serde(default)]
+    pub procedure_mismatch: Vec<String>,
     /// The master host of this host's group (seed 000), when it is a
     /// cluster member with `[cluster] group_members`.
     #[serde(default)]
@@ -208,6 +213,7 @@ impl Table {
             last_control: 0,
             received_control: 0,
             outbox: Vec::new(),
+            procedure_mismatch: Vec::new(),
             master: None,
             master_instance: 0,
         }
@@ -275,9 +281,15 @@ impl Table {
         }
     }
 
-    /// Whether the network channels are on (configured, and not turned off by a person).
+    /// Whether the network channel is on: configured, not turned off by a
+    /// person, and at least one of its networks on.
     pub fn network_on(&self) -> bool {
-        self.network_configured && self.network_wanted
+        self.network_configured && self.network_wanted && self.networks.iter().any(|n| n.wanted)
+    }
+
+    /// Whether network `name` is on: the network channel is, and so is it.
+    pub fn network_is_on(&self, name: &str) -> bool {
+        self.network_on() && self.networks.iter().any(|n| n.name == name && n.wanted)
     }
 
     /// Whether `d` is an installed mirror turned on (Fig 8).
@@ -292,6 +304,7 @@ impl Table {
         let networks: Vec<String> = if self.network_on() {
             self.networks
                 .iter()
+                .filter(|n| n.wanted)
                 .map(|n| network_label(&n.name))
                 .collect()
         } else {

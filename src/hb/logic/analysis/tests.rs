@@ -147,6 +147,20 @@ fn a_network_turned_off_is_outside_the_mask() {
 }
 
 #[test]
+fn networks_turned_on_at_one_end_only_are_a_config_error_naming_each_side() {
+    let mut l = report("s", &[("net0", true), ("net1", true)], &[]);
+    let r = report("p", &[("net0", true), ("net1", true)], &["net1"]);
+    l.networks[1].on = false;
+    let (v, n, detail) = verdict(&l, &r);
+    assert_eq!((v, n), (VerdictKind::ConfigError, vec!["net1".to_string()]));
+    assert!(detail.contains("only p has net1 on"), "{detail}");
+    assert!(
+        detail.contains("hbctl hb procedure --network NAME on|off"),
+        "{detail}"
+    );
+}
+
+#[test]
 fn a_silent_mirror_with_every_network_fine_is_a_link_fault_of_the_mirror() {
     let l = report("s", &[("net0", true)], &[]);
     let mut r = report("p", &[("net0", true)], &[]);

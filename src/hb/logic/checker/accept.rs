@@ -58,9 +58,13 @@ impl Checker {
         read: Result<&Beat, String>,
         at: At,
     ) -> Result<Observation, Rejection> {
-        if !self.table.network_on() {
-            // Fig 8: a DISABLEd network is not checked.
+        if !self.table.network_is_on(name) {
+            // Fig 8: a DISABLEd network is not checked; a valid heartbeat on
+            // it says only that the peer has it on.
             self.table.ignored_disabled += 1;
+            if let Ok(beat) = read {
+                self.heard_off(name, beat, at.mono);
+            }
             return Ok(Observation::Ignored);
         }
         let rejection = |kind, why| Rejection { kind, why };

@@ -35,10 +35,11 @@ impl Checker {
         for n in &mut t.networks {
             let watch = self.networks.entry(n.name.clone()).or_default();
             let label = network_label(&n.name);
-            if !on {
+            if !(on && n.wanted) {
+                // A network turned off on its own neither fails nor keeps
+                // the network channel alive; the others decide.
                 n.enable = Enable::Disable;
                 n.remote_group = GroupStatus::Unknown;
-                all_failed = false;
                 continue;
             }
             if watch.alive(now, timeout) {
@@ -81,16 +82,11 @@ impl Checker {
         } else if any_alive {
             (Enable::Enable, GroupStatus::Alive, None)
         } else if all_failed {
-            let problems: Vec<String> = t
-                .networks
-                .iter()
-                .filter_map(|n| n.seen.problem.clone())
-                .collect();
-            let problem = if t.networks.len() == 1 {
-                problems.join("")
+            let on: Vec<_> = t.networks.iter().filter(|n| n.wanted).collect();
+            let problem = if on.len() == 1 {
+                on[0].seen.problem.clone().unwrap_or_default()
             } else {
-                t.networks
-                    .iter()
+                on.iter()
                     .map(|n| format!("{}: {}", n.name, n.seen.problem.clone().unwrap_or_default()))
                     .collect::<Vec<_>>()
                     .join("; ")
@@ -137,7 +133,10 @@ impl Checker {
         let t = &mut self.table;
         let network_on = t.network_on();
         let mirrors_wanted = t.mirrors_wanted;
-        let counters = t.networks.iter_mut().map(|n| (network_on, &mut n.counter));
+        let counters = t
+            .networks
+            .iter_mut()
+            .map(|n| (network_on && n.wanted, &mut n.counter));
         let mirrors = t
             .devices
             .iter_mut()

@@ -7,6 +7,7 @@ use crate::hb::logic::message::{Control, ControlBody, Procedure, SERIAL_MAX};
 use crate::hb::logic::watch::Observation;
 
 mod clock_tests;
+mod procedure_tests;
 
 const T: Duration = Duration::from_secs(1);
 /// The wall clock at the test's start.

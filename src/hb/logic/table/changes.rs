@@ -2,7 +2,7 @@
 //! choice of channels) and the config's `[[mirrors]]` seeding it.
 
 use super::{DeviceStatus, Enable, GroupStatus, MirrorSeed, Seeding, Table};
-use crate::hb::logic::message::Procedure;
+use crate::hb::logic::message::{Choice, Procedure};
 
 impl Table {
     /// Fig 8, steps 810/820 (840/850 at the peer): the person's choice of
@@ -31,6 +31,20 @@ impl Table {
         said.join(", ")
     }
 
+    /// Fig 8 for one network by name (`--network NAME on|off`). Returns
+    /// what changed, in words (nothing for a network not configured here).
+    pub fn apply_one_network(&mut self, choice: &Choice) -> String {
+        let Some((name, on)) = &choice.0 else {
+            return String::new();
+        };
+        let Some(n) = self.network_entry(name) else {
+            return String::new();
+        };
+        n.wanted = *on;
+        self.show_procedure();
+        format!("network {name} {}", on_off(*on))
+    }
+
     /// Shows at once what a person's choice turned off (DISABLE) or on
     /// (ENABLE until the checker finds otherwise), and whether control
     /// messages wait for a channel to the peer.
@@ -43,7 +57,7 @@ impl Table {
             self.network_enable = Enable::Enable;
         }
         for n in &mut self.networks {
-            if !network_on {
+            if !(network_on && n.wanted) {
                 n.enable = Enable::Disable;
                 n.remote_group = GroupStatus::Unknown;
             } else if n.enable == Enable::Disable {

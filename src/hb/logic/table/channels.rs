@@ -31,6 +31,14 @@ pub struct NetworkEntry {
     /// Times its socket was closed and re-opened (Fig 5).
     #[serde(default)]
     pub reopened: u64,
+    /// A person's choice for this network alone (`hbctl hb procedure
+    /// --network NAME on|off`); the network channel as a whole is `network_wanted`.
+    #[serde(default = "on")]
+    pub wanted: bool,
+}
+
+fn on() -> bool {
+    true
 }
 
 impl NetworkEntry {
@@ -44,6 +52,7 @@ impl NetworkEntry {
             sent: 0,
             socket_problem: None,
             reopened: 0,
+            wanted: true,
         }
     }
 }
@@ -88,7 +97,7 @@ impl Table {
         let networks = self.networks.iter().map(|n| ChannelStatus {
             name: n.name.clone(),
             kind: ChannelKind::Network,
-            state: state_of(self.network_on(), &n.counter),
+            state: state_of(self.network_on() && n.wanted, &n.counter),
             status: word(&n.enable),
             direction: None,
             counter: n.counter.open.then_some(n.counter.value),

@@ -1,7 +1,7 @@
 //! The table's tests: install, seeding, the channels each way.
 
 use super::*;
-use crate::hb::logic::message::Procedure;
+use crate::hb::logic::message::{Choice, Procedure};
 
 #[test]
 fn install_reuses_vacant_entries() {
@@ -66,7 +66,7 @@ fn channels_each_way_follow_the_procedure() {
     let off = |network, mirror: Option<(&str, bool)>| Procedure {
         network,
         mirrors: None,
-        mirror: crate::hb::logic::message::MirrorChoice(mirror.map(|(n, on)| (n.to_string(), on))),
+        mirror: Choice(mirror.map(|(n, on)| (n.to_string(), on))),
     };
     assert_eq!(t.apply_procedure(&off(Some(false), None)), "network off");
     assert!(t.sends_to_peer() && t.hears_peer(), "the mirrors remain");
