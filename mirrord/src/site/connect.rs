@@ -28,6 +28,7 @@ impl Site {
     /// waits for a person.
     pub(super) async fn reattach(self: &Arc<Self>, peer: &str, lane: Lane) {
         let pairs: Vec<(String, PairMeta, u64)> = self
+            .registry
             .inner()
             .pairs
             .iter()
@@ -65,7 +66,8 @@ impl Site {
             .filter(|c| c.verdict == Verdict::Unrelated)
         {
             // Not even re-attached: the peer's record and data are left alone.
-            self.suspend(name, &format!("unrelated data at site '{peer}'"));
+            self.registry
+                .suspend(name, &format!("unrelated data at site '{peer}'"));
             tracing::error!(pair = name, "not re-attached: {}", c.detail);
             return Ok(());
         }
@@ -95,15 +97,17 @@ impl Site {
         let Some(compared) = compared else {
             // The peer had no record of the pair (lost or dissolved there): its
             // new SVOL holds data no bitmap describes.
-            self.work(name)?.rt.dirty().mark_all()?;
+            self.registry.work(name)?.rt.dirty().mark_all()?;
             let verdict = Verdict::Ahead {
                 side: Side::Local,
                 full: true,
                 common: None,
             };
             let blocks = size.div_ceil(BLOCK);
-            let detail = self.record_verdict(name, meta, verdict, blocks, 0);
-            self.suspend(
+            let detail = self
+                .registry
+                .record_verdict(&self.name, name, meta, verdict, blocks, 0);
+            self.registry.suspend(
                 name,
                 &format!("site '{peer}' had no record of the pair: a full copy is needed"),
             );
@@ -119,7 +123,7 @@ impl Site {
         {
             return Ok(());
         }
-        let w = self.work(name)?;
+        let w = self.registry.work(name)?;
         let dirty = w.rt.dirty().dirty_blocks();
         match machine::resume(&w.meta, previous, dirty) {
             Resume::Outdate => {
@@ -130,7 +134,8 @@ impl Site {
                 tracing::warn!(pair = %name, "re-attached; outdated, so nothing resumes by itself: `hbctl pair resync {name} --discard-local` here keeps site '{peer}''s data, `--discard-remote` this site's");
             }
             Resume::Split => {
-                self.split_by_peer(name, "the pair is split (PSUS)");
+                self.registry
+                    .split_by_peer(name, "the pair is split (PSUS)");
                 tracing::info!(pair = %name, "re-attached; split (PSUS): `hbctl pair resync {name}` joins it again");
             }
             Resume::InSync => match link
@@ -145,7 +150,7 @@ impl Site {
                 .await
             {
                 Ok(_) => tracing::info!(pair = %name, "re-attached; still in sync (PAIR)"),
-                Err(e) => self.suspend(name, &chain(&e)),
+                Err(e) => self.registry.suspend(name, &chain(&e)),
             },
             Resume::WaitResync => {
                 tracing::info!(pair = %name, "re-attached; suspended (PSUE) with {} to copy: `hbctl pair resync {name}` (auto-resync is off)", Bytes(dirty * BLOCK));
@@ -196,9 +201,9 @@ impl Site {
                     StopWhy::PeerAhead => format!("site '{peer}' is ahead by its generations"),
                 };
                 if split {
-                    self.split_by_peer(name, &why);
+                    self.registry.split_by_peer(name, &why);
                 } else {
-                    self.suspend(name, &why);
+                    self.registry.suspend(name, &why);
                 }
             }
             None => return Ok(false),

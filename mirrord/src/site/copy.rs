@@ -24,7 +24,7 @@ const BITMAP_IDLE: Duration = Duration::from_secs(5);
 impl Site {
     /// Starts the background work: bitmap flushing and the adaptive shippers.
     pub fn start(self: &Arc<Self>) {
-        let names: Vec<String> = self.inner().pairs.keys().cloned().collect();
+        let names: Vec<String> = self.registry.inner().pairs.keys().cloned().collect();
         for name in names {
             self.ensure_shipper(&name);
         }
@@ -36,7 +36,7 @@ impl Site {
                     _ = site.stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let rts = site.pair_runtimes();
+                let rts = site.registry.pair_runtimes();
                 for rt in rts {
                     if let Err(e) = rt.dirty().flush_idle(BITMAP_IDLE) {
                         tracing::error!("{}", chain(&e));
@@ -48,7 +48,9 @@ impl Site {
 
     /// Starts the copy task of a PVOL pair, unless one runs.
     pub(super) fn start_copy(self: &Arc<Self>, name: &str) {
-        let Ok(w) = self.work(name) else { return };
+        let Ok(w) = self.registry.work(name) else {
+            return;
+        };
         if w.meta.role != Role::Pvol || !w.rt.begin_copy() {
             return;
         }
@@ -61,10 +63,11 @@ impl Site {
                     tracing::info!(pair = %name, bytes, "copy complete: pair in sync (PAIR)")
                 }
                 Err(e) => {
-                    if let Ok(w) = site.work(&name) {
+                    if let Ok(w) = site.registry.work(&name) {
                         w.rt.end_copy();
                     }
-                    site.suspend(&name, &format!("copy stopped: {}", chain(&e)));
+                    site.registry
+                        .suspend(&name, &format!("copy stopped: {}", chain(&e)));
                 }
             }
         });
@@ -72,10 +75,11 @@ impl Site {
 
     /// Copies the dirty blocks to the SVOL, then sets both sides `PAIR`.
     async fn copy(self: &Arc<Self>, name: &str) -> Result<u64, SiteError> {
-        let w = self.work(name)?;
+        let w = self.registry.work(name)?;
         let link = self.link_of(&w.meta)?;
         let timeout = self.link.timeout();
-        self.change_state(name, Event::CopyStarted, "copy started (COPY)")?;
+        self.registry
+            .change_state(name, Event::CopyStarted, "copy started (COPY)")?;
         link.call(
             PeerRequest::Update {
                 pair: name.into(),
@@ -114,7 +118,8 @@ impl Site {
                 .await?;
                 // Status never shows PAIR with a copy still running.
                 w.rt.end_copy();
-                self.change_state(name, Event::CopyDone, "copy done (PAIR)")?;
+                self.registry
+                    .change_state(name, Event::CopyDone, "copy done (PAIR)")?;
                 w.rt.queue().overflowed = false;
                 return Ok(total);
             }
@@ -123,7 +128,9 @@ impl Site {
 
     /// Starts the adaptive shipper of a PVOL pair, if it does not run.
     pub(super) fn ensure_shipper(self: &Arc<Self>, name: &str) {
-        let Ok(w) = self.work(name) else { return };
+        let Ok(w) = self.registry.work(name) else {
+            return;
+        };
         if w.meta.role != Role::Pvol
             || w.meta.settings.mode != Mode::Adaptive
             || w.rt.shipper.swap(true, Ordering::SeqCst)
@@ -148,7 +155,9 @@ impl Site {
                 _ = rt.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
-            let Ok(w) = self.work(name) else { return };
+            let Ok(w) = self.registry.work(name) else {
+                return;
+            };
             if !Arc::ptr_eq(&w.rt, rt)
                 || w.meta.role != Role::Pvol
                 || w.meta.settings.mode != Mode::Adaptive
@@ -200,7 +209,8 @@ impl Site {
             .await;
             if let Err(e) = result {
                 rt.queue().clear();
-                self.suspend(name, &format!("adaptive copy stopped: {}", chain(&e)));
+                self.registry
+                    .suspend(name, &format!("adaptive copy stopped: {}", chain(&e)));
             }
         }
     }

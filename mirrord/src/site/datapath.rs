@@ -61,8 +61,11 @@ impl Site {
         offset: u64,
         len: usize,
     ) -> Result<Vec<u8>, SiteError> {
-        let v = self.inner().volume(volume)?;
-        let _timed = self.time_host_io(volume, &v, HostOp::Read, len as u64);
+        let v = self.registry.inner().volume(volume)?;
+        let on_data_pair = self.registry.on_data_pair(volume);
+        let _timed = self
+            .pacing
+            .time_host_io(&v, on_data_pair, HostOp::Read, len as u64);
         Ok(v.read(&self.io, offset, len).await?)
     }
 
@@ -73,12 +76,16 @@ impl Site {
         offset: u64,
         data: &[u8],
     ) -> Result<(), SiteError> {
-        let v = self.inner().volume(volume)?;
-        let _timed = self.time_host_io(volume, &v, HostOp::Write, data.len() as u64);
+        let v = self.registry.inner().volume(volume)?;
+        let on_data_pair = self.registry.on_data_pair(volume);
+        let _timed = self
+            .pacing
+            .time_host_io(&v, on_data_pair, HostOp::Write, data.len() as u64);
         let order = v.order.lock().await;
         // Read the pair under the order lock: a state change cannot slip
         // between this check and the write's place on the wire.
         let pair = self
+            .registry
             .inner()
             .pair_of_volume(volume)
             .map(|(n, p)| (n.clone(), p.meta.clone(), Arc::clone(&p.rt)));
@@ -102,7 +109,7 @@ impl Site {
             .await?;
         // Nothing is acknowledged once this site knows the SVOL was taken
         // over: a write under way when it learned it fails too.
-        match self.is_outdated(&name) {
+        match self.registry.is_outdated(&name) {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -146,7 +153,8 @@ impl Site {
             WritePolicy::Alone { diverge } => {
                 // This site writes on its own: a generation of its own first, on disk.
                 if diverge {
-                    self.diverge(name, &format!("a host write while {}", meta.state))?;
+                    self.registry
+                        .diverge(name, &format!("a host write while {}", meta.state))?;
                 }
                 return Ok(v.write(&self.io, offset, data).await?);
             }
@@ -169,7 +177,7 @@ impl Site {
                         rt.dirty().acked_write(offset, data.len() as u64, seq);
                     }
                     self.replication_failed(name, meta, &source);
-                    if let Some(outdated) = self.is_outdated(name) {
+                    if let Some(outdated) = self.registry.is_outdated(name) {
                         return Err(outdated);
                     }
                     return Err(SiteError::Fenced {
@@ -228,11 +236,12 @@ impl Site {
                 let shared = shared_copy(&self.io, offset, data);
                 Self::settle_semi(rt).await;
                 // Settling may have found the SVOL taken over ...
-                if let Some(outdated) = self.is_outdated(name) {
+                if let Some(outdated) = self.registry.is_outdated(name) {
                     return Err(outdated);
                 }
                 // ... or suspended the pair.
                 let still = self
+                    .registry
                     .meta_of(name)
                     .is_some_and(|m| machine::still_mirroring(&m));
                 let shipped = if still {
@@ -306,14 +315,14 @@ impl Site {
             chain(&e)
         );
         tracing::error!(pair, "{why}");
-        self.suspend(pair, &why);
+        self.registry.suspend(pair, &why);
         self.tell_peer_suspended(pair);
         Err(e.into())
     }
 
     /// Makes a volume's writes durable.
     pub async fn host_sync(&self, volume: &str) -> Result<(), SiteError> {
-        let v = self.inner().volume(volume)?;
+        let v = self.registry.inner().volume(volume)?;
         Ok(v.sync(&self.io).await?)
     }
 
@@ -324,7 +333,7 @@ impl Site {
         offset: u64,
         data: Bytes,
     ) -> Result<PeerReply, PeerError> {
-        let w = self.work(pair)?;
+        let w = self.registry.work(pair)?;
         match machine::accepts_copies(w.meta.role, w.meta.state) {
             Ok(()) => {}
             Err(NotApplied::NotSvol) => {
@@ -367,7 +376,7 @@ impl Site {
                 chain(&e)
             );
             tracing::error!(pair, "{why}");
-            self.suspend(pair, &why);
+            self.registry.suspend(pair, &why);
             return Err(PeerError::Disk { detail: chain(&e) });
         }
         Ok(PeerReply::Done)

@@ -54,7 +54,7 @@ impl Site {
         check_settings(&settings)?;
         let svol = svol.unwrap_or(pvol).to_string();
         let size = {
-            let inner = self.inner();
+            let inner = self.registry.inner();
             if inner.pairs.contains_key(name) {
                 return Err(SiteError::PairExists(name.into()));
             }
@@ -106,12 +106,12 @@ impl Site {
             self.link.timeout(),
         )
         .await?;
-        let path = bitmap_path(&self.data_dir, name);
+        let path = bitmap_path(self.registry.data_dir(), name);
         let _ = std::fs::remove_file(&path);
         let mut dirty = DirtyMap::open(&path, size)?;
         dirty.mark_all()?;
         let raced = {
-            let mut inner = self.inner();
+            let mut inner = self.registry.inner();
             // Re-check: another request may have raced us while we waited for the peer.
             let raced = inner.pairs.contains_key(name) || inner.pair_of_volume(pvol).is_some();
             if !raced {
@@ -130,7 +130,7 @@ impl Site {
             // The winner of the race attached the same pair name at the peer: leave it.
             return Err(SiteError::PairExists(name.into()));
         }
-        self.save()?;
+        self.registry.save()?;
         if integrity != IntegrityOptions::default() {
             self.tell_options(name).await?;
         }
@@ -151,14 +151,14 @@ impl Site {
             options,
         } = request;
         let name = name.as_str();
-        let before = self.work(name)?;
+        let before = self.registry.work(name)?;
         let mut settings = before.meta.settings;
         settings.mode = mode.unwrap_or(settings.mode);
         let mut integrity = before.meta.integrity;
         options.apply(&mut settings, &mut integrity);
         let mut integrity_note = String::new();
         if integrity != before.meta.integrity {
-            self.adopt_options(name, integrity);
+            self.registry.adopt_options(name, integrity);
             if self.tell_options(name).await.is_err() {
                 integrity_note =
                     " (integrity options here only until the next change: the peer was not told)"
@@ -184,7 +184,7 @@ impl Site {
 
     /// Applies new settings here and tells the peer; returns a note for the answer.
     async fn apply_settings(self: &Arc<Self>, name: &str, settings: PairSettings) -> String {
-        let Some(before) = self.meta_of(name) else {
+        let Some(before) = self.registry.meta_of(name) else {
             return String::new();
         };
         self.adopt_settings(name, settings);
@@ -214,19 +214,19 @@ impl Site {
 
     /// Takes new settings locally; a mode change away from adaptive ships what the queue held.
     pub(super) fn adopt_settings(self: &Arc<Self>, name: &str, settings: PairSettings) {
-        let Some(before) = self.meta_of(name) else {
+        let Some(before) = self.registry.meta_of(name) else {
             return;
         };
-        self.update(name, |m| m.settings = settings);
+        self.registry.update(name, |m| m.settings = settings);
         if before.settings.mode == Mode::Adaptive
             && settings.mode != Mode::Adaptive
             && before.role == Role::Pvol
         {
             // Writes queued or tracked by adaptive mode are shipped by a copy pass.
-            if let Ok(w) = self.work(name) {
+            if let Ok(w) = self.registry.work(name) {
                 w.rt.queue().clear();
                 if w.rt.dirty().dirty_blocks() > 0 {
-                    let shipping = self.change_state(
+                    let shipping = self.registry.change_state(
                         name,
                         Event::AdaptiveDrained,
                         "mode changed: shipping what adaptive mode held (COPY)",
@@ -246,7 +246,7 @@ impl Site {
 
     /// Pair status, of one pair or all.
     pub fn pair_status(&self, name: Option<&str>) -> Result<Vec<PairInfo>, SiteError> {
-        let inner = self.inner();
+        let inner = self.registry.inner();
         if let Some(n) = name {
             inner.pair(n)?;
         }
@@ -309,7 +309,7 @@ impl Site {
         name: &str,
         installed: bool,
     ) -> Result<String, SiteError> {
-        let meta = self.pair_meta(name)?;
+        let meta = self.registry.pair_meta(name)?;
         if meta.kind != Kind::Heartbeat {
             return Err(refused(format!(
                 "pair '{name}' is a data pair; only heartbeat pairs are installed for heartbeats"
@@ -349,9 +349,9 @@ impl Site {
         name: &str,
         force: bool,
     ) -> Result<String, SiteError> {
-        let meta = self.pair_meta(name)?;
+        let meta = self.registry.pair_meta(name)?;
         self.check_protection(&meta, name, force, "split")?;
-        self.refuse_if_outdated(name)?;
+        self.registry.refuse_if_outdated(name)?;
         match machine::may_split(meta.state) {
             Err(SplitRefused::Already) => return Err(refused(format!("pair '{name}' is split already (PSUS); `hbctl pair resync {name}` joins it again"))),
             Err(SplitRefused::TakenOver) => return Err(refused(format!("pair '{name}' was taken over (SSWS); fail back with `hbctl pair resync {name} --reverse`, or `hbctl pair resync {name}` at the PVOL's site to discard the SVOL's changes"))),
@@ -376,7 +376,7 @@ impl Site {
                 .await
             {
                 Ok(_) => {
-                    self.change_state(
+                    self.registry.change_state(
                         name,
                         Event::SplitSvol(meta.state),
                         "split (PSUS); the SVOL is writable here, changes tracked",
@@ -384,7 +384,7 @@ impl Site {
                     "the SVOL holds everything the PVOL had written".into()
                 }
                 Err(LinkError::Down(_)) => {
-                    self.change_state(
+                    self.registry.change_state(
                         name,
                         Event::SplitSvol(meta.state),
                         "split here only (PSUS): the PVOL's site is unreachable",
@@ -399,12 +399,13 @@ impl Site {
 
     /// At the PVOL: drains what is pending to the SVOL (if mirroring), then PSUS. Returns a note.
     pub(super) async fn split_here(self: &Arc<Self>, name: &str) -> Result<String, SiteError> {
-        let w = self.work(name)?;
+        let w = self.registry.work(name)?;
         // Refuse before draining anything: a pair still copying cannot be split.
         transition(name, w.meta.state, PairState::Psus)?;
         let _order = w.volume.order.lock().await;
         Self::settle_semi(&w.rt).await;
         let mirrored = self
+            .registry
             .meta_of(name)
             .is_some_and(|m| m.state == PairState::Pair);
         let note = if mirrored {
@@ -417,13 +418,14 @@ impl Site {
             "the pair was not in PAIR, so the SVOL is not a consistent copy".to_string()
         };
         w.rt.queue().clear();
-        self.change_state(name, Event::Split, "split (PSUS); changes tracked")?;
+        self.registry
+            .change_state(name, Event::Split, "split (PSUS); changes tracked")?;
         Ok(note)
     }
 
     /// At the SVOL's site: make the SVOL writable (SSWS), also when the PVOL's site is gone.
     pub async fn pair_takeover(self: &Arc<Self>, name: &str) -> Result<String, SiteError> {
-        let meta = self.pair_meta(name)?;
+        let meta = self.registry.pair_meta(name)?;
         if meta.role != Role::Svol {
             return Err(refused(format!(
                 "pair '{name}' has its PVOL here; take over at site '{}', which holds the SVOL",
@@ -433,12 +435,12 @@ impl Site {
         if meta.state == PairState::Ssws {
             return Ok(format!("pair '{name}' is taken over already (SSWS)"));
         }
-        self.change_state(
+        self.registry.change_state(
             name,
             Event::Takeover(meta.state),
             "taken over (SSWS): the SVOL is writable here, changes tracked",
         )?;
-        self.diverge(name, "taken over (SSWS)")?;
+        self.registry.diverge(name, "taken over (SSWS)")?;
         let told = match self.link_of(&meta) {
             Ok(link) => link
                 .call(
@@ -461,7 +463,7 @@ impl Site {
 
     /// Dissolves a pair at both sites (or only here with `force` when the peer is unreachable).
     pub async fn pair_delete(&self, name: &str, force: bool) -> Result<String, SiteError> {
-        let meta = self.pair_meta(name)?;
+        let meta = self.registry.pair_meta(name)?;
         self.check_protection(&meta, name, force, "delete")?;
         let told = match self.link_of(&meta) {
             Ok(link) => {
@@ -490,7 +492,7 @@ impl Site {
                 })
             }
         };
-        self.remove_pair(name);
+        self.registry.remove_pair(name);
         tracing::info!(pair = name, "pair dissolved{note}");
         Ok(format!(
             "pair '{name}' dissolved{note}; its volumes are SMPL"

@@ -42,6 +42,7 @@ impl Handler for SiteHandler {
     fn link_down(self: &Arc<Self>, peer: &str, lane: Lane) {
         let affected: Vec<String> = self
             .0
+            .registry
             .inner()
             .pairs
             .iter()
@@ -49,7 +50,7 @@ impl Handler for SiteHandler {
             .map(|(n, _)| n.clone())
             .collect();
         for pair in affected {
-            self.0.suspend(
+            self.0.registry.suspend(
                 &pair,
                 &format!("remote link to '{peer}' ({lane} lane) lost"),
             );
@@ -87,22 +88,25 @@ impl Site {
                     transition(&pair, meta.state, state)?;
                     if state == PairState::Copy && meta.role == Role::Svol {
                         // The PVOL merged this side's bitmap: it copies those blocks now.
-                        self.work(&pair)?
+                        self.registry
+                            .work(&pair)?
                             .rt
                             .dirty()
                             .clear_all()
                             .map_err(|e| PeerError::Disk { detail: chain(&e) })?;
                         // Until the copy completes this side holds no consistent data.
-                        self.change_generations(&pair, generation::become_target)?;
+                        self.registry
+                            .change_generations(&pair, generation::become_target)?;
                     }
                     let why = format!("state set by site '{peer}'");
-                    self.change_state(&pair, Event::PeerSet(state), &why)?;
+                    self.registry
+                        .change_state(&pair, Event::PeerSet(state), &why)?;
                 }
                 Ok(PeerReply::Done)
             }
             PeerRequest::TakeBitmap { pair } => {
                 self.peer_pair(peer, &pair)?;
-                let bits = self.work(&pair)?.rt.dirty().bits().to_vec();
+                let bits = self.registry.work(&pair)?.rt.dirty().bits().to_vec();
                 Ok(PeerReply::Bitmap { bits })
             }
             PeerRequest::Split { pair } => {
@@ -128,7 +132,7 @@ impl Site {
                         self.name
                     )));
                 }
-                let w = self.work(&pair)?;
+                let w = self.registry.work(&pair)?;
                 let _order = w.volume.order.lock().await;
                 w.rt.queue().clear();
                 let bits = {
@@ -138,15 +142,17 @@ impl Site {
                         .map_err(|e| PeerError::Disk { detail: chain(&e) })?;
                     bits
                 };
-                self.change_generations(&pair, generation::become_target)?;
-                self.swap_roles(&pair, Role::Svol)?;
-                self.clear_outdated(&pair, "the roles reversed: this site holds the SVOL now");
+                self.registry
+                    .change_generations(&pair, generation::become_target)?;
+                self.registry.swap_roles(&pair, Role::Svol)?;
+                self.registry
+                    .clear_outdated(&pair, "the roles reversed: this site holds the SVOL now");
                 tracing::warn!(pair = %pair, "roles reversed by site '{peer}': this site's volume is the SVOL now (read-only, COPY)");
                 Ok(PeerReply::Bitmap { bits })
             }
             PeerRequest::Detach { pair } => {
                 if self.peer_pair(peer, &pair).is_ok() {
-                    self.remove_pair(&pair);
+                    self.registry.remove_pair(&pair);
                     tracing::info!(pair = %pair, peer, "pair dissolved by the peer site");
                 }
                 Ok(PeerReply::Done)
@@ -157,11 +163,18 @@ impl Site {
                 dirty_blocks,
             } => {
                 let meta = self.peer_pair(peer, &pair)?;
-                self.answer_generations(&meta, &pair, &generations, dirty_blocks)
+                self.registry.answer_generations(
+                    &self.name,
+                    &meta,
+                    &pair,
+                    &generations,
+                    dirty_blocks,
+                )
             }
             PeerRequest::Join { pair, generation } => {
                 self.peer_pair(peer, &pair)?;
-                self.join_as_target(&pair, generation)?;
+                self.registry
+                    .join_as_target(&self.name, &pair, generation)?;
                 Ok(PeerReply::Done)
             }
             PeerRequest::Digests { pair, first, count } => {
@@ -171,7 +184,7 @@ impl Site {
             }
             PeerRequest::Options { pair, options } => {
                 self.peer_pair(peer, &pair)?;
-                self.adopt_options(&pair, options);
+                self.registry.adopt_options(&pair, options);
                 Ok(PeerReply::Done)
             }
             PeerRequest::KeepYours { pair } => {
@@ -194,7 +207,7 @@ impl Site {
             settings,
         } = request;
         let previous = {
-            let inner = self.inner();
+            let inner = self.registry.inner();
             if let Some(p) = inner.pairs.get(&pair) {
                 let same = p.meta.role == Role::Svol
                     && p.meta.peer == peer
@@ -226,10 +239,10 @@ impl Site {
         };
         if let Some(previous) = previous {
             // A re-attach: the PVOL's settings win; the state stays until the PVOL says otherwise.
-            self.update(&pair, |m| m.settings = settings);
+            self.registry.update(&pair, |m| m.settings = settings);
             return Ok(PeerReply::Attached { previous });
         }
-        let path = bitmap_path(&self.data_dir, &pair);
+        let path = bitmap_path(self.registry.data_dir(), &pair);
         let _ = std::fs::remove_file(&path);
         let dirty =
             DirtyMap::open(&path, size).map_err(|e| PeerError::Disk { detail: chain(&e) })?;
@@ -246,7 +259,7 @@ impl Site {
             integrity: IntegrityOptions::default(),
             outdated: None,
         };
-        self.inner().pairs.insert(
+        self.registry.inner().pairs.insert(
             pair.clone(),
             Pair {
                 meta,
@@ -254,7 +267,8 @@ impl Site {
                 rt: Arc::new(PairRt::new(dirty)),
             },
         );
-        self.save()
+        self.registry
+            .save()
             .map_err(|e| PeerError::Disk { detail: chain(&e) })?;
         tracing::info!(pair = %pair, peer, "attached as SVOL");
         Ok(PeerReply::Attached {
@@ -264,7 +278,8 @@ impl Site {
 
     /// This site's record of `pair`, if it is paired with `peer`.
     fn peer_pair(&self, peer: &str, pair: &str) -> Result<PairMeta, PeerError> {
-        self.meta_of(pair)
+        self.registry
+            .meta_of(pair)
             .filter(|m| m.peer == peer)
             .ok_or_else(|| PeerError::NoSuchPair { pair: pair.into() })
     }

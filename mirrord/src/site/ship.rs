@@ -17,7 +17,7 @@ use super::{Site, SiteError, Work};
 use crate::bitmap::BLOCK;
 use crate::link::{LinkError, Pending};
 use crate::meta::PairMeta;
-use crate::pair::machine::{self, Event, Failure, OnFailure, PeerSplit};
+use crate::pair::machine::{self, Failure, OnFailure};
 use crate::pair::{Flight, PairRt};
 use crate::rate::steer::Stall;
 use crate::rate::{Limit, Pacer, MAX_FRAME};
@@ -225,7 +225,7 @@ impl Site {
         end: u64,
         pacer: &mut Pacer,
     ) -> Result<Frame, SiteError> {
-        let Some(meta) = self.meta_of(name).filter(|m| {
+        let Some(meta) = self.registry.meta_of(name).filter(|m| {
             m.role == Role::Pvol
                 && matches!(m.state, PairState::Pair | PairState::Copy | PairState::Psue)
         }) else {
@@ -233,7 +233,7 @@ impl Site {
         };
         // Read per frame: `pair set` and host I/O change the limit mid-copy.
         let limit = if paced {
-            self.copy_limit(w, &meta.settings)
+            self.pacing.copy_limit(w, &meta.settings)
         } else {
             Limit::NONE
         };
@@ -318,18 +318,11 @@ impl Site {
         Ok(())
     }
 
-    /// Suspends a mirrored pair (PAIR or COPY) after a replication failure.
-    pub(super) fn suspend(&self, pair: &str, why: &str) {
-        if let Err(e) = self.change_state(pair, Event::Suspend, why) {
-            tracing::error!("{}", chain(&e));
-        }
-    }
-
     /// Tells the peer (in the background, best effort) that the pair
     /// suspended here for a reason the link did not show, so its half
     /// suspends too instead of reporting PAIR.
     pub(super) fn tell_peer_suspended(&self, pair: &str) {
-        let Some(meta) = self.meta_of(pair) else {
+        let Some(meta) = self.registry.meta_of(pair) else {
             return;
         };
         let Ok(link) = self.link_of(&meta) else {
@@ -350,33 +343,6 @@ impl Site {
                 );
             }
         });
-    }
-
-    /// The peer split or took over the pair: PSUS here, changes tracked. A
-    /// pair still copying has no consistent SVOL to split off, so its copy
-    /// stops and it suspends (PSUE) instead, as the transition table says.
-    ///
-    /// With fence `data` the pair suspends (PSUE) instead: it cannot reach
-    /// its SVOL, so it takes no host writes until a resync.
-    pub(super) fn split_by_peer(&self, pair: &str, why: &str) {
-        let Some(meta) = self.meta_of(pair) else {
-            return;
-        };
-        match machine::split_by_peer(&meta) {
-            PeerSplit::Nothing => {} // fenced already: PSUE until a person resolves it
-            PeerSplit::SuspendFenced => self.suspend(
-                pair,
-                &format!("{why}; fence data: suspended, host writes refused until `hbctl pair resync {pair}`"),
-            ),
-            PeerSplit::Split => {
-                let as_split = format!("{why}: split here too (PSUS), changes tracked");
-                if let Err(e) = self.change_state(pair, Event::PeerSplit, &as_split) {
-                    tracing::error!("{}", chain(&e));
-                }
-            }
-            // Split already (nothing to do: a suspend leaves PSUS as it is), or copying.
-            PeerSplit::Suspend => self.suspend(pair, &format!("{why}; the copy stopped")),
-        }
     }
 
     /// A host write did not reach the SVOL: the pair stops mirroring, in the
@@ -404,9 +370,9 @@ impl Site {
                 let site = taken_over.unwrap_or(&meta.peer);
                 self.fence_taken_over(name, site, "a write was refused: the SVOL is SSWS there");
             }
-            (OnFailure::SplitByPeer, LinkError::Refused(site, _)) => {
-                self.split_by_peer(name, &format!("the SVOL is PSUS at site '{site}'"))
-            }
+            (OnFailure::SplitByPeer, LinkError::Refused(site, _)) => self
+                .registry
+                .split_by_peer(name, &format!("the SVOL is PSUS at site '{site}'")),
             // The SVOL's disk failed: nothing to retry until someone repairs it there.
             (OnFailure::Suspend { .. }, LinkError::Refused(site, PeerError::Disk { .. })) => {
                 let why = format!(
@@ -414,7 +380,7 @@ impl Site {
                     chain(e)
                 );
                 tracing::error!(pair = name, "{why}");
-                self.suspend(name, &why);
+                self.registry.suspend(name, &why);
             }
             (OnFailure::Suspend { reset_link }, _) => {
                 // A link that timed out is dropped, so the dialer reconnects afresh.
@@ -423,9 +389,9 @@ impl Site {
                         link.reset();
                     }
                 }
-                self.suspend(name, &chain(e));
+                self.registry.suspend(name, &chain(e));
             }
-            (OnFailure::SplitByPeer, _) => self.suspend(name, &chain(e)),
+            (OnFailure::SplitByPeer, _) => self.registry.suspend(name, &chain(e)),
         }
     }
 }

@@ -48,7 +48,7 @@ impl Site {
         first: u64,
         count: u32,
     ) -> Result<Vec<u128>, PeerError> {
-        let w = self.work(pair)?;
+        let w = self.registry.work(pair)?;
         let blocks = w.volume.size.div_ceil(BLOCK);
         if count > MAX_DIGEST_BLOCKS || first >= blocks {
             return Err(PeerError::Refused {
@@ -162,7 +162,7 @@ impl Site {
     pub fn pair_verify(self: &Arc<Self>, request: &PairVerify) -> Result<String, SiteError> {
         let PairVerify { name, rate } = request;
         let name = name.as_str();
-        let w = self.work(name)?;
+        let w = self.registry.work(name)?;
         if w.meta.role != Role::Pvol {
             return Err(refused(format!(
                 "pair '{name}' has its SVOL here; run `hbctl pair verify {name}` at the PVOL's site '{}'",
@@ -213,7 +213,7 @@ impl Site {
         let started = Instant::now();
         let mut first = 0;
         while first < blocks {
-            let now = self.meta_of(name);
+            let now = self.registry.meta_of(name);
             if now.as_ref().is_none_or(|m| m.state != PairState::Pair) || self.stop.is_cancelled() {
                 return Err(refused(format!(
                     "pair '{name}' left PAIR ({})",

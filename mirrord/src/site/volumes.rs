@@ -23,14 +23,14 @@ impl Site {
         } = request;
         let (name, size) = (name.as_str(), *size);
         check_name("volume", name).map_err(SiteError::BadName)?;
-        if self.inner().volumes.contains_key(name) {
+        if self.registry.inner().volumes.contains_key(name) {
             return Err(SiteError::VolumeExists(name.into()));
         }
         let path = match path {
             Some(path) => path.clone(),
             None => {
                 // mirrord's own directory for volume files, made on first use.
-                let dir = self.data_dir.join("volumes");
+                let dir = self.registry.data_dir().join("volumes");
                 std::fs::create_dir_all(&dir).map_err(|source| SiteError::DataDir {
                     path: dir.clone(),
                     source,
@@ -38,7 +38,13 @@ impl Site {
                 dir.join(format!("{name}.vol"))
             }
         };
-        if let Some((other, _)) = self.inner().volumes.iter().find(|(_, v)| v.path == path) {
+        if let Some((other, _)) = self
+            .registry
+            .inner()
+            .volumes
+            .iter()
+            .find(|(_, v)| v.path == path)
+        {
             return Err(SiteError::PathInUse {
                 path,
                 volume: other.clone(),
@@ -77,20 +83,20 @@ impl Site {
             backing_name(volume.backing)
         );
         {
-            let mut inner = self.inner();
+            let mut inner = self.registry.inner();
             if inner.volumes.contains_key(name) {
                 return Err(SiteError::VolumeExists(name.into()));
             }
             inner.volumes.insert(name.into(), Arc::new(volume));
         }
-        self.save()?;
+        self.registry.save()?;
         tracing::info!("{message}");
         Ok(message)
     }
 
     /// The volumes, as `volume list` shows them.
     pub fn volume_list(&self) -> Vec<VolumeInfo> {
-        let inner = self.inner();
+        let inner = self.registry.inner();
         inner
             .volumes
             .values()
@@ -111,7 +117,7 @@ impl Site {
 
     /// One volume as hbfs shows it: name, size, whether hosts may write it.
     pub fn volume_file(&self, name: &str) -> Option<hbfs::VolumeFile> {
-        let inner = self.inner();
+        let inner = self.registry.inner();
         let v = inner.volumes.get(name)?;
         let writable = inner
             .pair_of_volume(name)
@@ -126,7 +132,7 @@ impl Site {
     /// Forgets a volume that is not paired; the backing store is kept.
     pub fn volume_delete(&self, name: &str) -> Result<String, SiteError> {
         let path = {
-            let mut inner = self.inner();
+            let mut inner = self.registry.inner();
             if let Some((pair, p)) = inner.pair_of_volume(name) {
                 return Err(SiteError::Paired {
                     volume: name.into(),
@@ -142,7 +148,7 @@ impl Site {
                 .path
                 .clone()
         };
-        self.save()?;
+        self.registry.save()?;
         let message = format!(
             "volume '{name}' deleted; its data stays in {}",
             path.display()

@@ -115,7 +115,7 @@ async fn concurrent_sync_writes_of_one_volume_are_in_flight_together() {
     const WRITERS: u64 = 8;
     let (prod, standby) = two_sites().await;
     paired(&prod, &standby, Mode::Sync).await;
-    let svol = standby.site.inner().volume("v").expect("the SVOL");
+    let svol = standby.site.registry.inner().volume("v").expect("the SVOL");
     let held = svol.order.lock().await;
     let writers: Vec<_> = (0..WRITERS)
         .map(|b| {
@@ -163,7 +163,7 @@ async fn a_copy_frame_read_before_a_host_write_ships_the_newer_data() {
     let (prod, standby) = two_sites().await;
     paired(&prod, &standby, Mode::Sync).await;
     let block = 5u64;
-    let w = prod.site.work("p").expect("work");
+    let w = prod.site.registry.work("p").expect("work");
     let mut pacer = crate::rate::Pacer::default();
     let frame = prod
         .site
