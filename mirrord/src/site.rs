@@ -55,21 +55,22 @@ mod shipped;
 mod tests;
 mod verify;
 mod volumes;
+mod wire;
 
 use std::sync::Arc;
 
-use hbcore::link::Lane;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::link::{Link, LinkError, PeerLink};
-use crate::meta::PairMeta;
+use crate::link::Link;
 use hbio::IoEngine;
 
 pub use error::SiteError;
 use pace::Pacing;
 use registry::{bitmap_path, changed, illegal, transition, Pair, Registry, Work};
+use ship::Pipeline;
 pub use shipped::Shipped;
+use wire::Wire;
 
 /// One site's storage system.
 pub struct Site {
@@ -77,10 +78,9 @@ pub struct Site {
     io: IoEngine,
     /// The volumes and pairs, and their record on disk.
     registry: Registry,
-    link: Arc<Link>,
+    /// The link, and what was put on it.
+    wire: Wire,
     stop: CancellationToken,
-    /// Writes and bytes put on the link, per pair (for the metrics).
-    pub shipped: Shipped,
     /// Host I/O per disk, and each copy's limit.
     pacing: Pacing,
 }
@@ -98,16 +98,20 @@ impl Site {
             name: config.site.clone(),
             io,
             registry: Registry::open(&config.data_dir)?,
-            link,
+            wire: Wire::new(link),
             stop,
-            shipped: Shipped::default(),
             pacing: Pacing::default(),
         })
     }
 
     /// The remote link (for the metrics).
     pub fn link(&self) -> &Arc<Link> {
-        &self.link
+        self.wire.link()
+    }
+
+    /// Writes and bytes put on the link, per pair (for the metrics).
+    pub fn shipped(&self) -> &Shipped {
+        self.wire.shipped()
     }
 
     /// This site's name.
@@ -120,8 +124,13 @@ impl Site {
         self.registry.shutdown()
     }
 
-    /// The link a pair's requests travel on: its peer, on its kind's lane.
-    fn link_of(&self, meta: &PairMeta) -> Result<&Arc<PeerLink>, LinkError> {
-        self.link.peer(&meta.peer, Lane::of(meta.kind))
+    /// The parts a copy pass uses, named.
+    fn pipeline(&self) -> Pipeline<'_> {
+        Pipeline {
+            registry: &self.registry,
+            pacing: &self.pacing,
+            io: &self.io,
+            wire: &self.wire,
+        }
     }
 }

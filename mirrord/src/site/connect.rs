@@ -37,7 +37,7 @@ impl Site {
             })
             .map(|(n, p)| (n.clone(), p.meta.clone(), p.size))
             .collect();
-        let Ok(link) = self.link.peer(peer, lane) else {
+        let Ok(link) = self.wire.peer(peer, lane) else {
             return;
         };
         let link = Arc::clone(link);
@@ -85,7 +85,7 @@ impl Site {
         let previous = match link
             .call(
                 PeerRequest::Attach(attach_request(name, meta, size)),
-                self.link.timeout(),
+                self.wire.timeout(),
             )
             .await?
         {
@@ -145,7 +145,7 @@ impl Site {
                         state: Some(PairState::Pair),
                         settings: None,
                     },
-                    self.link.timeout(),
+                    self.wire.timeout(),
                 )
                 .await
             {
@@ -187,10 +187,11 @@ impl Site {
             }
             Some(Divergence::KeepTheirs) => {
                 tracing::warn!(pair = name, ?policy, "split brain resolved by the pair's policy: this site's {} changed block(s) are discarded; site '{peer}' becomes the PVOL", c.local_dirty);
-                self.link_of(meta)?
+                self.wire
+                    .link_of(meta)?
                     .call(
                         PeerRequest::KeepYours { pair: name.into() },
-                        self.link.timeout() * 4,
+                        self.wire.timeout() * 4,
                     )
                     .await?;
             }

@@ -76,8 +76,8 @@ impl Site {
     /// Copies the dirty blocks to the SVOL, then sets both sides `PAIR`.
     async fn copy(self: &Arc<Self>, name: &str) -> Result<u64, SiteError> {
         let w = self.registry.work(name)?;
-        let link = self.link_of(&w.meta)?;
-        let timeout = self.link.timeout();
+        let link = self.wire.link_of(&w.meta)?;
+        let timeout = self.wire.timeout();
         self.registry
             .change_state(name, Event::CopyStarted, "copy started (COPY)")?;
         link.call(
@@ -96,7 +96,7 @@ impl Site {
         }
         loop {
             w.rt.copy_remaining(w.rt.dirty().dirty_blocks() * BLOCK);
-            total += self.ship_dirty(name, &w, false, true).await?;
+            total += self.pipeline().ship_dirty(name, &w, false, true).await?;
             // Clean under the order lock: no host write slips between the check and PAIR.
             let _order = w.volume.order.lock().await;
             // Sync writes wait for their acks outside the lock: once those on
@@ -148,7 +148,7 @@ impl Site {
     /// Adaptive mode: ships queued writes in order; after an overflow, ships
     /// dirty blocks read back from the PVOL until the bitmap is clean.
     async fn shipper(self: &Arc<Self>, name: &str, rt: &Arc<PairRt>) {
-        let timeout = self.link.timeout();
+        let timeout = self.wire.timeout();
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => return,
@@ -180,6 +180,7 @@ impl Site {
                     };
                     let Some(entry) = next else { break };
                     let pending = self
+                        .wire
                         .ship_host_write(&w.meta, rt, name, entry.offset, entry.data.clone())
                         .await?;
                     window.push_back((pending, entry));
@@ -195,7 +196,7 @@ impl Site {
                     rt.dirty().acked_write(e.offset, e.data.len() as u64, e.seq);
                 }
                 if rt.queue().overflowed {
-                    self.ship_dirty(name, &w, false, false).await?;
+                    self.pipeline().ship_dirty(name, &w, false, false).await?;
                     let _order = w.volume.order.lock().await;
                     if rt.dirty().dirty_blocks() == 0 {
                         let mut q = rt.queue();

@@ -10,12 +10,14 @@ use hbcore::link::{PeerError, PeerReply};
 use hbcore::report::chain;
 use hbcore::vocab::PairState;
 
+use super::outdate::taken_over_by;
+use super::wire::Wire;
 use super::{Site, SiteError};
 use crate::bitmap::{DirtyMap, BLOCK};
 use crate::fence::Refusal;
 use crate::link::LinkError;
 use crate::meta::PairMeta;
-use crate::pair::machine::{self, NotApplied, WritePolicy};
+use crate::pair::machine::{self, Failure, NotApplied, OnFailure, WritePolicy};
 use crate::pair::{mirroring, PairRt, Queued};
 use crate::rate::HostOp;
 use crate::volume::Volume;
@@ -146,7 +148,7 @@ impl Site {
             }
             (dirty.mark(offset, data.len() as u64)?, clean)
         };
-        let timeout = self.link.timeout();
+        let timeout = self.wire.timeout();
         match policy {
             // Refused before the write reached here.
             WritePolicy::Refuse(_) => return Err(SiteError::FencedSuspended(name.into())),
@@ -163,6 +165,7 @@ impl Site {
                 // Remote first, local after: a write the SVOL cannot take never
                 // reaches the PVOL. The order lock is held until the ack: one write outstanding.
                 let answer = match self
+                    .wire
                     .ship_host_write(meta, rt, name, offset, shared.clone())
                     .await
                 {
@@ -213,6 +216,7 @@ impl Site {
                 // Fenced sync and semi-sync keep one write outstanding.
                 // Queued before the PVOL write, so the transfer and the SVOL write overlap it.
                 let shipped = self
+                    .wire
                     .ship_host_write(meta, rt, name, offset, shared.clone())
                     .await;
                 // On a PVOL failure the flight is dropped unsettled: the bits stay set.
@@ -234,7 +238,7 @@ impl Site {
             }
             WritePolicy::SemiSync => {
                 let shared = shared_copy(&self.io, offset, data);
-                Self::settle_semi(rt).await;
+                Wire::settle_semi(rt).await;
                 // Settling may have found the SVOL taken over ...
                 if let Some(outdated) = self.registry.is_outdated(name) {
                     return Err(outdated);
@@ -246,7 +250,8 @@ impl Site {
                     .is_some_and(|m| machine::still_mirroring(&m));
                 let shipped = if still {
                     Some(
-                        self.ship_host_write(meta, rt, name, offset, shared.clone())
+                        self.wire
+                            .ship_host_write(meta, rt, name, offset, shared.clone())
                             .await,
                     )
                 } else {
@@ -316,7 +321,9 @@ impl Site {
         );
         tracing::error!(pair, "{why}");
         self.registry.suspend(pair, &why);
-        self.tell_peer_suspended(pair);
+        if let Some(meta) = self.registry.meta_of(pair) {
+            self.wire.tell_peer_suspended(&meta, pair);
+        }
         Err(e.into())
     }
 
@@ -380,6 +387,56 @@ impl Site {
             return Err(PeerError::Disk { detail: chain(&e) });
         }
         Ok(PeerReply::Done)
+    }
+
+    /// A host write did not reach the SVOL: the pair stops mirroring, in the
+    /// state the kind of failure calls for.
+    pub(super) fn replication_failed(self: &Arc<Self>, name: &str, meta: &PairMeta, e: &LinkError) {
+        let taken_over = taken_over_by(e);
+        let failure = match e {
+            _ if taken_over.is_some() => Failure::TakenOver,
+            // The SVOL was split at its site (this site is told separately):
+            // a person's decision, so PSUS rather than an error.
+            LinkError::Refused(
+                _,
+                PeerError::WrongState {
+                    state: PairState::Psus,
+                    ..
+                },
+            ) => Failure::SplitThere,
+            LinkError::Refused(_, PeerError::Disk { .. }) => Failure::Disk,
+            LinkError::Timeout(..) => Failure::Timeout,
+            _ => Failure::Other,
+        };
+        match (machine::write_failed(failure), e) {
+            (OnFailure::Outdate, _) => {
+                // The SVOL was taken over: this PVOL is outdated from now on.
+                let site = taken_over.unwrap_or(&meta.peer);
+                self.fence_taken_over(name, site, "a write was refused: the SVOL is SSWS there");
+            }
+            (OnFailure::SplitByPeer, LinkError::Refused(site, _)) => self
+                .registry
+                .split_by_peer(name, &format!("the SVOL is PSUS at site '{site}'")),
+            // The SVOL's disk failed: nothing to retry until someone repairs it there.
+            (OnFailure::Suspend { .. }, LinkError::Refused(site, PeerError::Disk { .. })) => {
+                let why = format!(
+                    "{}; repair the SVOL's volume at site '{site}', then `hbctl pair resync {name}`",
+                    chain(e)
+                );
+                tracing::error!(pair = name, "{why}");
+                self.registry.suspend(name, &why);
+            }
+            (OnFailure::Suspend { reset_link }, _) => {
+                // A link that timed out is dropped, so the dialer reconnects afresh.
+                if reset_link {
+                    if let Ok(link) = self.wire.link_of(meta) {
+                        link.reset();
+                    }
+                }
+                self.registry.suspend(name, &chain(e));
+            }
+            (OnFailure::SplitByPeer, _) => self.registry.suspend(name, &chain(e)),
+        }
     }
 }
 

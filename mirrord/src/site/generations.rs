@@ -163,7 +163,7 @@ impl Site {
     pub(super) async fn compare_with_peer(&self, name: &str) -> Result<Compared, SiteError> {
         let meta = self.registry.pair_meta(name)?;
         let local_dirty = self.registry.work(name)?.rt.dirty().dirty_blocks();
-        let link = self.link_of(&meta)?;
+        let link = self.wire.link_of(&meta)?;
         let request = PeerRequest::Generations {
             pair: name.into(),
             generations: meta.generations(),
@@ -173,7 +173,7 @@ impl Site {
             generations,
             dirty_blocks: peer_dirty,
             state: peer_state,
-        } = link.call(request, self.link.timeout()).await?
+        } = link.call(request, self.wire.timeout()).await?
         else {
             return Err(refused(format!(
                 "site '{}' answered the comparison of generations of '{name}' with something else",
@@ -201,13 +201,14 @@ impl Site {
                 "pair '{name}' has no generation of its own at this site; `hbctl pair status {name}` shows its generations"
             )));
         };
-        self.link_of(&meta)?
+        self.wire
+            .link_of(&meta)?
             .call(
                 PeerRequest::Join {
                     pair: name.into(),
                     generation: current,
                 },
-                self.link.timeout(),
+                self.wire.timeout(),
             )
             .await?;
         self.registry
@@ -220,13 +221,14 @@ impl Site {
     /// again at the next change).
     pub(super) async fn tell_options(&self, name: &str) -> Result<(), SiteError> {
         let meta = self.registry.pair_meta(name)?;
-        self.link_of(&meta)?
+        self.wire
+            .link_of(&meta)?
             .call(
                 PeerRequest::Options {
                     pair: name.into(),
                     options: meta.integrity,
                 },
-                self.link.timeout(),
+                self.wire.timeout(),
             )
             .await
             .map(|_| ())

@@ -15,6 +15,7 @@ use hbcore::vocab::{
 
 use super::error::{paired_error, refused};
 use super::generations::generation_info;
+use super::wire::Wire;
 use super::{bitmap_path, changed, illegal, transition, Pair, Site, SiteError};
 use crate::bitmap::{DirtyMap, BLOCK};
 use crate::config::check_name;
@@ -63,7 +64,7 @@ impl Site {
             }
             inner.volume(pvol)?.size
         };
-        let link = self.link.peer(peer, Lane::of(kind))?;
+        let link = self.wire.peer(peer, Lane::of(kind))?;
         let meta = PairMeta {
             role: Role::Pvol,
             state: changed(name, Role::Pvol, PairState::Smpl, Event::Created)?.state,
@@ -85,7 +86,7 @@ impl Site {
                     generations: meta.generations(),
                     dirty_blocks: size.div_ceil(BLOCK),
                 },
-                self.link.timeout(),
+                self.wire.timeout(),
             )
             .await;
         match theirs {
@@ -103,7 +104,7 @@ impl Site {
         }
         link.call(
             PeerRequest::Attach(attach_request(name, &meta, size)),
-            self.link.timeout(),
+            self.wire.timeout(),
         )
         .await?;
         let path = bitmap_path(self.registry.data_dir(), name);
@@ -189,7 +190,7 @@ impl Site {
         };
         self.adopt_settings(name, settings);
         tracing::info!(pair = name, mode = %settings.mode, fence = %settings.fence, skew = settings.skew, auto_resync = settings.auto_resync, installed = settings.installed, "settings changed");
-        let told = match self.link_of(&before) {
+        let told = match self.wire.link_of(&before) {
             Ok(link) => link
                 .call(
                     PeerRequest::Update {
@@ -197,7 +198,7 @@ impl Site {
                         state: None,
                         settings: Some(settings),
                     },
-                    self.link.timeout(),
+                    self.wire.timeout(),
                 )
                 .await
                 .map(|_| ()),
@@ -282,8 +283,9 @@ impl Site {
                     c_min_rate: p.meta.settings.c_min_rate,
                     auto_resync: p.meta.settings.auto_resync,
                     installed: p.meta.settings.installed,
-                    link_up: self.link_of(&p.meta).is_ok_and(|l| l.is_up()),
+                    link_up: self.wire.link_of(&p.meta).is_ok_and(|l| l.is_up()),
                     link_rtt_us: self
+                        .wire
                         .link_of(&p.meta)
                         .ok()
                         .and_then(|l| l.stats.rtt())
@@ -359,11 +361,11 @@ impl Site {
             Err(SplitRefused::Illegal(e)) => return Err(illegal(name, e)),
             Ok(()) => {}
         }
-        let link = self.link_of(&meta)?;
+        let link = self.wire.link_of(&meta)?;
         let note = match meta.role {
             Role::Pvol => {
                 let consistent = self.split_here(name).await?;
-                match link.call(PeerRequest::Update { pair: name.into(), state: Some(PairState::Psus), settings: None }, self.link.timeout()).await {
+                match link.call(PeerRequest::Update { pair: name.into(), state: Some(PairState::Psus), settings: None }, self.wire.timeout()).await {
                     Ok(_) => consistent,
                     Err(e) => format!("{consistent}; site '{}' not told ({}): its SVOL stays read-only until the link returns and the pair is split again", meta.peer, chain(&e)),
                 }
@@ -371,7 +373,7 @@ impl Site {
             Role::Svol => match link
                 .call(
                     PeerRequest::Split { pair: name.into() },
-                    self.link.timeout() * 4,
+                    self.wire.timeout() * 4,
                 )
                 .await
             {
@@ -403,14 +405,14 @@ impl Site {
         // Refuse before draining anything: a pair still copying cannot be split.
         transition(name, w.meta.state, PairState::Psus)?;
         let _order = w.volume.order.lock().await;
-        Self::settle_semi(&w.rt).await;
+        Wire::settle_semi(&w.rt).await;
         let mirrored = self
             .registry
             .meta_of(name)
             .is_some_and(|m| m.state == PairState::Pair);
         let note = if mirrored {
             w.rt.queue().clear();
-            match self.ship_dirty(name, &w, true, false).await {
+            match self.pipeline().ship_dirty(name, &w, true, false).await {
                 Ok(_) => "the SVOL holds everything written before the split".to_string(),
                 Err(e) => format!("the SVOL may lack writes before the split ({})", chain(&e)),
             }
@@ -441,11 +443,11 @@ impl Site {
             "taken over (SSWS): the SVOL is writable here, changes tracked",
         )?;
         self.registry.diverge(name, "taken over (SSWS)")?;
-        let told = match self.link_of(&meta) {
+        let told = match self.wire.link_of(&meta) {
             Ok(link) => link
                 .call(
                     PeerRequest::Takeover { pair: name.into() },
-                    self.link.timeout(),
+                    self.wire.timeout(),
                 )
                 .await
                 .map(|_| ()),
@@ -465,11 +467,11 @@ impl Site {
     pub async fn pair_delete(&self, name: &str, force: bool) -> Result<String, SiteError> {
         let meta = self.registry.pair_meta(name)?;
         self.check_protection(&meta, name, force, "delete")?;
-        let told = match self.link_of(&meta) {
+        let told = match self.wire.link_of(&meta) {
             Ok(link) => {
                 link.call(
                     PeerRequest::Detach { pair: name.into() },
-                    self.link.timeout(),
+                    self.wire.timeout(),
                 )
                 .await
             }

@@ -58,7 +58,7 @@ impl Site {
         } = request;
         let name = name.as_str();
         let meta = self.registry.pair_meta(name)?;
-        let link = Arc::clone(self.link_of(&meta)?);
+        let link = Arc::clone(self.wire.link_of(&meta)?);
         if usize::from(*reverse) + usize::from(*discard_local) + usize::from(*discard_remote) > 1 {
             return Err(refused(format!(
                 "pair '{name}': choose one of --reverse, --discard-local and --discard-remote"
@@ -71,7 +71,7 @@ impl Site {
             // The other site's data wins: it resyncs from its side.
             link.call(
                 PeerRequest::KeepYours { pair: name.into() },
-                self.link.timeout() * 4,
+                self.wire.timeout() * 4,
             )
             .await?;
             return Ok(match meta.role {
@@ -112,7 +112,7 @@ impl Site {
             Role::Svol => {
                 link.call(
                     PeerRequest::Resync { pair: name.into() },
-                    self.link.timeout() * 4,
+                    self.wire.timeout() * 4,
                 )
                 .await?;
                 Ok(format!("pair '{name}' resyncing from site '{}' (COPY); this site's changes are overwritten", meta.peer))
@@ -158,8 +158,8 @@ impl Site {
             );
             w.rt.dirty().mark_all()?;
         }
-        let link = self.link_of(&w.meta)?;
-        let timeout = self.link.timeout();
+        let link = self.wire.link_of(&w.meta)?;
+        let timeout = self.wire.timeout();
         let bits = match link
             .call(PeerRequest::TakeBitmap { pair: name.into() }, timeout)
             .await?
@@ -223,11 +223,11 @@ impl Site {
             name,
             "the roles reverse: this site's data becomes the PVOL's",
         )?;
-        let link = self.link_of(&meta)?;
+        let link = self.wire.link_of(&meta)?;
         let bits = match link
             .call(
                 PeerRequest::Reverse { pair: name.into() },
-                self.link.timeout(),
+                self.wire.timeout(),
             )
             .await?
         {

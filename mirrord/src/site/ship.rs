@@ -3,24 +3,20 @@
 //! they cannot reach the SVOL.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hbcore::link::{PeerError, PeerRequest};
-use hbcore::report::chain;
 use hbcore::vocab::{PairState, Role};
 
 use super::error::refused;
-use super::outdate::taken_over_by;
-use super::{Site, SiteError, Work};
+use super::pace::Pacing;
+use super::wire::Wire;
+use super::{Registry, SiteError, Work};
 use crate::bitmap::BLOCK;
-use crate::link::{LinkError, Pending};
-use crate::meta::PairMeta;
-use crate::pair::machine::{self, Failure, OnFailure};
-use crate::pair::{Flight, PairRt};
+use crate::link::Pending;
 use crate::rate::steer::Stall;
 use crate::rate::{Limit, Pacer, MAX_FRAME};
+use hbio::IoEngine;
 
 /// Writes of the adaptive shipper in flight at once.
 pub(super) const SHIP_WINDOW: usize = 8;
@@ -67,47 +63,16 @@ pub(super) struct Shipped {
     seqs: Vec<u64>,
 }
 
-impl Site {
-    /// Ships one write to the peer.
-    async fn ship(
-        &self,
-        meta: &PairMeta,
-        pair: &str,
-        offset: u64,
-        data: Bytes,
-    ) -> Result<Pending, LinkError> {
-        let bytes = data.len();
-        let request = PeerRequest::Write {
-            pair: pair.into(),
-            offset,
-            data,
-        };
-        let pending = self.link_of(meta)?.send(request).await?;
-        self.shipped.note(pair, bytes);
-        Ok(pending)
-    }
+/// The parts a copy pass uses: the pair's record (is it still copying?),
+/// the pacing, the I/O engine that reads the PVOL back, and the wire.
+pub(super) struct Pipeline<'a> {
+    pub(super) registry: &'a Registry,
+    pub(super) pacing: &'a Pacing,
+    pub(super) io: &'a IoEngine,
+    pub(super) wire: &'a Wire,
+}
 
-    /// Ships a host write; counts it in flight until settled.
-    pub(super) async fn ship_host_write(
-        &self,
-        meta: &PairMeta,
-        rt: &PairRt,
-        pair: &str,
-        offset: u64,
-        data: Bytes,
-    ) -> Result<Flight, LinkError> {
-        let pending = self.ship(meta, pair, offset, data).await?;
-        Ok(rt.shipped(pending))
-    }
-
-    /// Semi-sync: waits until the one unacknowledged write is settled.
-    pub(super) async fn settle_semi(rt: &PairRt) {
-        let mut slot = rt.semi.lock().await;
-        if let Some(previous) = slot.take() {
-            let _ = previous.await;
-        }
-    }
-
+impl Pipeline<'_> {
     /// Ships every dirty block of a PVOL, read back from the volume, until the
     /// bitmap is clean; `locked` if the caller holds the volume's order lock;
     /// `paced` for a copy (initial, resync), which keeps to the pair's rate
@@ -133,7 +98,7 @@ impl Site {
     /// One sweep of the bitmap, pipelined: a reader reads the dirty runs
     /// ahead (up to [`READ_AHEAD`] frames) while a sender puts earlier frames
     /// on the wire and takes their acks, with a window of bytes in flight
-    /// ([`Site::window_bytes`]). Bits clear only as each ack arrives; on any
+    /// ([`window_bytes`]). Bits clear only as each ack arrives; on any
     /// error both stop and the bits of every frame not acknowledged stay set.
     async fn ship_pass(
         &self,
@@ -167,8 +132,8 @@ impl Site {
             }
         };
         let sender = async move {
-            let timeout = self.link.timeout();
-            let rtt = self.link_of(&w.meta).ok().and_then(|l| l.stats.rtt());
+            let timeout = self.wire.timeout();
+            let rtt = self.wire.link_of(&w.meta).ok().and_then(|l| l.stats.rtt());
             let started = Instant::now();
             let mut window: VecDeque<Shipped> = VecDeque::new();
             let (mut in_window, mut acked, mut shipped) = (0u64, 0u64, 0u64);
@@ -255,7 +220,7 @@ impl Site {
             w.rt.dirty().seqs(first, blocks)
         };
         let reading = Instant::now();
-        let data = w.volume.read_shared(&self.io, offset, len).await?;
+        let data = w.volume.read_shared(self.io, offset, len).await?;
         stalled(Stall::Read, reading);
         Ok(Frame {
             first,
@@ -293,12 +258,12 @@ impl Site {
         } = frame;
         let now = w.rt.dirty().seqs(first, blocks);
         if now != seqs {
-            data = w.volume.read_shared(&self.io, offset, data.len()).await?;
+            data = w.volume.read_shared(self.io, offset, data.len()).await?;
             seqs = now;
         }
         let bytes = data.len() as u64;
         Ok(Shipped {
-            pending: self.ship(&w.meta, name, offset, data).await?,
+            pending: self.wire.ship(&w.meta, name, offset, data).await?,
             first,
             bytes,
             seqs,
@@ -316,83 +281,6 @@ impl Site {
         w.rt.dirty().acked(shipped.first, &shipped.seqs);
         w.rt.copied(shipped.bytes);
         Ok(())
-    }
-
-    /// Tells the peer (in the background, best effort) that the pair
-    /// suspended here for a reason the link did not show, so its half
-    /// suspends too instead of reporting PAIR.
-    pub(super) fn tell_peer_suspended(&self, pair: &str) {
-        let Some(meta) = self.registry.meta_of(pair) else {
-            return;
-        };
-        let Ok(link) = self.link_of(&meta) else {
-            return;
-        };
-        let (link, pair, timeout) = (Arc::clone(link), pair.to_string(), self.link.timeout());
-        tokio::spawn(async move {
-            let update = PeerRequest::Update {
-                pair: pair.clone(),
-                state: Some(PairState::Psue),
-                settings: None,
-            };
-            if let Err(e) = link.call(update, timeout).await {
-                tracing::warn!(
-                    pair,
-                    "could not tell the peer the pair suspended: {}",
-                    chain(&e)
-                );
-            }
-        });
-    }
-
-    /// A host write did not reach the SVOL: the pair stops mirroring, in the
-    /// state the kind of failure calls for.
-    pub(super) fn replication_failed(self: &Arc<Self>, name: &str, meta: &PairMeta, e: &LinkError) {
-        let taken_over = taken_over_by(e);
-        let failure = match e {
-            _ if taken_over.is_some() => Failure::TakenOver,
-            // The SVOL was split at its site (this site is told separately):
-            // a person's decision, so PSUS rather than an error.
-            LinkError::Refused(
-                _,
-                PeerError::WrongState {
-                    state: PairState::Psus,
-                    ..
-                },
-            ) => Failure::SplitThere,
-            LinkError::Refused(_, PeerError::Disk { .. }) => Failure::Disk,
-            LinkError::Timeout(..) => Failure::Timeout,
-            _ => Failure::Other,
-        };
-        match (machine::write_failed(failure), e) {
-            (OnFailure::Outdate, _) => {
-                // The SVOL was taken over: this PVOL is outdated from now on.
-                let site = taken_over.unwrap_or(&meta.peer);
-                self.fence_taken_over(name, site, "a write was refused: the SVOL is SSWS there");
-            }
-            (OnFailure::SplitByPeer, LinkError::Refused(site, _)) => self
-                .registry
-                .split_by_peer(name, &format!("the SVOL is PSUS at site '{site}'")),
-            // The SVOL's disk failed: nothing to retry until someone repairs it there.
-            (OnFailure::Suspend { .. }, LinkError::Refused(site, PeerError::Disk { .. })) => {
-                let why = format!(
-                    "{}; repair the SVOL's volume at site '{site}', then `hbctl pair resync {name}`",
-                    chain(e)
-                );
-                tracing::error!(pair = name, "{why}");
-                self.registry.suspend(name, &why);
-            }
-            (OnFailure::Suspend { reset_link }, _) => {
-                // A link that timed out is dropped, so the dialer reconnects afresh.
-                if reset_link {
-                    if let Ok(link) = self.link_of(meta) {
-                        link.reset();
-                    }
-                }
-                self.registry.suspend(name, &chain(e));
-            }
-            (OnFailure::SplitByPeer, _) => self.registry.suspend(name, &chain(e)),
-        }
     }
 }
 

@@ -19,6 +19,7 @@ use hbcore::size::Bytes;
 use hbcore::vocab::{PairState, Role};
 
 use super::error::refused;
+use super::wire::Wire;
 use super::{Site, SiteError, Work};
 use crate::bitmap::BLOCK;
 use crate::link::Pending;
@@ -82,7 +83,7 @@ impl Site {
         let offset = first * BLOCK;
         let len = (count * BLOCK).min(w.volume.size - offset) as usize;
         let _order = w.volume.order.lock().await;
-        Self::settle_semi(&w.rt).await;
+        Wire::settle_semi(&w.rt).await;
         let data = w.volume.read(&self.io, offset, len).await?;
         let (seqs, dirty) = {
             let d = w.rt.dirty();
@@ -90,6 +91,7 @@ impl Site {
             (d.seqs(first, count), dirty)
         };
         let pending = self
+            .wire
             .link_of(&w.meta)?
             .send(PeerRequest::Digests {
                 pair: name.into(),
@@ -113,7 +115,7 @@ impl Site {
         read: &Read,
         pending: Pending,
     ) -> Result<Vec<u128>, SiteError> {
-        match pending.wait(self.link.timeout()).await? {
+        match pending.wait(self.wire.timeout()).await? {
             PeerReply::Digests { digests } if digests.len() == read.local.len() => Ok(digests),
             _ => Err(refused(format!(
                 "the peer answered a digest request of pair '{name}' with something else"

@@ -167,6 +167,7 @@ async fn a_copy_frame_read_before_a_host_write_ships_the_newer_data() {
     let mut pacer = crate::rate::Pacer::default();
     let frame = prod
         .site
+        .pipeline()
         .read_frame("p", &w, false, false, block, block + 1, &mut pacer)
         .await
         .expect("read a frame");
@@ -181,10 +182,12 @@ async fn a_copy_frame_read_before_a_host_write_ships_the_newer_data() {
     );
     let shipped = prod
         .site
+        .pipeline()
         .send_frame("p", &w, false, frame)
         .await
         .expect("send the frame");
     prod.site
+        .pipeline()
         .acked(&w, shipped, Duration::from_secs(5))
         .await
         .expect("ack");
