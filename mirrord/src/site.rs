@@ -67,7 +67,7 @@ use hbio::IoEngine;
 
 pub use error::SiteError;
 use pace::Pacing;
-use registry::{bitmap_path, changed, illegal, transition, Pair, Registry, Work};
+use registry::Registry;
 use ship::Pipeline;
 pub use shipped::Shipped;
 use wire::Wire;

@@ -24,7 +24,7 @@ const BITMAP_IDLE: Duration = Duration::from_secs(5);
 impl Site {
     /// Starts the background work: bitmap flushing and the adaptive shippers.
     pub fn start(self: &Arc<Self>) {
-        let names: Vec<String> = self.registry.inner().pairs.keys().cloned().collect();
+        let names = self.registry.pair_names();
         for name in names {
             self.ensure_shipper(&name);
         }

@@ -63,7 +63,7 @@ impl Site {
         offset: u64,
         len: usize,
     ) -> Result<Vec<u8>, SiteError> {
-        let v = self.registry.inner().volume(volume)?;
+        let v = self.registry.volume(volume)?;
         let on_data_pair = self.registry.on_data_pair(volume);
         let _timed = self
             .pacing
@@ -78,7 +78,7 @@ impl Site {
         offset: u64,
         data: &[u8],
     ) -> Result<(), SiteError> {
-        let v = self.registry.inner().volume(volume)?;
+        let v = self.registry.volume(volume)?;
         let on_data_pair = self.registry.on_data_pair(volume);
         let _timed = self
             .pacing
@@ -329,7 +329,7 @@ impl Site {
 
     /// Makes a volume's writes durable.
     pub async fn host_sync(&self, volume: &str) -> Result<(), SiteError> {
-        let v = self.registry.inner().volume(volume)?;
+        let v = self.registry.volume(volume)?;
         Ok(v.sync(&self.io).await?)
     }
 

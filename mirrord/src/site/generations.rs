@@ -10,7 +10,8 @@ use hbcore::report::chain;
 use hbcore::vocab::{PairState, Role};
 
 use super::error::refused;
-use super::{Registry, Site, SiteError};
+use super::registry::Registry;
+use super::{Site, SiteError};
 use crate::generation::{self, hex, Side, Verdict};
 use crate::meta::PairMeta;
 

@@ -15,8 +15,9 @@ use hbcore::vocab::{
 
 use super::error::{paired_error, refused};
 use super::generations::generation_info;
+use super::registry::{bitmap_path, changed, illegal, transition, Pair};
 use super::wire::Wire;
-use super::{bitmap_path, changed, illegal, transition, Pair, Site, SiteError};
+use super::{Site, SiteError};
 use crate::bitmap::{DirtyMap, BLOCK};
 use crate::config::check_name;
 use crate::generation::{self, hex, Verdict};

@@ -11,7 +11,8 @@ use hbcore::link::PeerError;
 use hbcore::report::chain;
 use hbcore::vocab::{PairState, Role};
 
-use super::{Registry, Site, SiteError};
+use super::registry::Registry;
+use super::{Site, SiteError};
 use crate::fence::Outdated;
 use crate::link::LinkError;
 use crate::pair::machine;

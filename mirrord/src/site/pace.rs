@@ -10,7 +10,7 @@
 
 use hbcore::vocab::PairSettings;
 
-use super::Work;
+use super::registry::Work;
 use crate::rate::{HostIo, HostOp, Limit, Timed};
 use crate::volume::Volume;
 
@@ -92,8 +92,8 @@ mod tests {
         pair(&prod, &standby, "v", Kind::Heartbeat).await;
         pair(&prod, &standby, "d", Kind::Data).await;
         let site = &prod.site;
-        let device = site.registry.inner().volume("v").expect("v").device;
-        assert_eq!(site.registry.inner().volume("d").expect("d").device, device);
+        let device = site.registry.volume("v").expect("v").device;
+        assert_eq!(site.registry.volume("d").expect("d").device, device);
         let timed = || site.pacing.host_io.device(device).totals();
         let block = vec![7u8; 4096];
         for volume in ["v", "solo"] {

@@ -11,8 +11,9 @@ use hbcore::report::chain;
 use hbcore::vocab::{PairState, Role};
 
 use super::error::paired_error;
+use super::registry::{bitmap_path, changed, transition, Pair, Registry};
 use super::resync::Keep;
-use super::{bitmap_path, changed, transition, Pair, Site};
+use super::Site;
 use crate::bitmap::DirtyMap;
 use crate::generation;
 use crate::link::Handler;
@@ -70,7 +71,7 @@ impl Site {
         request: PeerRequest,
     ) -> Result<PeerReply, PeerError> {
         match request {
-            PeerRequest::Attach(request) => self.attach(peer, request),
+            PeerRequest::Attach(request) => self.registry.attach(&self.name, peer, request),
             PeerRequest::Write { pair, offset, data } => {
                 self.apply_write(&pair, offset, data).await
             }
@@ -196,8 +197,20 @@ impl Site {
         }
     }
 
-    /// Attaches (or re-attaches) an SVOL for a pair whose PVOL is at `peer`.
-    fn attach(&self, peer: &str, request: Attach) -> Result<PeerReply, PeerError> {
+    /// This site's record of `pair`, if it is paired with `peer`.
+    fn peer_pair(&self, peer: &str, pair: &str) -> Result<PairMeta, PeerError> {
+        self.registry
+            .meta_of(pair)
+            .filter(|m| m.peer == peer)
+            .ok_or_else(|| PeerError::NoSuchPair { pair: pair.into() })
+    }
+}
+
+/// The peer's attach touches only the record.
+impl Registry {
+    /// Attaches (or re-attaches) an SVOL for a pair whose PVOL is at `peer`
+    /// (`here` is this site, named in the refusals).
+    fn attach(&self, here: &str, peer: &str, request: Attach) -> Result<PeerReply, PeerError> {
         let Attach {
             pair,
             pvol,
@@ -207,30 +220,30 @@ impl Site {
             settings,
         } = request;
         let previous = {
-            let inner = self.registry.inner();
+            let inner = self.inner();
             if let Some(p) = inner.pairs.get(&pair) {
                 let same = p.meta.role == Role::Svol
                     && p.meta.peer == peer
                     && p.meta.pvol == pvol
                     && p.meta.svol == svol;
                 if !same {
-                    return Err(refusal(format!("pair '{pair}' already exists at site '{}' with other volumes or roles; delete it there or choose another pair name", self.name)));
+                    return Err(refusal(format!("pair '{pair}' already exists at site '{}' with other volumes or roles; delete it there or choose another pair name", here)));
                 }
                 Some(p.meta.state)
             } else {
                 let v = inner.volumes.get(&svol).ok_or_else(|| {
-                    refusal(format!("no volume '{svol}' at site '{}'; create it there first with `hbctl volume create {svol} --size {size}`", self.name))
+                    refusal(format!("no volume '{svol}' at site '{}'; create it there first with `hbctl volume create {svol} --size {size}`", here))
                 })?;
                 if v.size != size {
                     return Err(refusal(format!(
                         "volume '{svol}' at site '{}' is {} bytes but the PVOL '{pvol}' is {size}; an SVOL must have exactly the PVOL's size",
-                        self.name, v.size
+                        here, v.size
                     )));
                 }
                 if let Some((other, p)) = inner.pair_of_volume(&svol) {
                     return Err(refusal(format!(
                         "at site '{}': {}",
-                        self.name,
+                        here,
                         paired_error(&svol, other, p.meta.kind, kind)
                     )));
                 }
@@ -239,10 +252,10 @@ impl Site {
         };
         if let Some(previous) = previous {
             // A re-attach: the PVOL's settings win; the state stays until the PVOL says otherwise.
-            self.registry.update(&pair, |m| m.settings = settings);
+            self.update(&pair, |m| m.settings = settings);
             return Ok(PeerReply::Attached { previous });
         }
-        let path = bitmap_path(self.registry.data_dir(), &pair);
+        let path = bitmap_path(self.data_dir(), &pair);
         let _ = std::fs::remove_file(&path);
         let dirty =
             DirtyMap::open(&path, size).map_err(|e| PeerError::Disk { detail: chain(&e) })?;
@@ -259,7 +272,7 @@ impl Site {
             integrity: IntegrityOptions::default(),
             outdated: None,
         };
-        self.registry.inner().pairs.insert(
+        self.inner().pairs.insert(
             pair.clone(),
             Pair {
                 meta,
@@ -267,20 +280,11 @@ impl Site {
                 rt: Arc::new(PairRt::new(dirty)),
             },
         );
-        self.registry
-            .save()
+        self.save()
             .map_err(|e| PeerError::Disk { detail: chain(&e) })?;
         tracing::info!(pair = %pair, peer, "attached as SVOL");
         Ok(PeerReply::Attached {
             previous: PairState::Smpl,
         })
-    }
-
-    /// This site's record of `pair`, if it is paired with `peer`.
-    fn peer_pair(&self, peer: &str, pair: &str) -> Result<PairMeta, PeerError> {
-        self.registry
-            .meta_of(pair)
-            .filter(|m| m.peer == peer)
-            .ok_or_else(|| PeerError::NoSuchPair { pair: pair.into() })
     }
 }

@@ -393,6 +393,16 @@ impl Registry {
         }
     }
 
+    /// The volume `name`, open.
+    pub(super) fn volume(&self, name: &str) -> Result<Arc<Volume>, SiteError> {
+        self.inner().volume(name)
+    }
+
+    /// The names of all pairs.
+    pub(super) fn pair_names(&self) -> Vec<String> {
+        self.inner().pairs.keys().cloned().collect()
+    }
+
     /// Whether `volume` is a data pair's (its host I/O competes with copies).
     pub(super) fn on_data_pair(&self, volume: &str) -> bool {
         self.inner()

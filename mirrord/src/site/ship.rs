@@ -10,8 +10,9 @@ use hbcore::vocab::{PairState, Role};
 
 use super::error::refused;
 use super::pace::Pacing;
+use super::registry::{Registry, Work};
 use super::wire::Wire;
-use super::{Registry, SiteError, Work};
+use super::SiteError;
 use crate::bitmap::BLOCK;
 use crate::link::Pending;
 use crate::rate::steer::Stall;

@@ -19,8 +19,9 @@ use hbcore::size::Bytes;
 use hbcore::vocab::{PairState, Role};
 
 use super::error::refused;
+use super::registry::Work;
 use super::wire::Wire;
-use super::{Site, SiteError, Work};
+use super::{Site, SiteError};
 use crate::bitmap::BLOCK;
 use crate::link::Pending;
 

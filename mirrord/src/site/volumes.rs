@@ -1,5 +1,7 @@
 //! The admin operations on volumes: create (a new file, or an existing
-//! block device), list, delete; and one volume as hbfs shows it.
+//! block device), list, delete; and one volume as hbfs shows it. They touch
+//! the registry only (`impl Registry`); the site's public calls hand them
+//! on. Called from the control socket's tasks and hbfs's FUSE workers.
 
 use std::sync::Arc;
 
@@ -7,14 +9,15 @@ use hbcore::control::{VolumeCreate, VolumeInfo};
 use hbcore::size::Bytes;
 use hbcore::vocab::Backing;
 
+use super::registry::Registry;
 use super::{Site, SiteError};
 use crate::config::check_name;
 use crate::pair::host_writable;
 use crate::volume::Volume;
 
-impl Site {
+impl Registry {
     /// Creates a volume (a new file, or an existing block device).
-    pub fn volume_create(&self, request: &VolumeCreate) -> Result<String, SiteError> {
+    pub(super) fn volume_create(&self, request: &VolumeCreate) -> Result<String, SiteError> {
         let VolumeCreate {
             name,
             size,
@@ -23,14 +26,14 @@ impl Site {
         } = request;
         let (name, size) = (name.as_str(), *size);
         check_name("volume", name).map_err(SiteError::BadName)?;
-        if self.registry.inner().volumes.contains_key(name) {
+        if self.inner().volumes.contains_key(name) {
             return Err(SiteError::VolumeExists(name.into()));
         }
         let path = match path {
             Some(path) => path.clone(),
             None => {
                 // mirrord's own directory for volume files, made on first use.
-                let dir = self.registry.data_dir().join("volumes");
+                let dir = self.data_dir().join("volumes");
                 std::fs::create_dir_all(&dir).map_err(|source| SiteError::DataDir {
                     path: dir.clone(),
                     source,
@@ -38,13 +41,7 @@ impl Site {
                 dir.join(format!("{name}.vol"))
             }
         };
-        if let Some((other, _)) = self
-            .registry
-            .inner()
-            .volumes
-            .iter()
-            .find(|(_, v)| v.path == path)
-        {
+        if let Some((other, _)) = self.inner().volumes.iter().find(|(_, v)| v.path == path) {
             return Err(SiteError::PathInUse {
                 path,
                 volume: other.clone(),
@@ -83,20 +80,20 @@ impl Site {
             backing_name(volume.backing)
         );
         {
-            let mut inner = self.registry.inner();
+            let mut inner = self.inner();
             if inner.volumes.contains_key(name) {
                 return Err(SiteError::VolumeExists(name.into()));
             }
             inner.volumes.insert(name.into(), Arc::new(volume));
         }
-        self.registry.save()?;
+        self.save()?;
         tracing::info!("{message}");
         Ok(message)
     }
 
     /// The volumes, as `volume list` shows them.
-    pub fn volume_list(&self) -> Vec<VolumeInfo> {
-        let inner = self.registry.inner();
+    pub(super) fn volume_list(&self) -> Vec<VolumeInfo> {
+        let inner = self.inner();
         inner
             .volumes
             .values()
@@ -116,8 +113,8 @@ impl Site {
     }
 
     /// One volume as hbfs shows it: name, size, whether hosts may write it.
-    pub fn volume_file(&self, name: &str) -> Option<hbfs::VolumeFile> {
-        let inner = self.registry.inner();
+    pub(super) fn volume_file(&self, name: &str) -> Option<hbfs::VolumeFile> {
+        let inner = self.inner();
         let v = inner.volumes.get(name)?;
         let writable = inner
             .pair_of_volume(name)
@@ -130,9 +127,9 @@ impl Site {
     }
 
     /// Forgets a volume that is not paired; the backing store is kept.
-    pub fn volume_delete(&self, name: &str) -> Result<String, SiteError> {
+    pub(super) fn volume_delete(&self, name: &str) -> Result<String, SiteError> {
         let path = {
-            let mut inner = self.registry.inner();
+            let mut inner = self.inner();
             if let Some((pair, p)) = inner.pair_of_volume(name) {
                 return Err(SiteError::Paired {
                     volume: name.into(),
@@ -148,13 +145,36 @@ impl Site {
                 .path
                 .clone()
         };
-        self.registry.save()?;
+        self.save()?;
         let message = format!(
             "volume '{name}' deleted; its data stays in {}",
             path.display()
         );
         tracing::info!("{message}");
         Ok(message)
+    }
+}
+
+/// The admin operations on volumes, as the control socket and hbfs call them.
+impl Site {
+    /// Creates a volume (a new file, or an existing block device).
+    pub fn volume_create(&self, request: &VolumeCreate) -> Result<String, SiteError> {
+        self.registry.volume_create(request)
+    }
+
+    /// The volumes, as `volume list` shows them.
+    pub fn volume_list(&self) -> Vec<VolumeInfo> {
+        self.registry.volume_list()
+    }
+
+    /// One volume as hbfs shows it: name, size, whether hosts may write it.
+    pub fn volume_file(&self, name: &str) -> Option<hbfs::VolumeFile> {
+        self.registry.volume_file(name)
+    }
+
+    /// Forgets a volume that is not paired; the backing store is kept.
+    pub fn volume_delete(&self, name: &str) -> Result<String, SiteError> {
+        self.registry.volume_delete(name)
     }
 }
 

@@ -115,7 +115,7 @@ async fn concurrent_sync_writes_of_one_volume_are_in_flight_together() {
     const WRITERS: u64 = 8;
     let (prod, standby) = two_sites().await;
     paired(&prod, &standby, Mode::Sync).await;
-    let svol = standby.site.registry.inner().volume("v").expect("the SVOL");
+    let svol = standby.site.registry.volume("v").expect("the SVOL");
     let held = svol.order.lock().await;
     let writers: Vec<_> = (0..WRITERS)
         .map(|b| {
