@@ -2,23 +2,31 @@
 //! through [`Meta`]. Every decision about a pair is the pair machine's
 //! ([`crate::pair::machine`], pure, the only caller of the transition
 //! table); the site reads a pair's record, asks the machine, and carries
-//! out the answer (state changes through `Site::change_state`).
+//! out the answer (state changes through `Registry::change_state`).
 //!
-//! The parts, in the order they build on each other: each uses only the
-//! registry and the parts listed before it (`peer`, the link's entry
-//! point, uses them all):
+//! Its parts, each owning its state and naming what it uses (in the order
+//! they build on each other; none uses one listed after it):
 //!
 //! - `error`: [`SiteError`], and what the peer is told of it; `shipped`:
 //!   writes and bytes put on the link (for the metrics).
-//! - this file: the registry ([`Site`], `Inner`, `change_state`, persistence).
-//! - `generations`: the pair's generations kept, changed, exchanged and
-//!   compared ([`crate::generation`]); the verdict recorded.
-//! - `outdate`: the fence of a PVOL whose SVOL was taken over (outdated,
-//!   refusing host writes until a person resolves the pair).
-//! - `pace`: host I/O timed per disk, and a copy's limit per frame.
-//! - `ship`: putting writes on the link, settling their acks, suspending a
-//!   pair, the machine's answer to a failed write.
-//! - `datapath`: host reads, writes and syncs in the machine's write policy; the SVOL's apply.
+//! - `registry`: the record (`Registry`: the volumes and pairs behind the
+//!   one lock, `Inner`, persisted through [`Meta`]; `change_state`,
+//!   `swap_roles`, suspend and the peer's split, the lookups). Files below
+//!   that add `impl Registry` touch the record and nothing else:
+//!   `generations` (kept, changed, the verdict recorded), `outdate` (the
+//!   outdated mark), `volumes` (the admin operations on volumes), `peer`
+//!   (the peer's attach).
+//! - `pace`: `Pacing` (host I/O timed per disk, a copy's limit per frame).
+//! - `wire`: `Wire` (the link and the [`Shipped`] counts: a write put on
+//!   the link, semi-sync settled, the peer told of a suspend).
+//! - `ship`: `Pipeline`, a copy pass over the dirty bitmap, naming the
+//!   parts it uses (registry, pacing, the I/O engine, wire).
+//! - this file: [`Site`], the composition `{ name, io, registry, pacing,
+//!   wire, stop }`; the files below orchestrate the parts as `impl Site`:
+//! - `generations`, `outdate`: generations exchanged and compared with the
+//!   peer; the fence of a PVOL whose SVOL was taken over.
+//! - `datapath`: host reads, writes and syncs in the machine's write
+//!   policy, the machine's answer to a failed write; the SVOL's apply.
 //! - `verify`: online verify, block digests, checksum resync.
 //! - `copy`: the copy engine (initial copy, resync) and the adaptive shipper.
 //! - `volumes`, `ops`: the admin operations on volumes and pairs.
@@ -35,8 +43,10 @@
 //!  copy task ─ dirty runs ─ paced (crate::rate) ─ read ahead ─ ship under the order lock (read again if a write came) ─ ack clears ─ no write in flight, clean? ─ PAIR
 //! ```
 //!
-//! State lives in `Inner` behind a std mutex never held across an await;
-//! every change of a volume or pair is persisted through [`Meta`].
+//! The record lives in the registry's `Inner` behind a std mutex never
+//! held across an await; every change of a volume or pair is persisted
+//! through [`Meta`]. `Site` holds no state of its own but its name, the
+//! I/O engine and the stop token.
 
 mod connect;
 mod copy;
@@ -63,6 +73,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::link::Link;
+#[cfg(doc)]
+use crate::meta::Meta;
 use hbio::IoEngine;
 
 pub use error::SiteError;
@@ -86,8 +98,11 @@ pub struct Site {
 }
 
 impl Site {
-    /// Opens the site's volumes, pairs and bitmaps from its metadata
-    /// (see [`Registry::open`]: after a crash, mirrored PVOLs load PSUE).
+    /// Opens the site's volumes, pairs and bitmaps from its metadata.
+    ///
+    /// After a crash (no clean shutdown recorded) a PVOL pair found `PAIR` or
+    /// `COPY` is loaded `PSUE`: its bitmap (over-marked by the crash) says
+    /// what the next resync copies.
     pub fn open(
         config: &Config,
         io: IoEngine,

@@ -1,6 +1,7 @@
 //! The host data path: reads, writes and syncs of a site's volumes (through
 //! hbfs), a PVOL's writes mirrored in the pair's mode, and at the other end
-//! the SVOL's apply of the writes its peer ships.
+//! the SVOL's apply of the writes its peer ships; a write that did not
+//! reach the SVOL, answered as the machine says (`replication_failed`).
 
 use std::sync::Arc;
 use std::time::Instant;

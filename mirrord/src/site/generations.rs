@@ -3,6 +3,10 @@
 //! the peer at every (re)connect and resync, and compared
 //! ([`crate::generation`]); the verdict is recorded for `pair status` and
 //! said in the log once each time it changes.
+//!
+//! Keeping them is the record's (`impl Registry`: changed, diverged, the
+//! verdict recorded, the peer's comparison answered); the exchange with
+//! the peer is the site's (`impl Site`: compare, join, tell the options).
 
 use hbcore::control::{GenerationInfo, IntegrityOptions, VerdictInfo, VerdictKind};
 use hbcore::link::{Generations, PeerError, PeerReply, PeerRequest};

@@ -4,6 +4,10 @@
 //! resolves the pair. Called from host-write tasks (a write refused for
 //! SSWS), the link's tasks (the peer's takeover request, the reconnect's
 //! exchange) and the control socket (hbd's step-down: `pair outdate`).
+//!
+//! The mark is the record's (`impl Registry`: marked, cleared, read); the
+//! fence is the site's (`impl Site`: marked, then the generations compared
+//! again with the peer once the writes under way landed).
 
 use std::sync::Arc;
 

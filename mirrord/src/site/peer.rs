@@ -2,6 +2,7 @@
 //! request is answered with a reply or a [`PeerError`] whose kind the asking
 //! site can match; a session that opens re-attaches this site's PVOL pairs
 //! (`site::connect`), one that closes suspends the pairs with that peer.
+//! The attach of an SVOL touches only the record (`impl Registry`).
 
 use std::sync::Arc;
 

@@ -1,6 +1,12 @@
-//! Shipping: putting a PVOL's writes on the link, settling the peer's
-//! acknowledgements (which clear dirty bits), and suspending a pair when
-//! they cannot reach the SVOL.
+//! A copy pass ([`Pipeline`]): every dirty block of a PVOL read back and
+//! shipped, pipelined (a reader ahead, a sender with a window of bytes in
+//! flight), the bits clearing as the peer's acknowledgements arrive. It
+//! names the parts it uses: the registry (is the pair still copying?), the
+//! pacing (each frame's limit), the I/O engine (the reads) and the wire.
+//!
+//! Run on the copy task (initial copy, resync), the adaptive shipper task
+//! (after an overflow) and a split's task (the last dirty blocks, under
+//! the order lock).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
