@@ -27,16 +27,9 @@ impl Site {
     /// of that lane and decide for each whether it stays in sync, resyncs, or
     /// waits for a person.
     pub(super) async fn reattach(self: &Arc<Self>, peer: &str, lane: Lane) {
-        let pairs: Vec<(String, PairMeta, u64)> = self
+        let pairs = self
             .registry
-            .inner()
-            .pairs
-            .iter()
-            .filter(|(_, p)| {
-                p.meta.peer == peer && p.meta.role == Role::Pvol && Lane::of(p.meta.kind) == lane
-            })
-            .map(|(n, p)| (n.clone(), p.meta.clone(), p.size))
-            .collect();
+            .pairs_where(|m| m.peer == peer && m.role == Role::Pvol && Lane::of(m.kind) == lane);
         let Ok(link) = self.wire.peer(peer, lane) else {
             return;
         };

@@ -87,12 +87,7 @@ impl Site {
         let order = v.order.lock().await;
         // Read the pair under the order lock: a state change cannot slip
         // between this check and the write's place on the wire.
-        let pair = self
-            .registry
-            .inner()
-            .pair_of_volume(volume)
-            .map(|(n, p)| (n.clone(), p.meta.clone(), Arc::clone(&p.rt)));
-        let Some((name, meta, rt)) = pair else {
+        let Some((name, meta, rt)) = self.registry.pair_holding(volume) else {
             return Ok(v.write(&self.io, offset, data).await?);
         };
         let policy = match machine::host_write(&meta) {

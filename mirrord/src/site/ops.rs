@@ -13,9 +13,9 @@ use hbcore::vocab::{
     DEFAULT_SKEW,
 };
 
-use super::error::{paired_error, refused};
+use super::error::refused;
 use super::generations::generation_info;
-use super::registry::{bitmap_path, changed, illegal, transition, Pair};
+use super::registry::{bitmap_path, changed, illegal, transition, Pair, Registry};
 use super::wire::Wire;
 use super::{Site, SiteError};
 use crate::bitmap::{DirtyMap, BLOCK};
@@ -55,16 +55,7 @@ impl Site {
         options.apply(&mut settings, &mut integrity);
         check_settings(&settings)?;
         let svol = svol.unwrap_or(pvol).to_string();
-        let size = {
-            let inner = self.registry.inner();
-            if inner.pairs.contains_key(name) {
-                return Err(SiteError::PairExists(name.into()));
-            }
-            if let Some((pair, p)) = inner.pair_of_volume(pvol) {
-                return Err(paired_error(pvol, pair, p.meta.kind, kind));
-            }
-            inner.volume(pvol)?.size
-        };
+        let size = self.registry.room_for_pair(name, pvol, kind)?;
         let link = self.wire.peer(peer, Lane::of(kind))?;
         let meta = PairMeta {
             role: Role::Pvol,
@@ -112,23 +103,13 @@ impl Site {
         let _ = std::fs::remove_file(&path);
         let mut dirty = DirtyMap::open(&path, size)?;
         dirty.mark_all()?;
-        let raced = {
-            let mut inner = self.registry.inner();
-            // Re-check: another request may have raced us while we waited for the peer.
-            let raced = inner.pairs.contains_key(name) || inner.pair_of_volume(pvol).is_some();
-            if !raced {
-                inner.pairs.insert(
-                    name.into(),
-                    Pair {
-                        meta,
-                        size,
-                        rt: Arc::new(PairRt::new(dirty)),
-                    },
-                );
-            }
-            raced
+        let pair = Pair {
+            meta,
+            size,
+            rt: Arc::new(PairRt::new(dirty)),
         };
-        if raced {
+        // Re-checked: another request may have raced us while we waited for the peer.
+        if !self.registry.insert_new_pair(name, pvol, pair) {
             // The winner of the race attached the same pair name at the peer: leave it.
             return Err(SiteError::PairExists(name.into()));
         }
@@ -248,62 +229,7 @@ impl Site {
 
     /// Pair status, of one pair or all.
     pub fn pair_status(&self, name: Option<&str>) -> Result<Vec<PairInfo>, SiteError> {
-        let inner = self.registry.inner();
-        if let Some(n) = name {
-            inner.pair(n)?;
-        }
-        Ok(inner
-            .pairs
-            .iter()
-            .filter(|(n, _)| name.is_none_or(|want| want == n.as_str()))
-            .map(|(n, p)| {
-                let (pending, dirty_for) = {
-                    let d = p.rt.dirty();
-                    (d.dirty_blocks() * BLOCK, d.dirty_for())
-                };
-                let (queued, oldest_queued) = {
-                    let q = p.rt.queue();
-                    (q.bytes, q.entries.front().map(|e| e.at.elapsed()))
-                };
-                let oldest = oldest_queued.or(if pending > 0 { dirty_for } else { None });
-                PairInfo {
-                    name: n.clone(),
-                    role: p.meta.role,
-                    state: p.meta.state,
-                    outdated: p.meta.outdated.is_some(),
-                    outdated_reason: p.meta.outdated.as_ref().map(|o| o.reason()),
-                    mode: p.meta.settings.mode,
-                    kind: p.meta.kind,
-                    peer: p.meta.peer.clone(),
-                    pvol: p.meta.pvol.clone(),
-                    svol: p.meta.svol.clone(),
-                    size: p.size,
-                    fence: p.meta.settings.fence,
-                    skew: p.meta.settings.skew,
-                    c_max_rate: p.meta.settings.c_max_rate,
-                    c_min_rate: p.meta.settings.c_min_rate,
-                    auto_resync: p.meta.settings.auto_resync,
-                    installed: p.meta.settings.installed,
-                    link_up: self.wire.link_of(&p.meta).is_ok_and(|l| l.is_up()),
-                    link_rtt_us: self
-                        .wire
-                        .link_of(&p.meta)
-                        .ok()
-                        .and_then(|l| l.stats.rtt())
-                        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
-                    pending_bytes: pending,
-                    queued_bytes: queued,
-                    oldest_pending_ms: oldest.map(|d| d.as_millis() as u64),
-                    max_in_flight: p.rt.max_in_flight(),
-                    copy: p.rt.copy_progress(),
-                    checksum_resync: p.meta.integrity.checksum_resync,
-                    split_brain: p.meta.integrity.split_brain,
-                    generation: generation_info(&p.meta.generations()),
-                    verdict: p.rt.verdict(),
-                    verify: p.rt.verify_progress(),
-                }
-            })
-            .collect())
+        self.registry.status(name, &self.wire)
     }
 
     /// Marks a heartbeat pair installed for heartbeats (protected) or not.
@@ -503,7 +429,69 @@ impl Site {
     }
 }
 
-/// The settings a pair may have.
+/// Pair status reads the record and the links, nothing else.
+impl Registry {
+    /// Pair status, of one pair or all: the record, and each pair's link
+    /// as `wire` sees it.
+    fn status(&self, name: Option<&str>, wire: &Wire) -> Result<Vec<PairInfo>, SiteError> {
+        let inner = self.inner();
+        if let Some(n) = name {
+            inner.pair(n)?;
+        }
+        Ok(inner
+            .pairs
+            .iter()
+            .filter(|(n, _)| name.is_none_or(|want| want == n.as_str()))
+            .map(|(n, p)| {
+                let (pending, dirty_for) = {
+                    let d = p.rt.dirty();
+                    (d.dirty_blocks() * BLOCK, d.dirty_for())
+                };
+                let (queued, oldest_queued) = {
+                    let q = p.rt.queue();
+                    (q.bytes, q.entries.front().map(|e| e.at.elapsed()))
+                };
+                let oldest = oldest_queued.or(if pending > 0 { dirty_for } else { None });
+                PairInfo {
+                    name: n.clone(),
+                    role: p.meta.role,
+                    state: p.meta.state,
+                    outdated: p.meta.outdated.is_some(),
+                    outdated_reason: p.meta.outdated.as_ref().map(|o| o.reason()),
+                    mode: p.meta.settings.mode,
+                    kind: p.meta.kind,
+                    peer: p.meta.peer.clone(),
+                    pvol: p.meta.pvol.clone(),
+                    svol: p.meta.svol.clone(),
+                    size: p.size,
+                    fence: p.meta.settings.fence,
+                    skew: p.meta.settings.skew,
+                    c_max_rate: p.meta.settings.c_max_rate,
+                    c_min_rate: p.meta.settings.c_min_rate,
+                    auto_resync: p.meta.settings.auto_resync,
+                    installed: p.meta.settings.installed,
+                    link_up: wire.link_of(&p.meta).is_ok_and(|l| l.is_up()),
+                    link_rtt_us: wire
+                        .link_of(&p.meta)
+                        .ok()
+                        .and_then(|l| l.stats.rtt())
+                        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+                    pending_bytes: pending,
+                    queued_bytes: queued,
+                    oldest_pending_ms: oldest.map(|d| d.as_millis() as u64),
+                    max_in_flight: p.rt.max_in_flight(),
+                    copy: p.rt.copy_progress(),
+                    checksum_resync: p.meta.integrity.checksum_resync,
+                    split_brain: p.meta.integrity.split_brain,
+                    generation: generation_info(&p.meta.generations()),
+                    verdict: p.rt.verdict(),
+                    verify: p.rt.verify_progress(),
+                }
+            })
+            .collect())
+    }
+}
+
 /// The copy rates as `pair set` says them.
 fn rates(s: &PairSettings) -> String {
     let per_s = |r: u64| format!("{}/s", Bytes(r));
@@ -517,6 +505,7 @@ fn rates(s: &PairSettings) -> String {
     }
 }
 
+/// The settings a pair may have.
 fn check_settings(s: &PairSettings) -> Result<(), SiteError> {
     if s.fence == Fence::Data && s.mode != Mode::Sync {
         return Err(refused(format!(

@@ -42,16 +42,9 @@ impl Handler for SiteHandler {
     }
 
     fn link_down(self: &Arc<Self>, peer: &str, lane: Lane) {
-        let affected: Vec<String> = self
-            .0
-            .registry
-            .inner()
-            .pairs
-            .iter()
-            .filter(|(_, p)| p.meta.peer == peer && Lane::of(p.meta.kind) == lane)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for pair in affected {
+        let affected =
+            (self.0.registry).pairs_where(|m| m.peer == peer && Lane::of(m.kind) == lane);
+        for (pair, _, _) in affected {
             self.0.registry.suspend(
                 &pair,
                 &format!("remote link to '{peer}' ({lane} lane) lost"),

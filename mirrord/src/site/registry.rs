@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use hbcore::report::chain;
 use hbcore::vocab::{IllegalTransition, Kind, PairState, Role};
 
+use super::error::paired_error;
 use super::SiteError;
 use crate::bitmap::DirtyMap;
 use crate::meta::{Meta, MetaError, PairMeta, VolumeMeta};
@@ -401,6 +402,54 @@ impl Registry {
     /// The names of all pairs.
     pub(super) fn pair_names(&self) -> Vec<String> {
         self.inner().pairs.keys().cloned().collect()
+    }
+
+    /// The pair holding `volume` at this site: its name, record and runtime.
+    pub(super) fn pair_holding(&self, volume: &str) -> Option<(String, PairMeta, Arc<PairRt>)> {
+        self.inner()
+            .pair_of_volume(volume)
+            .map(|(n, p)| (n.clone(), p.meta.clone(), Arc::clone(&p.rt)))
+    }
+
+    /// The pairs whose record `keep` accepts: name, record, size.
+    pub(super) fn pairs_where(
+        &self,
+        keep: impl Fn(&PairMeta) -> bool,
+    ) -> Vec<(String, PairMeta, u64)> {
+        self.inner()
+            .pairs
+            .iter()
+            .filter(|(_, p)| keep(&p.meta))
+            .map(|(n, p)| (n.clone(), p.meta.clone(), p.size))
+            .collect()
+    }
+
+    /// The size of volume `pvol`, if a new pair `name` of `kind` may hold it.
+    pub(super) fn room_for_pair(
+        &self,
+        name: &str,
+        pvol: &str,
+        kind: Kind,
+    ) -> Result<u64, SiteError> {
+        let inner = self.inner();
+        if inner.pairs.contains_key(name) {
+            return Err(SiteError::PairExists(name.into()));
+        }
+        if let Some((pair, p)) = inner.pair_of_volume(pvol) {
+            return Err(paired_error(pvol, pair, p.meta.kind, kind));
+        }
+        Ok(inner.volume(pvol)?.size)
+    }
+
+    /// Adds a new pair `name` on volume `pvol`, unless a pair of that name
+    /// or on that volume came meanwhile. True if added.
+    pub(super) fn insert_new_pair(&self, name: &str, pvol: &str, pair: Pair) -> bool {
+        let mut inner = self.inner();
+        let raced = inner.pairs.contains_key(name) || inner.pair_of_volume(pvol).is_some();
+        if !raced {
+            inner.pairs.insert(name.into(), pair);
+        }
+        !raced
     }
 
     /// Whether `volume` is a data pair's (its host I/O competes with copies).
