@@ -27,7 +27,8 @@
 //!   peer; the fence of a PVOL whose SVOL was taken over.
 //! - `datapath`: host reads, writes and syncs in the machine's write
 //!   policy, the machine's answer to a failed write; the SVOL's apply.
-//! - `verify`: online verify, block digests, checksum resync.
+//! - `verify`: online verify, block digests, checksum resync (`Digests`:
+//!   the comparison, naming the I/O engine and the wire it uses).
 //! - `copy`: the copy engine (initial copy, resync) and the adaptive shipper.
 //! - `volumes`, `ops`: the admin operations on volumes and pairs.
 //! - `resync`: plain, reversed, or a person's choice after a split brain.

@@ -92,7 +92,7 @@ impl Site {
         let mut total = 0;
         if w.meta.integrity.checksum_resync {
             // Dirty blocks the SVOL already holds are not sent.
-            self.skip_identical(name, &w).await?;
+            self.digests().skip_identical(name, &w).await?;
         }
         loop {
             w.rt.copy_remaining(w.rt.dirty().dirty_blocks() * BLOCK);
