@@ -17,8 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use hbcore::report::chain;
 use hbcore::vocab::{IllegalTransition, Kind, PairState, Role};
 
-use super::error::paired_error;
-use super::SiteError;
+use super::error::{paired_error, SiteError};
 use crate::bitmap::DirtyMap;
 use crate::meta::{Meta, MetaError, PairMeta, VolumeMeta};
 use crate::pair::machine::{self, Change, Event, PeerSplit};

@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hbcore::vocab::{PairState, Role};
 
-use super::error::refused;
+use super::error::{refused, SiteError};
 use super::pace::Pacing;
 use super::registry::{Registry, Work};
 use super::wire::Wire;
-use super::SiteError;
 use crate::bitmap::BLOCK;
 use crate::link::Pending;
 use crate::rate::steer::Stall;

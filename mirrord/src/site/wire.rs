@@ -15,7 +15,7 @@ use hbcore::link::{Lane, PeerRequest};
 use hbcore::report::chain;
 use hbcore::vocab::PairState;
 
-use super::Shipped;
+use super::shipped::Shipped;
 use crate::link::{Link, LinkError, PeerLink, Pending};
 use crate::meta::PairMeta;
 use crate::pair::{Flight, PairRt};
