@@ -101,7 +101,7 @@ pub fn scrape(site: &Site) -> String {
     );
     let shipped: Vec<_> = pairs
         .iter()
-        .map(|p| (pair(p), site.shipped.of(&p.name)))
+        .map(|p| (pair(p), site.shipped().of(&p.name)))
         .collect();
     s.counter(
         "pair_mirrored_writes",

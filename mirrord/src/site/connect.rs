@@ -27,16 +27,10 @@ impl Site {
     /// of that lane and decide for each whether it stays in sync, resyncs, or
     /// waits for a person.
     pub(super) async fn reattach(self: &Arc<Self>, peer: &str, lane: Lane) {
-        let pairs: Vec<(String, PairMeta, u64)> = self
-            .inner()
-            .pairs
-            .iter()
-            .filter(|(_, p)| {
-                p.meta.peer == peer && p.meta.role == Role::Pvol && Lane::of(p.meta.kind) == lane
-            })
-            .map(|(n, p)| (n.clone(), p.meta.clone(), p.size))
-            .collect();
-        let Ok(link) = self.link.peer(peer, lane) else {
+        let pairs = self
+            .registry
+            .pairs_where(|m| m.peer == peer && m.role == Role::Pvol && Lane::of(m.kind) == lane);
+        let Ok(link) = self.wire.peer(peer, lane) else {
             return;
         };
         let link = Arc::clone(link);
@@ -65,7 +59,8 @@ impl Site {
             .filter(|c| c.verdict == Verdict::Unrelated)
         {
             // Not even re-attached: the peer's record and data are left alone.
-            self.suspend(name, &format!("unrelated data at site '{peer}'"));
+            self.registry
+                .suspend(name, &format!("unrelated data at site '{peer}'"));
             tracing::error!(pair = name, "not re-attached: {}", c.detail);
             return Ok(());
         }
@@ -83,7 +78,7 @@ impl Site {
         let previous = match link
             .call(
                 PeerRequest::Attach(attach_request(name, meta, size)),
-                self.link.timeout(),
+                self.wire.timeout(),
             )
             .await?
         {
@@ -95,15 +90,17 @@ impl Site {
         let Some(compared) = compared else {
             // The peer had no record of the pair (lost or dissolved there): its
             // new SVOL holds data no bitmap describes.
-            self.work(name)?.rt.dirty().mark_all()?;
+            self.registry.work(name)?.rt.dirty().mark_all()?;
             let verdict = Verdict::Ahead {
                 side: Side::Local,
                 full: true,
                 common: None,
             };
             let blocks = size.div_ceil(BLOCK);
-            let detail = self.record_verdict(name, meta, verdict, blocks, 0);
-            self.suspend(
+            let detail = self
+                .registry
+                .record_verdict(&self.name, name, meta, verdict, blocks, 0);
+            self.registry.suspend(
                 name,
                 &format!("site '{peer}' had no record of the pair: a full copy is needed"),
             );
@@ -119,7 +116,7 @@ impl Site {
         {
             return Ok(());
         }
-        let w = self.work(name)?;
+        let w = self.registry.work(name)?;
         let dirty = w.rt.dirty().dirty_blocks();
         match machine::resume(&w.meta, previous, dirty) {
             Resume::Outdate => {
@@ -130,7 +127,8 @@ impl Site {
                 tracing::warn!(pair = %name, "re-attached; outdated, so nothing resumes by itself: `hbctl pair resync {name} --discard-local` here keeps site '{peer}''s data, `--discard-remote` this site's");
             }
             Resume::Split => {
-                self.split_by_peer(name, "the pair is split (PSUS)");
+                self.registry
+                    .split_by_peer(name, "the pair is split (PSUS)");
                 tracing::info!(pair = %name, "re-attached; split (PSUS): `hbctl pair resync {name}` joins it again");
             }
             Resume::InSync => match link
@@ -140,12 +138,12 @@ impl Site {
                         state: Some(PairState::Pair),
                         settings: None,
                     },
-                    self.link.timeout(),
+                    self.wire.timeout(),
                 )
                 .await
             {
                 Ok(_) => tracing::info!(pair = %name, "re-attached; still in sync (PAIR)"),
-                Err(e) => self.suspend(name, &chain(&e)),
+                Err(e) => self.registry.suspend(name, &chain(&e)),
             },
             Resume::WaitResync => {
                 tracing::info!(pair = %name, "re-attached; suspended (PSUE) with {} to copy: `hbctl pair resync {name}` (auto-resync is off)", Bytes(dirty * BLOCK));
@@ -182,10 +180,11 @@ impl Site {
             }
             Some(Divergence::KeepTheirs) => {
                 tracing::warn!(pair = name, ?policy, "split brain resolved by the pair's policy: this site's {} changed block(s) are discarded; site '{peer}' becomes the PVOL", c.local_dirty);
-                self.link_of(meta)?
+                self.wire
+                    .link_of(meta)?
                     .call(
                         PeerRequest::KeepYours { pair: name.into() },
-                        self.link.timeout() * 4,
+                        self.wire.timeout() * 4,
                     )
                     .await?;
             }
@@ -196,9 +195,9 @@ impl Site {
                     StopWhy::PeerAhead => format!("site '{peer}' is ahead by its generations"),
                 };
                 if split {
-                    self.split_by_peer(name, &why);
+                    self.registry.split_by_peer(name, &why);
                 } else {
-                    self.suspend(name, &why);
+                    self.registry.suspend(name, &why);
                 }
             }
             None => return Ok(false),

@@ -24,7 +24,7 @@ const BITMAP_IDLE: Duration = Duration::from_secs(5);
 impl Site {
     /// Starts the background work: bitmap flushing and the adaptive shippers.
     pub fn start(self: &Arc<Self>) {
-        let names: Vec<String> = self.inner().pairs.keys().cloned().collect();
+        let names = self.registry.pair_names();
         for name in names {
             self.ensure_shipper(&name);
         }
@@ -36,7 +36,7 @@ impl Site {
                     _ = site.stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let rts = site.pair_runtimes();
+                let rts = site.registry.pair_runtimes();
                 for rt in rts {
                     if let Err(e) = rt.dirty().flush_idle(BITMAP_IDLE) {
                         tracing::error!("{}", chain(&e));
@@ -48,7 +48,9 @@ impl Site {
 
     /// Starts the copy task of a PVOL pair, unless one runs.
     pub(super) fn start_copy(self: &Arc<Self>, name: &str) {
-        let Ok(w) = self.work(name) else { return };
+        let Ok(w) = self.registry.work(name) else {
+            return;
+        };
         if w.meta.role != Role::Pvol || !w.rt.begin_copy() {
             return;
         }
@@ -61,10 +63,11 @@ impl Site {
                     tracing::info!(pair = %name, bytes, "copy complete: pair in sync (PAIR)")
                 }
                 Err(e) => {
-                    if let Ok(w) = site.work(&name) {
+                    if let Ok(w) = site.registry.work(&name) {
                         w.rt.end_copy();
                     }
-                    site.suspend(&name, &format!("copy stopped: {}", chain(&e)));
+                    site.registry
+                        .suspend(&name, &format!("copy stopped: {}", chain(&e)));
                 }
             }
         });
@@ -72,10 +75,11 @@ impl Site {
 
     /// Copies the dirty blocks to the SVOL, then sets both sides `PAIR`.
     async fn copy(self: &Arc<Self>, name: &str) -> Result<u64, SiteError> {
-        let w = self.work(name)?;
-        let link = self.link_of(&w.meta)?;
-        let timeout = self.link.timeout();
-        self.change_state(name, Event::CopyStarted, "copy started (COPY)")?;
+        let w = self.registry.work(name)?;
+        let link = self.wire.link_of(&w.meta)?;
+        let timeout = self.wire.timeout();
+        self.registry
+            .change_state(name, Event::CopyStarted, "copy started (COPY)")?;
         link.call(
             PeerRequest::Update {
                 pair: name.into(),
@@ -88,11 +92,11 @@ impl Site {
         let mut total = 0;
         if w.meta.integrity.checksum_resync {
             // Dirty blocks the SVOL already holds are not sent.
-            self.skip_identical(name, &w).await?;
+            self.digests().skip_identical(name, &w).await?;
         }
         loop {
             w.rt.copy_remaining(w.rt.dirty().dirty_blocks() * BLOCK);
-            total += self.ship_dirty(name, &w, false, true).await?;
+            total += self.pipeline().ship_dirty(name, &w, false, true).await?;
             // Clean under the order lock: no host write slips between the check and PAIR.
             let _order = w.volume.order.lock().await;
             // Sync writes wait for their acks outside the lock: once those on
@@ -114,7 +118,8 @@ impl Site {
                 .await?;
                 // Status never shows PAIR with a copy still running.
                 w.rt.end_copy();
-                self.change_state(name, Event::CopyDone, "copy done (PAIR)")?;
+                self.registry
+                    .change_state(name, Event::CopyDone, "copy done (PAIR)")?;
                 w.rt.queue().overflowed = false;
                 return Ok(total);
             }
@@ -123,7 +128,9 @@ impl Site {
 
     /// Starts the adaptive shipper of a PVOL pair, if it does not run.
     pub(super) fn ensure_shipper(self: &Arc<Self>, name: &str) {
-        let Ok(w) = self.work(name) else { return };
+        let Ok(w) = self.registry.work(name) else {
+            return;
+        };
         if w.meta.role != Role::Pvol
             || w.meta.settings.mode != Mode::Adaptive
             || w.rt.shipper.swap(true, Ordering::SeqCst)
@@ -141,14 +148,16 @@ impl Site {
     /// Adaptive mode: ships queued writes in order; after an overflow, ships
     /// dirty blocks read back from the PVOL until the bitmap is clean.
     async fn shipper(self: &Arc<Self>, name: &str, rt: &Arc<PairRt>) {
-        let timeout = self.link.timeout();
+        let timeout = self.wire.timeout();
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 _ = rt.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
-            let Ok(w) = self.work(name) else { return };
+            let Ok(w) = self.registry.work(name) else {
+                return;
+            };
             if !Arc::ptr_eq(&w.rt, rt)
                 || w.meta.role != Role::Pvol
                 || w.meta.settings.mode != Mode::Adaptive
@@ -171,6 +180,7 @@ impl Site {
                     };
                     let Some(entry) = next else { break };
                     let pending = self
+                        .wire
                         .ship_host_write(&w.meta, rt, name, entry.offset, entry.data.clone())
                         .await?;
                     window.push_back((pending, entry));
@@ -186,7 +196,7 @@ impl Site {
                     rt.dirty().acked_write(e.offset, e.data.len() as u64, e.seq);
                 }
                 if rt.queue().overflowed {
-                    self.ship_dirty(name, &w, false, false).await?;
+                    self.pipeline().ship_dirty(name, &w, false, false).await?;
                     let _order = w.volume.order.lock().await;
                     if rt.dirty().dirty_blocks() == 0 {
                         let mut q = rt.queue();
@@ -200,7 +210,8 @@ impl Site {
             .await;
             if let Err(e) = result {
                 rt.queue().clear();
-                self.suspend(name, &format!("adaptive copy stopped: {}", chain(&e)));
+                self.registry
+                    .suspend(name, &format!("adaptive copy stopped: {}", chain(&e)));
             }
         }
     }

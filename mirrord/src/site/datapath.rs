@@ -1,6 +1,7 @@
 //! The host data path: reads, writes and syncs of a site's volumes (through
 //! hbfs), a PVOL's writes mirrored in the pair's mode, and at the other end
-//! the SVOL's apply of the writes its peer ships.
+//! the SVOL's apply of the writes its peer ships; a write that did not
+//! reach the SVOL, answered as the machine says (`replication_failed`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,12 +11,14 @@ use hbcore::link::{PeerError, PeerReply};
 use hbcore::report::chain;
 use hbcore::vocab::PairState;
 
+use super::outdate::taken_over_by;
+use super::wire::Wire;
 use super::{Site, SiteError};
 use crate::bitmap::{DirtyMap, BLOCK};
 use crate::fence::Refusal;
 use crate::link::LinkError;
 use crate::meta::PairMeta;
-use crate::pair::machine::{self, NotApplied, WritePolicy};
+use crate::pair::machine::{self, Failure, NotApplied, OnFailure, WritePolicy};
 use crate::pair::{mirroring, PairRt, Queued};
 use crate::rate::HostOp;
 use crate::volume::Volume;
@@ -61,8 +64,11 @@ impl Site {
         offset: u64,
         len: usize,
     ) -> Result<Vec<u8>, SiteError> {
-        let v = self.inner().volume(volume)?;
-        let _timed = self.time_host_io(volume, &v, HostOp::Read, len as u64);
+        let v = self.registry.volume(volume)?;
+        let on_data_pair = self.registry.on_data_pair(volume);
+        let _timed = self
+            .pacing
+            .time_host_io(&v, on_data_pair, HostOp::Read, len as u64);
         Ok(v.read(&self.io, offset, len).await?)
     }
 
@@ -73,16 +79,15 @@ impl Site {
         offset: u64,
         data: &[u8],
     ) -> Result<(), SiteError> {
-        let v = self.inner().volume(volume)?;
-        let _timed = self.time_host_io(volume, &v, HostOp::Write, data.len() as u64);
+        let v = self.registry.volume(volume)?;
+        let on_data_pair = self.registry.on_data_pair(volume);
+        let _timed = self
+            .pacing
+            .time_host_io(&v, on_data_pair, HostOp::Write, data.len() as u64);
         let order = v.order.lock().await;
         // Read the pair under the order lock: a state change cannot slip
         // between this check and the write's place on the wire.
-        let pair = self
-            .inner()
-            .pair_of_volume(volume)
-            .map(|(n, p)| (n.clone(), p.meta.clone(), Arc::clone(&p.rt)));
-        let Some((name, meta, rt)) = pair else {
+        let Some((name, meta, rt)) = self.registry.pair_holding(volume) else {
             return Ok(v.write(&self.io, offset, data).await?);
         };
         let policy = match machine::host_write(&meta) {
@@ -102,7 +107,7 @@ impl Site {
             .await?;
         // Nothing is acknowledged once this site knows the SVOL was taken
         // over: a write under way when it learned it fails too.
-        match self.is_outdated(&name) {
+        match self.registry.is_outdated(&name) {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -139,14 +144,15 @@ impl Site {
             }
             (dirty.mark(offset, data.len() as u64)?, clean)
         };
-        let timeout = self.link.timeout();
+        let timeout = self.wire.timeout();
         match policy {
             // Refused before the write reached here.
             WritePolicy::Refuse(_) => return Err(SiteError::FencedSuspended(name.into())),
             WritePolicy::Alone { diverge } => {
                 // This site writes on its own: a generation of its own first, on disk.
                 if diverge {
-                    self.diverge(name, &format!("a host write while {}", meta.state))?;
+                    self.registry
+                        .diverge(name, &format!("a host write while {}", meta.state))?;
                 }
                 return Ok(v.write(&self.io, offset, data).await?);
             }
@@ -155,6 +161,7 @@ impl Site {
                 // Remote first, local after: a write the SVOL cannot take never
                 // reaches the PVOL. The order lock is held until the ack: one write outstanding.
                 let answer = match self
+                    .wire
                     .ship_host_write(meta, rt, name, offset, shared.clone())
                     .await
                 {
@@ -169,7 +176,7 @@ impl Site {
                         rt.dirty().acked_write(offset, data.len() as u64, seq);
                     }
                     self.replication_failed(name, meta, &source);
-                    if let Some(outdated) = self.is_outdated(name) {
+                    if let Some(outdated) = self.registry.is_outdated(name) {
                         return Err(outdated);
                     }
                     return Err(SiteError::Fenced {
@@ -205,6 +212,7 @@ impl Site {
                 // Fenced sync and semi-sync keep one write outstanding.
                 // Queued before the PVOL write, so the transfer and the SVOL write overlap it.
                 let shipped = self
+                    .wire
                     .ship_host_write(meta, rt, name, offset, shared.clone())
                     .await;
                 // On a PVOL failure the flight is dropped unsettled: the bits stay set.
@@ -226,18 +234,20 @@ impl Site {
             }
             WritePolicy::SemiSync => {
                 let shared = shared_copy(&self.io, offset, data);
-                Self::settle_semi(rt).await;
+                Wire::settle_semi(rt).await;
                 // Settling may have found the SVOL taken over ...
-                if let Some(outdated) = self.is_outdated(name) {
+                if let Some(outdated) = self.registry.is_outdated(name) {
                     return Err(outdated);
                 }
                 // ... or suspended the pair.
                 let still = self
+                    .registry
                     .meta_of(name)
                     .is_some_and(|m| machine::still_mirroring(&m));
                 let shipped = if still {
                     Some(
-                        self.ship_host_write(meta, rt, name, offset, shared.clone())
+                        self.wire
+                            .ship_host_write(meta, rt, name, offset, shared.clone())
                             .await,
                     )
                 } else {
@@ -306,14 +316,16 @@ impl Site {
             chain(&e)
         );
         tracing::error!(pair, "{why}");
-        self.suspend(pair, &why);
-        self.tell_peer_suspended(pair);
+        self.registry.suspend(pair, &why);
+        if let Some(meta) = self.registry.meta_of(pair) {
+            self.wire.tell_peer_suspended(&meta, pair);
+        }
         Err(e.into())
     }
 
     /// Makes a volume's writes durable.
     pub async fn host_sync(&self, volume: &str) -> Result<(), SiteError> {
-        let v = self.inner().volume(volume)?;
+        let v = self.registry.volume(volume)?;
         Ok(v.sync(&self.io).await?)
     }
 
@@ -324,7 +336,7 @@ impl Site {
         offset: u64,
         data: Bytes,
     ) -> Result<PeerReply, PeerError> {
-        let w = self.work(pair)?;
+        let w = self.registry.work(pair)?;
         match machine::accepts_copies(w.meta.role, w.meta.state) {
             Ok(()) => {}
             Err(NotApplied::NotSvol) => {
@@ -367,10 +379,60 @@ impl Site {
                 chain(&e)
             );
             tracing::error!(pair, "{why}");
-            self.suspend(pair, &why);
+            self.registry.suspend(pair, &why);
             return Err(PeerError::Disk { detail: chain(&e) });
         }
         Ok(PeerReply::Done)
+    }
+
+    /// A host write did not reach the SVOL: the pair stops mirroring, in the
+    /// state the kind of failure calls for.
+    pub(super) fn replication_failed(self: &Arc<Self>, name: &str, meta: &PairMeta, e: &LinkError) {
+        let taken_over = taken_over_by(e);
+        let failure = match e {
+            _ if taken_over.is_some() => Failure::TakenOver,
+            // The SVOL was split at its site (this site is told separately):
+            // a person's decision, so PSUS rather than an error.
+            LinkError::Refused(
+                _,
+                PeerError::WrongState {
+                    state: PairState::Psus,
+                    ..
+                },
+            ) => Failure::SplitThere,
+            LinkError::Refused(_, PeerError::Disk { .. }) => Failure::Disk,
+            LinkError::Timeout(..) => Failure::Timeout,
+            _ => Failure::Other,
+        };
+        match (machine::write_failed(failure), e) {
+            (OnFailure::Outdate, _) => {
+                // The SVOL was taken over: this PVOL is outdated from now on.
+                let site = taken_over.unwrap_or(&meta.peer);
+                self.fence_taken_over(name, site, "a write was refused: the SVOL is SSWS there");
+            }
+            (OnFailure::SplitByPeer, LinkError::Refused(site, _)) => self
+                .registry
+                .split_by_peer(name, &format!("the SVOL is PSUS at site '{site}'")),
+            // The SVOL's disk failed: nothing to retry until someone repairs it there.
+            (OnFailure::Suspend { .. }, LinkError::Refused(site, PeerError::Disk { .. })) => {
+                let why = format!(
+                    "{}; repair the SVOL's volume at site '{site}', then `hbctl pair resync {name}`",
+                    chain(e)
+                );
+                tracing::error!(pair = name, "{why}");
+                self.registry.suspend(name, &why);
+            }
+            (OnFailure::Suspend { reset_link }, _) => {
+                // A link that timed out is dropped, so the dialer reconnects afresh.
+                if reset_link {
+                    if let Ok(link) = self.wire.link_of(meta) {
+                        link.reset();
+                    }
+                }
+                self.registry.suspend(name, &chain(e));
+            }
+            (OnFailure::SplitByPeer, _) => self.registry.suspend(name, &chain(e)),
+        }
     }
 }
 

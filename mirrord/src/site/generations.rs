@@ -3,6 +3,10 @@
 //! the peer at every (re)connect and resync, and compared
 //! ([`crate::generation`]); the verdict is recorded for `pair status` and
 //! said in the log once each time it changes.
+//!
+//! Keeping them is the record's (`impl Registry`: changed, diverged, the
+//! verdict recorded, the peer's comparison answered); the exchange with
+//! the peer is the site's (`impl Site`: compare, join, tell the options).
 
 use hbcore::control::{GenerationInfo, IntegrityOptions, VerdictInfo, VerdictKind};
 use hbcore::link::{Generations, PeerError, PeerReply, PeerRequest};
@@ -10,6 +14,7 @@ use hbcore::report::chain;
 use hbcore::vocab::{PairState, Role};
 
 use super::error::refused;
+use super::registry::Registry;
 use super::{Site, SiteError};
 use crate::generation::{self, hex, Side, Verdict};
 use crate::meta::PairMeta;
@@ -37,7 +42,7 @@ pub(super) fn generation_info(g: &Generations) -> GenerationInfo {
     }
 }
 
-impl Site {
+impl Registry {
     /// Changes this site's generations of `pair`; if anything changed, the
     /// record is persisted (durably) before this returns. True if changed.
     pub(super) fn change_generations(
@@ -80,13 +85,14 @@ impl Site {
     /// it in the log when it changed. Returns it in words.
     pub(super) fn record_verdict(
         &self,
+        here: &str,
         name: &str,
         meta: &PairMeta,
         verdict: Verdict,
         local_dirty: u64,
         peer_dirty: u64,
     ) -> String {
-        let info = verdict_info(&self.name, name, meta, verdict, local_dirty, peer_dirty);
+        let info = verdict_info(here, name, meta, verdict, local_dirty, peer_dirty);
         let detail = info.detail.clone();
         let Ok(w) = self.work(name) else {
             return detail;
@@ -107,12 +113,62 @@ impl Site {
         detail
     }
 
+    /// The peer compares generations: record the verdict here too and answer with ours.
+    pub(super) fn answer_generations(
+        &self,
+        here: &str,
+        meta: &PairMeta,
+        pair: &str,
+        theirs: &Generations,
+        their_dirty: u64,
+    ) -> Result<PeerReply, PeerError> {
+        let local_dirty = self.work(pair)?.rt.dirty().dirty_blocks();
+        let verdict = generation::judge(&meta.generations(), theirs, local_dirty, their_dirty);
+        self.record_verdict(here, pair, meta, verdict, local_dirty, their_dirty);
+        Ok(PeerReply::Generations {
+            generations: meta.generations(),
+            dirty_blocks: local_dirty,
+            state: meta.state,
+        })
+    }
+
+    /// At the SVOL: the copy from the PVOL is complete; its data is of `generation` now.
+    pub(super) fn join_as_target(
+        &self,
+        here: &str,
+        pair: &str,
+        generation: u64,
+    ) -> Result<(), SiteError> {
+        self.change_generations(pair, |g| {
+            generation::joined_as_target(g, generation);
+            true
+        })?;
+        self.record_in_sync(here, pair);
+        Ok(())
+    }
+
+    /// Takes new integrity options locally.
+    pub(super) fn adopt_options(&self, name: &str, options: IntegrityOptions) {
+        self.update(name, |m| m.integrity = options);
+    }
+
+    /// Records that both sites hold the same generation now (`here` is this site).
+    fn record_in_sync(&self, here: &str, name: &str) {
+        if let Some(meta) = self.meta_of(name) {
+            if let Some(common) = meta.generations().current {
+                self.record_verdict(here, name, &meta, Verdict::InSync { common }, 0, 0);
+            }
+        }
+    }
+}
+
+impl Site {
     /// Asks the peer for its generations of `name` and compares them with
     /// this site's; the verdict is recorded at both sites.
     pub(super) async fn compare_with_peer(&self, name: &str) -> Result<Compared, SiteError> {
-        let meta = self.pair_meta(name)?;
-        let local_dirty = self.work(name)?.rt.dirty().dirty_blocks();
-        let link = self.link_of(&meta)?;
+        let meta = self.registry.pair_meta(name)?;
+        let local_dirty = self.registry.work(name)?.rt.dirty().dirty_blocks();
+        let link = self.wire.link_of(&meta)?;
         let request = PeerRequest::Generations {
             pair: name.into(),
             generations: meta.generations(),
@@ -122,7 +178,7 @@ impl Site {
             generations,
             dirty_blocks: peer_dirty,
             state: peer_state,
-        } = link.call(request, self.link.timeout()).await?
+        } = link.call(request, self.wire.timeout()).await?
         else {
             return Err(refused(format!(
                 "site '{}' answered the comparison of generations of '{name}' with something else",
@@ -130,7 +186,9 @@ impl Site {
             )));
         };
         let verdict = generation::judge(&meta.generations(), &generations, local_dirty, peer_dirty);
-        let detail = self.record_verdict(name, &meta, verdict, local_dirty, peer_dirty);
+        let detail =
+            self.registry
+                .record_verdict(&self.name, name, &meta, verdict, local_dirty, peer_dirty);
         Ok(Compared {
             verdict,
             local_dirty,
@@ -140,80 +198,42 @@ impl Site {
         })
     }
 
-    /// The peer compares generations: record the verdict here too and answer with ours.
-    pub(super) fn answer_generations(
-        &self,
-        meta: &PairMeta,
-        pair: &str,
-        theirs: &Generations,
-        their_dirty: u64,
-    ) -> Result<PeerReply, PeerError> {
-        let local_dirty = self.work(pair)?.rt.dirty().dirty_blocks();
-        let verdict = generation::judge(&meta.generations(), theirs, local_dirty, their_dirty);
-        self.record_verdict(pair, meta, verdict, local_dirty, their_dirty);
-        Ok(PeerReply::Generations {
-            generations: meta.generations(),
-            dirty_blocks: local_dirty,
-            state: meta.state,
-        })
-    }
-
-    /// At the SVOL: the copy from the PVOL is complete; its data is of `generation` now.
-    pub(super) fn join_as_target(&self, pair: &str, generation: u64) -> Result<(), SiteError> {
-        self.change_generations(pair, |g| {
-            generation::joined_as_target(g, generation);
-            true
-        })?;
-        self.record_in_sync(pair);
-        Ok(())
-    }
-
     /// At the PVOL: the copy is complete; tells the SVOL the generation both share now.
     pub(super) async fn join(&self, name: &str) -> Result<(), SiteError> {
-        let meta = self.pair_meta(name)?;
+        let meta = self.registry.pair_meta(name)?;
         let Some(current) = meta.generations().current else {
             return Err(refused(format!(
                 "pair '{name}' has no generation of its own at this site; `hbctl pair status {name}` shows its generations"
             )));
         };
-        self.link_of(&meta)?
+        self.wire
+            .link_of(&meta)?
             .call(
                 PeerRequest::Join {
                     pair: name.into(),
                     generation: current,
                 },
-                self.link.timeout(),
+                self.wire.timeout(),
             )
             .await?;
-        self.change_generations(name, generation::joined_as_source)?;
-        self.record_in_sync(name);
+        self.registry
+            .change_generations(name, generation::joined_as_source)?;
+        self.registry.record_in_sync(&self.name, name);
         Ok(())
-    }
-
-    fn record_in_sync(&self, name: &str) {
-        if let Some(meta) = self.meta_of(name) {
-            if let Some(common) = meta.generations().current {
-                self.record_verdict(name, &meta, Verdict::InSync { common }, 0, 0);
-            }
-        }
-    }
-
-    /// Takes new integrity options locally.
-    pub(super) fn adopt_options(&self, name: &str, options: IntegrityOptions) {
-        self.update(name, |m| m.integrity = options);
     }
 
     /// Tells the peer the pair's integrity options (best effort: they follow
     /// again at the next change).
     pub(super) async fn tell_options(&self, name: &str) -> Result<(), SiteError> {
-        let meta = self.pair_meta(name)?;
-        self.link_of(&meta)?
+        let meta = self.registry.pair_meta(name)?;
+        self.wire
+            .link_of(&meta)?
             .call(
                 PeerRequest::Options {
                     pair: name.into(),
                     options: meta.integrity,
                 },
-                self.link.timeout(),
+                self.wire.timeout(),
             )
             .await
             .map(|_| ())

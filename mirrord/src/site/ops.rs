@@ -13,9 +13,11 @@ use hbcore::vocab::{
     DEFAULT_SKEW,
 };
 
-use super::error::{paired_error, refused};
+use super::error::refused;
 use super::generations::generation_info;
-use super::{bitmap_path, changed, illegal, transition, Pair, Site, SiteError};
+use super::registry::{bitmap_path, changed, illegal, transition, Pair, Registry};
+use super::wire::Wire;
+use super::{Site, SiteError};
 use crate::bitmap::{DirtyMap, BLOCK};
 use crate::config::check_name;
 use crate::generation::{self, hex, Verdict};
@@ -53,17 +55,8 @@ impl Site {
         options.apply(&mut settings, &mut integrity);
         check_settings(&settings)?;
         let svol = svol.unwrap_or(pvol).to_string();
-        let size = {
-            let inner = self.inner();
-            if inner.pairs.contains_key(name) {
-                return Err(SiteError::PairExists(name.into()));
-            }
-            if let Some((pair, p)) = inner.pair_of_volume(pvol) {
-                return Err(paired_error(pvol, pair, p.meta.kind, kind));
-            }
-            inner.volume(pvol)?.size
-        };
-        let link = self.link.peer(peer, Lane::of(kind))?;
+        let size = self.registry.room_for_pair(name, pvol, kind)?;
+        let link = self.wire.peer(peer, Lane::of(kind))?;
         let meta = PairMeta {
             role: Role::Pvol,
             state: changed(name, Role::Pvol, PairState::Smpl, Event::Created)?.state,
@@ -85,7 +78,7 @@ impl Site {
                     generations: meta.generations(),
                     dirty_blocks: size.div_ceil(BLOCK),
                 },
-                self.link.timeout(),
+                self.wire.timeout(),
             )
             .await;
         match theirs {
@@ -103,34 +96,24 @@ impl Site {
         }
         link.call(
             PeerRequest::Attach(attach_request(name, &meta, size)),
-            self.link.timeout(),
+            self.wire.timeout(),
         )
         .await?;
-        let path = bitmap_path(&self.data_dir, name);
+        let path = bitmap_path(self.registry.data_dir(), name);
         let _ = std::fs::remove_file(&path);
         let mut dirty = DirtyMap::open(&path, size)?;
         dirty.mark_all()?;
-        let raced = {
-            let mut inner = self.inner();
-            // Re-check: another request may have raced us while we waited for the peer.
-            let raced = inner.pairs.contains_key(name) || inner.pair_of_volume(pvol).is_some();
-            if !raced {
-                inner.pairs.insert(
-                    name.into(),
-                    Pair {
-                        meta,
-                        size,
-                        rt: Arc::new(PairRt::new(dirty)),
-                    },
-                );
-            }
-            raced
+        let pair = Pair {
+            meta,
+            size,
+            rt: Arc::new(PairRt::new(dirty)),
         };
-        if raced {
+        // Re-checked: another request may have raced us while we waited for the peer.
+        if !self.registry.insert_new_pair(name, pvol, pair) {
             // The winner of the race attached the same pair name at the peer: leave it.
             return Err(SiteError::PairExists(name.into()));
         }
-        self.save()?;
+        self.registry.save()?;
         if integrity != IntegrityOptions::default() {
             self.tell_options(name).await?;
         }
@@ -151,14 +134,14 @@ impl Site {
             options,
         } = request;
         let name = name.as_str();
-        let before = self.work(name)?;
+        let before = self.registry.work(name)?;
         let mut settings = before.meta.settings;
         settings.mode = mode.unwrap_or(settings.mode);
         let mut integrity = before.meta.integrity;
         options.apply(&mut settings, &mut integrity);
         let mut integrity_note = String::new();
         if integrity != before.meta.integrity {
-            self.adopt_options(name, integrity);
+            self.registry.adopt_options(name, integrity);
             if self.tell_options(name).await.is_err() {
                 integrity_note =
                     " (integrity options here only until the next change: the peer was not told)"
@@ -184,12 +167,12 @@ impl Site {
 
     /// Applies new settings here and tells the peer; returns a note for the answer.
     async fn apply_settings(self: &Arc<Self>, name: &str, settings: PairSettings) -> String {
-        let Some(before) = self.meta_of(name) else {
+        let Some(before) = self.registry.meta_of(name) else {
             return String::new();
         };
         self.adopt_settings(name, settings);
         tracing::info!(pair = name, mode = %settings.mode, fence = %settings.fence, skew = settings.skew, auto_resync = settings.auto_resync, installed = settings.installed, "settings changed");
-        let told = match self.link_of(&before) {
+        let told = match self.wire.link_of(&before) {
             Ok(link) => link
                 .call(
                     PeerRequest::Update {
@@ -197,7 +180,7 @@ impl Site {
                         state: None,
                         settings: Some(settings),
                     },
-                    self.link.timeout(),
+                    self.wire.timeout(),
                 )
                 .await
                 .map(|_| ()),
@@ -214,19 +197,19 @@ impl Site {
 
     /// Takes new settings locally; a mode change away from adaptive ships what the queue held.
     pub(super) fn adopt_settings(self: &Arc<Self>, name: &str, settings: PairSettings) {
-        let Some(before) = self.meta_of(name) else {
+        let Some(before) = self.registry.meta_of(name) else {
             return;
         };
-        self.update(name, |m| m.settings = settings);
+        self.registry.update(name, |m| m.settings = settings);
         if before.settings.mode == Mode::Adaptive
             && settings.mode != Mode::Adaptive
             && before.role == Role::Pvol
         {
             // Writes queued or tracked by adaptive mode are shipped by a copy pass.
-            if let Ok(w) = self.work(name) {
+            if let Ok(w) = self.registry.work(name) {
                 w.rt.queue().clear();
                 if w.rt.dirty().dirty_blocks() > 0 {
-                    let shipping = self.change_state(
+                    let shipping = self.registry.change_state(
                         name,
                         Event::AdaptiveDrained,
                         "mode changed: shipping what adaptive mode held (COPY)",
@@ -246,61 +229,7 @@ impl Site {
 
     /// Pair status, of one pair or all.
     pub fn pair_status(&self, name: Option<&str>) -> Result<Vec<PairInfo>, SiteError> {
-        let inner = self.inner();
-        if let Some(n) = name {
-            inner.pair(n)?;
-        }
-        Ok(inner
-            .pairs
-            .iter()
-            .filter(|(n, _)| name.is_none_or(|want| want == n.as_str()))
-            .map(|(n, p)| {
-                let (pending, dirty_for) = {
-                    let d = p.rt.dirty();
-                    (d.dirty_blocks() * BLOCK, d.dirty_for())
-                };
-                let (queued, oldest_queued) = {
-                    let q = p.rt.queue();
-                    (q.bytes, q.entries.front().map(|e| e.at.elapsed()))
-                };
-                let oldest = oldest_queued.or(if pending > 0 { dirty_for } else { None });
-                PairInfo {
-                    name: n.clone(),
-                    role: p.meta.role,
-                    state: p.meta.state,
-                    outdated: p.meta.outdated.is_some(),
-                    outdated_reason: p.meta.outdated.as_ref().map(|o| o.reason()),
-                    mode: p.meta.settings.mode,
-                    kind: p.meta.kind,
-                    peer: p.meta.peer.clone(),
-                    pvol: p.meta.pvol.clone(),
-                    svol: p.meta.svol.clone(),
-                    size: p.size,
-                    fence: p.meta.settings.fence,
-                    skew: p.meta.settings.skew,
-                    c_max_rate: p.meta.settings.c_max_rate,
-                    c_min_rate: p.meta.settings.c_min_rate,
-                    auto_resync: p.meta.settings.auto_resync,
-                    installed: p.meta.settings.installed,
-                    link_up: self.link_of(&p.meta).is_ok_and(|l| l.is_up()),
-                    link_rtt_us: self
-                        .link_of(&p.meta)
-                        .ok()
-                        .and_then(|l| l.stats.rtt())
-                        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
-                    pending_bytes: pending,
-                    queued_bytes: queued,
-                    oldest_pending_ms: oldest.map(|d| d.as_millis() as u64),
-                    max_in_flight: p.rt.max_in_flight(),
-                    copy: p.rt.copy_progress(),
-                    checksum_resync: p.meta.integrity.checksum_resync,
-                    split_brain: p.meta.integrity.split_brain,
-                    generation: generation_info(&p.meta.generations()),
-                    verdict: p.rt.verdict(),
-                    verify: p.rt.verify_progress(),
-                }
-            })
-            .collect())
+        self.registry.status(name, &self.wire)
     }
 
     /// Marks a heartbeat pair installed for heartbeats (protected) or not.
@@ -309,7 +238,7 @@ impl Site {
         name: &str,
         installed: bool,
     ) -> Result<String, SiteError> {
-        let meta = self.pair_meta(name)?;
+        let meta = self.registry.pair_meta(name)?;
         if meta.kind != Kind::Heartbeat {
             return Err(refused(format!(
                 "pair '{name}' is a data pair; only heartbeat pairs are installed for heartbeats"
@@ -349,9 +278,9 @@ impl Site {
         name: &str,
         force: bool,
     ) -> Result<String, SiteError> {
-        let meta = self.pair_meta(name)?;
+        let meta = self.registry.pair_meta(name)?;
         self.check_protection(&meta, name, force, "split")?;
-        self.refuse_if_outdated(name)?;
+        self.registry.refuse_if_outdated(name)?;
         match machine::may_split(meta.state) {
             Err(SplitRefused::Already) => return Err(refused(format!("pair '{name}' is split already (PSUS); `hbctl pair resync {name}` joins it again"))),
             Err(SplitRefused::TakenOver) => return Err(refused(format!("pair '{name}' was taken over (SSWS); fail back with `hbctl pair resync {name} --reverse`, or `hbctl pair resync {name}` at the PVOL's site to discard the SVOL's changes"))),
@@ -359,11 +288,11 @@ impl Site {
             Err(SplitRefused::Illegal(e)) => return Err(illegal(name, e)),
             Ok(()) => {}
         }
-        let link = self.link_of(&meta)?;
+        let link = self.wire.link_of(&meta)?;
         let note = match meta.role {
             Role::Pvol => {
                 let consistent = self.split_here(name).await?;
-                match link.call(PeerRequest::Update { pair: name.into(), state: Some(PairState::Psus), settings: None }, self.link.timeout()).await {
+                match link.call(PeerRequest::Update { pair: name.into(), state: Some(PairState::Psus), settings: None }, self.wire.timeout()).await {
                     Ok(_) => consistent,
                     Err(e) => format!("{consistent}; site '{}' not told ({}): its SVOL stays read-only until the link returns and the pair is split again", meta.peer, chain(&e)),
                 }
@@ -371,12 +300,12 @@ impl Site {
             Role::Svol => match link
                 .call(
                     PeerRequest::Split { pair: name.into() },
-                    self.link.timeout() * 4,
+                    self.wire.timeout() * 4,
                 )
                 .await
             {
                 Ok(_) => {
-                    self.change_state(
+                    self.registry.change_state(
                         name,
                         Event::SplitSvol(meta.state),
                         "split (PSUS); the SVOL is writable here, changes tracked",
@@ -384,7 +313,7 @@ impl Site {
                     "the SVOL holds everything the PVOL had written".into()
                 }
                 Err(LinkError::Down(_)) => {
-                    self.change_state(
+                    self.registry.change_state(
                         name,
                         Event::SplitSvol(meta.state),
                         "split here only (PSUS): the PVOL's site is unreachable",
@@ -399,17 +328,18 @@ impl Site {
 
     /// At the PVOL: drains what is pending to the SVOL (if mirroring), then PSUS. Returns a note.
     pub(super) async fn split_here(self: &Arc<Self>, name: &str) -> Result<String, SiteError> {
-        let w = self.work(name)?;
+        let w = self.registry.work(name)?;
         // Refuse before draining anything: a pair still copying cannot be split.
         transition(name, w.meta.state, PairState::Psus)?;
         let _order = w.volume.order.lock().await;
-        Self::settle_semi(&w.rt).await;
+        Wire::settle_semi(&w.rt).await;
         let mirrored = self
+            .registry
             .meta_of(name)
             .is_some_and(|m| m.state == PairState::Pair);
         let note = if mirrored {
             w.rt.queue().clear();
-            match self.ship_dirty(name, &w, true, false).await {
+            match self.pipeline().ship_dirty(name, &w, true, false).await {
                 Ok(_) => "the SVOL holds everything written before the split".to_string(),
                 Err(e) => format!("the SVOL may lack writes before the split ({})", chain(&e)),
             }
@@ -417,13 +347,14 @@ impl Site {
             "the pair was not in PAIR, so the SVOL is not a consistent copy".to_string()
         };
         w.rt.queue().clear();
-        self.change_state(name, Event::Split, "split (PSUS); changes tracked")?;
+        self.registry
+            .change_state(name, Event::Split, "split (PSUS); changes tracked")?;
         Ok(note)
     }
 
     /// At the SVOL's site: make the SVOL writable (SSWS), also when the PVOL's site is gone.
     pub async fn pair_takeover(self: &Arc<Self>, name: &str) -> Result<String, SiteError> {
-        let meta = self.pair_meta(name)?;
+        let meta = self.registry.pair_meta(name)?;
         if meta.role != Role::Svol {
             return Err(refused(format!(
                 "pair '{name}' has its PVOL here; take over at site '{}', which holds the SVOL",
@@ -433,17 +364,17 @@ impl Site {
         if meta.state == PairState::Ssws {
             return Ok(format!("pair '{name}' is taken over already (SSWS)"));
         }
-        self.change_state(
+        self.registry.change_state(
             name,
             Event::Takeover(meta.state),
             "taken over (SSWS): the SVOL is writable here, changes tracked",
         )?;
-        self.diverge(name, "taken over (SSWS)")?;
-        let told = match self.link_of(&meta) {
+        self.registry.diverge(name, "taken over (SSWS)")?;
+        let told = match self.wire.link_of(&meta) {
             Ok(link) => link
                 .call(
                     PeerRequest::Takeover { pair: name.into() },
-                    self.link.timeout(),
+                    self.wire.timeout(),
                 )
                 .await
                 .map(|_| ()),
@@ -461,13 +392,13 @@ impl Site {
 
     /// Dissolves a pair at both sites (or only here with `force` when the peer is unreachable).
     pub async fn pair_delete(&self, name: &str, force: bool) -> Result<String, SiteError> {
-        let meta = self.pair_meta(name)?;
+        let meta = self.registry.pair_meta(name)?;
         self.check_protection(&meta, name, force, "delete")?;
-        let told = match self.link_of(&meta) {
+        let told = match self.wire.link_of(&meta) {
             Ok(link) => {
                 link.call(
                     PeerRequest::Detach { pair: name.into() },
-                    self.link.timeout(),
+                    self.wire.timeout(),
                 )
                 .await
             }
@@ -490,7 +421,7 @@ impl Site {
                 })
             }
         };
-        self.remove_pair(name);
+        self.registry.remove_pair(name);
         tracing::info!(pair = name, "pair dissolved{note}");
         Ok(format!(
             "pair '{name}' dissolved{note}; its volumes are SMPL"
@@ -498,7 +429,69 @@ impl Site {
     }
 }
 
-/// The settings a pair may have.
+/// Pair status reads the record and the links, nothing else.
+impl Registry {
+    /// Pair status, of one pair or all: the record, and each pair's link
+    /// as `wire` sees it.
+    fn status(&self, name: Option<&str>, wire: &Wire) -> Result<Vec<PairInfo>, SiteError> {
+        let inner = self.inner();
+        if let Some(n) = name {
+            inner.pair(n)?;
+        }
+        Ok(inner
+            .pairs
+            .iter()
+            .filter(|(n, _)| name.is_none_or(|want| want == n.as_str()))
+            .map(|(n, p)| {
+                let (pending, dirty_for) = {
+                    let d = p.rt.dirty();
+                    (d.dirty_blocks() * BLOCK, d.dirty_for())
+                };
+                let (queued, oldest_queued) = {
+                    let q = p.rt.queue();
+                    (q.bytes, q.entries.front().map(|e| e.at.elapsed()))
+                };
+                let oldest = oldest_queued.or(if pending > 0 { dirty_for } else { None });
+                PairInfo {
+                    name: n.clone(),
+                    role: p.meta.role,
+                    state: p.meta.state,
+                    outdated: p.meta.outdated.is_some(),
+                    outdated_reason: p.meta.outdated.as_ref().map(|o| o.reason()),
+                    mode: p.meta.settings.mode,
+                    kind: p.meta.kind,
+                    peer: p.meta.peer.clone(),
+                    pvol: p.meta.pvol.clone(),
+                    svol: p.meta.svol.clone(),
+                    size: p.size,
+                    fence: p.meta.settings.fence,
+                    skew: p.meta.settings.skew,
+                    c_max_rate: p.meta.settings.c_max_rate,
+                    c_min_rate: p.meta.settings.c_min_rate,
+                    auto_resync: p.meta.settings.auto_resync,
+                    installed: p.meta.settings.installed,
+                    link_up: wire.link_of(&p.meta).is_ok_and(|l| l.is_up()),
+                    link_rtt_us: wire
+                        .link_of(&p.meta)
+                        .ok()
+                        .and_then(|l| l.stats.rtt())
+                        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+                    pending_bytes: pending,
+                    queued_bytes: queued,
+                    oldest_pending_ms: oldest.map(|d| d.as_millis() as u64),
+                    max_in_flight: p.rt.max_in_flight(),
+                    copy: p.rt.copy_progress(),
+                    checksum_resync: p.meta.integrity.checksum_resync,
+                    split_brain: p.meta.integrity.split_brain,
+                    generation: generation_info(&p.meta.generations()),
+                    verdict: p.rt.verdict(),
+                    verify: p.rt.verify_progress(),
+                }
+            })
+            .collect())
+    }
+}
+
 /// The copy rates as `pair set` says them.
 fn rates(s: &PairSettings) -> String {
     let per_s = |r: u64| format!("{}/s", Bytes(r));
@@ -512,6 +505,7 @@ fn rates(s: &PairSettings) -> String {
     }
 }
 
+/// The settings a pair may have.
 fn check_settings(s: &PairSettings) -> Result<(), SiteError> {
     if s.fence == Fence::Data && s.mode != Mode::Sync {
         return Err(refused(format!(

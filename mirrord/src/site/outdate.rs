@@ -4,6 +4,10 @@
 //! resolves the pair. Called from host-write tasks (a write refused for
 //! SSWS), the link's tasks (the peer's takeover request, the reconnect's
 //! exchange) and the control socket (hbd's step-down: `pair outdate`).
+//!
+//! The mark is the record's (`impl Registry`: marked, cleared, read); the
+//! fence is the site's (`impl Site`: marked, then the generations compared
+//! again with the peer once the writes under way landed).
 
 use std::sync::Arc;
 
@@ -11,6 +15,7 @@ use hbcore::link::PeerError;
 use hbcore::report::chain;
 use hbcore::vocab::{PairState, Role};
 
+use super::registry::Registry;
 use super::{Site, SiteError};
 use crate::fence::Outdated;
 use crate::link::LinkError;
@@ -31,7 +36,7 @@ pub(super) fn taken_over_by(e: &LinkError) -> Option<&str> {
     }
 }
 
-impl Site {
+impl Registry {
     /// Marks this site's PVOL of `pair` outdated (and PSUE), learned `how`,
     /// on disk before it returns; its adaptive queue is dropped (the blocks
     /// stay dirty). Nothing for an SVOL or a pair outdated already. True if
@@ -69,28 +74,6 @@ impl Site {
         true
     }
 
-    /// [`Site::mark_outdated`], then (in the background) waits for the
-    /// writes under way to land and compares generations with the peer
-    /// again, so the verdict counts every write this site took.
-    pub(super) fn fence_taken_over(self: &Arc<Self>, pair: &str, by: &str, how: &str) {
-        if !self.mark_outdated(pair, by, how) {
-            return;
-        }
-        let (site, pair) = (Arc::clone(self), pair.to_string());
-        tokio::spawn(async move {
-            if let Ok(w) = site.work(&pair) {
-                drop(w.volume.order.lock().await);
-            }
-            if let Err(e) = site.compare_with_peer(&pair).await {
-                tracing::debug!(
-                    pair,
-                    "generations not compared after the fence: {}",
-                    chain(&e)
-                );
-            }
-        });
-    }
-
     /// The pair is resolved (`why`): host writes are taken again as its
     /// state allows.
     pub(super) fn clear_outdated(&self, pair: &str, why: &str) {
@@ -122,12 +105,36 @@ impl Site {
             reason: o.reason(),
         })
     }
+}
+
+impl Site {
+    /// [`Site::mark_outdated`], then (in the background) waits for the
+    /// writes under way to land and compares generations with the peer
+    /// again, so the verdict counts every write this site took.
+    pub(super) fn fence_taken_over(self: &Arc<Self>, pair: &str, by: &str, how: &str) {
+        if !self.registry.mark_outdated(pair, by, how) {
+            return;
+        }
+        let (site, pair) = (Arc::clone(self), pair.to_string());
+        tokio::spawn(async move {
+            if let Ok(w) = site.registry.work(&pair) {
+                drop(w.volume.order.lock().await);
+            }
+            if let Err(e) = site.compare_with_peer(&pair).await {
+                tracing::debug!(
+                    pair,
+                    "generations not compared after the fence: {}",
+                    chain(&e)
+                );
+            }
+        });
+    }
 
     /// `pair outdate`: hbd stepped down (or a person says so): this site's
     /// PVOL refuses host writes from now on, whether or not the peer can be
     /// reached to confirm the takeover.
     pub fn pair_outdate(self: &Arc<Self>, name: &str, reason: &str) -> Result<String, SiteError> {
-        let meta = self.pair_meta(name)?;
+        let meta = self.registry.pair_meta(name)?;
         if meta.role != Role::Pvol {
             return Ok(format!(
                 "pair '{name}' has its SVOL here (read-only to hosts while mirrored); nothing to fence"
@@ -142,7 +149,7 @@ impl Site {
             reason.to_string()
         };
         self.fence_taken_over(name, &meta.peer, &how);
-        let now = self.pair_meta(name)?;
+        let now = self.registry.pair_meta(name)?;
         let said = now.outdated.map(|o| o.reason()).unwrap_or_default();
         Ok(format!(
             "pair '{name}' outdated (PSUE): {said}; host writes are refused (EROFS) until `hbctl pair resync {name} --discard-local` here or `hbctl pair resync {name} --reverse` at site '{}'",

@@ -3,24 +3,36 @@
 //! hbd keeps its slots, and unpaired volumes are left out), and a copy asks
 //! its rate controller ([`crate::rate`]) for the limit of each frame.
 //!
-//! Host I/O is timed on whichever thread runs it (FUSE workers, tokio
-//! tasks); the limit is asked by the copy's reader task.
+//! [`Pacing`] owns the timings; whether a volume is a data pair's is the
+//! registry's answer, passed in. Host I/O is timed on whichever thread runs
+//! it (FUSE workers, tokio tasks); the limit is asked by the copy's reader
+//! task.
 
-use hbcore::vocab::{Kind, PairSettings};
+use hbcore::vocab::PairSettings;
 
-use super::{Site, Work};
-use crate::rate::{HostOp, Limit, Timed};
+use super::registry::Work;
+use crate::rate::{HostIo, HostOp, Limit, Timed};
 use crate::volume::Volume;
 
-impl Site {
-    /// Times a host I/O of `bytes` on `volume` (open as `v`) until the
-    /// guard drops, if it competes with copies: I/O on a data pair's volume.
-    pub(super) fn time_host_io(&self, volume: &str, v: &Volume, op: HostOp, bytes: u64) -> Timed {
-        let data = self
-            .inner()
-            .pair_of_volume(volume)
-            .is_some_and(|(_, p)| p.meta.kind == Kind::Data);
-        if data {
+/// The pacing of one site's copies: host I/O per disk, and each copy's limit.
+#[derive(Default)]
+pub(super) struct Pacing {
+    /// Host I/O on data volumes, per disk (what the copy rate controller steers by).
+    host_io: HostIo,
+}
+
+impl Pacing {
+    /// Times a host I/O of `bytes` on volume `v` until the guard drops, if
+    /// it competes with copies: I/O on a data pair's volume
+    /// (`on_data_pair`, the registry's answer).
+    pub(super) fn time_host_io(
+        &self,
+        v: &Volume,
+        on_data_pair: bool,
+        op: HostOp,
+        bytes: u64,
+    ) -> Timed {
+        if on_data_pair {
             self.host_io.time(v.device, op, bytes)
         } else {
             Timed::untimed()
@@ -80,22 +92,30 @@ mod tests {
         pair(&prod, &standby, "v", Kind::Heartbeat).await;
         pair(&prod, &standby, "d", Kind::Data).await;
         let site = &prod.site;
-        let device = site.inner().volume("v").expect("v").device;
-        assert_eq!(site.inner().volume("d").expect("d").device, device);
-        let timed = || site.host_io.device(device).totals();
+        let device = site.registry.volume("v").expect("v").device;
+        assert_eq!(site.registry.volume("d").expect("d").device, device);
+        let timed = || site.pacing.host_io.device(device).totals();
         let block = vec![7u8; 4096];
         for volume in ["v", "solo"] {
             site.host_write(volume, 0, &block).await.expect("write");
             site.host_read(volume, 0, 4096).await.expect("read");
         }
         assert_eq!(timed(), Default::default(), "heartbeat and unpaired I/O");
-        assert!(!site.host_io.device(device).within(crate::rate::QUIET));
+        assert!(!site
+            .pacing
+            .host_io
+            .device(device)
+            .within(crate::rate::QUIET));
         site.host_write("d", 0, &block).await.expect("write");
         site.host_write("d", 4096, &block).await.expect("write");
         site.host_read("d", 0, 4096).await.expect("read");
         let (writes, reads) = timed();
         assert_eq!((writes.count, reads.count), (2, 1));
         assert!(writes.since(&Latencies::default()).total_ns > 0);
-        assert!(site.host_io.device(device).within(crate::rate::QUIET));
+        assert!(site
+            .pacing
+            .host_io
+            .device(device)
+            .within(crate::rate::QUIET));
     }
 }

@@ -2,6 +2,7 @@
 //! request is answered with a reply or a [`PeerError`] whose kind the asking
 //! site can match; a session that opens re-attaches this site's PVOL pairs
 //! (`site::connect`), one that closes suspends the pairs with that peer.
+//! The attach of an SVOL touches only the record (`impl Registry`).
 
 use std::sync::Arc;
 
@@ -11,8 +12,9 @@ use hbcore::report::chain;
 use hbcore::vocab::{PairState, Role};
 
 use super::error::paired_error;
+use super::registry::{bitmap_path, changed, transition, Pair, Registry};
 use super::resync::Keep;
-use super::{bitmap_path, changed, transition, Pair, Site};
+use super::Site;
 use crate::bitmap::DirtyMap;
 use crate::generation;
 use crate::link::Handler;
@@ -40,16 +42,10 @@ impl Handler for SiteHandler {
     }
 
     fn link_down(self: &Arc<Self>, peer: &str, lane: Lane) {
-        let affected: Vec<String> = self
-            .0
-            .inner()
-            .pairs
-            .iter()
-            .filter(|(_, p)| p.meta.peer == peer && Lane::of(p.meta.kind) == lane)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for pair in affected {
-            self.0.suspend(
+        let affected =
+            (self.0.registry).pairs_where(|m| m.peer == peer && Lane::of(m.kind) == lane);
+        for (pair, _, _) in affected {
+            self.0.registry.suspend(
                 &pair,
                 &format!("remote link to '{peer}' ({lane} lane) lost"),
             );
@@ -69,7 +65,7 @@ impl Site {
         request: PeerRequest,
     ) -> Result<PeerReply, PeerError> {
         match request {
-            PeerRequest::Attach(request) => self.attach(peer, request),
+            PeerRequest::Attach(request) => self.registry.attach(&self.name, peer, request),
             PeerRequest::Write { pair, offset, data } => {
                 self.apply_write(&pair, offset, data).await
             }
@@ -87,22 +83,25 @@ impl Site {
                     transition(&pair, meta.state, state)?;
                     if state == PairState::Copy && meta.role == Role::Svol {
                         // The PVOL merged this side's bitmap: it copies those blocks now.
-                        self.work(&pair)?
+                        self.registry
+                            .work(&pair)?
                             .rt
                             .dirty()
                             .clear_all()
                             .map_err(|e| PeerError::Disk { detail: chain(&e) })?;
                         // Until the copy completes this side holds no consistent data.
-                        self.change_generations(&pair, generation::become_target)?;
+                        self.registry
+                            .change_generations(&pair, generation::become_target)?;
                     }
                     let why = format!("state set by site '{peer}'");
-                    self.change_state(&pair, Event::PeerSet(state), &why)?;
+                    self.registry
+                        .change_state(&pair, Event::PeerSet(state), &why)?;
                 }
                 Ok(PeerReply::Done)
             }
             PeerRequest::TakeBitmap { pair } => {
                 self.peer_pair(peer, &pair)?;
-                let bits = self.work(&pair)?.rt.dirty().bits().to_vec();
+                let bits = self.registry.work(&pair)?.rt.dirty().bits().to_vec();
                 Ok(PeerReply::Bitmap { bits })
             }
             PeerRequest::Split { pair } => {
@@ -128,7 +127,7 @@ impl Site {
                         self.name
                     )));
                 }
-                let w = self.work(&pair)?;
+                let w = self.registry.work(&pair)?;
                 let _order = w.volume.order.lock().await;
                 w.rt.queue().clear();
                 let bits = {
@@ -138,15 +137,17 @@ impl Site {
                         .map_err(|e| PeerError::Disk { detail: chain(&e) })?;
                     bits
                 };
-                self.change_generations(&pair, generation::become_target)?;
-                self.swap_roles(&pair, Role::Svol)?;
-                self.clear_outdated(&pair, "the roles reversed: this site holds the SVOL now");
+                self.registry
+                    .change_generations(&pair, generation::become_target)?;
+                self.registry.swap_roles(&pair, Role::Svol)?;
+                self.registry
+                    .clear_outdated(&pair, "the roles reversed: this site holds the SVOL now");
                 tracing::warn!(pair = %pair, "roles reversed by site '{peer}': this site's volume is the SVOL now (read-only, COPY)");
                 Ok(PeerReply::Bitmap { bits })
             }
             PeerRequest::Detach { pair } => {
                 if self.peer_pair(peer, &pair).is_ok() {
-                    self.remove_pair(&pair);
+                    self.registry.remove_pair(&pair);
                     tracing::info!(pair = %pair, peer, "pair dissolved by the peer site");
                 }
                 Ok(PeerReply::Done)
@@ -157,11 +158,18 @@ impl Site {
                 dirty_blocks,
             } => {
                 let meta = self.peer_pair(peer, &pair)?;
-                self.answer_generations(&meta, &pair, &generations, dirty_blocks)
+                self.registry.answer_generations(
+                    &self.name,
+                    &meta,
+                    &pair,
+                    &generations,
+                    dirty_blocks,
+                )
             }
             PeerRequest::Join { pair, generation } => {
                 self.peer_pair(peer, &pair)?;
-                self.join_as_target(&pair, generation)?;
+                self.registry
+                    .join_as_target(&self.name, &pair, generation)?;
                 Ok(PeerReply::Done)
             }
             PeerRequest::Digests { pair, first, count } => {
@@ -171,7 +179,7 @@ impl Site {
             }
             PeerRequest::Options { pair, options } => {
                 self.peer_pair(peer, &pair)?;
-                self.adopt_options(&pair, options);
+                self.registry.adopt_options(&pair, options);
                 Ok(PeerReply::Done)
             }
             PeerRequest::KeepYours { pair } => {
@@ -183,8 +191,20 @@ impl Site {
         }
     }
 
-    /// Attaches (or re-attaches) an SVOL for a pair whose PVOL is at `peer`.
-    fn attach(&self, peer: &str, request: Attach) -> Result<PeerReply, PeerError> {
+    /// This site's record of `pair`, if it is paired with `peer`.
+    fn peer_pair(&self, peer: &str, pair: &str) -> Result<PairMeta, PeerError> {
+        self.registry
+            .meta_of(pair)
+            .filter(|m| m.peer == peer)
+            .ok_or_else(|| PeerError::NoSuchPair { pair: pair.into() })
+    }
+}
+
+/// The peer's attach touches only the record.
+impl Registry {
+    /// Attaches (or re-attaches) an SVOL for a pair whose PVOL is at `peer`
+    /// (`here` is this site, named in the refusals).
+    fn attach(&self, here: &str, peer: &str, request: Attach) -> Result<PeerReply, PeerError> {
         let Attach {
             pair,
             pvol,
@@ -201,23 +221,23 @@ impl Site {
                     && p.meta.pvol == pvol
                     && p.meta.svol == svol;
                 if !same {
-                    return Err(refusal(format!("pair '{pair}' already exists at site '{}' with other volumes or roles; delete it there or choose another pair name", self.name)));
+                    return Err(refusal(format!("pair '{pair}' already exists at site '{}' with other volumes or roles; delete it there or choose another pair name", here)));
                 }
                 Some(p.meta.state)
             } else {
                 let v = inner.volumes.get(&svol).ok_or_else(|| {
-                    refusal(format!("no volume '{svol}' at site '{}'; create it there first with `hbctl volume create {svol} --size {size}`", self.name))
+                    refusal(format!("no volume '{svol}' at site '{}'; create it there first with `hbctl volume create {svol} --size {size}`", here))
                 })?;
                 if v.size != size {
                     return Err(refusal(format!(
                         "volume '{svol}' at site '{}' is {} bytes but the PVOL '{pvol}' is {size}; an SVOL must have exactly the PVOL's size",
-                        self.name, v.size
+                        here, v.size
                     )));
                 }
                 if let Some((other, p)) = inner.pair_of_volume(&svol) {
                     return Err(refusal(format!(
                         "at site '{}': {}",
-                        self.name,
+                        here,
                         paired_error(&svol, other, p.meta.kind, kind)
                     )));
                 }
@@ -229,7 +249,7 @@ impl Site {
             self.update(&pair, |m| m.settings = settings);
             return Ok(PeerReply::Attached { previous });
         }
-        let path = bitmap_path(&self.data_dir, &pair);
+        let path = bitmap_path(self.data_dir(), &pair);
         let _ = std::fs::remove_file(&path);
         let dirty =
             DirtyMap::open(&path, size).map_err(|e| PeerError::Disk { detail: chain(&e) })?;
@@ -260,12 +280,5 @@ impl Site {
         Ok(PeerReply::Attached {
             previous: PairState::Smpl,
         })
-    }
-
-    /// This site's record of `pair`, if it is paired with `peer`.
-    fn peer_pair(&self, peer: &str, pair: &str) -> Result<PairMeta, PeerError> {
-        self.meta_of(pair)
-            .filter(|m| m.peer == peer)
-            .ok_or_else(|| PeerError::NoSuchPair { pair: pair.into() })
     }
 }

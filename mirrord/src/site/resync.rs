@@ -57,8 +57,8 @@ impl Site {
             discard_remote,
         } = request;
         let name = name.as_str();
-        let meta = self.pair_meta(name)?;
-        let link = Arc::clone(self.link_of(&meta)?);
+        let meta = self.registry.pair_meta(name)?;
+        let link = Arc::clone(self.wire.link_of(&meta)?);
         if usize::from(*reverse) + usize::from(*discard_local) + usize::from(*discard_remote) > 1 {
             return Err(refused(format!(
                 "pair '{name}': choose one of --reverse, --discard-local and --discard-remote"
@@ -71,7 +71,7 @@ impl Site {
             // The other site's data wins: it resyncs from its side.
             link.call(
                 PeerRequest::KeepYours { pair: name.into() },
-                self.link.timeout() * 4,
+                self.wire.timeout() * 4,
             )
             .await?;
             return Ok(match meta.role {
@@ -88,7 +88,7 @@ impl Site {
         match meta.role {
             Role::Pvol => {
                 if !*discard_remote {
-                    if let Err(outdated) = self.refuse_if_outdated(name) {
+                    if let Err(outdated) = self.registry.refuse_if_outdated(name) {
                         // Its data would overwrite the site that took over: a
                         // person chooses (said as a split brain when it is one).
                         let c = self.compare_with_peer(name).await?;
@@ -112,7 +112,7 @@ impl Site {
             Role::Svol => {
                 link.call(
                     PeerRequest::Resync { pair: name.into() },
-                    self.link.timeout() * 4,
+                    self.wire.timeout() * 4,
                 )
                 .await?;
                 Ok(format!("pair '{name}' resyncing from site '{}' (COPY); this site's changes are overwritten", meta.peer))
@@ -128,7 +128,7 @@ impl Site {
         name: &str,
         keep: Keep,
     ) -> Result<u64, SiteError> {
-        let w = self.work(name)?;
+        let w = self.registry.work(name)?;
         if w.meta.role != Role::Pvol {
             return Err(refused(format!(
                 "pair '{name}' has its SVOL here; a resync copies from the PVOL at site '{}'",
@@ -158,8 +158,8 @@ impl Site {
             );
             w.rt.dirty().mark_all()?;
         }
-        let link = self.link_of(&w.meta)?;
-        let timeout = self.link.timeout();
+        let link = self.wire.link_of(&w.meta)?;
+        let timeout = self.wire.timeout();
         let bits = match link
             .call(PeerRequest::TakeBitmap { pair: name.into() }, timeout)
             .await?
@@ -174,8 +174,10 @@ impl Site {
         };
         w.rt.dirty().merge(&bits)?;
         // The copy task tells the peer (which then clears its merged bitmap).
-        self.change_state(name, Event::ResyncStarted, "resync started (COPY)")?;
-        self.clear_outdated(name, "a resync from this site: its data is kept");
+        self.registry
+            .change_state(name, Event::ResyncStarted, "resync started (COPY)")?;
+        self.registry
+            .clear_outdated(name, "a resync from this site: its data is kept");
         let bytes = w.rt.dirty().dirty_blocks() * BLOCK;
         self.start_copy(name);
         Ok(bytes)
@@ -190,7 +192,7 @@ impl Site {
         name: &str,
         chosen: bool,
     ) -> Result<String, SiteError> {
-        let meta = self.pair_meta(name)?;
+        let meta = self.registry.pair_meta(name)?;
         if !machine::may_reverse(&meta, chosen) {
             return Err(refused(format!(
                 "`pair resync --reverse` runs at the site that took pair '{name}' over (its SVOL, in SSWS); here the pair is {} in {}",
@@ -217,15 +219,15 @@ impl Site {
             Ok(()) => {}
         }
         let full = compared.verdict.full_copy();
-        self.diverge(
+        self.registry.diverge(
             name,
             "the roles reverse: this site's data becomes the PVOL's",
         )?;
-        let link = self.link_of(&meta)?;
+        let link = self.wire.link_of(&meta)?;
         let bits = match link
             .call(
                 PeerRequest::Reverse { pair: name.into() },
-                self.link.timeout(),
+                self.wire.timeout(),
             )
             .await?
         {
@@ -237,12 +239,12 @@ impl Site {
                 )))
             }
         };
-        let w = self.work(name)?;
+        let w = self.registry.work(name)?;
         w.rt.dirty().merge(&bits)?;
         if full {
             w.rt.dirty().mark_all()?;
         }
-        self.swap_roles(name, Role::Pvol)?;
+        self.registry.swap_roles(name, Role::Pvol)?;
         tracing::info!(pair = name, "roles reversed: this site holds the PVOL now; copying the blocks changed on either side");
         let bytes = w.rt.dirty().dirty_blocks() * BLOCK;
         self.start_copy(name);
@@ -256,7 +258,7 @@ impl Site {
 
     /// A person at the peer chose this site's data (`--discard-local` there).
     pub(super) async fn keep_mine(self: &Arc<Self>, name: &str) -> Result<(), SiteError> {
-        let meta = self.pair_meta(name)?;
+        let meta = self.registry.pair_meta(name)?;
         match meta.role {
             Role::Pvol => self.resync_here(name, Keep::Pvol).await.map(|_| ()),
             Role::Svol => self.reverse_here(name, true).await.map(|_| ()),

@@ -1,26 +1,28 @@
-//! Shipping: putting a PVOL's writes on the link, settling the peer's
-//! acknowledgements (which clear dirty bits), and suspending a pair when
-//! they cannot reach the SVOL.
+//! A copy pass ([`Pipeline`]): every dirty block of a PVOL read back and
+//! shipped, pipelined (a reader ahead, a sender with a window of bytes in
+//! flight), the bits clearing as the peer's acknowledgements arrive. It
+//! names the parts it uses: the registry (is the pair still copying?), the
+//! pacing (each frame's limit), the I/O engine (the reads) and the wire.
+//!
+//! Run on the copy task (initial copy, resync), the adaptive shipper task
+//! (after an overflow) and a split's task (the last dirty blocks, under
+//! the order lock).
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hbcore::link::{PeerError, PeerRequest};
-use hbcore::report::chain;
 use hbcore::vocab::{PairState, Role};
 
-use super::error::refused;
-use super::outdate::taken_over_by;
-use super::{Site, SiteError, Work};
+use super::error::{refused, SiteError};
+use super::pace::Pacing;
+use super::registry::{Registry, Work};
+use super::wire::Wire;
 use crate::bitmap::BLOCK;
-use crate::link::{LinkError, Pending};
-use crate::meta::PairMeta;
-use crate::pair::machine::{self, Event, Failure, OnFailure, PeerSplit};
-use crate::pair::{Flight, PairRt};
+use crate::link::Pending;
 use crate::rate::steer::Stall;
 use crate::rate::{Limit, Pacer, MAX_FRAME};
+use hbio::IoEngine;
 
 /// Writes of the adaptive shipper in flight at once.
 pub(super) const SHIP_WINDOW: usize = 8;
@@ -67,47 +69,16 @@ pub(super) struct Shipped {
     seqs: Vec<u64>,
 }
 
-impl Site {
-    /// Ships one write to the peer.
-    async fn ship(
-        &self,
-        meta: &PairMeta,
-        pair: &str,
-        offset: u64,
-        data: Bytes,
-    ) -> Result<Pending, LinkError> {
-        let bytes = data.len();
-        let request = PeerRequest::Write {
-            pair: pair.into(),
-            offset,
-            data,
-        };
-        let pending = self.link_of(meta)?.send(request).await?;
-        self.shipped.note(pair, bytes);
-        Ok(pending)
-    }
+/// The parts a copy pass uses: the pair's record (is it still copying?),
+/// the pacing, the I/O engine that reads the PVOL back, and the wire.
+pub(super) struct Pipeline<'a> {
+    pub(super) registry: &'a Registry,
+    pub(super) pacing: &'a Pacing,
+    pub(super) io: &'a IoEngine,
+    pub(super) wire: &'a Wire,
+}
 
-    /// Ships a host write; counts it in flight until settled.
-    pub(super) async fn ship_host_write(
-        &self,
-        meta: &PairMeta,
-        rt: &PairRt,
-        pair: &str,
-        offset: u64,
-        data: Bytes,
-    ) -> Result<Flight, LinkError> {
-        let pending = self.ship(meta, pair, offset, data).await?;
-        Ok(rt.shipped(pending))
-    }
-
-    /// Semi-sync: waits until the one unacknowledged write is settled.
-    pub(super) async fn settle_semi(rt: &PairRt) {
-        let mut slot = rt.semi.lock().await;
-        if let Some(previous) = slot.take() {
-            let _ = previous.await;
-        }
-    }
-
+impl Pipeline<'_> {
     /// Ships every dirty block of a PVOL, read back from the volume, until the
     /// bitmap is clean; `locked` if the caller holds the volume's order lock;
     /// `paced` for a copy (initial, resync), which keeps to the pair's rate
@@ -133,7 +104,7 @@ impl Site {
     /// One sweep of the bitmap, pipelined: a reader reads the dirty runs
     /// ahead (up to [`READ_AHEAD`] frames) while a sender puts earlier frames
     /// on the wire and takes their acks, with a window of bytes in flight
-    /// ([`Site::window_bytes`]). Bits clear only as each ack arrives; on any
+    /// ([`window_bytes`]). Bits clear only as each ack arrives; on any
     /// error both stop and the bits of every frame not acknowledged stay set.
     async fn ship_pass(
         &self,
@@ -167,8 +138,8 @@ impl Site {
             }
         };
         let sender = async move {
-            let timeout = self.link.timeout();
-            let rtt = self.link_of(&w.meta).ok().and_then(|l| l.stats.rtt());
+            let timeout = self.wire.timeout();
+            let rtt = self.wire.link_of(&w.meta).ok().and_then(|l| l.stats.rtt());
             let started = Instant::now();
             let mut window: VecDeque<Shipped> = VecDeque::new();
             let (mut in_window, mut acked, mut shipped) = (0u64, 0u64, 0u64);
@@ -225,7 +196,7 @@ impl Site {
         end: u64,
         pacer: &mut Pacer,
     ) -> Result<Frame, SiteError> {
-        let Some(meta) = self.meta_of(name).filter(|m| {
+        let Some(meta) = self.registry.meta_of(name).filter(|m| {
             m.role == Role::Pvol
                 && matches!(m.state, PairState::Pair | PairState::Copy | PairState::Psue)
         }) else {
@@ -233,7 +204,7 @@ impl Site {
         };
         // Read per frame: `pair set` and host I/O change the limit mid-copy.
         let limit = if paced {
-            self.copy_limit(w, &meta.settings)
+            self.pacing.copy_limit(w, &meta.settings)
         } else {
             Limit::NONE
         };
@@ -255,7 +226,7 @@ impl Site {
             w.rt.dirty().seqs(first, blocks)
         };
         let reading = Instant::now();
-        let data = w.volume.read_shared(&self.io, offset, len).await?;
+        let data = w.volume.read_shared(self.io, offset, len).await?;
         stalled(Stall::Read, reading);
         Ok(Frame {
             first,
@@ -293,12 +264,12 @@ impl Site {
         } = frame;
         let now = w.rt.dirty().seqs(first, blocks);
         if now != seqs {
-            data = w.volume.read_shared(&self.io, offset, data.len()).await?;
+            data = w.volume.read_shared(self.io, offset, data.len()).await?;
             seqs = now;
         }
         let bytes = data.len() as u64;
         Ok(Shipped {
-            pending: self.ship(&w.meta, name, offset, data).await?,
+            pending: self.wire.ship(&w.meta, name, offset, data).await?,
             first,
             bytes,
             seqs,
@@ -316,117 +287,6 @@ impl Site {
         w.rt.dirty().acked(shipped.first, &shipped.seqs);
         w.rt.copied(shipped.bytes);
         Ok(())
-    }
-
-    /// Suspends a mirrored pair (PAIR or COPY) after a replication failure.
-    pub(super) fn suspend(&self, pair: &str, why: &str) {
-        if let Err(e) = self.change_state(pair, Event::Suspend, why) {
-            tracing::error!("{}", chain(&e));
-        }
-    }
-
-    /// Tells the peer (in the background, best effort) that the pair
-    /// suspended here for a reason the link did not show, so its half
-    /// suspends too instead of reporting PAIR.
-    pub(super) fn tell_peer_suspended(&self, pair: &str) {
-        let Some(meta) = self.meta_of(pair) else {
-            return;
-        };
-        let Ok(link) = self.link_of(&meta) else {
-            return;
-        };
-        let (link, pair, timeout) = (Arc::clone(link), pair.to_string(), self.link.timeout());
-        tokio::spawn(async move {
-            let update = PeerRequest::Update {
-                pair: pair.clone(),
-                state: Some(PairState::Psue),
-                settings: None,
-            };
-            if let Err(e) = link.call(update, timeout).await {
-                tracing::warn!(
-                    pair,
-                    "could not tell the peer the pair suspended: {}",
-                    chain(&e)
-                );
-            }
-        });
-    }
-
-    /// The peer split or took over the pair: PSUS here, changes tracked. A
-    /// pair still copying has no consistent SVOL to split off, so its copy
-    /// stops and it suspends (PSUE) instead, as the transition table says.
-    ///
-    /// With fence `data` the pair suspends (PSUE) instead: it cannot reach
-    /// its SVOL, so it takes no host writes until a resync.
-    pub(super) fn split_by_peer(&self, pair: &str, why: &str) {
-        let Some(meta) = self.meta_of(pair) else {
-            return;
-        };
-        match machine::split_by_peer(&meta) {
-            PeerSplit::Nothing => {} // fenced already: PSUE until a person resolves it
-            PeerSplit::SuspendFenced => self.suspend(
-                pair,
-                &format!("{why}; fence data: suspended, host writes refused until `hbctl pair resync {pair}`"),
-            ),
-            PeerSplit::Split => {
-                let as_split = format!("{why}: split here too (PSUS), changes tracked");
-                if let Err(e) = self.change_state(pair, Event::PeerSplit, &as_split) {
-                    tracing::error!("{}", chain(&e));
-                }
-            }
-            // Split already (nothing to do: a suspend leaves PSUS as it is), or copying.
-            PeerSplit::Suspend => self.suspend(pair, &format!("{why}; the copy stopped")),
-        }
-    }
-
-    /// A host write did not reach the SVOL: the pair stops mirroring, in the
-    /// state the kind of failure calls for.
-    pub(super) fn replication_failed(self: &Arc<Self>, name: &str, meta: &PairMeta, e: &LinkError) {
-        let taken_over = taken_over_by(e);
-        let failure = match e {
-            _ if taken_over.is_some() => Failure::TakenOver,
-            // The SVOL was split at its site (this site is told separately):
-            // a person's decision, so PSUS rather than an error.
-            LinkError::Refused(
-                _,
-                PeerError::WrongState {
-                    state: PairState::Psus,
-                    ..
-                },
-            ) => Failure::SplitThere,
-            LinkError::Refused(_, PeerError::Disk { .. }) => Failure::Disk,
-            LinkError::Timeout(..) => Failure::Timeout,
-            _ => Failure::Other,
-        };
-        match (machine::write_failed(failure), e) {
-            (OnFailure::Outdate, _) => {
-                // The SVOL was taken over: this PVOL is outdated from now on.
-                let site = taken_over.unwrap_or(&meta.peer);
-                self.fence_taken_over(name, site, "a write was refused: the SVOL is SSWS there");
-            }
-            (OnFailure::SplitByPeer, LinkError::Refused(site, _)) => {
-                self.split_by_peer(name, &format!("the SVOL is PSUS at site '{site}'"))
-            }
-            // The SVOL's disk failed: nothing to retry until someone repairs it there.
-            (OnFailure::Suspend { .. }, LinkError::Refused(site, PeerError::Disk { .. })) => {
-                let why = format!(
-                    "{}; repair the SVOL's volume at site '{site}', then `hbctl pair resync {name}`",
-                    chain(e)
-                );
-                tracing::error!(pair = name, "{why}");
-                self.suspend(name, &why);
-            }
-            (OnFailure::Suspend { reset_link }, _) => {
-                // A link that timed out is dropped, so the dialer reconnects afresh.
-                if reset_link {
-                    if let Ok(link) = self.link_of(meta) {
-                        link.reset();
-                    }
-                }
-                self.suspend(name, &chain(e));
-            }
-            (OnFailure::SplitByPeer, _) => self.suspend(name, &chain(e)),
-        }
     }
 }
 

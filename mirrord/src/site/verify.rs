@@ -8,6 +8,11 @@
 //!  lock released: the answer ─ compare the blocks clean at that moment ─ differing: dirty (verify)
 //!                                                                       identical: clean (checksum resync)
 //! ```
+//!
+//! The comparison itself ([`Digests`]) uses the I/O engine and the wire
+//! only; the verify task (paced, stopped when the pair leaves PAIR) and the
+//! peer's digest request are the site's. Run on a verify task, the copy
+//! task (checksum resync) and the link's tasks (the peer's request).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,9 +24,12 @@ use hbcore::size::Bytes;
 use hbcore::vocab::{PairState, Role};
 
 use super::error::refused;
-use super::{Site, SiteError, Work};
+use super::registry::Work;
+use super::wire::Wire;
+use super::{Site, SiteError};
 use crate::bitmap::BLOCK;
 use crate::link::Pending;
+use hbio::IoEngine;
 
 /// Default pace of a verify: bytes of each copy compared per second.
 pub const DEFAULT_VERIFY_RATE: u64 = 64 << 20;
@@ -39,37 +47,14 @@ struct Read {
     dirty: Vec<bool>,
 }
 
-impl Site {
-    /// Digests of `count` blocks from block `first` of this site's volume of
-    /// `pair` (the peer asks, in order with the writes it shipped before).
-    pub(super) async fn local_digests(
-        &self,
-        pair: &str,
-        first: u64,
-        count: u32,
-    ) -> Result<Vec<u128>, PeerError> {
-        let w = self.work(pair)?;
-        let blocks = w.volume.size.div_ceil(BLOCK);
-        if count > MAX_DIGEST_BLOCKS || first >= blocks {
-            return Err(PeerError::Refused {
-                detail: format!(
-                    "digests of blocks {first}..+{count} of pair '{pair}': volume '{}' has {blocks} blocks, at most {MAX_DIGEST_BLOCKS} per request",
-                    w.volume.name
-                ),
-            });
-        }
-        let count = u64::from(count).min(blocks - first);
-        let offset = first * BLOCK;
-        let len = (count * BLOCK).min(w.volume.size - offset) as usize;
-        let _order = w.volume.order.lock().await;
-        let data = w
-            .volume
-            .read(&self.io, offset, len)
-            .await
-            .map_err(|e| PeerError::Disk { detail: chain(&e) })?;
-        Ok(data.chunks(BLOCK as usize).map(digest).collect())
-    }
+/// What a comparison of both copies uses: the I/O engine that reads this
+/// site's blocks, and the wire that asks the peer for its digests.
+pub(super) struct Digests<'a> {
+    pub(super) io: &'a IoEngine,
+    pub(super) wire: &'a Wire,
+}
 
+impl Digests<'_> {
     /// Reads `count` blocks from `first` here and asks the peer for theirs,
     /// under the volume's order lock (no host write between the two).
     async fn read_and_ask(
@@ -82,14 +67,15 @@ impl Site {
         let offset = first * BLOCK;
         let len = (count * BLOCK).min(w.volume.size - offset) as usize;
         let _order = w.volume.order.lock().await;
-        Self::settle_semi(&w.rt).await;
-        let data = w.volume.read(&self.io, offset, len).await?;
+        Wire::settle_semi(&w.rt).await;
+        let data = w.volume.read(self.io, offset, len).await?;
         let (seqs, dirty) = {
             let d = w.rt.dirty();
             let dirty = (first..first + count).map(|b| d.is_dirty(b)).collect();
             (d.seqs(first, count), dirty)
         };
         let pending = self
+            .wire
             .link_of(&w.meta)?
             .send(PeerRequest::Digests {
                 pair: name.into(),
@@ -106,14 +92,14 @@ impl Site {
         Ok((read, pending))
     }
 
-    /// The peer's digests for what [`Site::read_and_ask`] read.
+    /// The peer's digests for what [`Digests::read_and_ask`] read.
     async fn remote_digests(
         &self,
         name: &str,
         read: &Read,
         pending: Pending,
     ) -> Result<Vec<u128>, SiteError> {
-        match pending.wait(self.link.timeout()).await? {
+        match pending.wait(self.wire.timeout()).await? {
             PeerReply::Digests { digests } if digests.len() == read.local.len() => Ok(digests),
             _ => Err(refused(format!(
                 "the peer answered a digest request of pair '{name}' with something else"
@@ -157,12 +143,52 @@ impl Site {
         }
         Ok(skipped)
     }
+}
+
+impl Site {
+    /// The parts a comparison of both copies uses, named.
+    pub(super) fn digests(&self) -> Digests<'_> {
+        Digests {
+            io: &self.io,
+            wire: &self.wire,
+        }
+    }
+
+    /// Digests of `count` blocks from block `first` of this site's volume of
+    /// `pair` (the peer asks, in order with the writes it shipped before).
+    pub(super) async fn local_digests(
+        &self,
+        pair: &str,
+        first: u64,
+        count: u32,
+    ) -> Result<Vec<u128>, PeerError> {
+        let w = self.registry.work(pair)?;
+        let blocks = w.volume.size.div_ceil(BLOCK);
+        if count > MAX_DIGEST_BLOCKS || first >= blocks {
+            return Err(PeerError::Refused {
+                detail: format!(
+                    "digests of blocks {first}..+{count} of pair '{pair}': volume '{}' has {blocks} blocks, at most {MAX_DIGEST_BLOCKS} per request",
+                    w.volume.name
+                ),
+            });
+        }
+        let count = u64::from(count).min(blocks - first);
+        let offset = first * BLOCK;
+        let len = (count * BLOCK).min(w.volume.size - offset) as usize;
+        let _order = w.volume.order.lock().await;
+        let data = w
+            .volume
+            .read(&self.io, offset, len)
+            .await
+            .map_err(|e| PeerError::Disk { detail: chain(&e) })?;
+        Ok(data.chunks(BLOCK as usize).map(digest).collect())
+    }
 
     /// Starts an online verify of a PAIR pair (at its PVOL's site).
     pub fn pair_verify(self: &Arc<Self>, request: &PairVerify) -> Result<String, SiteError> {
         let PairVerify { name, rate } = request;
         let name = name.as_str();
-        let w = self.work(name)?;
+        let w = self.registry.work(name)?;
         if w.meta.role != Role::Pvol {
             return Err(refused(format!(
                 "pair '{name}' has its SVOL here; run `hbctl pair verify {name}` at the PVOL's site '{}'",
@@ -213,7 +239,7 @@ impl Site {
         let started = Instant::now();
         let mut first = 0;
         while first < blocks {
-            let now = self.meta_of(name);
+            let now = self.registry.meta_of(name);
             if now.as_ref().is_none_or(|m| m.state != PairState::Pair) || self.stop.is_cancelled() {
                 return Err(refused(format!(
                     "pair '{name}' left PAIR ({})",
@@ -221,8 +247,8 @@ impl Site {
                 )));
             }
             let count = u64::from(MAX_DIGEST_BLOCKS).min(blocks - first);
-            let (c, pending) = self.read_and_ask(name, w, first, count).await?;
-            let remote = self.remote_digests(name, &c, pending).await?;
+            let (c, pending) = self.digests().read_and_ask(name, w, first, count).await?;
+            let remote = self.digests().remote_digests(name, &c, pending).await?;
             let mut differing = Vec::new();
             let mut skipped = 0;
             for (i, (mine, theirs)) in c.local.iter().zip(&remote).enumerate() {

@@ -1,5 +1,7 @@
 //! The admin operations on volumes: create (a new file, or an existing
-//! block device), list, delete; and one volume as hbfs shows it.
+//! block device), list, delete; and one volume as hbfs shows it. They touch
+//! the registry only (`impl Registry`); the site's public calls hand them
+//! on. Called from the control socket's tasks and hbfs's FUSE workers.
 
 use std::sync::Arc;
 
@@ -7,14 +9,15 @@ use hbcore::control::{VolumeCreate, VolumeInfo};
 use hbcore::size::Bytes;
 use hbcore::vocab::Backing;
 
+use super::registry::Registry;
 use super::{Site, SiteError};
 use crate::config::check_name;
 use crate::pair::host_writable;
 use crate::volume::Volume;
 
-impl Site {
+impl Registry {
     /// Creates a volume (a new file, or an existing block device).
-    pub fn volume_create(&self, request: &VolumeCreate) -> Result<String, SiteError> {
+    pub(super) fn volume_create(&self, request: &VolumeCreate) -> Result<String, SiteError> {
         let VolumeCreate {
             name,
             size,
@@ -30,7 +33,7 @@ impl Site {
             Some(path) => path.clone(),
             None => {
                 // mirrord's own directory for volume files, made on first use.
-                let dir = self.data_dir.join("volumes");
+                let dir = self.data_dir().join("volumes");
                 std::fs::create_dir_all(&dir).map_err(|source| SiteError::DataDir {
                     path: dir.clone(),
                     source,
@@ -89,7 +92,7 @@ impl Site {
     }
 
     /// The volumes, as `volume list` shows them.
-    pub fn volume_list(&self) -> Vec<VolumeInfo> {
+    pub(super) fn volume_list(&self) -> Vec<VolumeInfo> {
         let inner = self.inner();
         inner
             .volumes
@@ -110,7 +113,7 @@ impl Site {
     }
 
     /// One volume as hbfs shows it: name, size, whether hosts may write it.
-    pub fn volume_file(&self, name: &str) -> Option<hbfs::VolumeFile> {
+    pub(super) fn volume_file(&self, name: &str) -> Option<hbfs::VolumeFile> {
         let inner = self.inner();
         let v = inner.volumes.get(name)?;
         let writable = inner
@@ -124,7 +127,7 @@ impl Site {
     }
 
     /// Forgets a volume that is not paired; the backing store is kept.
-    pub fn volume_delete(&self, name: &str) -> Result<String, SiteError> {
+    pub(super) fn volume_delete(&self, name: &str) -> Result<String, SiteError> {
         let path = {
             let mut inner = self.inner();
             if let Some((pair, p)) = inner.pair_of_volume(name) {
@@ -149,6 +152,29 @@ impl Site {
         );
         tracing::info!("{message}");
         Ok(message)
+    }
+}
+
+/// The admin operations on volumes, as the control socket and hbfs call them.
+impl Site {
+    /// Creates a volume (a new file, or an existing block device).
+    pub fn volume_create(&self, request: &VolumeCreate) -> Result<String, SiteError> {
+        self.registry.volume_create(request)
+    }
+
+    /// The volumes, as `volume list` shows them.
+    pub fn volume_list(&self) -> Vec<VolumeInfo> {
+        self.registry.volume_list()
+    }
+
+    /// One volume as hbfs shows it: name, size, whether hosts may write it.
+    pub fn volume_file(&self, name: &str) -> Option<hbfs::VolumeFile> {
+        self.registry.volume_file(name)
+    }
+
+    /// Forgets a volume that is not paired; the backing store is kept.
+    pub fn volume_delete(&self, name: &str) -> Result<String, SiteError> {
+        self.registry.volume_delete(name)
     }
 }
 

@@ -115,7 +115,7 @@ async fn concurrent_sync_writes_of_one_volume_are_in_flight_together() {
     const WRITERS: u64 = 8;
     let (prod, standby) = two_sites().await;
     paired(&prod, &standby, Mode::Sync).await;
-    let svol = standby.site.inner().volume("v").expect("the SVOL");
+    let svol = standby.site.registry.volume("v").expect("the SVOL");
     let held = svol.order.lock().await;
     let writers: Vec<_> = (0..WRITERS)
         .map(|b| {
@@ -163,10 +163,11 @@ async fn a_copy_frame_read_before_a_host_write_ships_the_newer_data() {
     let (prod, standby) = two_sites().await;
     paired(&prod, &standby, Mode::Sync).await;
     let block = 5u64;
-    let w = prod.site.work("p").expect("work");
+    let w = prod.site.registry.work("p").expect("work");
     let mut pacer = crate::rate::Pacer::default();
     let frame = prod
         .site
+        .pipeline()
         .read_frame("p", &w, false, false, block, block + 1, &mut pacer)
         .await
         .expect("read a frame");
@@ -181,10 +182,12 @@ async fn a_copy_frame_read_before_a_host_write_ships_the_newer_data() {
     );
     let shipped = prod
         .site
+        .pipeline()
         .send_frame("p", &w, false, frame)
         .await
         .expect("send the frame");
     prod.site
+        .pipeline()
         .acked(&w, shipped, Duration::from_secs(5))
         .await
         .expect("ack");

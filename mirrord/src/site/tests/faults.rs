@@ -209,6 +209,7 @@ async fn an_illegal_transition_is_a_typed_error() {
     // Locally: the registry refuses it too, naming the pair and both states.
     let e = standby
         .site
+        .registry
         .change_state("p", Event::PeerSet(PairState::Pair), "test")
         .expect_err("SSWS -> PAIR");
     assert!(
