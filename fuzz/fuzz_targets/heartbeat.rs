@@ -4,7 +4,7 @@
 //! through frames the target signs itself.
 #![no_main]
 
-use hbmirror::hb::message::{Beat, FORMAT};
+use hbmirror::hb::logic::message::{Beat, FORMAT};
 use libfuzzer_sys::fuzz_target;
 
 const KEY: &[u8] = b"fuzz-key-0123456789abcdef";
