@@ -328,7 +328,13 @@ fn man_pages_and_completions_come_from_the_clap_definitions() {
     if !ensure_tool(test, "man", "man-db") {
         return;
     }
-    let formats = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/man");
+    // The config-format pages, generated from docs/ as the package does.
+    if !ensure_tool(test, "pandoc", "pandoc") {
+        return;
+    }
+    let formats = dir.path().join("man5");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/man5.sh");
+    run_ok(Command::new(script).arg(&formats));
     let mut pages = vec![
         dir.path().join("man/hbctl.1"),
         dir.path().join("man/mirrord.1"),
