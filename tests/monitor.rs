@@ -4,26 +4,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use common::*;
-
-fn hbd_text(dir: &Path, host: &str, group: &str, peer: &str, ports: (u16, u16)) -> String {
-    let key = dir.join("hb.key");
-    std::fs::create_dir_all(dir).expect("dir");
-    std::fs::write(&key, "test-key-0123456789abcdef\n").expect("key");
-    format!(
-        "host = \"{host}\"\ngroup = \"{group}\"\npeers = [\"{peer}\"]\ndata_dir = \"{}\"\n\
-         control_socket = \"{}\"\npsk_file = \"{}\"\ninterval_ms = 200\ntimeout_ms = 1500\n\
-         [network]\nlisten = \"127.0.0.1:{}\"\npeers = [\"127.0.0.1:{}\"]\n",
-        dir.join("data").display(),
-        dir.join("hbd.sock").display(),
-        key.display(),
-        ports.0,
-        ports.1
-    )
-}
 
 /// A tmux server of the test's own (`-L`), killed on drop.
 struct Tmux {

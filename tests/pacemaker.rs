@@ -262,25 +262,6 @@ fn pair_agent_passes_ocf_tester_and_pacemakers_executor_at_both_sites() {
     ocf_tester("pair", "d0", &standby, &standby_tmp);
 }
 
-fn hbd_config(dir: &Path, host: &str, group: &str, peer: &str, ports: (u16, u16)) -> PathBuf {
-    std::fs::create_dir_all(dir).expect("dir");
-    let key = dir.join("hb.key");
-    std::fs::write(&key, "test-key-0123456789abcdef\n").expect("key");
-    let text = format!(
-        "host = \"{host}\"\ngroup = \"{group}\"\npeers = [\"{peer}\"]\ndata_dir = \"{}\"\n\
-         control_socket = \"{}\"\npsk_file = \"{}\"\ninterval_ms = 200\ntimeout_ms = 1500\n\
-         [network]\nlisten = \"127.0.0.1:{}\"\npeers = [\"127.0.0.1:{}\"]\n",
-        dir.join("data").display(),
-        dir.join("hbd.sock").display(),
-        key.display(),
-        ports.0,
-        ports.1
-    );
-    let config = dir.join("hbd.toml");
-    std::fs::write(&config, text).expect("config");
-    config
-}
-
 /// `hbctl --json hb check` at `hbd`: exit status and verdict.
 fn hb_check(hbd: &Hbd) -> (i32, String) {
     let out = hbd.hbctl(&["--json", "hb", "check"]);

@@ -59,8 +59,6 @@ pub fn write_refusal(meta: &PairMeta) -> Option<Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hbcore::control::IntegrityOptions;
-    use hbcore::vocab::{Kind, PairSettings};
 
     const STATES: [PairState; 5] = [
         PairState::Copy,
@@ -71,26 +69,7 @@ mod tests {
     ];
 
     fn meta(role: Role, state: PairState, mode: Mode, fence: Fence) -> PairMeta {
-        PairMeta {
-            role,
-            state,
-            kind: Kind::Data,
-            settings: PairSettings {
-                mode,
-                fence,
-                skew: 1 << 20,
-                auto_resync: false,
-                installed: false,
-                c_max_rate: 0,
-                c_min_rate: 0,
-            },
-            peer: "standby".into(),
-            pvol: "app".into(),
-            svol: "app".into(),
-            generations: None,
-            integrity: IntegrityOptions::default(),
-            outdated: None,
-        }
+        PairMeta::test_data(role, state, mode, fence)
     }
 
     #[test]

@@ -72,6 +72,39 @@ pub struct PairMeta {
     pub outdated: Option<Outdated>,
 }
 
+#[cfg(test)]
+impl PairMeta {
+    /// A data pair's record for unit tests: `app` to `app` at `standby`,
+    /// no generations, nothing outdated.
+    pub(crate) fn test_data(
+        role: Role,
+        state: PairState,
+        mode: hbcore::vocab::Mode,
+        fence: hbcore::vocab::Fence,
+    ) -> PairMeta {
+        PairMeta {
+            role,
+            state,
+            kind: Kind::Data,
+            settings: PairSettings {
+                mode,
+                fence,
+                skew: 1 << 20,
+                auto_resync: false,
+                installed: false,
+                c_max_rate: 0,
+                c_min_rate: 0,
+            },
+            peer: "standby".into(),
+            pvol: "app".into(),
+            svol: "app".into(),
+            generations: None,
+            integrity: IntegrityOptions::default(),
+            outdated: None,
+        }
+    }
+}
+
 impl PairMeta {
     /// The name of this site's volume in the pair.
     pub fn local_volume(&self) -> &str {

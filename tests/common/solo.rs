@@ -59,13 +59,13 @@ pub fn mirrord_config(dir: &Path, mount: bool) -> (PathBuf, PathBuf, PathBuf) {
     (config, socket, hbfs)
 }
 
-/// A one-host hbd config under `dir` with one network from `ports.0` to `ports.1`.
-pub fn hbd_config(dir: &Path, host: &str, group: &str, peer: &str, ports: (u16, u16)) -> PathBuf {
+/// A one-host hbd config's text for `dir` (its key written there) with one
+/// network from `ports.0` to `ports.1`.
+pub fn hbd_text(dir: &Path, host: &str, group: &str, peer: &str, ports: (u16, u16)) -> String {
     std::fs::create_dir_all(dir).expect("dir");
     let key = dir.join("hb.key");
     std::fs::write(&key, "test-key-0123456789abcdef\n").expect("key");
-    let config = dir.join("hbd.toml");
-    let text = format!(
+    format!(
         "host = \"{host}\"\ngroup = \"{group}\"\npeers = [\"{peer}\"]\ndata_dir = \"{}\"\n\
          control_socket = \"{}\"\npsk_file = \"{}\"\ninterval_ms = 200\ntimeout_ms = 1500\n\
          [network]\nlisten = \"127.0.0.1:{}\"\npeers = [\"127.0.0.1:{}\"]\n",
@@ -74,7 +74,12 @@ pub fn hbd_config(dir: &Path, host: &str, group: &str, peer: &str, ports: (u16, 
         key.display(),
         ports.0,
         ports.1
-    );
-    std::fs::write(&config, text).expect("config");
+    )
+}
+
+/// [`hbd_text`] written as `dir/hbd.toml`; its path.
+pub fn hbd_config(dir: &Path, host: &str, group: &str, peer: &str, ports: (u16, u16)) -> PathBuf {
+    let config = dir.join("hbd.toml");
+    std::fs::write(&config, hbd_text(dir, host, group, peer, ports)).expect("config");
     config
 }

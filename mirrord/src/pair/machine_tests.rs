@@ -1,8 +1,7 @@
 //! The pair machine's decisions, one table each.
 
-use hbcore::control::IntegrityOptions;
 use hbcore::link::Generations;
-use hbcore::vocab::{Fence, Kind, PairSettings};
+use hbcore::vocab::Fence;
 
 use super::*;
 use crate::outdated::Outdated;
@@ -10,28 +9,12 @@ use PairState::*;
 
 fn meta(role: Role, state: PairState, mode: Mode, fence: Fence) -> PairMeta {
     PairMeta {
-        role,
-        state,
-        kind: Kind::Data,
-        settings: PairSettings {
-            mode,
-            fence,
-            skew: 1 << 20,
-            auto_resync: false,
-            installed: false,
-            c_max_rate: 0,
-            c_min_rate: 0,
-        },
-        peer: "standby".into(),
-        pvol: "app".into(),
-        svol: "app".into(),
         generations: Some(Generations {
             current: Some(1),
             bitmap: None,
             history: vec![],
         }),
-        integrity: IntegrityOptions::default(),
-        outdated: None,
+        ..PairMeta::test_data(role, state, mode, fence)
     }
 }
 
