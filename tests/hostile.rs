@@ -193,18 +193,29 @@ fn authenticate_as_prod(port: u16) -> TcpStream {
             to: "standby".into(),
             nonce: mine,
             lane: Lane::Heartbeat,
+            seal: true,
+            incarnation: 42,
         },
     );
-    let Message::Challenge { nonce: theirs, .. } = receive(&mut s) else {
+    let Message::Challenge {
+        nonce: theirs,
+        incarnation,
+        ..
+    } = receive(&mut s)
+    else {
         panic!("no Challenge from the standby");
     };
-    let transcript: [&[u8]; 6] = [
-        b"hbmirror-link-v1",
+    let transcript: [&[u8]; 10] = [
+        b"hbmirror-link-v5",
         b"dialer",
         &mine,
         &theirs,
         b"prod",
         b"standby",
+        b"heartbeat",
+        &[1],
+        &42u64.to_le_bytes(),
+        &incarnation.to_le_bytes(),
     ];
     let proof = hbcore::auth::sign_parts(KEY, &transcript).to_vec();
     send(&mut s, &Message::Proof { proof });

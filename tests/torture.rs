@@ -346,6 +346,8 @@ fn link_garbage(port: u16, noise: &mut Noise) -> u64 {
             to: "standby".into(),
             nonce: [7; hbcore::link::NONCE_LEN],
             lane: Lane::Heartbeat,
+            seal: true,
+            incarnation: 7,
         };
         let payload = postcard::to_allocvec(&hello).expect("encode");
         let mut frame = FORMAT.encode(&payload, None).expect("frame");

@@ -39,14 +39,19 @@ fuzz_target!(|data: &[u8]| {
                 reply.len()
             };
             let deadline = Duration::from_secs(5);
+            let creds = handshake::Credentials {
+                key: KEY,
+                seal: true,
+                incarnation: 1,
+            };
             let side = async {
                 if as_listener {
                     let peers = ["site-b".to_string()];
-                    handshake::accept(ours, "site-a", &peers, KEY, deadline)
+                    handshake::accept(ours, "site-a", &peers, creds, deadline)
                         .await
                         .map(|_| ())
                 } else {
-                    handshake::dial(ours, "site-a", "site-b", Lane::Bulk, KEY, deadline)
+                    handshake::dial(ours, "site-a", "site-b", Lane::Bulk, creds, deadline)
                         .await
                         .map(|_| ())
                 }

@@ -5,7 +5,8 @@
 //! - this file: the frame format, [`Message`] and the [`Lane`]s;
 //! - `peer`: the requests, answers and refusals between sites;
 //! - `codec`: [`LinkCodec`] and its errors ([`LinkError`]);
-//! - `zero_copy`: a write's data decoded in place, and split frames checked.
+//! - `zero_copy`: a write's data decoded in place, and split frames checked;
+//! - [`seal`]: sealed frames (AES-256-GCM) after the handshake, and their key schedule.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,7 @@ use crate::vocab::Kind;
 
 mod codec;
 mod peer;
+pub mod seal;
 mod zero_copy;
 pub use codec::{LinkCodec, LinkError, HANDSHAKE_MAX_PAYLOAD};
 pub use peer::{Attach, Generations, PeerError, PeerReply, PeerRequest, MAX_DIGEST_BLOCKS};
@@ -23,7 +25,9 @@ pub use zero_copy::WriteHead;
 pub const FORMAT: Format = Format {
     magic: *b"HBLK",
     // 4: the copy rates appended to PairSettings (Attach, SetSettings).
-    version: 4,
+    // 5: sealed frames after the handshake (`seal`); `seal` and
+    //    `incarnation` in Hello and Challenge.
+    version: 5,
     // A copy chunk of 1 MiB plus room.
     max_payload: 4 << 20,
     signed: false,
@@ -49,6 +53,12 @@ pub enum Message {
         nonce: [u8; NONCE_LEN],
         /// Which of the two connections between the sites this is.
         lane: Lane,
+        /// Whether the dialer seals the session's frames (`[link] seal`).
+        seal: bool,
+        /// The dialer's process, drawn at its start: requests carry ids
+        /// unique within one incarnation, so a request re-sent on a new
+        /// session is recognised, and a restarted peer is not.
+        incarnation: u64,
     },
     /// Listener: my nonce, and proof that I hold the key.
     Challenge {
@@ -58,6 +68,10 @@ pub enum Message {
         nonce: [u8; NONCE_LEN],
         /// HMAC-SHA256 proof of the listener.
         proof: Vec<u8>,
+        /// Whether the listener seals the session's frames.
+        seal: bool,
+        /// The listener's process (see `Hello`).
+        incarnation: u64,
     },
     /// Dialer: proof that I hold the key.
     Proof {

@@ -71,6 +71,15 @@ pub struct LinkConfig {
     /// Silence after which a connection is declared dead (it carries a ping every `timeout/4`).
     #[serde(default = "default_link_timeout_ms")]
     pub timeout_ms: u64,
+    /// Whether every frame after the handshake is sealed (AES-256-GCM).
+    /// `false` only for measuring what sealing costs, on loopback: refused
+    /// unless `listen` is a loopback address.
+    #[serde(default = "default_seal")]
+    pub seal: bool,
+}
+
+fn default_seal() -> bool {
+    true
 }
 
 /// One peer site.
@@ -123,6 +132,14 @@ impl Checked for Config {
         }
         if config.link.timeout_ms < 100 {
             return Err(invalid("link.timeout_ms must be at least 100".into()));
+        }
+        if !config.link.seal && !config.link.listen.ip().is_loopback() {
+            return Err(invalid(format!(
+                "link.seal = false sends every frame readable and alterable by anyone on the path; \
+                 it is only for measuring on one machine and is refused unless link.listen is a \
+                 loopback address (it is {}); remove `seal = false`",
+                config.link.listen
+            )));
         }
         Ok(config)
     }
@@ -194,6 +211,21 @@ address = "10.0.0.2:7788"
         assert_eq!(c.peers[0].site, "standby");
         assert_eq!(c.link.timeout(), Duration::from_secs(5));
         assert_eq!(c.fuse_transport, FuseTransport::Auto);
+        assert!(c.link.seal, "frames are sealed by default");
+    }
+
+    #[test]
+    fn an_unsealed_link_is_refused_off_loopback() {
+        let unsealed = EXAMPLE.replace("psk_file =", "seal = false\npsk_file =");
+        let e = Config::parse(&unsealed, Path::new("x.toml")).expect_err("refused");
+        let text = hbcore::report::chain(&e);
+        assert!(
+            text.contains("refused unless link.listen is a loopback address (it is 0.0.0.0:7788)"),
+            "{text}"
+        );
+        let local = unsealed.replace("0.0.0.0:7788", "127.0.0.1:7788");
+        let c = Config::parse(&local, Path::new("x.toml")).expect("loopback");
+        assert!(!c.link.seal);
     }
 
     #[test]

@@ -158,6 +158,17 @@ fn link_metrics(s: &mut Scrape, site: &Site) {
             .map(|(l, p)| (l.clone(), p.stats.sessions().saturating_sub(1))),
     );
     s.counter(
+        "link_frames_rejected",
+        "Frames of open sessions refused, by reason (each ended its session)",
+        links.iter().flat_map(|(l, p)| {
+            p.stats.rejected().into_iter().map(move |(reason, n)| {
+                let mut l = l.clone();
+                l.push(("reason".into(), reason.into()));
+                (l, n)
+            })
+        }),
+    );
+    s.counter(
         "link_refused_handshakes",
         "Link connections refused, by reason",
         site.link()

@@ -75,6 +75,11 @@ pub struct PairInfo {
     /// Round-trip time of the link's last answered ping, in microseconds.
     #[serde(default)]
     pub link_rtt_us: Option<u64>,
+    /// Frames the link on this pair's lane refused since mirrord started,
+    /// by reason (`open_failed`, `replayed`, `skipped`, `truncated`, ...):
+    /// each ended its session.
+    #[serde(default)]
+    pub link_frames_rejected: std::collections::BTreeMap<String, u64>,
     /// Bytes of blocks changed here that the other side lacks (dirty bitmap).
     pub pending_bytes: u64,
     /// Adaptive mode: bytes of pending writes held in memory (at most the skew).

@@ -33,6 +33,24 @@ pub enum LinkError {
     /// A message this side could not encode.
     #[error("cannot encode a link message")]
     Encode(#[source] postcard::Error),
+    /// A frame of a sealed session refused.
+    #[error(transparent)]
+    Rejected(#[from] super::seal::Rejection),
+}
+
+impl LinkError {
+    /// Why a frame was refused, in one fixed word (`link_frames_rejected{reason}`);
+    /// `None` for a socket failure or an encoding error of this side.
+    pub fn rejected(&self) -> Option<&'static str> {
+        match self {
+            LinkError::Rejected(r) => Some(r.reason()),
+            LinkError::ClosedMidFrame { .. } => Some("truncated"),
+            LinkError::Malformed(_) => Some("malformed"),
+            LinkError::Frame(FrameError::Oversized { .. }) => Some("oversized"),
+            LinkError::Frame(FrameError::Io(_)) | LinkError::Encode(_) => None,
+            LinkError::Frame(_) => Some("bad_header"),
+        }
+    }
 }
 
 impl From<std::io::Error> for LinkError {
@@ -142,23 +160,7 @@ impl LinkCodec {
     /// [`Encoder::encode`] makes; the payload is serialized straight into
     /// `dst` (no intermediate buffer). On an error `dst` is as it was.
     pub fn encode_split(&self, msg: Message, dst: &mut BytesMut) -> Result<Bytes, LinkError> {
-        let (msg, tail) = match msg {
-            Message::Request {
-                id,
-                body: PeerRequest::Write { pair, offset, data },
-            } => (
-                Message::Request {
-                    id,
-                    body: PeerRequest::Write {
-                        pair,
-                        offset,
-                        data: Bytes::new(),
-                    },
-                },
-                data,
-            ),
-            other => (other, Bytes::new()),
-        };
+        let (msg, tail) = split_write(msg);
         let start = dst.len();
         let framed = self.frame_into(&msg, &tail, dst);
         if framed.is_err() {
@@ -171,25 +173,59 @@ impl LinkCodec {
         use bytes::BufMut;
         let start = dst.len();
         dst.put_bytes(0, crate::frame::HEADER_LEN);
-        postcard::to_io(msg, (&mut *dst).writer()).map_err(LinkError::Encode)?;
-        if !tail.is_empty() {
-            // The data is the message's last field, so its postcard form
-            // ends the payload: the length (a varint, 0 as serialized
-            // above), then the bytes, which follow on the wire.
-            if dst.last() != Some(&0) {
-                return Err(LinkError::Encode(postcard::Error::SerdeSerCustom));
-            }
-            dst.truncate(dst.len() - 1);
-            let mut len = tail.len();
-            while len >= 0x80 {
-                dst.put_u8((len as u8) | 0x80);
-                len >>= 7;
-            }
-            dst.put_u8(len as u8);
-        }
+        serialize_head(msg, tail.len(), dst)?;
         let body = start + crate::frame::HEADER_LEN;
         let header = self.format.header_of(&[&dst[body..], tail])?;
         dst[start..body].copy_from_slice(&header);
         Ok(())
     }
+}
+
+/// A write request without its data, and the data; any other message as it is.
+pub(super) fn split_write(msg: Message) -> (Message, Bytes) {
+    match msg {
+        Message::Request {
+            id,
+            body: PeerRequest::Write { pair, offset, data },
+        } => (
+            Message::Request {
+                id,
+                body: PeerRequest::Write {
+                    pair,
+                    offset,
+                    data: Bytes::new(),
+                },
+            },
+            data,
+        ),
+        other => (other, Bytes::new()),
+    }
+}
+
+/// Appends the postcard form of `msg` (from [`split_write`]) to `dst`, as
+/// if its write carried `data_len` bytes that follow: the payload up to
+/// the data.
+pub(super) fn serialize_head(
+    msg: &Message,
+    data_len: usize,
+    dst: &mut BytesMut,
+) -> Result<(), LinkError> {
+    use bytes::BufMut;
+    postcard::to_io(msg, (&mut *dst).writer()).map_err(LinkError::Encode)?;
+    if data_len > 0 {
+        // The data is the message's last field, so its postcard form ends
+        // the payload: the length (a varint, 0 as serialized above), then
+        // the bytes, which follow.
+        if dst.last() != Some(&0) {
+            return Err(LinkError::Encode(postcard::Error::SerdeSerCustom));
+        }
+        dst.truncate(dst.len() - 1);
+        let mut len = data_len;
+        while len >= 0x80 {
+            dst.put_u8((len as u8) | 0x80);
+            len >>= 7;
+        }
+        dst.put_u8(len as u8);
+    }
+    Ok(())
 }

@@ -9,7 +9,7 @@ use crate::vocab::{Fence, Kind, Mode, PairSettings, PairState};
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-fn samples() -> Vec<Message> {
+pub(super) fn samples() -> Vec<Message> {
     let pair = || "p".to_string();
     vec![
         Message::Hello {
@@ -17,11 +17,15 @@ fn samples() -> Vec<Message> {
             to: "standby".into(),
             nonce: [7; 32],
             lane: Lane::Heartbeat,
+            seal: true,
+            incarnation: 77,
         },
         Message::Challenge {
             site: "standby".into(),
             nonce: [9; 32],
             proof: vec![1; 32],
+            seal: false,
+            incarnation: u64::MAX,
         },
         Message::Proof { proof: vec![2; 32] },
         Message::Welcome,
@@ -365,6 +369,8 @@ fn before_authentication_only_handshake_sized_frames_are_accepted() {
         to: "t".repeat(64),
         nonce: [1; NONCE_LEN],
         lane: Lane::Bulk,
+        seal: true,
+        incarnation: u64::MAX,
     });
     assert!(LinkCodec::handshake()
         .decode(&mut hello)

@@ -1,16 +1,20 @@
 //! Mutual authentication when a link connection opens: HMAC-SHA256
-//! challenge-response on the sites' pre-shared key.
+//! challenge-response on the sites' pre-shared key, then the session's
+//! sealing keys ([`hbcore::link::seal`]) from both fresh nonces.
 //!
 //! ```text
-//!  dialer                                         listener
-//!  Hello{site, to, nonce_d}  ───────────────────>  knows `site`? is `to` me?
-//!                            <───────────────────  Challenge{site, nonce_l, mac("listener")}
+//!  dialer                                              listener
+//!  Hello{site, to, nonce_d, lane, seal, inc_d} ──────>  knows `site`? is `to` me? same `seal`?
+//!                         <──────  Challenge{site, nonce_l, mac("listener"), seal, inc_l}
 //!  checks the listener's mac
-//!  Proof{mac("dialer")}      ───────────────────>  checks the dialer's mac
-//!                            <───────────────────  Welcome
+//!  Proof{mac("dialer")}   ──────>  checks the dialer's mac
+//!                         <──────  Welcome
+//!  every frame after: sealed with the keys of (psk, nonce_d, nonce_l, sites, lane, direction)
 //! ```
-//! Each mac covers both nonces and both site names, so a recorded exchange
-//! cannot be replayed. Any failure sends `Refused{reason}` and both sides log it.
+//! Each mac covers both nonces, both site names, the lane, the seal flag
+//! and both incarnations, so a recorded exchange cannot be replayed and a
+//! man in the middle cannot turn sealing off. Any failure sends
+//! `Refused{reason}` and both sides log it.
 //!
 //! What an unauthenticated peer can make this side hold is bounded here: the
 //! codec accepts frames of at most [`HANDSHAKE_MAX_PAYLOAD`] until the peer
@@ -23,6 +27,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use hbcore::auth;
 use hbcore::frame::FrameError;
+use hbcore::link::seal::{self, Opener, Role, Sealer};
 use hbcore::link::{Lane, LinkCodec, LinkError, Message, HANDSHAKE_MAX_PAYLOAD, NONCE_LEN};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -30,6 +35,43 @@ use tokio_util::codec::Framed;
 
 /// An authenticated connection.
 pub type Conn = Framed<TcpStream, LinkCodec>;
+
+/// What this side brings to a handshake.
+#[derive(Debug, Clone, Copy)]
+pub struct Credentials<'a> {
+    /// The sites' pre-shared key.
+    pub key: &'a [u8],
+    /// Whether this side seals frames (`[link] seal`); both sides must agree.
+    pub seal: bool,
+    /// This process, drawn at its start (see [`Message::Hello`]).
+    pub incarnation: u64,
+}
+
+/// A connection admitted by the handshake.
+pub struct Admitted<S> {
+    /// The connection, its codec lifted to the full frame size.
+    pub conn: Framed<S, LinkCodec>,
+    /// The other side's site.
+    pub site: String,
+    /// The lane the session carries.
+    pub lane: Lane,
+    /// The other side's incarnation.
+    pub incarnation: u64,
+    /// The session's sealing keys: this side's sealer and opener (`None`
+    /// when both sides have `seal = false`).
+    pub keys: Option<(Sealer, Opener)>,
+}
+
+impl<S> std::fmt::Debug for Admitted<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admitted")
+            .field("site", &self.site)
+            .field("lane", &self.lane)
+            .field("incarnation", &self.incarnation)
+            .field("sealed", &self.keys.is_some())
+            .finish_non_exhaustive()
+    }
+}
 
 /// A byte stream the handshake runs over: a TCP connection in mirrord, an
 /// in-memory pipe in the fuzz target.
@@ -103,6 +145,18 @@ pub enum Refusal {
         /// The site that answered.
         got: String,
     },
+    /// One side seals frames and the other does not.
+    #[error("site '{dialer}' has [link] seal = {dialer_seals} and site '{listener}' has seal = {listener_seals}; set the same at both sites (seal = true, the default, outside loopback tests)")]
+    SealDiffers {
+        /// The dialing site.
+        dialer: String,
+        /// Whether it seals.
+        dialer_seals: bool,
+        /// The listening site.
+        listener: String,
+        /// Whether it seals.
+        listener_seals: bool,
+    },
     /// A proof that does not verify.
     #[error("authentication failed between '{dialer}' and '{listener}': the link keys differ; use the same psk_file contents at both sites")]
     KeysDiffer {
@@ -131,6 +185,8 @@ impl HandshakeError {
                 "unknown message"
             }
             HandshakeError::Frame(LinkError::ClosedMidFrame { .. }) => "closed mid-frame",
+            // Sealed frames come only after the handshake.
+            HandshakeError::Frame(LinkError::Rejected(_)) => "bad frame",
             HandshakeError::Oversized { .. } => "oversized frame",
             HandshakeError::Closed => "closed during the handshake",
             HandshakeError::Timeout(_) => "handshake too slow",
@@ -141,31 +197,67 @@ impl HandshakeError {
                 Refusal::UnknownPeer { .. } => "unknown site",
                 Refusal::WrongSite { .. } => "another site answered",
                 Refusal::KeysDiffer { .. } => "link keys differ",
+                Refusal::SealDiffers { .. } => "seal settings differ",
             },
         }
     }
 }
 
-/// The transcript one side signs: its role, both nonces, both site names.
-fn transcript<'a>(
-    role: &'a str,
-    dialer_nonce: &'a [u8],
-    listener_nonce: &'a [u8],
+/// What both sides sign and derive keys from: the Hello's and the
+/// Challenge's fields.
+struct Exchange<'a> {
     dialer: &'a str,
     listener: &'a str,
-) -> [&'a [u8]; 6] {
-    [
-        b"hbmirror-link-v1".as_slice(),
-        role.as_bytes(),
-        dialer_nonce,
-        listener_nonce,
-        dialer.as_bytes(),
-        listener.as_bytes(),
-    ]
+    dialer_nonce: [u8; NONCE_LEN],
+    listener_nonce: [u8; NONCE_LEN],
+    lane: Lane,
+    seal: bool,
+    dialer_incarnation: u64,
+    listener_incarnation: u64,
 }
 
-fn proof(key: &[u8], parts: [&[u8]; 6]) -> Vec<u8> {
-    auth::sign_parts(key, &parts).to_vec()
+impl Exchange<'_> {
+    /// The mac of side `role` over the whole exchange.
+    fn proof(&self, key: &[u8], role: &str) -> Vec<u8> {
+        self.with_parts(role, |parts| auth::sign_parts(key, parts).to_vec())
+    }
+
+    /// Whether `proof` is `role`'s mac over the whole exchange.
+    fn verify(&self, key: &[u8], role: &str, proof: &[u8]) -> bool {
+        self.with_parts(role, |parts| auth::verify_parts(key, parts, proof))
+    }
+
+    fn with_parts<T>(&self, role: &str, f: impl FnOnce(&[&[u8]]) -> T) -> T {
+        let lane = self.lane.to_string();
+        let (d, l) = (
+            self.dialer_incarnation.to_le_bytes(),
+            self.listener_incarnation.to_le_bytes(),
+        );
+        f(&[
+            b"hbmirror-link-v5".as_slice(),
+            role.as_bytes(),
+            &self.dialer_nonce,
+            &self.listener_nonce,
+            self.dialer.as_bytes(),
+            self.listener.as_bytes(),
+            lane.as_bytes(),
+            &[u8::from(self.seal)],
+            &d,
+            &l,
+        ])
+    }
+
+    /// The session's keys for `role`, if it seals.
+    fn keys(&self, key: &[u8], role: Role) -> Option<(Sealer, Opener)> {
+        let t = seal::Transcript {
+            dialer: self.dialer,
+            listener: self.listener,
+            dialer_nonce: &self.dialer_nonce,
+            listener_nonce: &self.listener_nonce,
+            lane: self.lane,
+        };
+        self.seal.then(|| seal::session_keys(key, &t, role))
+    }
 }
 
 fn nonce() -> [u8; NONCE_LEN] {
@@ -211,10 +303,10 @@ pub async fn dial<S: Stream>(
     own: &str,
     peer: &str,
     lane: Lane,
-    key: &[u8],
+    creds: Credentials<'_>,
     deadline: Duration,
-) -> Result<Framed<S, LinkCodec>, HandshakeError> {
-    within(deadline, dial_steps(stream, own, peer, lane, key)).await
+) -> Result<Admitted<S>, HandshakeError> {
+    within(deadline, dial_steps(stream, own, peer, lane, creds)).await
 }
 
 async fn dial_steps<S: Stream>(
@@ -222,8 +314,8 @@ async fn dial_steps<S: Stream>(
     own: &str,
     peer: &str,
     lane: Lane,
-    key: &[u8],
-) -> Result<Framed<S, LinkCodec>, HandshakeError> {
+    creds: Credentials<'_>,
+) -> Result<Admitted<S>, HandshakeError> {
     let mut conn = Framed::new(stream, LinkCodec::handshake());
     let mine = nonce();
     conn.send(Message::Hello {
@@ -231,10 +323,18 @@ async fn dial_steps<S: Stream>(
         to: peer.into(),
         nonce: mine,
         lane,
+        seal: creds.seal,
+        incarnation: creds.incarnation,
     })
     .await?;
-    let (site, theirs, their_proof) = match next(&mut conn).await? {
-        Message::Challenge { site, nonce, proof } => (site, nonce, proof),
+    let (site, theirs, their_proof, their_seal, incarnation) = match next(&mut conn).await? {
+        Message::Challenge {
+            site,
+            nonce,
+            proof,
+            seal,
+            incarnation,
+        } => (site, nonce, proof, seal, incarnation),
         other => return Err(refuse(&mut conn, out_of_turn(&other, "Challenge")).await),
     };
     if site != peer {
@@ -244,23 +344,47 @@ async fn dial_steps<S: Stream>(
         };
         return Err(refuse(&mut conn, wrong).await);
     }
-    if !auth::verify_parts(
-        key,
-        &transcript("listener", &mine, &theirs, own, peer),
-        &their_proof,
-    ) {
+    let exchange = Exchange {
+        dialer: own,
+        listener: peer,
+        dialer_nonce: mine,
+        listener_nonce: theirs,
+        lane,
+        seal: creds.seal,
+        dialer_incarnation: creds.incarnation,
+        listener_incarnation: incarnation,
+    };
+    if their_seal != creds.seal {
+        return Err(refuse(&mut conn, seal_differs(own, creds.seal, peer, their_seal)).await);
+    }
+    if !exchange.verify(creds.key, "listener", &their_proof) {
         return Err(refuse(&mut conn, keys_differ(own, peer)).await);
     }
     conn.send(Message::Proof {
-        proof: proof(key, transcript("dialer", &mine, &theirs, own, peer)),
+        proof: exchange.proof(creds.key, "dialer"),
     })
     .await?;
     match next(&mut conn).await? {
         Message::Welcome => {
             conn.codec_mut().authenticated();
-            Ok(conn)
+            Ok(Admitted {
+                conn,
+                site,
+                lane,
+                incarnation,
+                keys: exchange.keys(creds.key, Role::Dialer),
+            })
         }
         other => Err(refuse(&mut conn, out_of_turn(&other, "Welcome")).await),
+    }
+}
+
+fn seal_differs(dialer: &str, dialer_seals: bool, listener: &str, listener_seals: bool) -> Refusal {
+    Refusal::SealDiffers {
+        dialer: dialer.into(),
+        dialer_seals,
+        listener: listener.into(),
+        listener_seals,
     }
 }
 
@@ -278,33 +402,35 @@ fn keys_differ(dialer: &str, listener: &str) -> Refusal {
     }
 }
 
-/// Admits a connection from one of `peers` as site `own`; returns the
-/// peer's site and the lane it opened. The whole exchange must complete
-/// within `deadline`.
+/// Admits a connection from one of `peers` as site `own`: the peer's
+/// site, the lane it opened, its incarnation and the session's keys. The
+/// whole exchange must complete within `deadline`.
 pub async fn accept<S: Stream>(
     stream: S,
     own: &str,
     peers: &[String],
-    key: &[u8],
+    creds: Credentials<'_>,
     deadline: Duration,
-) -> Result<(String, Lane, Framed<S, LinkCodec>), HandshakeError> {
-    within(deadline, accept_steps(stream, own, peers, key)).await
+) -> Result<Admitted<S>, HandshakeError> {
+    within(deadline, accept_steps(stream, own, peers, creds)).await
 }
 
 async fn accept_steps<S: Stream>(
     stream: S,
     own: &str,
     peers: &[String],
-    key: &[u8],
-) -> Result<(String, Lane, Framed<S, LinkCodec>), HandshakeError> {
+    creds: Credentials<'_>,
+) -> Result<Admitted<S>, HandshakeError> {
     let mut conn = Framed::new(stream, LinkCodec::handshake());
-    let (site, to, theirs, lane) = match next(&mut conn).await? {
+    let (site, to, theirs, lane, their_seal, incarnation) = match next(&mut conn).await? {
         Message::Hello {
             site,
             to,
             nonce,
             lane,
-        } => (site, to, nonce, lane),
+            seal,
+            incarnation,
+        } => (site, to, nonce, lane, seal, incarnation),
         other => return Err(refuse(&mut conn, out_of_turn(&other, "Hello")).await),
     };
     if to != own {
@@ -322,27 +448,44 @@ async fn accept_steps<S: Stream>(
         };
         return Err(refuse(&mut conn, unknown).await);
     }
-    let mine = nonce();
+    if their_seal != creds.seal {
+        return Err(refuse(&mut conn, seal_differs(&site, their_seal, own, creds.seal)).await);
+    }
+    let exchange = Exchange {
+        dialer: &site,
+        listener: own,
+        dialer_nonce: theirs,
+        listener_nonce: nonce(),
+        lane,
+        seal: creds.seal,
+        dialer_incarnation: incarnation,
+        listener_incarnation: creds.incarnation,
+    };
     conn.send(Message::Challenge {
         site: own.into(),
-        nonce: mine,
-        proof: proof(key, transcript("listener", &theirs, &mine, &site, own)),
+        nonce: exchange.listener_nonce,
+        proof: exchange.proof(creds.key, "listener"),
+        seal: creds.seal,
+        incarnation: creds.incarnation,
     })
     .await?;
     let their_proof = match next(&mut conn).await? {
         Message::Proof { proof } => proof,
         other => return Err(refuse(&mut conn, out_of_turn(&other, "Proof")).await),
     };
-    if !auth::verify_parts(
-        key,
-        &transcript("dialer", &theirs, &mine, &site, own),
-        &their_proof,
-    ) {
+    if !exchange.verify(creds.key, "dialer", &their_proof) {
         return Err(refuse(&mut conn, keys_differ(&site, own)).await);
     }
     conn.send(Message::Welcome).await?;
     conn.codec_mut().authenticated();
-    Ok((site, lane, conn))
+    let keys = exchange.keys(creds.key, Role::Listener);
+    Ok(Admitted {
+        conn,
+        site,
+        lane,
+        incarnation,
+        keys,
+    })
 }
 
 #[cfg(test)]
@@ -352,6 +495,14 @@ mod tests {
     use tokio::net::TcpListener;
 
     const DEADLINE: Duration = Duration::from_secs(5);
+
+    fn creds(key: &[u8]) -> Credentials<'_> {
+        Credentials {
+            key,
+            seal: true,
+            incarnation: 7,
+        }
+    }
 
     /// The listener's verdict on a connection that sends `bytes` slowly: one
     /// byte every `gap`, then silence.
@@ -369,31 +520,49 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(30)).await;
         });
         let (s, _) = listener.accept().await.expect("accept");
-        let result = accept(s, "standby", &["prod".to_string()], b"k", deadline).await;
+        let result = accept(s, "standby", &["prod".to_string()], creds(b"k"), deadline).await;
         client.abort();
         result.map(|_| ()).expect_err("refused")
     }
+
+    type Side = Result<Admitted<TcpStream>, HandshakeError>;
 
     async fn pair(
         dial_key: &'static [u8],
         listen_key: &'static [u8],
         dialer: &'static str,
-    ) -> (
-        Result<Conn, HandshakeError>,
-        Result<(String, Lane, Conn), HandshakeError>,
-    ) {
+    ) -> (Side, Side) {
+        pair_sealing(dial_key, listen_key, dialer, true, true).await
+    }
+
+    async fn pair_sealing(
+        dial_key: &'static [u8],
+        listen_key: &'static [u8],
+        dialer: &'static str,
+        dial_seal: bool,
+        listen_seal: bool,
+    ) -> (Side, Side) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let server = tokio::spawn(async move {
             let (s, _) = listener.accept().await.expect("accept");
-            accept(s, "standby", &["prod".to_string()], listen_key, DEADLINE).await
+            let creds = Credentials {
+                seal: listen_seal,
+                incarnation: 2,
+                ..creds(listen_key)
+            };
+            accept(s, "standby", &["prod".to_string()], creds, DEADLINE).await
         });
         let client = dial(
             TcpStream::connect(addr).await.expect("connect"),
             dialer,
             "standby",
             Lane::Heartbeat,
-            dial_key,
+            Credentials {
+                seal: dial_seal,
+                incarnation: 1,
+                ..creds(dial_key)
+            },
             DEADLINE,
         )
         .await;
@@ -401,11 +570,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn same_key_is_admitted() {
+    async fn same_key_is_admitted_with_matching_session_keys() {
         let (c, s) = pair(b"0123456789abcdef", b"0123456789abcdef", "prod").await;
-        assert!(c.is_ok());
-        let (site, lane, _) = s.expect("accepted");
-        assert_eq!((site.as_str(), lane), ("prod", Lane::Heartbeat));
+        let c = c.expect("admitted");
+        let s = s.expect("accepted");
+        assert_eq!((s.site.as_str(), s.lane), ("prod", Lane::Heartbeat));
+        assert_eq!((c.incarnation, s.incarnation), (2, 1));
+        // What one side seals the other opens, in both directions.
+        let ((mut c_seal, mut c_open), (mut s_seal, mut s_open)) =
+            (c.keys.expect("keys"), s.keys.expect("keys"));
+        for (sealer, opener) in [(&mut c_seal, &mut s_open), (&mut s_seal, &mut c_open)] {
+            let mut buf = bytes::BytesMut::new();
+            sealer.encode(Message::Ping, &mut buf).expect("seal");
+            assert_eq!(opener.decode(&mut buf).expect("open"), Some(Message::Ping));
+        }
+    }
+
+    #[tokio::test]
+    async fn both_sides_must_agree_on_sealing() {
+        let key = b"0123456789abcdef";
+        let (c, s) = pair_sealing(key, key, "prod", false, true).await;
+        let s = s.map(|_| ()).expect_err("listener refuses");
+        assert_eq!(s.kind(), "seal settings differ");
+        assert!(
+            s.to_string()
+                .contains("site 'prod' has [link] seal = false and site 'standby' has seal = true"),
+            "{s}"
+        );
+        assert!(c.is_err());
+        let (c, s) = pair_sealing(key, key, "prod", false, false).await;
+        assert!(c.expect("unsealed").keys.is_none());
+        assert!(s.expect("unsealed").keys.is_none());
     }
 
     #[tokio::test]
@@ -438,6 +633,8 @@ mod tests {
                 to: "standby".into(),
                 nonce: [0; NONCE_LEN],
                 lane: Lane::Bulk,
+                seal: true,
+                incarnation: 0,
             },
             &mut frame,
         )

@@ -104,6 +104,10 @@ pub trait Handler: Send + Sync + 'static {
 pub struct Link {
     own: String,
     key: Vec<u8>,
+    /// Whether sessions seal their frames (`[link] seal`).
+    seal: bool,
+    /// This process, drawn at start (see `Message::Hello`).
+    incarnation: u64,
     timeout: Duration,
     /// Each peer's links, indexed by lane (`Lane as usize`).
     peers: HashMap<String, [Arc<PeerLink>; 2]>,
@@ -133,6 +137,8 @@ impl Link {
         Link {
             own: config.site.clone(),
             key,
+            seal: config.link.seal,
+            incarnation: rand::random(),
             timeout: config.link.timeout(),
             peers,
             handshakes: Gate::default(),
@@ -156,6 +162,15 @@ impl Link {
     /// Link connections refused since start, by reason in fixed words.
     pub fn refused(&self) -> Vec<(&'static str, u64)> {
         self.refusals.totals()
+    }
+
+    /// What this site brings to a handshake.
+    fn credentials(&self) -> handshake::Credentials<'_> {
+        handshake::Credentials {
+            key: &self.key,
+            seal: self.seal,
+            incarnation: self.incarnation,
+        }
     }
 
     /// How long to wait for a peer's answer before declaring the link dead.
@@ -229,13 +244,14 @@ impl Link {
             );
             tokio::spawn(async move {
                 let admitted =
-                    handshake::accept(stream, &link.own, &sites, &link.key, link.timeout).await;
+                    handshake::accept(stream, &link.own, &sites, link.credentials(), link.timeout)
+                        .await;
                 drop(ticket);
                 match admitted {
-                    Ok((site, lane, conn)) => {
-                        if let Ok(peer) = link.peer(&site, lane) {
+                    Ok(a) => {
+                        if let Ok(peer) = link.peer(&a.site, a.lane) {
                             let peer = Arc::clone(peer);
-                            session::run(peer, conn, handler, stop, link.timeout).await;
+                            session::run(peer, a.conn, a.keys, handler, stop, link.timeout).await;
                         }
                     }
                     Err(e) => link.refusals.note(from, e.kind(), &chain(&e)),
@@ -263,7 +279,7 @@ impl Link {
                     &self.own,
                     &peer.site,
                     peer.lane,
-                    &self.key,
+                    self.credentials(),
                     self.timeout,
                 )
                 .await
@@ -274,10 +290,10 @@ impl Link {
                 r = attempt => r,
             };
             let wait = match result {
-                Ok(conn) => {
+                Ok(a) => {
                     last_error.clear();
                     let (peer, handler) = (Arc::clone(&peer), Arc::clone(&handler));
-                    session::run(peer, conn, handler, stop.clone(), self.timeout).await;
+                    session::run(peer, a.conn, a.keys, handler, stop.clone(), self.timeout).await;
                     backoff.reset()
                 }
                 Err(e) => {

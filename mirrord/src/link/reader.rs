@@ -15,11 +15,18 @@
 //!                           │    frame checked (CRC over head + data) ──> Write { data: that buffer }
 //!                           └ anything else ──> LinkCodec::decode (a write's data: a slice of the buffer)
 //! ```
+//!
+//! A sealed session ([`hbcore::link::seal`]) reads the same way: a large
+//! write's head section is opened first, its data section read into the
+//! pooled buffer and opened there, in place. A frame that does not open, or
+//! comes out of counter order, ends the session before anything of it is
+//! handed on.
 
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use hbcore::frame::FrameError;
+use hbcore::link::seal::{self, Opener};
 use hbcore::link::{LinkCodec, LinkError, Message};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::codec::Decoder;
@@ -32,23 +39,35 @@ pub(super) struct FrameReader<R> {
     io: R,
     buf: BytesMut,
     codec: LinkCodec,
+    /// Opens a sealed session's frames (`None`: unsealed).
+    opener: Option<Opener>,
     /// Where large writes' buffers come from and go back to.
     pool: Arc<BufPool>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader of `io`, whose first bytes (read past the handshake) are `buf`.
-    pub(super) fn new(io: R, codec: LinkCodec, buf: BytesMut, pool: Arc<BufPool>) -> Self {
+    pub(super) fn new(
+        io: R,
+        codec: LinkCodec,
+        buf: BytesMut,
+        opener: Option<Opener>,
+        pool: Arc<BufPool>,
+    ) -> Self {
         FrameReader {
             io,
             buf,
             codec,
+            opener,
             pool,
         }
     }
 
     /// The next message; `None` once the peer closed the connection between frames.
     pub(super) async fn next(&mut self) -> Option<Result<Message, LinkError>> {
+        if self.opener.is_some() {
+            return self.next_sealed().await;
+        }
         loop {
             match self.codec.large_write(&self.buf, SMALL_WRITE) {
                 Ok(Some((head, frame_len))) => return Some(self.read_large(head, frame_len).await),
@@ -64,6 +83,91 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Ok(0) => return self.codec.decode_eof(&mut self.buf).transpose(),
                 Ok(_) => {}
                 Err(e) => return Some(Err(e.into())),
+            }
+        }
+    }
+
+    /// [`FrameReader::next`] for a sealed session.
+    async fn next_sealed(&mut self) -> Option<Result<Message, LinkError>> {
+        loop {
+            let Some(opener) = self.opener.as_mut() else {
+                return None;
+            };
+            match seal::header(&self.buf) {
+                Err(rejected) => return Some(Err(rejected.into())),
+                Ok(Some(h))
+                    if h.split()
+                        && h.data_len() > SMALL_WRITE
+                        && (h.head_end()..h.frame_len()).contains(&self.buf.len()) =>
+                {
+                    return Some(self.read_large_sealed(h).await)
+                }
+                Ok(_) => {}
+            }
+            match opener.decode(&mut self.buf) {
+                Ok(Some(msg)) => return Some(Ok(msg)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+            match self.io.read_buf(&mut self.buf).await {
+                Ok(0) if self.buf.is_empty() => return None,
+                Ok(0) => {
+                    let need = seal::header(&self.buf)
+                        .ok()
+                        .flatten()
+                        .map_or(seal::HEADER_LEN, |h| h.frame_len());
+                    return Some(Err(LinkError::ClosedMidFrame {
+                        have: self.buf.len(),
+                        need,
+                    }));
+                }
+                Ok(_) => {}
+                Err(e) => return Some(Err(e.into())),
+            }
+        }
+    }
+
+    /// Opens a large sealed write's head, reads its data section into a
+    /// pooled aligned buffer and opens it there.
+    async fn read_large_sealed(&mut self, h: seal::Header) -> Result<Message, LinkError> {
+        let mut head = self.buf.split_to(h.head_end());
+        let opener = self
+            .opener
+            .as_mut()
+            .ok_or(LinkError::ClosedMidFrame { have: 0, need: 0 })?;
+        let write = opener.open_head(&h, &mut head)?;
+        let len = h.data_len();
+        let mut data = self.pool.take(len);
+        // The frame is not all here: what is buffered is the start of the
+        // data section, and perhaps of its tag.
+        let have = self.buf.len().min(len);
+        data.as_mut_slice()[..have].copy_from_slice(&self.buf[..have]);
+        let mut tag = [0u8; seal::TAG_LEN];
+        let tag_have = self.buf.len() - have;
+        tag[..tag_have].copy_from_slice(&self.buf[have..]);
+        let arrived = h.head_end() + self.buf.len();
+        self.buf.clear();
+        let mut read = self.io.read_exact(&mut data.as_mut_slice()[have..]).await;
+        if read.is_ok() {
+            read = self.io.read_exact(&mut tag[tag_have..]).await;
+        }
+        let opened = match read {
+            Ok(_) => opener
+                .open_data(&h, data.as_mut_slice(), &tag)
+                .map_err(LinkError::from),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(LinkError::ClosedMidFrame {
+                    have: arrived,
+                    need: h.frame_len(),
+                })
+            }
+            Err(e) => Err(LinkError::Frame(FrameError::Io(e))),
+        };
+        match opened {
+            Ok(()) => Ok(write.into_message(BufPool::share(&self.pool, data))),
+            Err(e) => {
+                self.pool.give(data);
+                Err(e)
             }
         }
     }
@@ -152,7 +256,7 @@ mod tests {
             }
         });
         let pool = Arc::new(BufPool::default());
-        let mut reader = FrameReader::new(rx, session_codec(), BytesMut::new(), pool);
+        let mut reader = FrameReader::new(rx, session_codec(), BytesMut::new(), None, pool);
         let (mut got, mut aligned) = (Vec::new(), Vec::new());
         while let Some(next) = reader.next().await {
             let failed = next.is_err();

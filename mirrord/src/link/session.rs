@@ -49,6 +49,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hbcore::link::seal::{Opener, Sealer};
 use hbcore::link::{Message, PeerError, PeerReply, PeerRequest};
 use hbcore::report::chain;
 use tokio::sync::{mpsc, oneshot};
@@ -76,11 +77,13 @@ pub(super) struct Session {
     remote: String,
 }
 
-/// Runs a session with `peer` over `conn` until it breaks or `stop` is cancelled.
+/// Runs a session with `peer` over `conn` until it breaks or `stop` is cancelled;
+/// its frames are sealed with `keys` (`None`: unsealed).
 /// A peer silent for `timeout` is dead; a quiet link carries a ping every `timeout / 4`.
 pub(super) async fn run<H: Handler>(
     peer: Arc<PeerLink>,
     conn: Conn,
+    keys: Option<(Sealer, Opener)>,
     handler: Arc<H>,
     stop: CancellationToken,
     timeout: Duration,
@@ -93,11 +96,19 @@ pub(super) async fn run<H: Handler>(
     // The handshake's reader may hold bytes past the Welcome: they stay first.
     let parts = conn.into_parts();
     let (read_half, write_half) = parts.io.into_split();
-    let mut stream = FrameReader::new(read_half, parts.codec, parts.read_buf, handler.buffers());
+    let (sealer, opener) = keys.unzip();
+    let mut stream = FrameReader::new(
+        read_half,
+        parts.codec,
+        parts.read_buf,
+        opener,
+        handler.buffers(),
+    );
     let wire = Arc::new(Wire::new(
         write_half,
         parts.codec,
         parts.write_buf,
+        sealer,
         closed.clone(),
         peer.site.clone(),
         peer.lane,
@@ -166,7 +177,12 @@ pub(super) async fn run<H: Handler>(
         let msg = match next {
             Err(_) => break format!("nothing heard for {timeout:?}"),
             Ok(None) => break "the peer closed the connection".to_string(),
-            Ok(Some(Err(e))) => break format!("dropped the connection: {}", chain(&e)),
+            Ok(Some(Err(e))) => {
+                if let Some(reason) = e.rejected() {
+                    peer.stats.frame_rejected(reason);
+                }
+                break format!("dropped the connection: {}", chain(&e));
+            }
             Ok(Some(Ok(msg))) => msg,
         };
         match msg {

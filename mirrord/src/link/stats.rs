@@ -1,7 +1,9 @@
 //! What the link measures of itself, for the metrics: sessions opened (so
-//! reconnects), and the round-trip time of its pings (each `Ping` is
-//! answered with a `Pong`; the sender times the pair).
+//! reconnects), the round-trip time of its pings (each `Ping` is
+//! answered with a `Pong`; the sender times the pair), and the frames
+//! refused, by reason (each ended its session).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -16,6 +18,8 @@ pub struct LinkStats {
     rtt_us: AtomicU64,
     /// Round trips measured.
     pongs: AtomicU64,
+    /// Frames refused, by reason ([`hbcore::link::LinkError::rejected`]).
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl LinkStats {
@@ -57,6 +61,21 @@ impl LinkStats {
     /// Round trips measured since start.
     pub fn pongs(&self) -> u64 {
         self.pongs.load(Ordering::Relaxed)
+    }
+
+    /// A frame was refused for `reason` (which ended its session).
+    pub fn frame_rejected(&self, reason: &'static str) {
+        if let Ok(mut r) = self.rejected.lock() {
+            *r.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// Frames refused since start, by reason.
+    pub fn rejected(&self) -> Vec<(&'static str, u64)> {
+        self.rejected
+            .lock()
+            .map(|r| r.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default()
     }
 }
 

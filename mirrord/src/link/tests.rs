@@ -56,6 +56,7 @@ pub(super) fn config(
             listen,
             psk_file,
             timeout_ms: 5000,
+            seal: true,
         },
         peers: vec![PeerConfig {
             site: peer.into(),

@@ -18,6 +18,12 @@
 //! A sender cancelled in the middle of its frame leaves the rest of the
 //! frame in the buffer (see [`Sending`]): the next holder of the lock, or the
 //! flusher, finishes it before anything else, so the stream stays whole.
+//!
+//! A sealed session ([`hbcore::link::seal`]) seals every frame under the
+//! lock, so counters leave in order: the reader's backlog holds messages,
+//! not frames, and a write's data is copied into the buffer and sealed
+//! there (the host's buffer is the PVOL's too, so it cannot be sealed in
+//! place); only an unsealed session sends the data from the caller's bytes.
 
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
+use hbcore::link::seal::Sealer;
 use hbcore::link::{Lane, LinkCodec, LinkError as CodecError, Message};
 use hbcore::report::chain;
 use tokio::io::AsyncWriteExt;
@@ -61,13 +68,28 @@ struct Out {
     /// Bytes not yet written: whole frames, except that the first may be the
     /// rest of a cancelled sender's frame. Reused from frame to frame.
     buf: BytesMut,
+    /// Seals each frame, in the order they enter `buf` (`None`: unsealed).
+    sealer: Option<Sealer>,
+}
+
+impl Out {
+    /// Appends the frame of `msg` to the buffer; returns the bytes to send
+    /// after it uncopied (an unsealed write's data), else nothing.
+    fn encode(&mut self, codec: &LinkCodec, msg: Message) -> Result<Bytes, WireError> {
+        let kind = msg.kind();
+        let encoded = match &mut self.sealer {
+            Some(sealer) => sealer.encode(msg, &mut self.buf).map(|()| Bytes::new()),
+            None => codec.encode_split(msg, &mut self.buf),
+        };
+        encoded.map_err(|source| WireError::Encode { kind, source })
+    }
 }
 
 /// The sending side of one session.
 pub(super) struct Wire {
     out: Mutex<Out>,
-    /// Frames of the reader that found the lock taken, for the next holder.
-    backlog: std::sync::Mutex<BytesMut>,
+    /// Messages of the reader that found the lock taken, for the next holder.
+    backlog: std::sync::Mutex<Vec<Message>>,
     /// Wakes the flusher: something waits in the backlog or the buffer.
     kick: Notify,
     codec: LinkCodec,
@@ -87,6 +109,7 @@ impl Wire {
         half: OwnedWriteHalf,
         codec: LinkCodec,
         pending: BytesMut,
+        sealer: Option<Sealer>,
         closed: CancellationToken,
         peer: String,
         lane: Lane,
@@ -95,8 +118,9 @@ impl Wire {
             out: Mutex::new(Out {
                 half: Some(half),
                 buf: pending,
+                sealer,
             }),
-            backlog: std::sync::Mutex::new(BytesMut::new()),
+            backlog: std::sync::Mutex::new(Vec::new()),
             kick: Notify::new(),
             codec,
             closed,
@@ -133,14 +157,9 @@ impl Wire {
         if self.closed.is_cancelled() {
             return Err(WireError::Closed);
         }
-        self.take_backlog(&mut out.buf);
+        self.take_backlog(&mut out)?;
         let tail = match msg {
-            Some(msg) => {
-                let kind = msg.kind();
-                self.codec
-                    .encode_split(msg, &mut out.buf)
-                    .map_err(|source| WireError::Encode { kind, source })?
-            }
+            Some(msg) => out.encode(&self.codec, msg)?,
             None => Bytes::new(),
         };
         let mut sending = Sending {
@@ -151,7 +170,7 @@ impl Wire {
         };
         self.write_out(&mut sending).await?;
         // Answers the reader queued while this frame went out.
-        if self.take_backlog(&mut sending.out.buf) {
+        if self.take_backlog(&mut sending.out)? {
             self.write_out(&mut sending).await?;
         }
         Ok(())
@@ -180,28 +199,22 @@ impl Wire {
     }
 
     fn try_send(&self, msg: Message) -> Result<(), WireError> {
-        let kind = msg.kind();
-        let encode = |msg, buf: &mut BytesMut| {
-            let tail = self
-                .codec
-                .encode_split(msg, buf)
-                .map_err(|source| WireError::Encode { kind, source })?;
-            buf.extend_from_slice(&tail);
-            Ok::<(), WireError>(())
-        };
         let Ok(mut out) = self.out.try_lock() else {
-            let mut backlog = self.backlog.lock().map_err(|_| WireError::Closed)?;
-            encode(msg, &mut backlog)?;
-            drop(backlog);
+            self.backlog
+                .lock()
+                .map_err(|_| WireError::Closed)?
+                .push(msg);
             self.kick.notify_one();
             return Ok(());
         };
         if self.closed.is_cancelled() {
             return Err(WireError::Closed);
         }
-        let Out { half, buf } = &mut *out;
+        self.take_backlog(&mut out)?;
+        let tail = out.encode(&self.codec, msg)?;
+        out.buf.extend_from_slice(&tail);
+        let Out { half, buf, .. } = &mut *out;
         let half = half.as_ref().ok_or(WireError::Closed)?;
-        encode(msg, buf)?;
         while !buf.is_empty() {
             match half.try_write(buf) {
                 Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
@@ -262,17 +275,19 @@ impl Wire {
         out.buf = BytesMut::new();
     }
 
-    /// Moves the reader's queued frames into `buf`; whether there were any.
-    fn take_backlog(&self, buf: &mut BytesMut) -> bool {
-        let Ok(mut backlog) = self.backlog.lock() else {
-            return false;
+    /// Encodes the reader's queued messages into the buffer, after what is
+    /// there; whether there were any.
+    fn take_backlog(&self, out: &mut Out) -> Result<bool, WireError> {
+        let queued = match self.backlog.lock() {
+            Ok(mut backlog) if !backlog.is_empty() => std::mem::take(&mut *backlog),
+            _ => return Ok(false),
         };
-        if backlog.is_empty() {
-            return false;
+        for msg in queued {
+            // Whole frames only: an unsealed write's data is copied in too.
+            let tail = out.encode(&self.codec, msg)?;
+            out.buf.extend_from_slice(&tail);
         }
-        buf.extend_from_slice(&backlog);
-        backlog.clear();
-        true
+        Ok(true)
     }
 
     fn note_sent(&self) {
@@ -311,7 +326,7 @@ impl Sending<'_> {
         let Sending {
             out, tail, sent, ..
         } = self;
-        let Out { half, buf } = &mut **out;
+        let Out { half, buf, .. } = &mut **out;
         let half = half.as_mut().ok_or(WireError::Closed)?;
         let any = !buf.is_empty() || *sent < tail.len();
         while !buf.is_empty() || *sent < tail.len() {

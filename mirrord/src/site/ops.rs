@@ -476,6 +476,13 @@ impl Registry {
                         .ok()
                         .and_then(|l| l.stats.rtt())
                         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+                    link_frames_rejected: wire
+                        .link_of(&p.meta)
+                        .map(|l| l.stats.rejected())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(reason, n)| (reason.to_string(), n))
+                        .collect(),
                     pending_bytes: pending,
                     queued_bytes: queued,
                     oldest_pending_ms: oldest.map(|d| d.as_millis() as u64),

@@ -214,6 +214,7 @@ async fn an_answer_the_reader_could_not_write_follows_once_the_socket_drains() {
         half,
         codec,
         BytesMut::new(),
+        None,
         closed.clone(),
         "b".into(),
         Lane::Bulk,

@@ -60,6 +60,7 @@ impl TestSite {
                 listen,
                 psk_file,
                 timeout_ms: 2000,
+                seal: true,
             },
             peers: vec![PeerConfig {
                 site: peer.into(),
