@@ -195,17 +195,19 @@ fn authenticate_as_prod(port: u16) -> TcpStream {
             lane: Lane::Heartbeat,
             seal: true,
             incarnation: 42,
+            resume: true,
         },
     );
     let Message::Challenge {
         nonce: theirs,
         incarnation,
+        resume,
         ..
     } = receive(&mut s)
     else {
         panic!("no Challenge from the standby");
     };
-    let transcript: [&[u8]; 10] = [
+    let transcript: [&[u8]; 11] = [
         b"hbmirror-link-v5",
         b"dialer",
         &mine,
@@ -216,6 +218,7 @@ fn authenticate_as_prod(port: u16) -> TcpStream {
         &[1],
         &42u64.to_le_bytes(),
         &incarnation.to_le_bytes(),
+        &[1, u8::from(resume)],
     ];
     let proof = hbcore::auth::sign_parts(KEY, &transcript).to_vec();
     send(&mut s, &Message::Proof { proof });

@@ -348,6 +348,7 @@ fn link_garbage(port: u16, noise: &mut Noise) -> u64 {
             lane: Lane::Heartbeat,
             seal: true,
             incarnation: 7,
+            resume: false,
         };
         let payload = postcard::to_allocvec(&hello).expect("encode");
         let mut frame = FORMAT.encode(&payload, None).expect("frame");

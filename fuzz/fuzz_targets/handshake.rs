@@ -47,11 +47,11 @@ fuzz_target!(|data: &[u8]| {
             let side = async {
                 if as_listener {
                     let peers = ["site-b".to_string()];
-                    handshake::accept(ours, "site-a", &peers, creds, deadline)
+                    handshake::accept(ours, "site-a", &peers, creds, &|_, _| true, deadline)
                         .await
                         .map(|_| ())
                 } else {
-                    handshake::dial(ours, "site-a", "site-b", Lane::Bulk, creds, deadline)
+                    handshake::dial(ours, "site-a", "site-b", Lane::Bulk, creds, true, deadline)
                         .await
                         .map(|_| ())
                 }

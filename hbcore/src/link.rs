@@ -59,6 +59,10 @@ pub enum Message {
         /// unique within one incarnation, so a request re-sent on a new
         /// session is recognised, and a restarted peer is not.
         incarnation: u64,
+        /// The dialer has not declared this lane's link down since its
+        /// last session: it holds that session's unanswered requests (or
+        /// has none) and resumes if the listener does too.
+        resume: bool,
     },
     /// Listener: my nonce, and proof that I hold the key.
     Challenge {
@@ -72,6 +76,8 @@ pub enum Message {
         seal: bool,
         /// The listener's process (see `Hello`).
         incarnation: u64,
+        /// The listener has not declared the link down (see `Hello`).
+        resume: bool,
     },
     /// Dialer: proof that I hold the key.
     Proof {
@@ -127,7 +133,9 @@ impl Message {
 /// a pair travels on its kind's lane, so a heartbeat write never waits
 /// behind the copy frames of a data pair, and a pair's requests keep their
 /// order on one connection.
+/// (Named in lowercase in config files; postcard sends the index.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Lane {
     /// Data pairs: host writes, initial copies, resyncs, adaptive shipping.
     Bulk,

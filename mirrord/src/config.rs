@@ -1,6 +1,6 @@
 //! mirrord's TOML configuration.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 pub use hbcore::config::ConfigError;
 use hbcore::config::{self, Checked};
+use hbcore::link::Lane;
 
 /// The whole configuration of one site's mirrord.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,14 +83,115 @@ fn default_seal() -> bool {
     true
 }
 
-/// One peer site.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One peer site, reached over one path or several: give exactly one of
+/// `address`, `addresses` and `paths`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
     /// The peer's site name.
     pub site: String,
-    /// Its link address, `host:port`.
-    pub address: String,
+    /// Its link address, `host:port`: one path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Several paths, by the peer's address on each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    /// Several paths, each with this site's own address on it and the
+    /// lanes that prefer it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<PathConfig>,
+}
+
+/// One network path to a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathConfig {
+    /// Its name in status and metrics (default `path0`, `path1`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The peer's link address on this path, `host:port`.
+    pub remote: String,
+    /// This site's address on this path: the dialer binds it, the
+    /// listener tells the path of an accepted connection by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<IpAddr>,
+    /// Lanes that use this path first (`"bulk"`, `"heartbeat"`); empty: both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lanes: Vec<Lane>,
+}
+
+/// Most paths a peer may have (knet's limit).
+pub const MAX_PATHS: usize = 8;
+
+impl PeerConfig {
+    /// A peer reached at one address.
+    pub fn at(site: &str, address: String) -> PeerConfig {
+        PeerConfig {
+            site: site.into(),
+            address: Some(address),
+            ..PeerConfig::default()
+        }
+    }
+
+    /// Its paths in order, each named.
+    pub fn path_list(&self) -> Vec<PathConfig> {
+        let by_address = |remote: &String| PathConfig {
+            name: None,
+            remote: remote.clone(),
+            local: None,
+            lanes: Vec::new(),
+        };
+        let list: Vec<PathConfig> = match (&self.address, self.addresses.is_empty()) {
+            (Some(a), _) => vec![by_address(a)],
+            (None, false) => self.addresses.iter().map(by_address).collect(),
+            (None, true) => self.paths.clone(),
+        };
+        list.into_iter()
+            .enumerate()
+            .map(|(i, p)| PathConfig {
+                name: Some(p.name.clone().unwrap_or_else(|| format!("path{i}"))),
+                ..p
+            })
+            .collect()
+    }
+
+    fn check_paths(&self) -> Result<(), String> {
+        let site = &self.site;
+        let given = usize::from(self.address.is_some())
+            + usize::from(!self.addresses.is_empty())
+            + usize::from(!self.paths.is_empty());
+        if given != 1 {
+            return Err(format!(
+                "peer '{site}' needs exactly one of `address`, `addresses` and `paths` ({given} given)"
+            ));
+        }
+        let paths = self.path_list();
+        if paths.len() > MAX_PATHS {
+            return Err(format!(
+                "peer '{site}' has {} paths; at most {MAX_PATHS} are supported",
+                paths.len()
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for p in &paths {
+            let name = p.name.as_deref().unwrap_or("");
+            check_name("paths.name", name)?;
+            if !names.insert(name.to_string()) {
+                return Err(format!("peer '{site}' has two paths named '{name}'"));
+            }
+            let port = p
+                .remote
+                .rsplit_once(':')
+                .map(|(_, port)| port.parse::<u16>());
+            if !matches!(port, Some(Ok(_))) {
+                return Err(format!(
+                    "peer '{site}' path '{name}': remote '{}' is not host:port",
+                    p.remote
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_socket() -> PathBuf {
@@ -118,6 +220,7 @@ impl Checked for Config {
         check_name("site", &config.site).map_err(invalid)?;
         for peer in &config.peers {
             check_name("peers.site", &peer.site).map_err(invalid)?;
+            peer.check_paths().map_err(invalid)?;
             if peer.site == config.site {
                 return Err(invalid(format!(
                     "peer '{}' has this site's own name; give each site its own name",

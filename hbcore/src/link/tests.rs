@@ -19,6 +19,7 @@ pub(super) fn samples() -> Vec<Message> {
             lane: Lane::Heartbeat,
             seal: true,
             incarnation: 77,
+            resume: false,
         },
         Message::Challenge {
             site: "standby".into(),
@@ -26,6 +27,7 @@ pub(super) fn samples() -> Vec<Message> {
             proof: vec![1; 32],
             seal: false,
             incarnation: u64::MAX,
+            resume: true,
         },
         Message::Proof { proof: vec![2; 32] },
         Message::Welcome,
@@ -371,6 +373,7 @@ fn before_authentication_only_handshake_sized_frames_are_accepted() {
         lane: Lane::Bulk,
         seal: true,
         incarnation: u64::MAX,
+        resume: true,
     });
     assert!(LinkCodec::handshake()
         .decode(&mut hello)

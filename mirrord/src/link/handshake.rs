@@ -47,6 +47,10 @@ pub struct Credentials<'a> {
     pub incarnation: u64,
 }
 
+/// Whether this side would resume the session of `site` on `lane` (see
+/// [`Message::Hello`]'s `resume`): asked by the listener once it knows who dials.
+pub type Resuming<'a> = &'a (dyn Fn(&str, Lane) -> bool + Sync);
+
 /// A connection admitted by the handshake.
 pub struct Admitted<S> {
     /// The connection, its codec lifted to the full frame size.
@@ -60,6 +64,8 @@ pub struct Admitted<S> {
     /// The session's sealing keys: this side's sealer and opener (`None`
     /// when both sides have `seal = false`).
     pub keys: Option<(Sealer, Opener)>,
+    /// Both sides resume the lost session's requests.
+    pub resume: bool,
 }
 
 impl<S> std::fmt::Debug for Admitted<S> {
@@ -69,6 +75,7 @@ impl<S> std::fmt::Debug for Admitted<S> {
             .field("lane", &self.lane)
             .field("incarnation", &self.incarnation)
             .field("sealed", &self.keys.is_some())
+            .field("resume", &self.resume)
             .finish_non_exhaustive()
     }
 }
@@ -214,6 +221,8 @@ struct Exchange<'a> {
     seal: bool,
     dialer_incarnation: u64,
     listener_incarnation: u64,
+    /// The dialer's and the listener's `resume`.
+    resume: [bool; 2],
 }
 
 impl Exchange<'_> {
@@ -244,6 +253,7 @@ impl Exchange<'_> {
             &[u8::from(self.seal)],
             &d,
             &l,
+            &self.resume.map(u8::from),
         ])
     }
 
@@ -304,9 +314,10 @@ pub async fn dial<S: Stream>(
     peer: &str,
     lane: Lane,
     creds: Credentials<'_>,
+    resume: bool,
     deadline: Duration,
 ) -> Result<Admitted<S>, HandshakeError> {
-    within(deadline, dial_steps(stream, own, peer, lane, creds)).await
+    within(deadline, dial_steps(stream, own, peer, lane, creds, resume)).await
 }
 
 async fn dial_steps<S: Stream>(
@@ -315,6 +326,7 @@ async fn dial_steps<S: Stream>(
     peer: &str,
     lane: Lane,
     creds: Credentials<'_>,
+    resume: bool,
 ) -> Result<Admitted<S>, HandshakeError> {
     let mut conn = Framed::new(stream, LinkCodec::handshake());
     let mine = nonce();
@@ -325,18 +337,21 @@ async fn dial_steps<S: Stream>(
         lane,
         seal: creds.seal,
         incarnation: creds.incarnation,
+        resume,
     })
     .await?;
-    let (site, theirs, their_proof, their_seal, incarnation) = match next(&mut conn).await? {
-        Message::Challenge {
-            site,
-            nonce,
-            proof,
-            seal,
-            incarnation,
-        } => (site, nonce, proof, seal, incarnation),
-        other => return Err(refuse(&mut conn, out_of_turn(&other, "Challenge")).await),
-    };
+    let (site, theirs, their_proof, their_seal, incarnation, their_resume) =
+        match next(&mut conn).await? {
+            Message::Challenge {
+                site,
+                nonce,
+                proof,
+                seal,
+                incarnation,
+                resume,
+            } => (site, nonce, proof, seal, incarnation, resume),
+            other => return Err(refuse(&mut conn, out_of_turn(&other, "Challenge")).await),
+        };
     if site != peer {
         let wrong = Refusal::WrongSite {
             expected: peer.into(),
@@ -353,6 +368,7 @@ async fn dial_steps<S: Stream>(
         seal: creds.seal,
         dialer_incarnation: creds.incarnation,
         listener_incarnation: incarnation,
+        resume: [resume, their_resume],
     };
     if their_seal != creds.seal {
         return Err(refuse(&mut conn, seal_differs(own, creds.seal, peer, their_seal)).await);
@@ -373,6 +389,7 @@ async fn dial_steps<S: Stream>(
                 lane,
                 incarnation,
                 keys: exchange.keys(creds.key, Role::Dialer),
+                resume: resume && their_resume,
             })
         }
         other => Err(refuse(&mut conn, out_of_turn(&other, "Welcome")).await),
@@ -410,9 +427,10 @@ pub async fn accept<S: Stream>(
     own: &str,
     peers: &[String],
     creds: Credentials<'_>,
+    resuming: Resuming<'_>,
     deadline: Duration,
 ) -> Result<Admitted<S>, HandshakeError> {
-    within(deadline, accept_steps(stream, own, peers, creds)).await
+    within(deadline, accept_steps(stream, own, peers, creds, resuming)).await
 }
 
 async fn accept_steps<S: Stream>(
@@ -420,19 +438,22 @@ async fn accept_steps<S: Stream>(
     own: &str,
     peers: &[String],
     creds: Credentials<'_>,
+    resuming: Resuming<'_>,
 ) -> Result<Admitted<S>, HandshakeError> {
     let mut conn = Framed::new(stream, LinkCodec::handshake());
-    let (site, to, theirs, lane, their_seal, incarnation) = match next(&mut conn).await? {
-        Message::Hello {
-            site,
-            to,
-            nonce,
-            lane,
-            seal,
-            incarnation,
-        } => (site, to, nonce, lane, seal, incarnation),
-        other => return Err(refuse(&mut conn, out_of_turn(&other, "Hello")).await),
-    };
+    let (site, to, theirs, lane, their_seal, incarnation, their_resume) =
+        match next(&mut conn).await? {
+            Message::Hello {
+                site,
+                to,
+                nonce,
+                lane,
+                seal,
+                incarnation,
+                resume,
+            } => (site, to, nonce, lane, seal, incarnation, resume),
+            other => return Err(refuse(&mut conn, out_of_turn(&other, "Hello")).await),
+        };
     if to != own {
         let not_me = Refusal::NotMe {
             own: own.into(),
@@ -460,6 +481,7 @@ async fn accept_steps<S: Stream>(
         seal: creds.seal,
         dialer_incarnation: incarnation,
         listener_incarnation: creds.incarnation,
+        resume: [their_resume, resuming(&site, lane)],
     };
     conn.send(Message::Challenge {
         site: own.into(),
@@ -467,6 +489,7 @@ async fn accept_steps<S: Stream>(
         proof: exchange.proof(creds.key, "listener"),
         seal: creds.seal,
         incarnation: creds.incarnation,
+        resume: exchange.resume[1],
     })
     .await?;
     let their_proof = match next(&mut conn).await? {
@@ -479,12 +502,14 @@ async fn accept_steps<S: Stream>(
     conn.send(Message::Welcome).await?;
     conn.codec_mut().authenticated();
     let keys = exchange.keys(creds.key, Role::Listener);
+    let resume = exchange.resume == [true, true];
     Ok(Admitted {
         conn,
         site,
         lane,
         incarnation,
         keys,
+        resume,
     })
 }
 
@@ -520,7 +545,15 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(30)).await;
         });
         let (s, _) = listener.accept().await.expect("accept");
-        let result = accept(s, "standby", &["prod".to_string()], creds(b"k"), deadline).await;
+        let result = accept(
+            s,
+            "standby",
+            &["prod".to_string()],
+            creds(b"k"),
+            &|_, _| true,
+            deadline,
+        )
+        .await;
         client.abort();
         result.map(|_| ()).expect_err("refused")
     }
@@ -551,7 +584,15 @@ mod tests {
                 incarnation: 2,
                 ..creds(listen_key)
             };
-            accept(s, "standby", &["prod".to_string()], creds, DEADLINE).await
+            accept(
+                s,
+                "standby",
+                &["prod".to_string()],
+                creds,
+                &|_, _| true,
+                DEADLINE,
+            )
+            .await
         });
         let client = dial(
             TcpStream::connect(addr).await.expect("connect"),
@@ -563,6 +604,7 @@ mod tests {
                 incarnation: 1,
                 ..creds(dial_key)
             },
+            true,
             DEADLINE,
         )
         .await;
@@ -635,6 +677,7 @@ mod tests {
                 lane: Lane::Bulk,
                 seal: true,
                 incarnation: 0,
+                resume: false,
             },
             &mut frame,
         )

@@ -12,9 +12,23 @@
 //! travel alone on theirs, so a heartbeat write never waits behind the copy
 //! frames of a data pair (seed Fig 1: link 150 beside link 151). Exactly
 //! one side dials both: the site whose name sorts first; the other only
-//! accepts. A dropped connection (peer gone, silence past the timeout, a bad
-//! frame) fails the requests in flight, tells the handler (`link_down`), and
-//! the dialer reconnects with backoff ([`Backoff`]: 100 ms doubling to 5 s).
+//! accepts. A peer may be reached over several network paths ([`paths`]):
+//! each lane runs over one at a time, preferring its own, and moves to the
+//! next when a connect fails or its session dies.
+//!
+//! A session lost to a transport failure (silence for half the timeout, a
+//! reset, a cut mid-frame) holds its unanswered requests for the other
+//! half: the dialer tries the next path at once, and the new session
+//! re-sends them, each applied once at the peer ([`resume`]). A session
+//! ended by a refused frame (altered, replayed, out of order: see
+//! [`hbcore::link::seal`]), a reset, or no new session in time, fails the
+//! requests in flight and tells the handler (`link_down`); the dialer
+//! reconnects with backoff ([`Backoff`]: 100 ms doubling to 5 s) once every
+//! path has failed in a row.
+//!
+//! Every frame after the handshake is sealed (AES-256-GCM, a key per
+//! session, direction and lane, a counter as nonce): the layout and the key
+//! schedule are drawn in [`hbcore::link::seal`].
 //!
 //! Frames are written by their senders (`wire`) and read by the session's
 //! reader (`reader`), which reads a large write's data straight into a
@@ -28,9 +42,11 @@
 pub mod admission;
 mod backoff;
 pub mod handshake;
+pub mod paths;
 mod peer_link;
 mod reader;
 pub mod refusals;
+mod resume;
 mod session;
 pub mod stats;
 mod wire;
@@ -40,19 +56,21 @@ pub use peer_link::{PeerLink, Pending};
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hbcore::link::{Lane, PeerError, PeerReply, PeerRequest};
 use hbcore::report::chain;
 use hbcore::throttle::{suppressed_note, Throttle, Verdict};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use admission::Gate;
 use hbio::BufPool;
+use paths::PathLink;
 use refusals::RefusalLog;
+use session::{Ended, Opened};
 
 /// The largest write the receiving site applies on the task that read it
 /// (a heartbeat, a host's 4 KiB): a hand-off to the ring or to another
@@ -122,15 +140,12 @@ impl Link {
             .peers
             .iter()
             .map(|p| {
-                let link = |lane| {
-                    Arc::new(PeerLink {
-                        site: p.site.clone(),
-                        lane,
-                        address: p.address.clone(),
-                        session: Mutex::new(None),
-                        stats: stats::LinkStats::default(),
-                    })
-                };
+                let paths: Arc<[Arc<PathLink>]> = p
+                    .path_list()
+                    .iter()
+                    .map(|c| Arc::new(PathLink::new(c)))
+                    .collect();
+                let link = |lane| Arc::new(PeerLink::new(&p.site, lane, Arc::clone(&paths)));
                 (p.site.clone(), Lane::ALL.map(link))
             })
             .collect();
@@ -236,6 +251,12 @@ impl Link {
                 }
             };
             let _ = stream.set_nodelay(true);
+            let path_of = |site: &str| {
+                let peer = self.peers.get(site)?;
+                paths::accepted_on(&peer[0].paths, &stream)
+            };
+            let paths_by_site: Vec<(String, Option<Arc<PathLink>>)> =
+                sites.iter().map(|s| (s.clone(), path_of(s))).collect();
             let (link, handler, stop, sites) = (
                 Arc::clone(&self),
                 Arc::clone(&handler),
@@ -243,15 +264,33 @@ impl Link {
                 sites.clone(),
             );
             tokio::spawn(async move {
-                let admitted =
-                    handshake::accept(stream, &link.own, &sites, link.credentials(), link.timeout)
-                        .await;
+                let resuming =
+                    |site: &str, lane: Lane| link.peer(site, lane).is_ok_and(|p| p.would_resume());
+                let admitted = handshake::accept(
+                    stream,
+                    &link.own,
+                    &sites,
+                    link.credentials(),
+                    &resuming,
+                    link.timeout,
+                )
+                .await;
                 drop(ticket);
                 match admitted {
                     Ok(a) => {
                         if let Ok(peer) = link.peer(&a.site, a.lane) {
                             let peer = Arc::clone(peer);
-                            session::run(peer, a.conn, a.keys, handler, stop, link.timeout).await;
+                            let path = paths_by_site
+                                .into_iter()
+                                .find(|(s, _)| *s == a.site)
+                                .and_then(|(_, p)| p);
+                            let opened = Opened {
+                                keys: a.keys,
+                                incarnation: a.incarnation,
+                                path,
+                                resume: a.resume,
+                            };
+                            session::run(peer, a.conn, opened, handler, stop, link.timeout).await;
                         }
                     }
                     Err(e) => link.refusals.note(from, e.kind(), &chain(&e)),
@@ -268,11 +307,19 @@ impl Link {
     ) {
         let mut backoff = Backoff::default();
         let mut last_error = String::new();
+        // Which of the lane's paths to try next, and how many failed in a row.
+        let (mut next, mut failures) = (0usize, 0usize);
+        let count = peer.order.len().max(1);
         while !stop.is_cancelled() {
+            let Some(path) = peer
+                .order
+                .get(next % count)
+                .map(|i| Arc::clone(&peer.paths[*i]))
+            else {
+                return;
+            };
             let attempt = async {
-                let stream = TcpStream::connect(&peer.address)
-                    .await
-                    .map_err(|e| format!("cannot connect to {}: {e}", peer.address))?;
+                let stream = path.connect(self.timeout / 2).await?;
                 let _ = stream.set_nodelay(true);
                 handshake::dial(
                     stream,
@@ -280,6 +327,7 @@ impl Link {
                     &peer.site,
                     peer.lane,
                     self.credentials(),
+                    peer.would_resume(),
                     self.timeout,
                 )
                 .await
@@ -289,20 +337,54 @@ impl Link {
                 _ = stop.cancelled() => return,
                 r = attempt => r,
             };
-            let wait = match result {
+            let ended = match result {
                 Ok(a) => {
                     last_error.clear();
+                    path.set_failed(false);
+                    let opened = Opened {
+                        keys: a.keys,
+                        incarnation: a.incarnation,
+                        path: Some(Arc::clone(&path)),
+                        resume: a.resume,
+                    };
                     let (peer, handler) = (Arc::clone(&peer), Arc::clone(&handler));
-                    session::run(peer, a.conn, a.keys, handler, stop.clone(), self.timeout).await;
-                    backoff.reset()
+                    Some(
+                        session::run(peer, a.conn, opened, handler, stop.clone(), self.timeout)
+                            .await,
+                    )
                 }
                 Err(e) => {
+                    path.set_failed(true);
                     // Say each distinct failure once, not at every retry.
                     if e != last_error {
-                        tracing::warn!(peer = %peer.site, lane = %peer.lane, "link: {e}; retrying");
+                        tracing::warn!(peer = %peer.site, lane = %peer.lane, path = %path.name, "link: {e}; retrying");
                         last_error = e;
                     }
-                    backoff.failed()
+                    None
+                }
+            };
+            let wait = match ended {
+                // A session that ran: the next attempt goes at once, over the
+                // next path if this one failed under it.
+                Some(Ended::Resumable) => {
+                    failures = 1;
+                    next += usize::from(count > 1);
+                    backoff.reset();
+                    Duration::ZERO
+                }
+                Some(Ended::Final) => {
+                    failures = 0;
+                    backoff.reset()
+                }
+                None => {
+                    failures += 1;
+                    next += 1;
+                    // Every path failed in a row: back off before the next round.
+                    if failures % count == 0 {
+                        backoff.failed()
+                    } else {
+                        Duration::ZERO
+                    }
                 }
             };
             tokio::select! {

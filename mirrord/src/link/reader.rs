@@ -31,6 +31,7 @@ use hbcore::link::{LinkCodec, LinkError, Message};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::codec::Decoder;
 
+use super::paths::PathLink;
 use super::SMALL_WRITE;
 use hbio::BufPool;
 
@@ -43,6 +44,8 @@ pub(super) struct FrameReader<R> {
     opener: Option<Opener>,
     /// Where large writes' buffers come from and go back to.
     pool: Arc<BufPool>,
+    /// The path it reads from (bytes received are counted there).
+    path: Option<Arc<PathLink>>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -53,6 +56,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         buf: BytesMut,
         opener: Option<Opener>,
         pool: Arc<BufPool>,
+        path: Option<Arc<PathLink>>,
     ) -> Self {
         FrameReader {
             io,
@@ -60,6 +64,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             codec,
             opener,
             pool,
+            path,
+        }
+    }
+
+    fn note_received(&self, bytes: usize) {
+        if let Some(p) = &self.path {
+            p.note_received(bytes);
         }
     }
 
@@ -81,7 +92,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             match self.io.read_buf(&mut self.buf).await {
                 Ok(0) => return self.codec.decode_eof(&mut self.buf).transpose(),
-                Ok(_) => {}
+                Ok(n) => self.note_received(n),
                 Err(e) => return Some(Err(e.into())),
             }
         }
@@ -121,7 +132,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                         need,
                     }));
                 }
-                Ok(_) => {}
+                Ok(n) => self.note_received(n),
                 Err(e) => return Some(Err(e.into())),
             }
         }
@@ -150,6 +161,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let mut read = self.io.read_exact(&mut data.as_mut_slice()[have..]).await;
         if read.is_ok() {
             read = self.io.read_exact(&mut tag[tag_have..]).await;
+        }
+        if let Some(p) = &self.path {
+            p.note_received(len - have + seal::TAG_LEN - tag_have);
         }
         let opened = match read {
             Ok(_) => opener
@@ -185,6 +199,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let have = self.buf.len() - at;
         data.as_mut_slice()[..have].copy_from_slice(&self.buf[at..]);
         let read = self.io.read_exact(&mut data.as_mut_slice()[have..]).await;
+        self.note_received(data.len() - have);
         let checked = match read {
             Ok(_) => self.codec.check_split(&self.buf[..at], data.as_slice()),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -256,7 +271,7 @@ mod tests {
             }
         });
         let pool = Arc::new(BufPool::default());
-        let mut reader = FrameReader::new(rx, session_codec(), BytesMut::new(), None, pool);
+        let mut reader = FrameReader::new(rx, session_codec(), BytesMut::new(), None, pool, None);
         let (mut got, mut aligned) = (Vec::new(), Vec::new());
         while let Some(next) = reader.next().await {
             let failed = next.is_err();

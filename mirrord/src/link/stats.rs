@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Default)]
 pub struct LinkStats {
     sessions: AtomicU64,
+    /// Sessions that took over a lost one's requests.
+    resumed: AtomicU64,
+    /// Requests of the peer answered again, not applied again.
+    repeated: AtomicU64,
     /// When the last unanswered ping left.
     ping_sent: Mutex<Option<Instant>>,
     /// The last round trip, in microseconds (0: none measured yet).
@@ -26,6 +30,26 @@ impl LinkStats {
     /// A session opened.
     pub fn session_opened(&self) {
         self.sessions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A session took over a lost one's requests.
+    pub fn session_resumed(&self) {
+        self.resumed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sessions that took over a lost one's requests, since start.
+    pub fn resumed(&self) -> u64 {
+        self.resumed.load(Ordering::Relaxed)
+    }
+
+    /// A request of the peer arrived again (re-sent on a new session).
+    pub fn request_repeated(&self) {
+        self.repeated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests of the peer answered from the kept answer, since start.
+    pub fn repeated(&self) -> u64 {
+        self.repeated.load(Ordering::Relaxed)
     }
 
     /// Sessions opened since start; every one after the first is a reconnect.

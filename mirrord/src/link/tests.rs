@@ -58,10 +58,7 @@ pub(super) fn config(
             timeout_ms: 5000,
             seal: true,
         },
-        peers: vec![PeerConfig {
-            site: peer.into(),
-            address: at,
-        }],
+        peers: vec![PeerConfig::at(peer, at)],
         metrics_listen: None,
     }
 }

@@ -39,6 +39,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Mutex, MutexGuard, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::paths::PathLink;
 use super::PeerLink;
 
 /// Why a frame did not reach the socket.
@@ -97,6 +98,8 @@ pub(super) struct Wire {
     /// For the log: whom this session joins.
     peer: String,
     lane: Lane,
+    /// The path it runs over (bytes sent are counted there).
+    path: Option<Arc<PathLink>>,
     epoch: Instant,
     /// When a frame last went out, in microseconds since `epoch`.
     last_sent_us: AtomicU64,
@@ -113,6 +116,7 @@ impl Wire {
         closed: CancellationToken,
         peer: String,
         lane: Lane,
+        path: Option<Arc<PathLink>>,
     ) -> Wire {
         Wire {
             out: Mutex::new(Out {
@@ -126,6 +130,7 @@ impl Wire {
             closed,
             peer,
             lane,
+            path,
             epoch: Instant::now(),
             last_sent_us: AtomicU64::new(0),
         }
@@ -182,8 +187,11 @@ impl Wire {
             _ = self.closed.cancelled() => return Err(WireError::Closed),
             wrote = sending.write() => wrote?,
         };
-        if wrote {
+        if wrote > 0 {
             self.note_sent();
+            if let Some(p) = &self.path {
+                p.note_sent(wrote);
+            }
         }
         Ok(())
     }
@@ -218,7 +226,12 @@ impl Wire {
         while !buf.is_empty() {
             match half.try_write(buf) {
                 Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
-                Ok(n) => buf.advance(n),
+                Ok(n) => {
+                    buf.advance(n);
+                    if let Some(p) = &self.path {
+                        p.note_sent(n);
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e.into()),
             }
@@ -321,14 +334,14 @@ struct Sending<'a> {
 }
 
 impl Sending<'_> {
-    /// Writes the buffer, then the data; whether there was anything to write.
-    async fn write(&mut self) -> Result<bool, WireError> {
+    /// Writes the buffer, then the data; how many bytes that was.
+    async fn write(&mut self) -> Result<usize, WireError> {
         let Sending {
             out, tail, sent, ..
         } = self;
         let Out { half, buf, .. } = &mut **out;
         let half = half.as_mut().ok_or(WireError::Closed)?;
-        let any = !buf.is_empty() || *sent < tail.len();
+        let mut wrote = 0;
         while !buf.is_empty() || *sent < tail.len() {
             let rest = &tail[*sent..];
             let n = if rest.is_empty() {
@@ -345,8 +358,9 @@ impl Sending<'_> {
             let from_buf = n.min(buf.len());
             buf.advance(from_buf);
             *sent += n - from_buf;
+            wrote += n;
         }
-        Ok(any)
+        Ok(wrote)
     }
 }
 

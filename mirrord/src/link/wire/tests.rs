@@ -218,14 +218,14 @@ async fn an_answer_the_reader_could_not_write_follows_once_the_socket_drains() {
         closed.clone(),
         "b".into(),
         Lane::Bulk,
+        None,
     ));
-    let peer = Arc::new(PeerLink {
-        site: "b".into(),
-        lane: Lane::Bulk,
-        address: addr.to_string(),
-        session: std::sync::Mutex::new(None),
-        stats: Default::default(),
-    });
+    let path = crate::config::PeerConfig::at("b", addr.to_string()).path_list();
+    let paths: Arc<[Arc<super::super::paths::PathLink>]> = path
+        .iter()
+        .map(|c| Arc::new(super::super::paths::PathLink::new(c)))
+        .collect();
+    let peer = Arc::new(PeerLink::new("b", Lane::Bulk, paths));
     tokio::spawn(Arc::clone(&wire).flush_and_ping(peer, Duration::from_secs(60)));
     let big = hbcore::link::FORMAT.max_payload - 64;
     let sender = {

@@ -62,10 +62,7 @@ impl TestSite {
                 timeout_ms: 2000,
                 seal: true,
             },
-            peers: vec![PeerConfig {
-                site: peer.into(),
-                address: peer_address,
-            }],
+            peers: vec![PeerConfig::at(peer, peer_address)],
             metrics_listen: None,
         }
     }
