@@ -396,4 +396,6 @@ impl Link {
 }
 
 #[cfg(test)]
+mod paths_tests;
+#[cfg(test)]
 mod tests;
