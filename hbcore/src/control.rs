@@ -59,6 +59,8 @@ pub enum Request {
     PairDelete(PairDelete),
     /// Compare the two copies of a pair block by block.
     PairVerify(PairVerify),
+    /// The remote link to each peer: its lanes and its paths.
+    LinkStatus,
 }
 
 /// What a pair does when the generations show a split brain (both sites
@@ -359,6 +361,8 @@ pub enum Reply {
     Volumes(Vec<VolumeInfo>),
     /// Pairs.
     Pairs(Vec<PairInfo>),
+    /// The remote link to each peer.
+    Links(Vec<LinkInfo>),
 }
 
 #[cfg(test)]

@@ -45,5 +45,6 @@ async fn dispatch(site: &Arc<Site>, request: Request) -> Result<Reply, SiteError
         Request::PairInstall(r) => Reply::Done(site.pair_install(&r.name, r.installed).await?),
         Request::PairDelete(r) => Reply::Done(site.pair_delete(&r.name, r.force).await?),
         Request::PairVerify(r) => Reply::Done(site.pair_verify(&r)?),
+        Request::LinkStatus => Reply::Links(site.link().status()),
     })
 }

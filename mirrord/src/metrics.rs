@@ -158,6 +158,12 @@ fn link_metrics(s: &mut Scrape, site: &Site) {
             .map(|(l, p)| (l.clone(), p.stats.sessions().saturating_sub(1))),
     );
     s.counter(
+        "link_sessions_resumed",
+        "Sessions that took over a lost one's unanswered requests (a path change)",
+        links.iter().map(|(l, p)| (l.clone(), p.stats.resumed())),
+    );
+    path_metrics(s, site);
+    s.counter(
         "link_frames_rejected",
         "Frames of open sessions refused, by reason (each ended its session)",
         links.iter().flat_map(|(l, p)| {
@@ -175,6 +181,40 @@ fn link_metrics(s: &mut Scrape, site: &Site) {
             .refused()
             .into_iter()
             .map(|(reason, n)| (labels([("reason", reason)]), n)),
+    );
+}
+
+/// Each network path to each peer (shared by both lanes).
+fn path_metrics(s: &mut Scrape, site: &Site) {
+    let mut paths = Vec::new();
+    for link in site.link().status() {
+        for p in link.paths {
+            paths.push((labels([("peer", &link.peer), ("path", &p.name)]), p));
+        }
+    }
+    s.gauge(
+        "link_path_up",
+        "1 when a lane's session runs over this path",
+        paths
+            .iter()
+            .map(|(l, p)| (l.clone(), f64::from(u8::from(p.state == "up")))),
+    );
+    s.gauge(
+        "link_path_rtt_seconds",
+        "Round-trip time of the last answered ping over this path",
+        paths
+            .iter()
+            .filter_map(|(l, p)| p.rtt_us.map(|us| (l.clone(), us as f64 / 1e6))),
+    );
+    s.counter(
+        "link_path_sent_bytes",
+        "Bytes sent over this path",
+        paths.iter().map(|(l, p)| (l.clone(), p.bytes_sent)),
+    );
+    s.counter(
+        "link_path_received_bytes",
+        "Bytes received over this path",
+        paths.iter().map(|(l, p)| (l.clone(), p.bytes_received)),
     );
 }
 

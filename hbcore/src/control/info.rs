@@ -1,6 +1,7 @@
-//! What mirrord answers about its volumes and pairs, as `volume list` and
-//! `pair status` show them (text and JSON): a pair's state, generations and
-//! verdict, and the progress of its verification and of its copy.
+//! What mirrord answers about its volumes, pairs and links, as `volume
+//! list`, `pair status` and `link status` show them (text and JSON): a
+//! pair's state, generations and verdict, the progress of its verification
+//! and of its copy; each peer's lanes and network paths.
 
 use std::path::PathBuf;
 
@@ -238,4 +239,65 @@ impl std::fmt::Display for HeldBy {
             HeldBy::Disk => "disk",
         })
     }
+}
+
+/// The remote link to one peer, as `link status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkInfo {
+    /// The peer's site.
+    pub peer: String,
+    /// Whether frames are sealed (`[link] seal`).
+    pub sealed: bool,
+    /// Its two lanes.
+    pub lanes: Vec<LaneInfo>,
+    /// Its network paths, in configuration order.
+    pub paths: Vec<PathInfo>,
+}
+
+/// One lane of a link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneInfo {
+    /// `bulk` or `heartbeat`.
+    pub lane: String,
+    /// Whether a session is open.
+    pub up: bool,
+    /// Whether a lost session's requests are held for the next one.
+    pub resuming: bool,
+    /// The path its session runs over.
+    pub path: Option<String>,
+    /// Round trip of the last answered ping, in microseconds.
+    pub rtt_us: Option<u64>,
+    /// Sessions opened since mirrord started.
+    pub sessions: u64,
+    /// Sessions that took over a lost one's requests (a path change).
+    pub sessions_resumed: u64,
+    /// The peer's requests that arrived again and were answered without
+    /// being applied again.
+    pub requests_repeated: u64,
+    /// Frames refused, by reason; each ended its session.
+    pub frames_rejected: std::collections::BTreeMap<String, u64>,
+}
+
+/// One network path to a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathInfo {
+    /// Its name.
+    pub name: String,
+    /// This site's address on it, if configured.
+    pub local: Option<String>,
+    /// The peer's link address on it.
+    pub remote: String,
+    /// `up` (a lane runs over it), `down` (its last attempt or session
+    /// failed) or `standby` (usable, unused).
+    pub state: String,
+    /// Since when (milliseconds since the Unix epoch).
+    pub since: u64,
+    /// Last round trip measured over it, in microseconds.
+    pub rtt_us: Option<u64>,
+    /// Bytes sent over it since mirrord started.
+    pub bytes_sent: u64,
+    /// Bytes received over it since mirrord started.
+    pub bytes_received: u64,
+    /// Lanes running over it now.
+    pub lanes: Vec<String>,
 }

@@ -49,6 +49,7 @@ pub mod refusals;
 mod resume;
 mod session;
 pub mod stats;
+mod status;
 mod wire;
 
 pub use backoff::Backoff;
@@ -172,6 +173,17 @@ impl Link {
     /// Every peer link (each peer on each lane).
     pub fn peer_links(&self) -> impl Iterator<Item = &Arc<PeerLink>> {
         self.peers.values().flatten()
+    }
+
+    /// Each peer's lanes and paths, for `link status`.
+    pub fn status(&self) -> Vec<hbcore::control::LinkInfo> {
+        let mut sites: Vec<&String> = self.peers.keys().collect();
+        sites.sort();
+        sites
+            .into_iter()
+            .filter_map(|site| self.peers.get(site))
+            .map(|lanes| status::link(&lanes[..], self.seal))
+            .collect()
     }
 
     /// Link connections refused since start, by reason in fixed words.

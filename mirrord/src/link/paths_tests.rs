@@ -92,7 +92,13 @@ async fn pump(
 async fn two_paths(
     dir: &std::path::Path,
     stop: &CancellationToken,
-) -> (Arc<Link>, Arc<Link>, Arc<Counting>, Arc<Counting>, [Relay; 2]) {
+) -> (
+    Arc<Link>,
+    Arc<Link>,
+    Arc<Counting>,
+    Arc<Counting>,
+    [Relay; 2],
+) {
     let (la, lb) = (
         TcpListener::bind("127.0.0.1:0").await.expect("bind"),
         TcpListener::bind("127.0.0.1:0").await.expect("bind"),
@@ -160,7 +166,10 @@ async fn a_cut_path_moves_the_lane_to_the_other_without_failing_or_repeating_a_w
                 for i in 0..150u64 {
                     let offset = (w * 1000 + i) * 4096;
                     let pending = bulk.send(write_at(offset)).await.expect("sent");
-                    pending.wait(Duration::from_secs(5)).await.expect("acknowledged");
+                    pending
+                        .wait(Duration::from_secs(5))
+                        .await
+                        .expect("acknowledged");
                 }
             })
         })
@@ -178,20 +187,40 @@ async fn a_cut_path_moves_the_lane_to_the_other_without_failing_or_repeating_a_w
     let applied = at_b.applied.lock().expect("applied").clone();
     assert_eq!(applied.len(), 8 * 150, "every write arrived");
     assert!(applied.values().all(|n| *n == 1), "a write applied twice");
-    assert_eq!(at_a.downs.load(Ordering::SeqCst), 0, "a was never told the link is down");
-    assert_eq!(at_b.downs.load(Ordering::SeqCst), 0, "b was never told the link is down");
+    assert_eq!(
+        at_a.downs.load(Ordering::SeqCst),
+        0,
+        "a was never told the link is down"
+    );
+    assert_eq!(
+        at_b.downs.load(Ordering::SeqCst),
+        0,
+        "b was never told the link is down"
+    );
     assert!(bulk.stats.resumed() >= 1, "a session resumed");
     let (s0, s1) = (on(0), on(1));
     assert_eq!((s0.state, s1.state), ("down", "up"), "{s0:?} {s1:?}");
-    assert_eq!(s1.lanes, [Lane::Bulk, Lane::Heartbeat].into_iter().filter(|l| a.peer("b", *l).is_ok_and(|p| p.is_up())).collect::<Vec<_>>());
+    assert_eq!(
+        s1.lanes,
+        [Lane::Bulk, Lane::Heartbeat]
+            .into_iter()
+            .filter(|l| a.peer("b", *l).is_ok_and(|p| p.is_up()))
+            .collect::<Vec<_>>()
+    );
     assert!(s1.bytes_sent > 0 && s1.bytes_received > 0);
 
     // Both paths cut: the link is down, as before.
     relays[1].cut.store(true, Ordering::SeqCst);
     let failed = bulk.send(write_at(1 << 30)).await.expect("held or sent");
     assert!(failed.wait(Duration::from_secs(5)).await.is_err());
-    wait_until("a told the link is down", || at_a.downs.load(Ordering::SeqCst) > 0).await;
-    wait_until("b told the link is down", || at_b.downs.load(Ordering::SeqCst) > 0).await;
+    wait_until("a told the link is down", || {
+        at_a.downs.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    wait_until("b told the link is down", || {
+        at_b.downs.load(Ordering::SeqCst) > 0
+    })
+    .await;
     drop(b);
     stop.cancel();
 }

@@ -303,6 +303,11 @@ impl Wire {
         Ok(true)
     }
 
+    /// The name of the path it runs over, if known.
+    pub(super) fn path_name(&self) -> Option<String> {
+        self.path.as_ref().map(|p| p.name.clone())
+    }
+
     fn note_sent(&self) {
         let us = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.last_sent_us.store(us, Ordering::Relaxed);

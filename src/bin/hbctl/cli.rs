@@ -37,6 +37,9 @@ pub enum Command {
     /// Remote-copy pairs: a local PVOL mirrored to an SVOL at a peer site.
     #[command(subcommand, after_help = PAIR_HELP)]
     Pair(PairCommand),
+    /// The remote link to each peer site: its two lanes and its network paths.
+    #[command(subcommand)]
+    Link(LinkCommand),
     /// The heartbeat check (hbd): status table, events, heartbeat mirrors, procedure.
     #[command(subcommand)]
     Hb(HbCommand),
@@ -124,6 +127,22 @@ pub enum PairCommand {
         /// Follow the verify with a progress bar until it ends, then print its result.
         #[arg(long)]
         watch: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LinkCommand {
+    /// Show each peer's lanes (bulk, heartbeat: up, path, round trip,
+    /// sessions, resumed sessions, refused frames by reason) and paths
+    /// (state up/down/standby, since, round trip, bytes each way, lanes).
+    ///
+    /// A lane runs over one path at a time; when its path dies it moves to
+    /// the next within the link timeout and re-sends what was in flight
+    /// (`sessions_resumed`), each request applied once at the peer.
+    Status {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -28,7 +28,7 @@ use hbcore::control;
 use hbcore::jsonl::ClientError;
 use hbmirror::hb::api;
 
-use cli::{Cli, Command, HbCommand, PairCommand, VolumeCommand};
+use cli::{Cli, Command, HbCommand, LinkCommand, PairCommand, VolumeCommand};
 
 fn main() -> ExitCode {
     // SAFETY: restoring the default SIGPIPE action before any thread starts;
@@ -85,6 +85,7 @@ fn run(cli: Cli) -> Result<(), ClientError> {
     match command {
         Command::Volume(command) => storage::volume(&socket(control::DEFAULT_SOCKET), command),
         Command::Pair(command) => storage::pair(&socket(control::DEFAULT_SOCKET), command),
+        Command::Link(command) => storage::link(&socket(control::DEFAULT_SOCKET), command),
         Command::Hb(command) => hb::run(&socket(api::DEFAULT_SOCKET), command),
         Command::Cluster(command) => {
             cluster::run(&socket(hbmirror::cluster::config::DEFAULT_SOCKET), command)
@@ -102,6 +103,7 @@ fn json_everywhere(command: &mut Command) {
     match command {
         Command::Volume(VolumeCommand::List { json })
         | Command::Pair(PairCommand::Status { json, .. })
+        | Command::Link(LinkCommand::Status { json })
         | Command::Hb(HbCommand::Status { json })
         | Command::Hb(HbCommand::Events { json, .. })
         | Command::Cluster(cluster::ClusterCommand::Show { json }) => *json = true,

@@ -1,4 +1,4 @@
-//! `hbctl volume` and `hbctl pair`: requests to mirrord, and `pair status
+//! `hbctl volume`, `hbctl pair` and `hbctl link`: requests to mirrord, and `pair status
 //! --watch` and `pair verify --watch`, which follow a copy or a verify with a
 //! progress bar.
 
@@ -10,7 +10,7 @@ use hbcore::jsonl::{self, ClientError};
 use hbcore::vocab::PairState;
 use indicatif::ProgressStyle;
 
-use crate::cli::{PairCommand, VolumeCommand};
+use crate::cli::{LinkCommand, PairCommand, VolumeCommand};
 use crate::print;
 
 /// Runs a `volume` command.
@@ -66,6 +66,12 @@ pub fn pair(socket: &Path, command: PairCommand) -> Result<(), ClientError> {
     call(socket, &request, json)
 }
 
+/// Runs a `link` command.
+pub fn link(socket: &Path, command: LinkCommand) -> Result<(), ClientError> {
+    let LinkCommand::Status { json } = command;
+    call(socket, &Request::LinkStatus, json)
+}
+
 /// Sends `request` and prints the answer (as JSON if `json`).
 fn call(socket: &Path, request: &Request, json: bool) -> Result<(), ClientError> {
     match jsonl::call(socket, request)? {
@@ -75,6 +81,8 @@ fn call(socket: &Path, request: &Request, json: bool) -> Result<(), ClientError>
         Reply::Pairs(p) if json => print::json(&p),
         Reply::Pairs(p) if p.len() == 1 => print::pair(&p[0]),
         Reply::Pairs(p) => print::pairs(&p),
+        Reply::Links(l) if json => print::json(&l),
+        Reply::Links(l) => print::links(&l),
     }
     Ok(())
 }

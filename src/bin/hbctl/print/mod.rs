@@ -6,7 +6,7 @@
 
 mod storage;
 
-pub use storage::{pair, pairs, verify, volumes};
+pub use storage::{links, pair, pairs, verify, volumes};
 
 use comfy_table::CellAlignment;
 use hbcore::vocab::Group;

@@ -2,7 +2,7 @@
 //! detail, an online verify.
 
 use super::{grid, name};
-use hbcore::control::{PairInfo, VolumeInfo};
+use hbcore::control::{LinkInfo, PairInfo, VolumeInfo};
 use hbcore::size::Bytes;
 use hbcore::vocab::Kind;
 
@@ -233,5 +233,91 @@ pub fn verify(p: &PairInfo) {
             "            the differing blocks are marked dirty: `hbctl pair resync {}` copies them",
             p.name
         );
+    }
+}
+
+/// `link status`: per peer, its lanes, then its paths.
+pub fn links(links: &[LinkInfo]) {
+    if links.is_empty() {
+        println!("no peers; add a [[peers]] entry to mirrord's config");
+        return;
+    }
+    let rtt = |us: Option<u64>| {
+        us.map_or_else(|| "-".into(), |us| format!("{:.2} ms", us as f64 / 1000.0))
+    };
+    for l in links {
+        let sealed = if l.sealed {
+            "sealed"
+        } else {
+            "NOT sealed (seal = false)"
+        };
+        println!("peer {} ({sealed})", name(&l.peer));
+        let lanes = l
+            .lanes
+            .iter()
+            .map(|lane| {
+                let rejected: Vec<String> = lane
+                    .frames_rejected
+                    .iter()
+                    .map(|(reason, n)| format!("{reason} {n}"))
+                    .collect();
+                vec![
+                    lane.lane.clone(),
+                    match (lane.up, lane.resuming) {
+                        (true, _) => "up",
+                        (false, true) => "resuming",
+                        (false, false) => "down",
+                    }
+                    .into(),
+                    lane.path.clone().unwrap_or_else(|| "-".into()),
+                    rtt(lane.rtt_us),
+                    lane.sessions.to_string(),
+                    lane.sessions_resumed.to_string(),
+                    if rejected.is_empty() {
+                        "-".into()
+                    } else {
+                        rejected.join(", ")
+                    },
+                ]
+            })
+            .collect();
+        let header = [
+            "LANE",
+            "STATE",
+            "PATH",
+            "RTT",
+            "SESSIONS",
+            "RESUMED",
+            "REJECTED FRAMES",
+        ];
+        println!("{}", grid(&header, lanes, &[3, 4, 5]));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let paths = l
+            .paths
+            .iter()
+            .map(|p| {
+                vec![
+                    p.name.clone(),
+                    p.local.clone().unwrap_or_else(|| "-".into()),
+                    p.remote.clone(),
+                    p.state.clone(),
+                    format!("{}s", now.saturating_sub(p.since) / 1000),
+                    rtt(p.rtt_us),
+                    Bytes(p.bytes_sent).to_string(),
+                    Bytes(p.bytes_received).to_string(),
+                    if p.lanes.is_empty() {
+                        "-".into()
+                    } else {
+                        p.lanes.join(",")
+                    },
+                ]
+            })
+            .collect();
+        let header = [
+            "PATH", "LOCAL", "REMOTE", "STATE", "FOR", "RTT", "SENT", "RECEIVED", "LANES",
+        ];
+        println!("{}", grid(&header, paths, &[4, 5, 6, 7]));
     }
 }
