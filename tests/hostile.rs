@@ -248,8 +248,9 @@ fn a_second_session_for_a_connected_site_replaces_the_first_and_says_so() {
         line.contains("keeping the new session and closing the old one, because the peer dials again only after losing its session"),
         "{line}"
     );
-    // The real prod lost its session, dials again, and its session replaces ours.
-    sites.prod.wait_log("remote link down");
+    // The real prod lost its session, dials again, and its session replaces
+    // ours, taking over what was in flight (nothing is suspended).
+    sites.prod.wait_log("remote link session lost");
     wait_for("prod's new session to replace ours", || {
         sites
             .standby

@@ -160,7 +160,11 @@ impl Writer {
         let done = Arc::new(AtomicU64::new(0));
         let longest_us = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (d, l, s) = (Arc::clone(&done), Arc::clone(&longest_us), Arc::clone(&stop));
+        let (d, l, s) = (
+            Arc::clone(&done),
+            Arc::clone(&longest_us),
+            Arc::clone(&stop),
+        );
         let thread = std::thread::spawn(move || {
             let f = std::fs::OpenOptions::new()
                 .write(true)
@@ -205,9 +209,9 @@ impl Writer {
 
     fn finish(mut self) -> Result<(), String> {
         self.stop.store(true, Ordering::SeqCst);
-        self.thread
-            .take()
-            .map_or(Ok(()), |t| t.join().unwrap_or(Err("writer panicked".into())))
+        self.thread.take().map_or(Ok(()), |t| {
+            t.join().unwrap_or(Err("writer panicked".into()))
+        })
     }
 }
 
@@ -241,7 +245,9 @@ fn a_cut_path_moves_the_link_to_the_other_without_psue_and_both_cut_is_a_link_lo
     for site in [&prod, &standby] {
         site.ok(&["volume", "create", "data0", "--size", "8MiB"]);
     }
-    prod.ok(&["pair", "create", "data0", "--pvol", "data0", "--peer", "standby"]);
+    prod.ok(&[
+        "pair", "create", "data0", "--pvol", "data0", "--peer", "standby",
+    ]);
     prod.wait_state("PAIR");
     standby.wait_state("PAIR");
     let link = prod.link();
@@ -272,9 +278,11 @@ fn a_cut_path_moves_the_link_to_the_other_without_psue_and_both_cut_is_a_link_lo
     }
     let link = prod.link();
     eprintln!("prod's link after the cut: {link:#}");
-    let resumed: u64 = link["lanes"]
-        .as_array()
-        .map_or(0, |l| l.iter().map(|l| l["sessions_resumed"].as_u64().unwrap_or(0)).sum());
+    let resumed: u64 = link["lanes"].as_array().map_or(0, |l| {
+        l.iter()
+            .map(|l| l["sessions_resumed"].as_u64().unwrap_or(0))
+            .sum()
+    });
     assert!(resumed >= 1, "a session resumed on the other path: {link}");
     assert_eq!(prod.path_state(&format!("wan{cut}")), "down");
     assert_eq!(prod.path_state(&format!("wan{other}")), "up");
@@ -294,7 +302,8 @@ fn a_cut_path_moves_the_link_to_the_other_without_psue_and_both_cut_is_a_link_lo
         .open(prod.mount.join("data0"))
         .expect("open");
     // The pair's fence is `never`: the write succeeds, tracked dirty.
-    f.write_all_at(&[9u8; 4096], 100 * 4096).expect("write during the loss");
+    f.write_all_at(&[9u8; 4096], 100 * 4096)
+        .expect("write during the loss");
     prod.wait_state("PSUE");
     standby.wait_state("PSUE");
 
@@ -306,7 +315,10 @@ fn a_cut_path_moves_the_link_to_the_other_without_psue_and_both_cut_is_a_link_lo
     prod.ok(&["pair", "verify", "data0", "--watch"]);
     let verify = &prod.pair()["verify"];
     assert_eq!(verify["differing_blocks"], 0, "{verify}");
-    assert!(verify["checked_blocks"].as_u64().unwrap_or(0) > 0, "{verify}");
+    assert!(
+        verify["checked_blocks"].as_u64().unwrap_or(0) > 0,
+        "{verify}"
+    );
     drop((prod, standby));
     drop(hosts);
 }

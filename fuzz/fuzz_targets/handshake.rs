@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
             let side = async {
                 if as_listener {
                     let peers = ["site-b".to_string()];
-                    handshake::accept(ours, "site-a", &peers, creds, &|_, _| true, deadline)
+                    handshake::accept(ours, "site-a", &peers, creds, &|_, _, _| true, deadline)
                         .await
                         .map(|_| ())
                 } else {

@@ -47,9 +47,10 @@ pub struct Credentials<'a> {
     pub incarnation: u64,
 }
 
-/// Whether this side would resume the session of `site` on `lane` (see
-/// [`Message::Hello`]'s `resume`): asked by the listener once it knows who dials.
-pub type Resuming<'a> = &'a (dyn Fn(&str, Lane) -> bool + Sync);
+/// Whether this side would resume the session of `site` on `lane` whose
+/// process is `incarnation` (see [`Message::Hello`]'s `resume`): asked by
+/// the listener once it knows who dials.
+pub type Resuming<'a> = &'a (dyn Fn(&str, Lane, u64) -> bool + Sync);
 
 /// A connection admitted by the handshake.
 pub struct Admitted<S> {
@@ -481,7 +482,7 @@ async fn accept_steps<S: Stream>(
         seal: creds.seal,
         dialer_incarnation: incarnation,
         listener_incarnation: creds.incarnation,
-        resume: [their_resume, resuming(&site, lane)],
+        resume: [their_resume, resuming(&site, lane, incarnation)],
     };
     conn.send(Message::Challenge {
         site: own.into(),
@@ -550,7 +551,7 @@ mod tests {
             "standby",
             &["prod".to_string()],
             creds(b"k"),
-            &|_, _| true,
+            &|_, _, _| true,
             deadline,
         )
         .await;
@@ -589,7 +590,7 @@ mod tests {
                 "standby",
                 &["prod".to_string()],
                 creds,
-                &|_, _| true,
+                &|_, _, _| true,
                 DEADLINE,
             )
             .await

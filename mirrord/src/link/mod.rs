@@ -276,8 +276,10 @@ impl Link {
                 sites.clone(),
             );
             tokio::spawn(async move {
-                let resuming =
-                    |site: &str, lane: Lane| link.peer(site, lane).is_ok_and(|p| p.would_resume());
+                let resuming = |site: &str, lane: Lane, incarnation: u64| {
+                    link.peer(site, lane)
+                        .is_ok_and(|p| p.would_resume(Some(incarnation)))
+                };
                 let admitted = handshake::accept(
                     stream,
                     &link.own,
@@ -339,7 +341,7 @@ impl Link {
                     &peer.site,
                     peer.lane,
                     self.credentials(),
-                    peer.would_resume(),
+                    peer.would_resume(None),
                     self.timeout,
                 )
                 .await

@@ -87,12 +87,15 @@ impl PeerLink {
     }
 
     /// Whether this side has not declared the link down since its last
-    /// session (it holds that session's requests, or the session is still
-    /// open here): a new session resumes if both sides say so.
-    pub(super) fn would_resume(&self) -> bool {
-        self.state
-            .lock()
-            .is_ok_and(|s| s.hold.is_some() || s.session.is_some())
+    /// session with the peer's `incarnation` (any, if not known yet): it
+    /// holds that session's requests, or the session is still open here.
+    /// A new session resumes only if both sides say so.
+    pub(super) fn would_resume(&self, incarnation: Option<u64>) -> bool {
+        let same = |i: u64| incarnation.is_none_or(|want| want == i);
+        self.state.lock().is_ok_and(|s| {
+            s.hold.as_ref().is_some_and(|h| same(h.incarnation))
+                || s.session.as_ref().is_some_and(|c| same(c.incarnation))
+        })
     }
 
     /// Sends `body` to the peer: returns once its frame is in the socket,
