@@ -96,6 +96,7 @@ pub(super) async fn run<H: Handler>(
     // The handshake's reader may hold bytes past the Welcome: they stay first.
     let parts = conn.into_parts();
     let (read_half, write_half) = parts.io.into_split();
+    let sealed = keys.is_some();
     let (sealer, opener) = keys.unzip();
     let mut stream = FrameReader::new(
         read_half,
@@ -140,7 +141,7 @@ pub(super) async fn run<H: Handler>(
         );
         old.closed.cancel();
     }
-    tracing::info!(peer = %peer.site, lane = %peer.lane, remote = %session.remote, "remote link up");
+    tracing::info!(peer = %peer.site, lane = %peer.lane, remote = %session.remote, sealed, "remote link up");
     peer.stats.session_opened();
     handler.link_up(&peer.site, peer.lane);
 
