@@ -55,7 +55,7 @@ print(round(w["bw_bytes"] / 1e6, 1), *(round(int(t) / hz * 1e6 / mib, 1) for t i
     drained "$1"
 }
 
-n=${quick:+1000}; n=${n:-5000}
+n=${quick:+1000}; n=${n:-10000}
 rounds=${quick:+2}; rounds=${rounds:-5}
 : > "$B/seal.jsonl"
 for round in $(seq 1 "$rounds"); do

@@ -42,7 +42,8 @@ cleanup() {
     restore_uring
     for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    for mount in "$B"/*/hbfs; do umount -l "$mount" 2>/dev/null || true; done
+    # By name: a glob would miss a mount whose daemon was killed (ENOTCONN).
+    for site in prod standby uprod ustandby; do umount -l "$B/$site/hbfs" 2>/dev/null || true; done
     umount -l "$B/nullfs" 2>/dev/null || true
     rm -rf "$B"
 }
