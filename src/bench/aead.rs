@@ -177,14 +177,8 @@ pub fn aead_cost(size: usize, bytes: u64) -> Result<AeadCost, AeadError> {
             .map_err(ring_failed)?;
         let sealed = elapsed_ns(t);
         let t = Instant::now();
-        key.open_in_place_separate_tag(
-            nonce(i),
-            aead::Aad::from(&[0u8; 20]),
-            tag,
-            &mut buf,
-            0..,
-        )
-        .map_err(ring_failed)?;
+        key.open_in_place_separate_tag(nonce(i), aead::Aad::from(&[0u8; 20]), tag, &mut buf, 0..)
+            .map_err(ring_failed)?;
         let open = elapsed_ns(t);
         let t = Instant::now();
         copy.copy_from_slice(std::hint::black_box(&buf[..]));

@@ -106,8 +106,7 @@ fn main() -> ExitCode {
             count,
             daemon_pid,
             peer_pid,
-        } => bench::fuse_cost(&file, op, count, daemon_pid, peer_pid)
-            .map(|c| serde_json::json!(c)),
+        } => bench::fuse_cost(&file, op, count, daemon_pid, peer_pid).map(|c| serde_json::json!(c)),
         Command::Aead { sizes, bytes } => sizes
             .into_iter()
             .map(|size| {
