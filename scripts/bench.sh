@@ -15,9 +15,11 @@ runtime=${quick:+2}; runtime=${runtime:-8}
 trials=${quick:+3}; trials=${trials:-10}
 cost_s=${quick:+5}; cost_s=${cost_s:-30}
 # BENCH_ONLY="detect cost" runs only those stages (limits always run):
-# latency transport seq resync propagation cost cost1000 detect
+# latency transport seq seal resync propagation cost cost1000 detect
 # (transport: hbfs on classic FUSE and on FUSE over io_uring, same run; it
-# switches /sys/module/fuse/parameters/enable_uring on and restores it.)
+# switches /sys/module/fuse/parameters/enable_uring on and restores it.
+# seal: sealed against unsealed link, a second pair of sites with
+# `[link] seal = false`, same run: scripts/bench-seal.sh.)
 only=${BENCH_ONLY:-}
 stage() { [[ -z "$only" || " $only " == *" $1 "* ]]; }
 
@@ -40,7 +42,8 @@ cleanup() {
     restore_uring
     for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    for site in prod standby; do umount -l "$B/$site/hbfs" 2>/dev/null || true; done
+    # By name: a glob would miss a mount whose daemon was killed (ENOTCONN).
+    for site in prod standby uprod ustandby; do umount -l "$B/$site/hbfs" 2>/dev/null || true; done
     umount -l "$B/nullfs" 2>/dev/null || true
     rm -rf "$B"
 }
@@ -60,16 +63,18 @@ bw() { python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0][
 base=${PORT_BASE:-27788}
 head -c 32 /dev/urandom | base64 > "$B/link.key"
 head -c 32 /dev/urandom | base64 > "$B/hb.key"
-site_config() { # site port peer peer_port
-    mkdir -p "$B/$1"
-    cat > "$B/$1/mirrord.toml" <<TOML
+site_config() { # site port peer peer_port [folder, default: site] [more [link] settings]
+    local dir=$B/${5:-$1}
+    mkdir -p "$dir"
+    cat > "$dir/mirrord.toml" <<TOML
 site = "$1"
-data_dir = "$B/$1/data"
-control_socket = "$B/$1/mirrord.sock"
-mount = "$B/$1/hbfs"
+data_dir = "$dir/data"
+control_socket = "$dir/mirrord.sock"
+mount = "$dir/hbfs"
 [link]
 listen = "127.0.0.1:$2"
 psk_file = "$B/link.key"
+${6:-}
 [[peers]]
 site = "$3"
 address = "127.0.0.1:$4"
@@ -78,7 +83,7 @@ TOML
 site_config prod "$base" standby $((base + 1))
 site_config standby $((base + 1)) prod "$base"
 declare -A mirrord_pid hbd_pid
-start_mirrord() { # site [fuse transport]
+start_mirrord() { # site (its folder) [fuse transport]
     HBMIRROR_FUSE_TRANSPORT=${2:-} mirrord --config "$B/$1/mirrord.toml" 2>> "$B/$1/mirrord.log" &
     mirrord_pid[$1]=$!
     pids+=($!)
@@ -132,6 +137,24 @@ row tcp_stream "loopback TCP single stream (limit)" "$tcp_mb" "$tcp_mb" MB/s ""
 row raw_seq "sequential 1 MiB O_DIRECT write, raw disk (limit)" "$raw_seq" "$raw_seq" MB/s ""
 row shared_seq "sequential 1 MiB write, per stream with two streams on the disk (both sites share it here)" "$shared_seq" "$raw_seq" MB/s "the most a mirrored write can get on one machine"
 row shared_rw "1 MiB reads and writes at once, per direction (the resync limit: a copy reads and writes the shared disk)" "$shared_rw" "$raw_seq" MB/s "fio: one reader and one writer, qd1 each, min of the two"
+# The AEAD alone on this CPU (the link's own Sealer/Opener, and ring's
+# AES-256-GCM): the floor of what sealing a frame costs.
+log "AES-256-GCM on this CPU (hbbench aead)"
+aead_bytes=${quick:+128MiB}; aead_bytes=${aead_bytes:-512MiB}
+hbbench aead --bytes "$aead_bytes" > "$B/aead.json"
+python3 - "$B/aead.json" <<'PY' | while IFS=$'\t' read -r key what ours unit note; do row "$key" "$what" "$ours" "$ours" "$unit" "$note"; done
+import json, sys
+for c in json.load(open(sys.argv[1]))["aead"]:
+    size = {4096: "4k", 1 << 20: "1m"}.get(c["size"], str(c["size"]))
+    label = {4096: "4 KiB", 1 << 20: "1 MiB"}.get(c["size"], f"{c['size']} B")
+    for op, verb in (("seal", "seal (Sealer::encode: copy into the wire buffer, head, both sections sealed)"),
+                     ("open", "open (Opener::decode: both sections opened in place)")):
+        r, alone = c[op], c["ring_" + op]
+        note = f"{r['us']} us per {label}; AES-256-GCM alone (ring, in place) {alone['gbps']} GB/s, {alone['us']} us"
+        if op == "seal":
+            note += f"; a plain copy {c['copy']['gbps']} GB/s, {c['copy']['us']} us"
+        print("\t".join([f"aead_{op}_gbps_{size}", f"link {verb} of a {label} write, this CPU, one core (limit)", str(r["gbps"]), "GB/s", note]))
+PY
 sync_limit=$(python3 -c "print(round($raw50 + $rtt50, 1))")
 seq_limit=$(python3 -c "print(min($raw_seq, $tcp_mb))")
 
@@ -264,6 +287,11 @@ for mode in sync semi-sync adaptive; do
     until prod pair status lat --json | grep -q '"pending_bytes": 0'; do sleep 0.05; done
 done
 
+fi
+
+# ---- what sealing the link costs: a second pair of sites, unsealed ------------
+if stage seal; then
+. scripts/bench-seal.sh
 fi
 
 # ---- hbd at either site (the resync beside heartbeats, cost, detect) -------
@@ -499,6 +527,8 @@ def target(what, figure, limit, most=None, least=None, unit=""):
     return dict(target=what, figure=round(figure, 1), limit=round(limit, 1), unit=unit, ratio=ratio, verdict="met" if met else "missed")
 def add(*xs):
     return None if any(x is None for x in xs) else sum(xs)
+def us_per_mib(gbps):
+    return 1048576 / (gbps * 1e3) if gbps else None
 targets = [
     target("sync 4 KiB p50 <= 1.15 x (unpaired hbfs p50 + TCP round trip p50)", ours("lat_sync_p50"), add(ours("hbfs_solo_p50"), ours("tcp_rtt_p50")), most=1.15, unit="us"),
     *[target(f"{m} 4 KiB p99.9 <= 5 x its p50", p999(f"lat_{m}_p50"), ours(f"lat_{m}_p50") and 5 * ours(f"lat_{m}_p50"), most=1.0, unit="us") for m in ("sync", "semi-sync", "adaptive")],
@@ -511,6 +541,10 @@ targets = [
     target("resync, 1 GiB, 10% dirty, hbd at 100 ms heartbeats >= 80% of the disk's concurrent read + write", ours("resync_hbd"), ours("shared_rw"), least=0.8, unit="MB/s"),
     target("heartbeat propagation p50 <= 1.5 x (raw write + round trip)", ours("prop_p50"), add(ours("raw_write_p50"), ours("tcp_rtt_p50")), most=1.5, unit="us"),
     target("heartbeat propagation p99 during a copy <= 2 x idle p99", ours("prop_resync_p99"), by.get("prop_resync_p99", {}).get("limit"), most=1.0, unit="us"),
+    target("sealing: sync 4 KiB p50, sealed <= 1.05 x unsealed ([link] seal = false, same run)", ours("seal_sync4k_p50_us"), ours("unsealed_sync4k_p50_us"), most=1.05, unit="us"),
+    *[target(f"sealing: sequential 1 MiB{q}, sealed >= 0.90 x unsealed (same run)", ours(f"seal_seq1m{k}_mbs"), ours(f"unsealed_seq1m{k}_mbs"), least=0.90, unit="MB/s") for q, k in (("", ""), (" qd 8", "_qd8"))],
+    # Not a target: the AEAD's own time for a 1 MiB frame (seal at one site + open at the other) against an unsealed MiB's time.
+    target("(for reference) AEAD alone, seal + open of 1 MiB <= 10% of an unsealed 1 MiB write's time at qd 8", add(us_per_mib(ours("aead_seal_gbps_1m")), us_per_mib(ours("aead_open_gbps_1m"))), us_per_mib(ours("unsealed_seq1m_qd8_mbs") and ours("unsealed_seq1m_qd8_mbs") / 1000), most=0.10, unit="us"),
     *[target(f"hbd + mirrord at {site}, 100 mirrors at 1 Hz < 1% of a core", ours(f"cost_{site}"), 1.0, most=1.0, unit="%") for site in ("prod", "standby")],
     *[target(f"hbd + mirrord at {site}, 1,000 mirrors at 1 Hz < 5% of a core", ours(f"cost1000_{site}"), 5.0, most=1.0, unit="%") for site in ("prod", "standby")],
 ]

@@ -4,8 +4,10 @@
 //! the FUSE hop and 4 KiB writes through hbfs with the CPU they cost.
 //! Each returns percentiles from an HDR histogram, in microseconds.
 //! [`null_store`] mounts hbfs over a store that does nothing, so a write's
-//! FUSE share can be measured alone.
+//! FUSE share can be measured alone; [`aead`] times the link's AES-256-GCM
+//! sealing on this CPU.
 
+pub mod aead;
 pub mod null_store;
 
 use std::io::{Read, Write};
@@ -176,6 +178,9 @@ pub struct FuseCost {
     pub client_cpu_us: f64,
     /// CPU time of the serving daemon per operation, µs (0 without a pid).
     pub daemon_cpu_us: f64,
+    /// CPU time of another daemon per operation (the peer site's mirrord,
+    /// which applies a mirrored write), µs (0 without a pid).
+    pub peer_cpu_us: f64,
 }
 
 /// The kernel's unit for the CPU times of /proc/PID/stat (USER_HZ, 100 on
@@ -202,12 +207,14 @@ fn cpu_seconds(pid: &str) -> std::io::Result<f64> {
 }
 
 /// Repeats `op` on `file` (an hbfs file, or any file) `count` times after a
-/// tenth as warm-up; `daemon` is the pid whose CPU is charged to the file.
+/// tenth as warm-up; `daemon` is the pid whose CPU is charged to the file,
+/// `peer` another whose CPU the operations cost too.
 pub fn fuse_cost(
     file: &Path,
     op: FuseOp,
     count: u64,
     daemon: Option<u32>,
+    peer: Option<u32>,
 ) -> std::io::Result<FuseCost> {
     let f = open_direct(file, op == FuseOp::Write)?;
     let size = f.metadata()?.len();
@@ -218,16 +225,17 @@ pub fn fuse_cost(
     let mut h = histogram()?;
     let mut state = u64::from(std::process::id()) | 1;
     let daemon = daemon.map(|p| p.to_string());
+    let peer = peer.map(|p| p.to_string());
+    let cpu_of = |pid: &Option<String>| -> std::io::Result<Option<f64>> {
+        pid.as_deref().map(cpu_seconds).transpose()
+    };
     let warm = count / 10;
-    let (mut client0, mut daemon0) = (0.0, 0.0);
+    let (mut client0, mut daemon0, mut peer0) = (0.0, None, None);
     for i in 0..warm + count {
         if i == warm {
             client0 = cpu_seconds("self")?;
-            daemon0 = daemon
-                .as_deref()
-                .map(cpu_seconds)
-                .transpose()?
-                .unwrap_or(0.0);
+            daemon0 = cpu_of(&daemon)?;
+            peer0 = cpu_of(&peer)?;
         }
         // xorshift: cheap, and no two runs write the same sequence.
         state ^= state << 13;
@@ -245,11 +253,9 @@ pub fn fuse_cost(
         }
     }
     let client = cpu_seconds("self")? - client0;
-    let daemon = daemon
-        .as_deref()
-        .map(cpu_seconds)
-        .transpose()?
-        .map_or(0.0, |d| d - daemon0);
+    let used = |now: Option<f64>, then: Option<f64>| now.zip(then).map_or(0.0, |(n, t)| n - t);
+    let daemon = used(cpu_of(&daemon)?, daemon0);
+    let peer = used(cpu_of(&peer)?, peer0);
     let per_op = |s: f64| (s * 1e6 / count.max(1) as f64 * 10.0).round() / 10.0;
     let us = |q: f64| (h.value_at_quantile(q) as f64 / 100.0).round() / 10.0;
     Ok(FuseCost {
@@ -261,6 +267,7 @@ pub fn fuse_cost(
         },
         client_cpu_us: per_op(client),
         daemon_cpu_us: per_op(daemon),
+        peer_cpu_us: per_op(peer),
     })
 }
 
@@ -283,9 +290,9 @@ mod tests {
         std::fs::write(&f, vec![0u8; 1 << 20]).expect("file");
         let own = std::process::id();
         for op in [FuseOp::Stat, FuseOp::Write] {
-            let c = fuse_cost(&f, op, 200, Some(own)).expect("cost");
+            let c = fuse_cost(&f, op, 200, Some(own), Some(own)).expect("cost");
             assert_eq!(c.latency.count, 200);
-            assert!(c.client_cpu_us >= 0.0 && c.daemon_cpu_us >= 0.0);
+            assert!(c.client_cpu_us >= 0.0 && c.daemon_cpu_us >= 0.0 && c.peer_cpu_us >= 0.0);
         }
         assert!(cpu_seconds("self").expect("cpu") >= 0.0);
     }

@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand};
 use hbcore::size::parse_size;
 use hbmirror::bench::{self, FuseOp};
 
-/// Measures loopback TCP limits, heartbeat propagation and the FUSE hop; prints JSON.
+/// Measures loopback TCP limits, heartbeat propagation, the FUSE hop and the
+/// link's AES-256-GCM; prints JSON.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -57,6 +58,19 @@ enum Command {
         /// The daemon serving FILE (mirrord), for its CPU per operation.
         #[arg(long)]
         daemon_pid: Option<u32>,
+        /// Another daemon the operations cost CPU (the peer site's mirrord).
+        #[arg(long)]
+        peer_pid: Option<u32>,
+    },
+    /// AES-256-GCM on this CPU: the link's sealing (hbcore's Sealer::encode and
+    /// Opener::decode of a write) and ring's alone, and a plain copy, per size.
+    Aead {
+        /// Data bytes per operation (repeat for more sizes).
+        #[arg(long = "size", value_parser = parse_size, default_values = ["4KiB", "1MiB"])]
+        sizes: Vec<u64>,
+        /// Data bytes to put through each measure, per size.
+        #[arg(long, value_parser = parse_size, default_value = "512MiB")]
+        bytes: u64,
     },
     /// Mounts hbfs over a do-nothing store (one file, `null`: writes dropped,
     /// reads zeros) at MOUNT until SIGINT/SIGTERM: a write to it is the FUSE hop alone.
@@ -91,7 +105,18 @@ fn main() -> ExitCode {
             op,
             count,
             daemon_pid,
-        } => bench::fuse_cost(&file, op, count, daemon_pid).map(|c| serde_json::json!(c)),
+            peer_pid,
+        } => bench::fuse_cost(&file, op, count, daemon_pid, peer_pid).map(|c| serde_json::json!(c)),
+        Command::Aead { sizes, bytes } => sizes
+            .into_iter()
+            .map(|size| {
+                let size = usize::try_from(size).map_err(|_| {
+                    std::io::Error::other(format!("--size {size}: too large for this machine"))
+                })?;
+                bench::aead::aead_cost(size, bytes).map_err(std::io::Error::other)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|costs| serde_json::json!({ "aead": costs })),
         Command::NullFs {
             mount,
             size,

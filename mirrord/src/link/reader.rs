@@ -101,9 +101,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// [`FrameReader::next`] for a sealed session.
     async fn next_sealed(&mut self) -> Option<Result<Message, LinkError>> {
         loop {
-            let Some(opener) = self.opener.as_mut() else {
-                return None;
-            };
+            let opener = self.opener.as_mut()?;
             match seal::header(&self.buf) {
                 Err(rejected) => return Some(Err(rejected.into())),
                 Ok(Some(h))

@@ -81,6 +81,8 @@ pub(super) struct Session {
     pub(super) incarnation: u64,
     /// Set when it is ended on purpose: its requests fail, not resume.
     final_end: AtomicBool,
+    /// Whether its frames are sealed (for the log).
+    sealed: bool,
     /// The other end of the connection, to tell sessions apart in the log.
     remote: String,
 }
@@ -131,6 +133,7 @@ pub(super) async fn run<H: Handler>(
     // The handshake's reader may hold bytes past the Welcome: they stay first.
     let parts = conn.into_parts();
     let (read_half, write_half) = parts.io.into_split();
+    let sealed = opened.keys.is_some();
     let (sealer, opener) = opened.keys.unzip();
     let path = opened.path;
     let mut stream = FrameReader::new(
@@ -157,6 +160,7 @@ pub(super) async fn run<H: Handler>(
         closed: closed.clone(),
         incarnation: opened.incarnation,
         final_end: AtomicBool::new(false),
+        sealed,
         remote,
     });
     let silence = timeout / 2;
@@ -213,7 +217,7 @@ async fn open<H: Handler>(
                 say_replaced(peer, session, replaced.as_deref());
                 peer.stats.session_opened();
                 peer.stats.session_resumed();
-                tracing::info!(peer = %peer.site, lane = %peer.lane, remote = %session.remote,
+                tracing::info!(peer = %peer.site, lane = %peer.lane, remote = %session.remote, sealed = session.sealed,
                     "remote link resumed on a new session ({resent} requests re-sent)");
                 return Ok(());
             }
@@ -228,7 +232,7 @@ async fn open<H: Handler>(
                     handler.link_down(&peer.site, peer.lane);
                 }
                 peer.stats.session_opened();
-                tracing::info!(peer = %peer.site, lane = %peer.lane, remote = %session.remote, "remote link up");
+                tracing::info!(peer = %peer.site, lane = %peer.lane, remote = %session.remote, sealed = session.sealed, "remote link up");
                 handler.link_up(&peer.site, peer.lane);
                 return Ok(());
             }
