@@ -1,10 +1,12 @@
 //! The sealed remote link against a man in the middle: a byte-level relay
 //! in this test process, between two real mirrords on loopback, that knows
-//! the frame layout but not the key. It alters, replays, drops, cuts and
-//! moves frames between the lanes; each must end the bulk lane's session
+//! the frame layout but not the key. It alters, replays, drops and cuts
+//! write frames, sends a header stating 64 MiB and moves a frame from the
+//! heartbeat lane into the bulk lane; each must end the bulk lane's session
 //! with its reason (in the standby's log and in `link_frames_rejected`),
-//! leave the SVOL's file without anything of the frame, and let the pair
-//! reconnect and resync to a `pair verify` with 0 differing blocks.
+//! leave the SVOL's file without anything of the frame, leave the heartbeat
+//! lane and its pair alone, and let the pair reconnect and resync to a
+//! `pair verify` with 0 differing blocks.
 //! Each test needs root and /dev/fuse and says SKIPPED without them.
 //!
 //! ```text
@@ -199,7 +201,10 @@ fn forward(prod: TcpStream, to: Arc<Mutex<TcpStream>>, id: u64, state: Arc<Mutex
         let mut out = to.lock().expect("connection to the standby");
         match fault {
             Some(Fault::Flip) => {
-                let h = seal::header(&frame).ok().flatten().expect("a sealed header");
+                let h = seal::header(&frame)
+                    .ok()
+                    .flatten()
+                    .expect("a sealed header");
                 frame[h.head_end() + h.data_len() / 2] ^= 0x20;
             }
             Some(Fault::Record) => s.recorded = Some((id, frame.clone())),
@@ -257,6 +262,44 @@ fn wait_rejected(site: &Site, name: &str, reason: &str, n: u64) {
     site.wait_field(name, &format!("/link_frames_rejected/{reason}"), json!(n));
 }
 
+/// Turns the standby's metrics endpoint on (a restart of its mirrord) and
+/// waits for both lanes to be back; returns the endpoint's port.
+fn standby_metrics(sites: &mut TwoSites) -> u16 {
+    let port = free_port();
+    let standby = &mut sites.standby;
+    standby.stop();
+    let text = std::fs::read_to_string(&standby.config).expect("config");
+    std::fs::write(
+        &standby.config,
+        format!("metrics_listen = \"127.0.0.1:{port}\"\n{text}"),
+    )
+    .expect("config");
+    let from = standby.log_text().len();
+    standby.start();
+    wait_for("both lanes up again at the standby", || {
+        let log = standby.log_since(from);
+        ["lane=bulk", "lane=heartbeat"].iter().all(|lane| {
+            log.lines()
+                .any(|l| l.contains("remote link up") && l.contains(lane))
+        })
+    });
+    port
+}
+
+/// The samples of `GET /metrics` at `port` whose line starts with `prefix`.
+fn metric_lines(port: u16, prefix: &str) -> Vec<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("request");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("answer");
+    answer
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
 /// After a rejection: the pair suspended as for any link loss; then the
 /// link back, `pair resync` and PAIR at both sites.
 fn suspended_then_resynced(sites: &TwoSites, name: &str) {
@@ -280,9 +323,10 @@ fn verified_clean(sites: &TwoSites, name: &str, blocks: u64) {
 #[test]
 fn altered_replayed_and_dropped_frames_end_the_session_and_reach_no_svol() {
     let test = "altered_replayed_and_dropped_frames_end_the_session_and_reach_no_svol";
-    let Some((sites, relay)) = start(test) else {
+    let Some((mut sites, relay)) = start(test) else {
         return;
     };
+    let metrics = standby_metrics(&mut sites);
     sites.pair("d0", "1MiB", &[]);
     let (pvol, svol) = (sites.prod.file("d0"), backing_file(&sites.standby, "d0"));
     let down = "remote link down: dropped the connection: ";
@@ -290,7 +334,10 @@ fn altered_replayed_and_dropped_frames_end_the_session_and_reach_no_svol() {
     // (a) A write's data altered in flight: it does not open.
     let before = pattern(BLOCK, 1);
     write_at(&pvol, 8192, &before);
-    assert!(block(&svol, 8192) == before, "the first write is not at the SVOL");
+    assert!(
+        block(&svol, 8192) == before,
+        "the first write is not at the SVOL"
+    );
     relay.arm(Fault::Flip);
     write_at(&pvol, 8192, &pattern(BLOCK, 2));
     relay.wait_fired();
@@ -303,7 +350,10 @@ fn altered_replayed_and_dropped_frames_end_the_session_and_reach_no_svol() {
         "the altered write reached the SVOL"
     );
     suspended_then_resynced(&sites, "d0");
-    assert!(block(&svol, 8192) == pattern(BLOCK, 2), "resync missed the write");
+    assert!(
+        block(&svol, 8192) == pattern(BLOCK, 2),
+        "resync missed the write"
+    );
 
     // (b) An earlier write's frame replayed after a newer write to the block.
     relay.arm(Fault::Record);
@@ -311,12 +361,17 @@ fn altered_replayed_and_dropped_frames_end_the_session_and_reach_no_svol() {
     relay.wait_fired();
     let newer = pattern(BLOCK, 4);
     write_at(&pvol, 16384, &newer);
-    assert!(block(&svol, 16384) == newer, "the newer write is not at the SVOL");
+    assert!(
+        block(&svol, 16384) == newer,
+        "the newer write is not at the SVOL"
+    );
     let (conn, frame) = relay.recorded();
     relay.inject_bulk(&frame, Some(conn));
     wait_rejected(&sites.standby, "d0", "replayed", 1);
     sites.standby.wait_log(&format!("{down}frame counter"));
-    sites.standby.wait_log("a frame this session already received, replayed");
+    sites
+        .standby
+        .wait_log("a frame this session already received, replayed");
     assert!(
         block(&svol, 16384) == newer,
         "the replayed write rolled the SVOL's block back"
@@ -336,7 +391,10 @@ fn altered_replayed_and_dropped_frames_end_the_session_and_reach_no_svol() {
         "the dropped write is at the SVOL"
     );
     suspended_then_resynced(&sites, "d0");
-    assert!(block(&svol, 24576) == pattern(BLOCK, 5), "resync missed the write");
+    assert!(
+        block(&svol, 24576) == pattern(BLOCK, 5),
+        "resync missed the write"
+    );
 
     // Each fault counted once, under its own reason, nothing else refused.
     let rejected = sites.standby.pair_at("d0", "/link_frames_rejected");
@@ -344,6 +402,15 @@ fn altered_replayed_and_dropped_frames_end_the_session_and_reach_no_svol() {
         rejected,
         json!({"open_failed": 1, "replayed": 1, "skipped": 1}),
         "{rejected}"
+    );
+    let mut counted = metric_lines(metrics, "hbmirror_link_frames_rejected");
+    counted.sort();
+    assert_eq!(
+        counted,
+        ["open_failed", "replayed", "skipped"].map(|reason| format!(
+            "hbmirror_link_frames_rejected_total{{peer=\"prod\",lane=\"bulk\",reason=\"{reason}\"}} 1"
+        )),
+        "the metrics count each refused frame once, by lane and reason"
     );
     verified_clean(&sites, "d0", 256);
 }
@@ -364,7 +431,10 @@ fn truncated_oversized_and_cross_lane_frames_break_only_the_bulk_lane() {
         sites.standby.wait_state("d0", "PSUE");
         let data = pattern(BLOCK, seed);
         write_at(&hb, 0, &data);
-        assert!(block(&hb_svol, 0) == data, "a heartbeat write did not mirror");
+        assert!(
+            block(&hb_svol, 0) == data,
+            "a heartbeat write did not mirror"
+        );
         assert_eq!(sites.prod.pair_at("hb0", "/state"), "PAIR");
         assert_eq!(sites.standby.pair_at("hb0", "/state"), "PAIR");
     };
@@ -378,7 +448,10 @@ fn truncated_oversized_and_cross_lane_frames_break_only_the_bulk_lane() {
     sites
         .standby
         .wait_log("dropped the connection: the connection closed in the middle of a frame");
-    assert!(block(&svol, 0) == vec![0u8; BLOCK], "the cut write is at the SVOL");
+    assert!(
+        block(&svol, 0) == vec![0u8; BLOCK],
+        "the cut write is at the SVOL"
+    );
     heartbeat_mirrors(10);
     relay.refuse_bulk(false);
     suspended_then_resynced(&sites, "d0");
