@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (cargo-fuzz, libFuzzer) of every decoder that reads
 # bytes from outside: link frames and messages (before and after the
-# handshake), the frame layout with its CRC and HMAC, heartbeat messages
-# (datagrams and volume slots), control requests (JSON lines) and configs.
+# handshake), the sealed frame opener (AES-256-GCM, counters), the frame
+# layout with its CRC and HMAC, heartbeat messages (datagrams and volume
+# slots), control requests (JSON lines) and configs. Targets: link_codec,
+# handshake, sealed_frame, frame, heartbeat, control_request, config (all
+# that `cargo fuzz list` names).
 #
 #   scripts/fuzz.sh                 30 s per target (CI's short form)
 #   scripts/fuzz.sh 3600            an hour per target

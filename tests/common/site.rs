@@ -1,6 +1,7 @@
 //! mirrord sites for a test: one [`Site`] (its directory, config, process
 //! and hbctl), and [`TwoSites`], "prod" and "standby" on loopback with the
-//! link up, optionally through a fault-injecting [`Proxy`].
+//! link up, optionally through a fault-injecting [`Proxy`] (or a relay of the
+//! test's own: [`Options::relay`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -237,6 +238,9 @@ pub struct Options {
     pub wrong_key: bool,
     /// Put a fault-injecting proxy on the link.
     pub proxy: bool,
+    /// A relay of the test's own on the link: prod dials the first port, the
+    /// standby listens on the second (instead of a free port).
+    pub relay: Option<(u16, u16)>,
     /// Extra environment for the standby's mirrord.
     pub standby_env: Vec<(String, String)>,
     /// Extra environment for both mirrords (before `standby_env`).
@@ -267,9 +271,14 @@ impl TwoSites {
         } else {
             key.clone()
         };
-        let (prod_port, standby_port) = (free_port(), free_port());
+        let prod_port = free_port();
+        let standby_port = options.relay.map_or_else(free_port, |(_, standby)| standby);
         let proxy = options.proxy.then(|| Proxy::start(standby_port));
-        let via = proxy.as_ref().map_or(standby_port, |p| p.port);
+        let via = match (options.relay, &proxy) {
+            (Some((relay, _)), _) => relay,
+            (None, Some(p)) => p.port,
+            (None, None) => standby_port,
+        };
         let mut prod = Site::new(
             root.path(),
             "prod",

@@ -34,6 +34,21 @@
 //! reader (`reader`), which reads a large write's data straight into a
 //! pooled aligned buffer ([`Handler::buffers`]) for the disk.
 //!
+//! After the handshake every frame is sealed ([`hbcore::link::seal`] has the
+//! layout in full): the sender's [`Sealer`](hbcore::link::seal::Sealer)
+//! lives in the `Wire` (under its lock), the reader task holds the
+//! [`Opener`](hbcore::link::seal::Opener).
+//!
+//! ```text
+//!  │ HBLK │ v5 │ flags │ head_len │ len │ counter (u64) │ sealed head/message │ tag │ [sealed write data │ tag] │
+//!  └──────────── 20 bytes: the associated data ─────────┘   AES-256-GCM, nonce = section ‖ 0 0 0 ‖ counter
+//!  prk    = HKDF-Extract(dialer nonce ‖ listener nonce, pre-shared key)
+//!  key(g) = HKDF-Expand(prk, "hbmirror-link-v5" ‖ direction ‖ lane ‖ dialer ‖ listener ‖ g)
+//! ```
+//! A frame that does not open, repeats or skips a counter ends the session
+//! (`remote link down: dropped the connection: ...`), counted by reason in
+//! [`stats`] (`link_frames_rejected`); the dialer reconnects with new keys.
+//!
 //! Until it has proved the key, a peer costs bounded memory and time: a few
 //! handshakes at a time ([`admission`]), small frames and one deadline
 //! ([`handshake`]); its refusals reach the log counted, not one line each
