@@ -66,7 +66,7 @@ use super::paths::PathLink;
 use super::peer_link::Install;
 use super::reader::FrameReader;
 use super::resume::{Waiter, Waiting};
-use super::wire::Wire;
+use super::wire::{Out, Wire};
 use super::{Handler, PeerLink};
 
 /// One open session, as [`PeerLink::send`] uses it.
@@ -145,10 +145,8 @@ pub(super) async fn run<H: Handler>(
         path.clone(),
     );
     let wire = Arc::new(Wire::new(
-        write_half,
+        Out::new(write_half, parts.write_buf, sealer),
         parts.codec,
-        parts.write_buf,
-        sealer,
         closed.clone(),
         peer.site.clone(),
         peer.lane,

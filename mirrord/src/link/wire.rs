@@ -62,8 +62,8 @@ pub(super) enum WireError {
     Io(#[from] std::io::Error),
 }
 
-/// What the lock guards.
-struct Out {
+/// What the lock guards: the connection's write half, its buffer and its sealer.
+pub(super) struct Out {
     /// `None` once the session has ended (which closes the connection).
     half: Option<OwnedWriteHalf>,
     /// Bytes not yet written: whole frames, except that the first may be the
@@ -74,6 +74,16 @@ struct Out {
 }
 
 impl Out {
+    /// The write half, with `pending` bytes already framed (left by the
+    /// handshake's writer) to go first, and the session's sealer.
+    pub(super) fn new(half: OwnedWriteHalf, pending: BytesMut, sealer: Option<Sealer>) -> Out {
+        Out {
+            half: Some(half),
+            buf: pending,
+            sealer,
+        }
+    }
+
     /// Appends the frame of `msg` to the buffer; returns the bytes to send
     /// after it uncopied (an unsealed write's data), else nothing.
     fn encode(&mut self, codec: &LinkCodec, msg: Message) -> Result<Bytes, WireError> {
@@ -106,24 +116,17 @@ pub(super) struct Wire {
 }
 
 impl Wire {
-    /// The sending side over `half`; `pending` are bytes already framed
-    /// (left by the handshake's writer), sent before anything else.
+    /// The sending side over `out`.
     pub(super) fn new(
-        half: OwnedWriteHalf,
+        out: Out,
         codec: LinkCodec,
-        pending: BytesMut,
-        sealer: Option<Sealer>,
         closed: CancellationToken,
         peer: String,
         lane: Lane,
         path: Option<Arc<PathLink>>,
     ) -> Wire {
         Wire {
-            out: Mutex::new(Out {
-                half: Some(half),
-                buf: pending,
-                sealer,
-            }),
+            out: Mutex::new(out),
             backlog: std::sync::Mutex::new(Vec::new()),
             kick: Notify::new(),
             codec,

@@ -211,10 +211,8 @@ async fn an_answer_the_reader_could_not_write_follows_once_the_socket_drains() {
     codec.authenticated();
     let closed = CancellationToken::new();
     let wire = Arc::new(Wire::new(
-        half,
+        Out::new(half, BytesMut::new(), None),
         codec,
-        BytesMut::new(),
-        None,
         closed.clone(),
         "b".into(),
         Lane::Bulk,
