@@ -14,7 +14,9 @@ use crate::frame::Format;
 use crate::vocab::Kind;
 
 mod codec;
+mod payload;
 mod peer;
+mod rejection;
 pub mod seal;
 mod zero_copy;
 pub use codec::{LinkCodec, LinkError, HANDSHAKE_MAX_PAYLOAD};

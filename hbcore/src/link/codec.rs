@@ -6,7 +6,7 @@
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::{zero_copy, Message, PeerRequest, FORMAT};
+use super::{zero_copy, Message, FORMAT};
 use crate::frame::{Format, FrameError};
 
 /// Why a link frame could not be decoded into a [`Message`].
@@ -35,7 +35,7 @@ pub enum LinkError {
     Encode(#[source] postcard::Error),
     /// A frame of a sealed session refused.
     #[error(transparent)]
-    Rejected(#[from] super::seal::Rejection),
+    Rejected(#[from] super::rejection::Rejection),
 }
 
 impl LinkError {
@@ -160,7 +160,7 @@ impl LinkCodec {
     /// [`Encoder::encode`] makes; the payload is serialized straight into
     /// `dst` (no intermediate buffer). On an error `dst` is as it was.
     pub fn encode_split(&self, msg: Message, dst: &mut BytesMut) -> Result<Bytes, LinkError> {
-        let (msg, tail) = split_write(msg);
+        let (msg, tail) = super::payload::split_write(msg);
         let start = dst.len();
         let framed = self.frame_into(&msg, &tail, dst);
         if framed.is_err() {
@@ -173,59 +173,10 @@ impl LinkCodec {
         use bytes::BufMut;
         let start = dst.len();
         dst.put_bytes(0, crate::frame::HEADER_LEN);
-        serialize_head(msg, tail.len(), dst)?;
+        super::payload::serialize_head(msg, tail.len(), dst)?;
         let body = start + crate::frame::HEADER_LEN;
         let header = self.format.header_of(&[&dst[body..], tail])?;
         dst[start..body].copy_from_slice(&header);
         Ok(())
     }
-}
-
-/// A write request without its data, and the data; any other message as it is.
-pub(super) fn split_write(msg: Message) -> (Message, Bytes) {
-    match msg {
-        Message::Request {
-            id,
-            body: PeerRequest::Write { pair, offset, data },
-        } => (
-            Message::Request {
-                id,
-                body: PeerRequest::Write {
-                    pair,
-                    offset,
-                    data: Bytes::new(),
-                },
-            },
-            data,
-        ),
-        other => (other, Bytes::new()),
-    }
-}
-
-/// Appends the postcard form of `msg` (from [`split_write`]) to `dst`, as
-/// if its write carried `data_len` bytes that follow: the payload up to
-/// the data.
-pub(super) fn serialize_head(
-    msg: &Message,
-    data_len: usize,
-    dst: &mut BytesMut,
-) -> Result<(), LinkError> {
-    use bytes::BufMut;
-    postcard::to_io(msg, (&mut *dst).writer()).map_err(LinkError::Encode)?;
-    if data_len > 0 {
-        // The data is the message's last field, so its postcard form ends
-        // the payload: the length (a varint, 0 as serialized above), then
-        // the bytes, which follow.
-        if dst.last() != Some(&0) {
-            return Err(LinkError::Encode(postcard::Error::SerdeSerCustom));
-        }
-        dst.truncate(dst.len() - 1);
-        let mut len = data_len;
-        while len >= 0x80 {
-            dst.put_u8((len as u8) | 0x80);
-            len >>= 7;
-        }
-        dst.put_u8(len as u8);
-    }
-    Ok(())
 }

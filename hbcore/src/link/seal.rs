@@ -35,7 +35,9 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use ring::{aead, hkdf};
 
-use super::{zero_copy, Lane, LinkError, Message, PeerRequest, FORMAT, NONCE_LEN};
+use super::payload::{serialize_head, split_write};
+pub use super::rejection::Rejection;
+use super::{zero_copy, Lane, LinkError, Message, FORMAT, NONCE_LEN};
 
 /// Length of a sealed frame's header (the associated data of its sections).
 pub const HEADER_LEN: usize = 20;
@@ -48,67 +50,6 @@ pub const FLAG_SPLIT: u8 = 0x02;
 /// The first frame under the sender's next key generation.
 pub const FLAG_REKEY: u8 = 0x04;
 const KNOWN_FLAGS: u8 = FLAG_SEALED | FLAG_SPLIT | FLAG_REKEY;
-
-/// Why a frame of a sealed session was refused; [`Rejection::reason`] is the
-/// label it is counted by (`link_frames_rejected{reason}`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Rejection {
-    /// The tag does not verify.
-    #[error("a frame that does not open with this session's key (counter {counter}): altered in flight, sealed with another key, or taken from another lane or session")]
-    OpenFailed {
-        /// The counter its header states.
-        counter: u64,
-    },
-    /// A genuine frame of this session, again.
-    #[error("frame counter {got} where {expected} was due: a frame this session already received, replayed")]
-    Replayed {
-        /// The frame's counter.
-        got: u64,
-        /// The counter due.
-        expected: u64,
-    },
-    /// A genuine frame of this session, early: frames were dropped or reordered.
-    #[error(
-        "frame counter {got} where {expected} was due: frames were dropped or reordered in flight"
-    )]
-    Skipped {
-        /// The frame's counter.
-        got: u64,
-        /// The counter due.
-        expected: u64,
-    },
-    /// A frame without the seal flag in a sealed session.
-    #[error("an unsealed frame (flags {flags:#04x}) in a sealed session")]
-    NotSealed {
-        /// The header's flags.
-        flags: u8,
-    },
-    /// A stated length over the link's limit.
-    #[error("a sealed frame stating {len} bytes, over the limit of {max}")]
-    Oversized {
-        /// The stated payload length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// Not a frame of this protocol version, or an impossible layout.
-    #[error("a sealed frame with a bad header: {0}")]
-    BadHeader(&'static str),
-}
-
-impl Rejection {
-    /// The reason in one fixed word, as counted.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Rejection::OpenFailed { .. } => "open_failed",
-            Rejection::Replayed { .. } => "replayed",
-            Rejection::Skipped { .. } => "skipped",
-            Rejection::NotSealed { .. } => "not_sealed",
-            Rejection::Oversized { .. } => "oversized",
-            Rejection::BadHeader(_) => "bad_header",
-        }
-    }
-}
 
 /// When a sender moves to its next key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,9 +203,9 @@ impl Sealer {
         start: usize,
         dst: &mut BytesMut,
     ) -> Result<(), LinkError> {
-        let (msg, data) = super::codec::split_write(msg);
+        let (msg, data) = split_write(msg);
         dst.put_bytes(0, HEADER_LEN);
-        super::codec::serialize_head(&msg, data.len(), dst)?;
+        serialize_head(&msg, data.len(), dst)?;
         let head_len = dst.len() - start - HEADER_LEN;
         let len = head_len + data.len();
         let split = !data.is_empty();
@@ -549,11 +490,6 @@ impl Opener {
         let frame: Bytes = frame.freeze();
         Ok(Some(head.into_message(frame.slice(at..tail))))
     }
-}
-
-/// Whether `msg` is a write whose data a sealed frame carries split.
-pub fn is_split(msg: &Message) -> bool {
-    matches!(msg, Message::Request { body: PeerRequest::Write { data, .. }, .. } if !data.is_empty())
 }
 
 #[cfg(test)]

@@ -19,16 +19,12 @@
 //! A session lost to a transport failure (silence for half the timeout, a
 //! reset, a cut mid-frame) holds its unanswered requests for the other
 //! half: the dialer tries the next path at once, and the new session
-//! re-sends them, each applied once at the peer ([`resume`]). A session
+//! re-sends them, each applied once at the peer (`resume`). A session
 //! ended by a refused frame (altered, replayed, out of order: see
 //! [`hbcore::link::seal`]), a reset, or no new session in time, fails the
 //! requests in flight and tells the handler (`link_down`); the dialer
 //! reconnects with backoff ([`Backoff`]: 100 ms doubling to 5 s) once every
 //! path has failed in a row.
-//!
-//! Every frame after the handshake is sealed (AES-256-GCM, a key per
-//! session, direction and lane, a counter as nonce): the layout and the key
-//! schedule are drawn in [`hbcore::link::seal`].
 //!
 //! Frames are written by their senders (`wire`) and read by the session's
 //! reader (`reader`), which reads a large write's data straight into a
@@ -57,6 +53,7 @@
 pub mod admission;
 mod backoff;
 pub mod handshake;
+mod live;
 pub mod paths;
 mod peer_link;
 mod reader;

@@ -13,9 +13,9 @@ use std::time::Duration;
 use hbcore::link::{Lane, Message, PeerError, PeerReply, PeerRequest};
 use tokio::sync::oneshot;
 
+use super::live::{Answer, Session, Waiter};
 use super::paths::PathLink;
-use super::resume::{Answer, Inbox, LinkState, Waiter};
-use super::session::Session;
+use super::resume::{Inbox, LinkState};
 use super::wire::WireError;
 use super::{stats, LinkError};
 

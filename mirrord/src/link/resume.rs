@@ -22,25 +22,12 @@
 //! Touched by senders (any thread), the sessions' reader and answerer
 //! tasks, and the grace timer task of a lost session.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use hbcore::link::{PeerError, PeerReply, PeerRequest};
-use tokio::sync::oneshot;
+use hbcore::link::{PeerError, PeerReply};
 
-use super::session::Session;
-
-/// A request's answer, as its sender waits for it.
-pub(super) type Answer = Result<PeerReply, PeerError>;
-
-/// A request sent and not yet answered: whom to tell, and what to re-send.
-pub(super) struct Waiter {
-    pub(super) tx: oneshot::Sender<Answer>,
-    pub(super) body: PeerRequest,
-}
-
-/// Unanswered requests by id.
-pub(super) type Waiting = HashMap<u64, Waiter>;
+use super::live::{Answer, Session, Waiter, Waiting};
 
 /// A lost session's requests, waiting for the next session.
 pub(super) struct Hold {
@@ -162,6 +149,9 @@ pub(super) fn forgotten(id: u64) -> PeerError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hbcore::link::PeerRequest;
+    use std::collections::HashMap;
+    use tokio::sync::oneshot;
 
     #[test]
     fn a_request_is_applied_once_per_incarnation_and_old_ones_are_refused() {

@@ -62,37 +62,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::handshake::Conn;
+use super::live::{Session, Waiter, Waiting};
 use super::paths::PathLink;
 use super::peer_link::Install;
 use super::reader::FrameReader;
-use super::resume::{Waiter, Waiting};
 use super::wire::{Out, Wire};
 use super::{Handler, PeerLink};
-
-/// One open session, as [`PeerLink::send`] uses it.
-pub(super) struct Session {
-    /// The connection's write half, which senders write their frames on.
-    pub(super) wire: Arc<Wire>,
-    /// Requests sent on it and not yet answered.
-    pub(super) waiting: Mutex<Waiting>,
-    /// Cancelled when the session ends (or to end it).
-    pub(super) closed: CancellationToken,
-    /// The peer's incarnation.
-    pub(super) incarnation: u64,
-    /// Set when it is ended on purpose: its requests fail, not resume.
-    final_end: AtomicBool,
-    /// Whether its frames are sealed (for the log).
-    sealed: bool,
-    /// The other end of the connection, to tell sessions apart in the log.
-    remote: String,
-}
-
-impl Session {
-    /// Its end will not be resumed.
-    pub(super) fn no_resume(&self) {
-        self.final_end.store(true, Ordering::Relaxed);
-    }
-}
 
 /// What a session brings beside its connection.
 pub(super) struct Opened {

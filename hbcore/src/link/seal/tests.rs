@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::link::tests::samples;
+use crate::link::PeerRequest;
 
 const PSK: &[u8] = b"0123456789abcdef0123456789abcdef";
 
