@@ -154,7 +154,7 @@ impl Encoder<Message> for LinkCodec {
 
 impl LinkCodec {
     /// Appends the frame of `msg` to `dst`, all but the data of a
-    /// [`PeerRequest::Write`], which it hands back: on the wire that data
+    /// [`PeerRequest::Write`](super::PeerRequest::Write), which it hands back: on the wire that data
     /// follows `dst`, so one vectored write sends the frame without copying
     /// the data. Together they are byte for byte the frame
     /// [`Encoder::encode`] makes; the payload is serialized straight into
