@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{backing_file, pattern, read_all, write_at, Options, TwoSites};
+use common::{backing_file, pattern, read_all, wait_for, write_at, Options, TwoSites};
 use serde_json::json;
 
 const BLOCK: u64 = 4096;
@@ -166,8 +166,12 @@ fn a_pair_deleted_and_created_anew_at_one_site_is_refused_as_unrelated() {
     sites.standby.ok(&["pair", "takeover", "p"]);
     write_at(&sites.standby.file("p"), 0, b"the standby's own data");
     sites.prod.ok(&["pair", "delete", "p", "--force"]);
+    let ups = sites.prod.log_text().matches("remote link up").count();
     sites.proxy().restore();
-    sites.prod.wait_log("remote link up");
+    // Both lanes back (the dialer may be in its backoff for a while).
+    wait_for("both lanes back", || {
+        sites.prod.log_text().matches("remote link up").count() >= ups + 2
+    });
     std::thread::sleep(Duration::from_millis(300));
     let e = sites
         .prod

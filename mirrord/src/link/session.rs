@@ -192,6 +192,8 @@ async fn open<H: Handler>(
                 peer.stats.session_resumed();
                 tracing::info!(peer = %peer.site, lane = %peer.lane, remote = %session.remote, sealed = session.sealed,
                     "remote link resumed on a new session ({resent} requests re-sent)");
+                // Generations are compared at every new session, resumed or not.
+                handler.link_up(&peer.site, peer.lane);
                 return Ok(());
             }
             Install::Current { failed, replaced } => {
