@@ -34,8 +34,10 @@ fn a_standby_started_during_an_outage_fails_over_under_after_timeout() {
     assert_eq!(t["arm_policy"], "after-timeout", "{t}");
     assert_eq!(t["armed"], true, "armed from the start");
     let text = c.standby.ok(&["hb", "status"]);
+    // Armed from the start, it may already have failed over by now (a
+    // request of hbd's start to the peer can wait out the link's grace).
     assert!(
-        text.contains("failover: armed (arm = after-timeout)"),
+        text.contains("failover: armed (arm = after-timeout)") || c.failovers() == 1,
         "{text}"
     );
     wait_for("the failover hook", || c.failovers() == 1);
