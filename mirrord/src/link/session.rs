@@ -8,8 +8,7 @@
 //!                               │    answer written here (Wire::send_now, never waits)
 //!                               ├ Ping ──> Pong written here (Wire::send_now)
 //!                               └ other Request (a copy frame too) ──> answerer task ──> Handler::handle ──> Wire::send
-//!                                   (a large sealed write's data is opened on a blocking thread of its
-//!                                    own, awaited there in order: not in the reader, nor in line with the disk)
+//!                                   (a large sealed write's data is opened there, not in the reader)
 //!  flusher task: what send_now could not write; a Ping when nothing went out for timeout / 8
 //! ```
 //!
@@ -66,7 +65,7 @@ use tokio_util::sync::CancellationToken;
 use super::handshake::Conn;
 use super::paths::PathLink;
 use super::peer_link::Install;
-use super::reader::{FrameReader, Incoming};
+use super::reader::{FrameReader, Incoming, SealedWrite};
 use super::resume::{Waiter, Waiting};
 use super::wire::Wire;
 use super::{Handler, PeerLink};
@@ -263,10 +262,8 @@ fn say_replaced(peer: &PeerLink, session: &Session, old: Option<&Session>) {
 enum Job {
     /// A request, whole.
     Request(u64, PeerRequest),
-    /// A large sealed write being opened on a thread of its own (in
-    /// parallel with the reader reading on and the answerer applying the
-    /// write before it), awaited by the answerer before it is applied.
-    Sealed(tokio::task::JoinHandle<Result<(u64, PeerRequest), LinkError>>),
+    /// A large sealed write, opened by the answerer before it is applied.
+    Sealed(SealedWrite),
 }
 
 /// The session's reader loop, until the session breaks: why, and whether
@@ -301,23 +298,14 @@ async fn serve<H: Handler>(
             while let Some(job) = incoming.recv().await {
                 let (id, body) = match job {
                     Job::Request(id, body) => (id, body),
-                    Job::Sealed(opening) => match opening.await {
-                        Ok(Ok(request)) => request,
+                    Job::Sealed(write) => match write.open() {
+                        Ok(request) => request,
                         // Refused as the reader refuses a frame: counted,
                         // nothing applied, and the session ends for good.
-                        Ok(Err(e)) => {
+                        Err(e) => {
                             let (why, _) = dropped(&peer, &e);
                             if let Ok(mut r) = refused.lock() {
                                 *r = Some(why);
-                            }
-                            session.no_resume();
-                            session.closed.cancel();
-                            break;
-                        }
-                        // Its thread panicked: nothing of it is applied.
-                        Err(e) => {
-                            if let Ok(mut r) = refused.lock() {
-                                *r = Some(format!("a sealed write could not be opened: {e}"));
                             }
                             session.no_resume();
                             session.closed.cancel();
@@ -356,8 +344,7 @@ async fn serve<H: Handler>(
             Ok(Some(Ok(Incoming::Msg(msg)))) => msg,
             Ok(Some(Ok(Incoming::Sealed(write)))) => {
                 queued.fetch_add(1, Ordering::SeqCst);
-                let opening = tokio::task::spawn_blocking(move || write.open());
-                if requests.send(Job::Sealed(opening)).await.is_err() {
+                if requests.send(Job::Sealed(write)).await.is_err() {
                     break stopped(&refused);
                 }
                 continue;
