@@ -42,8 +42,9 @@ use hbio::{AlignedBuf, BufPool};
 pub(super) enum Incoming {
     /// A whole message, opened if sealed.
     Msg(Message),
-    /// A large sealed write, its head opened and its data still sealed.
-    Sealed(SealedWrite),
+    /// A large sealed write, its head opened and its data still sealed
+    /// (boxed: its key is large beside a message).
+    Sealed(Box<SealedWrite>),
 }
 
 /// A large sealed write whose data section is read and not yet opened
@@ -156,7 +157,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                         && h.data_len() > SMALL_WRITE
                         && (h.head_end()..h.frame_len()).contains(&self.buf.len()) =>
                 {
-                    return Some(self.read_large_sealed(h).await.map(Incoming::Sealed))
+                    return Some(
+                        self.read_large_sealed(h)
+                            .await
+                            .map(|w| Incoming::Sealed(Box::new(w))),
+                    )
                 }
                 Ok(_) => {}
             }

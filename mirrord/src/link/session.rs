@@ -263,7 +263,7 @@ enum Job {
     /// A request, whole.
     Request(u64, PeerRequest),
     /// A large sealed write, opened by the answerer before it is applied.
-    Sealed(SealedWrite),
+    Sealed(Box<SealedWrite>),
 }
 
 /// The session's reader loop, until the session breaks: why, and whether

@@ -108,6 +108,7 @@ pub(super) struct Wire {
 impl Wire {
     /// The sending side over `half`; `pending` are bytes already framed
     /// (left by the handshake's writer), sent before anything else.
+    #[allow(clippy::too_many_arguments)] // each is one part of the session it serves
     pub(super) fn new(
         half: OwnedWriteHalf,
         codec: LinkCodec,
