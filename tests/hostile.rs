@@ -1,6 +1,7 @@
 //! Hostile clients against real mirrord processes: floods of unauthenticated
-//! link connections, a second session for a connected site, and control
-//! socket clients that send too much or nothing. Each measures what the
+//! link connections, a second session for a connected site, a large sealed
+//! write altered in its data section, and control socket clients that send
+//! too much or nothing. Each measures what the
 //! daemon pays (RSS from /proc, lines in its log) and that the pairs keep
 //! working. Each test needs root and /dev/fuse and says SKIPPED without them.
 
@@ -13,11 +14,12 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use common::{
-    closed_by_peer, connect_from, header_stating, pattern, wait_for, warn_lines, write_at, Options,
-    TwoSites,
+    closed_by_peer, connect_from, header_stating, pattern, read_all, wait_for, warn_lines,
+    write_at, Options, TwoSites,
 };
 use hbcore::frame::HEADER_LEN;
-use hbcore::link::{Lane, Message, FORMAT, HANDSHAKE_MAX_PAYLOAD, NONCE_LEN};
+use hbcore::link::seal::{self, Opener, Role, Sealer, Transcript};
+use hbcore::link::{Lane, Message, PeerRequest, FORMAT, HANDSHAKE_MAX_PAYLOAD, NONCE_LEN};
 
 /// The link key the harness gives both sites (as mirrord reads it: trimmed).
 const KEY: &[u8] = b"test-key-0123456789abcdef";
@@ -180,8 +182,9 @@ fn idle_connections_from_one_address_are_a_few_log_lines_and_a_count() {
     assert!(sites.prod.log_text().matches("remote link up").count() == 2);
 }
 
-/// Completes the link handshake with the standby as site "prod".
-fn authenticate_as_prod(port: u16) -> TcpStream {
+/// Completes the link handshake with the standby as site "prod": the
+/// connection and the session's keys.
+fn authenticate_as_prod(port: u16) -> (TcpStream, Sealer, Opener) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
@@ -223,7 +226,97 @@ fn authenticate_as_prod(port: u16) -> TcpStream {
     let proof = hbcore::auth::sign_parts(KEY, &transcript).to_vec();
     send(&mut s, &Message::Proof { proof });
     assert_eq!(receive(&mut s), Message::Welcome);
-    s
+    let t = Transcript {
+        dialer: "prod",
+        listener: "standby",
+        dialer_nonce: &mine,
+        listener_nonce: &theirs,
+        lane: Lane::Heartbeat,
+    };
+    let (sealer, opener) = seal::session_keys(KEY, &t, Role::Dialer);
+    (s, sealer, opener)
+}
+
+/// The next sealed message other than a ping or pong.
+fn receive_sealed(stream: &mut TcpStream, opener: &mut Opener) -> Message {
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        match opener.decode(&mut buf).expect("a sealed frame that opens") {
+            Some(Message::Ping | Message::Pong) => {}
+            Some(msg) => return msg,
+            None => {
+                let mut chunk = [0u8; 4096];
+                let n = stream.read(&mut chunk).expect("read");
+                assert!(n > 0, "the standby closed the connection");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+}
+
+/// A large sealed write's data section is opened after its head, by another
+/// task than the reader: altered there, it is refused all the same (counted
+/// `open_failed`, nothing of it written, the session ended for good).
+#[test]
+fn a_large_sealed_write_altered_in_its_data_is_refused_and_nothing_of_it_written() {
+    let name = "a_large_sealed_write_altered_in_its_data_is_refused_and_nothing_of_it_written";
+    let Some(mut sites) = TwoSites::start(name) else {
+        return;
+    };
+    sites.pair("hb0", "512KiB", &["--kind", "heartbeat"]);
+    // Only this test's session as prod, so that nothing replaces it.
+    sites.prod.stop();
+    let (mut s, mut sealer, mut opener) = authenticate_as_prod(sites.standby.port);
+    let write = |id: u64, offset: u64, seed: u8| Message::Request {
+        id,
+        body: PeerRequest::Write {
+            pair: "hb0".into(),
+            offset,
+            data: pattern(128 << 10, seed).into(),
+        },
+    };
+    // An intact one is written (the test can tell a write that lands).
+    let mut frame = bytes::BytesMut::new();
+    sealer.encode(write(1, 0, 7), &mut frame).expect("seal");
+    s.write_all(&frame).expect("send");
+    match receive_sealed(&mut s, &mut opener) {
+        Message::Response { id: 1, result } => assert!(result.is_ok(), "{result:?}"),
+        other => panic!("not the write's answer: {other:?}"),
+    }
+    // The next one has a bit flipped in its data section.
+    let from = sites.standby.log_text().len();
+    let mut frame = bytes::BytesMut::new();
+    sealer
+        .encode(write(2, 128 << 10, 9), &mut frame)
+        .expect("seal");
+    let h = seal::header(&frame).expect("header").expect("whole");
+    assert!(h.split() && h.data_len() > 64 << 10);
+    frame[h.head_end() + 1000] ^= 0x10;
+    s.write_all(&frame).expect("send");
+    assert!(closed_by_peer(&s, Duration::from_secs(10)));
+    sites
+        .standby
+        .wait_log("remote link down: dropped the connection: a frame that does not open");
+    assert_eq!(
+        sites
+            .standby
+            .pair_at("hb0", "/link_frames_rejected/open_failed"),
+        serde_json::json!(1)
+    );
+    let log = sites.standby.log_since(from);
+    assert!(
+        !log.contains("remote link session lost"),
+        "not resumable: {log}"
+    );
+    let svol = read_all(&sites.standby.file("hb0"));
+    assert!(
+        svol[..128 << 10] == pattern(128 << 10, 7)[..],
+        "the intact write landed"
+    );
+    assert!(
+        svol[128 << 10..256 << 10].iter().all(|b| *b == 0),
+        "nothing of the altered write was written"
+    );
 }
 
 #[test]
@@ -233,7 +326,7 @@ fn a_second_session_for_a_connected_site_replaces_the_first_and_says_so() {
         return;
     };
     sites.pair("hb0", "128KiB", &["--kind", "heartbeat"]);
-    let ours = authenticate_as_prod(sites.standby.port);
+    let (ours, _, _) = authenticate_as_prod(sites.standby.port);
     let ours_addr = ours.local_addr().expect("addr").to_string();
     sites.standby.wait_log(&format!(
         "opened a second session (from {ours_addr}) while one (from 127.0.0.1:"

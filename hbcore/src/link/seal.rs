@@ -30,7 +30,8 @@
 //! AES-GCM's limits and before the counter could wrap.
 //!
 //! Pure code: the session's writer holds its [`Sealer`] under the wire's
-//! lock, its reader task holds the [`Opener`].
+//! lock, its reader task holds the [`Opener`] and hands a large write's
+//! [`SealedData`] to the task that applies it, which opens it there.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ring::{aead, hkdf};
@@ -422,44 +423,34 @@ impl Opener {
     }
 
     /// Opens the head section of a split frame: `head` is the frame up to
-    /// [`Header::head_end`]. Its data section follows ([`Opener::open_data`]).
+    /// [`Header::head_end`]. The frame's counter is taken; its data section
+    /// is opened with what comes back ([`SealedData::open`]), on any task.
     pub fn open_head(
         &mut self,
         h: &Header,
         head: &mut [u8],
-    ) -> Result<zero_copy::WriteHead, LinkError> {
+    ) -> Result<(zero_copy::WriteHead, SealedData), LinkError> {
         let section = head
             .get_mut(HEADER_LEN..h.head_end())
             .ok_or(Rejection::BadHeader("a head section cut short"))?;
         self.open_section(h, 0, section)?;
         let plain = &head[HEADER_LEN..HEADER_LEN + h.head_len];
         match zero_copy::head(plain) {
-            Some(w) if w.data.start == h.head_len && w.data.len() == h.data_len() => Ok(w),
+            Some(w) if w.data.start == h.head_len && w.data.len() == h.data_len() => {
+                self.expected += 1;
+                // The key of this frame's generation (a rekey took effect above).
+                Ok((
+                    w,
+                    SealedData {
+                        header: *h,
+                        key: self.key.clone(),
+                    },
+                ))
+            }
             _ => Err(LinkError::Malformed(
                 postcard::Error::DeserializeUnexpectedEnd,
             )),
         }
-    }
-
-    /// Opens a split frame's data section in place, its tag given apart.
-    pub fn open_data(
-        &mut self,
-        h: &Header,
-        data: &mut [u8],
-        tag: &[u8; TAG_LEN],
-    ) -> Result<(), Rejection> {
-        let tag = aead::Tag::from(*tag);
-        self.key
-            .open_in_place_separate_tag(
-                nonce(1, h.counter),
-                aead::Aad::from(&h.bytes),
-                tag,
-                data,
-                0..,
-            )
-            .map_err(|_| Rejection::OpenFailed { counter: h.counter })?;
-        self.expected += 1;
-        Ok(())
     }
 
     /// The next whole message at the start of `src`, as a decoder: `None`
@@ -482,13 +473,49 @@ impl Opener {
                 .map(Some)
                 .map_err(LinkError::Malformed);
         }
-        let head = self.open_head(&h, &mut frame[..h.head_end()])?;
+        let (head, sealed) = self.open_head(&h, &mut frame[..h.head_end()])?;
         let (at, tail) = (h.head_end(), h.head_end() + h.data_len());
         let mut tag = [0u8; TAG_LEN];
         tag.copy_from_slice(&frame[tail..]);
-        self.open_data(&h, &mut frame[at..tail], &tag)?;
+        sealed.open(&mut frame[at..tail], &tag)?;
         let frame: Bytes = frame.freeze();
         Ok(Some(head.into_message(frame.slice(at..tail))))
+    }
+}
+
+/// A split frame's data section, still sealed, once its head has opened:
+/// the frame's header and its key generation's key, so that another task
+/// than the reader can open it while the reader reads the next frame.
+#[derive(Clone)]
+pub struct SealedData {
+    header: Header,
+    key: aead::LessSafeKey,
+}
+
+impl SealedData {
+    /// The frame's counter.
+    pub fn counter(&self) -> u64 {
+        self.header.counter
+    }
+
+    /// Opens the data section in place, its tag given apart.
+    pub fn open(&self, data: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), Rejection> {
+        let failed = Rejection::OpenFailed {
+            counter: self.header.counter,
+        };
+        if data.len() != self.header.data_len() {
+            return Err(failed);
+        }
+        self.key
+            .open_in_place_separate_tag(
+                nonce(1, self.header.counter),
+                aead::Aad::from(&self.header.bytes),
+                aead::Tag::from(*tag),
+                data,
+                0..,
+            )
+            .map(|_| ())
+            .map_err(|_| failed)
     }
 }
 

@@ -17,23 +17,66 @@
 //! ```
 //!
 //! A sealed session ([`hbcore::link::seal`]) reads the same way: a large
-//! write's head section is opened first, its data section read into the
-//! pooled buffer and opened there, in place. A frame that does not open, or
-//! comes out of counter order, ends the session before anything of it is
-//! handed on.
+//! write's head section is opened first (its counter checked and taken, in
+//! order, here), its data section read into the pooled buffer and handed on
+//! still sealed ([`Incoming::Sealed`]): the session's answerer task opens it
+//! in place before applying it, while this task reads the next frame, so
+//! that the AEAD is not on the one serial reader's path. A frame that does
+//! not open, or comes out of counter order, ends the session before
+//! anything of it is applied.
 
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use hbcore::frame::FrameError;
-use hbcore::link::seal::{self, Opener};
-use hbcore::link::{LinkCodec, LinkError, Message};
+use hbcore::link::seal::{self, Opener, SealedData};
+use hbcore::link::{LinkCodec, LinkError, Message, PeerRequest, WriteHead};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::codec::Decoder;
 
 use super::paths::PathLink;
 use super::SMALL_WRITE;
-use hbio::BufPool;
+use hbio::{AlignedBuf, BufPool};
+
+/// What the reader took in.
+pub(super) enum Incoming {
+    /// A whole message, opened if sealed.
+    Msg(Message),
+    /// A large sealed write, its head opened and its data still sealed
+    /// (boxed: its key is large beside a message).
+    Sealed(Box<SealedWrite>),
+}
+
+/// A large sealed write whose data section is read and not yet opened
+/// (read by the reader task, opened by the answerer task).
+pub(super) struct SealedWrite {
+    head: WriteHead,
+    sealed: SealedData,
+    data: AlignedBuf,
+    tag: [u8; seal::TAG_LEN],
+    pool: Arc<BufPool>,
+}
+
+impl SealedWrite {
+    /// Opens the data in place: the request, or why the frame is refused
+    /// (nothing of it is handed on; its buffer goes back to the pool).
+    pub(super) fn open(mut self) -> Result<(u64, PeerRequest), LinkError> {
+        if let Err(refused) = self.sealed.open(self.data.as_mut_slice(), &self.tag) {
+            self.pool.give(self.data);
+            return Err(refused.into());
+        }
+        let h = self.head;
+        let data = BufPool::share(&self.pool, self.data);
+        Ok((
+            h.id,
+            PeerRequest::Write {
+                pair: h.pair,
+                offset: h.offset,
+                data,
+            },
+        ))
+    }
+}
 
 /// Reads messages off one connection.
 pub(super) struct FrameReader<R> {
@@ -75,10 +118,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// The next message; `None` once the peer closed the connection between frames.
-    pub(super) async fn next(&mut self) -> Option<Result<Message, LinkError>> {
+    pub(super) async fn next(&mut self) -> Option<Result<Incoming, LinkError>> {
         if self.opener.is_some() {
             return self.next_sealed().await;
         }
+        self.next_plain().await.map(|r| r.map(Incoming::Msg))
+    }
+
+    /// [`FrameReader::next`] for an unsealed session.
+    async fn next_plain(&mut self) -> Option<Result<Message, LinkError>> {
         loop {
             match self.codec.large_write(&self.buf, SMALL_WRITE) {
                 Ok(Some((head, frame_len))) => return Some(self.read_large(head, frame_len).await),
@@ -99,7 +147,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// [`FrameReader::next`] for a sealed session.
-    async fn next_sealed(&mut self) -> Option<Result<Message, LinkError>> {
+    async fn next_sealed(&mut self) -> Option<Result<Incoming, LinkError>> {
         loop {
             let opener = self.opener.as_mut()?;
             match seal::header(&self.buf) {
@@ -109,12 +157,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                         && h.data_len() > SMALL_WRITE
                         && (h.head_end()..h.frame_len()).contains(&self.buf.len()) =>
                 {
-                    return Some(self.read_large_sealed(h).await)
+                    return Some(
+                        self.read_large_sealed(h)
+                            .await
+                            .map(|w| Incoming::Sealed(Box::new(w))),
+                    )
                 }
                 Ok(_) => {}
             }
             match opener.decode(&mut self.buf) {
-                Ok(Some(msg)) => return Some(Ok(msg)),
+                Ok(Some(msg)) => return Some(Ok(Incoming::Msg(msg))),
                 Ok(None) => {}
                 Err(e) => return Some(Err(e)),
             }
@@ -137,14 +189,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// Opens a large sealed write's head, reads its data section into a
-    /// pooled aligned buffer and opens it there.
-    async fn read_large_sealed(&mut self, h: seal::Header) -> Result<Message, LinkError> {
+    /// pooled aligned buffer and hands it on still sealed.
+    async fn read_large_sealed(&mut self, h: seal::Header) -> Result<SealedWrite, LinkError> {
         let mut head = self.buf.split_to(h.head_end());
         let opener = self
             .opener
             .as_mut()
             .ok_or(LinkError::ClosedMidFrame { have: 0, need: 0 })?;
-        let write = opener.open_head(&h, &mut head)?;
+        let (write, sealed) = opener.open_head(&h, &mut head)?;
         let len = h.data_len();
         let mut data = self.pool.take(len);
         // The frame is not all here: what is buffered is the start of the
@@ -163,23 +215,24 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if let Some(p) = &self.path {
             p.note_received(len - have + seal::TAG_LEN - tag_have);
         }
-        let opened = match read {
-            Ok(_) => opener
-                .open_data(&h, data.as_mut_slice(), &tag)
-                .map_err(LinkError::from),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Err(LinkError::ClosedMidFrame {
-                    have: arrived,
-                    need: h.frame_len(),
-                })
-            }
-            Err(e) => Err(LinkError::Frame(FrameError::Io(e))),
-        };
-        match opened {
-            Ok(()) => Ok(write.into_message(BufPool::share(&self.pool, data))),
+        match read {
+            Ok(_) => Ok(SealedWrite {
+                head: write,
+                sealed,
+                data,
+                tag,
+                pool: Arc::clone(&self.pool),
+            }),
             Err(e) => {
                 self.pool.give(data);
-                Err(e)
+                Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    LinkError::ClosedMidFrame {
+                        have: arrived,
+                        need: h.frame_len(),
+                    }
+                } else {
+                    LinkError::Frame(FrameError::Io(e))
+                })
             }
         }
     }
@@ -271,7 +324,7 @@ mod tests {
         let pool = Arc::new(BufPool::default());
         let mut reader = FrameReader::new(rx, session_codec(), BytesMut::new(), None, pool, None);
         let (mut got, mut aligned) = (Vec::new(), Vec::new());
-        while let Some(next) = reader.next().await {
+        while let Some(next) = reader.next_plain().await {
             let failed = next.is_err();
             if let Ok(Message::Request {
                 body: PeerRequest::Write { data, .. },

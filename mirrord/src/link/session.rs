@@ -8,6 +8,7 @@
 //!                               │    answer written here (Wire::send_now, never waits)
 //!                               ├ Ping ──> Pong written here (Wire::send_now)
 //!                               └ other Request (a copy frame too) ──> answerer task ──> Handler::handle ──> Wire::send
+//!                                   (a large sealed write's data is opened there, not in the reader)
 //!  flusher task: what send_now could not write; a Ping when nothing went out for timeout / 8
 //! ```
 //!
@@ -65,7 +66,7 @@ use super::handshake::Conn;
 use super::live::{Session, Waiter, Waiting};
 use super::paths::PathLink;
 use super::peer_link::Install;
-use super::reader::FrameReader;
+use super::reader::{FrameReader, Incoming, SealedWrite};
 use super::wire::{Out, Wire};
 use super::{Handler, PeerLink};
 
@@ -232,6 +233,14 @@ fn say_replaced(peer: &PeerLink, session: &Session, old: Option<&Session>) {
     }
 }
 
+/// What the answerer task takes, in arrival order.
+enum Job {
+    /// A request, whole.
+    Request(u64, PeerRequest),
+    /// A large sealed write, opened by the answerer before it is applied.
+    Sealed(Box<SealedWrite>),
+}
+
 /// The session's reader loop, until the session breaks: why, and whether
 /// the break can be resumed.
 async fn serve<H: Handler>(
@@ -246,18 +255,39 @@ async fn serve<H: Handler>(
     // Requests are answered in arrival order by their own task, so the
     // reader stays free to deliver responses to requests that a handler
     // itself sends to the peer (a forwarded split drains pending writes).
-    let (requests, mut incoming) = mpsc::channel::<(u64, PeerRequest)>(1024);
+    let (requests, mut incoming) = mpsc::channel::<Job>(1024);
     let queued = Arc::new(AtomicUsize::new(0));
+    // Why the answerer ended the session (a sealed write that did not open).
+    let refused = Arc::new(Mutex::new(None::<String>));
     let answerer = {
-        let (wire, peer, handler, answered) = (
+        let (wire, peer, handler, answered, session, refused) = (
             Arc::clone(wire),
             Arc::clone(peer),
             Arc::clone(handler),
             Arc::clone(&queued),
+            Arc::clone(session),
+            Arc::clone(&refused),
         );
         let incarnation = session.incarnation;
         tokio::spawn(async move {
-            while let Some((id, body)) = incoming.recv().await {
+            while let Some(job) = incoming.recv().await {
+                let (id, body) = match job {
+                    Job::Request(id, body) => (id, body),
+                    Job::Sealed(write) => match write.open() {
+                        Ok(request) => request,
+                        // Refused as the reader refuses a frame: counted,
+                        // nothing applied, and the session ends for good.
+                        Err(e) => {
+                            let (why, _) = dropped(&peer, &e);
+                            if let Ok(mut r) = refused.lock() {
+                                *r = Some(why);
+                            }
+                            session.no_resume();
+                            session.closed.cancel();
+                            break;
+                        }
+                    },
+                };
                 let result = peer
                     .answer(incarnation, id, handler.handle(&peer.site, body))
                     .await;
@@ -271,7 +301,10 @@ async fn serve<H: Handler>(
     let closed = &session.closed;
     let ended = loop {
         let next = tokio::select! {
-            _ = closed.cancelled() => break ("closed locally".to_string(), Ended::Resumable),
+            _ = closed.cancelled() => break match refused.lock().ok().and_then(|mut r| r.take()) {
+                Some(why) => (why, Ended::Final),
+                None => ("closed locally".to_string(), Ended::Resumable),
+            },
             n = tokio::time::timeout(silence, stream.next()) => n,
         };
         let msg = match next {
@@ -283,7 +316,14 @@ async fn serve<H: Handler>(
                 )
             }
             Ok(Some(Err(e))) => break dropped(peer, &e),
-            Ok(Some(Ok(msg))) => msg,
+            Ok(Some(Ok(Incoming::Msg(msg)))) => msg,
+            Ok(Some(Ok(Incoming::Sealed(write)))) => {
+                queued.fetch_add(1, Ordering::SeqCst);
+                if requests.send(Job::Sealed(write)).await.is_err() {
+                    break stopped(&refused);
+                }
+                continue;
+            }
         };
         match msg {
             Message::Ping => {
@@ -317,8 +357,8 @@ async fn serve<H: Handler>(
             }
             Message::Request { id, body } => {
                 queued.fetch_add(1, Ordering::SeqCst);
-                if requests.send((id, body)).await.is_err() {
-                    break ("the request handler stopped".to_string(), Ended::Final);
+                if requests.send(Job::Request(id, body)).await.is_err() {
+                    break stopped(&refused);
                 }
             }
             Message::Response { id, result } => {
@@ -341,6 +381,15 @@ async fn serve<H: Handler>(
     drop(requests);
     answerer.abort();
     ended
+}
+
+/// The answerer stopped taking requests: why (its refusal of a frame, if that was it).
+fn stopped(refused: &Mutex<Option<String>>) -> (String, Ended) {
+    let why = refused.lock().ok().and_then(|mut r| r.take());
+    (
+        why.unwrap_or_else(|| "the request handler stopped".to_string()),
+        Ended::Final,
+    )
 }
 
 /// A frame that could not be read: a refused one ends the session for good

@@ -197,7 +197,8 @@ fn a_large_write_opens_in_two_sections() {
     let h = header(&frame).expect("header").expect("whole header");
     assert!(h.split());
     let mut head = frame[..h.head_end()].to_vec();
-    let w = opener.open_head(&h, &mut head).expect("head");
+    let (w, sealed) = opener.open_head(&h, &mut head).expect("head");
+    assert_eq!(sealed.counter(), 0);
     assert_eq!(
         (w.pair.as_str(), w.offset, w.data.len()),
         ("p", 4096, 256 << 10)
@@ -208,13 +209,15 @@ fn a_large_write_opens_in_two_sections() {
     let mut bad = data.clone();
     bad[1000] ^= 1;
     assert_eq!(
-        opener
-            .open_data(&h, &mut bad, &tag)
-            .expect_err("altered")
-            .reason(),
+        sealed.open(&mut bad, &tag).expect_err("altered").reason(),
         "open_failed"
     );
-    opener.open_data(&h, &mut data, &tag).expect("data");
+    let mut short = data[1..].to_vec();
+    assert_eq!(
+        sealed.open(&mut short, &tag).expect_err("short").reason(),
+        "open_failed"
+    );
+    sealed.open(&mut data, &tag).expect("data");
     assert_eq!(
         Message::Request {
             id: w.id,
@@ -226,4 +229,68 @@ fn a_large_write_opens_in_two_sections() {
         },
         write(256 << 10)
     );
+}
+
+/// Heads opened in order, data opened later on other threads: each data
+/// section opens with its own frame's key generation, though the opener has
+/// moved on past a rotation, and with no other frame's key or tag.
+#[test]
+fn data_sections_open_on_another_thread_after_later_heads_and_a_rotation() {
+    let (sealer, mut opener) = session(Lane::Bulk);
+    let mut sealer = sealer.with_limits(Limits {
+        frames: 2,
+        bytes: u64::MAX,
+    });
+    let mut pending = Vec::new();
+    for i in 0..5 {
+        let frame = seal(&mut sealer, write(100_000 + i));
+        let h = header(&frame).expect("header").expect("whole header");
+        let mut head = frame[..h.head_end()].to_vec();
+        let (w, sealed) = opener.open_head(&h, &mut head).expect("head");
+        let data = frame[h.head_end()..h.frame_len() - TAG_LEN].to_vec();
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&frame[h.frame_len() - TAG_LEN..]);
+        pending.push((w, sealed, data, tag));
+    }
+    assert_eq!(sealer.generation(), 2);
+    // The next frame is due in order, with its data sections still sealed.
+    let ping = seal(&mut sealer, Message::Ping);
+    assert_eq!(
+        open_one(&mut opener, &ping).expect("ping"),
+        Some(Message::Ping)
+    );
+    // Another frame's key or tag does not open a data section.
+    let (mut data0, tag1) = (pending[0].2.clone(), pending[1].3);
+    assert_eq!(
+        pending[0]
+            .1
+            .open(&mut data0, &tag1)
+            .expect_err("tag")
+            .reason(),
+        "open_failed"
+    );
+    let mut data2 = pending[2].2.clone();
+    assert_eq!(
+        pending[0]
+            .1
+            .open(&mut data2, &pending[2].3)
+            .expect_err("key")
+            .reason(),
+        "open_failed"
+    );
+    let opened = std::thread::spawn(move || {
+        pending
+            .into_iter()
+            .map(|(w, sealed, mut data, tag)| {
+                sealed
+                    .open(&mut data, &tag)
+                    .map(|()| w.into_message(data.into()))
+            })
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .expect("thread");
+    for (i, msg) in opened.into_iter().enumerate() {
+        assert_eq!(msg, Ok(write(100_000 + i)));
+    }
 }
