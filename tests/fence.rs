@@ -326,9 +326,11 @@ fn a_step_down_fences_the_pair_even_with_the_remote_link_down() {
     );
     let e = host_write(&c.sites.prod.file("app"), b"late").expect_err("fenced");
     assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
-    let log = c.prod.log_text();
-    assert!(
-        log.contains("step-down fence, pair 'app': pair 'app' outdated (PSUE)"),
-        "{log}"
-    );
+    // The mark is set (and enforced) before mirrord's answer to hbd, which
+    // may wait up to half the link timeout for a lost session to resume.
+    wait_for("hbd's log of the fence", || {
+        c.prod
+            .log_text()
+            .contains("step-down fence, pair 'app': pair 'app' outdated (PSUE)")
+    });
 }
