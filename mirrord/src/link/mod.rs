@@ -275,12 +275,6 @@ impl Link {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let path_of = |site: &str| {
-                let peer = self.peers.get(site)?;
-                paths::accepted_on(&peer[0].paths, &stream)
-            };
-            let paths_by_site: Vec<(String, Option<Arc<PathLink>>)> =
-                sites.iter().map(|s| (s.clone(), path_of(s))).collect();
             let (link, handler, stop, sites) = (
                 Arc::clone(&self),
                 Arc::clone(&handler),
@@ -306,10 +300,8 @@ impl Link {
                     Ok(a) => {
                         if let Ok(peer) = link.peer(&a.site, a.lane) {
                             let peer = Arc::clone(peer);
-                            let path = paths_by_site
-                                .into_iter()
-                                .find(|(s, _)| *s == a.site)
-                                .and_then(|(_, p)| p);
+                            // Told only once the peer has proved the key.
+                            let path = paths::accepted_on(&peer.paths, a.conn.get_ref());
                             let opened = Opened {
                                 keys: a.keys,
                                 incarnation: a.incarnation,
