@@ -47,7 +47,14 @@ fuzz_target!(|data: &[u8]| {
             let side = async {
                 if as_listener {
                     let peers = ["site-b".to_string()];
-                    handshake::accept(ours, "site-a", &peers, creds, &|_, _, _| true, deadline)
+                    let admit = handshake::admit_sites("site-a", &peers, KEY);
+                    let listening = handshake::Listening {
+                        admit: &admit,
+                        seal: true,
+                        incarnation: 1,
+                        resuming: &|_, _, _| true,
+                    };
+                    handshake::accept(ours, "site-a", listening, deadline)
                         .await
                         .map(|_| ())
                 } else {

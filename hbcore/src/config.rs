@@ -78,6 +78,27 @@ pub fn parse<T: Checked>(text: &str, path: &Path) -> Result<T, ConfigError> {
     config.check(path)
 }
 
+/// Reads a host's key file ([`read_key`]), refused when anyone but its
+/// owner may read or write it (a key others can read authenticates anyone).
+pub fn read_private_key(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| ConfigError::Key {
+        path: path.into(),
+        why: e.to_string(),
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::Key {
+            path: path.into(),
+            why: format!(
+                "its mode is {mode:04o}: group and others may read it; run `chmod 600 {}`",
+                path.display()
+            ),
+        });
+    }
+    read_key(path)
+}
+
 /// Reads a pre-shared key file (surrounding whitespace ignored; at least 16 bytes).
 pub fn read_key(path: &Path) -> Result<Vec<u8>, ConfigError> {
     let key = std::fs::read(path).map_err(|e| ConfigError::Key {

@@ -87,6 +87,9 @@ pub enum ClientError {
     /// The daemon refused the request; its text says why and what to do.
     #[error("{0}")]
     Refused(String),
+    /// mirrord could not be reached over the host link, or lost the call.
+    #[error("{0}")]
+    Storage(String),
 }
 
 /// Binds a daemon's control socket (mode 0600), replacing a stale socket
@@ -222,17 +225,8 @@ async fn serve_client<Q, R, F, Fut>(
                 false,
             ),
             Line::Text(line) => match serde_json::from_str::<Q>(&line) {
-                Ok(request) => match answer(request).await {
-                    Ok(reply) => (Response::Ok(reply), false),
-                    Err(e) => (Response::Error(e), false),
-                },
-                Err(e) => (
-                    refusal(
-                        "malformed",
-                        format!("malformed control request: {e}; see {what} for the format"),
-                    ),
-                    false,
-                ),
+                Ok(request) => (respond(request, answer).await, false),
+                Err(e) => (refusal("malformed", malformed(&e, what)), false),
             },
         };
         let Ok(mut text) = serde_json::to_string(&response) else {
@@ -242,6 +236,51 @@ async fn serve_client<Q, R, F, Fut>(
         if write.write_all(text.as_bytes()).await.is_err() || close {
             return;
         }
+    }
+}
+
+fn malformed(e: &serde_json::Error, what: &str) -> String {
+    format!("malformed control request: {e}; see {what} for the format")
+}
+
+async fn respond<Q, R, F, Fut>(request: Q, answer: &F) -> Response<R>
+where
+    F: Fn(Q) -> Fut,
+    Fut: Future<Output = Result<R, String>>,
+{
+    match answer(request).await {
+        Ok(reply) => Response::Ok(reply),
+        Err(e) => Response::Error(e),
+    }
+}
+
+/// The answer line (without its newline) to one request line, as
+/// [`serve`] answers it: for the same requests over another transport
+/// (the host link's `Control`).
+pub async fn answer_line<Q, R, F, Fut>(line: &str, what: &str, answer: &F) -> String
+where
+    Q: DeserializeOwned,
+    R: Serialize,
+    F: Fn(Q) -> Fut,
+    Fut: Future<Output = Result<R, String>>,
+{
+    let response = match serde_json::from_str::<Q>(line) {
+        Ok(request) => respond(request, answer).await,
+        Err(e) => Response::Error(malformed(&e, what)),
+    };
+    serde_json::to_string(&response).unwrap_or_else(|e| {
+        format!("{{\"error\":\"the daemon could not encode its answer: {e}\"}}")
+    })
+}
+
+/// Reads an answer line as [`call`] does; `from` names the daemon's address.
+pub fn read_answer<R: DeserializeOwned>(answer: &str, from: &Path) -> Result<R, ClientError> {
+    match serde_json::from_str::<Response<R>>(answer).map_err(|source| ClientError::Protocol {
+        path: from.to_path_buf(),
+        source,
+    })? {
+        Response::Ok(reply) => Ok(reply),
+        Response::Error(message) => Err(ClientError::Refused(message)),
     }
 }
 
@@ -273,10 +312,7 @@ pub fn call<Q: Serialize, R: DeserializeOwned>(
             "the daemon closed the connection without answering",
         )));
     }
-    match serde_json::from_str::<Response<R>>(&answer).map_err(protocol)? {
-        Response::Ok(reply) => Ok(reply),
-        Response::Error(message) => Err(ClientError::Refused(message)),
-    }
+    read_answer(&answer, socket)
 }
 
 #[cfg(test)]

@@ -14,7 +14,10 @@
 //!   hbctl's call.
 //! - [`auth`]: the one HMAC-SHA256 setup (handshake proofs, heartbeat tags).
 //! - [`frame`]: the one frame layout, for the link (`HBLK`) and heartbeats (`HBBT`).
-//! - [`link`]: the messages of the remote link between two mirrords, and their codec.
+//! - [`link`]: the messages of the remote link between two mirrords, their
+//!   codec, sealing and the handshake (shared by the host link).
+//! - [`host`]: the host link: a host's requests to its site's mirrord over
+//!   the network, and its reconnecting client.
 //! - [`config`]: loading a daemon's TOML config and its pre-shared key.
 //! - [`daemon`]: the body of a daemon's `main`, with its shutdown as a future.
 //! - [`metrics`]: the OpenMetrics endpoint (`GET /metrics`) and a scrape's metric set.
@@ -26,6 +29,7 @@
 //!
 //! ```text
 //!  hbctl ──control::Request──jsonl──> mirrord ──link::Message in frame::Format HBLK──> mirrord
+//!  hbfs, hbctl, hbd on a host ──host::HostRequest, sealed HBLK (Lane::Host)──> mirrord
 //!  hbctl ──hbd's requests────jsonl──> hbd ──────heartbeat in frame::Format HBBT (UDP, volume slot)──> hbd
 //! ```
 
@@ -35,6 +39,7 @@ pub mod control;
 pub mod daemon;
 pub mod docs;
 pub mod frame;
+pub mod host;
 pub mod jsonl;
 pub mod link;
 pub mod metrics;

@@ -6,7 +6,13 @@
 //! - `peer`: the requests, answers and refusals between sites;
 //! - `codec`: [`LinkCodec`] and its errors ([`LinkError`]);
 //! - `zero_copy`: a write's data decoded in place, and split frames checked;
-//! - [`seal`]: sealed frames (AES-256-GCM) after the handshake, and their key schedule.
+//! - [`seal`]: sealed frames (AES-256-GCM) after the handshake, and their key schedule;
+//! - [`handshake`]: mutual authentication and the session's keys, for both links;
+//! - [`sealed`]: a sealed session's two halves over any byte stream (the host link's).
+//!
+//! The host link (a host's hbfs, hbctl or hbd to its site's mirrord) speaks
+//! the same frames and handshake on [`Lane::Host`], with
+//! [`Message::HostCall`] and [`Message::HostAnswer`] ([`crate::host`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -14,10 +20,12 @@ use crate::frame::Format;
 use crate::vocab::Kind;
 
 mod codec;
+pub mod handshake;
 mod payload;
 mod peer;
 mod rejection;
 pub mod seal;
+pub mod sealed;
 mod zero_copy;
 pub use codec::{LinkCodec, LinkError, HANDSHAKE_MAX_PAYLOAD};
 pub use peer::{Attach, Generations, PeerError, PeerReply, PeerRequest, MAX_DIGEST_BLOCKS};
@@ -111,6 +119,21 @@ pub enum Message {
     },
     /// The answer to a `Ping`, by which the sender measures the link's round trip.
     Pong,
+    /// Host link: a host's request to its site's mirrord, answered by one
+    /// `HostAnswer` with the same id.
+    HostCall {
+        /// Chosen by the host, unique per session.
+        id: u64,
+        /// What is asked.
+        body: crate::host::HostRequest,
+    },
+    /// Host link: mirrord's answer to the `HostCall` with this id.
+    HostAnswer {
+        /// The call's id.
+        id: u64,
+        /// The answer, or the refusal with the errno the host's program sees.
+        result: Result<crate::host::HostReply, crate::host::HostError>,
+    },
 }
 
 impl Message {
@@ -126,6 +149,8 @@ impl Message {
             Message::Request { .. } => "Request",
             Message::Response { .. } => "Response",
             Message::Pong => "Pong",
+            Message::HostCall { .. } => "HostCall",
+            Message::HostAnswer { .. } => "HostAnswer",
         }
     }
 }
@@ -143,10 +168,13 @@ pub enum Lane {
     Bulk,
     /// Heartbeat pairs only: small writes that must not wait.
     Heartbeat,
+    /// Not between sites: a host's connection to its site's mirrord (the
+    /// host link), on the hosts' port.
+    Host,
 }
 
 impl Lane {
-    /// Both lanes.
+    /// Both lanes between sites.
     pub const ALL: [Lane; 2] = [Lane::Bulk, Lane::Heartbeat];
 
     /// The lane of a pair of this kind.
@@ -163,6 +191,7 @@ impl std::fmt::Display for Lane {
         f.write_str(match self {
             Lane::Bulk => "bulk",
             Lane::Heartbeat => "heartbeat",
+            Lane::Host => "host",
         })
     }
 }

@@ -52,7 +52,7 @@
 
 pub mod admission;
 mod backoff;
-pub mod handshake;
+pub use hbcore::link::handshake;
 mod live;
 pub mod paths;
 mod peer_link;
@@ -176,9 +176,10 @@ impl Link {
 
     /// The link to `site` on `lane`.
     pub fn peer(&self, site: &str, lane: Lane) -> Result<&Arc<PeerLink>, LinkError> {
+        // Lane::Host is no lane between sites: as unknown as an unknown site.
         self.peers
             .get(site)
-            .map(|lanes| &lanes[lane as usize])
+            .and_then(|lanes| lanes.get(lane as usize))
             .ok_or_else(|| LinkError::UnknownPeer(site.to_string()))
     }
 
@@ -286,15 +287,14 @@ impl Link {
                     link.peer(site, lane)
                         .is_ok_and(|p| p.would_resume(Some(incarnation)))
                 };
-                let admitted = handshake::accept(
-                    stream,
-                    &link.own,
-                    &sites,
-                    link.credentials(),
-                    &resuming,
-                    link.timeout,
-                )
-                .await;
+                let admit = handshake::admit_sites(&link.own, &sites, &link.key);
+                let listening = handshake::Listening {
+                    admit: &admit,
+                    seal: link.seal,
+                    incarnation: link.incarnation,
+                    resuming: &resuming,
+                };
+                let admitted = handshake::accept(stream, &link.own, listening, link.timeout).await;
                 drop(ticket);
                 match admitted {
                     Ok(a) => {

@@ -1,6 +1,8 @@
-//! Mutual authentication when a link connection opens: HMAC-SHA256
-//! challenge-response on the sites' pre-shared key, then the session's
-//! sealing keys ([`hbcore::link::seal`]) from both fresh nonces.
+//! Mutual authentication when a connection opens, for both links: between
+//! two sites' mirrords (the remote link, on the sites' pre-shared key) and
+//! between a host and its site's mirrord (the host link, [`Lane::Host`],
+//! on that host's own key). HMAC-SHA256 challenge-response, then the
+//! session's sealing keys ([`super::seal`]) from both fresh nonces.
 //!
 //! ```text
 //!  dialer                                              listener
@@ -11,6 +13,10 @@
 //!                         <──────  Welcome
 //!  every frame after: sealed with the keys of (psk, nonce_d, nonce_l, sites, lane, direction)
 //! ```
+//! A host dials with `to` empty (any site: the key names the storage it
+//! trusts); the listener's `admit` says whom it knows and with which key,
+//! and which lane each may open.
+//!
 //! Each mac covers both nonces, both site names, the lane, the seal flag
 //! and both incarnations, so a recorded exchange cannot be replayed and a
 //! man in the middle cannot turn sealing off. Any failure sends
@@ -20,15 +26,17 @@
 //! codec accepts frames of at most [`HANDSHAKE_MAX_PAYLOAD`] until the peer
 //! has proved its key, and the whole exchange has one deadline (not one per
 //! message, which a peer could stretch by trickling). How many handshakes run
-//! at once is bounded by the caller (`link::admission`).
+//! at once is bounded by the caller (mirrord's `link::admission`).
+//!
+//! Runs on the task of the connection being opened (a dial or accept task).
 
 use std::time::Duration;
 
+use super::seal::{self, Opener, Role, Sealer};
+use super::{Lane, LinkCodec, LinkError, Message, HANDSHAKE_MAX_PAYLOAD, NONCE_LEN};
+use crate::auth;
+use crate::frame::FrameError;
 use futures_util::{SinkExt, StreamExt};
-use hbcore::auth;
-use hbcore::frame::FrameError;
-use hbcore::link::seal::{self, Opener, Role, Sealer};
-use hbcore::link::{Lane, LinkCodec, LinkError, Message, HANDSHAKE_MAX_PAYLOAD, NONCE_LEN};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
@@ -45,6 +53,55 @@ pub struct Credentials<'a> {
     pub seal: bool,
     /// This process, drawn at its start (see [`Message::Hello`]).
     pub incarnation: u64,
+}
+
+/// Whom the listener admits: for the dialer's name and the lane it opens,
+/// the key it must prove, or why it is refused.
+pub type Admit<'a> = &'a (dyn Fn(&str, Lane) -> Result<Vec<u8>, Refusal> + Sync);
+
+/// What the listening side brings to a handshake.
+#[derive(Clone, Copy)]
+pub struct Listening<'a> {
+    /// Whom it admits, with which key.
+    pub admit: Admit<'a>,
+    /// Whether this side seals frames; both sides must agree.
+    pub seal: bool,
+    /// This process, drawn at its start.
+    pub incarnation: u64,
+    /// Whether it resumes a dialer's lost session.
+    pub resuming: Resuming<'a>,
+}
+
+impl std::fmt::Debug for Listening<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listening")
+            .field("seal", &self.seal)
+            .field("incarnation", &self.incarnation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The admission of a site's link: `peers` on `key`, on the two site lanes.
+pub fn admit_sites<'a>(
+    own: &'a str,
+    peers: &'a [String],
+    key: &'a [u8],
+) -> impl Fn(&str, Lane) -> Result<Vec<u8>, Refusal> + Sync + 'a {
+    move |site, lane| {
+        if lane == Lane::Host {
+            return Err(Refusal::WrongPort {
+                who: site.into(),
+                own: own.into(),
+            });
+        }
+        if !peers.iter().any(|p| p == site) {
+            return Err(Refusal::UnknownPeer {
+                site: site.into(),
+                own: own.into(),
+            });
+        }
+        Ok(key.to_vec())
+    }
 }
 
 /// Whether this side would resume the session of `site` on `lane` whose
@@ -143,6 +200,22 @@ pub enum Refusal {
         /// This site.
         own: String,
     },
+    /// A host dialed the sites' link port, or a site the hosts' port.
+    #[error("'{who}' opened a connection of the wrong kind at site '{own}': hosts dial [hosts] listen, sites dial [link] listen; fix the address at '{who}'")]
+    WrongPort {
+        /// The dialer.
+        who: String,
+        /// This site.
+        own: String,
+    },
+    /// The dialing host is not allowed here.
+    #[error("host '{host}' is not allowed at site '{own}'; add a [[hosts.allow]] entry for it at '{own}'")]
+    UnknownHost {
+        /// The dialing host.
+        host: String,
+        /// This site.
+        own: String,
+    },
     /// Another site answered at the peer's address.
     #[error(
         "expected site '{expected}' at this address but '{got}' answered; fix [[peers]] address"
@@ -166,7 +239,7 @@ pub enum Refusal {
         listener_seals: bool,
     },
     /// A proof that does not verify.
-    #[error("authentication failed between '{dialer}' and '{listener}': the link keys differ; use the same psk_file contents at both sites")]
+    #[error("authentication failed between '{dialer}' and '{listener}': the link keys differ; use the same psk_file contents at both sites (for a host: the contents of the key_file of its [[hosts.allow]] entry)")]
     KeysDiffer {
         /// The dialing site.
         dialer: String,
@@ -206,6 +279,8 @@ impl HandshakeError {
                 Refusal::WrongSite { .. } => "another site answered",
                 Refusal::KeysDiffer { .. } => "link keys differ",
                 Refusal::SealDiffers { .. } => "seal settings differ",
+                Refusal::WrongPort { .. } => "wrong kind of connection",
+                Refusal::UnknownHost { .. } => "unknown host",
             },
         }
     }
@@ -353,7 +428,7 @@ async fn dial_steps<S: Stream>(
             } => (site, nonce, proof, seal, incarnation, resume),
             other => return Err(refuse(&mut conn, out_of_turn(&other, "Challenge")).await),
         };
-    if site != peer {
+    if !(peer.is_empty() && lane == Lane::Host) && site != peer {
         let wrong = Refusal::WrongSite {
             expected: peer.into(),
             got: site,
@@ -362,7 +437,7 @@ async fn dial_steps<S: Stream>(
     }
     let exchange = Exchange {
         dialer: own,
-        listener: peer,
+        listener: &site,
         dialer_nonce: mine,
         listener_nonce: theirs,
         lane,
@@ -372,10 +447,10 @@ async fn dial_steps<S: Stream>(
         resume: [resume, their_resume],
     };
     if their_seal != creds.seal {
-        return Err(refuse(&mut conn, seal_differs(own, creds.seal, peer, their_seal)).await);
+        return Err(refuse(&mut conn, seal_differs(own, creds.seal, &site, their_seal)).await);
     }
     if !exchange.verify(creds.key, "listener", &their_proof) {
-        return Err(refuse(&mut conn, keys_differ(own, peer)).await);
+        return Err(refuse(&mut conn, keys_differ(own, &site)).await);
     }
     conn.send(Message::Proof {
         proof: exchange.proof(creds.key, "dialer"),
@@ -384,12 +459,13 @@ async fn dial_steps<S: Stream>(
     match next(&mut conn).await? {
         Message::Welcome => {
             conn.codec_mut().authenticated();
+            let keys = exchange.keys(creds.key, Role::Dialer);
             Ok(Admitted {
                 conn,
                 site,
                 lane,
                 incarnation,
-                keys: exchange.keys(creds.key, Role::Dialer),
+                keys,
                 resume: resume && their_resume,
             })
         }
@@ -420,27 +496,29 @@ fn keys_differ(dialer: &str, listener: &str) -> Refusal {
     }
 }
 
-/// Admits a connection from one of `peers` as site `own`: the peer's
-/// site, the lane it opened, its incarnation and the session's keys. The
-/// whole exchange must complete within `deadline`.
+/// Admits a connection as site `own` from whom `listening.admit` knows:
+/// the dialer's name, the lane it opened, its incarnation and the
+/// session's keys. The whole exchange must complete within `deadline`.
 pub async fn accept<S: Stream>(
     stream: S,
     own: &str,
-    peers: &[String],
-    creds: Credentials<'_>,
-    resuming: Resuming<'_>,
+    listening: Listening<'_>,
     deadline: Duration,
 ) -> Result<Admitted<S>, HandshakeError> {
-    within(deadline, accept_steps(stream, own, peers, creds, resuming)).await
+    within(deadline, accept_steps(stream, own, listening)).await
 }
 
 async fn accept_steps<S: Stream>(
     stream: S,
     own: &str,
-    peers: &[String],
-    creds: Credentials<'_>,
-    resuming: Resuming<'_>,
+    listening: Listening<'_>,
 ) -> Result<Admitted<S>, HandshakeError> {
+    let Listening {
+        admit,
+        seal: our_seal,
+        incarnation: our_incarnation,
+        resuming,
+    } = listening;
     let mut conn = Framed::new(stream, LinkCodec::handshake());
     let (site, to, theirs, lane, their_seal, incarnation, their_resume) =
         match next(&mut conn).await? {
@@ -455,7 +533,7 @@ async fn accept_steps<S: Stream>(
             } => (site, to, nonce, lane, seal, incarnation, resume),
             other => return Err(refuse(&mut conn, out_of_turn(&other, "Hello")).await),
         };
-    if to != own {
+    if !(to.is_empty() && lane == Lane::Host) && to != own {
         let not_me = Refusal::NotMe {
             own: own.into(),
             to,
@@ -463,15 +541,12 @@ async fn accept_steps<S: Stream>(
         };
         return Err(refuse(&mut conn, not_me).await);
     }
-    if !peers.contains(&site) {
-        let unknown = Refusal::UnknownPeer {
-            site,
-            own: own.into(),
-        };
-        return Err(refuse(&mut conn, unknown).await);
-    }
-    if their_seal != creds.seal {
-        return Err(refuse(&mut conn, seal_differs(&site, their_seal, own, creds.seal)).await);
+    let key = match admit(&site, lane) {
+        Ok(key) => key,
+        Err(refusal) => return Err(refuse(&mut conn, refusal).await),
+    };
+    if their_seal != our_seal {
+        return Err(refuse(&mut conn, seal_differs(&site, their_seal, own, our_seal)).await);
     }
     let exchange = Exchange {
         dialer: &site,
@@ -479,17 +554,17 @@ async fn accept_steps<S: Stream>(
         dialer_nonce: theirs,
         listener_nonce: nonce(),
         lane,
-        seal: creds.seal,
+        seal: our_seal,
         dialer_incarnation: incarnation,
-        listener_incarnation: creds.incarnation,
+        listener_incarnation: our_incarnation,
         resume: [their_resume, resuming(&site, lane, incarnation)],
     };
     conn.send(Message::Challenge {
         site: own.into(),
         nonce: exchange.listener_nonce,
-        proof: exchange.proof(creds.key, "listener"),
-        seal: creds.seal,
-        incarnation: creds.incarnation,
+        proof: exchange.proof(&key, "listener"),
+        seal: our_seal,
+        incarnation: our_incarnation,
         resume: exchange.resume[1],
     })
     .await?;
@@ -497,12 +572,12 @@ async fn accept_steps<S: Stream>(
         Message::Proof { proof } => proof,
         other => return Err(refuse(&mut conn, out_of_turn(&other, "Proof")).await),
     };
-    if !exchange.verify(creds.key, "dialer", &their_proof) {
+    if !exchange.verify(&key, "dialer", &their_proof) {
         return Err(refuse(&mut conn, keys_differ(&site, own)).await);
     }
     conn.send(Message::Welcome).await?;
     conn.codec_mut().authenticated();
-    let keys = exchange.keys(creds.key, Role::Listener);
+    let keys = exchange.keys(&key, Role::Listener);
     let resume = exchange.resume == [true, true];
     Ok(Admitted {
         conn,

@@ -17,6 +17,15 @@ fn creds(key: &[u8]) -> Credentials<'_> {
     }
 }
 
+fn listening<'a>(admit: Admit<'a>, seal: bool) -> Listening<'a> {
+    Listening {
+        admit,
+        seal,
+        incarnation: 7,
+        resuming: &|_, _, _| true,
+    }
+}
+
 /// The listener's verdict on a connection that sends `bytes` slowly: one
 /// byte every `gap`, then silence.
 async fn accept_trickle(bytes: Vec<u8>, gap: Duration, deadline: Duration) -> HandshakeError {
@@ -33,15 +42,9 @@ async fn accept_trickle(bytes: Vec<u8>, gap: Duration, deadline: Duration) -> Ha
         tokio::time::sleep(Duration::from_secs(30)).await;
     });
     let (s, _) = listener.accept().await.expect("accept");
-    let result = accept(
-        s,
-        "standby",
-        &["prod".to_string()],
-        creds(b"k"),
-        &|_, _, _| true,
-        deadline,
-    )
-    .await;
+    let peers = ["prod".to_string()];
+    let admit = admit_sites("standby", &peers, b"k");
+    let result = accept(s, "standby", listening(&admit, true), deadline).await;
     client.abort();
     result.map(|_| ()).expect_err("refused")
 }
@@ -67,20 +70,11 @@ async fn pair_sealing(
     let addr = listener.local_addr().expect("addr");
     let server = tokio::spawn(async move {
         let (s, _) = listener.accept().await.expect("accept");
-        let creds = Credentials {
-            seal: listen_seal,
-            incarnation: 2,
-            ..creds(listen_key)
-        };
-        accept(
-            s,
-            "standby",
-            &["prod".to_string()],
-            creds,
-            &|_, _, _| true,
-            DEADLINE,
-        )
-        .await
+        let peers = ["prod".to_string()];
+        let admit = admit_sites("standby", &peers, listen_key);
+        let mut l = listening(&admit, listen_seal);
+        l.incarnation = 2;
+        accept(s, "standby", l, DEADLINE).await
     });
     let client = dial(
         TcpStream::connect(addr).await.expect("connect"),
@@ -185,11 +179,11 @@ async fn one_deadline_covers_the_whole_handshake_even_for_a_trickling_peer() {
 
 #[tokio::test]
 async fn a_frame_longer_than_a_handshake_message_is_refused_at_its_header() {
-    let mut header = hbcore::link::FORMAT
+    let mut header = crate::link::FORMAT
         .encode(b"x", None)
         .expect("frame")
         .to_vec();
-    header.truncate(hbcore::frame::HEADER_LEN);
+    header.truncate(crate::frame::HEADER_LEN);
     header[8..12].copy_from_slice(&((4u32 << 20) - 1).to_le_bytes());
     let e = accept_trickle(header, Duration::ZERO, DEADLINE).await;
     assert!(
