@@ -1,7 +1,9 @@
 //! Clusters of many hosts (seed 004, Figs 4 and 5), with real processes:
-//! four members in network namespaces on one LAN, both sites' mirrord and
-//! hbfs, two applications writing to their data pairs, floating IPs a
-//! client pings. See `cluster/harness.rs`.
+//! four members in network namespaces on one LAN, each apart from its
+//! site's storage (its own `hbfs --storage` mount, mirrord's control over
+//! the host link, a veth of its own to the storage namespace), two
+//! applications writing to their data pairs through their hosts' mounts,
+//! floating IPs a client pings. See `cluster/harness.rs`.
 
 mod common;
 #[path = "cluster/harness.rs"]
@@ -14,9 +16,9 @@ use harness::{app, at, event_ms, node, now_ms, Members, CLIENT, HOSTS};
 /// Pings `address` from the client until `host` answers (by its MAC); when
 /// it first did (ms since the epoch).
 fn wait_answer(m: &Members, address: &str, host: &str) -> u64 {
-    let mac = m.lan.mac(at(host));
+    let mac = m.apart.lan.mac(at(host));
     wait_for(&format!("{address} answered by {host} ({mac})"), || {
-        m.lan.ping(CLIENT, address).as_deref() == Some(mac.as_str())
+        m.apart.lan.ping(CLIENT, address).as_deref() == Some(mac.as_str())
     });
     now_ms()
 }
@@ -30,7 +32,7 @@ fn a_down_notice_and_silence_each_move_an_application_to_its_standby() {
     wait_answer(&m, "10.90.0.101", "p1");
     wait_answer(&m, "10.90.0.102", "p2");
     wait_for("app1 written by p1 at prod", || {
-        m.writer(&m.sites.prod, "app1") == "p1"
+        m.writer(&m.apart.prod, "app1") == "p1"
     });
     let mib = m.wait_same_mib(&HOSTS);
     assert_eq!(mib["cluster_id"], "c1");
@@ -56,14 +58,17 @@ fn a_down_notice_and_silence_each_move_an_application_to_its_standby() {
     );
     assert_eq!(took["application"], "app1");
     assert_eq!(took["from"], "p1");
-    assert!(!m.lan.holds(at("p1"), "10.90.0.101"), "p1 released the IP");
+    assert!(
+        !m.apart.lan.holds(at("p1"), "10.90.0.101"),
+        "p1 released the IP"
+    );
     assert_eq!(
-        m.sites.standby.pair("app1").expect("app1")["state"],
+        m.apart.standby.pair("app1").expect("app1")["state"],
         "SSWS",
         "s1 took the data pair over"
     );
     wait_for("app1 written by s1 at the standby site", || {
-        m.writer(&m.sites.standby, "app1") == "s1"
+        m.writer(&m.apart.standby, "app1") == "s1"
     });
     let mib = m.wait_same_mib(&HOSTS);
     assert_eq!(node(&mib, "p1")["status"], "DOWN");
@@ -87,7 +92,7 @@ fn a_down_notice_and_silence_each_move_an_application_to_its_standby() {
     let v = m.view("s1");
     assert_eq!(app(&v, "app1")["active"], "s1");
     assert_eq!(app(&v, "app1")["standby"][0], "p1");
-    assert!(!m.lan.holds(at("p1"), "10.90.0.101"));
+    assert!(!m.apart.lan.holds(at("p1"), "10.90.0.101"));
 
     // 2. p2 dies (kill -9, its NIC down, its application gone): silence on
     // every channel is DOWN; s2 takes app2 over.
@@ -95,7 +100,7 @@ fn a_down_notice_and_silence_each_move_an_application_to_its_standby() {
     if let Some(pid) = m.app_pid("app2", "p2") {
         common::signal(pid, "KILL");
     }
-    m.lan.link(at("p2"), false);
+    m.apart.lan.link(at("p2"), false);
     let answered = wait_answer(&m, "10.90.0.102", "s2");
     let down = event_ms(m.hbd("s2"), "p2 is DOWN");
     let v = m.view("s2");
@@ -109,13 +114,13 @@ fn a_down_notice_and_silence_each_move_an_application_to_its_standby() {
         .as_str()
         .is_some_and(|r| r.contains("silent on every channel")));
     assert_eq!(app(&v, "app2")["active"], "s2");
-    assert_eq!(m.sites.standby.pair("app2").expect("app2")["state"], "SSWS");
+    assert_eq!(m.apart.standby.pair("app2").expect("app2")["state"], "SSWS");
     wait_for("app2 written by s2", || {
-        m.writer(&m.sites.standby, "app2") == "s2"
+        m.writer(&m.apart.standby, "app2") == "s2"
     });
 
     // p2 restarted: it learns the newer MIB and comes back STANDBY, holding nothing.
-    m.lan.link(at("p2"), true);
+    m.apart.lan.link(at("p2"), true);
     m.start_host("p2");
     m.wait_view("s2", "p2 STANDBY", |v| node(v, "p2")["status"] == "STANDBY");
     let mib = m.wait_same_mib(&HOSTS);
@@ -124,7 +129,7 @@ fn a_down_notice_and_silence_each_move_an_application_to_its_standby() {
         .wait_table("its verdict re-armed for the next silence", |t| {
             t["failed_over"] == false
         });
-    assert!(!m.lan.holds(at("p2"), "10.90.0.102"));
+    assert!(!m.apart.lan.holds(at("p2"), "10.90.0.102"));
     wait_answer(&m, "10.90.0.102", "s2");
     assert!(m.view("s2")["conflicts"]
         .as_array()
@@ -132,7 +137,7 @@ fn a_down_notice_and_silence_each_move_an_application_to_its_standby() {
 
     // 3. The standby site's storage dies (mirrord kill -9): its storage node
     // is DOWN, s1 and s2 with it, and both applications go back to prod.
-    m.sites.standby.kill();
+    m.apart.standby.kill();
     let answered = wait_answer(&m, "10.90.0.101", "p1");
     wait_answer(&m, "10.90.0.102", "p2");
     let down = event_ms(m.hbd("s1"), "storage");
@@ -152,7 +157,68 @@ fn a_down_notice_and_silence_each_move_an_application_to_its_standby() {
         .as_str()
         .is_some_and(|r| r.contains("its storage")));
     wait_for("app1 written by p1 at prod", || {
-        m.writer(&m.sites.prod, "app1") == "p1"
+        m.writer(&m.apart.prod, "app1") == "p1"
+    });
+}
+
+#[test]
+fn an_application_moves_to_a_host_of_its_site_then_to_the_other_site() {
+    let Some(m) = Members::start_with(
+        "an_application_moves_to_a_host_of_its_site",
+        |_, _, _| {},
+        |mib| mib["applications"][0]["standby"] = serde_json::json!(["p2", "s1"]),
+    ) else {
+        return;
+    };
+    wait_answer(&m, "10.90.0.101", "p1");
+    wait_for("app1 written by p1 at prod", || {
+        m.writer(&m.apart.prod, "app1") == "p1"
+    });
+    let mib = m.wait_same_mib(&HOSTS);
+    assert_eq!(
+        app(&mib, "app1")["standby"],
+        serde_json::json!(["p2", "s1"])
+    );
+
+    // 1. p1's self-check fails: p2, a host of the same site, takes app1
+    // over. The pair stays as it is (PVOL at prod, PAIR), written now
+    // through p2's own mount.
+    m.set_healthy("p1", false);
+    wait_answer(&m, "10.90.0.101", "p2");
+    let v = m.view("p2");
+    assert_eq!(app(&v, "app1")["active"], "p2", "{v}");
+    assert_eq!(v["takeovers"][0]["application"], "app1");
+    assert_eq!(v["takeovers"][0]["from"], "p1");
+    wait_for("app1 written by p2 at prod", || {
+        m.writer(&m.apart.prod, "app1") == "p2"
+    });
+    let pvol = m.apart.prod.pair("app1").expect("app1");
+    assert_eq!(
+        (&pvol["role"], &pvol["state"]),
+        (&serde_json::json!("pvol"), &serde_json::json!("PAIR")),
+        "{pvol}"
+    );
+    assert_eq!(m.apart.standby.pair("app1").expect("app1")["state"], "PAIR");
+    let pid = m.app_pid("app1", "p1").expect("p1 ran app1");
+    wait_for("p1's app1 stopped", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+
+    // 2. p2's self-check fails too: app1's next standing standby is s1, at
+    // the other site. It takes the pair over through its host link (SSWS)
+    // and runs app1, written at the standby site through s1's own mount.
+    m.set_healthy("p2", false);
+    wait_answer(&m, "10.90.0.101", "s1");
+    assert_eq!(m.apart.standby.pair("app1").expect("app1")["state"], "SSWS");
+    wait_for("app1 written by s1 at the standby site", || {
+        m.writer(&m.apart.standby, "app1") == "s1"
+    });
+    let mib = m.wait_same_mib(&HOSTS);
+    assert_eq!(app(&mib, "app1")["active"], "s1");
+    assert_eq!(node(&mib, "p2")["status"], "DOWN");
+    let pid = m.app_pid("app1", "p2").expect("p2 ran app1");
+    wait_for("p2's app1 stopped", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
     });
 }
 
@@ -165,7 +231,7 @@ fn hot_add_validates_a_node_and_remove_keeps_the_last_standby() {
     m.start_host("s3");
     m.start_host("s4");
     let add = |id: &str| {
-        let ip = m.lan.addr(at(id));
+        let ip = m.apart.lan.addr(at(id));
         let out = m.hbctl(
             "p1",
             &[
@@ -255,7 +321,7 @@ fn start_of_day_forms_the_cluster_from_who_answers_and_reports_a_mismatch() {
     m.start_host("s3");
     let version = m.view("p1")["version"].as_u64().expect("version");
     // p2 lacks app2's executable: reported, nothing changes.
-    let script = m.out.join("bin/p2/app");
+    let script = m.out().join("bin/p2/app");
     std::fs::rename(&script, script.with_extension("off")).expect("hide p2's app");
     let refused = m.hbctl("p1", &["form", "--wait-ms", "500"]);
     assert!(!refused.status.success());
@@ -278,7 +344,7 @@ fn start_of_day_forms_the_cluster_from_who_answers_and_reports_a_mismatch() {
     println!("{said}");
     assert!(said.contains("with 5 members"), "{said}");
     assert!(
-        said.contains(&format!("s3 ({})", m.lan.addr(at("s3")))),
+        said.contains(&format!("s3 ({})", m.apart.lan.addr(at("s3")))),
         "{said}"
     );
     let mib = m.wait_same_mib(&["p1", "p2", "s1", "s2", "s3"]);
@@ -289,9 +355,10 @@ fn start_of_day_forms_the_cluster_from_who_answers_and_reports_a_mismatch() {
 }
 
 /// Groups of two hosts per site, each with a master (seed 000): prod {p1, p2}
-/// keeping the table on the volume `tbl`, standby {s1, s2}; each master's
+/// keeping the table on the volume `tbl` (each host through its own
+/// remote mount of it), standby {s1, s2}; each master's
 /// heartbeats go to both hosts of the other group.
-fn groups(host: &str, config: &mut String, sites: &common::TwoSites, lan: &hbcluster::netns::Lan) {
+fn groups(host: &str, config: &mut String, apart: &hbcluster::hosts::Apart) {
     let (group, other) = if host.starts_with('p') {
         (["p1", "p2"], ["s1", "s2"])
     } else {
@@ -303,8 +370,8 @@ fn groups(host: &str, config: &mut String, sites: &common::TwoSites, lan: &hbclu
     let approved = format!("peers = [\"{}\", \"{}\"]\n", other[0], other[1]);
     let addresses = format!(
         "peers = [\"{}:7790\", \"{}:7790\"]\n",
-        lan.addr(at(other[0])),
-        lan.addr(at(other[1]))
+        apart.lan.addr(at(other[0])),
+        apart.lan.addr(at(other[1]))
     );
     let mut out = String::new();
     let mut seen_peers = 0;
@@ -322,7 +389,7 @@ fn groups(host: &str, config: &mut String, sites: &common::TwoSites, lan: &hbclu
         } else if line.starts_with("volume_dir") && host.starts_with('p') {
             out += &format!(
                 "{line}\ntable_volume = \"{}\"\n",
-                sites.prod.file("tbl").display()
+                apart.host(host).file("tbl").display()
             );
         } else {
             out += line;
@@ -338,16 +405,7 @@ fn groups(host: &str, config: &mut String, sites: &common::TwoSites, lan: &hbclu
 
 #[test]
 fn the_next_host_of_a_group_becomes_master_and_keeps_the_table() {
-    let Some(mut m) =
-        Members::start_with("the_next_host_of_a_group", |host, config, sites, lan| {
-            if host == "p1" {
-                sites
-                    .prod
-                    .ok(&["volume", "create", "tbl", "--size", "64KiB"]);
-            }
-            groups(host, config, sites, lan);
-        })
-    else {
+    let Some(mut m) = Members::start_with("the_next_host_of_a_group", groups, |_| {}) else {
         return;
     };
     m.hbd("p2").wait_table("p1 master", |t| t["master"] == "p1");
@@ -371,7 +429,7 @@ fn the_next_host_of_a_group_becomes_master_and_keeps_the_table() {
     if let Some(pid) = m.app_pid("app1", "p1") {
         common::signal(pid, "KILL");
     }
-    m.lan.link(at("p1"), false);
+    m.apart.lan.link(at("p1"), false);
     let sent = m.hbd("s1").table()["network"]["last_serial"]
         .as_u64()
         .expect("a serial");
@@ -408,7 +466,7 @@ fn the_next_host_of_a_group_becomes_master_and_keeps_the_table() {
         "{v}"
     );
     assert_eq!(app(&v, "app1")["active"], "s1");
-    assert_eq!(m.sites.standby.pair("app1").expect("app1")["state"], "SSWS");
+    assert_eq!(m.apart.standby.pair("app1").expect("app1")["state"], "SSWS");
 
     // s2 stalls (SIGSTOP) past the master timeout (1 s) and goes on: the
     // silence was its own, so it re-elects no one. (Within the standby's
@@ -436,7 +494,7 @@ fn the_next_host_of_a_group_becomes_master_and_keeps_the_table() {
     // standby group through its master s1) and it sends nothing. Its master
     // had an answer to every heartbeat from it; the answers stop: DOWN.
     m.kill_host("s2");
-    m.lan.link(at("s2"), false);
+    m.apart.lan.link(at("s2"), false);
     m.wait_view("s1", "s2 DOWN", |v| node(v, "s2")["status"] == "DOWN");
     let v = m.view("s1");
     assert!(

@@ -1,10 +1,13 @@
 //! A cluster of four hosts for the cluster tests: two per site (p1, p2 at
-//! prod; s1, s2 at the standby site), each hbd in a network namespace of
-//! its own on one LAN (a bridge, see [`Lan`]), with a client namespace;
-//! both sites' mirrord and hbfs (TwoSites, outside the namespaces). hbd
-//! pairs: p1 ↔ s1 and p2 ↔ s2 (heartbeats over the LAN). Two applications,
-//! each a script writing its node's name to its data volume (a data pair
-//! PVOL at prod) every 100 ms, with a floating IP:
+//! prod; s1, s2 at the standby site), each really apart from its storage
+//! (see `hbcluster/hosts.rs`): its hbd in a network namespace of its own on
+//! one LAN, with a client namespace, reaching its site's mirrord (in a
+//! storage namespace of its own) only over a veth of its own, its volumes
+//! from its own `hbfs --storage` mount, mirrord's control over the host
+//! link. hbd pairs: p1 ↔ s1 and p2 ↔ s2 (heartbeats over the LAN). Two
+//! applications, each a script writing its node's name to its data volume
+//! (a data pair PVOL at prod) through its host's mount every 100 ms, with a
+//! floating IP:
 //!
 //! ```text
 //!  app1: pair app1, 10.90.0.101/24, active p1, standby s1
@@ -12,31 +15,30 @@
 //! ```
 //!
 //! Each host's self-check is `test -e out/<host>.ok` (SERIOUS). Fields drop
-//! in order: the hbds, the applications (killed by their pid files), the
-//! sites, the namespaces.
+//! in order: the applications (killed by their pid files), then the hosts
+//! (hbd, hbfs), the sites, the namespaces.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::common::{ensure_tool, run_hbctl, wait_for, Hbd, TwoSites};
-use crate::hbcluster::netns::Lan;
+use crate::common::{ensure_tool, run_hbctl, wait_for, Hbd};
+use crate::hbcluster::hosts::{Apart, HostSpec, StorageSite};
+use crate::hbcluster::netns::End;
 
 /// The members at start, in LAN order.
 pub const HOSTS: [&str; 4] = ["p1", "p2", "s1", "s2"];
-/// Every namespace on the LAN: the members, the client, two hosts to add
-/// later (s3 lacks the application's executable, then gets one whose
-/// check fails; s4 has a good one).
-pub const LAN: [&str; 7] = ["p1", "p2", "s1", "s2", "client", "s3", "s4"];
+/// Every namespace on the LAN: the members, two hosts to add later (s3
+/// lacks the application's executable, then gets one whose check fails;
+/// s4 has a good one), the client.
+pub const LAN: [&str; 7] = ["p1", "p2", "s1", "s2", "s3", "s4", "client"];
 /// The client's index on the LAN.
-pub const CLIENT: usize = 4;
+pub const CLIENT: usize = 6;
 /// The notices' port.
 pub const PORT: u16 = 7791;
 
 pub struct Members {
-    /// An hbd for each host of [`LAN`] but the client (its slot is None).
-    pub hbds: Vec<Option<Hbd>>,
-    pub sites: TwoSites,
-    pub lan: Lan,
-    pub out: PathBuf,
+    /// The hosts of [`LAN`] but the client, each with its hbd and mount;
+    /// the sites; the namespaces; `out`.
+    pub apart: Apart,
 }
 
 /// Index of `host` in [`LAN`].
@@ -74,7 +76,7 @@ esac
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
-fn mib(out: &Path, lan: &Lan) -> serde_json::Value {
+fn mib(out: &Path, apart: &Apart) -> serde_json::Value {
     let app = format!("{}/bin/$HBD_CLUSTER_NODE/app", out.display());
     let exe = serde_json::json!({
         "start": format!("{app} start"),
@@ -86,7 +88,7 @@ fn mib(out: &Path, lan: &Lan) -> serde_json::Value {
         .enumerate()
         .map(|(i, h)| {
             serde_json::json!({
-                "number": i + 1, "id": h, "primary_ip": lan.addr(i),
+                "number": i + 1, "id": h, "primary_ip": apart.lan.addr(i),
                 "site": if h.starts_with('p') { "prod" } else { "standby" },
                 "status": if h.starts_with('p') { "ACTIVE" } else { "STANDBY" },
             })
@@ -112,82 +114,87 @@ fn mib(out: &Path, lan: &Lan) -> serde_json::Value {
 impl Members {
     /// The four members running, each application on its active node.
     pub fn start(test: &str) -> Option<Members> {
-        Members::start_with(test, |_, _, _, _| {})
+        Members::start_with(test, |_, _, _| {}, |_| {})
     }
 
     /// As [`Members::start`], each host's hbd config (TOML text) changed by
-    /// `edit(host, config, sites, lan)` first.
+    /// `edit(host, config, apart)` and the seed MIB by `edit_mib` first.
+    /// Every host mounts its site's volumes, the data pairs app1 and app2
+    /// and prod's unpaired volume `tbl` among them.
     pub fn start_with(
         test: &str,
-        edit: impl Fn(&str, &mut String, &TwoSites, &Lan),
+        edit: impl Fn(&str, &mut String, &Apart),
+        edit_mib: impl FnOnce(&mut serde_json::Value),
     ) -> Option<Members> {
         if !ensure_tool(test, "ping", "iputils-ping")
             || !ensure_tool(test, "arping", "iputils-arping")
         {
             return None;
         }
-        let lan = Lan::create(test, LAN.len())?;
-        let sites = TwoSites::start(test)?;
-        sites.pair("app1", "1MiB", &[]);
-        sites.pair("app2", "1MiB", &[]);
-        let root = sites.root.path().to_path_buf();
-        let out = root.join("out");
-        std::fs::create_dir_all(&out).expect("out");
-        let key = root.join("hb.key");
-        std::fs::write(&key, "cluster-key-0123456789\n").expect("key");
-        let seed = root.join("mib.json");
-        std::fs::write(&seed, mib(&out, &lan).to_string()).expect("mib");
-        let mut hbds = vec![];
-        for (i, host) in LAN.iter().enumerate() {
-            if i == CLIENT {
-                hbds.push(None);
-                continue;
-            }
+        let specs: Vec<HostSpec> = LAN[..CLIENT]
+            .iter()
+            .map(|h| {
+                let site = if h.starts_with('p') {
+                    End::Prod
+                } else {
+                    End::Standby
+                };
+                HostSpec::full(h, site)
+            })
+            .collect();
+        let mut apart = Apart::start(test, &specs)?;
+        apart.pair("app1", "1MiB", &[]);
+        apart.pair("app2", "1MiB", &[]);
+        apart
+            .prod
+            .ok(&["volume", "create", "tbl", "--size", "64KiB"]);
+        for host in &LAN[..CLIENT] {
+            apart.host_mut(host).mount();
+        }
+        let out = apart.out.clone();
+        let key = apart.hb_key.clone();
+        let seed = apart.root.path().join("mib.json");
+        let mut seeded = mib(&out, &apart);
+        edit_mib(&mut seeded);
+        std::fs::write(&seed, seeded.to_string()).expect("mib");
+        for (i, host) in LAN[..CLIENT].iter().enumerate() {
             std::fs::write(out.join(format!("{host}.ok")), "").expect("ok file");
             if *host != "s3" {
                 install_app(&out, host);
             }
             // s3 and s4 are added later; their hbd has no live peer.
-            let (site, group, peer, them) = match *host {
-                "p1" => (&sites.prod, "production", "s1", lan.addr(at("s1"))),
-                "p2" => (&sites.prod, "production", "s2", lan.addr(at("s2"))),
-                "s1" => (&sites.standby, "standby", "p1", lan.addr(at("p1"))),
-                "s2" => (&sites.standby, "standby", "p2", lan.addr(at("p2"))),
-                _ => (
-                    &sites.standby,
-                    "standby",
-                    "nobody",
-                    "10.90.0.250".to_string(),
-                ),
+            let (group, peer, them) = match *host {
+                "p1" => ("production", "s1", apart.lan.addr(at("s1"))),
+                "p2" => ("production", "s2", apart.lan.addr(at("s2"))),
+                "s1" => ("standby", "p1", apart.lan.addr(at("p1"))),
+                "s2" => ("standby", "p2", apart.lan.addr(at("p2"))),
+                _ => ("standby", "nobody", "10.90.0.250".to_string()),
             };
-            let dir = root.join(format!("hbd-{host}"));
+            let h = apart.host(host);
+            let dir = h.dir.join("hbd");
             let config = format!(
                 "host = \"{host}\"\ngroup = \"{group}\"\npeers = [\"{peer}\"]\ndata_dir = \"{data}\"\ncontrol_socket = \"{dir}/hbd.sock\"\n\
                  psk_file = \"{key}\"\ninterval_ms = 100\ntimeout_ms = 1000\nvolume_dir = \"{mount}\"\n\
                  [[networks]]\nname = \"lan\"\nlisten = \"{me}:7790\"\npeers = [\"{them}:7790\"]\n\
-                 [failover]\nmirrord_socket = \"{mirrord}\"\n\
+                 [failover]\nmirrord = \"tcp://{storage}\"\nmirrord_key = \"{host_key}\"\n\
                  [[checks]]\npart = \"self\"\nlevel = \"SERIOUS\"\ncommand = \"test -e {out}/{host}.ok\"\n\
                  [cluster]\nport = {PORT}\ncontrol_socket = \"{dir}/cluster.sock\"\nmib = \"{seed}\"\n",
                 data = dir.join("data").display(),
                 dir = dir.display(),
                 key = key.display(),
-                mount = site.mount.display(),
-                me = lan.addr(i),
+                mount = h.mount.display(),
+                me = apart.lan.addr(i),
                 them = them,
-                mirrord = site.socket.display(),
+                storage = h.storage(),
+                host_key = h.key.display(),
                 out = out.display(),
                 seed = seed.display(),
             );
             let mut config = config;
-            edit(host, &mut config, &sites, &lan);
-            hbds.push(Some(Hbd::new(&dir, host, &config)));
+            edit(host, &mut config, &apart);
+            apart.host_mut(host).prepare_hbd(&config);
         }
-        let mut m = Members {
-            hbds,
-            sites,
-            lan,
-            out,
-        };
+        let mut m = Members { apart };
         for host in ["s1", "s2", "p1", "p2"] {
             m.start_host(host);
         }
@@ -196,22 +203,24 @@ impl Members {
 
     /// Starts `host`'s hbd (and with it its member) in its namespace.
     pub fn start_host(&mut self, host: &str) {
-        let i = at(host);
-        let wrapper = self.lan.exec(i);
-        self.hbds[i]
-            .as_mut()
-            .expect("a host")
-            .start_wrapped(&wrapper);
+        self.apart.host_mut(host).restart_hbd();
     }
 
     /// kill -9 of `host`'s hbd.
     pub fn kill_host(&mut self, host: &str) {
-        self.hbds[at(host)].as_mut().expect("a host").kill();
+        if let Some(hbd) = self.apart.host_mut(host).hbd.as_mut() {
+            hbd.kill();
+        }
     }
 
     /// The hbd of `host`.
     pub fn hbd(&self, host: &str) -> &Hbd {
-        self.hbds[at(host)].as_ref().expect("a host")
+        self.apart.hbd(host)
+    }
+
+    /// Where hooks, applications and self-checks leave their traces.
+    pub fn out(&self) -> &Path {
+        &self.apart.out
     }
 
     /// Runs `hbctl cluster ARGS` at `host`.
@@ -261,11 +270,11 @@ impl Members {
     /// whose check exits 1; each of its runs leaves `out/<host>.<verb>`.
     pub fn install_failing_check(&self, host: &str) {
         use std::os::unix::fs::PermissionsExt;
-        let dir = self.out.join("bin").join(host);
+        let dir = self.out().join("bin").join(host);
         std::fs::create_dir_all(&dir).expect("bin dir");
         let script = format!(
             "#!/bin/sh\ntouch {out}/{host}.$1\n[ \"$1\" != check ]\n",
-            out = self.out.display()
+            out = self.out().display()
         );
         let path = dir.join("app");
         std::fs::write(&path, script).expect("app script");
@@ -274,12 +283,12 @@ impl Members {
 
     /// Whether `host`'s executable was run with `verb` (see [`Members::install_failing_check`]).
     pub fn ran(&self, host: &str, verb: &str) -> bool {
-        self.out.join(format!("{host}.{verb}")).exists()
+        self.out().join(format!("{host}.{verb}")).exists()
     }
 
     /// Creates or removes `host`'s self-check file.
     pub fn set_healthy(&self, host: &str, healthy: bool) {
-        let path = self.out.join(format!("{host}.ok"));
+        let path = self.out().join(format!("{host}.ok"));
         if healthy {
             std::fs::write(path, "").expect("ok file");
         } else {
@@ -289,13 +298,14 @@ impl Members {
 
     /// The process of `app` run by `host` (its pid file), if any.
     pub fn app_pid(&self, app: &str, host: &str) -> Option<u32> {
-        std::fs::read_to_string(self.out.join(format!("{app}.{host}.pid")))
+        std::fs::read_to_string(self.out().join(format!("{app}.{host}.pid")))
             .ok()
             .and_then(|t| t.trim().parse().ok())
     }
 
-    /// The node whose name `app` last wrote at the head of `volume` on `site` (hbfs).
-    pub fn writer(&self, site: &crate::common::Site, volume: &str) -> String {
+    /// The node whose name `app` last wrote at the head of `volume` at
+    /// `site` (mirrord's own mount at the site).
+    pub fn writer(&self, site: &StorageSite, volume: &str) -> String {
         let bytes = std::fs::read(site.file(volume)).unwrap_or_default();
         String::from_utf8_lossy(&bytes[..bytes.len().min(64)])
             .split_whitespace()
@@ -345,11 +355,13 @@ pub fn app<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 
 impl Drop for Members {
     fn drop(&mut self) {
-        for h in self.hbds.iter_mut().flatten() {
-            h.kill();
+        for h in &mut self.apart.hosts {
+            if let Some(hbd) = h.hbd.as_mut() {
+                hbd.kill();
+            }
         }
         // The applications outlive hbd (as they would a crashed one): end them.
-        if let Ok(dir) = std::fs::read_dir(&self.out) {
+        if let Ok(dir) = std::fs::read_dir(self.out()) {
             for e in dir.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
                 if !name.ends_with(".pid") {

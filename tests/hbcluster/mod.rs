@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod hosts;
 pub mod netns;
 
 use std::path::{Path, PathBuf};
