@@ -19,6 +19,9 @@
 //!   `uring::dev` (mount(2), FUSE_INIT, the /dev/fuse loop), `uring::ring`
 //!   (one io_uring and thread per ring entry), `uring::proto` (decode,
 //!   call `ops`, encode; for the ring and /dev/fuse alike).
+//! - `remote`, `config`: the `hbfs` binary on a host: [`remote::RemoteVolumes`]
+//!   over the host link (hbcore's `HostClient`), its start and stop
+//!   (`remote::daemon`), and its configuration (`hbfs.toml` or the options).
 //!
 //! ## Data paths
 //!
@@ -54,7 +57,9 @@
 //!   (write with `dd conv=notrunc`), and files cannot be created or removed here.
 
 mod classic;
+pub mod config;
 mod ops;
+pub mod remote;
 pub mod uring;
 
 use std::io;
