@@ -35,6 +35,9 @@ pub struct Config {
     /// OpenMetrics endpoint (`GET /metrics`) address; none when absent (the default).
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// The host link (`[hosts]`); none when absent.
+    #[serde(default)]
+    pub hosts: Option<crate::hosts::grants::HostsConfig>,
 }
 
 /// hbfs's FUSE transport (`fuse_transport`).
@@ -235,6 +238,15 @@ impl Checked for Config {
         }
         if config.link.timeout_ms < 100 {
             return Err(invalid("link.timeout_ms must be at least 100".into()));
+        }
+        if let Some(hosts) = &config.hosts {
+            hosts.check().map_err(invalid)?;
+            if hosts.listen == config.link.listen {
+                return Err(invalid(format!(
+                    "hosts.listen and link.listen are both {}; give hosts a port of their own",
+                    hosts.listen
+                )));
+            }
         }
         if !config.link.seal && !config.link.listen.ip().is_loopback() {
             return Err(invalid(format!(

@@ -30,7 +30,7 @@ pub async fn serve(
     .await;
 }
 
-async fn dispatch(site: &Arc<Site>, request: Request) -> Result<Reply, SiteError> {
+pub(crate) async fn dispatch(site: &Arc<Site>, request: Request) -> Result<Reply, SiteError> {
     Ok(match request {
         Request::VolumeCreate(r) => Reply::Done(site.volume_create(&r)?),
         Request::VolumeList => Reply::Volumes(site.volume_list()),

@@ -32,6 +32,23 @@ fn fuse_transport(config: &Config) -> anyhow::Result<hbfs::Transport> {
     }
 }
 
+/// Starts the host link (`[hosts]`): every host's key read, the port bound.
+async fn start_hosts(
+    hosts: &crate::hosts::grants::HostsConfig,
+    config: &Config,
+    site: &Arc<Site>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let grants = crate::hosts::grants::Grants::load(site.name(), hosts)?;
+    let listener = TcpListener::bind(hosts.listen)
+        .await
+        .with_context(|| format!("cannot listen for hosts on {} (hosts.listen)", hosts.listen))?;
+    let link = crate::hosts::HostLink::new(Arc::clone(site), grants, config.link.timeout());
+    tokio::spawn(Arc::new(link).serve(listener, stop));
+    tracing::info!(listen = %hosts.listen, hosts = hosts.allow.len(), "host link listening");
+    Ok(())
+}
+
 /// Runs mirrord with `config` until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let key = config.link_key()?;
@@ -92,6 +109,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         mount = ?config.mount,
         "mirrord ready"
     );
+    if let Some(hosts) = &config.hosts {
+        start_hosts(hosts, &config, &site, stop.clone()).await?;
+    }
     crate::service::ready(&site, stop.clone());
 
     shutdown.await;

@@ -28,7 +28,7 @@ impl SiteFiles {
 /// What the host sees of a failed operation. A disk error the host can act
 /// on (a full or read-only backing store, a file too large, an I/O error)
 /// reaches it as itself; anything else is EIO, and the log says what it was.
-fn errno(e: SiteError) -> Errno {
+pub(crate) fn errno(e: SiteError) -> Errno {
     match e {
         SiteError::ReadOnly { .. } => Errno::EROFS,
         // Said once when the pair became outdated, not for every write.

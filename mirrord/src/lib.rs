@@ -30,7 +30,9 @@
 //!   `site::verify`, `site::copy` (copy engine, adaptive shipper),
 //!   `site::volumes` and `site::ops` (admin operations), `site::resync`,
 //!   `site::connect`, `site::peer` (the answers to the peer).
-//! - [`fs`]: the site seen by hbfs; [`control`]: the control socket for hbctl.
+//! - [`fs`]: the site seen by hbfs; [`control`]: the control socket for hbctl;
+//!   [`hosts`]: the host link (hosts elsewhere using this site's volumes and
+//!   control API over the network, each with its own key).
 //! - [`service`], [`metrics`]: systemd readiness and status; the OpenMetrics endpoint.
 //! - [`daemon`]: start-up, signal, clean shutdown.
 //!
@@ -75,6 +77,7 @@ pub mod daemon;
 pub mod fence;
 pub mod fs;
 pub mod generation;
+pub mod hosts;
 pub mod link;
 pub mod meta;
 pub mod metrics;

@@ -17,7 +17,7 @@ use clap::{CommandFactory, Parser};
     after_help = "See mirrord.toml(5) for the configuration."
 )]
 struct Cli {
-    /// TOML configuration (keys: site, data_dir, control_socket, mount, metrics_listen, [link] listen/psk_file/timeout_ms, [[peers]] site/address).
+    /// TOML configuration (keys: site, data_dir, control_socket, mount, metrics_listen, [link] listen/psk_file/timeout_ms, [[peers]] site/address, [hosts] listen and [[hosts.allow]] host/key_file/volumes/control; see mirrord.toml(5)).
     #[arg(long, short, required_unless_present = "generate_docs")]
     config: Option<PathBuf>,
     #[command(flatten)]

@@ -60,6 +60,7 @@ pub(super) fn config(
         },
         peers: vec![PeerConfig::at(peer, at)],
         metrics_listen: None,
+        hosts: None,
     }
 }
 

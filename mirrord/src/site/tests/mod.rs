@@ -64,6 +64,7 @@ impl TestSite {
             },
             peers: vec![PeerConfig::at(peer, peer_address)],
             metrics_listen: None,
+            hosts: None,
         }
     }
 
