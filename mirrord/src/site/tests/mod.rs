@@ -220,3 +220,4 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 mod data;
 mod faults;
+mod hosts;
