@@ -11,6 +11,7 @@ use hbcore::vocab::{PairState, Role};
 
 use super::floating_ip::{self, FloatingIpError};
 use super::mib::Application;
+use crate::hb::config::MirrordAt;
 use crate::hb::daemon::storage_client;
 use crate::hb::error::HbError;
 
@@ -135,10 +136,13 @@ pub async fn run_as(
 
 /// Makes each data pair of `app` writable at this site: an SVOL here is
 /// taken over (SSWS); a PVOL here, or an SVOL already taken over, is used as it is.
-pub async fn take_over_pairs(app: &Application, socket: &Path) -> Result<Vec<String>, ActionError> {
+pub async fn take_over_pairs(
+    app: &Application,
+    mirrord: &MirrordAt,
+) -> Result<Vec<String>, ActionError> {
     let mut done = vec![];
     for pair in &app.volumes {
-        let info = storage_client::pair(socket, pair, MIRRORD_LIMIT)
+        let info = storage_client::pair(mirrord, pair, MIRRORD_LIMIT)
             .await
             .map_err(|source| ActionError::Pair {
                 pair: pair.clone(),
@@ -152,7 +156,7 @@ pub async fn take_over_pairs(app: &Application, socket: &Path) -> Result<Vec<Str
             continue;
         }
         let request = Request::PairTakeover(PairTakeover { name: pair.clone() });
-        storage_client::call_within(socket, request, MIRRORD_LIMIT)
+        storage_client::call_within(mirrord, request, MIRRORD_LIMIT)
             .await
             .map_err(|source| ActionError::TakeoverRefused {
                 pair: pair.clone(),

@@ -144,8 +144,7 @@ impl Member {
         tracing::warn!(app = %app, from = ?a.active, "taking over");
         let volume_dir = self.shared.config.volume_dir.clone();
         let done = async {
-            let pairs =
-                actions::take_over_pairs(&a, &self.shared.config.failover.mirrord_socket).await?;
+            let pairs = actions::take_over_pairs(&a, &self.shared.config.mirrord()).await?;
             actions::run(&a.executables.start, &app, &self.me, volume_dir.as_deref()).await?;
             actions::assume_ips(&a).await?;
             Ok::<_, actions::ActionError>(pairs)
@@ -260,7 +259,7 @@ impl Member {
         let checked = validate(
             &self.mib(),
             &self.me,
-            &config.failover.mirrord_socket,
+            &config.mirrord(),
             config.volume_dir.as_deref(),
             Executables::TrialRun,
         )

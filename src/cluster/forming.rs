@@ -58,7 +58,7 @@ impl Member {
                     let lacking = validate(
                         &proposed,
                         &member.me,
-                        &config.failover.mirrord_socket,
+                        &config.mirrord(),
                         config.volume_dir.as_deref(),
                         Executables::Present,
                     )
@@ -150,7 +150,7 @@ impl Member {
         let mine = validate(
             &proposed,
             &self.me,
-            &config.failover.mirrord_socket,
+            &config.mirrord(),
             config.volume_dir.as_deref(),
             Executables::Present,
         )

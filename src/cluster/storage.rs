@@ -22,10 +22,10 @@ impl Member {
     /// Probes this site's mirrord; a change of its answer changes the
     /// storage node's state in the MIB. The problem, if any.
     pub async fn probe_storage(&self) -> Option<String> {
-        let socket = &self.shared.config.failover.mirrord_socket;
+        let mirrord = self.shared.config.mirrord();
         let limit = (self.shared.config.interval() * 5).max(Duration::from_secs(1));
         let request = Request::PairStatus(PairStatus { name: None });
-        let problem = storage_client::call_within(socket, request, limit)
+        let problem = storage_client::call_within(&mirrord, request, limit)
             .await
             .err()
             .map(|e| format!("mirrord does not answer: {}", report::chain(&e)));

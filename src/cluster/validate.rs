@@ -16,6 +16,7 @@ use hbcore::report;
 use super::actions::run_as;
 use super::floating_ip;
 use super::mib::{Application, Mib};
+use crate::hb::config::MirrordAt;
 use crate::hb::daemon::storage_client;
 
 /// How far the executables are tried.
@@ -32,7 +33,7 @@ pub enum Executables {
 pub async fn validate(
     mib: &Mib,
     me: &str,
-    mirrord_socket: &Path,
+    mirrord: &MirrordAt,
     volume_dir: Option<&Path>,
     executables: Executables,
 ) -> Result<(), String> {
@@ -43,8 +44,7 @@ pub async fn validate(
         .filter(|a| a.standby.iter().any(|n| n == me) || a.active.as_deref() == Some(me));
     for a in apps {
         for pair in &a.volumes {
-            if let Err(e) = storage_client::pair(mirrord_socket, pair, Duration::from_secs(5)).await
-            {
+            if let Err(e) = storage_client::pair(mirrord, pair, Duration::from_secs(5)).await {
                 problems.push(format!(
                     "{}: volume {pair} unreachable: {}",
                     a.name,

@@ -126,13 +126,22 @@ pub enum HbError {
     /// mirrord could not be reached or refused; its text says why.
     #[error("mirrord")]
     Mirrord(#[source] ClientError),
-    /// mirrord took too long to answer (stalled or overloaded).
-    #[error("mirrord at {} did not answer within {limit:?}", socket.display())]
+    /// mirrord took too long to answer (stalled, overloaded, or the host
+    /// link down).
+    #[error("mirrord at {at} did not answer within {limit:?}")]
     MirrordSilent {
-        /// mirrord's control socket.
-        socket: PathBuf,
+        /// Where: mirrord's control socket, or `tcp://ADDR[,ADDR2]` (the host link).
+        at: String,
         /// How long hbd waited.
         limit: std::time::Duration,
+    },
+    /// The host link's key file (`failover.mirrord_key`) could not be read.
+    #[error("cannot reach mirrord at {at}: failover.mirrord_key")]
+    MirrordKey {
+        /// `tcp://ADDR[,ADDR2]`.
+        at: String,
+        /// What is wrong with the key file (boxed: a config error is large).
+        source: Box<hbcore::config::ConfigError>,
     },
     /// A procedure change that would cut hbd off from the peer one way, or
     /// could not reach it (Fig 8).

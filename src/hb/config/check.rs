@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use hbcore::config::{Checked, ConfigError};
+use hbcore::host::Endpoint;
 use hbcore::vocab::Group;
 
 use super::{AnalysisConfig, Config};
@@ -13,8 +14,9 @@ use crate::hb::logic::counter::CounterRule;
 
 impl Checked for Config {
     fn check(self, path: &Path) -> Result<Config, ConfigError> {
-        let config = self;
+        let mut config = self;
         let invalid = |why: String| ConfigError::invalid(path, why);
+        check_mirrord(&mut config).map_err(invalid)?;
         if config.interval_ms < 10 {
             return Err(invalid(format!(
                 "interval_ms = {} is below 10 ms",
@@ -106,6 +108,56 @@ impl Checked for Config {
         }
         Ok(config)
     }
+}
+
+/// `[failover]`'s way to mirrord: the socket, or the host link with its
+/// addresses, key (read now: present, long enough, mode 0600 or stricter)
+/// and host id (`host` unless given).
+/// The key is read here so that `hbd --check` finds a bad one.
+fn check_mirrord(config: &mut Config) -> Result<(), String> {
+    let f = &mut config.failover;
+    let Some(url) = &f.mirrord else {
+        for (key, given) in [
+            ("mirrord_key", f.mirrord_key.is_some()),
+            ("mirrord_host", f.mirrord_host.is_some()),
+        ] {
+            if given {
+                return Err(format!(
+                    "failover.{key} is given without failover.mirrord: it is for the host link (mirrord = \"tcp://ADDR:PORT\"); give mirrord too, or leave {key} out to use mirrord_socket"
+                ));
+            }
+        }
+        return Ok(());
+    };
+    match Endpoint::parse(url) {
+        Ok(Endpoint::Tcp { .. }) => {}
+        Ok(Endpoint::Socket(_)) => {
+            return Err(format!(
+                "failover.mirrord = \"{url}\": give tcp://ADDR:PORT[,ADDR2:PORT] (mirrord's [hosts] listen on another machine); for mirrord's control socket on this machine use mirrord_socket"
+            ))
+        }
+        Err(e) => return Err(format!("failover.mirrord: {e}")),
+    }
+    if f.mirrord_socket.as_os_str() != hbcore::control::DEFAULT_SOCKET {
+        return Err(format!(
+            "failover.mirrord ({url}) and failover.mirrord_socket ({}) both say where mirrord is: give mirrord for the host link to another machine, or mirrord_socket for this machine's mirrord, not both",
+            f.mirrord_socket.display()
+        ));
+    }
+    let Some(key) = &f.mirrord_key else {
+        return Err(format!(
+            "failover.mirrord = \"{url}\" needs failover.mirrord_key: this host's key file for the host link (the one mirrord's [[hosts.allow]] entry for it names)"
+        ));
+    };
+    hbcore::config::read_private_key(key)
+        .map_err(|e| format!("failover.mirrord_key: {}", hbcore::report::chain(&e)))?;
+    if f.mirrord_host.as_deref() == Some("") {
+        return Err("failover.mirrord_host is empty: give the host id mirrord's [[hosts.allow]] entry names, or leave it out for `host`".into());
+    }
+    if f.mirrord_host.is_none() {
+        f.mirrord_host = Some(config.host.clone());
+    }
+    Ok(())
 }
 
 /// `[network]` or `[[networks]]`, each network well named and addressed.

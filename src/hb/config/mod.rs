@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use hbcore::config;
 pub use hbcore::config::ConfigError;
+use hbcore::host::Endpoint;
 use hbcore::vocab::Group;
 
 use crate::hb::logic::counter::CounterRule;
@@ -28,7 +29,9 @@ pub mod cluster;
 pub mod resume;
 pub mod sections;
 
-pub use sections::{AnalysisConfig, CheckConfig, FailoverConfig, MirrorConfig, NetworkConfig};
+pub use sections::{
+    AnalysisConfig, CheckConfig, FailoverConfig, MirrorConfig, MirrordAt, NetworkConfig,
+};
 
 /// Where hbd listens and `hbctl hb` connects unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/hbmirror/hbd.sock";
@@ -193,6 +196,24 @@ impl Config {
     /// The `[[mirrors]]` as seeds of the status table.
     pub fn seeds(&self) -> Vec<MirrorSeed> {
         self.mirrors.iter().filter_map(MirrorConfig::seed).collect()
+    }
+
+    /// Where hbd reaches mirrord's control: over the host link when
+    /// `failover.mirrord` is given, else at `failover.mirrord_socket`.
+    pub fn mirrord(&self) -> MirrordAt {
+        let f = &self.failover;
+        match &f.mirrord {
+            None => MirrordAt::Socket(f.mirrord_socket.clone()),
+            Some(url) => MirrordAt::Host {
+                // Checked when loaded; a config built otherwise keeps its text.
+                addrs: match Endpoint::parse(url) {
+                    Ok(Endpoint::Tcp { addrs }) => addrs,
+                    _ => vec![url.clone()],
+                },
+                key_file: f.mirrord_key.clone().unwrap_or_default(),
+                host: f.mirrord_host.clone().unwrap_or_else(|| self.host.clone()),
+            },
+        }
     }
 
     /// Reads the pre-shared key.

@@ -83,9 +83,24 @@ pub struct FailoverConfig {
     /// Data pairs to take over through mirrord at failover.
     #[serde(default)]
     pub take_over: Vec<String>,
-    /// mirrord's control socket (pair takeover, heartbeat-pair protection).
+    /// mirrord's control socket (pair takeover, heartbeat-pair protection),
+    /// when mirrord runs on this machine; unused when `mirrord` is given.
     #[serde(default = "default_mirrord_socket")]
     pub mirrord_socket: PathBuf,
+    /// mirrord on another machine, over the host link:
+    /// `tcp://ADDR:PORT[,ADDR2:PORT]` (its `[hosts] listen`, a second
+    /// address tried when the first does not answer). Given, it is used
+    /// instead of `mirrord_socket`.
+    #[serde(default)]
+    pub mirrord: Option<String>,
+    /// With `mirrord`: this host's key for the host link (the file mirrord's
+    /// `[[hosts.allow]]` entry for it names; mode 0600 or stricter).
+    #[serde(default)]
+    pub mirrord_key: Option<PathBuf>,
+    /// With `mirrord`: the host id given on the host link (mirrord's
+    /// `[[hosts.allow]] host`); default: `host`. Filled in when loaded.
+    #[serde(default)]
+    pub mirrord_host: Option<String>,
     /// Command run for received SYSTEM DOWN and SERIOUS notices.
     #[serde(default)]
     pub alert: Option<String>,
@@ -143,6 +158,9 @@ impl Default for FailoverConfig {
             hook: None,
             take_over: Vec::new(),
             mirrord_socket: default_mirrord_socket(),
+            mirrord: None,
+            mirrord_key: None,
+            mirrord_host: None,
             alert: None,
             arm: None,
             step_down: None,
@@ -152,4 +170,29 @@ impl Default for FailoverConfig {
 
 fn default_mirrord_socket() -> PathBuf {
     PathBuf::from(hbcore::control::DEFAULT_SOCKET)
+}
+
+/// Where hbd reaches mirrord's control: the `[failover]` keys resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrordAt {
+    /// Its control socket on this machine (`mirrord_socket`).
+    Socket(PathBuf),
+    /// Over the host link (`mirrord`, `mirrord_key`, `mirrord_host`).
+    Host {
+        /// `ADDR:PORT` of each of its `[hosts] listen`, in the order tried.
+        addrs: Vec<String>,
+        /// This host's key file.
+        key_file: PathBuf,
+        /// The host id given.
+        host: String,
+    },
+}
+
+impl std::fmt::Display for MirrordAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MirrordAt::Socket(path) => write!(f, "{}", path.display()),
+            MirrordAt::Host { addrs, .. } => write!(f, "tcp://{}", addrs.join(",")),
+        }
+    }
 }

@@ -241,3 +241,138 @@ fn networks_and_counters_that_cannot_work_are_refused_by_name() {
     let e = refused("peers = [\"192.168.5.1:7790\"]", "peers = []");
     assert!(e.contains("network 'wan' has no peers"), "{e}");
 }
+
+/// A key file in `dir` with `mode`.
+fn key_file(dir: &Path, name: &str, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, "0123456789abcdef0123456789abcdef\n").expect("write the key");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    path
+}
+
+#[test]
+fn mirrord_over_the_host_link_or_at_its_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = key_file(dir.path(), "p1.key", 0o600);
+    let with = |keys: &str| EXAMPLE.replace("[failover]", &format!("[failover]\n{keys}"));
+    let c = Config::parse(
+        &with(&format!(
+            "mirrord = \"tcp://10.0.0.5:7793, storage-b:7793\"\nmirrord_key = \"{}\"",
+            key.display()
+        )),
+        Path::new("x"),
+    )
+    .expect("the host link");
+    assert_eq!(
+        c.mirrord(),
+        MirrordAt::Host {
+            addrs: vec!["10.0.0.5:7793".into(), "storage-b:7793".into()],
+            key_file: key.clone(),
+            host: "standby-a".into(),
+        },
+        "the host id is hbd's own host unless given"
+    );
+    assert_eq!(
+        c.failover.mirrord_host.as_deref(),
+        Some("standby-a"),
+        "--check prints the host id used"
+    );
+    assert_eq!(
+        c.mirrord().to_string(),
+        "tcp://10.0.0.5:7793,storage-b:7793"
+    );
+    let c = Config::parse(
+        &with(&format!(
+            "mirrord = \"tcp://[fd00::5]:7793\"\nmirrord_key = \"{}\"\nmirrord_host = \"node-7\"",
+            key.display()
+        )),
+        Path::new("x"),
+    )
+    .expect("a host id of its own");
+    assert!(
+        matches!(c.mirrord(), MirrordAt::Host { host, .. } if host == "node-7"),
+        "{:?}",
+        c.mirrord()
+    );
+    let c = Config::parse(EXAMPLE, Path::new("x")).expect("the socket");
+    assert_eq!(
+        c.mirrord(),
+        MirrordAt::Socket(PathBuf::from(hbcore::control::DEFAULT_SOCKET))
+    );
+    let c = Config::parse(
+        &with("mirrord_socket = \"/run/other/mirrord.sock\""),
+        Path::new("x"),
+    )
+    .expect("another socket");
+    assert_eq!(c.mirrord().to_string(), "/run/other/mirrord.sock");
+}
+
+#[test]
+fn a_host_link_that_cannot_work_is_refused_naming_its_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = key_file(dir.path(), "p1.key", 0o600).display().to_string();
+    let open = key_file(dir.path(), "open.key", 0o644)
+        .display()
+        .to_string();
+    let refused = |keys: String| {
+        let text = EXAMPLE.replace("[failover]", &format!("[failover]\n{keys}"));
+        let e = Config::parse(&text, Path::new("hbd.toml")).expect_err(&keys);
+        hbcore::report::chain(&e)
+    };
+    let e = refused(format!(
+        "mirrord = \"10.0.0.5:7793\"\nmirrord_key = \"{key}\""
+    ));
+    assert!(
+        e.contains("failover.mirrord = \"10.0.0.5:7793\": give tcp://ADDR:PORT"),
+        "{e}"
+    );
+    let e = refused(format!(
+        "mirrord = \"tcp://10.0.0.5\"\nmirrord_key = \"{key}\""
+    ));
+    assert!(
+        e.contains("failover.mirrord") && e.contains("'10.0.0.5' has no HOST:PORT form"),
+        "{e}"
+    );
+    let e = refused(format!(
+        "mirrord = \"/run/hbmirror/mirrord.sock\"\nmirrord_key = \"{key}\""
+    ));
+    assert!(e.contains("use mirrord_socket"), "{e}");
+    let e = refused("mirrord = \"tcp://10.0.0.5:7793\"".into());
+    assert!(e.contains("needs failover.mirrord_key"), "{e}");
+    let e = refused(format!(
+        "mirrord = \"tcp://10.0.0.5:7793\"\nmirrord_key = \"{}/none.key\"",
+        dir.path().display()
+    ));
+    assert!(
+        e.contains("failover.mirrord_key: key ") && e.contains("none.key"),
+        "{e}"
+    );
+    let e = refused(format!(
+        "mirrord = \"tcp://10.0.0.5:7793\"\nmirrord_key = \"{open}\""
+    ));
+    assert!(
+        e.contains("failover.mirrord_key") && e.contains("chmod 600"),
+        "a key others may read: {e}"
+    );
+    let e = refused(format!(
+        "mirrord = \"tcp://10.0.0.5:7793\"\nmirrord_key = \"{key}\"\nmirrord_socket = \"/run/x.sock\""
+    ));
+    assert!(
+        e.contains("failover.mirrord (tcp://10.0.0.5:7793) and failover.mirrord_socket"),
+        "{e}"
+    );
+    let e = refused(format!(
+        "mirrord = \"tcp://10.0.0.5:7793\"\nmirrord_key = \"{key}\"\nmirrord_host = \"\""
+    ));
+    assert!(e.contains("failover.mirrord_host is empty"), "{e}");
+    for lone in ["mirrord_key", "mirrord_host"] {
+        let e = refused(format!("{lone} = \"{key}\""));
+        assert!(
+            e.contains(&format!(
+                "failover.{lone} is given without failover.mirrord"
+            )),
+            "{e}"
+        );
+    }
+}

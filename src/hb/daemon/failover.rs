@@ -29,9 +29,10 @@ pub async fn fail_over(shared: &Shared, reason: String, silent: Duration) {
         reason.clone(),
     );
     let mut taken = vec![];
+    let mirrord = shared.config.mirrord();
     for pair in &shared.config.failover.take_over {
         let request = Request::PairTakeover(PairTakeover { name: pair.clone() });
-        let ok = match storage_client::call(&shared.config.failover.mirrord_socket, request).await {
+        let ok = match storage_client::call(&mirrord, request).await {
             Ok(reply) => {
                 if let Reply::Done(text) = reply {
                     tracing::info!(pair = %pair, "taken over: {text}");
@@ -102,6 +103,7 @@ pub async fn step_down(shared: &Shared, peer: String, reason: String) {
 /// their PVOLs refuse host writes even if the remote link is down and
 /// mirrord cannot learn of the takeover from its peer.
 async fn fence_pairs(shared: &Shared, peer: &str) {
+    let mirrord = shared.config.mirrord();
     for pair in &shared.config.failover.take_over {
         let request = Request::PairOutdate(PairOutdate {
             name: pair.clone(),
@@ -110,8 +112,7 @@ async fn fence_pairs(shared: &Shared, peer: &str) {
                 shared.config.host
             ),
         });
-        let socket = &shared.config.failover.mirrord_socket;
-        match storage_client::call_within(socket, request, Duration::from_secs(10)).await {
+        match storage_client::call_within(&mirrord, request, Duration::from_secs(10)).await {
             Ok(reply) => {
                 let said = match reply {
                     Reply::Done(text) => text,

@@ -166,8 +166,8 @@ impl Mirrors {
     /// Checks that `pair` is a heartbeat pair with its PVOL here and
     /// protects it from split; returns its SVOL's name.
     async fn protect(&self, pair: &str) -> Result<String, HbError> {
-        let socket = &self.shared.config.failover.mirrord_socket;
-        let info = storage_client::pair(socket, pair, MIRRORD_LIMIT).await?;
+        let mirrord = self.shared.config.mirrord();
+        let info = storage_client::pair(&mirrord, pair, MIRRORD_LIMIT).await?;
         if info.kind != Kind::Heartbeat {
             return Err(HbError::DataPair { pair: pair.into() });
         }
@@ -181,7 +181,7 @@ impl Mirrors {
             name: pair.into(),
             installed: true,
         });
-        storage_client::call_within(socket, protect, MIRRORD_LIMIT).await?;
+        storage_client::call_within(&mirrord, protect, MIRRORD_LIMIT).await?;
         Ok(info.svol)
     }
 
@@ -274,13 +274,13 @@ impl Mirrors {
     /// Lifts the protection of the pairs of mirrors whose `[[mirrors]]`
     /// entry left the config (de-installed at start).
     pub async fn release(&self, pairs: Vec<String>) {
+        let mirrord = self.shared.config.mirrord();
         for pair in pairs {
             let release = Request::PairInstall(PairInstall {
                 name: pair.clone(),
                 installed: false,
             });
-            let socket = &self.shared.config.failover.mirrord_socket;
-            match storage_client::call_within(socket, release, MIRRORD_LIMIT).await {
+            match storage_client::call_within(&mirrord, release, MIRRORD_LIMIT).await {
                 Ok(_) => {
                     tracing::info!(pair = %pair, "its mirror left the config: the pair may now be split")
                 }
@@ -312,7 +312,7 @@ impl Mirrors {
                 name: pair.clone(),
                 installed: false,
             });
-            storage_client::call(&self.shared.config.failover.mirrord_socket, release).await?;
+            storage_client::call(&self.shared.config.mirrord(), release).await?;
         }
         {
             let mut c = self.shared.checker();
