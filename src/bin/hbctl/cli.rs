@@ -1,7 +1,8 @@
-//! hbctl's command line: one subcommand tree for mirrord (`volume`, `pair`)
-//! and hbd (`hb`). The arguments of each request are the request's own
-//! struct ([`hbcore::control`], [`hbmirror::hb::api`]); what is here only
-//! picks the daemon and how to print.
+//! hbctl's command line: one subcommand tree for mirrord (`volume`, `pair`,
+//! `link`; on this machine, or over the host link) and hbd (`hb`). The
+//! arguments of each request are the request's own struct
+//! ([`hbcore::control`], [`hbmirror::hb::api`]); what is here only picks
+//! the daemon and how to print.
 
 use std::path::PathBuf;
 
@@ -14,10 +15,39 @@ use hbmirror::hb::api;
 #[command(version, name = "hbctl", bin_name = "hbctl")]
 pub struct Cli {
     /// Control socket of the daemon addressed [default: /run/hbmirror/mirrord.sock
-    /// for `volume` and `pair`, /run/hbmirror/hbd.sock for `hb`, /run/hbmirror/cluster.sock
-    /// for `cluster`].
+    /// for `volume`, `pair`, `link` and `monitor`, /run/hbmirror/hbd.sock for `hb`,
+    /// /run/hbmirror/cluster.sock for `cluster`].
     #[arg(long, global = true, env = "HBCTL_SOCKET")]
     pub socket: Option<PathBuf>,
+    /// mirrord on another machine, over the host link, for `volume`, `pair`,
+    /// `link` and `monitor` (instead of --socket): its `[hosts] listen`
+    /// address, and a second one tried when the first does not answer.
+    /// Needs --key.
+    #[arg(
+        long,
+        global = true,
+        env = "HBCTL_STORAGE",
+        value_name = "ADDR[,ADDR2]"
+    )]
+    pub storage: Option<String>,
+    /// With --storage: this host's key file (mode 0600 or stricter), the one
+    /// mirrord's `[[hosts.allow]]` entry for this host names.
+    #[arg(long, global = true, env = "HBCTL_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// With --storage: this host's id, as mirrord's `[[hosts.allow]] host`
+    /// names it [default: this machine's host name].
+    #[arg(long, global = true, env = "HBCTL_HOST", value_name = "ID")]
+    pub host: Option<String>,
+    /// With --storage: how long a request waits for mirrord in all,
+    /// reconnecting meanwhile, before hbctl gives up (exit 3).
+    #[arg(
+        long,
+        global = true,
+        env = "HBCTL_IO_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = 5000
+    )]
+    pub io_timeout_ms: u64,
     /// Print JSON: results as JSON, errors as {"error": {"kind", "message"}}
     /// (kinds: refused, unreachable, invalid_input, io, protocol).
     #[arg(long, global = true)]

@@ -2,7 +2,9 @@
 //! and hbd (the heartbeat check).
 //!
 //! - `cli`: the command tree (each request's arguments are its own struct).
-//! - `storage`: `volume` and `pair` commands, sent to mirrord.
+//! - `mirrord`: where mirrord is: its control socket, or the host link
+//!   (`--storage`).
+//! - `storage`: `volume`, `pair` and `link` commands, sent to mirrord.
 //! - `hb`: `hb` commands, sent to hbd; `events`: `hb events --follow`;
 //!   `check`: `hb check`, the survival verdict as an exit status.
 //! - `cluster`: `cluster` commands, sent to the member agent in hbd.
@@ -15,6 +17,7 @@ mod cli;
 mod cluster;
 mod events;
 mod hb;
+mod mirrord;
 mod monitor;
 mod output;
 mod print;
@@ -29,6 +32,7 @@ use hbcore::jsonl::ClientError;
 use hbmirror::hb::api;
 
 use cli::{Cli, Command, HbCommand, LinkCommand, PairCommand, VolumeCommand};
+use mirrord::Mirrord;
 
 fn main() -> ExitCode {
     // SAFETY: restoring the default SIGPIPE action before any thread starts;
@@ -37,11 +41,11 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = match Cli::command()
+    let (cli, matches) = match Cli::command()
         .try_get_matches()
-        .and_then(|m| Cli::from_arg_matches(&m))
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)))
     {
-        Ok(cli) => cli,
+        Ok(parsed) => parsed,
         Err(e) => return output::usage_error(e),
     };
     output::set_json(cli.json);
@@ -68,13 +72,18 @@ fn main() -> ExitCode {
             return output::fail("invalid_input", &text, output::EXIT_INVALID_INPUT);
         }
     }
-    match run(cli) {
+    let remote = match mirrord::from_cli(&cli, &matches) {
+        Ok(remote) => remote,
+        Err(text) => return output::fail("invalid_input", &text, output::EXIT_INVALID_INPUT),
+    };
+    match run(cli, remote) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => output::client_error(&e),
     }
 }
 
-fn run(cli: Cli) -> Result<(), ClientError> {
+/// Runs the command; `remote`: mirrord over the host link (`--storage`).
+fn run(cli: Cli, remote: Option<Mirrord>) -> Result<(), ClientError> {
     let socket = |default: &str| cli.socket.clone().unwrap_or_else(|| PathBuf::from(default));
     let Some(mut command) = cli.command else {
         return Ok(());
@@ -82,10 +91,13 @@ fn run(cli: Cli) -> Result<(), ClientError> {
     if cli.json {
         json_everywhere(&mut command);
     }
+    let mirrord = |remote: Option<Mirrord>| {
+        remote.unwrap_or_else(|| Mirrord::Socket(socket(control::DEFAULT_SOCKET)))
+    };
     match command {
-        Command::Volume(command) => storage::volume(&socket(control::DEFAULT_SOCKET), command),
-        Command::Pair(command) => storage::pair(&socket(control::DEFAULT_SOCKET), command),
-        Command::Link(command) => storage::link(&socket(control::DEFAULT_SOCKET), command),
+        Command::Volume(command) => storage::volume(&mirrord(remote), command),
+        Command::Pair(command) => storage::pair(&mirrord(remote), command),
+        Command::Link(command) => storage::link(&mirrord(remote), command),
         Command::Hb(command) => hb::run(&socket(api::DEFAULT_SOCKET), command),
         Command::Cluster(command) => {
             cluster::run(&socket(hbmirror::cluster::config::DEFAULT_SOCKET), command)
@@ -93,6 +105,7 @@ fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Monitor(mut args) => {
             // The global --socket addresses mirrord here, as for `volume` and `pair`.
             args.mirrord = args.mirrord.or(cli.socket);
+            args.remote = remote;
             monitor::run(args)
         }
     }

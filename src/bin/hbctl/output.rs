@@ -6,7 +6,7 @@
 //! | 0 | | done |
 //! | 1 | `refused` | the daemon refused the request (its message says why and what to do) |
 //! | 2 | `invalid_input` | the command line is wrong |
-//! | 3 | `unreachable` | no daemon answers on the control socket |
+//! | 3 | `unreachable` | no daemon answers on the control socket, or mirrord not over the host link (or the link lost a request: its outcome is unknown) |
 //! | 4 | `io`, `protocol` | the conversation broke off or was unreadable |
 
 use std::process::ExitCode;
@@ -77,7 +77,7 @@ pub fn fail(kind: &str, message: &str, code: u8) -> ExitCode {
 pub fn client_error(e: &ClientError) -> ExitCode {
     let (kind, code) = match e {
         ClientError::Refused(_) => ("refused", EXIT_REFUSED),
-        ClientError::Connect { .. } => ("unreachable", EXIT_UNREACHABLE),
+        ClientError::Connect { .. } | ClientError::Storage(_) => ("unreachable", EXIT_UNREACHABLE),
         ClientError::Io { .. } => ("io", EXIT_IO),
         ClientError::Protocol { .. } => ("protocol", EXIT_IO),
     };

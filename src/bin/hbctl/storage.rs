@@ -1,30 +1,31 @@
-//! `hbctl volume`, `hbctl pair` and `hbctl link`: requests to mirrord, and `pair status
+//! `hbctl volume`, `hbctl pair` and `hbctl link`: requests to mirrord (at its
+//! socket or over the host link, see `mirrord`), and `pair status
 //! --watch` and `pair verify --watch`, which follow a copy or a verify with a
 //! progress bar.
 
-use std::path::Path;
 use std::time::Duration;
 
 use hbcore::control::{self, PairInfo, Reply, Request};
-use hbcore::jsonl::{self, ClientError};
+use hbcore::jsonl::ClientError;
 use hbcore::vocab::PairState;
 use indicatif::ProgressStyle;
 
 use crate::cli::{LinkCommand, PairCommand, VolumeCommand};
+use crate::mirrord::Mirrord;
 use crate::print;
 
 /// Runs a `volume` command.
-pub fn volume(socket: &Path, command: VolumeCommand) -> Result<(), ClientError> {
+pub fn volume(mirrord: &Mirrord, command: VolumeCommand) -> Result<(), ClientError> {
     let (request, json) = match command {
         VolumeCommand::Create(r) => (Request::VolumeCreate(r), false),
         VolumeCommand::List { json } => (Request::VolumeList, json),
         VolumeCommand::Delete(r) => (Request::VolumeDelete(r), false),
     };
-    call(socket, &request, json)
+    call(mirrord, &request, json)
 }
 
 /// Runs a `pair` command.
-pub fn pair(socket: &Path, command: PairCommand) -> Result<(), ClientError> {
+pub fn pair(mirrord: &Mirrord, command: PairCommand) -> Result<(), ClientError> {
     let (request, json) = match command {
         PairCommand::Create(r) => (Request::PairCreate(r), false),
         PairCommand::Set(r) => (Request::PairSet(r), false),
@@ -32,7 +33,7 @@ pub fn pair(socket: &Path, command: PairCommand) -> Result<(), ClientError> {
             request: control::PairStatus { name: Some(name) },
             watch: true,
             ..
-        } => return watch(socket, &name),
+        } => return watch(mirrord, &name),
         PairCommand::Status { request, json, .. } => (Request::PairStatus(request), json),
         PairCommand::Split(r) => (Request::PairSplit(r), false),
         PairCommand::Resync(r) => (Request::PairResync(r), false),
@@ -55,26 +56,26 @@ pub fn pair(socket: &Path, command: PairCommand) -> Result<(), ClientError> {
         PairCommand::Delete(r) => (Request::PairDelete(r), false),
         PairCommand::Verify { request, watch } => {
             let name = request.name.clone();
-            call(socket, &Request::PairVerify(request), false)?;
+            call(mirrord, &Request::PairVerify(request), false)?;
             return if watch {
-                watch_verify(socket, &name)
+                watch_verify(mirrord, &name)
             } else {
                 Ok(())
             };
         }
     };
-    call(socket, &request, json)
+    call(mirrord, &request, json)
 }
 
 /// Runs a `link` command.
-pub fn link(socket: &Path, command: LinkCommand) -> Result<(), ClientError> {
+pub fn link(mirrord: &Mirrord, command: LinkCommand) -> Result<(), ClientError> {
     let LinkCommand::Status { json } = command;
-    call(socket, &Request::LinkStatus, json)
+    call(mirrord, &Request::LinkStatus, json)
 }
 
 /// Sends `request` and prints the answer (as JSON if `json`).
-fn call(socket: &Path, request: &Request, json: bool) -> Result<(), ClientError> {
-    match jsonl::call(socket, request)? {
+fn call(mirrord: &Mirrord, request: &Request, json: bool) -> Result<(), ClientError> {
+    match mirrord.call(request)? {
         Reply::Done(message) => crate::output::done(&message),
         Reply::Volumes(v) if json => print::json(&v),
         Reply::Volumes(v) => print::volumes(&v),
@@ -88,13 +89,10 @@ fn call(socket: &Path, request: &Request, json: bool) -> Result<(), ClientError>
 }
 
 /// The status of one pair.
-fn status(socket: &Path, name: &str) -> Result<PairInfo, ClientError> {
-    match jsonl::call(
-        socket,
-        &Request::PairStatus(control::PairStatus {
-            name: Some(name.to_string()),
-        }),
-    )? {
+fn status(mirrord: &Mirrord, name: &str) -> Result<PairInfo, ClientError> {
+    match mirrord.call(&Request::PairStatus(control::PairStatus {
+        name: Some(name.to_string()),
+    }))? {
         Reply::Pairs(mut p) if !p.is_empty() => Ok(p.remove(0)),
         _ => Err(ClientError::Refused(format!("no pair '{name}'"))),
     }
@@ -109,8 +107,8 @@ fn bar_style() -> ProgressStyle {
 }
 
 /// Follows a pair's verify with a progress bar until it ends, then prints its result.
-fn watch_verify(socket: &Path, name: &str) -> Result<(), ClientError> {
-    let mut pair = status(socket, name)?;
+fn watch_verify(mirrord: &Mirrord, name: &str) -> Result<(), ClientError> {
+    let mut pair = status(mirrord, name)?;
     let block = 4096;
     let bar = crate::output::bar((pair.verify.total_blocks * block).max(1));
     bar.set_style(bar_style());
@@ -119,7 +117,7 @@ fn watch_verify(socket: &Path, name: &str) -> Result<(), ClientError> {
         bar.set_position(pair.verify.checked_blocks * block);
         bar.set_message(format!("{} differ", pair.verify.differing_blocks));
         std::thread::sleep(Duration::from_millis(200));
-        pair = status(socket, name)?;
+        pair = status(mirrord, name)?;
     }
     bar.set_position(pair.verify.checked_blocks * block);
     bar.finish_with_message(format!("{} differ", pair.verify.differing_blocks));
@@ -132,8 +130,8 @@ fn watch_verify(socket: &Path, name: &str) -> Result<(), ClientError> {
 }
 
 /// Follows a pair's copy with a progress bar until it is no longer in COPY.
-fn watch(socket: &Path, name: &str) -> Result<(), ClientError> {
-    let status = || status(socket, name);
+fn watch(mirrord: &Mirrord, name: &str) -> Result<(), ClientError> {
+    let status = || status(mirrord, name);
     let mut pair = status()?;
     if pair.state == PairState::Copy {
         let bar = crate::output::bar(pair.copy.total_bytes.max(1));

@@ -23,11 +23,14 @@ use hbcore::jsonl::{self, ClientError};
 use hbmirror::hb::api::{self, Event, Events, HbReply, HbRequest};
 use hbmirror::hb::logic::table::Table;
 
+use crate::mirrord::Mirrord;
+
 /// The monitor's options.
 #[derive(clap::Args, Debug)]
 pub struct MonitorArgs {
     /// mirrord's control socket [default: the global --socket ($HBCTL_SOCKET),
-    /// else /run/hbmirror/mirrord.sock].
+    /// else /run/hbmirror/mirrord.sock]; with the global --storage, mirrord is
+    /// reached over the host link instead.
     #[arg(long)]
     pub mirrord: Option<PathBuf>,
     /// hbd's control socket.
@@ -39,6 +42,9 @@ pub struct MonitorArgs {
     /// Recent events shown.
     #[arg(long, default_value_t = 200)]
     pub events: usize,
+    /// mirrord over the host link (the global --storage), instead of a socket.
+    #[arg(skip)]
+    pub remote: Option<Mirrord>,
 }
 
 /// What the daemons said at one refresh.
@@ -75,14 +81,18 @@ fn why(e: ClientError) -> String {
 
 /// Asks both daemons.
 pub fn fetch(args: &MonitorArgs) -> Snapshot {
-    let mirrord = args
-        .mirrord
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(control::DEFAULT_SOCKET));
-    let pairs = match jsonl::call(
-        &mirrord,
-        &Request::PairStatus(control::PairStatus { name: None }),
-    ) {
+    let status = Request::PairStatus(control::PairStatus { name: None });
+    let pairs = match &args.remote {
+        Some(remote) => remote.call(&status),
+        None => {
+            let socket = args.mirrord.as_deref();
+            jsonl::call(
+                socket.unwrap_or(Path::new(control::DEFAULT_SOCKET)),
+                &status,
+            )
+        }
+    };
+    let pairs = match pairs {
         Ok(Reply::Pairs(p)) => Ok(p),
         Ok(_) => Err("mirrord answered no pairs".into()),
         Err(e) => Err(why(e)),
