@@ -166,7 +166,15 @@ fn an_application_moves_to_a_host_of_its_site_then_to_the_other_site() {
     let Some(m) = Members::start_with(
         "an_application_moves_to_a_host_of_its_site",
         |_, _, _| {},
-        |mib| mib["applications"][0]["standby"] = serde_json::json!(["p2", "s1"]),
+        |mib| {
+            // One application, app1, with a standby at its own site first:
+            // p2 stands by (only a STANDBY node takes over).
+            mib["applications"][0]["standby"] = serde_json::json!(["p2", "s1"]);
+            if let Some(apps) = mib["applications"].as_array_mut() {
+                apps.truncate(1);
+            }
+            mib["nodes"][1]["status"] = serde_json::json!("STANDBY");
+        },
     ) else {
         return;
     };

@@ -11,7 +11,6 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::*;
 use hbcluster::hosts::{Apart, HostSpec};
@@ -127,28 +126,47 @@ fn a_storage_cut_shorter_than_io_timeout_loses_and_doubles_nothing() {
     // 8000 log blocks and the head: 32 MiB, a sync pair (an acknowledged
     // write is at the SVOL too).
     a.pair("log", "32MiB", &[]);
-    a.host_mut("p1").mount_with(&["--io-timeout-ms", "15000"]);
+    // The I/O timeout outlasts mirrord's own verdict on a silent host
+    // (pinged after 5 s, dropped after 10 s); hbfs gives a silent session
+    // up after a quarter of it and reconnects.
+    a.host_mut("p1").mount_with(&["--io-timeout-ms", "30000"]);
     let p1 = a.host("p1");
+    let lines = |what: &str| {
+        a.prod
+            .log_text()
+            .lines()
+            .filter(|l| l.contains(what) && l.contains("p1"))
+            .count()
+    };
     let writer = Numbered::start(p1.file("log"));
     writer.wait_more(50, "writes flowing through p1's mount");
 
-    // Silence: every packet between p1 and its storage dropped for a while
-    // (the stimulus, well within the I/O timeout), then let through.
-    p1.cut_storage(true);
-    let stalled = writer.done();
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(
-        writer.done() <= stalled + 1,
-        "writes went on across the cut: the path is not cut"
-    );
-    p1.cut_storage(false);
-    writer.wait_more(50, "writes resumed after the silence");
-
-    // The link at p1's end down and up again.
-    p1.storage_link(false);
-    std::thread::sleep(Duration::from_secs(3));
-    p1.storage_link(true);
-    writer.wait_more(50, "writes resumed after the link came back");
+    // Two cuts: silence (every packet between p1 and its storage dropped),
+    // then p1's end of its veth down. Each lasts until mirrord has given
+    // the silent session up (the positive sign that the cut took), well
+    // within hbfs's I/O timeout; then the path comes back.
+    let cuts: [(&str, &dyn Fn(bool)); 2] = [
+        ("silence", &|on| p1.cut_storage(on)),
+        ("p1's link down", &|on| p1.storage_link(!on)),
+    ];
+    for (cut, set) in cuts {
+        let (ended, connected) = (lines("session ended"), lines("host connected"));
+        set(true);
+        let stalled = writer.done();
+        wait_for(&format!("mirrord to give p1's session up ({cut})"), || {
+            lines("session ended") > ended
+        });
+        assert!(
+            writer.done() <= stalled + 1,
+            "writes went on across the cut ({cut}): the path is not cut"
+        );
+        set(false);
+        writer.wait_more(50, &format!("writes resumed after the cut ({cut})"));
+        assert!(
+            lines("host connected") > connected,
+            "p1's hbfs connected anew after the cut ({cut})"
+        );
+    }
 
     let acked = writer.finish();
     eprintln!("{acked} writes acknowledged across two cuts");

@@ -261,20 +261,33 @@ fn a_second_mount_by_the_same_host_and_a_key_others_can_read_are_refused() {
         "says why: {said}"
     );
     assert!(!is_mounted(&third));
-    // The same for mirrord's own list of host keys, at --check.
-    let config = a.prod.dir.join("loose.toml");
-    let text = std::fs::read_to_string(&a.prod.config).expect("config");
-    let key = p1.key.display().to_string();
-    std::fs::write(&config, text.replace(&key, &loose.display().to_string())).expect("config");
-    let said = fails_saying(
-        command("mirrord")
-            .arg("--config")
-            .arg(&config)
-            .arg("--check"),
+    // The same for a mirrord whose [[hosts.allow]] names that file: it
+    // refuses to start, naming the host and the file.
+    let dir = a.root.path().join("loose-mirrord");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (mut config, _, _) = mirrord_config(&dir, false);
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text += &format!(
+        "[hosts]\nlisten = \"127.0.0.1:{}\"\n[[hosts.allow]]\nhost = \"p1\"\nkey_file = \"{}\"\nvolumes = \"*\"\n",
+        free_port(),
+        loose.display()
+    );
+    config = dir.join("loose.toml");
+    std::fs::write(&config, text).expect("config");
+    let log = dir.join("mirrord.log");
+    let mut mirrord = spawn_solo("mirrord", &config, &[], &log);
+    wait_for("mirrord to refuse the loose key and exit", || {
+        matches!(mirrord.0.try_wait(), Ok(Some(_)))
+    });
+    let status = mirrord.0.wait().expect("mirrord's status");
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !status.success(),
+        "mirrord started with a loose host key: {said}"
     );
     assert!(
-        said.contains(&loose.display().to_string()),
-        "names the key file: {said}"
+        said.contains(&loose.display().to_string()) && said.contains("p1"),
+        "names the host and the key file: {said}"
     );
     // The running mount still works.
     let back = read_all(&p1.file("app1"));
