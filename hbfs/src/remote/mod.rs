@@ -10,46 +10,53 @@
 //!  returns to the kernel once mirrord answered <──────────────────────────┘
 //! ```
 //!
-//! Metadata is cached: hbfs asks [`Volumes::stat`] on every lookup,
-//! getattr, open, read and write. A writable volume's entry is trusted for
-//! [`FRESH`]; a read-only one (an SVOL) is asked again each time, so that a
-//! takeover's new PVOL is writable for the next open at once (mirrord
-//! refuses a write to a volume that became read-only, so a stale writable
-//! entry costs nothing). While the storage does not answer, metadata comes
-//! from the cache and only reads and writes wait (up to `io_timeout_ms`)
-//! before failing with `EIO`. Threads: every FUSE thread (the cache behind
-//! one short lock), the runtime's tasks inside the client.
+//! Metadata is cached ([`cache`]): hbfs asks [`Volumes::stat`] on every
+//! lookup, getattr, open, read and write. A writable volume's entry is
+//! answered from the cache at once, and refreshed in the background (a task
+//! on the runtime) when older than [`FRESH`]: mirrord refuses a write to a
+//! volume that became read-only, so a stale writable entry costs nothing. A
+//! read-only one (an SVOL) is asked again each time, so that a takeover's new
+//! PVOL is writable for the next open at once. While the storage does not
+//! answer, metadata comes from the cache and only reads and writes wait (up
+//! to `io_timeout_ms`) before failing with `EIO`.
+//!
+//! Threads: every FUSE thread (the cache behind one short lock, never held
+//! across a call), the refresh tasks and the client's tasks on the runtime.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hbcore::host::client::{CallError, HostClient};
-use hbcore::host::{HostReply, HostRequest, HostVolume};
+use hbcore::host::{HostError, HostReply, HostRequest};
 use hbcore::throttle::{Throttle, Verdict};
 use tokio::runtime::Handle;
 
 use crate::{Errno, VolumeFile, Volumes};
 
+mod cache;
 pub mod daemon;
 pub use daemon::run;
 
-/// How long a writable volume's entry (and the list) is trusted.
+use cache::{Cache, Shared};
+
+/// How long a writable volume's entry (and the list) is trusted before it
+/// is asked again.
 pub const FRESH: Duration = Duration::from_millis(200);
 /// The longest a metadata call (list, stat) waits; after one fails, the
 /// cache answers alone for [`QUIET`], and the I/O that follows does the waiting.
 pub const META_WAIT: Duration = Duration::from_secs(1);
-/// How long the cache answers alone after a metadata call failed.
+/// How long the cache answers alone after the storage did not answer.
 pub const QUIET: Duration = Duration::from_secs(1);
 
 /// Why the mount was not granted.
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
-    /// mirrord refused or could not be reached (its message names the host
-    /// and what it asked: a second mount by the same host id, an unknown host).
-    #[error("the storage refused or did not answer the mount of host '{host}'")]
+    /// mirrord refused (its message names the host and what it asked: a
+    /// second mount by the same host id, an unknown host, a wrong key) or
+    /// did not answer within `io_timeout_ms`.
+    #[error("mirrord did not grant host '{host}' its mount")]
     Call {
         /// This host's id.
         host: String,
@@ -58,7 +65,7 @@ pub enum ClaimError {
         source: CallError,
     },
     /// mirrord answered something else than a volume list.
-    #[error("the storage answered the mount with {0}")]
+    #[error("mirrord answered the mount with {0}")]
     Unexpected(String),
 }
 
@@ -66,66 +73,20 @@ pub enum ClaimError {
 pub struct RemoteVolumes {
     client: HostClient,
     runtime: Handle,
-    cache: Mutex<Cache>,
+    cache: Shared,
     /// The id of the next write: unique within this process, so a write
     /// re-sent after a lost connection is recognised.
     next_write: AtomicU64,
-    /// Failed I/O is logged at most once per volume and errno each period.
+    /// Failed I/O is logged at most once per volume and text each period.
     log: Throttle,
 }
 
-#[derive(Default)]
-struct Cache {
-    files: HashMap<String, Entry>,
-    /// The last list, in mirrord's order, and when it was fetched.
-    list: Vec<String>,
-    listed: Option<Instant>,
-    /// After a failed metadata call: until when the cache answers alone.
-    quiet_until: Option<Instant>,
-}
-
-struct Entry {
-    file: VolumeFile,
-    at: Instant,
-}
-
-impl Cache {
-    fn quiet(&self, now: Instant) -> bool {
-        self.quiet_until.is_some_and(|t| now < t)
-    }
-
-    fn put(&mut self, v: HostVolume, now: Instant) -> VolumeFile {
-        let file = VolumeFile {
-            name: v.name,
-            size: v.size,
-            writable: v.writable,
-        };
-        self.files.insert(
-            file.name.clone(),
-            Entry {
-                file: file.clone(),
-                at: now,
-            },
-        );
-        file
-    }
-
-    /// The whole list as mirrord said it; volumes not in it are gone.
-    fn put_list(&mut self, volumes: Vec<HostVolume>, now: Instant) -> Vec<VolumeFile> {
-        self.files.clear();
-        self.list.clear();
-        let files: Vec<VolumeFile> = volumes.into_iter().map(|v| self.put(v, now)).collect();
-        self.list = files.iter().map(|f| f.name.clone()).collect();
-        self.listed = Some(now);
-        files
-    }
-
-    fn cached_list(&self) -> Vec<VolumeFile> {
-        self.list
-            .iter()
-            .filter_map(|name| self.files.get(name).map(|e| e.file.clone()))
-            .collect()
-    }
+/// A metadata call that got no answer to use.
+enum Unanswered {
+    /// mirrord refused it.
+    Refused(HostError),
+    /// The storage did not answer (or answered nonsense).
+    Silent,
 }
 
 impl RemoteVolumes {
@@ -147,15 +108,15 @@ impl RemoteVolumes {
         let HostReply::Volumes(volumes) = reply else {
             return Err(ClaimError::Unexpected(format!("{reply:?}")));
         };
-        let remote = RemoteVolumes {
+        let mut cache = Cache::default();
+        cache.put_list(volumes, Instant::now());
+        Ok(RemoteVolumes {
             client,
             runtime,
-            cache: Mutex::new(Cache::default()),
+            cache: Arc::new(Mutex::new(cache)),
             next_write: AtomicU64::new(1),
             log: Throttle::new(Duration::from_secs(10), 64),
-        };
-        remote.cache().put_list(volumes, Instant::now());
-        Ok(remote)
+        })
     }
 
     /// The volumes as last listed (for the start-up log line).
@@ -164,29 +125,86 @@ impl RemoteVolumes {
     }
 
     fn cache(&self) -> MutexGuard<'_, Cache> {
-        // A poisoned lock only means a thread panicked while updating the cache.
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+        cache::lock(&self.cache)
     }
 
-    /// A metadata call, waiting at most [`META_WAIT`]; `None` when it failed
-    /// (logged, and the cache answers alone for [`QUIET`]).
-    fn meta(&self, request: HostRequest) -> Option<HostReply> {
+    /// The storage answered a call: said in the log if it had not before.
+    fn answered(&self) {
+        answered(&mut self.cache(), &self.client);
+    }
+
+    /// The storage did not answer a call: metadata from the cache alone for [`QUIET`].
+    fn silent(&self) {
+        self.cache().failed(Instant::now() + QUIET);
+    }
+
+    /// A metadata call, waiting at most [`META_WAIT`].
+    fn meta(&self, request: HostRequest) -> Result<HostReply, Unanswered> {
         let what = request.what();
         let call = self.client.call(request);
         let result = self
             .runtime
             .block_on(async { tokio::time::timeout(META_WAIT, call).await });
         let failure = match result {
-            Ok(Ok(reply)) => return Some(reply),
+            Ok(Ok(reply)) => {
+                self.answered();
+                return Ok(reply);
+            }
+            Ok(Err(CallError::Refused(e))) => {
+                tracing::debug!("{what}: {e}");
+                return Err(Unanswered::Refused(e));
+            }
             Ok(Err(e)) => hbcore::report::chain(&e),
             Err(_) => format!("no answer within {} ms", META_WAIT.as_millis()),
         };
-        self.cache().quiet_until = Some(Instant::now() + QUIET);
+        self.silent();
         self.note(
             "metadata",
             &format!("asking for {what}: {failure}; serving the cached list"),
         );
-        None
+        Err(Unanswered::Silent)
+    }
+
+    /// Refreshes `name`'s entry on the runtime, not waiting for it.
+    fn refresh(&self, name: &str) {
+        let client = self.client.clone();
+        let cache = Arc::clone(&self.cache);
+        let name = name.to_string();
+        self.runtime.spawn(async move {
+            let request = HostRequest::Stat {
+                volume: name.clone(),
+            };
+            let asked = tokio::time::timeout(META_WAIT, client.call(request)).await;
+            let mut cache = cache::lock(&cache);
+            match asked {
+                Ok(Ok(HostReply::Volume(Some(v)))) => {
+                    answered(&mut cache, &client);
+                    cache.put(v, Instant::now());
+                    return;
+                }
+                Ok(Ok(HostReply::Volume(None))) => {
+                    answered(&mut cache, &client);
+                    cache.forget(&name);
+                    return;
+                }
+                Ok(Ok(other)) => tracing::debug!("refreshing '{name}': answered {other:?}"),
+                Ok(Err(CallError::Refused(e))) => tracing::debug!("refreshing '{name}': {e}"),
+                Ok(Err(e)) => {
+                    if cache.failed(Instant::now() + QUIET) {
+                        tracing::warn!("refreshing '{name}': {}", hbcore::report::chain(&e));
+                    }
+                }
+                Err(_) => {
+                    if cache.failed(Instant::now() + QUIET) {
+                        let ms = META_WAIT.as_millis();
+                        tracing::warn!("refreshing '{name}': no answer within {ms} ms");
+                    }
+                }
+            }
+            if let Some(e) = cache.files.get_mut(&name) {
+                e.refreshing = false;
+            }
+        });
     }
 
     /// One read, write or sync, waiting as long as the client does
@@ -195,12 +213,15 @@ impl RemoteVolumes {
         let what = request.what();
         match self.runtime.block_on(self.client.call(request)) {
             Ok(reply) => {
-                self.cache().quiet_until = None;
+                self.answered();
                 Ok(reply)
             }
             Err(e) => {
                 let errno = Errno::from_i32(e.errno());
                 let text = hbcore::report::chain(&e);
+                if !matches!(e, CallError::Refused(_)) {
+                    self.silent();
+                }
                 if matches!(errno, Errno::ENOENT | Errno::EROFS | Errno::ENOSPC) {
                     // What the host's program is told; no fault of the link or the storage.
                     tracing::debug!(volume, "{what}: {text}");
@@ -232,6 +253,13 @@ impl RemoteVolumes {
     }
 }
 
+/// Notes that the storage answered; says so if it had not answered before.
+fn answered(cache: &mut Cache, client: &HostClient) {
+    if cache.answered() {
+        tracing::info!(storage = %client.address(), "the storage answers again");
+    }
+}
+
 impl Volumes for RemoteVolumes {
     fn list(&self) -> Vec<VolumeFile> {
         let now = Instant::now();
@@ -242,26 +270,32 @@ impl Volumes for RemoteVolumes {
             }
         }
         match self.meta(HostRequest::List) {
-            Some(HostReply::Volumes(volumes)) => self.cache().put_list(volumes, Instant::now()),
-            Some(other) => {
+            Ok(HostReply::Volumes(volumes)) => self.cache().put_list(volumes, Instant::now()),
+            Ok(other) => {
                 self.unexpected("metadata", "the volume list", &other);
                 self.cache().cached_list()
             }
-            None => self.cache().cached_list(),
+            Err(_) => self.cache().cached_list(),
         }
     }
 
     fn stat(&self, name: &str) -> Option<VolumeFile> {
         let now = Instant::now();
         {
-            let cache = self.cache();
-            let entry = cache.files.get(name);
-            match entry {
-                Some(e) if e.file.writable && now - e.at < FRESH => return Some(e.file.clone()),
+            let mut cache = self.cache();
+            let quiet = cache.quiet(now);
+            match cache.files.get_mut(name) {
+                Some(e) if e.file.writable => {
+                    if now - e.at >= FRESH && !e.refreshing && !quiet {
+                        e.refreshing = true;
+                        self.refresh(name);
+                    }
+                    return Some(e.file.clone());
+                }
                 // The storage does not answer: the last known entry; its
                 // read or write then waits for the storage itself.
-                Some(e) if cache.quiet(now) => return Some(e.file.clone()),
-                None if cache.quiet(now) => return None,
+                Some(e) if quiet => return Some(e.file.clone()),
+                None if quiet => return None,
                 _ => {}
             }
         }
@@ -269,17 +303,21 @@ impl Volumes for RemoteVolumes {
             volume: name.to_string(),
         };
         match self.meta(request) {
-            Some(HostReply::Volume(Some(v))) => Some(self.cache().put(v, Instant::now())),
-            Some(HostReply::Volume(None)) => {
-                let mut cache = self.cache();
-                cache.files.remove(name);
+            Ok(HostReply::Volume(Some(v))) => Some(self.cache().put(v, Instant::now())),
+            Ok(HostReply::Volume(None)) => {
+                self.cache().forget(name);
                 None
             }
-            Some(other) => {
+            Ok(other) => {
                 self.unexpected(name, "a stat", &other);
-                self.cache().files.get(name).map(|e| e.file.clone())
+                self.cache().get(name)
             }
-            None => self.cache().files.get(name).map(|e| e.file.clone()),
+            // Not this host's (any more), or gone.
+            Err(Unanswered::Refused(e)) if matches!(e.errno, libc::ENOENT | libc::EACCES) => {
+                self.cache().forget(name);
+                None
+            }
+            Err(_) => self.cache().get(name),
         }
     }
 
