@@ -10,6 +10,7 @@
 //! <!-- example: mirrord.toml fragment -->   top-level keys, completed with site, data_dir, [link]
 //! <!-- example: hbd.toml -->                a whole hbd config: `hbd --check`
 //! <!-- example: hbd.toml fragment -->       completed with host, group, peers, data_dir, psk_file
+//! <!-- example: hbfs.toml -->               a whole hbfs config: `hbfs --check`
 //! <!-- example: cluster.json -->            a cluster MIB: `Mib::load`, as hbd reads its first MIB
 //! ```
 //!
@@ -138,6 +139,9 @@ const MIRRORD_TAIL: &str = "\n[link]\npsk_file = \"/etc/hbmirror/link.key\"\n";
 const HBD_HEAD: &str = "host = \"p1\"\ngroup = \"production\"\npeers = [\"s1\"]\n\
                         data_dir = \"/var/lib/hbd\"\npsk_file = \"/etc/hbmirror/hb.key\"\n";
 
+/// The host key path the examples use (hbfs.toml, hbd.toml's `mirrord_key`).
+const HOST_KEY: &str = "/etc/hbmirror/host.key";
+
 /// An error and its causes, each said once.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -155,11 +159,14 @@ fn check(example: &Example, dir: &Path) -> Result<(), String> {
     let Some(tag) = example.tag.as_deref() else {
         return Err(format!(
             "{place}: a ```{} block without a tag: put `<!-- example: KIND -->` on the line before it \
-             (mirrord.toml, mirrord.toml fragment, hbd.toml, hbd.toml fragment, cluster.json)",
+             (mirrord.toml, mirrord.toml fragment, hbd.toml, hbd.toml fragment, hbfs.toml, cluster.json)",
             example.lang
         ));
     };
-    let text = &example.text;
+    // A host's key must exist with mode 0600 for `--check`: the examples'
+    // path is replaced by such a file.
+    let key = dir.join("host.key");
+    let text = &example.text.replace(HOST_KEY, &key.display().to_string());
     match tag {
         "mirrord.toml" => check_with("mirrord", text, dir, place),
         "mirrord.toml fragment" => check_with(
@@ -170,6 +177,7 @@ fn check(example: &Example, dir: &Path) -> Result<(), String> {
         ),
         "hbd.toml" => check_with("hbd", text, dir, place),
         "hbd.toml fragment" => check_with("hbd", &format!("{HBD_HEAD}{text}"), dir, place),
+        "hbfs.toml" => check_with("hbfs", text, dir, place),
         "cluster.json" => {
             let file = dir.join("cluster.json");
             std::fs::write(&file, text).map_err(|e| format!("{place}: {e}"))?;
@@ -179,14 +187,19 @@ fn check(example: &Example, dir: &Path) -> Result<(), String> {
         }
         other => Err(format!(
             "{place}: unknown example tag `{other}` (mirrord.toml, mirrord.toml fragment, hbd.toml, \
-             hbd.toml fragment, cluster.json)"
+             hbd.toml fragment, hbfs.toml, cluster.json)"
         )),
     }
 }
 
 #[test]
 fn every_configuration_example_in_the_docs_parses() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
+    let key = dir.path().join("host.key");
+    std::fs::write(&key, "a host's key for the docs' examples")
+        .and_then(|()| std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)))
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", key.display()));
     let mut checked = 0;
     let mut problems = Vec::new();
     for doc in documents() {

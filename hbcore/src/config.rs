@@ -33,7 +33,7 @@ pub enum ConfigError {
         why: String,
     },
     /// The key file is missing or too short.
-    #[error("key {path}: {why}; create one with `head -c 32 /dev/urandom | base64 > {path}` (mode 0600) and put the same file at the other site")]
+    #[error("key {path}: {why}; create one with `head -c 32 /dev/urandom | base64 > {path}` (mode 0600) and put the same file at the other end (the other site; for a host's key, the key_file of its [[hosts.allow]] entry at mirrord)")]
     Key {
         /// Key path.
         path: PathBuf,

@@ -29,7 +29,7 @@ struct Cli {
         help = "TOML configuration (see hbd.toml(5): host, group, peers, data_dir, psk_file, \
                 interval_ms, timeout_ms, clock_warn_ms, table_volume, metrics_listen, [network] or \
                 [[networks]] (name, listen, peers, probe), [counter], [analysis], \
-                [[mirrors]], [failover] (hook, take_over, arm, step_down, alert), [[checks]], \
+                [[mirrors]], [failover] (hook, take_over, arm, step_down, alert, mirrord_socket, mirrord, mirrord_key, mirrord_host), [[checks]], \
                 [cluster] (port, control_socket, mib, site, group_members, master_timeout_ms))."
     )]
     config: Option<PathBuf>,

@@ -30,8 +30,8 @@ use hbcore::vocab::Level;
 
 /// One member of the cluster: this host.
 pub struct Member {
-    /// What hbd's tasks share: its config (checks, networks, the mirrord
-    /// socket), key, verdict (the checker) and events.
+    /// What hbd's tasks share: its config (checks, networks, where mirrord
+    /// is), key, verdict (the checker) and events.
     pub shared: Arc<Shared>,
     /// The last outcomes of hbd's local checks (the self-check).
     pub(super) checks: Arc<Checks>,

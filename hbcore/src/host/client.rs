@@ -67,7 +67,7 @@ impl std::fmt::Debug for StorageSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// No session could be opened or kept within the call's deadline.
-    #[error("no answer from mirrord at {addrs} within {timeout:?} (io_timeout_ms): {last}")]
+    #[error("no answer from mirrord at {addrs} within {timeout:?} (the I/O timeout): {last}")]
     Unreachable {
         /// The addresses tried.
         addrs: String,
@@ -232,6 +232,10 @@ impl HostClient {
                 self.address()
             ))),
             Err(CallError::Refused(e)) => Err(ClientError::Refused(e.message)),
+            // A wrong key or an unknown host is a refusal, not an unreachable daemon.
+            Err(e @ CallError::Handshake { .. }) => {
+                Err(ClientError::Refused(crate::report::chain(&e)))
+            }
             Err(e) => Err(ClientError::Storage(e.to_string())),
         }
     }

@@ -51,8 +51,14 @@ pub enum VolumeGrant {
 }
 
 /// The string `"*"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Star;
+
+impl Serialize for Star {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("*")
+    }
+}
 
 impl<'de> Deserialize<'de> for Star {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Star, D::Error> {
@@ -307,6 +313,9 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(c.allow[0].volumes, VolumeGrant::All(Star));
+        // `--check` prints the configuration back.
+        let printed = toml::to_string(&c).expect("prints");
+        assert!(printed.contains("volumes = \"*\""), "{printed}");
         assert_eq!(c.allow[1].control, ControlGrant::Full);
         let bad = toml::from_str::<HostsConfig>(
             "listen = \"127.0.0.1:1\"\n[[allow]]\nhost = \"p1\"\nkey_file = \"/k\"\nvolumes = \"all\"\n",

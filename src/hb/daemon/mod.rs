@@ -12,8 +12,9 @@
 //!   (CLOCK_BOOTTIME) and the suspend seen between two ticks.
 //! - `slot`: one 4 KiB heartbeat slot written to a PVOL or read from an
 //!   SVOL; the volumes kept open between ticks (`OpenFiles`).
-//! - `storage_client`: hbd as a client of mirrord's control socket (pair
-//!   checks and protection, takeover, outdate).
+//! - `storage_client`: hbd as a client of mirrord's control API (pair
+//!   checks and protection, takeover, outdate), over its socket or, with
+//!   `[failover] mirrord = "tcp://…"`, over the host link.
 //! - `netcheck`: the local network check (seed 002, Fig 8): each network's
 //!   NIC state and rounds of ICMP echo (raw sockets, else the ping socket).
 //! - `record`: the table on disk: `table.json` (atomic rename) and the
