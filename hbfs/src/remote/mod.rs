@@ -10,7 +10,7 @@
 //!  returns to the kernel once mirrord answered <──────────────────────────┘
 //! ```
 //!
-//! Metadata is cached ([`cache`]): hbfs asks [`Volumes::stat`] on every
+//! Metadata is cached (`cache`): hbfs asks [`Volumes::stat`] on every
 //! lookup, getattr, open, read and write. A writable volume's entry is
 //! answered from the cache at once, and refreshed in the background (a task
 //! on the runtime) when older than [`FRESH`]: mirrord refuses a write to a
