@@ -141,20 +141,28 @@ impl RemoteVolumes {
     /// A metadata call, waiting at most [`META_WAIT`].
     fn meta(&self, request: HostRequest) -> Result<HostReply, Unanswered> {
         let what = request.what();
-        let call = self.client.call(request);
+        // The call runs as a task of its own, to its end (at most
+        // io_timeout_ms): only the wait is cut short, never a reconnection
+        // half done.
+        let client = self.client.clone();
+        let call = self
+            .runtime
+            .spawn(async move { client.call(request).await });
         let result = self
             .runtime
-            .block_on(async { tokio::time::timeout(META_WAIT, call).await });
+            .block_on(async { tokio::time::timeout(META_WAIT, call).await })
+            .map(|joined| joined.map_err(|e| format!("the call's task failed: {e}")));
         let failure = match result {
-            Ok(Ok(reply)) => {
+            Ok(Err(lost)) => lost,
+            Ok(Ok(Ok(reply))) => {
                 self.answered();
                 return Ok(reply);
             }
-            Ok(Err(CallError::Refused(e))) => {
+            Ok(Ok(Err(CallError::Refused(e)))) => {
                 tracing::debug!("{what}: {e}");
                 return Err(Unanswered::Refused(e));
             }
-            Ok(Err(e)) => hbcore::report::chain(&e),
+            Ok(Ok(Err(e))) => hbcore::report::chain(&e),
             Err(_) => format!("no answer within {} ms", META_WAIT.as_millis()),
         };
         self.silent();
@@ -174,30 +182,25 @@ impl RemoteVolumes {
             let request = HostRequest::Stat {
                 volume: name.clone(),
             };
-            let asked = tokio::time::timeout(META_WAIT, client.call(request)).await;
+            // Not cut short: at most io_timeout_ms, and one per entry at a time.
+            let asked = client.call(request).await;
             let mut cache = cache::lock(&cache);
             match asked {
-                Ok(Ok(HostReply::Volume(Some(v)))) => {
+                Ok(HostReply::Volume(Some(v))) => {
                     answered(&mut cache, &client);
                     cache.put(v, Instant::now());
                     return;
                 }
-                Ok(Ok(HostReply::Volume(None))) => {
+                Ok(HostReply::Volume(None)) => {
                     answered(&mut cache, &client);
                     cache.forget(&name);
                     return;
                 }
-                Ok(Ok(other)) => tracing::debug!("refreshing '{name}': answered {other:?}"),
-                Ok(Err(CallError::Refused(e))) => tracing::debug!("refreshing '{name}': {e}"),
-                Ok(Err(e)) => {
+                Ok(other) => tracing::debug!("refreshing '{name}': answered {other:?}"),
+                Err(CallError::Refused(e)) => tracing::debug!("refreshing '{name}': {e}"),
+                Err(e) => {
                     if cache.failed(Instant::now() + QUIET) {
                         tracing::warn!("refreshing '{name}': {}", hbcore::report::chain(&e));
-                    }
-                }
-                Err(_) => {
-                    if cache.failed(Instant::now() + QUIET) {
-                        let ms = META_WAIT.as_millis();
-                        tracing::warn!("refreshing '{name}': no answer within {ms} ms");
                     }
                 }
             }
