@@ -22,7 +22,7 @@ pub const MAX_STORAGE: usize = 8;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// mirrord's host-link addresses (`[hosts] listen` at the storage), in
-    /// the order tried: `["10.0.0.1:7789", "10.1.0.1:7789"]`.
+    /// the order tried: `["10.0.0.1:7790", "10.1.0.1:7790"]`.
     pub storage: Vec<String>,
     /// This host's key, the same file as mirrord's `[[hosts.allow]] key_file` for it.
     pub key_file: PathBuf,
@@ -175,7 +175,7 @@ impl Config {
             return Err(problem(
                 Setting::Storage,
                 "no address: give the site's mirrord host-link address ([hosts] listen there), \
-                 e.g. storage = [\"10.0.0.1:7789\"]"
+                 e.g. storage = [\"10.0.0.1:7790\"]"
                     .into(),
             ));
         }
@@ -272,7 +272,7 @@ fn check_address(addr: &str) -> Result<(), String> {
     let bad = |what: &str| {
         format!(
             "'{addr}' {what}: give HOST:PORT, the address mirrord's [hosts] listen has \
-             (e.g. 10.0.0.1:7789)"
+             (e.g. 10.0.0.1:7790)"
         )
     };
     let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("has no port"))?;
@@ -324,7 +324,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = key_file(dir.path(), 0o600);
         let text = format!(
-            "storage = [\"10.0.0.1:7789\", \"[fd00::1]:7789\"]\nkey_file = \"{}\"\nhost = \"p1\"\nmountpoint = \"/mnt/hbfs\"\n",
+            "storage = [\"10.0.0.1:7790\", \"[fd00::1]:7790\"]\nkey_file = \"{}\"\nhost = \"p1\"\nmountpoint = \"/mnt/hbfs\"\n",
             key.display()
         );
         let config = parse(&text).expect("parses");
@@ -369,7 +369,7 @@ mod tests {
     fn options_are_checked_as_the_file_and_named_as_typed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = Config {
-            storage: vec!["127.0.0.1:7789".into()],
+            storage: vec!["127.0.0.1:7790".into()],
             key_file: key_file(dir.path(), 0o600),
             host: "p1".into(),
             site: None,

@@ -41,7 +41,7 @@ fn options_pass_check_and_print_the_config_with_defaults() {
     let out = hbfs(&[
         "--check",
         "--storage",
-        "10.0.0.1:7789,10.1.0.1:7789",
+        "10.0.0.1:7790,10.1.0.1:7790",
         "--key",
         s(&key),
         "--host",
@@ -75,7 +75,7 @@ fn a_key_others_may_read_is_refused_naming_the_file_and_the_way_out() {
     let out = hbfs(&[
         "--check",
         "--storage",
-        "10.0.0.1:7789",
+        "10.0.0.1:7790",
         "--key",
         s(&loose),
         "--host",
@@ -93,7 +93,7 @@ fn a_key_others_may_read_is_refused_naming_the_file_and_the_way_out() {
     std::fs::write(
         &file,
         format!(
-            "storage = [\"10.0.0.1:7789\"]\nkey_file = \"{}\"\nhost = \"p1\"\nmountpoint = \"/mnt/hbfs\"\n",
+            "storage = [\"10.0.0.1:7790\"]\nkey_file = \"{}\"\nhost = \"p1\"\nmountpoint = \"/mnt/hbfs\"\n",
             loose.display()
         ),
     )

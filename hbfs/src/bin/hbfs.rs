@@ -26,7 +26,7 @@ use hbfs::config::{Config, ConfigError, FuseTransport, DEFAULT_IO_TIMEOUT_MS};
 #[command(
     version,
     name = "hbfs",
-    after_help = "Examples:\n  hbfs --storage 10.0.0.1:7789,10.1.0.1:7789 --key /etc/hbmirror/host.key --host p1 /mnt/hbfs\n  \
+    after_help = "Examples:\n  hbfs --storage 10.0.0.1:7790,10.1.0.1:7790 --key /etc/hbmirror/host.key --host p1 /mnt/hbfs\n  \
                   hbfs --config /etc/hbmirror/hbfs-p1.toml\n  hbfs --config /etc/hbmirror/hbfs-p1.toml --check\n\n\
                   The storage side: mirrord.toml(5), [hosts] and [[hosts.allow]] (the same key file, \
                   the volumes this host may see). See hbfs.toml(5) for the configuration file."
