@@ -15,11 +15,13 @@ runtime=${quick:+2}; runtime=${runtime:-8}
 trials=${quick:+3}; trials=${trials:-10}
 cost_s=${quick:+5}; cost_s=${cost_s:-30}
 # BENCH_ONLY="detect cost" runs only those stages (limits always run):
-# latency transport seq seal resync propagation cost cost1000 detect
+# latency transport seq seal hosts resync propagation cost cost1000 detect
 # (transport: hbfs on classic FUSE and on FUSE over io_uring, same run; it
 # switches /sys/module/fuse/parameters/enable_uring on and restores it.
 # seal: sealed against unsealed link, a second pair of sites with
-# `[link] seal = false`, same run: scripts/bench-seal.sh.)
+# `[link] seal = false`, same run: scripts/bench-seal.sh.
+# hosts: a host's remote hbfs (hbfs --storage over a veth from a network
+# namespace of its own) against mirrord's own, same run: scripts/bench-hosts.sh.)
 only=${BENCH_ONLY:-}
 stage() { [[ -z "$only" || " $only " == *" $1 "* ]]; }
 
@@ -294,6 +296,11 @@ if stage seal; then
 . scripts/bench-seal.sh
 fi
 
+# ---- a host apart from its storage: hbfs --storage over a veth ----------------
+if stage hosts; then
+. scripts/bench-hosts.sh
+fi
+
 # ---- hbd at either site (the resync beside heartbeats, cost, detect) -------
 hbd_config() { # site host group peer port peer_port interval timeout mirrors-toml extra
     mkdir -p "$B/$1/hbd"
@@ -545,6 +552,9 @@ targets = [
     *[target(f"sealing: sequential 1 MiB{q}, sealed >= 0.90 x unsealed (same run)", ours(f"seal_seq1m{k}_mbs"), ours(f"unsealed_seq1m{k}_mbs"), least=0.90, unit="MB/s") for q, k in (("", ""), (" qd 8", "_qd8"))],
     # Not a target: the AEAD's own time for a 1 MiB frame (seal at one site + open at the other) against an unsealed MiB's time.
     target("(for reference) AEAD alone, seal + open of 1 MiB <= 10% of an unsealed 1 MiB write's time at qd 8", add(us_per_mib(ours("aead_seal_gbps_1m")), us_per_mib(ours("aead_open_gbps_1m"))), us_per_mib(ours("unsealed_seq1m_qd8_mbs") and ours("unsealed_seq1m_qd8_mbs") / 1000), most=0.10, unit="us"),
+    target("remote hbfs: 4 KiB O_DSYNC p50 <= 1.2 x (local hbfs p50 + host round trip p50, same run)", ours("host_remote_dsync4k_p50_us"), by.get("host_remote_dsync4k_p50_us", {}).get("limit"), most=1.2, unit="us"),
+    target("remote hbfs: 4 KiB O_DSYNC p99 <= 1.2 x (local hbfs p99 + host round trip p99, same run)", ours("host_remote_dsync4k_p99_us"), by.get("host_remote_dsync4k_p99_us", {}).get("limit"), most=1.2, unit="us"),
+    target("remote hbfs: sequential 1 MiB >= 80% of the local hbfs (same run)", ours("host_remote_seq1m_mbs"), ours("host_local_seq1m_mbs"), least=0.8, unit="MB/s"),
     *[target(f"hbd + mirrord at {site}, 100 mirrors at 1 Hz < 1% of a core", ours(f"cost_{site}"), 1.0, most=1.0, unit="%") for site in ("prod", "standby")],
     *[target(f"hbd + mirrord at {site}, 1,000 mirrors at 1 Hz < 5% of a core", ours(f"cost1000_{site}"), 5.0, most=1.0, unit="%") for site in ("prod", "standby")],
 ]

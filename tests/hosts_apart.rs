@@ -62,8 +62,8 @@ fn hosts_of_the_two_sites_heartbeat_through_their_own_remote_mounts() {
         "p1's serials advance at s1: {before} -> {after}"
     );
     // Through the host link: each site's mirrord served its own host.
-    a.prod.wait_log_line(&["p1"]);
-    a.standby.wait_log_line(&["s1"]);
+    a.prod.wait_log_line(&["hbfs mounted", "p1"]);
+    a.standby.wait_log_line(&["hbfs mounted", "s1"]);
     // The bytes p1 wrote are at both sites (hb0 is a sync heartbeat pair).
     let slot = |path: &std::path::Path| -> Vec<u8> {
         let f = std::fs::File::open(path).expect("open");
@@ -228,7 +228,6 @@ fn a_second_mount_by_the_same_host_and_a_key_others_can_read_are_refused() {
         !is_mounted(&second),
         "nothing mounted at the second mountpoint"
     );
-    a.prod.wait_log_line(&["p1"]);
     // The first mount is undisturbed: a sync write through it lands.
     let data = pattern(4096, 3);
     write_at(&p1.file("app1"), 4096, &data);
