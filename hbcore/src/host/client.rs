@@ -149,6 +149,8 @@ struct Inner {
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
     /// `Mount` succeeded once: a new session claims the mount again.
     mounted: AtomicBool,
+    /// The last failure to open a session, for every caller's message.
+    failure: Mutex<String>,
 }
 
 impl Drop for Inner {
@@ -189,6 +191,7 @@ impl HostClient {
                 ids: AtomicU64::new(1),
                 session: tokio::sync::Mutex::new(None),
                 mounted: AtomicBool::new(false),
+                failure: Mutex::new("no connection attempted yet".into()),
             }),
         }
     }
@@ -247,9 +250,9 @@ impl HostClient {
     ) -> Result<HostReply, CallError> {
         let id = self.inner.ids.fetch_add(1, Ordering::Relaxed);
         let mut sent_to: Option<u64> = None;
-        let mut last = String::from("no connection attempted");
+        let mut last = None;
         loop {
-            let session = match self.session(deadline, &mut last).await? {
+            let session = match self.session(deadline).await? {
                 Some(s) => s,
                 None => return Err(self.unreachable(last)),
             };
@@ -278,13 +281,13 @@ impl HostClient {
             };
             if session.outbox.send(call).await.is_err() {
                 session.end();
-                last = "the connection closed".into();
+                last = Some("the connection closed".into());
                 continue;
             }
             sent_to = Some(session.server);
             match self.wait(&session, rx, deadline).await {
                 Waited::Answer(a) => return a.map_err(CallError::Refused),
-                Waited::Lost(why) => last = why,
+                Waited::Lost(why) => last = Some(why),
                 Waited::Deadline => {
                     if let Ok(mut w) = session.waiters.lock() {
                         w.remove(&id);
@@ -295,11 +298,25 @@ impl HostClient {
         }
     }
 
-    fn unreachable(&self, last: String) -> CallError {
+    /// The call's deadline passed: `lost` says how its own session ended,
+    /// else the last failure to open one (perhaps another caller's).
+    fn unreachable(&self, lost: Option<String>) -> CallError {
+        let last = lost.unwrap_or_else(|| {
+            self.inner
+                .failure
+                .lock()
+                .map_or_else(|_| String::new(), |f| f.clone())
+        });
         CallError::Unreachable {
             addrs: self.address(),
             timeout: self.inner.spec.io_timeout,
             last,
+        }
+    }
+
+    fn failed(&self, why: String) {
+        if let Ok(mut f) = self.inner.failure.lock() {
+            *f = why;
         }
     }
 
@@ -336,12 +353,9 @@ impl HostClient {
     }
 
     /// The live session, or a new one; `None` when the deadline passed
-    /// first (`last` says what failed).
-    async fn session(
-        &self,
-        deadline: Instant,
-        last: &mut String,
-    ) -> Result<Option<Arc<Session>>, CallError> {
+    /// first (`Inner::failure` says what failed). Safe to cancel: a session
+    /// being opened is ended unless it was stored.
+    async fn session(&self, deadline: Instant) -> Result<Option<Arc<Session>>, CallError> {
         let mut current = self.inner.session.lock().await;
         if let Some(s) = current.as_ref() {
             if !s.dead.load(Ordering::SeqCst) {
@@ -357,12 +371,14 @@ impl HostClient {
                 }
                 match self.open(addr, deadline).await {
                     Ok(s) => {
+                        let opening = Opened(Some(Arc::clone(&s)));
                         if self.inner.mounted.load(Ordering::SeqCst) {
                             if let Some(why) = self.remount(&s, deadline).await? {
-                                *last = format!("{addr}: {why}");
+                                self.failed(format!("{addr}: {why}"));
                                 continue;
                             }
                         }
+                        opening.keep();
                         *current = Some(Arc::clone(&s));
                         return Ok(Some(s));
                     }
@@ -373,7 +389,7 @@ impl HostClient {
                             source,
                         })
                     }
-                    Err(Opening::Failed(why)) => *last = format!("{addr}: {why}"),
+                    Err(Opening::Failed(why)) => self.failed(format!("{addr}: {why}")),
                 }
             }
             let now = Instant::now();
@@ -454,6 +470,24 @@ impl HostClient {
             t.extend([r, w]);
         }
         Ok(session)
+    }
+}
+
+/// A session being opened: ended when dropped (a cancelled call, a
+/// refused re-claim) unless kept.
+struct Opened(Option<Arc<Session>>);
+
+impl Opened {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take() {
+            s.end();
+        }
     }
 }
 
