@@ -10,7 +10,8 @@
 #    64 B ping-pong, TCP_NODELAY, the host end in the host namespace);
 #  - 4 KiB O_DSYNC O_DIRECT writes at qd1 (fio) through mirrord's own hbfs
 #    on the storage machine (local) and through the host's (remote), and
-#    the same without O_DSYNC (no FSYNC after each write: not a target);
+#    the same without O_DSYNC (no FSYNC after each write: not a target),
+#    and with hbbench fuse the CPU per write of each process it crosses;
 #  - sequential 1 MiB O_DIRECT writes at qd1 (fio, as the seq stage) through each.
 # Rows give the medians over the rounds. Every address is inside the two
 # namespaces made here; both are deleted at the end (or at exit).
@@ -122,6 +123,7 @@ host_seq() { fio_json --filename="$1" --size=256M --rw=write --bs=1M | bw; hosts
 
 rounds=${quick:+1}; rounds=${rounds:-3}
 rtt_count=${quick:+5000}; rtt_count=${rtt_count:-20000}
+cpu_count=${quick:+1000}; cpu_count=${cpu_count:-5000}
 : > "$B/hosts.tsv"
 for round in $(seq 1 "$rounds"); do
     read -r r50 r99 < <(host_rtt "$rtt_count")
@@ -133,7 +135,14 @@ for round in $(seq 1 "$rounds"); do
         read -r d50 d99 < <(host_4k "$file" --sync=dsync)
         read -r o50 o99 < <(host_4k "$file")
         mb=$(host_seq "$file")
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$where" "$round" "$d50" "$d99" "$mb" "$o50" "$o99" >> "$B/hosts.tsv"
+        # CPU per write of the processes it crosses (hbbench fuse, 4 KiB
+        # O_DIRECT): the FUSE server (mirrord, or the host's hbfs) and the
+        # mirrord behind it (the standby's, or hprod's).
+        if [[ $where == remote ]]; then pa=$hbfs_host_pid pb=${mirrord_pid[hprod]}; else pa=${mirrord_pid[hprod]} pb=${mirrord_pid[hstandby]}; fi
+        read -r c50 ccl cda cpe < <(hbbench fuse --file "$file" --op write --count "$cpu_count" --daemon-pid "$pa" --peer-pid "$pb" \
+            | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["latency"]["p50_us"], d["client_cpu_us"], d["daemon_cpu_us"], d["peer_cpu_us"])')
+        hosts_drained
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$where" "$round" "$d50" "$d99" "$mb" "$o50" "$o99" "$c50" "$ccl" "$cda" "$cpe" >> "$B/hosts.tsv"
         log "hosts: round $round, $where hbfs: 4 KiB O_DSYNC p50 $d50 us, p99 $d99 us; without O_DSYNC p50 $o50 us, p99 $o99 us; sequential 1 MiB $mb MB/s"
     done
     log "hosts: round $round, host <-> storage round trip p50 $r50 us, p99 $r99 us"
@@ -151,8 +160,8 @@ def median(xs):
 def col(kind, i):
     return median([float(r[i]) for r in rows if r[0] == kind])
 rtt50, rtt99 = col("rtt", 2), col("rtt", 3)
-l50, l99, lmb, lo50, lo99 = (col("local", i) for i in range(2, 7))
-m50, m99, mmb, mo50, mo99 = (col("remote", i) for i in range(2, 7))
+l50, l99, lmb, lo50, lo99, lc50, lccl, lcda, lcpe = (col("local", i) for i in range(2, 11))
+m50, m99, mmb, mo50, mo99, mc50, mccl, mcda, mcpe = (col("remote", i) for i in range(2, 11))
 n = f"median of {rounds} round{'s' if rounds > 1 else ''}"
 out = [
     ("host_rtt_p50_us", "host <-> storage TCP round trip p50, over the host's own veth (limit)", rtt50, rtt50, "us",
@@ -168,9 +177,11 @@ out = [
     # Not targets: the same writes without O_DSYNC (no FSYNC after each
     # write), which shows what the fsync's own round trip adds.
     ("host_local_direct4k_p50_us", "4 KiB O_DIRECT write p50 (no O_DSYNC) through mirrord's own hbfs (local), sync pair",
-     lo50, sync_limit, "us", f"{n}; p99 {lo99}; limit: raw write + loopback round trip"),
+     lo50, sync_limit, "us", f"{n}; p99 {lo99}; limit: raw write + loopback round trip; "
+     f"hbbench fuse p50 {lc50}, CPU per write {lccl} us writer + {lcda} us mirrord + {lcpe} us the standby's mirrord"),
     ("host_remote_direct4k_p50_us", "4 KiB O_DIRECT write p50 (no O_DSYNC) through a host's remote hbfs, sync pair",
-     mo50, round(lo50 + rtt50, 1), "us", f"{n}; p99 {mo99}; limit: the local p50 {lo50} + the host round trip p50 {rtt50}"),
+     mo50, round(lo50 + rtt50, 1), "us", f"{n}; p99 {mo99}; limit: the local p50 {lo50} + the host round trip p50 {rtt50}; "
+     f"hbbench fuse p50 {mc50}, CPU per write {mccl} us writer + {mcda} us the host's hbfs + {mcpe} us mirrord (the standby's not counted)"),
     ("host_local_seq1m_mbs", "sequential 1 MiB write through mirrord's own hbfs (local), sync pair", lmb, seq_limit, "MB/s",
      f"{n}; fio qd1, O_DIRECT; limit: min(raw disk, TCP)"),
     ("host_remote_seq1m_mbs", "sequential 1 MiB write through a host's remote hbfs, sync pair", mmb, lmb, "MB/s",
