@@ -4,7 +4,7 @@
 //! host link (see `hbcluster/hosts.rs`). Here: a heartbeat between hosts of
 //! the two sites through their remote mounts; a host refused a volume it is
 //! not allowed; a second mount by the same host id and a key file readable
-//! by others refused. Cuts of a host's storage path: `host_storage_cut.rs`;
+//! by others refused, a volume deleted under a host's mount. Cuts of a host's storage path: `host_storage_cut.rs`;
 //! the cluster and master-host tests on this topology: `cluster.rs`.
 
 mod common;
@@ -205,14 +205,39 @@ fn a_host_is_refused_a_volume_it_is_not_allowed_and_nothing_is_written() {
 }
 
 #[test]
-fn a_second_mount_by_the_same_host_and_a_key_others_can_read_are_refused() {
-    let test = "a_second_mount_by_the_same_host_and_a_key_others_can_read_are_refused";
+fn a_second_mount_a_loose_key_and_a_deleted_volume_are_clear_errors() {
+    let test = "a_second_mount_a_loose_key_and_a_deleted_volume_are_clear_errors";
     let Some(mut a) = Apart::start(test, &[HostSpec::full("p1", End::Prod)]) else {
         return;
     };
     a.pair("app1", "1MiB", &[]);
+    a.prod.ok(&["volume", "create", "gone", "--size", "64KiB"]);
     a.host_mut("p1").mount();
     let p1 = a.host("p1");
+
+    // A volume deleted while the host has it open: its I/O fails, the
+    // mount drops it, nothing else is disturbed.
+    let gone = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p1.file("gone"))
+        .expect("open gone at p1");
+    a.prod.ok(&["volume", "delete", "gone"]);
+    let e = gone
+        .write_all_at(&[1; 4096], 0)
+        .expect_err("a write to a deleted volume");
+    eprintln!("a write to a volume deleted under the host: {e}");
+    assert!(
+        matches!(
+            e.raw_os_error(),
+            Some(libc::ENOENT) | Some(libc::EIO) | Some(libc::ESTALE)
+        ),
+        "{e}"
+    );
+    drop(gone);
+    wait_for("the deleted volume gone from p1's mount", || {
+        !p1.file("gone").exists()
+    });
 
     // A second hbfs of p1, elsewhere: refused, saying which host and why.
     let second = p1.dir.join("second");
