@@ -4,8 +4,9 @@
 //! host link (see `hbcluster/hosts.rs`). Here: a heartbeat between hosts of
 //! the two sites through their remote mounts; a host refused a volume it is
 //! not allowed; a second mount by the same host id and a key file readable
-//! by others refused, a volume deleted under a host's mount. Cuts of a host's storage path: `host_storage_cut.rs`;
-//! the cluster and master-host tests on this topology: `cluster.rs`.
+//! by others refused; a volume deleted under a host's mount. Cuts of a
+//! host's storage path: `host_storage_cut.rs`; the cluster and master-host
+//! tests on this topology: `cluster.rs`.
 
 mod common;
 mod hbcluster;
