@@ -5,7 +5,7 @@
 //! ```text
 //!  caller (FUSE worker, hbctl, hbd task) ── call ─> session? ─ none/dead ─> dial: addrs in turn,
 //!      │                                     │                 backoff, handshake on Lane::Host
-//!      │  HostCall{id} ─> ══ writer task ══ ─ sealed ─> mirrord
+//!      │  HostCall{id} sealed and written by the caller (the session's writer lock) ─> mirrord
 //!      └─ waits: answer <─oneshot─ ══ reader task ══ <─ sealed ─ HostAnswer{id} / Pong
 //! ```
 //!
@@ -17,7 +17,7 @@
 //! `Control` request is never re-sent: its outcome is reported unknown.
 //! A refused handshake (a wrong key, an unknown host) fails at once.
 //!
-//! Threads: the callers' (any), and two tokio tasks per session on the
+//! Threads: the callers' (any), and the session's reader task on the
 //! runtime the client was first used on.
 
 use std::collections::HashMap;
@@ -27,8 +27,9 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{HostError, HostReply, HostRequest};
@@ -114,7 +115,9 @@ type Answer = Result<HostReply, HostError>;
 
 /// One connection to mirrord.
 struct Session {
-    outbox: mpsc::Sender<Message>,
+    /// The sending half, written by the calling task itself (no hand-off
+    /// to a writer task: one wake-up less per call).
+    writer: tokio::sync::Mutex<SealedWriter<OwnedWriteHalf>>,
     waiters: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     /// mirrord's process (its handshake incarnation).
     server: u64,
@@ -124,6 +127,20 @@ struct Session {
 }
 
 impl Session {
+    /// Seals and writes `msg`; a failure ends the session.
+    async fn send(&self, msg: Message) -> Result<(), ()> {
+        if self.dead.load(Ordering::SeqCst) {
+            return Err(());
+        }
+        let mut writer = self.writer.lock().await;
+        // A caller cancelled mid-frame leaves the stream unusable: the
+        // session ends rather than send the rest of the stream after half a frame.
+        let midway = Midway(Some(self));
+        let sent = writer.send(msg).await;
+        midway.done();
+        sent.map_err(|_| self.end())
+    }
+
     fn end(&self) {
         self.dead.store(true, Ordering::SeqCst);
         if let Ok(mut w) = self.waiters.lock() {
@@ -279,8 +296,7 @@ impl HostClient {
                 id,
                 body: body.clone(),
             };
-            if session.outbox.send(call).await.is_err() {
-                session.end();
+            if session.send(call).await.is_err() {
                 last = Some("the connection closed".into());
                 continue;
             }
@@ -347,7 +363,7 @@ impl HostClient {
                 return Waited::Lost(format!("mirrord silent for {silent:?}"));
             }
             if silent >= quiet / 2 && !probed {
-                probed = session.outbox.try_send(Message::Ping).is_ok();
+                probed = session.send(Message::Ping).await.is_ok();
             }
         }
     }
@@ -414,7 +430,6 @@ impl HostClient {
             w.insert(id, tx);
         }
         let _ = s
-            .outbox
             .send(Message::HostCall {
                 id,
                 body: HostRequest::Mount,
@@ -455,9 +470,8 @@ impl HostClient {
         let server = admitted.incarnation;
         let (reader, writer) = sealed::halves(admitted, TcpStream::into_split)
             .map_err(|e| Opening::Failed(e.to_string()))?;
-        let (outbox, queued) = mpsc::channel(256);
         let session = Arc::new(Session {
-            outbox,
+            writer: tokio::sync::Mutex::new(writer),
             waiters: Mutex::new(HashMap::new()),
             server,
             dead: AtomicBool::new(false),
@@ -465,11 +479,27 @@ impl HostClient {
             tasks: Mutex::new(Vec::new()),
         });
         let r = tokio::spawn(read_answers(reader, Arc::clone(&session)));
-        let w = tokio::spawn(write_calls(writer, queued, Arc::clone(&session)));
         if let Ok(mut t) = session.tasks.lock() {
-            t.extend([r, w]);
+            t.push(r);
         }
         Ok(session)
+    }
+}
+
+/// A frame being written: its session ends if the write is dropped before done.
+struct Midway<'a>(Option<&'a Session>);
+
+impl Midway<'_> {
+    fn done(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Midway<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take() {
+            s.end();
+        }
     }
 }
 
@@ -522,7 +552,9 @@ async fn read_answers(
                 }
             }
             Message::Ping => {
-                let _ = session.outbox.try_send(Message::Pong);
+                // Not on this task: the reader never waits for the writer.
+                let s = Arc::clone(&session);
+                tokio::spawn(async move { s.send(Message::Pong).await });
             }
             Message::Pong => {}
             other => {
@@ -534,19 +566,5 @@ async fn read_answers(
             }
         }
     }
-    session.end();
-}
-
-async fn write_calls(
-    mut writer: SealedWriter<tokio::net::tcp::OwnedWriteHalf>,
-    mut queued: mpsc::Receiver<Message>,
-    session: Arc<Session>,
-) {
-    while let Some(msg) = queued.recv().await {
-        if writer.send(msg).await.is_err() {
-            break;
-        }
-    }
-    writer.shutdown().await;
     session.end();
 }

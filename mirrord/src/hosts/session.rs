@@ -1,11 +1,11 @@
 //! One host's connection after its handshake: the reader reads the
 //! host's calls, each answered on a task of its own (a sync write waits
-//! for the peer while the host's other calls go on), and a writer task
-//! seals the answers onto the socket in the order they are ready.
+//! for the peer while the host's other calls go on), which seals its
+//! answer onto the socket itself, under the session's writer lock.
 //!
 //! ```text
 //!  ══ session reader task ══ HostCall{id} ─ permit (≤ MAX_CALLS) ─> ══ call task ══ HostLink::answer
-//!  ══ session writer task ══ <─ HostAnswer{id} ─ mpsc ───────────────────────┘
+//!                                          socket <─ HostAnswer{id} (writer lock) <─┘
 //! ```
 //! A host silent for [`PROBE`] is sent a `Ping`; silent for another, the
 //! session ends (its mount claim with it). The host answers pings itself.
@@ -14,9 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hbcore::link::handshake::Admitted;
-use hbcore::link::{sealed, Message};
+use hbcore::link::sealed::{self, SealedWriter};
+use hbcore::link::Message;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::HostLink;
@@ -46,22 +48,20 @@ pub async fn run(
     caller: Caller,
     stop: CancellationToken,
 ) {
-    let (mut reader, mut writer) = match sealed::halves(admitted, TcpStream::into_split) {
+    let (mut reader, writer) = match sealed::halves(admitted, TcpStream::into_split) {
         Ok(h) => h,
         Err(e) => {
             tracing::warn!(host = %caller.host, "host link: {e}");
             return;
         }
     };
-    let (answers, mut ready) = mpsc::channel::<Message>(MAX_CALLS + 2);
-    let writing = tokio::spawn(async move {
-        while let Some(msg) = ready.recv().await {
-            if writer.send(msg).await.is_err() {
-                break;
-            }
-        }
-        writer.shutdown().await;
-    });
+    let writer = Arc::new(Mutex::new(writer));
+    // A message the reader sends (a ping, a pong) goes on a task of its
+    // own: the reader never waits for the writer lock.
+    let send_aside = |msg: Message| {
+        let writer = Arc::clone(&writer);
+        tokio::spawn(async move { send(&writer, msg).await });
+    };
     let permits = Arc::new(Semaphore::new(MAX_CALLS));
     let caller = Arc::new(caller);
     let mut probed = false;
@@ -73,7 +73,8 @@ pub async fn run(
         let msg = match next {
             Err(_) if probed => break format!("silent for {:?}", PROBE * 2),
             Err(_) => {
-                probed = answers.try_send(Message::Ping).is_ok();
+                send_aside(Message::Ping);
+                probed = true;
                 continue;
             }
             Ok(Ok(Some(m))) => m,
@@ -89,27 +90,30 @@ pub async fn run(
                 let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                     break "closed".into();
                 };
-                let (link, caller, answers) =
-                    (Arc::clone(&link), Arc::clone(&caller), answers.clone());
+                let (link, caller, writer) =
+                    (Arc::clone(&link), Arc::clone(&caller), Arc::clone(&writer));
                 tokio::spawn(async move {
                     let result = link.answer(&caller, body).await;
-                    let _ = answers.send(Message::HostAnswer { id, result }).await;
+                    send(&writer, Message::HostAnswer { id, result }).await;
                     drop(permit);
                 });
             }
-            Message::Ping => {
-                let _ = answers.try_send(Message::Pong);
-            }
+            Message::Ping => send_aside(Message::Pong),
             Message::Pong => {}
             other => break format!("a {} message, which hosts do not send", other.kind()),
         }
     };
     tracing::info!(host = %caller.host, from = %caller.from, "host link: session ended: {why}");
     link.ended(&caller);
-    drop(answers);
-    // Answers of calls still running go out while the socket takes them.
-    let abort = writing.abort_handle();
-    if tokio::time::timeout(PROBE, writing).await.is_err() {
-        abort.abort();
+    // Calls still running answer while the socket takes it; the socket
+    // closes when the last of them is done.
+    let locked = tokio::time::timeout(PROBE, writer.lock()).await;
+    if let Ok(mut w) = locked {
+        w.shutdown().await;
     }
+}
+
+/// Seals and writes one message; a failed write shows as the reader's end.
+async fn send(writer: &Mutex<SealedWriter<OwnedWriteHalf>>, msg: Message) {
+    let _ = writer.lock().await.send(msg).await;
 }
