@@ -176,8 +176,13 @@ impl HostLink {
         match body {
             HostRequest::Mount => {
                 let live = |s: u64| self.live().contains(&s);
-                self.claims
-                    .mount(host, caller.incarnation, caller.session, &caller.from, live)?;
+                let claimed =
+                    self.claims
+                        .mount(host, caller.incarnation, caller.session, &caller.from, live);
+                if let Err(e) = claimed {
+                    self.refused("second mount", &format!("from {}: {e}", caller.from));
+                    return Err(e);
+                }
                 tracing::info!(host, from = %caller.from, "host link: hbfs mounted");
                 Ok(HostReply::Volumes(self.volumes(host)))
             }
