@@ -1,5 +1,6 @@
-//! The host link against a real site pair over loopback: a host's sync
-//! write through `HostClient` lands in the SVOL; grants refuse what a host
+//! The host link against a real site pair over loopback: a host whose
+//! first storage address is dead goes on to the second; its sync write
+//! through `HostClient` lands in the SVOL; grants refuse what a host
 //! may not touch (nothing written); one mount per host id; a wrong key is
 //! refused at the handshake; a write re-sent after a newer one is not
 //! applied again.
@@ -53,6 +54,12 @@ fn client(addr: &str, host: &str, key: &str) -> HostClient {
     })
 }
 
+/// A loopback address nothing listens on (a port bound, then released).
+async fn dead_address() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    l.local_addr().expect("addr").to_string()
+}
+
 fn write(offset: u64, data: Vec<u8>, id: u64) -> HostRequest {
     HostRequest::Write {
         volume: "v".into(),
@@ -85,7 +92,11 @@ async fn hosts_use_their_volumes_and_control_over_the_host_link_and_nothing_else
     let stop = CancellationToken::new();
     tokio::spawn(Arc::clone(&link).serve(listener, stop.clone()));
 
-    let p1 = client(&addr, "p1", KEY_P1);
+    // The first address answers nothing: the client goes on to the second.
+    let p1 = HostClient::new(StorageSpec {
+        addrs: vec![dead_address().await, addr.clone()],
+        ..client(&addr, "p1", KEY_P1).spec().clone()
+    });
     match p1.call(HostRequest::Mount).await.expect("mount") {
         HostReply::Volumes(v) => {
             assert_eq!(v.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["v"])
