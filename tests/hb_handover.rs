@@ -7,6 +7,8 @@
 //! the refusal. The request reaches the standby through a heartbeat mirror
 //! when the network loses every datagram.
 //!
+//! `min_hosts` out of range is refused by `hbd --check`, naming the key.
+//!
 //! The checks fail on demand: production's `app` passes while `out/app.ok`
 //! exists, the standby's `app-host` while `out/standby.ok` does. Each hook
 //! appends its name to `out/order`, so the order of the two is seen.
@@ -16,7 +18,7 @@ mod hbcluster;
 
 use std::sync::atomic::Ordering;
 
-use common::wait_for;
+use common::{command, run_fails, run_ok, wait_for};
 use hbcluster::Cluster;
 
 /// The two sites with production's SYSTEM DOWN check `app` (passing until
@@ -202,4 +204,44 @@ fn the_request_reaches_the_standby_through_a_mirror_when_the_network_loses_it() 
         "no datagram reached the standby: the request came through hb0"
     );
     c.sites.standby.wait_state("app", "SSWS");
+}
+
+#[test]
+fn min_hosts_of_zero_or_more_than_the_group_is_refused_at_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("hb.key");
+    std::fs::write(&key, "heartbeat-key-0123456789\n").expect("key");
+    let config = dir.path().join("hbd.toml");
+    let head = format!(
+        "host = \"p1\"\ngroup = \"production\"\npeers = [\"s1\"]\ndata_dir = \"{}\"\npsk_file = \"{}\"\n",
+        dir.path().join("data").display(),
+        key.display()
+    );
+    let check = |text: &str| {
+        std::fs::write(&config, text).expect("config");
+        let mut c = command("hbd");
+        c.args(["--check", "--config"]).arg(&config);
+        c
+    };
+    let said = run_ok(&mut check(&head));
+    assert!(
+        said.contains("min_hosts = 1"),
+        "the default is shown:\n{said}"
+    );
+    let e = run_fails(&mut check(&format!("{head}min_hosts = 0\n")));
+    assert!(e.contains("min_hosts = 0: give at least 1"), "{e}");
+    let e = run_fails(&mut check(&format!("{head}min_hosts = 2\n")));
+    assert!(
+        e.contains("min_hosts = 2 is more than the hosts of this host's group")
+            && e.contains("no [cluster] group_members"),
+        "{e}"
+    );
+    let group = "[cluster]\ngroup_members = [\"p1\", \"p2\"]\n";
+    let e = run_fails(&mut check(&format!("{head}min_hosts = 3\n{group}")));
+    assert!(
+        e.contains("its group has 2 hosts") && e.contains("give at most 2"),
+        "{e}"
+    );
+    let said = run_ok(&mut check(&format!("{head}min_hosts = 2\n{group}")));
+    assert!(said.contains("min_hosts = 2"), "{said}");
 }

@@ -435,7 +435,7 @@ impl Checker {
             Group::Production => {
                 let was = std::mem::take(&mut t.stepped_down);
                 t.peer_failed_over = None;
-                let handover = t.handover.take().map_or(String::new(), |h| {
+                let handover = t.withdraw_handover().map_or(String::new(), |h| {
                     format!(
                         "; the handover ({}) is forgotten: should this host still be unable to serve, it steps down and asks the standby again",
                         h.state()

@@ -10,7 +10,9 @@
 //! cannot carry the duties or its QoS is worse than production's (seed
 //! 002, Fig 6: [`decide`]); its answer travels back the same way and is
 //! shown at both ends ([`answered`]). One request per step-down: a
-//! refused one stays refused until a person re-arms production.
+//! refused one stays refused until a person re-arms production, which
+//! withdraws a request not yet delivered (`Table::withdraw_handover`); the standby takes
+//! over only on a request whose heartbeat says production stepped down.
 //!
 //! No thread of its own: the daemon calls it under the checker's lock (the
 //! tick at production, the task that took the beat at the standby), the
@@ -183,6 +185,10 @@ pub fn decide(
         Some("this host is a production host: only a standby takes over".to_string())
     } else if !me.master {
         Some("this host is not its group's master: its master takes over".into())
+    } else if !t.peer_stepped_down {
+        // The heartbeat that brought it says production is active: a
+        // request left over from before production was re-armed.
+        Some("production's heartbeat that brought the request says it has not stepped down: taking over would leave two sites active".into())
     } else if t.failed_over {
         None
     } else {

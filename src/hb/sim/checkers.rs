@@ -33,9 +33,13 @@
 //!   serve, and asks once until re-armed; the standby takes over on a
 //!   request only while production has stepped down (never two sites
 //!   active), only if it can carry the duties, and refuses only if it
-//!   cannot; a takeover on a request is the outage's one failover (c). While
-//!   the standby cannot carry the duties its failover waits (QoS), so (b)
-//!   counts its silence from when it can again.
+//!   cannot; a takeover on a request is the outage's one failover (c). One
+//!   exception, which no message can close: a copy of the request already
+//!   in flight when the operator re-armed production (held in a stopped
+//!   standby's socket) may still be taken; production then steps down when
+//!   it hears of the takeover, as (d) demands (and mirrord's fence stops
+//!   its writes meanwhile). While the standby cannot carry the duties its
+//!   failover waits (QoS), so (b) counts its silence from when it can again.
 
 use std::collections::BTreeMap;
 
@@ -86,6 +90,8 @@ pub struct Checkers {
     step_down_allowed: bool,
     /// Handover requests production made since it was last re-armed.
     asked: u32,
+    /// Production was re-armed while a request of its own could still be in flight.
+    asked_before_rearm: bool,
     /// What went wrong, in words (with the time).
     pub violations: Vec<String>,
 }
@@ -109,6 +115,7 @@ impl Checkers {
             step_down_due: None,
             step_down_allowed: false,
             asked: 0,
+            asked_before_rearm: false,
             violations: vec![],
         }
     }
@@ -222,6 +229,7 @@ impl Checkers {
         } else {
             self.step_down_due = None;
             self.step_down_allowed = false;
+            self.asked_before_rearm |= self.asked > 0;
             self.asked = 0;
         }
     }
@@ -272,6 +280,8 @@ impl Checkers {
             self.violation(t, "production handed over while it could serve".into());
         }
         self.asked += 1;
+        // Its step-down again: a late copy of the old request finds it stepped down.
+        self.asked_before_rearm = false;
         if self.asked > 1 {
             self.violation(
                 t,
@@ -299,7 +309,7 @@ impl Checkers {
             return;
         }
         if take {
-            if !prod_stepped_down {
+            if !prod_stepped_down && !self.asked_before_rearm {
                 self.violation(t, "the standby took over on a request while production had not stepped down: two sites active".into());
             }
             if !carry {
@@ -322,6 +332,8 @@ impl Checkers {
                 "the standby refused a handover though it can carry the duties".into(),
             );
         }
+        // A request in flight at the re-arm is decided now, or never.
+        self.asked_before_rearm = false;
     }
 
     /// After the standby's tick at `t`: `channels`, its enabled receiving

@@ -9,7 +9,15 @@ use crate::hb::logic::checker::{Identity, Timing};
 use crate::hb::logic::message::Beat;
 use crate::hb::logic::step::{compose_beat, take_controls};
 
+/// A checker whose last heartbeat from the peer said it stepped down (as
+/// the one that brings production's request says).
 fn checker(host: &str, group: Group, peer: &str) -> Checker {
+    let mut c = checker_heard(host, group, peer);
+    c.table.peer_stepped_down = true;
+    c
+}
+
+fn checker_heard(host: &str, group: Group, peer: &str) -> Checker {
     let timing = Timing {
         timeout: Duration::from_secs(1),
         interval: Duration::from_millis(100),
@@ -148,6 +156,25 @@ fn a_short_group_is_named_among_production_s_failing_parts() {
 }
 
 #[test]
+fn a_request_on_a_heartbeat_of_an_active_production_is_refused() {
+    let mut s = checker_heard("standby-a", Group::Standby, "prod-a");
+    let asked = HandoverRequest {
+        id: 1,
+        reason: "r".into(),
+        asked_ms: 1,
+        qos: failing("app"),
+    };
+    let d = decide(&mut s, "prod-a", asked, standing(healthy()), 2);
+    assert!(!d.take && !d.answer.accepted, "{d:?}");
+    assert!(
+        d.answer.why.contains("two sites active"),
+        "{}",
+        d.answer.why
+    );
+    assert!(!s.table.failed_over);
+}
+
+#[test]
 fn the_request_rides_every_heartbeat_until_the_standby_has_it_and_is_answered_once() {
     let mut p = Table::new("prod-a", Group::Production, true);
     let mut s = checker("standby-a", Group::Standby, "prod-a");
@@ -164,6 +191,11 @@ fn the_request_rides_every_heartbeat_until_the_standby_has_it_and_is_answered_on
         assert_eq!(lost.controls.len(), 1, "beat {n}");
     }
     let arrived = beat(&mut p, 4);
+    assert!(
+        arrived.stepped_down,
+        "the beat says production stepped down"
+    );
+    s.table.peer_stepped_down = arrived.stepped_down; // as the checker's accept does
     let fresh = take_controls(&mut s.table, &arrived);
     assert_eq!(fresh.len(), 1);
     let ControlBody::HandoverRequest(request) = fresh[0].body.clone() else {
@@ -293,6 +325,10 @@ fn an_answer_to_another_request_is_ignored_and_a_rearm_allows_a_new_request() {
     let said = p.rearm(Instant::now());
     assert!(said.contains("handover"), "{said}");
     assert!(p.table.handover.is_none() && !p.table.stepped_down);
+    assert!(
+        p.table.outbox.is_empty(),
+        "a request not delivered is withdrawn: production is active again"
+    );
     due(&mut p.table, Some("app".into()), "standby-a", 4).expect("due again");
     let second = ask(&mut p.table, failing("app"), 5).expect("asked again");
     assert!(second.id > first.id);
