@@ -181,10 +181,15 @@ pub fn decide(
     wall_ms: u64,
 ) -> Decision {
     let t = &mut c.table;
+    let host = t.host.clone();
     let refusal = if t.group != Group::Standby {
-        Some("this host is a production host: only a standby takes over".to_string())
+        Some(format!(
+            "{host} is a production host: only a standby takes over"
+        ))
     } else if !me.master {
-        Some("this host is not its group's master: its master takes over".into())
+        Some(format!(
+            "{host} is not its group's master: its master takes over"
+        ))
     } else if !t.peer_stepped_down {
         // The heartbeat that brought it says production is active: a
         // request left over from before production was re-armed.
@@ -192,11 +197,11 @@ pub fn decide(
     } else if t.failed_over {
         None
     } else {
-        judge(&me, &request.qos)
+        judge(&host, &me, &request.qos)
     };
     let (accepted, take, why) = match refusal {
         Some(why) => (false, false, why),
-        None if t.failed_over => (true, false, "this site had taken over already".to_string()),
+        None if t.failed_over => (true, false, format!("{host} had taken over already")),
         None => {
             t.failed_over = true;
             t.failover_held = None;
@@ -230,15 +235,15 @@ pub fn decide(
     Decision { answer, take }
 }
 
-/// Why a standby standing as `me` refuses to take over from production
-/// with `theirs`, if it does.
-fn judge(me: &Standing, theirs: &Qos) -> Option<String> {
+/// Why `host`, a standby standing as `me`, refuses to take over from
+/// production with `theirs`, if it does.
+fn judge(host: &str, me: &Standing, theirs: &Qos) -> Option<String> {
     let mut why = vec![];
     if let Some(short) = &me.group_short {
-        why.push(format!("this host cannot carry the duties: {short}"));
+        why.push(format!("{host} cannot carry the duties: {short}"));
     }
     if let Err(not) = can_carry(&me.qos, &me.rule) {
-        why.push(format!("this host cannot carry the duties: {not}"));
+        why.push(format!("{host} cannot carry the duties: {not}"));
     }
     if me.qos.rank() < theirs.rank() {
         why.push(format!(

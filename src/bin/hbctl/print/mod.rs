@@ -281,12 +281,7 @@ fn handover(group: Group, h: &Handover) -> String {
         }
         None => String::new(),
         Some(a) if a.accepted => format!("answer: TAKEN OVER by {}: {}", a.by, a.why),
-        Some(a) => format!(
-            "answer: REFUSED by {}: {} (its QoS: {})",
-            a.by,
-            a.why,
-            a.qos.summary()
-        ),
+        Some(a) => format!("answer: REFUSED by {}: {}", a.by, a.why),
     };
     let who = match group {
         Group::Production => format!("this host asked {} to take over", h.to),
