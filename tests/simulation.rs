@@ -33,4 +33,12 @@ fn schedules_break_no_property() {
         summary.line(0.0)
     );
     assert!(summary.faults.len() == sim::faults::KINDS.len());
+    // Production that could not serve handed over, and standbys that could
+    // not carry the duties refused.
+    let c = &summary.counts;
+    assert!(
+        c.handovers_taken > 0 && c.handovers_refused > 0,
+        "{}",
+        summary.line(0.0)
+    );
 }

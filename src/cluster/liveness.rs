@@ -10,9 +10,12 @@
 //! - any valid notice from a member is word of it; a member of the group the
 //!   master has had no word of for hbd's `timeout_ms` — no channel brought
 //!   any, the rule of hbd's all-channels-dead verdict — is DOWN, and its
-//!   applications move to their standbys as after any DOWN.
+//!   applications move to their standbys as after any DOWN;
+//! - the master counts its group's hosts not DOWN for hbd's `min_hosts`
+//!   (production with fewer hands over to the standby).
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::member::Member;
@@ -68,5 +71,23 @@ impl Member {
             let how = format!("no answer to the master's heartbeat for {timeout:?}");
             self.silent(&node, &how);
         }
+        self.count_group_alive();
+    }
+
+    /// At the master, every interval: the hosts of its group alive (this
+    /// one, and those the MIB does not say DOWN), for hbd's `min_hosts`.
+    fn count_group_alive(&self) {
+        let alive = {
+            let mib = lock(self.mib_lock());
+            self.group()
+                .iter()
+                .filter(|h| {
+                    **h == self.me || mib.node(h).is_some_and(|n| n.status != NodeState::Down)
+                })
+                .count()
+        };
+        self.shared
+            .group_alive
+            .store(alive.max(1) as u32, Ordering::Relaxed);
     }
 }

@@ -34,6 +34,9 @@
 //!   - [`logic::step`]: the daemon's decisions as pure functions of the
 //!     checker and the time: compose a beat, take a beat's controls, one
 //!     tick's decisions (`tick_step`), commit a failover.
+//!   - [`logic::handover`]: production that cannot serve (a SYSTEM DOWN
+//!     check, fewer than `min_hosts` hosts) steps down and asks the
+//!     standby to take over; the standby's decision by QoS; the answer.
 //! - [`config`]: hbd's TOML configuration (with `[cluster]`'s settings) and
 //!   [`config::resume`], the table a host starts with under it.
 //! - [`api`]: the requests `hbctl hb` sends (one struct per operation);

@@ -48,7 +48,14 @@ pub fn verdict(table: &Table) -> Check {
         return Check {
             pass: false,
             verdict: "stepped-down",
-            reason: "this production host stepped down: the standby took over".into(),
+            reason: match &table.handover {
+                Some(h) => format!(
+                    "this production host stepped down to hand over to the standby ({}): it cannot serve ({})",
+                    h.state(),
+                    h.reason
+                ),
+                None => "this production host stepped down: the standby took over".into(),
+            },
         };
     }
     if table.failed_over {

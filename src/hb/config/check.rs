@@ -90,6 +90,7 @@ impl Checked for Config {
             }
             _ => {}
         }
+        check_min_hosts(&config).map_err(invalid)?;
         for c in &config.checks {
             let kinds = [
                 c.command.is_some(),
@@ -156,6 +157,34 @@ fn check_mirrord(config: &mut Config) -> Result<(), String> {
     }
     if f.mirrord_host.is_none() {
         f.mirrord_host = Some(config.host.clone());
+    }
+    Ok(())
+}
+
+/// `min_hosts`: at least this host, at most its group.
+fn check_min_hosts(config: &Config) -> Result<(), String> {
+    let (min, size) = (config.min_hosts, config.group_size());
+    if min == 0 {
+        return Err(
+            "min_hosts = 0: give at least 1 (this host counts itself), or leave it out (default 1)"
+                .into(),
+        );
+    }
+    if min > size {
+        let group = match config
+            .cluster
+            .as_ref()
+            .filter(|c| !c.group_members.is_empty())
+        {
+            Some(c) => format!(
+                "its group has {size} hosts ([cluster] group_members = {:?})",
+                c.group_members
+            ),
+            None => "its group is this host alone (no [cluster] group_members)".into(),
+        };
+        return Err(format!(
+            "min_hosts = {min} is more than the hosts of this host's group: {group}, so it could never serve; give at most {size}, or list the group's hosts in [cluster] group_members"
+        ));
     }
     Ok(())
 }

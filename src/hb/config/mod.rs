@@ -104,6 +104,16 @@ pub struct Config {
     /// This host is a member of a cluster (the member agent is `crate::cluster`).
     #[serde(default)]
     pub cluster: Option<cluster::ClusterConfig>,
+    /// Hosts of this host's group that must be alive for it to serve (this
+    /// host included; the group is `[cluster] group_members`, or this host
+    /// alone): production with fewer hands over to the standby, a standby
+    /// with fewer refuses a handover. Default 1.
+    #[serde(default = "default_min_hosts")]
+    pub min_hosts: u32,
+}
+
+fn default_min_hosts() -> u32 {
+    1
 }
 
 fn default_socket() -> PathBuf {
@@ -150,6 +160,14 @@ impl Config {
         QosRule {
             max_load_milli: self.analysis.max_load.map(|l| (l * 1000.0) as u32),
         }
+    }
+
+    /// The hosts of this host's group: `[cluster] group_members`, or this host alone.
+    pub fn group_size(&self) -> u32 {
+        self.cluster
+            .as_ref()
+            .map_or(0, |c| c.group_members.len() as u32)
+            .max(1)
     }
 
     /// How long a local network check takes.

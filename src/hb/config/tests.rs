@@ -151,6 +151,44 @@ fn invalid_combinations_name_their_keys() {
     assert_eq!(c.seeds()[0].direction, Direction::Receive);
 }
 
+#[test]
+fn min_hosts_is_at_least_one_and_at_most_the_group() {
+    let c = Config::parse(EXAMPLE, Path::new("x")).expect("parse");
+    assert_eq!(
+        (c.min_hosts, c.group_size()),
+        (1, 1),
+        "the default: this host"
+    );
+    let with = |extra: &str| EXAMPLE.replace("volume_dir =", &format!("{extra}\nvolume_dir ="));
+    let e = Config::parse(&with("min_hosts = 0"), Path::new("x")).expect_err("0");
+    let text = hbcore::report::chain(&e);
+    assert!(text.contains("min_hosts = 0: give at least 1"), "{text}");
+    let e = Config::parse(&with("min_hosts = 2"), Path::new("x")).expect_err("alone");
+    let text = hbcore::report::chain(&e);
+    assert!(
+        text.contains("min_hosts = 2 is more than the hosts of this host's group")
+            && text.contains("this host alone (no [cluster] group_members)")
+            && text.contains("give at most 1"),
+        "{text}"
+    );
+    let group = format!(
+        "{}\n[cluster]\ngroup_members = [\"standby-a\", \"standby-b\"]\n",
+        with("min_hosts = 3")
+    );
+    let e = Config::parse(&group, Path::new("x")).expect_err("3 of 2");
+    let text = hbcore::report::chain(&e);
+    assert!(
+        text.contains("its group has 2 hosts") && text.contains("give at most 2"),
+        "{text}"
+    );
+    let c = Config::parse(
+        &group.replace("min_hosts = 3", "min_hosts = 2"),
+        Path::new("x"),
+    )
+    .expect("2 of 2");
+    assert_eq!((c.min_hosts, c.group_size()), (2, 2));
+}
+
 const TWO_NETWORKS: &str = r#"
 host = "standby-a"
 group = "standby"

@@ -69,6 +69,12 @@ impl Analyzer {
         }
     }
 
+    /// What it uses, lent to a part that needs this host's QoS on a
+    /// control message (the handover at the standby).
+    pub fn parts(&self) -> (&Arc<Shared>, &Arc<Checks>) {
+        (&self.shared, &self.checks)
+    }
+
     /// Production leads the distributed analysis (the seed's master).
     fn is_master(&self) -> bool {
         self.shared.config.group == Group::Production

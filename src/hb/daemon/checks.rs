@@ -3,7 +3,8 @@
 //! within the interval; a check that starts failing becomes a failure
 //! notice for the peer, one that passes again an event. The tick runs
 //! them ([`Checks::run`]); their last outcomes ([`Checks`]) are read by
-//! the QoS (`report`) and the cluster member's self-check.
+//! the QoS (`report`), the handover (a SYSTEM DOWN check that fails at
+//! production) and the cluster member's self-check.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,6 +16,7 @@ use crate::hb::api::Source;
 use crate::hb::config::CheckConfig;
 use crate::hb::logic::message::{ControlBody, Notice};
 use crate::hb::logic::table::now_ms;
+use hbcore::vocab::Level;
 
 /// The local checks' last outcomes: true while a check passes.
 #[derive(Default)]
@@ -26,6 +28,16 @@ impl Checks {
     /// The last outcome of each check (by part) run so far.
     pub fn outcomes(&self) -> HashMap<String, bool> {
         lock(&self.ok).clone()
+    }
+
+    /// The parts whose check of `level` failed when last run.
+    pub fn failing(&self, checks: &[CheckConfig], level: Level) -> Vec<String> {
+        let ok = lock(&self.ok);
+        checks
+            .iter()
+            .filter(|c| c.level == level && ok.get(&c.part) == Some(&false))
+            .map(|c| c.part.clone())
+            .collect()
     }
 
     /// Fig 10: run the local checks; a check that starts failing sends a notice.

@@ -1,6 +1,7 @@
 //! Peer controls: the control messages heartbeats carry (activation and
 //! de-activation of mirrors, Fig 4/5; procedure changes, Fig 8; failure
-//! notices, Fig 10/11; the fault analysis's request and reports, seed 002). Each is queued in the table's outbox, rides every
+//! notices, Fig 10/11; the fault analysis's request and reports, seed 002;
+//! the handover's request and answer). Each is queued in the table's outbox, rides every
 //! heartbeat on every channel turned on until the peer acknowledges its id
 //! (with none on, it waits), and is applied once at the peer, in order,
 //! whichever channel brought it first.
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use super::analyzer::Analyzer;
 use super::failover::run_command;
+use super::handover;
 use super::shared::Shared;
 use crate::hb::api::Source;
 use crate::hb::logic::message::{Beat, Choice, ControlBody, Notice, Procedure};
@@ -79,6 +81,11 @@ async fn apply(shared: &Shared, analyzer: &Arc<Analyzer>, peer: &str, body: Cont
             trigger,
             report,
         }) => analyzer.analysis_reported(id, trigger, *report),
+        Applied::Other(ControlBody::HandoverRequest(request)) => {
+            let (shared, checks) = analyzer.parts();
+            handover::requested(shared, checks, peer, request)
+        }
+        Applied::Other(ControlBody::HandoverAnswer(answer)) => handover::answered(shared, answer),
         // Table changes, applied above.
         Applied::Other(_) => {}
     }

@@ -1,7 +1,8 @@
 //! Failover (Fig 7, step 740), step-down, and the commands hbd runs: at
 //! failover, take over the configured data pairs through mirrord and run the
 //! hook, once; at a production host that learns that the standby took over
-//! while it was away, the step-down hook, once; for received SYSTEM DOWN and
+//! while it was away, or that hands over because it cannot serve, the
+//! step-down (pairs outdated, the hook), once; for received SYSTEM DOWN and
 //! SERIOUS notices, the alert command. Each command is a `sh -c` child
 //! process, waited for with a time limit.
 //!
@@ -73,10 +74,31 @@ pub async fn fail_over(shared: &Shared, reason: String, silent: Duration) {
     }
 }
 
-/// Steps down: logs it, records it, and runs the step-down hook. The
-/// tick calls it once, on a task of its own; the table says STEPPED
-/// DOWN until `hbctl hb rearm`.
-pub async fn step_down(shared: &Shared, peer: String, reason: String) {
+/// Why a production host steps down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepDown {
+    /// The standby took over while this host was away.
+    PeerTookOver,
+    /// This host cannot serve: it hands over to the standby (and asks it
+    /// to take over once this step-down is done).
+    Handover,
+}
+
+impl StepDown {
+    /// `HBD_CAUSE` of the step-down hook.
+    fn cause(self) -> &'static str {
+        match self {
+            StepDown::PeerTookOver => "peer-took-over",
+            StepDown::Handover => "handover",
+        }
+    }
+}
+
+/// Steps down: logs it, records it, marks the `take_over` pairs outdated
+/// and runs the step-down hook. The tick calls it once, on a task of its
+/// own; the table says STEPPED DOWN until `hbctl hb rearm`. `peer`: the
+/// standby that took over, or is to.
+pub async fn step_down(shared: &Shared, peer: String, reason: String, why: StepDown) {
     tracing::error!("STEPPED DOWN: {reason}");
     shared.event(
         Source::Local,
@@ -84,10 +106,11 @@ pub async fn step_down(shared: &Shared, peer: String, reason: String) {
         "step-down",
         format!("STEPPED DOWN: {reason}"),
     );
-    fence_pairs(shared, &peer).await;
+    fence_pairs(shared, &peer, why).await;
     if let Some(hook) = &shared.config.failover.step_down {
         let mut env = vec![
             ("HBD_EVENT", "step_down".to_string()),
+            ("HBD_CAUSE", why.cause().to_string()),
             ("HBD_REASON", reason),
             ("HBD_HOST", shared.config.host.clone()),
             ("HBD_PEERS", shared.config.peers.join(",")),
@@ -102,15 +125,19 @@ pub async fn step_down(shared: &Shared, peer: String, reason: String) {
 /// other site takes over) are marked outdated at this site's mirrord, so
 /// their PVOLs refuse host writes even if the remote link is down and
 /// mirrord cannot learn of the takeover from its peer.
-async fn fence_pairs(shared: &Shared, peer: &str) {
+async fn fence_pairs(shared: &Shared, peer: &str, why: StepDown) {
     let mirrord = shared.config.mirrord();
+    let host = &shared.config.host;
+    let reason = match why {
+        StepDown::PeerTookOver => format!("host '{host}' stepped down: {peer} took over"),
+        StepDown::Handover => {
+            format!("host '{host}' stepped down to hand over to {peer}: it cannot serve")
+        }
+    };
     for pair in &shared.config.failover.take_over {
         let request = Request::PairOutdate(PairOutdate {
             name: pair.clone(),
-            reason: format!(
-                "host '{}' stepped down: {peer} took over",
-                shared.config.host
-            ),
+            reason: reason.clone(),
         });
         match storage_client::call_within(&mirrord, request, Duration::from_secs(10)).await {
             Ok(reply) => {

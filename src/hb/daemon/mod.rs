@@ -31,8 +31,12 @@
 //! - `analyzer`: the fault analysis wired (`Analyzer`, Figs
 //!   6, 7): started when a counter reaches 0 or on request, exchanged with
 //!   the peer as control messages, decided, recorded.
+//! - `handover`: production that cannot serve steps down and asks the
+//!   standby to take over; the standby's decision on its QoS, and the
+//!   answer (the decisions: `logic::handover`).
 //! - `controls`: the peer's controls applied (mirror activated, procedure,
-//!   notice ═> alert, analysis request or report ═> the analyzer).
+//!   notice ═> alert, analysis request or report ═> the analyzer, handover
+//!   request or answer ═> `handover`).
 //! - `netio`: each network's UDP socket, its disconnect counter and
 //!   re-open (Fig 5), and its receiver task (`Networks`).
 //! - `install`: mirrors installed and de-installed (Fig 4/5), and their
@@ -75,6 +79,8 @@
 //!   ├─ a failed pair protection, every timeout ═> protect_installed task
 //!   ├─ local checks, all at once: `sh -c` processes, spawn_blocking opens, TCP connects
 //!   │     └─ a new failure ─> Notice into the outbox (rides the next heartbeats)
+//!   ├─ production that cannot serve (SYSTEM DOWN check, min_hosts) ─> handover::due
+//!   │     ═> step-down task: pairs outdated, the hook ─> HandoverRequest into the outbox
 //!   └═> spawn_blocking: save table.json (rename) and the table volume
 //!
 //!  a UDP task per network, as datagrams arrive: recv_from ─> decode ─> Checker::network_beat
@@ -83,7 +89,8 @@
 //!
 //!  absorb, on the task that got the beat: step::take_controls drops acknowledged controls from the outbox;
 //!   apply the peer's new ones (mirror activated / de-activated, procedure, notice
-//!   ═> alert `sh -c` process, analysis request or report ═> the analyzer's tasks)
+//!   ═> alert `sh -c` process, analysis request or report ═> the analyzer's tasks,
+//!   handover request ─> decide on the QoS now ═> failover task; handover answer ─> table)
 //!
 //!  control socket: accept task ═> a task per client ─> dispatch(HbRequest)
 //!   └─ install: ═> spawn_blocking: mirrord calls; a probe write_slot ─> Activate into the outbox
@@ -96,6 +103,7 @@ mod analyzer;
 pub mod checks;
 mod controls;
 mod failover;
+mod handover;
 pub mod hostclock;
 mod install;
 mod journal;

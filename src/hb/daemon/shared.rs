@@ -2,16 +2,17 @@
 //!
 //! [`Shared`] is one `Arc` held by the tick, the UDP receivers, the control
 //! server's tasks, the analyzer's and failover tasks and the cluster
-//! member: the configuration and key, this run's clock, the master gate,
-//! the checker (the status table and the channels' watches) behind one
-//! lock, taken briefly and never across an await, and the events
+//! member: the configuration and key, this run's clock, the master gate
+//! and the group's hosts alive (both set by the cluster member), the
+//! checker (the status table and the channels' watches) behind one lock,
+//! taken briefly and never across an await, and the events
 //! (`journal`). The table is kept in `data_dir/table.json` and on
 //! the table volume, if configured (the [`Keeper`] of [`super::record`]).
 //! What only one concern needs is in that concern's part (the networks in
 //! `netio`, the analyses in `analyzer`, the checks' outcomes in `checks`,
 //! the mirrors' protection in `install`, the tick's counts in `tick`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -23,6 +24,7 @@ use crate::hb::api::{Event, Source};
 use crate::hb::config::Config;
 use crate::hb::logic::analysis::Analysis;
 use crate::hb::logic::checker::{Checker, Timing};
+use crate::hb::logic::handover::GroupCount;
 use crate::hb::logic::message::{ControlBody, MessageError};
 use crate::hb::logic::step::{compose_beat, encode_fitting, queue_control};
 use crate::hb::logic::table::{now_ms, Table};
@@ -38,6 +40,10 @@ pub struct Shared {
     /// heartbeats and keeps the table volume. Always, unless a cluster
     /// member with `[cluster] group_members` is not master.
     pub master_gate: AtomicBool,
+    /// Hosts of this host's group alive, itself included (`min_hosts`):
+    /// 1 (itself) unless its group's master, the cluster member, counts
+    /// the group's members it has not marked DOWN.
+    pub group_alive: AtomicU32,
     /// This run's instance id, uptime and suspend detector.
     pub clock: HostClock,
     checker: Mutex<Checker>,
@@ -65,6 +71,7 @@ impl Shared {
         Shared {
             key,
             master_gate: AtomicBool::new(true),
+            group_alive: AtomicU32::new(1),
             clock: HostClock::new(),
             checker: Mutex::new(checker),
             journal: Journal::open(events_path),
@@ -76,6 +83,17 @@ impl Shared {
     /// Whether this host is its group's master (see `master_gate`).
     pub fn is_group_master(&self) -> bool {
         self.master_gate.load(Ordering::Relaxed)
+    }
+
+    /// This host's group: its size, the hosts alive (`group_alive`, at
+    /// most the size) and `min_hosts`.
+    pub fn group_count(&self) -> GroupCount {
+        let size = self.config.group_size();
+        GroupCount {
+            alive: self.group_alive.load(Ordering::Relaxed).clamp(1, size),
+            size,
+            min_hosts: self.config.min_hosts,
+        }
     }
 
     /// The checker, locked: hold it briefly, never across an await.

@@ -2,8 +2,8 @@
 //! (Fig 6), read every enabled receiving mirror (Fig 7), evaluate, step the
 //! channels' counters every period (seed 002, Fig 4) and start a fault
 //! analysis when one goes BAD, log what changed, start the failover (if
-//! this host can carry the duties) or the step-down, run the local checks,
-//! save the table (so `table.json` is never more than an interval behind).
+//! this host can carry the duties) or the step-down, run the local checks
+//! and, at production that cannot serve, the handover, save the table (so `table.json` is never more than an interval behind).
 //! The networks' sockets and receivers are in `netio`.
 //!
 //! Slot writes and reads run on tokio's blocking threads (a write on hbfs
@@ -13,7 +13,7 @@
 //!
 //! [`Ticker`] belongs to the tick task alone; it holds the parts it uses
 //! (shared, networks, analyzer, checks, mirrors, open volumes) and its own
-//! counts (ticks, production's return told).
+//! counts (ticks, production's return told, the handover's step-down).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,7 +26,8 @@ use hbcore::vocab::Level;
 use super::analyzer::Analyzer;
 use super::checks::Checks;
 use super::controls::absorb;
-use super::failover::{self, fail_over};
+use super::failover::{self, fail_over, StepDown};
+use super::handover::Handover;
 use super::install::Mirrors;
 use super::netio::Networks;
 use super::report::qos_now;
@@ -52,6 +53,8 @@ pub struct Ticker {
     ticks: AtomicU64,
     /// The standby has logged that production returned after its failover.
     told_returned: AtomicBool,
+    /// Production's handover (its step-down under way).
+    handover: Handover,
 }
 
 impl Ticker {
@@ -73,6 +76,7 @@ impl Ticker {
             files,
             ticks: AtomicU64::new(0),
             told_returned: AtomicBool::new(false),
+            handover: Handover::default(),
         }
     }
 
@@ -144,11 +148,17 @@ impl Ticker {
         self.analyzer.expire_analyses();
         if let Some((peer, reason)) = step_down {
             let shared = Arc::clone(&self.shared);
-            tokio::spawn(async move { failover::step_down(&shared, peer, reason).await });
+            tokio::spawn(async move {
+                failover::step_down(&shared, peer, reason, StepDown::PeerTookOver).await
+            });
         }
         self.tell_returned(returned);
         self.mirrors.retry_protection();
         self.checks.run(&self.shared).await;
+        if master {
+            // Production that cannot serve steps down and asks the standby.
+            self.handover.tick(&self.shared, &self.checks);
+        }
         // The table on disk follows the table within one interval.
         let shared = Arc::clone(&self.shared);
         if let Err(e) = tokio::task::spawn_blocking(move || shared.save()).await {

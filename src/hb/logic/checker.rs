@@ -2,7 +2,8 @@
 //! [`Watch`] per channel; messages and read results go in with the time they
 //! were observed, [`Checker::evaluate`] turns them into table entries and
 //! transitions, [`Checker::failover_reason`] decides the standby's failover
-//! and [`Checker::step_down_reason`] a returning production host's step-down.
+//! and [`Checker::step_down_reason`] a returning production host's step-down
+//! (the handover, production's own step-down, is [`super::handover`]'s).
 //!
 //! It is pure: the daemon supplies the clock, so every rule here is
 //! unit-tested without waiting. A message is accepted on a channel that is
@@ -434,14 +435,23 @@ impl Checker {
             Group::Production => {
                 let was = std::mem::take(&mut t.stepped_down);
                 t.peer_failed_over = None;
+                let handover = t.withdraw_handover().map_or(String::new(), |h| {
+                    format!(
+                        "; the handover ({}) is forgotten: should this host still be unable to serve, it steps down and asks the standby again",
+                        h.state()
+                    )
+                });
                 if was {
-                    "step-down ended: this production host is active again; should the standby still report that it failed over, this host steps down again at once (fail back and re-arm the standby first)".into()
+                    format!("step-down ended: this production host is active again; should the standby still report that it failed over, this host steps down again at once (fail back and re-arm the standby first){handover}")
                 } else {
-                    "this production host has not stepped down; nothing to re-arm".into()
+                    format!(
+                        "this production host has not stepped down; nothing to re-arm{handover}"
+                    )
                 }
             }
             Group::Standby => {
                 t.failed_over = false;
+                t.handover = None;
                 self.started = now;
                 t.armed = t.arm_policy == ArmPolicy::AfterTimeout;
                 match t.arm_policy {

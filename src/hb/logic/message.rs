@@ -24,6 +24,7 @@ use hbcore::frame::{Format, FrameError};
 use serde::{Deserialize, Serialize};
 
 use super::analysis::Report;
+use super::qos::Qos;
 use hbcore::vocab::{Group, Level};
 
 /// Size of a heartbeat slot on a volume.
@@ -145,9 +146,46 @@ pub enum ControlBody {
         report: Box<Report>,
     },
     /// Fig 8 for one network by name: turn it on or off (`hbctl hb
-    /// procedure --network NAME on|off`). Last of the variants: the
-    /// others keep their wire format.
+    /// procedure --network NAME on|off`). The variants after it are newer:
+    /// each is added last, so the others keep their wire format.
     OneNetwork(Choice),
+    /// Seed 000 Fig 1: production cannot serve (its SYSTEM DOWN check
+    /// fails, or its group has fewer than `min_hosts` hosts alive); it has
+    /// stepped down and asks the standby to take over.
+    HandoverRequest(HandoverRequest),
+    /// The standby's answer to a [`ControlBody::HandoverRequest`].
+    HandoverAnswer(HandoverAnswer),
+}
+
+/// Production's request that the standby take over (after it stepped down).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverRequest {
+    /// The request's number (the control id it rides under); the answer names it.
+    pub id: u64,
+    /// Why production cannot serve.
+    pub reason: String,
+    /// When it asked, on its wall clock (shown, never judged).
+    pub asked_ms: u64,
+    /// Production's QoS when it asked (what cannot serve there among its
+    /// failing parts).
+    pub qos: Qos,
+}
+
+/// The standby's answer to a handover request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverAnswer {
+    /// The request answered ([`HandoverRequest::id`]).
+    pub request: u64,
+    /// The host that answered.
+    pub by: String,
+    /// It took over (or had already).
+    pub accepted: bool,
+    /// Why, in words: what it did, or why it refused.
+    pub why: String,
+    /// Its QoS when it decided.
+    pub qos: Qos,
+    /// When it decided, on its wall clock (shown, never judged).
+    pub time_ms: u64,
 }
 
 /// One struct for `hbctl hb procedure`'s channel arguments, the request to
@@ -330,6 +368,29 @@ mod tests {
                         qos: crate::hb::logic::qos::Qos::default(),
                     }),
                 },
+            },
+            Control {
+                id: 7,
+                body: ControlBody::HandoverRequest(HandoverRequest {
+                    id: 7,
+                    reason: "its SYSTEM DOWN check fails (app)".into(),
+                    asked_ms: 11,
+                    qos: Qos {
+                        serious_failing: vec!["app".into()],
+                        ..Qos::default()
+                    },
+                }),
+            },
+            Control {
+                id: 8,
+                body: ControlBody::HandoverAnswer(HandoverAnswer {
+                    request: 7,
+                    by: "standby-a".into(),
+                    accepted: false,
+                    why: "its SERIOUS check fails".into(),
+                    qos: Qos::default(),
+                    time_ms: 12,
+                }),
             },
         ]);
         let mut slot = b.encode(KEY).expect("encode");

@@ -13,6 +13,7 @@ pub mod book;
 pub mod challenge;
 pub mod checker;
 pub mod counter;
+pub mod handover;
 pub mod message;
 pub mod qos;
 pub mod step;

@@ -76,8 +76,10 @@ pub fn tick_step(c: &mut Checker, now: Instant, period: bool, absent: Absence) -
     let t = &c.table;
     let alive = t.remote_group_via_network == GroupStatus::Alive
         || t.remote_group_via_mirrors == GroupStatus::Alive;
-    let returned =
-        (t.group == Group::Standby && t.failed_over && alive).then_some(t.peer_stepped_down);
+    // Production alive after a handover is no return: it asked.
+    let handed_over = t.handover.as_ref().is_some_and(|h| h.taken());
+    let returned = (t.group == Group::Standby && t.failed_over && alive && !handed_over)
+        .then_some(t.peer_stepped_down);
     let clocks = c.clock_changes();
     TickOutcome {
         transitions,

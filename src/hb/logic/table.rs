@@ -25,8 +25,8 @@ pub mod entries;
 
 pub use channels::NetworkEntry;
 pub use entries::{
-    ArmPolicy, Device, DeviceStatus, Direction, Enable, GroupStatus, MirrorSeed, Seeding, Seen,
-    Watermark,
+    ArmPolicy, Device, DeviceStatus, Direction, Enable, GroupStatus, Handover, MirrorSeed, Seeding,
+    Seen, Watermark,
 };
 
 /// The name of the network of a config's single `[network]` section.
@@ -100,6 +100,11 @@ pub struct Table {
     /// The peer's latest accepted heartbeat says it stepped down.
     #[serde(default)]
     pub peer_stepped_down: bool,
+    /// The last handover (production that cannot serve asked the standby
+    /// to take over): the request and the answer, at either end; kept
+    /// until `hbctl hb rearm`.
+    #[serde(default)]
+    pub handover: Option<Handover>,
     /// Control messages wait: no enabled channel carries heartbeats to the peer.
     #[serde(default)]
     pub outbox_held: bool,
@@ -197,6 +202,7 @@ impl Table {
             stepped_down: false,
             peer_failed_over: None,
             peer_stepped_down: false,
+            handover: None,
             outbox_held: false,
             rejected_time_back: 0,
             rejected_serial_jump: 0,

@@ -27,8 +27,19 @@
 //!   re-arms (restarts included), and (b) says at least one.
 //! - (d) step-down: a production host that took a valid heartbeat saying
 //!   the standby failed over steps down at its next tick; it never steps
-//!   down without one. Production never fails over; the standby never
-//!   steps down.
+//!   down without one (or a handover). Production never fails over; the
+//!   standby never steps down.
+//! - (e) handover: production steps down to hand over only when it cannot
+//!   serve, and asks once until re-armed; the standby takes over on a
+//!   request only while production has stepped down (never two sites
+//!   active), only if it can carry the duties, and refuses only if it
+//!   cannot; a takeover on a request is the outage's one failover (c). One
+//!   exception, which no message can close: a copy of the request already
+//!   in flight when the operator re-armed production (held in a stopped
+//!   standby's socket) may still be taken; production then steps down when
+//!   it hears of the takeover, as (d) demands (and mirrord's fence stops
+//!   its writes meanwhile). While the standby cannot carry the duties its
+//!   failover waits (QoS), so (b) counts its silence from when it can again.
 
 use std::collections::BTreeMap;
 
@@ -77,6 +88,10 @@ pub struct Checkers {
     missed_said: bool,
     step_down_due: Option<u64>,
     step_down_allowed: bool,
+    /// Handover requests production made since it was last re-armed.
+    asked: u32,
+    /// Production was re-armed while a request of its own could still be in flight.
+    asked_before_rearm: bool,
     /// What went wrong, in words (with the time).
     pub violations: Vec<String>,
 }
@@ -99,6 +114,8 @@ impl Checkers {
             missed_said: false,
             step_down_due: None,
             step_down_allowed: false,
+            asked: 0,
+            asked_before_rearm: false,
             violations: vec![],
         }
     }
@@ -212,6 +229,8 @@ impl Checkers {
         } else {
             self.step_down_due = None;
             self.step_down_allowed = false;
+            self.asked_before_rearm |= self.asked > 0;
+            self.asked = 0;
         }
     }
 
@@ -251,8 +270,80 @@ impl Checkers {
         self.step_down_due = None;
     }
 
-    /// After the standby's tick at `t`: `channels`, its enabled receiving channels.
-    pub fn standby_tick(&mut self, t: u64, channels: &[String]) {
+    /// `side` stepped down to hand over at `t` (and asked); `cannot`: it
+    /// could not serve (its SYSTEM DOWN check failed).
+    pub fn handed_over(&mut self, side: SideId, t: u64, cannot: bool) {
+        if side == STANDBY {
+            return self.violation(t, "the standby stepped down to hand over".into());
+        }
+        if !cannot {
+            self.violation(t, "production handed over while it could serve".into());
+        }
+        self.asked += 1;
+        // Its step-down again: a late copy of the old request finds it stepped down.
+        self.asked_before_rearm = false;
+        if self.asked > 1 {
+            self.violation(
+                t,
+                format!("production asked for a handover {} times before it was re-armed (once per step-down)", self.asked),
+            );
+        }
+    }
+
+    /// `side` decided on a handover request at `t`: `accepted`, `take` (it
+    /// fails over now); `prod_stepped_down`: production's table says it
+    /// stepped down; `carry`: the side can carry the duties (truth).
+    pub fn handover_decided(
+        &mut self,
+        side: SideId,
+        t: u64,
+        accepted: bool,
+        take: bool,
+        prod_stepped_down: bool,
+        carry: bool,
+    ) {
+        if side == PROD {
+            if take {
+                self.violation(t, "production took over on a handover request".into());
+            }
+            return;
+        }
+        if take {
+            if !prod_stepped_down && !self.asked_before_rearm {
+                self.violation(t, "the standby took over on a request while production had not stepped down: two sites active".into());
+            }
+            if !carry {
+                self.violation(
+                    t,
+                    "the standby took over on a request though it cannot carry the duties".into(),
+                );
+            }
+            if self.epoch_failovers > 0 {
+                self.violation(
+                    t,
+                    "a second failover (a handover) before the operator re-armed (one per outage)"
+                        .into(),
+                );
+            }
+            self.epoch_failovers += 1;
+        } else if !accepted && carry {
+            self.violation(
+                t,
+                "the standby refused a handover though it can carry the duties".into(),
+            );
+        }
+        // A request in flight at the re-arm is decided now, or never.
+        self.asked_before_rearm = false;
+    }
+
+    /// After the standby's tick at `t`: `channels`, its enabled receiving
+    /// channels; `carry`: it can carry the duties (truth).
+    pub fn standby_tick(&mut self, t: u64, channels: &[String], carry: bool) {
+        if !carry {
+            // Its failover waits (QoS): the bound counts from when it can.
+            self.standby_since = t;
+            return;
+        }
         if channels.is_empty() {
             self.no_channel_at = Some(t);
             return;

@@ -83,10 +83,16 @@ pub enum Fault {
     Install { mirror: usize, on: bool },
     /// A local check at `side` fails: a failure notice for the peer.
     Notice { side: SideId },
+    /// Production's SYSTEM DOWN check fails (`on`) or passes again: it
+    /// cannot serve, and hands over.
+    CannotServe { on: bool },
+    /// A SERIOUS check at `side` fails (`on`) or passes again: it cannot
+    /// carry the duties (QoS), and refuses a handover.
+    Serious { side: SideId, on: bool },
 }
 
 /// The episodes' kinds, as the summary counts them.
-pub const KINDS: [&str; 14] = [
+pub const KINDS: [&str; 15] = [
     "network",
     "mirror",
     "both",
@@ -101,6 +107,7 @@ pub const KINDS: [&str; 14] = [
     "production-death",
     "nic",
     "control",
+    "handover",
 ];
 
 /// A schedule: the shape, and the faults in time order.
@@ -405,6 +412,18 @@ fn episode(r: &mut Rng, s: &Shape, kind: &str, out: &mut Vec<(u64, Fault)>) {
                     on: false,
                 },
             ));
+        }
+        "handover" => {
+            // Production cannot serve for a while; half the time the
+            // standby cannot carry the duties either, from before it is asked.
+            out.push((t0, Fault::CannotServe { on: true }));
+            out.push((t0 + d, Fault::CannotServe { on: false }));
+            if r.chance(0.5) {
+                let from = t0.saturating_sub(r.range(0, s.timeout_ms));
+                let side = STANDBY;
+                out.push((from, Fault::Serious { side, on: true }));
+                out.push((t0 + r.range(0, 2 * d), Fault::Serious { side, on: false }));
+            }
         }
         _ => match (r.range(0, 2), mirror) {
             (0, _) => {

@@ -15,7 +15,7 @@
 //!   timeout, networks, mirrors each way) and one to six fault episodes.
 //! - [`side`]: one simulated hbd and the calls the daemon makes.
 //! - [`checkers`]: the properties (no false failover, no missed failover
-//!   within the bound, one failover per outage, step-down).
+//!   within the bound, one failover per outage, step-down, the handover).
 //! - [`world`]: channels, clocks, stalls and the event queue; runs a schedule.
 //! - [`outcome`]: what a schedule did (counts, violations, trace).
 //!
@@ -25,7 +25,9 @@
 //!               slot reads ─> Side::slot_read ─> Checker::mirror_read ─> absorb
 //!               Side::tick ─> step::tick_step ─> commit_failover / step-down ─> checkers
 //!   Datagram: Beat::decode ─> Checker::network_beat ─> absorb (controls) ─> checkers
-//!   Fault: cut, loss, delay, duplicate, replay, garbage, clock step, stall, crash, restart, procedure, install
+//!   Fault (world/inject): cut, loss, delay, duplicate, replay, garbage, clock step, stall, crash, restart,
+//!          procedure, install, a failing check (notice, production cannot serve, standby cannot carry)
+//!   production cannot serve: Side::tick ─> handover::due, ask ─> request ─> standby: handover::decide
 //! ```
 //!
 //! `hbsim` (src/bin/hbsim.rs) runs many seeds and prints a summary;
@@ -93,7 +95,7 @@ impl Summary {
         let controls: BTreeMap<&str, u64> =
             self.counts.controls.iter().map(|(k, n)| (*k, *n)).collect();
         format!(
-            "simulation: {} schedules, {} heartbeats; faults: {}; failovers {} ({} with production's hbd running), step-downs {}, fail-backs {}; analyses: {}; controls applied: {}; violations: {}; {seconds:.1} s",
+            "simulation: {} schedules, {} heartbeats; faults: {}; failovers {} ({} with production's hbd running), step-downs {}, fail-backs {}; handovers asked {} (taken over {}, refused {}); analyses: {}; controls applied: {}; violations: {}; {seconds:.1} s",
             self.schedules,
             self.counts.beats,
             show(&faults),
@@ -101,6 +103,9 @@ impl Summary {
             self.counts.failovers_production_up,
             self.counts.step_downs,
             self.counts.rearms,
+            self.counts.handovers_asked,
+            self.counts.handovers_taken,
+            self.counts.handovers_refused,
             show(&verdicts),
             show(&controls),
             self.failed.len(),

@@ -1,5 +1,5 @@
 //! What a simulated schedule did: the sides' counts (failovers, step-downs,
-//! verdicts, controls, heartbeats), one schedule's or a run's sum, and a
+//! handovers, verdicts, controls, heartbeats), one schedule's or a run's sum, and a
 //! schedule's outcome (the checkers' violations, deliveries, the trace).
 
 use std::collections::BTreeMap;
@@ -16,6 +16,12 @@ pub struct Counts {
     pub step_downs: u64,
     /// Fail-backs (both sides re-armed).
     pub rearms: u64,
+    /// Handovers production asked for.
+    pub handovers_asked: u64,
+    /// Of those, taken over at once by the standby (counted in `failovers` too).
+    pub handovers_taken: u64,
+    /// Of those, refused (the standby could not carry the duties).
+    pub handovers_refused: u64,
     /// Fault analyses decided, by verdict.
     pub verdicts: BTreeMap<String, u64>,
     /// Control messages applied, by kind.
@@ -31,6 +37,9 @@ impl Counts {
         self.failovers_production_up += other.failovers_production_up;
         self.step_downs += other.step_downs;
         self.rearms += other.rearms;
+        self.handovers_asked += other.handovers_asked;
+        self.handovers_taken += other.handovers_taken;
+        self.handovers_refused += other.handovers_refused;
         self.beats += other.beats;
         for (k, n) in &other.verdicts {
             *self.verdicts.entry(k.clone()).or_default() += n;

@@ -2,9 +2,11 @@
 //! [`Checker`] and its analyses (the analyzer's book), and the same calls
 //! the daemon's rooms make (see [`crate::hb::logic::step`]): compose and sign a
 //! beat, take a datagram or a slot read, absorb controls, tick, commit a
-//! failover, run and decide a fault analysis. Only the I/O is the simulator's: the local network check
-//! answers from the simulated NICs, and the QoS says the side can carry the
-//! duties. A restart rebuilds the side from its table as persisted, through
+//! failover, run and decide a fault analysis, hand over and decide a
+//! handover. Only the I/O is the simulator's: the local network check
+//! answers from the simulated NICs, and the QoS from them and the
+//! simulated checks (production's SYSTEM DOWN check, a side's SERIOUS
+//! one). A restart rebuilds the side from its table as persisted, through
 //! `config::resume`, as hbd's start does.
 
 use std::path::Path;
@@ -18,8 +20,9 @@ use crate::hb::config::Config;
 use crate::hb::logic::analysis::{EchoMethod, NetworkCheck, Nic, Report, VerdictKind};
 use crate::hb::logic::book::Analyses;
 use crate::hb::logic::checker::{At, Checker, Timing};
+use crate::hb::logic::handover::{self, GroupCount, Standing};
 use crate::hb::logic::message::{Beat, ControlBody, Notice};
-use crate::hb::logic::qos::Qos;
+use crate::hb::logic::qos::{can_carry, Qos};
 use crate::hb::logic::step::{
     self, apply_to_table, commit_failover, compose_beat, encode_fitting, queue_control,
     take_controls, Absence, Applied, FailoverStep,
@@ -51,6 +54,25 @@ pub enum Did {
     RunLocal(String),
     /// A channel failed or recovered, or its counter went BAD or GOOD (for the trace).
     Changed(String),
+    /// Production stepped down to hand over (it cannot serve), then asked
+    /// the standby (the request's id; none if nothing was asked).
+    HandedOver {
+        /// Why it cannot serve.
+        why: String,
+        /// The request sent.
+        request: Option<u64>,
+    },
+    /// The standby decided on a handover request.
+    HandoverDecided {
+        /// It took over (or had before).
+        accepted: bool,
+        /// It fails over now.
+        take: bool,
+        /// Why, in words.
+        why: String,
+    },
+    /// Production took the standby's answer (accepted or not).
+    HandoverAnswered(bool),
 }
 
 /// One hbd.
@@ -77,6 +99,10 @@ pub struct Side {
     pub stalled_until: Option<u64>,
     /// Ms it was stopped, for its next tick (what the stall watch measures).
     pub stopped_ms: u64,
+    /// Its SYSTEM DOWN check fails (production cannot serve).
+    pub cannot_serve: bool,
+    /// Its SERIOUS check fails (it cannot carry the duties).
+    pub serious: bool,
     /// Simulated time of this run's start (its uptime counts from here).
     started: u64,
     /// The monotonic clock at simulated time 0.
@@ -156,6 +182,8 @@ impl Side {
             instance,
             stalled_until: None,
             stopped_ms: 0,
+            cannot_serve: false,
+            serious: false,
             started: t,
             base,
         }
@@ -189,6 +217,8 @@ impl Side {
     pub fn restart(&mut self, t: u64, instance: u64) {
         let persisted = self.checker.table.clone();
         let (skew, nics) = (self.skew_ms, std::mem::take(&mut self.nic_down));
+        // Its checks fail again after a restart as before it.
+        let (cannot_serve, serious) = (self.cannot_serve, self.serious);
         *self = Side::start(
             self.id,
             self.config.clone(),
@@ -199,6 +229,7 @@ impl Side {
         );
         self.skew_ms = skew;
         self.nic_down = nics;
+        (self.cannot_serve, self.serious) = (cannot_serve, serious);
     }
 
     /// This side's wall clock at simulated time `t` ms.
@@ -284,6 +315,29 @@ impl Side {
                     self.run_local(&id, did);
                     self.try_decide(&id, false, t, did);
                 }
+                Applied::Other(ControlBody::HandoverRequest(request)) => {
+                    did.push(Did::Applied("handover-request"));
+                    let me = Standing {
+                        qos: self.qos(),
+                        rule: self.config.qos_rule(),
+                        group_short: None,
+                        master: true,
+                    };
+                    let wall = self.wall(t);
+                    let d = handover::decide(&mut self.checker, &beat.sender, request, me, wall);
+                    did.push(Did::HandoverDecided {
+                        accepted: d.answer.accepted,
+                        take: d.take,
+                        why: d.answer.why,
+                    });
+                }
+                Applied::Other(ControlBody::HandoverAnswer(answer)) => {
+                    did.push(Did::Applied("handover-answer"));
+                    let accepted = answer.accepted;
+                    if handover::answered(&mut self.checker.table, answer).is_ok() {
+                        did.push(Did::HandoverAnswered(accepted));
+                    }
+                }
                 Applied::Other(_) => {}
             }
         }
@@ -317,8 +371,9 @@ impl Side {
             self.analysis_due("BAD", t, did);
         }
         if let Some(reason) = out.failover {
-            // The simulated host can carry the duties (QoS).
-            if let FailoverStep::Go { .. } = commit_failover(&mut self.checker, Ok(()), now) {
+            // Whether it can carry the duties (QoS), as tick.rs asks.
+            let carry = can_carry(&self.qos(), &self.config.qos_rule());
+            if let FailoverStep::Go { .. } = commit_failover(&mut self.checker, carry, now) {
                 did.push(Did::FailedOver(reason));
                 self.analysis_due("every channel failed: failover", t, did);
             }
@@ -328,6 +383,25 @@ impl Side {
         }
         if let Some((_, why)) = out.step_down {
             did.push(Did::SteppedDown(why));
+        }
+        // After the local checks (tick.rs): production that cannot serve
+        // steps down (at once here) and asks the standby.
+        let failing = if self.cannot_serve {
+            vec!["app".to_string()]
+        } else {
+            vec![]
+        };
+        let alone = GroupCount {
+            alive: 1,
+            size: 1,
+            min_hosts: 1,
+        };
+        let cannot = handover::cannot_serve(&failing, alone);
+        let (peers, wall) = (self.config.peers.join(", "), self.wall(t));
+        if let Some(why) = handover::due(&mut self.checker.table, cannot, &peers, wall) {
+            let qos = self.qos();
+            let request = handover::ask(&mut self.checker.table, qos, wall).map(|r| r.id);
+            did.push(Did::HandedOver { why, request });
         }
     }
 
@@ -421,11 +495,50 @@ impl Side {
         }
     }
 
+    /// This side's QoS now: its simulated NICs and failing checks.
+    fn qos(&self) -> Qos {
+        self.qos_of(&self.network_checks())
+    }
+
+    fn qos_of(&self, networks: &[NetworkCheck]) -> Qos {
+        let mut failing = vec![];
+        if self.cannot_serve {
+            failing.push("app".to_string());
+        }
+        if self.serious {
+            failing.push("app-host".to_string());
+        }
+        Qos {
+            networks: networks.iter().filter(|n| n.on).count() as u32,
+            networks_working: networks.iter().filter(|n| n.on && n.operational).count() as u32,
+            checks: 2,
+            checks_passing: 2 - failing.len() as u32,
+            serious_failing: failing,
+            load_milli: 100,
+            ..Qos::default()
+        }
+    }
+
     /// This side's report: the simulated NICs' local check, the channels, the QoS.
     fn report(&self, t: u64) -> Report {
+        let networks = self.network_checks();
+        let qos = self.qos_of(&networks);
+        Report {
+            host: self.config.host.clone(),
+            group: self.config.group,
+            time_ms: self.wall(t),
+            echo: EchoMethod::Raw,
+            echo_note: None,
+            networks,
+            channels: self.checker.table.channel_statuses(),
+            qos,
+        }
+    }
+
+    /// The local network check of the simulated NICs.
+    fn network_checks(&self) -> Vec<NetworkCheck> {
         let on = self.checker.table.network_on();
-        let networks: Vec<NetworkCheck> = self
-            .config
+        self.config
             .network_names()
             .iter()
             .zip(&self.nic_down)
@@ -442,23 +555,7 @@ impl Side {
                 error: None,
                 operational: !*down,
             })
-            .collect();
-        let qos = Qos {
-            networks: networks.iter().filter(|n| n.on).count() as u32,
-            networks_working: networks.iter().filter(|n| n.on && n.operational).count() as u32,
-            load_milli: 100,
-            ..Qos::default()
-        };
-        Report {
-            host: self.config.host.clone(),
-            group: self.config.group,
-            time_ms: self.wall(t),
-            echo: EchoMethod::Raw,
-            echo_note: None,
-            networks,
-            channels: self.checker.table.channel_statuses(),
-            qos,
-        }
+            .collect()
     }
 }
 

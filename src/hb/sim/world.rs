@@ -15,7 +15,8 @@
 //! reaches it waits (datagrams queue in its socket) and its next tick is
 //! told how long it was stopped, as the daemon's stall watch would. When the standby has failed over and
 //! production has stepped down, the operator fails back: re-arms the
-//! standby, then production.
+//! standby, then production; after a refused handover, production. The
+//! fault injection is in `inject`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
@@ -23,10 +24,11 @@ use std::time::Instant;
 use super::checkers::{Checkers, Truth};
 use super::faults::{Fault, Schedule, Shape, SideId, PROD, STANDBY};
 pub use super::outcome::{Counts, Outcome};
+
+mod inject;
 use super::rng::Rng;
 use super::side::{configs, Did, Side};
 use crate::hb::logic::analysis::VerdictKind;
-use crate::hb::logic::message::Procedure;
 use crate::hb::logic::table::Direction;
 
 /// Datagrams kept per network for replays.
@@ -335,16 +337,23 @@ impl World {
         let side = &self.sides[s];
         if s == STANDBY {
             let channels = side.checker.table.channels(Direction::Receive);
-            self.checks.standby_tick(t, &channels);
+            let carry = self.can_carry(STANDBY);
+            self.checks.standby_tick(t, &channels, carry);
         } else {
             let stepped_down = side.checker.table.stepped_down;
             self.checks.production_tick(t, stepped_down);
+            let refused =
+                side.checker.table.handover.as_ref().map(|h| h.state()) == Some("refused");
             let standby = &self.sides[STANDBY].checker.table;
             if stepped_down && standby.failed_over && !self.rearm_due {
                 self.rearm_due = true;
                 let (a, b) = (t + 2 * self.shape.timeout_ms, t + 4 * self.shape.timeout_ms);
                 self.at(a, Ev::Rearm(STANDBY));
                 self.at(b, Ev::Rearm(PROD));
+            } else if refused && !self.rearm_due {
+                // A refused handover: the operator repairs, then re-arms production.
+                self.rearm_due = true;
+                self.at(t + 4 * self.shape.timeout_ms, Ev::Rearm(PROD));
             }
         }
     }
@@ -376,6 +385,49 @@ impl World {
                     self.note(|| format!("{} applied a control message: {kind}", name(s)));
                 }
                 Did::Changed(what) => self.note(|| format!("{}: {what}", name(s))),
+                Did::HandedOver { why, request } => {
+                    self.out.counts.handovers_asked += u64::from(request.is_some());
+                    let cannot = self.sides[s].cannot_serve;
+                    self.checks.handed_over(s, t, cannot);
+                    self.note(|| {
+                        format!(
+                            "{} STEPPED DOWN to hand over ({why}), request {request:?}",
+                            name(s)
+                        )
+                    });
+                }
+                Did::HandoverDecided {
+                    accepted,
+                    take,
+                    why,
+                } => {
+                    let prod_stepped_down = self.sides[PROD].checker.table.stepped_down;
+                    let carry = self.can_carry(s);
+                    if take {
+                        self.out.counts.failovers += 1;
+                        self.out.counts.failovers_production_up += u64::from(self.sides[PROD].up);
+                        self.out.counts.handovers_taken += 1;
+                    } else if !accepted {
+                        self.out.counts.handovers_refused += 1;
+                    }
+                    self.checks
+                        .handover_decided(s, t, accepted, take, prod_stepped_down, carry);
+                    self.note(|| {
+                        format!(
+                            "{} handover {}: {why}",
+                            name(s),
+                            if accepted { "accepted" } else { "REFUSED" }
+                        )
+                    });
+                }
+                Did::HandoverAnswered(accepted) => {
+                    self.note(|| {
+                        format!(
+                            "{} took the handover's answer (accepted: {accepted})",
+                            name(s)
+                        )
+                    });
+                }
                 Did::MirrorReset(m) => self.checks.reset_channel(s, &format!("mirror {m}")),
                 Did::RunLocal(id) => {
                     let echo = 3 * self.shape.interval_ms;
@@ -383,6 +435,15 @@ impl World {
                 }
             }
         }
+    }
+
+    /// Whether side `s` can carry the duties, by the simulation's truth
+    /// (qos::can_carry's rule): no SERIOUS check failing there, and a
+    /// working network if it has any on.
+    fn can_carry(&self, s: SideId) -> bool {
+        let side = &self.sides[s];
+        let on = side.checker.table.network_on() && self.shape.networks > 0;
+        !side.serious && !side.cannot_serve && (!on || side.nic_down.iter().any(|d| !d))
     }
 
     fn mirror_index(&self, name: &str) -> Option<usize> {
@@ -458,131 +519,6 @@ impl World {
             let mut did = vec![];
             self.sides[to].absorb(&beat, t, &mut did);
             self.did(to, did);
-        }
-    }
-
-    fn fault(&mut self, f: Fault) {
-        let t = self.t;
-        self.note(|| format!("fault: {f:?}"));
-        match f {
-            Fault::NetCut { net, to, on } => self.cut[net][to] = on,
-            Fault::NetQuality {
-                net,
-                drop,
-                dup,
-                delay_max_ms,
-            } => {
-                self.quality[net] = Quality {
-                    drop,
-                    dup,
-                    delay_max_ms,
-                }
-            }
-            Fault::NicDown { side, net, on } => self.sides[side].nic_down[net] = on,
-            Fault::NetReplay { net, to, count } => {
-                let old: Vec<(Vec<u8>, usize)> = self.captured[net]
-                    .iter()
-                    .filter(|(_, _, from)| *from != to)
-                    .map(|(b, o, _)| (b.clone(), *o))
-                    .collect();
-                for _ in 0..count.min(old.len()) {
-                    let (bytes, origin) = self.rng.pick(&old).clone();
-                    let delay = self.rng.range(1, self.shape.interval_ms);
-                    let ev = Ev::Datagram {
-                        net,
-                        to,
-                        bytes,
-                        origin: Some(origin),
-                    };
-                    self.at(t + delay, ev);
-                }
-            }
-            Fault::Garbage { net, to } => {
-                let len = self.rng.range(0, 300) as usize;
-                let junk: Vec<u8> = (0..len).map(|_| self.rng.next_u64() as u8).collect();
-                self.at(
-                    t + 1,
-                    Ev::Datagram {
-                        net,
-                        to,
-                        bytes: junk,
-                        origin: None,
-                    },
-                );
-                if let Some((mut bytes, _, _)) = self.captured[net].back().cloned() {
-                    if !bytes.is_empty() {
-                        let i = self.rng.range(0, bytes.len() as u64 - 1) as usize;
-                        bytes[i] ^= 1 << self.rng.range(0, 7);
-                        self.at(
-                            t + 2,
-                            Ev::Datagram {
-                                net,
-                                to,
-                                bytes,
-                                origin: None,
-                            },
-                        );
-                    }
-                }
-            }
-            Fault::MirrorCut { mirror, on } => self.mirrors[mirror].cut = on,
-            Fault::MirrorReadError { mirror, on } => self.mirrors[mirror].read_error = on,
-            Fault::MirrorWriteError { mirror, on } => self.mirrors[mirror].write_error = on,
-            Fault::MirrorDelay { mirror, ms } => self.mirrors[mirror].delay_ms = ms,
-            Fault::MirrorReplay { mirror } => {
-                let m = &self.mirrors[mirror];
-                if !m.history.is_empty() {
-                    let i = self.rng.range(0, m.history.len() as u64 - 1) as usize;
-                    let old = m.history[i].clone();
-                    self.mirrors[mirror].svol = Some(old);
-                }
-            }
-            Fault::ClockJump { side, ms } => self.sides[side].skew_ms += ms,
-            Fault::Stall { side, ms } => self.sides[side].stop(t, ms),
-            Fault::Crash { side } => {
-                let s = &mut self.sides[side];
-                s.crash();
-                // What waited in a stopped process's sockets dies with it.
-                if let Some(until) = s.stalled_until.take().filter(|&u| u > t) {
-                    self.queue.retain(|(at, _), ev| {
-                        *at != until
-                            || !matches!(ev, Ev::Datagram { to, .. } | Ev::LocalDone(to, _) if *to == side)
-                    });
-                }
-                self.sides[side].stopped_ms = 0;
-            }
-            Fault::Restart { side } => {
-                if !self.sides[side].up {
-                    let instance = self.rng.next_u64();
-                    self.sides[side].restart(t, instance);
-                    self.checks.restarted(side, t);
-                }
-            }
-            Fault::Procedure {
-                side,
-                network,
-                mirrors,
-            } => {
-                if self.sides[side].up {
-                    self.sides[side].procedure(Procedure {
-                        network,
-                        mirrors,
-                        ..Procedure::default()
-                    });
-                }
-            }
-            Fault::Install { mirror, on } => {
-                let writer = self.shape.writer(mirror);
-                if self.sides[writer].up {
-                    let name = self.shape.mirror_name(mirror);
-                    self.sides[writer].install(&name, on);
-                }
-            }
-            Fault::Notice { side } => {
-                if self.sides[side].up {
-                    self.sides[side].notice(t);
-                }
-            }
         }
     }
 }

@@ -140,6 +140,9 @@ pub fn verdict_line(table: &Table) -> String {
     if table.stepped_down {
         line.push_str(" | STEPPED DOWN");
     }
+    if let Some(h) = &table.handover {
+        line.push_str(&format!(" | handover {}", h.state()));
+    }
     line.push_str(if table.armed {
         " | armed"
     } else {

@@ -12,7 +12,7 @@ use comfy_table::CellAlignment;
 use hbcore::vocab::Group;
 use hbmirror::hb::api::Event;
 use hbmirror::hb::logic::analysis::{network_label, Analysis, ChannelKind, ChannelStatus, Report};
-use hbmirror::hb::logic::table::{now_ms, Seen, Table};
+use hbmirror::hb::logic::table::{now_ms, Handover, Seen, Table};
 
 /// Renders `rows` under `header` (none if empty), columns two spaces apart;
 /// the columns numbered in `right` (numbers) are aligned right.
@@ -191,6 +191,9 @@ pub fn status(t: &Table) {
     if let Some(held) = &t.failover_held {
         println!("FAILOVER HELD: {held}");
     }
+    if let Some(h) = &t.handover {
+        println!("{}", handover(t.group, h));
+    }
     if let Some(note) = &t.echo_note {
         println!("local network check: {note}");
     }
@@ -252,6 +255,9 @@ fn decision(t: &Table) -> String {
             "failover: NOT armed (arm = {}): waits to see production alive once since start; a standby started while production is down never fails over",
             t.arm_policy
         ),
+        Group::Production if t.stepped_down && t.handover.is_some() => {
+            "STEPPED DOWN to hand over: this host cannot serve (see HANDOVER); `hbctl hb rearm` here once it can (after failback, re-arm the standby first)".into()
+        }
         Group::Production if t.stepped_down => format!(
             "STEPPED DOWN: {} took over while this host was away; `hbctl hb rearm` here after failback (re-arm the standby first)",
             t.peer_failed_over.as_deref().unwrap_or("the standby")
@@ -260,6 +266,34 @@ fn decision(t: &Table) -> String {
             "step-down: this host steps down if the standby reports that it took over".into()
         }
     }
+}
+
+/// The handover (production that cannot serve asked the standby to take
+/// over), the request and the answer, as this host's group sees it.
+fn handover(group: Group, h: &Handover) -> String {
+    let asked = match &h.request {
+        Some(r) => format!("request {} {}", r.id, ago(Some(r.asked_ms))),
+        None => "not yet asked: stepping down first".into(),
+    };
+    let answer = match &h.answer {
+        None if h.request.is_some() => {
+            "answer: waiting (the request rides every heartbeat until the standby has it)".into()
+        }
+        None => String::new(),
+        Some(a) if a.accepted => format!("answer: TAKEN OVER by {}: {}", a.by, a.why),
+        Some(a) => format!("answer: REFUSED by {}: {}", a.by, a.why),
+    };
+    let who = match group {
+        Group::Production => format!("this host asked {} to take over", h.to),
+        Group::Standby => format!("{} asked this host to take over", h.from),
+    };
+    format!(
+        "HANDOVER ({}): {who}; {asked}; why: {}\n  {answer}",
+        h.state(),
+        h.reason
+    )
+    .trim_end()
+    .to_string()
 }
 
 /// A fault analysis: the verdict, each side's local network check and

@@ -1,10 +1,21 @@
 //! What changes the table as a whole: a procedure (Fig 8: the person's
-//! choice of channels) and the config's `[[mirrors]]` seeding it.
+//! choice of channels), the config's `[[mirrors]]` seeding it, and a
+//! handover withdrawn.
 
-use super::{DeviceStatus, Enable, GroupStatus, MirrorSeed, Seeding, Table};
-use crate::hb::logic::message::{Choice, Procedure};
+use super::{DeviceStatus, Enable, GroupStatus, Handover, MirrorSeed, Seeding, Table};
+use crate::hb::logic::message::{Choice, ControlBody, Procedure};
 
 impl Table {
+    /// `hbctl hb rearm` at production: the handover is forgotten, and a
+    /// request the standby has not had yet is withdrawn from the outbox (a
+    /// request that reached it once production is active again would make
+    /// two sites active). Returns the handover that was.
+    pub fn withdraw_handover(&mut self) -> Option<Handover> {
+        self.outbox
+            .retain(|c| !matches!(c.body, ControlBody::HandoverRequest(_)));
+        self.handover.take()
+    }
+
     /// Fig 8, steps 810/820 (840/850 at the peer): the person's choice of
     /// channels. Returns what changed, in words.
     pub fn apply_procedure(&mut self, p: &Procedure) -> String {

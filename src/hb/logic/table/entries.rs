@@ -1,12 +1,14 @@
 //! The table's entries as types: the status codes of Fig 2 (200–241),
 //! the arm policy, a config's seed, the watermark and what is seen of
-//! each channel, and each heartbeat mirror's device entry. Data only.
+//! each channel, each heartbeat mirror's device entry, and a handover as
+//! either end sees it. Data only.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::hb::logic::counter::Counter;
+use crate::hb::logic::message::{HandoverAnswer, HandoverRequest};
 
 /// Network Heartbeat Enable (200) and Remote Copy Heartbeat Enable (220).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,4 +172,41 @@ pub struct Device {
     /// Slots written (a sending mirror).
     #[serde(default)]
     pub sent: u64,
+}
+
+/// A handover (seed 000 Fig 1: production that can no longer carry its
+/// duties fails over to the standby), as this host sees it: at production,
+/// why it stepped down, the request it sent and the standby's answer; at
+/// the standby, the request it took and its answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    /// The production host that asked.
+    pub from: String,
+    /// The standby asked (at production: its peers).
+    pub to: String,
+    /// Why production cannot serve.
+    pub reason: String,
+    /// When production stepped down for it (its wall clock, ms since the epoch).
+    pub since_ms: u64,
+    /// The request, once sent (production sends it after its step-down).
+    pub request: Option<HandoverRequest>,
+    /// The standby's answer, once given.
+    pub answer: Option<HandoverAnswer>,
+}
+
+impl Handover {
+    /// Where it stands, in a word: `stepping-down`, `asked`, `taken-over`, `refused`.
+    pub fn state(&self) -> &'static str {
+        match (&self.request, &self.answer) {
+            (None, _) => "stepping-down",
+            (Some(_), None) => "asked",
+            (Some(_), Some(a)) if a.accepted => "taken-over",
+            (Some(_), Some(_)) => "refused",
+        }
+    }
+
+    /// Whether the standby took over on it.
+    pub fn taken(&self) -> bool {
+        self.answer.as_ref().is_some_and(|a| a.accepted)
+    }
 }
