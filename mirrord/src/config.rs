@@ -37,7 +37,7 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// The host link (`[hosts]`); none when absent.
     #[serde(default)]
-    pub hosts: Option<crate::hosts::grants::HostsConfig>,
+    pub hosts: Option<HostsConfig>,
 }
 
 /// hbfs's FUSE transport (`fuse_transport`).
@@ -191,6 +191,100 @@ impl PeerConfig {
                     "peer '{site}' path '{name}': remote '{}' is not host:port",
                     p.remote
                 ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[hosts]`: the host link.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostsConfig {
+    /// Where hosts connect (`ADDR:PORT`).
+    pub listen: SocketAddr,
+    /// The hosts allowed, each with its own key.
+    #[serde(default)]
+    pub allow: Vec<HostAllow>,
+}
+
+/// `[[hosts.allow]]`: one host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostAllow {
+    /// The host's id (`hbfs --host`).
+    pub host: String,
+    /// Its key (mode 0600 or stricter; at least 16 bytes).
+    pub key_file: PathBuf,
+    /// The volumes it may see, read and write: names, or `"*"` for all.
+    pub volumes: VolumeGrant,
+    /// What it may ask of the control API.
+    #[serde(default)]
+    pub control: ControlGrant,
+}
+
+/// The volumes a host may use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum VolumeGrant {
+    /// `"*"`: every volume of the site.
+    All(Star),
+    /// These volumes.
+    Listed(Vec<String>),
+}
+
+/// The string `"*"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Star;
+
+impl Serialize for Star {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("*")
+    }
+}
+
+impl<'de> Deserialize<'de> for Star {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Star, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "*" {
+            Ok(Star)
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "volumes = \"{s}\": write a list of names, or \"*\" for every volume"
+            )))
+        }
+    }
+}
+
+/// How much of the control API a host may use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControlGrant {
+    /// Nothing (the default): volumes only.
+    #[default]
+    None,
+    /// Looking: `volume list`, `pair status`, `link status`.
+    Read,
+    /// Everything hbctl can do at the control socket.
+    Full,
+}
+
+impl HostsConfig {
+    /// Checks names and uniqueness (the keys are read at start).
+    pub fn check(&self) -> Result<(), String> {
+        let mut seen = std::collections::BTreeSet::new();
+        for a in &self.allow {
+            check_name("hosts.allow.host", &a.host)?;
+            if !seen.insert(a.host.as_str()) {
+                return Err(format!(
+                    "host '{}' is listed twice in [[hosts.allow]]",
+                    a.host
+                ));
+            }
+            if let VolumeGrant::Listed(names) = &a.volumes {
+                for v in names {
+                    check_name("hosts.allow.volumes", v)?;
+                }
             }
         }
         Ok(())

@@ -2,8 +2,8 @@
 //! and hbd (the heartbeat check).
 //!
 //! - `cli`: the command tree (each request's arguments are its own struct).
-//! - `mirrord`: where mirrord is: its control socket, or the host link
-//!   (`--storage`).
+//! - `mirrord`: where mirrord is: its control socket, or the host link;
+//!   `remote`: the host link's options (`--storage`, `--key`, `--host`) checked.
 //! - `storage`: `volume`, `pair` and `link` commands, sent to mirrord.
 //! - `hb`: `hb` commands, sent to hbd; `events`: `hb events --follow`;
 //!   `check`: `hb check`, the survival verdict as an exit status.
@@ -21,6 +21,7 @@ mod mirrord;
 mod monitor;
 mod output;
 mod print;
+mod remote;
 mod storage;
 
 use std::path::PathBuf;
@@ -72,7 +73,7 @@ fn main() -> ExitCode {
             return output::fail("invalid_input", &text, output::EXIT_INVALID_INPUT);
         }
     }
-    let remote = match mirrord::from_cli(&cli, &matches) {
+    let remote = match remote::from_cli(&cli, &matches) {
         Ok(remote) => remote,
         Err(text) => return output::fail("invalid_input", &text, output::EXIT_INVALID_INPUT),
     };
