@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hbcore::config::check_name;
 use serde::{Deserialize, Serialize};
 
 /// `io_timeout_ms` when not given.
@@ -197,9 +198,9 @@ impl Config {
                 ));
             }
         }
-        check_name(&self.host).map_err(|why| problem(Setting::Host, why))?;
+        check_name("host", &self.host).map_err(|why| problem(Setting::Host, hint(why)))?;
         if let Some(site) = &self.site {
-            check_name(site).map_err(|why| problem(Setting::Site, why))?;
+            check_name("site", site).map_err(|why| problem(Setting::Site, hint(why)))?;
         }
         if !IO_TIMEOUT_MS.contains(&self.io_timeout_ms) {
             return Err(problem(
@@ -285,22 +286,9 @@ fn check_address(addr: &str) -> Result<(), String> {
     }
 }
 
-/// Host and site names: letters, digits, `-`, `_`, `.`; at most 64 (as mirrord's).
-fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "'{name}' is not a valid name: use 1 to 64 letters, digits, '-', '_' or '.', \
-             not starting with '.' (the name mirrord's [[hosts.allow]] gives it)"
-        ))
-    }
+/// Where a host's and a site's names come from, after the name's error.
+fn hint(why: String) -> String {
+    format!("{why} (the name mirrord's [[hosts.allow]] or its `site` gives it)")
 }
 
 #[cfg(test)]

@@ -376,22 +376,7 @@ impl Config {
     }
 }
 
-/// Site, pair and volume names: letters, digits, `-`, `_`, `.`; at most 64.
-pub fn check_name(what: &str, name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} '{name}' is not a valid name: use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
-        ))
-    }
-}
+pub use hbcore::config::check_name;
 
 #[cfg(test)]
 mod tests {
