@@ -42,7 +42,7 @@ use grants::Grants;
 use session::Caller;
 
 /// Largest read a host may ask at once (FUSE asks at most 1 MiB).
-pub const MAX_READ: u32 = 4 << 20;
+pub const MAX_READ: u32 = 1 << 20;
 /// One log line per kind of refusal per this period.
 const LOG_PERIOD: Duration = Duration::from_secs(60);
 
