@@ -3,10 +3,11 @@
 //! deadline (`io_timeout`) per call across lost connections.
 //!
 //! ```text
-//!  caller (FUSE worker, hbctl, hbd task) ── call ─> session? ─ none/dead ─> dial: addrs in turn,
-//!      │                                     │                 backoff, handshake on Lane::Host
+//!  caller (FUSE thread, or a blocking-pool thread for an async caller)
+//!      ── call ─> session? ─ none/dead ─> dial: addrs in turn, backoff, handshake on Lane::Host
 //!      │  HostCall{id} sealed and written by the caller (the session's writer lock) ─> mirrord
-//!      └─ waits: answer <─oneshot─ ══ reader task ══ <─ sealed ─ HostAnswer{id} / Pong
+//!      └─ waits: reads HostAnswer{id} off the socket itself if no other caller does,
+//!                else is handed it by the one that does (session: leader and followers)
 //! ```
 //!
 //! A session that stays silent while a call waits is probed with a `Ping`
@@ -17,26 +18,27 @@
 //! `Control` request is never re-sent: its outcome is reported unknown.
 //! A refused handshake (a wrong key, an unknown host) fails at once.
 //!
-//! Threads: the callers' (any), and the session's reader task on the
-//! runtime the client was first used on.
+//! Threads: the callers' ([`HostClient::call_blocking`] on a thread of
+//! their own; [`HostClient::call`] on the runtime's blocking pool, so that
+//! a dropped call still ends by its deadline and never mid-frame), the
+//! runtime's workers for the handshake, and each session's idle thread.
 
-use std::collections::HashMap;
+mod session;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::time::Instant;
+use tokio::runtime::Handle;
 
 use super::{HostError, HostReply, HostRequest};
 use crate::jsonl::ClientError;
 use crate::link::handshake::{self, Credentials, HandshakeError};
-use crate::link::sealed::{self, SealedReader, SealedWriter};
 use crate::link::{Lane, Message};
+use session::{Session, Waited};
 
 /// Where the storage is and who this host is.
 #[derive(Clone)]
@@ -111,59 +113,12 @@ impl CallError {
     }
 }
 
-type Answer = Result<HostReply, HostError>;
-
-/// One connection to mirrord.
-struct Session {
-    /// The sending half, written by the calling task itself (no hand-off
-    /// to a writer task: one wake-up less per call).
-    writer: tokio::sync::Mutex<SealedWriter<OwnedWriteHalf>>,
-    waiters: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
-    /// mirrord's process (its handshake incarnation).
-    server: u64,
-    dead: AtomicBool,
-    heard: Mutex<Instant>,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-impl Session {
-    /// Seals and writes `msg`; a failure ends the session.
-    async fn send(&self, msg: Message) -> Result<(), ()> {
-        if self.dead.load(Ordering::SeqCst) {
-            return Err(());
-        }
-        let mut writer = self.writer.lock().await;
-        // A caller cancelled mid-frame leaves the stream unusable: the
-        // session ends rather than send the rest of the stream after half a frame.
-        let midway = Midway(Some(self));
-        let sent = writer.send(msg).await;
-        midway.done();
-        sent.map_err(|_| self.end())
-    }
-
-    fn end(&self) {
-        self.dead.store(true, Ordering::SeqCst);
-        if let Ok(mut w) = self.waiters.lock() {
-            // Dropping the senders wakes every waiting call.
-            w.clear();
-        }
-        if let Ok(tasks) = self.tasks.lock() {
-            for t in tasks.iter() {
-                t.abort();
-            }
-        }
-    }
-
-    fn silent_for(&self) -> Duration {
-        self.heard.lock().map_or(Duration::ZERO, |h| h.elapsed())
-    }
-}
-
 struct Inner {
     spec: StorageSpec,
     incarnation: u64,
     ids: AtomicU64,
-    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    /// The live session; held while one is opened (the others wait).
+    session: Mutex<Option<Arc<Session>>>,
     /// `Mount` succeeded once: a new session claims the mount again.
     mounted: AtomicBool,
     /// The last failure to open a session, for every caller's message.
@@ -172,8 +127,9 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(s) = self.session.get_mut().take() {
-            s.end();
+        let session = self.session.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = session.take() {
+            s.end("the client was dropped");
         }
     }
 }
@@ -198,6 +154,10 @@ fn silence(io_timeout: Duration) -> Duration {
     (io_timeout / 4).max(Duration::from_millis(100))
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl HostClient {
     /// A client of the mirrord described by `spec`; connects on first use.
     pub fn new(spec: StorageSpec) -> HostClient {
@@ -206,7 +166,7 @@ impl HostClient {
                 spec,
                 incarnation: rand::random(),
                 ids: AtomicU64::new(1),
-                session: tokio::sync::Mutex::new(None),
+                session: Mutex::new(None),
                 mounted: AtomicBool::new(false),
                 failure: Mutex::new("no connection attempted yet".into()),
             }),
@@ -224,15 +184,37 @@ impl HostClient {
     }
 
     /// Asks `body` and waits for the answer, at most `io_timeout` in all.
+    /// The call runs on the runtime's blocking pool: dropped, it still
+    /// goes on to its end (its deadline at most).
     pub async fn call(&self, body: HostRequest) -> Result<HostReply, CallError> {
+        let client = self.clone();
+        let runtime = Handle::current();
+        let call = tokio::task::spawn_blocking(move || client.call_blocking(body, &runtime));
+        call.await.unwrap_or_else(|e| {
+            Err(CallError::Unreachable {
+                addrs: self.address(),
+                timeout: self.inner.spec.io_timeout,
+                last: format!("the call's thread failed: {e}"),
+            })
+        })
+    }
+
+    /// [`HostClient::call`] on the calling thread, which blocks meanwhile
+    /// and may read the answer off the socket itself (one wake-up: its
+    /// own). `runtime` dials a new session. Not on a runtime's worker.
+    pub fn call_blocking(
+        &self,
+        body: HostRequest,
+        runtime: &Handle,
+    ) -> Result<HostReply, CallError> {
         let deadline = Instant::now() + self.inner.spec.io_timeout;
-        let reply = self.call_until(body.clone(), deadline).await;
-        if matches!(body, HostRequest::Mount) && reply.is_ok() {
+        let mount = matches!(body, HostRequest::Mount);
+        let reply = self.call_until(body, deadline, runtime);
+        if mount && reply.is_ok() {
             self.inner.mounted.store(true, Ordering::SeqCst);
         }
         reply
     }
-
     /// One control request as `hbcore::jsonl::call` sends it to the
     /// socket; the same answer, or the same refusal.
     pub async fn control<Q: Serialize, R: DeserializeOwned>(
@@ -260,16 +242,18 @@ impl HostClient {
         }
     }
 
-    async fn call_until(
+    fn call_until(
         &self,
         body: HostRequest,
         deadline: Instant,
+        runtime: &Handle,
     ) -> Result<HostReply, CallError> {
         let id = self.inner.ids.fetch_add(1, Ordering::Relaxed);
+        let quiet = silence(self.inner.spec.io_timeout);
         let mut sent_to: Option<u64> = None;
         let mut last = None;
         loop {
-            let session = match self.session(deadline).await? {
+            let session = match self.session(deadline, runtime)? {
                 Some(s) => s,
                 None => return Err(self.unreachable(last)),
             };
@@ -288,28 +272,21 @@ impl HostClient {
                     });
                 }
             }
-            let (tx, rx) = oneshot::channel();
-            if let Ok(mut w) = session.waiters.lock() {
-                w.insert(id, tx);
-            }
+            let slot = session.expect(id);
             let call = Message::HostCall {
                 id,
                 body: body.clone(),
             };
-            if session.send(call).await.is_err() {
-                last = Some("the connection closed".into());
+            if session.send(call, deadline).is_err() {
+                session.forget(id);
+                last = Some(session.why());
                 continue;
             }
             sent_to = Some(session.server);
-            match self.wait(&session, rx, deadline).await {
+            match session.wait(id, &slot, deadline, quiet) {
                 Waited::Answer(a) => return a.map_err(CallError::Refused),
                 Waited::Lost(why) => last = Some(why),
-                Waited::Deadline => {
-                    if let Ok(mut w) = session.waiters.lock() {
-                        w.remove(&id);
-                    }
-                    return Err(self.unreachable(last));
-                }
+                Waited::Deadline => return Err(self.unreachable(last)),
             }
         }
     }
@@ -317,12 +294,7 @@ impl HostClient {
     /// The call's deadline passed: `lost` says how its own session ended,
     /// else the last failure to open one (perhaps another caller's).
     fn unreachable(&self, lost: Option<String>) -> CallError {
-        let last = lost.unwrap_or_else(|| {
-            self.inner
-                .failure
-                .lock()
-                .map_or_else(|_| String::new(), |f| f.clone())
-        });
+        let last = lost.unwrap_or_else(|| lock(&self.inner.failure).clone());
         CallError::Unreachable {
             addrs: self.address(),
             timeout: self.inner.spec.io_timeout,
@@ -331,50 +303,19 @@ impl HostClient {
     }
 
     fn failed(&self, why: String) {
-        if let Ok(mut f) = self.inner.failure.lock() {
-            *f = why;
-        }
-    }
-
-    /// Waits for the answer on `session`, probing it when it stays silent.
-    async fn wait(
-        &self,
-        session: &Arc<Session>,
-        mut rx: oneshot::Receiver<Answer>,
-        deadline: Instant,
-    ) -> Waited {
-        let quiet = silence(self.inner.spec.io_timeout);
-        let mut probed = false;
-        loop {
-            let tick = (Instant::now() + quiet / 2).min(deadline);
-            tokio::select! {
-                answer = &mut rx => return match answer {
-                    Ok(a) => Waited::Answer(a),
-                    Err(_) => Waited::Lost("the connection was lost".into()),
-                },
-                _ = tokio::time::sleep_until(tick) => {}
-            }
-            if Instant::now() >= deadline {
-                return Waited::Deadline;
-            }
-            let silent = session.silent_for();
-            if silent >= quiet && probed {
-                session.end();
-                return Waited::Lost(format!("mirrord silent for {silent:?}"));
-            }
-            if silent >= quiet / 2 && !probed {
-                probed = session.send(Message::Ping).await.is_ok();
-            }
-        }
+        *lock(&self.inner.failure) = why;
     }
 
     /// The live session, or a new one; `None` when the deadline passed
-    /// first (`Inner::failure` says what failed). Safe to cancel: a session
-    /// being opened is ended unless it was stored.
-    async fn session(&self, deadline: Instant) -> Result<Option<Arc<Session>>, CallError> {
-        let mut current = self.inner.session.lock().await;
+    /// first (`Inner::failure` says what failed).
+    fn session(
+        &self,
+        deadline: Instant,
+        runtime: &Handle,
+    ) -> Result<Option<Arc<Session>>, CallError> {
+        let mut current = lock(&self.inner.session);
         if let Some(s) = current.as_ref() {
-            if !s.dead.load(Ordering::SeqCst) {
+            if !s.is_dead() {
                 return Ok(Some(Arc::clone(s)));
             }
         }
@@ -385,16 +326,18 @@ impl HostClient {
                 if Instant::now() >= deadline {
                     return Ok(None);
                 }
-                match self.open(addr, deadline).await {
+                match runtime.block_on(self.open(addr, deadline)) {
                     Ok(s) => {
-                        let opening = Opened(Some(Arc::clone(&s)));
                         if self.inner.mounted.load(Ordering::SeqCst) {
-                            if let Some(why) = self.remount(&s, deadline).await? {
+                            let claimed = self.remount(&s, deadline);
+                            if !matches!(claimed, Ok(None)) {
+                                s.end("the mount was not claimed again");
+                            }
+                            if let Some(why) = claimed? {
                                 self.failed(format!("{addr}: {why}"));
                                 continue;
                             }
                         }
-                        opening.keep();
                         *current = Some(Arc::clone(&s));
                         return Ok(Some(s));
                     }
@@ -412,30 +355,25 @@ impl HostClient {
             if now >= deadline {
                 return Ok(None);
             }
-            tokio::time::sleep((deadline - now).min(pause)).await;
+            std::thread::sleep((deadline - now).min(pause));
             pause = (pause * 2).min(Duration::from_secs(1));
         }
     }
 
     /// Claims the mount again on a new session (the same process: mirrord
     /// lets it take over its own claim); `Some(why)` if the session was lost.
-    async fn remount(
-        &self,
-        s: &Arc<Session>,
-        deadline: Instant,
-    ) -> Result<Option<String>, CallError> {
+    fn remount(&self, s: &Session, deadline: Instant) -> Result<Option<String>, CallError> {
         let id = self.inner.ids.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        if let Ok(mut w) = s.waiters.lock() {
-            w.insert(id, tx);
+        let slot = s.expect(id);
+        let call = Message::HostCall {
+            id,
+            body: HostRequest::Mount,
+        };
+        if s.send(call, deadline).is_err() {
+            s.forget(id);
+            return Ok(Some(s.why()));
         }
-        let _ = s
-            .send(Message::HostCall {
-                id,
-                body: HostRequest::Mount,
-            })
-            .await;
-        match self.wait(s, rx, deadline).await {
+        match s.wait(id, &slot, deadline, silence(self.inner.spec.io_timeout)) {
             Waited::Answer(Ok(_)) => Ok(None),
             Waited::Answer(Err(e)) => Err(CallError::Refused(e)),
             Waited::Lost(why) => Ok(Some(why)),
@@ -468,103 +406,22 @@ impl HostClient {
                 other => Opening::Failed(other.to_string()),
             })?;
         let server = admitted.incarnation;
-        let (reader, writer) = sealed::halves(admitted, TcpStream::into_split)
+        let keys = admitted
+            .keys
+            .ok_or_else(|| Opening::Failed(crate::link::sealed::NotSealed.to_string()))?;
+        let parts = admitted.conn.into_parts();
+        // Off the runtime's reactor: the callers read and write the socket
+        // themselves, and no worker is woken for it.
+        let sock = parts
+            .io
+            .into_std()
             .map_err(|e| Opening::Failed(e.to_string()))?;
-        let session = Arc::new(Session {
-            writer: tokio::sync::Mutex::new(writer),
-            waiters: Mutex::new(HashMap::new()),
-            server,
-            dead: AtomicBool::new(false),
-            heard: Mutex::new(Instant::now()),
-            tasks: Mutex::new(Vec::new()),
-        });
-        let r = tokio::spawn(read_answers(reader, Arc::clone(&session)));
-        if let Ok(mut t) = session.tasks.lock() {
-            t.push(r);
-        }
-        Ok(session)
+        Session::start(sock, keys, parts.read_buf, server)
+            .map_err(|e| Opening::Failed(e.to_string()))
     }
-}
-
-/// A frame being written: its session ends if the write is dropped before done.
-struct Midway<'a>(Option<&'a Session>);
-
-impl Midway<'_> {
-    fn done(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for Midway<'_> {
-    fn drop(&mut self) {
-        if let Some(s) = self.0.take() {
-            s.end();
-        }
-    }
-}
-
-/// A session being opened: ended when dropped (a cancelled call, a
-/// refused re-claim) unless kept.
-struct Opened(Option<Arc<Session>>);
-
-impl Opened {
-    fn keep(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for Opened {
-    fn drop(&mut self) {
-        if let Some(s) = self.0.take() {
-            s.end();
-        }
-    }
-}
-
-enum Waited {
-    Answer(Answer),
-    Lost(String),
-    Deadline,
 }
 
 enum Opening {
     Refused(HandshakeError),
     Failed(String),
-}
-
-async fn read_answers(
-    mut reader: SealedReader<tokio::net::tcp::OwnedReadHalf>,
-    session: Arc<Session>,
-) {
-    loop {
-        let msg = match reader.next().await {
-            Ok(Some(m)) => m,
-            Ok(None) | Err(_) => break,
-        };
-        if let Ok(mut h) = session.heard.lock() {
-            *h = Instant::now();
-        }
-        match msg {
-            Message::HostAnswer { id, result } => {
-                let waiter = session.waiters.lock().ok().and_then(|mut w| w.remove(&id));
-                if let Some(w) = waiter {
-                    let _ = w.send(result);
-                }
-            }
-            Message::Ping => {
-                // Not on this task: the reader never waits for the writer.
-                let s = Arc::clone(&session);
-                tokio::spawn(async move { s.send(Message::Pong).await });
-            }
-            Message::Pong => {}
-            other => {
-                tracing::warn!(
-                    kind = other.kind(),
-                    "host link: mirrord sent an unexpected message; reconnecting"
-                );
-                break;
-            }
-        }
-    }
-    session.end();
 }

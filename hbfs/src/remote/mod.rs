@@ -1,13 +1,14 @@
 //! A site's volumes from a remote mirrord: [`Volumes`] over the host link
 //! ([`HostClient`]), for the `hbfs` binary on a host. The FUSE worker (or
-//! ring) thread blocks on the call with the runtime's [`Handle`], as
-//! mirrord's own mount does with its site; the client's tasks on that
-//! runtime keep the connection, reconnect, and re-send a write in flight.
+//! ring) thread makes the call itself ([`HostClient::call_blocking`]): it
+//! writes the sealed request, and reads the answer off the socket itself
+//! when no other thread does, so the kernel wakes it and no other thread.
+//! The runtime's [`Handle`] dials a new connection (the client reconnects
+//! and re-sends a write in flight within the call).
 //!
 //! ```text
-//!  FUSE thread: ops ─> RemoteVolumes::write ─ block_on(HostClient::call) ─┐
-//!                                                  tokio: client tasks ─ sealed frames ─> mirrord
-//!  returns to the kernel once mirrord answered <──────────────────────────┘
+//!  FUSE thread: ops ─> RemoteVolumes::write ─ HostClient::call_blocking ─ sealed frame ─> mirrord
+//!  returns to the kernel once mirrord answered <─ (read by this thread, or handed to it) ─┘
 //! ```
 //!
 //! Metadata is cached (`cache`): hbfs asks [`Volumes::stat`] on every
@@ -21,7 +22,9 @@
 //! to `io_timeout_ms`) before failing with `EIO`.
 //!
 //! Threads: every FUSE thread (the cache behind one short lock, never held
-//! across a call), the refresh tasks and the client's tasks on the runtime.
+//! across a call), the refresh tasks on the runtime, the runtime's blocking
+//! pool (metadata calls, the refreshes' calls), and the idle thread of
+//! the client's session.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -144,10 +147,10 @@ impl RemoteVolumes {
         // The call runs as a task of its own, to its end (at most
         // io_timeout_ms): only the wait is cut short, never a reconnection
         // half done.
-        let client = self.client.clone();
+        let (client, runtime) = (self.client.clone(), self.runtime.clone());
         let call = self
             .runtime
-            .spawn(async move { client.call(request).await });
+            .spawn_blocking(move || client.call_blocking(request, &runtime));
         let result = self
             .runtime
             .block_on(async { tokio::time::timeout(META_WAIT, call).await })
@@ -214,7 +217,7 @@ impl RemoteVolumes {
     /// (`io_timeout_ms`); an error is the errno the host's program sees.
     fn io(&self, volume: &str, request: HostRequest) -> Result<HostReply, Errno> {
         let what = request.what();
-        match self.runtime.block_on(self.client.call(request)) {
+        match self.client.call_blocking(request, &self.runtime) {
             Ok(reply) => {
                 self.answered();
                 Ok(reply)
