@@ -13,7 +13,8 @@ use clap::{CommandFactory, Parser};
 /// production host that learns the standby took over steps down.
 /// Runs in the foreground and logs to stderr (RUST_LOG=debug for more), or to
 /// the journal under systemd; tells systemd when it is ready (Type=notify) and
-/// feeds its watchdog from the heartbeat tick.
+/// feeds its watchdog from the heartbeat tick; with watchdog_device, pets that
+/// device while this host is healthy and connected.
 #[derive(Parser)]
 #[command(
     version,
@@ -27,7 +28,8 @@ struct Cli {
         short,
         required_unless_present = "generate_docs",
         help = "TOML configuration (see hbd.toml(5): host, group, peers, data_dir, psk_file, \
-                interval_ms, timeout_ms, clock_warn_ms, table_volume, metrics_listen, [network] or \
+                interval_ms, timeout_ms, clock_warn_ms, table_volume, metrics_listen, min_hosts, \
+                watchdog_device, watchdog_timeout_ms, fence_timeout_ms, [network] or \
                 [[networks]] (name, listen, peers, probe), [counter], [analysis], \
                 [[mirrors]], [failover] (hook, take_over, arm, step_down, alert, mirrord_socket, mirrord, mirrord_key, mirrord_host), [[checks]], \
                 [cluster] (port, control_socket, mib, site, group_members, master_timeout_ms))."

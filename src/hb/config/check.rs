@@ -91,6 +91,7 @@ impl Checked for Config {
             _ => {}
         }
         check_min_hosts(&config).map_err(invalid)?;
+        check_fencing(&config).map_err(invalid)?;
         for c in &config.checks {
             let kinds = [
                 c.command.is_some(),
@@ -184,6 +185,41 @@ fn check_min_hosts(config: &Config) -> Result<(), String> {
         };
         return Err(format!(
             "min_hosts = {min} is more than the hosts of this host's group: {group}, so it could never serve; give at most {size}, or list the group's hosts in [cluster] group_members"
+        ));
+    }
+    Ok(())
+}
+
+/// `watchdog_device`, `watchdog_timeout_ms` and `fence_timeout_ms`: each
+/// timeout leaves room for at least three heartbeat intervals, so one late
+/// tick neither resets the host nor fences it. The watchdog's timeout is
+/// checked only where a watchdog is configured.
+/// The longest timeout Linux's watchdog drivers take (softdog's limit, in ms).
+const MAX_WATCHDOG_MS: u64 = 65_535_000;
+
+fn check_fencing(config: &Config) -> Result<(), String> {
+    let least = config.interval_ms.saturating_mul(3);
+    if let Some(device) = &config.watchdog_device {
+        if device.as_os_str().is_empty() {
+            return Err("watchdog_device is empty: give the watchdog's path (/dev/watchdog), or leave the key out for no watchdog".into());
+        }
+        if config.watchdog_timeout_ms < least {
+            return Err(format!(
+                "watchdog_timeout_ms ({}) must be at least 3 x interval_ms ({}) = {least}: a host must be petted several times per timeout, or one late tick resets it; give watchdog_timeout_ms = {least} or more, or a shorter interval_ms",
+                config.watchdog_timeout_ms, config.interval_ms
+            ));
+        }
+        if config.watchdog_timeout_ms > MAX_WATCHDOG_MS {
+            return Err(format!(
+                "watchdog_timeout_ms ({}) is above {MAX_WATCHDOG_MS}: Linux's watchdogs take at most 65535 s; give a shorter timeout",
+                config.watchdog_timeout_ms
+            ));
+        }
+    }
+    if config.fence_timeout_ms < least {
+        return Err(format!(
+            "fence_timeout_ms ({}) must be at least 3 x interval_ms ({}) = {least}: a host fences itself only after several intervals without its LAN and its slot; give fence_timeout_ms = {least} or more, or a shorter interval_ms",
+            config.fence_timeout_ms, config.interval_ms
         ));
     }
     Ok(())

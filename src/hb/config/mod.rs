@@ -110,6 +110,26 @@ pub struct Config {
     /// with fewer refuses a handover. Default 1.
     #[serde(default = "default_min_hosts")]
     pub min_hosts: u32,
+    /// The watchdog device hbd pets while this host is healthy and
+    /// connected (Linux's `/dev/watchdog`, or softdog's); none when absent.
+    #[serde(default)]
+    pub watchdog_device: Option<PathBuf>,
+    /// The watchdog's timeout, set on the device at start (whole seconds,
+    /// rounded up): a host not petted for this long is reset. Default 5000.
+    #[serde(default = "default_watchdog_timeout_ms")]
+    pub watchdog_timeout_ms: u64,
+    /// The time within which a host that lost both its LAN and its slot
+    /// fences itself (the cluster member). Default 10000.
+    #[serde(default = "default_fence_timeout_ms")]
+    pub fence_timeout_ms: u64,
+}
+
+fn default_watchdog_timeout_ms() -> u64 {
+    5000
+}
+
+fn default_fence_timeout_ms() -> u64 {
+    10_000
 }
 
 fn default_min_hosts() -> u32 {
@@ -204,6 +224,28 @@ impl Config {
     /// The clock offset past which a peer's clock is warned of.
     pub fn clock_warn(&self) -> Duration {
         Duration::from_millis(self.clock_warn_ms)
+    }
+
+    /// The watchdog's timeout (`watchdog_timeout_ms`).
+    pub fn watchdog_timeout(&self) -> Duration {
+        Duration::from_millis(self.watchdog_timeout_ms)
+    }
+
+    /// The time within which a host cut off from its LAN and its slot
+    /// fences itself (`fence_timeout_ms`).
+    pub fn fence_timeout(&self) -> Duration {
+        Duration::from_millis(self.fence_timeout_ms)
+    }
+
+    /// How long a taker waits for a poisoned host that does not acknowledge
+    /// before it starts the host's applications (SBD's msgwait): twice the
+    /// watchdog's timeout when a watchdog is configured (the host is reset
+    /// by then), else twice `fence_timeout_ms` (it fenced itself by then).
+    pub fn msgwait(&self) -> Duration {
+        match self.watchdog_device {
+            Some(_) => 2 * self.watchdog_timeout(),
+            None => 2 * self.fence_timeout(),
+        }
     }
 
     /// The standby's start-up policy.

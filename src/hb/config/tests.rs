@@ -189,6 +189,57 @@ fn min_hosts_is_at_least_one_and_at_most_the_group() {
     assert_eq!((c.min_hosts, c.group_size()), (2, 2));
 }
 
+#[test]
+fn watchdog_and_fence_timeouts_leave_three_intervals_and_set_msgwait() {
+    let c = Config::parse(EXAMPLE, Path::new("x")).expect("parse");
+    assert_eq!(c.watchdog_device, None);
+    assert_eq!(c.watchdog_timeout(), Duration::from_millis(5000));
+    assert_eq!(c.fence_timeout(), Duration::from_millis(10_000));
+    assert_eq!(
+        c.msgwait(),
+        Duration::from_millis(20_000),
+        "2 x fence_timeout_ms"
+    );
+    let with = |extra: &str| EXAMPLE.replace("volume_dir =", &format!("{extra}\nvolume_dir ="));
+    let c = Config::parse(
+        &with("watchdog_device = \"/dev/watchdog\"\nwatchdog_timeout_ms = 3000"),
+        Path::new("x"),
+    )
+    .expect("a watchdog");
+    assert_eq!(
+        c.watchdog_device.as_deref(),
+        Some(Path::new("/dev/watchdog"))
+    );
+    assert_eq!(
+        c.msgwait(),
+        Duration::from_millis(6000),
+        "2 x watchdog_timeout_ms"
+    );
+    // The example's interval is 200 ms: at least 600 ms each.
+    let refused = |extra: &str| {
+        let e = Config::parse(&with(extra), Path::new("x")).expect_err(extra);
+        hbcore::report::chain(&e)
+    };
+    let e = refused("watchdog_device = \"/dev/watchdog\"\nwatchdog_timeout_ms = 500");
+    assert!(
+        e.contains("watchdog_timeout_ms (500) must be at least 3 x interval_ms (200) = 600")
+            && e.contains("give watchdog_timeout_ms = 600 or more, or a shorter interval_ms"),
+        "{e}"
+    );
+    Config::parse(&with("watchdog_timeout_ms = 500"), Path::new("x"))
+        .expect("without a watchdog, its timeout is not used");
+    let e = refused("fence_timeout_ms = 599");
+    assert!(
+        e.contains("fence_timeout_ms (599) must be at least 3 x interval_ms (200) = 600")
+            && e.contains("give fence_timeout_ms = 600 or more"),
+        "{e}"
+    );
+    let e = refused("watchdog_device = \"\"");
+    assert!(e.contains("watchdog_device is empty"), "{e}");
+    let e = refused("watchdog_device = \"/dev/watchdog\"\nwatchdog_timeout_ms = 70000000");
+    assert!(e.contains("at most 65535 s"), "{e}");
+}
+
 const TWO_NETWORKS: &str = r#"
 host = "standby-a"
 group = "standby"
