@@ -44,6 +44,10 @@
 //!   (`Mirrors`).
 //! - `service`, `metrics`: systemd's readiness, status line and watchdog;
 //!   the OpenMetrics endpoint.
+//! - `watchdog`: the watchdog device (`watchdog_device`), opened at start
+//!   and petted every interval by a task of its own while this host is not
+//!   fenced and is connected ([`watchdog::Petting`], which the cluster
+//!   member keeps); disarmed (magic close) at a clean stop.
 //! - `tick`: send (Fig 6), read the mirrors (Fig 7), evaluate, step the
 //!   counters, act (`Ticker`).
 //! - `server`: the control server answering `hbctl hb`.
@@ -119,6 +123,7 @@ pub mod shared;
 mod slot;
 pub mod storage_client;
 mod tick;
+pub mod watchdog;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -137,6 +142,7 @@ use server::Server;
 use shared::Shared;
 use slot::OpenFiles;
 use tick::Ticker;
+use watchdog::{Petting, Watchdog};
 
 /// What hbd lends a part started beside it (the cluster member, started by
 /// the `hbd` binary): what every task shares, and the local checks'
@@ -146,6 +152,9 @@ pub struct Lent {
     pub shared: Arc<Shared>,
     /// The local checks' last outcomes.
     pub checks: Arc<Checks>,
+    /// Whether hbd may pet the watchdog: the member fences this host, and
+    /// says until when it is connected.
+    pub petting: Arc<Petting>,
 }
 
 /// Runs hbd with `config` until `shutdown` resolves. `beside` starts a part
@@ -156,6 +165,17 @@ where
     B: FnOnce(Lent) -> F,
     F: Future<Output = anyhow::Result<R>>,
 {
+    // First, so that a watchdog that cannot be opened stops the start
+    // before anything else; petted from here on (a slow start included).
+    let petting = Arc::new(Petting::default());
+    let petter = match &config.watchdog_device {
+        Some(path) => Some(watchdog::start(
+            Watchdog::open(path, config.watchdog_timeout())?,
+            Arc::clone(&petting),
+            config.interval(),
+        )),
+        None => None,
+    };
     let key = config.key()?;
     let (table, origin, seeding) = record::load_table(&config, &key)?;
     // Each network's socket; one whose address is not on a NIC (yet) is
@@ -242,6 +262,7 @@ where
     let cluster = beside(Lent {
         shared: Arc::clone(&shared),
         checks: Arc::clone(&checks),
+        petting,
     })
     .await?;
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -277,6 +298,8 @@ where
     }
     shared.save();
     let _ = std::fs::remove_file(&shared.config.control_socket);
+    // A clean stop: the magic close disarms the watchdog.
+    drop(petter);
     tracing::info!("hbd stopped");
     Ok(())
 }
