@@ -11,8 +11,8 @@
 //! (hbd processes), [`net`] (proxies and taps between them), [`host`] (what
 //! a test changes on this machine: the FUSE uring switch, a notify socket,
 //! OCF agents, a tiny filesystem), [`solo`] (a daemon a test starts on its
-//! own). Everything is re-exported here: a test
-//! says `use common::*;`.
+//! own), [`watchdog`] (a FIFO standing in for hbd's watchdog device).
+//! Everything is re-exported here: a test says `use common::*;`.
 
 #![allow(dead_code)]
 
@@ -22,6 +22,7 @@ pub mod net;
 pub mod process;
 pub mod site;
 pub mod solo;
+pub mod watchdog;
 
 // Each test uses some of the parts, none all of them.
 #[allow(unused_imports)]
@@ -36,6 +37,8 @@ pub use process::*;
 pub use site::*;
 #[allow(unused_imports)]
 pub use solo::*;
+#[allow(unused_imports)]
+pub use watchdog::*;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
