@@ -405,8 +405,10 @@ fn groups(host: &str, config: &mut String, apart: &hbcluster::hosts::Apart) {
         }
     }
     out += &format!(
-        "group_members = [\"{}\", \"{}\"]\nmaster_timeout_ms = 1000\n",
-        group[0], group[1]
+        "group_members = [\"{}\", \"{}\"]\nmaster_timeout_ms = 1000\ngroup_volume = \"{}\"\n",
+        group[0],
+        group[1],
+        apart.host(host).file("grp").display()
     );
     *config = out;
 }

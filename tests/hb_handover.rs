@@ -236,7 +236,7 @@ fn min_hosts_of_zero_or_more_than_the_group_is_refused_at_check() {
             && e.contains("no [cluster] group_members"),
         "{e}"
     );
-    let group = "[cluster]\ngroup_members = [\"p1\", \"p2\"]\n";
+    let group = "[cluster]\ngroup_members = [\"p1\", \"p2\"]\ngroup_volume = \"/dev/null\"\n";
     let e = run_fails(&mut check(&format!("{head}min_hosts = 3\n{group}")));
     assert!(
         e.contains("its group has 2 hosts") && e.contains("give at most 2"),
@@ -244,4 +244,13 @@ fn min_hosts_of_zero_or_more_than_the_group_is_refused_at_check() {
     );
     let said = run_ok(&mut check(&format!("{head}min_hosts = 2\n{group}")));
     assert!(said.contains("min_hosts = 2"), "{said}");
+    // A group keeps its slots on a volume: none given, refused with the way out.
+    let e = run_fails(&mut check(&format!(
+        "{head}[cluster]\ngroup_members = [\"p1\", \"p2\"]\n"
+    )));
+    assert!(e.contains("give [cluster] group_volume"), "{e}");
+    let e = run_fails(&mut check(&format!(
+        "{head}[cluster]\ngroup_members = [\"p2\", \"p3\"]\ngroup_volume = \"/dev/null\"\n"
+    )));
+    assert!(e.contains("does not list this host 'p1'"), "{e}");
 }

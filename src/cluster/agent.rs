@@ -143,6 +143,22 @@ impl Member {
         };
         tracing::warn!(app = %app, from = ?a.active, "taking over");
         let volume_dir = self.shared.config.volume_dir.clone();
+        // Nothing is started before its old host is fenced (inside the group).
+        if let Some(old) = a.active.as_deref() {
+            match self.fence_host(old).await {
+                Ok(how) => {
+                    tracing::warn!(app = %app, "fence before the takeover: {how}");
+                    self.event(None, format!("before taking over {app}: {how}"));
+                }
+                Err(why) => {
+                    let text = format!("takeover of {app} waits: {why}");
+                    tracing::error!("{text}");
+                    self.event(Some(Level::Serious), text);
+                    lock(&self.taking_over).remove(&app);
+                    return;
+                }
+            }
+        }
         let done = async {
             let pairs = actions::take_over_pairs(&a, &self.shared.config.mirrord()).await?;
             actions::run(&a.executables.start, &app, &self.me, volume_dir.as_deref()).await?;
@@ -199,6 +215,9 @@ impl Member {
         if let Some(problem) = lock(&self.storage_problem).as_ref() {
             failing.push(format!("its storage: {problem}"));
         }
+        if let Some(why) = self.fenced() {
+            failing.push(format!("fenced ({why}) until its hbd is restarted"));
+        }
         Some(if failing.is_empty() {
             Ok(())
         } else {
@@ -208,7 +227,7 @@ impl Member {
 
     /// DOWN: the floating IPs go first, then the notice, then the
     /// applications are stopped.
-    async fn go_down(self: &Arc<Self>, why: String) {
+    pub(super) async fn go_down(self: &Arc<Self>, why: String) {
         let mine: Vec<_> = {
             let mib = lock(&self.mib);
             states::runs(&mib, &self.me)

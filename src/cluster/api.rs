@@ -85,6 +85,9 @@ pub struct View {
     /// The takeovers this member did.
     #[serde(default)]
     pub takeovers: Vec<Takeover>,
+    /// Its group's volume: the slots as last seen, LAN faults, a fence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<super::group::GroupView>,
 }
 
 /// One takeover done by this member.

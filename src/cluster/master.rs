@@ -21,11 +21,11 @@
 //! full timeout from then.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hbcore::vocab::Level;
 
+use super::group::rules;
 use super::member::Member;
 use super::notice::{Kind, Notice};
 use super::roles::MasterView;
@@ -43,7 +43,7 @@ const SERIAL_SKIP_AT_TAKEOVER: u32 = 64;
 const STALL_INTERVALS: u32 = 3;
 
 impl Member {
-    fn master_timeout(&self) -> Duration {
+    pub(super) fn master_timeout(&self) -> Duration {
         Duration::from_millis(
             self.shared
                 .config
@@ -66,7 +66,12 @@ impl Member {
     /// Records `master` (and opens or closes this host's gate).
     fn install_master(&self, master: String, instance: u64) {
         let me = master == self.me;
-        self.shared.master_gate.store(me, Ordering::Relaxed);
+        if let Some(mut seen) = self.seen() {
+            // A new reign: this host may reign again if it is the master
+            // (once a good slot write renews its lease), unless fenced.
+            seen.resigned = seen.fenced.is_some();
+        }
+        self.shared.master_gate.set(me && self.fenced().is_none());
         {
             let mut c = self.shared.checker();
             c.table.master = Some(master.clone());
@@ -96,6 +101,9 @@ impl Member {
         let Some(view) = lock(&self.master).clone() else {
             return;
         };
+        if view.master == self.me && !self.keeps_reign() {
+            return;
+        }
         if view.master == self.me {
             let mut beat = self.notice(&self.me, Kind::Master, None);
             beat.instance = Some(view.instance);
@@ -105,11 +113,18 @@ impl Member {
             let targets = self.group_targets(&beat);
             self.send_once(beat, targets);
             self.find_silent_members();
-        } else if view.last_seen.elapsed() > self.master_timeout() {
+        } else if view.last_seen.elapsed() > self.master_timeout()
+            && self.master_slot_stopped(&view)
+        {
             let why = format!(
-                "master {} sent no heartbeat for {:?}",
+                "master {} sent no heartbeat for {:?}{}",
                 view.master,
-                self.master_timeout()
+                self.master_timeout(),
+                if self.seen().is_some() {
+                    " and its slot stopped"
+                } else {
+                    ""
+                }
             );
             // Its heartbeat goes to every address of each host of the
             // group: silence is every channel's. The successor alone says so.
@@ -205,6 +220,92 @@ impl Member {
         }
         self.install_master(next.clone(), instance);
         Some(next)
+    }
+
+    /// A master keeps its reign only while its lease holds (its last good
+    /// slot write began less than `master_timeout_ms / 2` ago); once it
+    /// ran out, this host gives up the reign for good (the group elects
+    /// another after the full timeout). Without a group volume: always.
+    fn keeps_reign(&self) -> bool {
+        let lapsed = {
+            let Some(mut seen) = self.seen() else {
+                return true;
+            };
+            if seen.resigned {
+                return false;
+            }
+            let now = seen.ms(Instant::now());
+            let limit = self.master_timeout().as_millis() as u64;
+            if rules::may_reign(seen.last_write_ms, now, limit) {
+                return true;
+            }
+            seen.resigned = true;
+            seen.last_write_ms.map(|t| now.saturating_sub(t))
+        };
+        self.shared.master_gate.set(false);
+        let why = match lapsed {
+            Some(ms) => format!("its last good write of its slot began {ms} ms ago"),
+            None => "it has not written its slot on the group volume".to_string(),
+        };
+        let text = format!(
+            "{} stops acting as its group's master: {why} (the lease is {:?}); the group elects another",
+            self.me,
+            self.master_timeout() / 2
+        );
+        tracing::error!("{text}");
+        self.event(Some(Level::Serious), text);
+        false
+    }
+
+    /// Whether the master's slot also says it is gone (always, without a
+    /// group volume): still for the full timeout, or no longer claiming
+    /// the reign. A master silent on the LAN whose slot advances is a LAN
+    /// fault: reported once, no election.
+    fn master_slot_stopped(&self, view: &MasterView) -> bool {
+        let lan_silent = view.last_seen.elapsed().as_millis() as u64;
+        let timeout = self.master_timeout().as_millis() as u64;
+        let fault = {
+            let Some(mut seen) = self.seen() else {
+                return true;
+            };
+            let read = seen.last_read_ms.unwrap_or(seen.watching_ms);
+            let watch = seen.watches.get(&view.master);
+            if rules::may_succeed(
+                lan_silent,
+                watch,
+                seen.watching_ms,
+                read,
+                view.instance,
+                timeout,
+            ) {
+                return true;
+            }
+            seen.lan_faults.insert(view.master.clone())
+        };
+        if fault {
+            let text = format!(
+                "master {} is silent on the LAN but its slot advances: a LAN fault, no election",
+                view.master
+            );
+            tracing::warn!("{text}");
+            self.event(Some(Level::Serious), text);
+        }
+        false
+    }
+
+    /// A slot of `host` claims the reign in cluster `instance`: a newer
+    /// reign is followed (as its master heartbeat would be).
+    pub(super) fn slot_claims_reign(&self, host: &str, instance: u64) {
+        let Some(view) = lock(&self.master).clone() else {
+            return;
+        };
+        if instance > view.instance && self.group().iter().any(|h| h == host) {
+            if view.master == self.me {
+                tracing::warn!(master = %host, instance, "another host claims a newer reign in its slot: this one steps down");
+            }
+            tracing::info!(master = %host, instance, "master {host} (cluster instance {instance}), from its slot");
+            self.install_master(host.to_string(), instance);
+        }
     }
 
     /// The new master's table: the one its predecessor kept on the table

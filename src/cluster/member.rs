@@ -12,11 +12,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
 use super::api::{Takeover, View};
+use super::group::disk::GroupVolume;
+use super::group::slot::ON_TABLE_VOLUME;
+use super::group::Seen;
 use super::mib::{Mib, NodeState};
 use super::notice::{Kind, Notice};
 use super::roles::{Forming, MasterView};
@@ -24,6 +27,7 @@ use crate::hb::api::Source;
 use crate::hb::daemon::checks::Checks;
 use crate::hb::daemon::lock::lock;
 use crate::hb::daemon::shared::Shared;
+use crate::hb::daemon::watchdog::Petting;
 use crate::hb::logic::table::now_ms;
 use hbcore::report;
 use hbcore::vocab::Level;
@@ -35,6 +39,9 @@ pub struct Member {
     pub shared: Arc<Shared>,
     /// The last outcomes of hbd's local checks (the self-check).
     pub(super) checks: Arc<Checks>,
+    /// Whether hbd may pet its watchdog: this host stays connected while
+    /// it hears its group on the LAN or writes its slot.
+    pub(super) petting: Arc<Petting>,
     /// This node's id (hbd's `host`).
     pub me: String,
     pub(super) port: u16,
@@ -61,6 +68,9 @@ pub struct Member {
     pub(super) ticked: Mutex<Option<Instant>>,
     /// When word last came from each member (see `liveness`).
     pub(super) heard: Mutex<HashMap<String, Instant>>,
+    /// The group volume and what this host saw on it (see `channels`),
+    /// if its group keeps one.
+    pub(super) group_seen: Option<Mutex<Seen>>,
 }
 
 impl Member {
@@ -68,15 +78,23 @@ impl Member {
     pub fn new(
         shared: Arc<Shared>,
         checks: Arc<Checks>,
+        petting: Arc<Petting>,
         mib: Mib,
         path: PathBuf,
         port: u16,
         socket: UdpSocket,
     ) -> Member {
+        let group_seen = group_volume(&shared).map(|v| Mutex::new(Seen::new(Arc::new(v))));
+        if group_seen.is_some() {
+            // A master's gate opens only with a lease, renewed by each good slot write.
+            shared.master_gate.lease_until(Instant::now());
+        }
         Member {
+            group_seen,
             me: shared.config.host.clone(),
             shared,
             checks,
+            petting,
             port,
             path,
             mib: Mutex::new(mib),
@@ -128,6 +146,7 @@ impl Member {
             member: self.me.clone(),
             conflicts: lock(&self.conflicts).clone(),
             takeovers: lock(&self.takeovers).clone(),
+            group: self.seen().map(|s| s.view(Instant::now())),
         }
     }
 
@@ -249,4 +268,29 @@ impl Member {
         let down = self.notice(node, Kind::State(NodeState::Down), Some(why));
         self.change(down, None, vec![]);
     }
+}
+
+/// The group volume of this host's group, if it has a group: `[cluster]
+/// group_volume` (slots from offset 0), or else hbd's `table_volume`
+/// (slots from 1 MiB, after the table).
+fn group_volume(shared: &Shared) -> Option<GroupVolume> {
+    let cluster = shared.config.cluster.as_ref()?;
+    if cluster.group_members.is_empty() {
+        return None;
+    }
+    let (path, base) = match (&cluster.group_volume, &shared.config.table_volume) {
+        (Some(v), _) => (v.clone(), 0),
+        (None, Some(t)) => (t.clone(), ON_TABLE_VOLUME),
+        (None, None) => return None,
+    };
+    // Past half the master timeout a master's lease is gone anyway.
+    let deadline =
+        Duration::from_millis(cluster.master_timeout_ms / 2).max(shared.config.interval());
+    Some(GroupVolume::new(
+        path,
+        base,
+        cluster.group_members.clone(),
+        shared.key.clone(),
+        deadline,
+    ))
 }

@@ -12,7 +12,8 @@
 //! `cluster` (`[cluster]`'s settings are defined with hbd's config).
 //!
 //! Threads: the member's notice receiver task, its run task (every
-//! interval) and its control server's tasks share one `Member`;
+//! interval), its group volume task (every interval) and its control
+//! server's tasks share one `Member`;
 //! its locks are held briefly, never across an await.
 //!
 //! Modules in reading order (each uses only those before it, by import
@@ -24,6 +25,7 @@
 //!   after, which node may be removed (pure).
 //! - [`notice`]: the signed notices members send on state changes.
 //! - [`floating_ip`]: floating IPs assumed (right interface, gratuitous ARP) and released.
+//! - [`group`]: a group's slots on its group volume (bytes, pure rules, I/O).
 //! - [`config`]: `[cluster]` in hbd's config.
 //! - [`api`]: the requests of `hbctl cluster`.
 //! - `actions`: executables, pair takeover through mirrord, floating IPs of an application.
@@ -35,7 +37,10 @@
 //! - `forming`: start of day (`hbctl cluster form`): discover, propose, confirm, formed.
 //! - `storage`: each site's mirrord probed; a dead one is a storage node DOWN.
 //! - `liveness`: the group's hosts answer their master's heartbeat; the
-//!   master marks a silent one DOWN.
+//!   master marks one DOWN when it is silent on the LAN and its slot stopped.
+//! - `channels`: the group volume every interval (own slot written, every
+//!   slot read, a poison obeyed, a self-fence when both channels are lost).
+//! - `fence`: the poison before a takeover inside the group, obeyed or waited out.
 //! - `master`: the master host of each group (seed 000), its heartbeat and
 //!   re-election; a silent master marked DOWN by its successor.
 //! - `agent`: the member at work: notices received, self-check, silence, takeover.
@@ -60,12 +65,15 @@
 pub mod api;
 pub mod config;
 pub mod floating_ip;
+pub mod group;
 pub mod mib;
 pub mod notice;
 pub mod states;
 
 mod actions;
 mod agent;
+mod channels;
+mod fence;
 mod forming;
 mod liveness;
 mod master;
@@ -135,7 +143,11 @@ impl Drop for Running {
 /// Starts the member agent if hbd's config has `[cluster]`, with what hbd
 /// lends it (the `hbd` binary passes this to [`crate::hb::daemon::run`]).
 pub async fn start(lent: Lent) -> Result<Option<Running>, ClusterError> {
-    let Lent { shared, checks } = lent;
+    let Lent {
+        shared,
+        checks,
+        petting,
+    } = lent;
     let Some(config) = shared.config.cluster.clone() else {
         return Ok(None);
     };
@@ -170,6 +182,7 @@ pub async fn start(lent: Lent) -> Result<Option<Running>, ClusterError> {
     let member = Arc::new(member::Member::new(
         Arc::clone(&shared),
         checks,
+        petting,
         mib,
         path,
         config.port,
@@ -195,6 +208,7 @@ pub async fn start(lent: Lent) -> Result<Option<Running>, ClusterError> {
     )));
     member.master_start();
     tasks.push(tokio::spawn(Arc::clone(&member).run()));
+    tasks.push(tokio::spawn(Arc::clone(&member).group_run()));
     tracing::info!(member = %member.me, port = config.port, "cluster member started");
     Ok(Some(Running {
         tasks,

@@ -120,7 +120,8 @@ impl Members {
     /// As [`Members::start`], each host's hbd config (TOML text) changed by
     /// `edit(host, config, apart)` and the seed MIB by `edit_mib` first.
     /// Every host mounts its site's volumes, the data pairs app1 and app2
-    /// and prod's unpaired volume `tbl` among them.
+    /// and prod's unpaired volume `tbl` among them, and each site's unpaired
+    /// group volume `grp`.
     pub fn start_with(
         test: &str,
         edit: impl Fn(&str, &mut String, &Apart),
@@ -148,6 +149,10 @@ impl Members {
         apart
             .prod
             .ok(&["volume", "create", "tbl", "--size", "64KiB"]);
+        // Each site's group volume (the slots of its group's hosts).
+        for site in [&apart.prod, &apart.standby] {
+            site.ok(&["volume", "create", "grp", "--size", "64KiB"]);
+        }
         for host in &LAN[..CLIENT] {
             apart.host_mut(host).mount();
         }

@@ -91,6 +91,14 @@ impl Checked for Config {
             _ => {}
         }
         check_min_hosts(&config).map_err(invalid)?;
+        if let Some(c) = &config.cluster {
+            c.check_group(
+                &config.host,
+                config.table_volume.as_deref(),
+                config.interval_ms,
+            )
+            .map_err(invalid)?;
+        }
         check_fencing(&config).map_err(invalid)?;
         for c in &config.checks {
             let kinds = [

@@ -172,7 +172,7 @@ fn min_hosts_is_at_least_one_and_at_most_the_group() {
         "{text}"
     );
     let group = format!(
-        "{}\n[cluster]\ngroup_members = [\"standby-a\", \"standby-b\"]\n",
+        "{}\n[cluster]\ngroup_members = [\"standby-a\", \"standby-b\"]\ngroup_volume = \"/dev/null\"\n",
         with("min_hosts = 3")
     );
     let e = Config::parse(&group, Path::new("x")).expect_err("3 of 2");

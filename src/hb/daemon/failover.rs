@@ -126,7 +126,6 @@ pub async fn step_down(shared: &Shared, peer: String, reason: String, why: StepD
 /// their PVOLs refuse host writes even if the remote link is down and
 /// mirrord cannot learn of the takeover from its peer.
 async fn fence_pairs(shared: &Shared, peer: &str, why: StepDown) {
-    let mirrord = shared.config.mirrord();
     let host = &shared.config.host;
     let reason = match why {
         StepDown::PeerTookOver => format!("host '{host}' stepped down: {peer} took over"),
@@ -134,10 +133,19 @@ async fn fence_pairs(shared: &Shared, peer: &str, why: StepDown) {
             format!("host '{host}' stepped down to hand over to {peer}: it cannot serve")
         }
     };
+    outdate_pairs(shared, &reason, "step-down").await;
+}
+
+/// Marks this host's `take_over` pairs outdated at its site's mirrord
+/// (`reason` recorded with each; `when`: "step-down", "poison", "self-fence"),
+/// so their PVOLs refuse host writes; a pair that cannot be is logged and
+/// recorded as a SERIOUS event.
+pub async fn outdate_pairs(shared: &Shared, reason: &str, when: &str) {
+    let mirrord = shared.config.mirrord();
     for pair in &shared.config.failover.take_over {
         let request = Request::PairOutdate(PairOutdate {
             name: pair.clone(),
-            reason: reason.clone(),
+            reason: reason.to_string(),
         });
         match storage_client::call_within(&mirrord, request, Duration::from_secs(10)).await {
             Ok(reply) => {
@@ -145,17 +153,17 @@ async fn fence_pairs(shared: &Shared, peer: &str, why: StepDown) {
                     Reply::Done(text) => text,
                     _ => String::new(),
                 };
-                tracing::warn!(pair = %pair, "step-down fence, pair '{pair}': {said}");
+                tracing::warn!(pair = %pair, "{when} fence, pair '{pair}': {said}");
                 shared.event(
                     Source::Local,
                     None,
                     &format!("pair {pair}"),
-                    "outdated at the step-down".into(),
+                    format!("outdated at the {when}"),
                 );
             }
             Err(e) => {
                 let why = report::chain(&e);
-                tracing::error!(pair = %pair, "pair '{pair}' could not be fenced at the step-down: {why}; stop the application's writes to it");
+                tracing::error!(pair = %pair, "pair '{pair}' could not be fenced at the {when}: {why}; stop the application's writes to it");
                 shared.event(
                     Source::Local,
                     Some(Level::Serious),

@@ -106,7 +106,7 @@
 mod analyzer;
 pub mod checks;
 mod controls;
-mod failover;
+pub mod failover;
 mod handover;
 pub mod hostclock;
 mod install;
@@ -120,7 +120,7 @@ mod report;
 mod server;
 mod service;
 pub mod shared;
-mod slot;
+pub mod slot;
 pub mod storage_client;
 mod tick;
 pub mod watchdog;

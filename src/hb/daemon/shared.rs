@@ -38,8 +38,9 @@ pub struct Shared {
     pub key: Vec<u8>,
     /// This host is its group's master (seed 000): it sends and checks the
     /// heartbeats and keeps the table volume. Always, unless a cluster
-    /// member with `[cluster] group_members` is not master.
-    pub master_gate: AtomicBool,
+    /// member with `[cluster] group_members` is not master, or its lease
+    /// on the group volume ran out.
+    pub master_gate: MasterGate,
     /// Hosts of this host's group alive, itself included (`min_hosts`):
     /// 1 (itself) unless its group's master, the cluster member, counts
     /// the group's members it has not marked DOWN.
@@ -70,7 +71,7 @@ impl Shared {
         let events_path = config.data_dir.join("events.jsonl");
         Shared {
             key,
-            master_gate: AtomicBool::new(true),
+            master_gate: MasterGate::default(),
             group_alive: AtomicU32::new(1),
             clock: HostClock::new(),
             checker: Mutex::new(checker),
@@ -82,7 +83,7 @@ impl Shared {
 
     /// Whether this host is its group's master (see `master_gate`).
     pub fn is_group_master(&self) -> bool {
-        self.master_gate.load(Ordering::Relaxed)
+        self.master_gate.is_open(Instant::now())
     }
 
     /// This host's group: its size, the hosts alive (`group_alive`, at
@@ -170,5 +171,43 @@ impl Shared {
     /// The latest `limit` events, oldest first.
     pub fn recent_events(&self, limit: usize) -> Vec<Event> {
         self.journal.recent(limit)
+    }
+}
+
+/// This host's right to act as its group's master: open or closed and,
+/// for a group with a group volume, a lease that the member renews after
+/// each good write of its slot (see `crate::cluster`'s group rules). The
+/// lease is checked at every use, so a master frozen past it acts on
+/// nothing when it thaws, whichever of its tasks runs first.
+#[derive(Debug)]
+pub struct MasterGate {
+    open: AtomicBool,
+    /// None: no lease (no group volume).
+    lease: Mutex<Option<Instant>>,
+}
+
+impl Default for MasterGate {
+    fn default() -> MasterGate {
+        MasterGate {
+            open: AtomicBool::new(true),
+            lease: Mutex::new(None),
+        }
+    }
+}
+
+impl MasterGate {
+    /// Opens or closes the gate.
+    pub fn set(&self, open: bool) {
+        self.open.store(open, Ordering::Relaxed);
+    }
+
+    /// The lease now ends at `until`.
+    pub fn lease_until(&self, until: Instant) {
+        *lock(&self.lease) = Some(until);
+    }
+
+    /// Whether this host acts as master at `now`.
+    pub fn is_open(&self, now: Instant) -> bool {
+        self.open.load(Ordering::Relaxed) && lock(&self.lease).is_none_or(|until| now < until)
     }
 }

@@ -1,0 +1,244 @@
+//! The member's second channel inside its group: every interval, on a
+//! task of its own, this host reads every slot and mailbox of its
+//! group's volume and writes its own slot (see [`super::group`]). What it
+//! reads feeds the judgements of `liveness` (a member DOWN only when both
+//! channels are silent) and `master` (a successor only after the old
+//! master's slot stopped; a newer reign claimed in a slot is followed); a
+//! poison in its mailbox is obeyed (`fence`); both channels lost past
+//! `fence_timeout_ms / 2` fence this host. Each good slot write renews a
+//! master's lease (hbd's gate) to `master_timeout_ms / 2` after the write
+//! began.
+//!
+//! Run by the member's group task; the state it keeps ([`Seen`]) is behind
+//! the member's lock, held briefly, never across an await.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::group::disk::{GroupVolume, Read};
+use super::group::rules::{must_self_fence, SlotWatch};
+use super::group::slot::{Poison, Slot, SlotState};
+use super::group::Seen;
+use super::member::Member;
+use super::mib::NodeState;
+use crate::hb::daemon::lock::lock;
+use hbcore::report;
+
+impl Member {
+    /// The group volume's state, locked (None without a group volume).
+    pub(super) fn seen(&self) -> Option<std::sync::MutexGuard<'_, Seen>> {
+        self.group_seen.as_ref().map(lock)
+    }
+
+    /// The group volume's task (beside the run task, so that a hung
+    /// storage path never delays the LAN's notices): every interval, one
+    /// [`Member::group_tick`].
+    pub async fn group_run(self: Arc<Self>) {
+        if self.group_seen.is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(self.shared.config.interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.group_tick().await;
+        }
+    }
+
+    /// Reads the group volume, obeys a poison, writes this host's slot,
+    /// fences this host if both channels are lost.
+    async fn group_tick(self: &Arc<Self>) {
+        let Some(volume) = self.seen().map(|s| Arc::clone(&s.volume)) else {
+            return;
+        };
+        let Some(index) = volume.index(&self.me) else {
+            return;
+        };
+        match volume.read_all().await {
+            Ok(reads) => {
+                if let Some(poison) = self.take_reads(&volume, reads, Instant::now()) {
+                    self.obey(poison).await;
+                }
+            }
+            Err(e) => self.volume_trouble("cannot read the group volume", &e),
+        }
+        self.write_now(&volume, index).await;
+        self.check_self_fence().await;
+    }
+
+    /// Takes what one read found; returns a poison this host must obey.
+    fn take_reads(&self, volume: &GroupVolume, reads: Vec<Read>, now: Instant) -> Option<Poison> {
+        let run = self.shared.clock.instance;
+        let mut newer_reign = None;
+        let mut obey = None;
+        {
+            let mut seen = self.seen()?;
+            let now_ms = seen.ms(now);
+            seen.last_read_ms = Some(now_ms);
+            for (host, read) in volume.hosts.iter().zip(reads) {
+                match read.slot {
+                    Ok(Some(slot)) if *host == self.me => {
+                        if !seen.started && slot.run != run {
+                            // An earlier run's acknowledgement: its poison is not obeyed again.
+                            seen.ack = slot.ack;
+                        }
+                    }
+                    Ok(Some(slot)) => {
+                        if let Some(instance) = slot.master {
+                            newer_reign = Some((host.clone(), instance));
+                        }
+                        let before = seen.watches.get(host);
+                        let watch = SlotWatch::observe(before, slot, now_ms);
+                        seen.watches.insert(host.clone(), watch);
+                        seen.refused.remove(host);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let why = format!("its slot is refused: {}", report::chain(&e));
+                        if seen.refused.insert(host.clone(), why.clone()).as_ref() != Some(&why) {
+                            tracing::warn!(host = %host, volume = %volume.path.display(), "{why}");
+                        }
+                    }
+                }
+                if *host != self.me {
+                    continue;
+                }
+                match read.mailbox {
+                    Ok(Some(p)) if Some(p.id) == seen.ack => {}
+                    Ok(Some(p)) if p.run != run && p.run != 0 => {}
+                    Ok(Some(p)) if p.from == self.me || volume.index(&p.from).is_none() => {
+                        let why = format!(
+                            "a poison from '{}', not a host of this group, is refused",
+                            p.from
+                        );
+                        if seen.refused.insert(self.me.clone(), why.clone()).as_ref() != Some(&why)
+                        {
+                            tracing::error!(volume = %volume.path.display(), "{why}");
+                        }
+                    }
+                    Ok(Some(p)) if seen.fenced.is_none() => obey = Some(p),
+                    Ok(_) => {}
+                    Err(e) => {
+                        let why = format!(
+                            "the poison in this host's mailbox is refused: {}",
+                            report::chain(&e)
+                        );
+                        if seen.refused.insert(self.me.clone(), why.clone()).as_ref() != Some(&why)
+                        {
+                            tracing::error!(volume = %volume.path.display(), "{why}");
+                        }
+                    }
+                }
+            }
+            seen.started = true;
+        }
+        if let Some((host, instance)) = newer_reign {
+            self.slot_claims_reign(&host, instance);
+        }
+        obey
+    }
+
+    /// Writes this host's slot; a master's good write renews its lease.
+    pub(super) async fn write_now(&self, volume: &Arc<GroupVolume>, index: usize) {
+        let view = lock(&self.master).clone();
+        let (slot, claims) = {
+            let Some(mut seen) = self.seen() else {
+                return;
+            };
+            seen.serial += 1;
+            let fenced = seen.fenced.clone();
+            let down = lock(&self.mib).state(&self.me) == NodeState::Down;
+            let claims = fenced.is_none()
+                && !seen.resigned
+                && view.as_ref().is_some_and(|v| v.master == self.me);
+            let slot = Slot {
+                host: self.me.clone(),
+                run: self.shared.clock.instance,
+                serial: seen.serial,
+                state: match (&fenced, down) {
+                    (Some(_), _) => SlotState::Fenced,
+                    (None, true) => SlotState::Down,
+                    (None, false) => SlotState::Up,
+                },
+                master: view.filter(|_| claims).map(|v| v.instance),
+                ack: seen.ack,
+                reason: fenced.or_else(|| {
+                    lock(&self.mib)
+                        .node(&self.me)
+                        .and_then(|n| n.reason.clone())
+                        .filter(|_| down)
+                }),
+            };
+            (slot, claims)
+        };
+        let began = Instant::now();
+        match volume.write_slot(index, &slot).await {
+            Ok(()) => {
+                let mut seen = self.seen();
+                let Some(seen) = seen.as_mut() else {
+                    return;
+                };
+                if seen.last_write_ms.is_none() {
+                    tracing::info!(volume = %volume.path.display(), "this host's slot is written on the group volume");
+                }
+                seen.last_write_ms = Some(seen.ms(began));
+                self.petting.connected_until(began + self.fence_timeout());
+                if claims {
+                    self.shared
+                        .master_gate
+                        .lease_until(began + self.master_timeout() / 2);
+                }
+            }
+            Err(e) => self.volume_trouble("cannot write this host's slot", &e),
+        }
+    }
+
+    /// Logs a failed group-volume I/O (at most once per interval's kind).
+    fn volume_trouble(&self, what: &str, e: &(dyn std::error::Error + 'static)) {
+        let path = self
+            .seen()
+            .map(|s| s.volume.path.display().to_string())
+            .unwrap_or_default();
+        tracing::warn!(volume = %path, "{what}: {}", report::chain(e));
+    }
+
+    /// The fence timeout (`fence_timeout_ms`).
+    pub(super) fn fence_timeout(&self) -> Duration {
+        self.shared.config.fence_timeout()
+    }
+
+    /// Fences this host when it has lost both its LAN (no word from any
+    /// host of its group) and its slot (no good write) for half the fence
+    /// timeout.
+    async fn check_self_fence(self: &Arc<Self>) {
+        let why = {
+            let Some(seen) = self.seen() else {
+                return;
+            };
+            if seen.fenced.is_some() || self.group().len() < 2 {
+                return;
+            }
+            let now = Instant::now();
+            let heard = lock(&self.heard);
+            let lan = self
+                .group()
+                .iter()
+                .filter(|h| **h != self.me)
+                .filter_map(|h| heard.get(h))
+                .max()
+                .map_or(0, |t| seen.ms(*t));
+            let slot = seen.last_write_ms.unwrap_or(seen.watching_ms);
+            let now_ms = seen.ms(now);
+            let limit = self.fence_timeout().as_millis() as u64;
+            if !must_self_fence(lan, slot, now_ms, limit) {
+                return;
+            }
+            format!(
+                "it lost both its LAN (no word from its group for {} ms) and its slot (no good write for {} ms)",
+                now_ms.saturating_sub(lan),
+                now_ms.saturating_sub(slot)
+            )
+        };
+        self.fence_self(why, None).await;
+    }
+}

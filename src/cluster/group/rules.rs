@@ -1,0 +1,206 @@
+//! The group's rules inside a site, as pure functions of what a host saw
+//! and when (milliseconds of its own monotonic clock): no I/O, so the
+//! simulator drives the same code as hbd. Two channels inside a site —
+//! the LAN (notices) and the group volume (slots) — and one master:
+//!
+//! - a member is DOWN only when it is silent on the LAN **and** its slot
+//!   stopped advancing, or when its slot says so itself; LAN silence with a
+//!   live slot is a LAN fault, never a takeover ([`judge`]);
+//! - a master reigns only while it can write its slot: it gives up once its
+//!   last good write is `master_timeout / 2` old ([`may_reign`]); a successor
+//!   waits out the full `master_timeout` of LAN silence and of stillness of
+//!   the master's slot, or sees the master say in its slot that it no longer
+//!   reigns ([`may_succeed`]). Because the old master measures from the
+//!   start of its last good write and the successor from when it saw that
+//!   write, the two never reign at once, whatever the two hosts' clocks
+//!   read (only their rates are assumed alike);
+//! - a host that has lost both its LAN and its slot for `fence_timeout / 2`
+//!   fences itself ([`must_self_fence`]), within `fence_timeout`.
+
+use super::slot::{Slot, SlotState};
+
+/// What this host saw of another host's slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotWatch {
+    /// The slot as last read.
+    pub slot: Slot,
+    /// When it was first seen with its current run and serial.
+    pub advanced_ms: u64,
+}
+
+impl SlotWatch {
+    /// `slot` read at `now_ms`, after `before`.
+    pub fn observe(before: Option<&SlotWatch>, slot: Slot, now_ms: u64) -> SlotWatch {
+        let advanced_ms = match before {
+            Some(b) if b.slot.run == slot.run && b.slot.serial == slot.serial => b.advanced_ms,
+            _ => now_ms,
+        };
+        SlotWatch { slot, advanced_ms }
+    }
+
+    /// How long the slot had not advanced at `read_ms`, this host's last
+    /// good read of the group volume (from `watching_ms`, when this host
+    /// began to watch, if it never saw it). Counted to the last good read,
+    /// not to now: a host that cannot read the volume sees no slot stop.
+    pub fn still_ms(watch: Option<&SlotWatch>, watching_ms: u64, read_ms: u64) -> u64 {
+        read_ms.saturating_sub(watch.map_or(watching_ms, |w| w.advanced_ms.max(watching_ms)))
+    }
+}
+
+/// A member as the group's two channels show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judgement {
+    /// Heard on the LAN within the timeout.
+    Alive,
+    /// Silent on the LAN, but its slot advances: the LAN is at fault.
+    LanFault,
+    /// DOWN: both channels silent, or its slot says so (why).
+    Down(String),
+}
+
+/// Judges a member from its LAN silence and its slot as of `read_ms`, the
+/// last good read of the group volume (`timeout_ms`: hbd's `timeout_ms`).
+pub fn judge(
+    lan_silent_ms: u64,
+    watch: Option<&SlotWatch>,
+    watching_ms: u64,
+    read_ms: u64,
+    timeout_ms: u64,
+) -> Judgement {
+    if let Some(w) = watch {
+        if w.slot.state != SlotState::Up {
+            let what = match w.slot.state {
+                SlotState::Fenced => "fenced",
+                _ => "DOWN",
+            };
+            let why = w.slot.reason.as_deref().unwrap_or("no reason given");
+            return Judgement::Down(format!("its slot says it is {what}: {why}"));
+        }
+    }
+    if lan_silent_ms <= timeout_ms {
+        return Judgement::Alive;
+    }
+    let still = SlotWatch::still_ms(watch, watching_ms, read_ms);
+    if still <= timeout_ms {
+        Judgement::LanFault
+    } else {
+        Judgement::Down(format!(
+            "silent on the LAN for {lan_silent_ms} ms and its slot still for {still} ms"
+        ))
+    }
+}
+
+/// Whether a master whose last good slot write began at `last_write_ms`
+/// may still act as master at `now_ms`.
+pub fn may_reign(last_write_ms: Option<u64>, now_ms: u64, master_timeout_ms: u64) -> bool {
+    last_write_ms.is_some_and(|t| now_ms.saturating_sub(t) < master_timeout_ms / 2)
+}
+
+/// Whether the master of cluster instance `instance` may be succeeded:
+/// silent on the LAN for `master_timeout_ms` and its slot still as long,
+/// or its slot saying (in a write seen advancing) that it no longer reigns
+/// in that instance; `read_ms`: this host's last good read of the volume.
+pub fn may_succeed(
+    lan_silent_ms: u64,
+    watch: Option<&SlotWatch>,
+    watching_ms: u64,
+    read_ms: u64,
+    instance: u64,
+    master_timeout_ms: u64,
+) -> bool {
+    if lan_silent_ms < master_timeout_ms {
+        return false;
+    }
+    let resigned =
+        watch.is_some_and(|w| w.slot.master != Some(instance) && w.advanced_ms >= watching_ms);
+    resigned || SlotWatch::still_ms(watch, watching_ms, read_ms) >= master_timeout_ms
+}
+
+/// Whether a host that last heard its group on the LAN at `lan_ms` and
+/// last wrote its slot at `slot_ms` must fence itself now.
+pub fn must_self_fence(lan_ms: u64, slot_ms: u64, now_ms: u64, fence_timeout_ms: u64) -> bool {
+    let half = fence_timeout_ms / 2;
+    now_ms.saturating_sub(lan_ms) >= half && now_ms.saturating_sub(slot_ms) >= half
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(serial: u64, state: SlotState, master: Option<u64>) -> Slot {
+        Slot {
+            host: "p1".into(),
+            run: 1,
+            serial,
+            state,
+            master,
+            ack: None,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn lan_silence_with_a_live_slot_is_a_lan_fault_and_both_silent_is_down() {
+        let w = SlotWatch::observe(None, slot(1, SlotState::Up, None), 0);
+        assert_eq!(judge(500, Some(&w), 0, 500, 1000), Judgement::Alive);
+        let w = SlotWatch::observe(Some(&w), slot(9, SlotState::Up, None), 4000);
+        assert_eq!(judge(5000, Some(&w), 0, 4500, 1000), Judgement::LanFault);
+        let w = SlotWatch::observe(Some(&w), slot(9, SlotState::Up, None), 6000);
+        assert_eq!(w.advanced_ms, 4000, "the same serial is no advance");
+        assert!(matches!(
+            judge(7000, Some(&w), 0, 6000, 1000),
+            Judgement::Down(_)
+        ));
+        // Never seen: still since this host began to watch.
+        assert_eq!(judge(7000, None, 5500, 6000, 1000), Judgement::LanFault);
+        assert!(matches!(
+            judge(7000, None, 0, 6000, 1000),
+            Judgement::Down(_)
+        ));
+    }
+
+    #[test]
+    fn a_slot_that_says_down_is_down_at_once() {
+        let w = SlotWatch::observe(None, slot(1, SlotState::Fenced, None), 0);
+        assert!(
+            matches!(judge(0, Some(&w), 0, 0, 1000), Judgement::Down(why) if why.contains("fenced"))
+        );
+    }
+
+    #[test]
+    fn the_old_master_gives_up_before_a_successor_may_start() {
+        let t = 1000;
+        // The master's last good write began at 10_000; the successor saw it at 10_050.
+        let last = 10_000;
+        assert!(may_reign(Some(last), last + t / 2 - 1, t));
+        assert!(!may_reign(Some(last), last + t / 2, t));
+        assert!(!may_reign(None, 0, t));
+        let w = SlotWatch::observe(None, slot(5, SlotState::Up, Some(1)), 10_050);
+        for now in 10_050..10_050 + t {
+            assert!(!may_succeed(now, Some(&w), 0, now, 1, t), "at {now}");
+        }
+        assert!(may_succeed(99_999, Some(&w), 0, 10_050 + t, 1, t));
+        // Every instant a successor may start, the old master no longer reigns.
+        for now in 10_000..12_000 {
+            assert!(!(may_reign(Some(last), now, t) && may_succeed(now, Some(&w), 0, now, 1, t)));
+        }
+    }
+
+    #[test]
+    fn a_master_that_says_it_resigned_is_succeeded_after_the_lan_silence_alone() {
+        let before = SlotWatch::observe(None, slot(5, SlotState::Up, Some(1)), 100);
+        let w = SlotWatch::observe(Some(&before), slot(6, SlotState::Up, None), 200);
+        assert!(may_succeed(1000, Some(&w), 0, 300, 1, 1000));
+        assert!(
+            !may_succeed(999, Some(&w), 0, 300, 1, 1000),
+            "the LAN silence first"
+        );
+    }
+
+    #[test]
+    fn a_host_fences_itself_only_when_both_channels_are_lost() {
+        assert!(!must_self_fence(0, 900, 1000, 2000));
+        assert!(!must_self_fence(900, 0, 1000, 2000));
+        assert!(must_self_fence(0, 0, 1000, 2000));
+    }
+}
