@@ -24,6 +24,8 @@
 //! runtime's workers for the handshake, and each session's idle thread.
 
 mod session;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
