@@ -42,3 +42,16 @@ fn schedules_break_no_property() {
         summary.line(0.0)
     );
 }
+
+/// The group master rules' simulation (src/cluster/group/sim.rs): a seed
+/// replays exactly (`hbsim --group --seed S`).
+#[test]
+fn a_group_seed_replays_exactly() {
+    use hbmirror::cluster::group::sim as group;
+    for seed in [8, 838, 1378] {
+        let (_, first) = group::run(seed, true);
+        let (_, again) = group::run(seed, true);
+        assert!(!first.trace.is_empty());
+        assert_eq!(first.trace, again.trace, "group seed {seed}");
+    }
+}

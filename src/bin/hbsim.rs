@@ -23,10 +23,17 @@ struct Cli {
     /// Replay this one seed and print its trace of events.
     #[arg(long, env = "HBSIM_SEED")]
     seed: Option<u64>,
+    /// Run the group master rules' simulation instead (one group of 2-4
+    /// hosts, src/cluster/group/sim.rs): SCHEDULES episodes, or --seed.
+    #[arg(long)]
+    group: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.group {
+        return group(&cli);
+    }
     if let Some(seed) = cli.seed {
         let (schedule, outcome) = sim::run(seed, true);
         println!(
@@ -60,6 +67,50 @@ fn main() -> ExitCode {
     }
     for (seed, v) in summary.failed.iter().take(20) {
         println!("FAILED seed {seed}: {v}  (replay: scripts/simulate.sh --seed {seed})");
+    }
+    println!("{}", summary.line(started.elapsed().as_secs_f64()));
+    if summary.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `--group`: the group master rules' simulation.
+fn group(cli: &Cli) -> ExitCode {
+    use hbmirror::cluster::group::sim as gsim;
+    if let Some(seed) = cli.seed {
+        let (shape, outcome) = gsim::run(seed, true);
+        println!(
+            "group seed {seed}: {} hosts, interval {} ms, master_timeout {} ms, fence_timeout {} ms, faults over at {} ms",
+            shape.hosts, shape.interval, shape.master_timeout, shape.fence_timeout, shape.healed
+        );
+        for line in &outcome.trace {
+            println!("{line}");
+        }
+        println!(
+            "group seed {seed}: elections {}, resignations {}, self-fences {}, violations {}",
+            outcome.elections,
+            outcome.resignations,
+            outcome.self_fences,
+            outcome.violations.len()
+        );
+        return if outcome.violations.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    let started = Instant::now();
+    let mut summary = gsim::Summary::default();
+    for seed in cli.first_seed..cli.first_seed.saturating_add(cli.schedules) {
+        let (shape, outcome) = gsim::run(seed, false);
+        summary.add(seed, &shape, &outcome);
+    }
+    for (seed, v) in summary.failed.iter().take(20) {
+        println!(
+            "FAILED group seed {seed}: {v}  (replay: target/release/hbsim --group --seed {seed})"
+        );
     }
     println!("{}", summary.line(started.elapsed().as_secs_f64()));
     if summary.failed.is_empty() {

@@ -11,6 +11,7 @@
 //!   a successor only after the full `master_timeout_ms`, a self-fence
 //!   when both channels are lost;
 //! - [`disk`]: the I/O, bounded by deadlines.
+//! - [`sim`]: a deterministic simulation of the master rules (`hbsim --group`), on the rules above.
 //!
 //! The member's run task drives them every interval (`crate::cluster`'s
 //! `channels` and `fence`); [`Seen`] is what it keeps, behind the member's
@@ -18,6 +19,7 @@
 
 pub mod disk;
 pub mod rules;
+pub mod sim;
 pub mod slot;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,6 +62,8 @@ pub struct Seen {
     pub resigned: bool,
     /// The first read has carried over this host's earlier slot.
     pub started: bool,
+    /// What last failed on the volume (logged once until it works again).
+    pub trouble: Option<String>,
 }
 
 impl Seen {
@@ -79,6 +83,7 @@ impl Seen {
             lan_faults: BTreeSet::new(),
             resigned: false,
             started: false,
+            trouble: None,
         }
     }
 

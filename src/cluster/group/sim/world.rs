@@ -1,0 +1,517 @@
+//! The simulated world of [`super`]: the event queue, the LAN, the group
+//! volume, and each host's member as `master.rs` and `channels.rs` run it,
+//! deciding with the real [`may_reign`], [`may_succeed`],
+//! [`must_self_fence`], [`SlotWatch`] and [`MasterGate`]; the checker runs
+//! after every event. Single-threaded.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::time::{Duration, Instant};
+
+use super::{Fault, Outcome, Shape, KINDS};
+use crate::cluster::group::rules::{may_reign, may_succeed, must_self_fence, SlotWatch};
+use crate::cluster::group::slot::{Slot, SlotState};
+use crate::hb::daemon::shared::MasterGate;
+use crate::hb::sim::rng::Rng;
+
+/// An event; `u64`s in `Msg`: the beat's instance (None: an answer).
+#[derive(Debug, Clone)]
+enum Ev {
+    MasterTick(usize),
+    GroupTick(usize),
+    /// A read's I/O completed on the volume (it reads what is there now).
+    ReadComplete(usize),
+    /// A read returned to the group task (None: it failed).
+    ReadDone(usize, Option<Vec<Option<Slot>>>),
+    /// A slot write reached the volume.
+    WriteLand(usize, Slot),
+    /// A write returned: (host, ok, began, claims).
+    WriteDone(usize, bool, u64, bool),
+    Msg {
+        to: usize,
+        from: usize,
+        beat: Option<u64>,
+    },
+}
+
+/// One host: what hbd's member keeps (its `MasterView`, `heard`, `Seen`,
+/// the gate); times in ms of its own clock (zero at its start).
+struct Host {
+    start: u64,
+    /// The master view: (master, instance, last heard).
+    view: (usize, u64, u64),
+    ticked: Option<u64>,
+    heard: Vec<Option<u64>>,
+    serial: u64,
+    fenced: bool,
+    resigned: bool,
+    last_write: Option<u64>,
+    last_read: Option<u64>,
+    watching: u64,
+    watches: Vec<Option<SlotWatch>>,
+    gate: MasterGate,
+    group_next: u64,
+}
+
+pub(super) struct World<'a> {
+    s: &'a Shape,
+    rng: Rng,
+    base: Instant,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: BTreeMap<u64, Ev>,
+    disk: Vec<Option<Slot>>,
+    hosts: Vec<Host>,
+    out: Outcome,
+    keep_trace: bool,
+    settled_since: Option<u64>,
+}
+
+impl<'a> World<'a> {
+    pub(super) fn new(s: &'a Shape, seed: u64, keep_trace: bool) -> World<'a> {
+        let mut rng = Rng::new(seed);
+        let base = Instant::now();
+        let mut w = World {
+            s,
+            rng: Rng::new(0),
+            base,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            disk: vec![None; s.hosts],
+            hosts: Vec::new(),
+            out: Outcome::default(),
+            keep_trace,
+            settled_since: None,
+        };
+        for h in 0..s.hosts {
+            let start = rng.range(0, s.interval - 1);
+            let gate = MasterGate::default();
+            // hbd: a master's gate opens only with a lease (Member::new),
+            // and at start the group's first host is master, reign 1.
+            gate.lease_until(base + Duration::from_millis(start));
+            gate.set(h == 0);
+            w.hosts.push(Host {
+                start,
+                view: (0, 1, 0),
+                ticked: None,
+                heard: vec![Some(0); s.hosts],
+                serial: 0,
+                fenced: false,
+                resigned: false,
+                last_write: None,
+                last_read: None,
+                watching: 0,
+                watches: vec![None; s.hosts],
+                gate,
+                group_next: 0,
+            });
+            w.push(start + rng.range(0, s.interval - 1), Ev::MasterTick(h));
+            w.push(start + rng.range(0, s.interval - 1), Ev::GroupTick(h));
+        }
+        w.rng = rng;
+        for f in &s.faults {
+            let what = match f.kind {
+                0 => format!("side {:#b}", f.arg),
+                1 => format!("{}% lost", f.arg),
+                2 => format!("up to {} ms more", f.arg),
+                _ => format!("h{}", f.arg),
+            };
+            w.note(format!(
+                "fault {} ({what}) from {} to {}",
+                KINDS[f.kind], f.from, f.to
+            ));
+        }
+        w
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq)));
+        self.events.insert(self.seq, ev);
+    }
+
+    fn note(&mut self, line: String) {
+        if self.keep_trace {
+            self.out.trace.push(format!("{:>7} {line}", self.now));
+        }
+    }
+
+    /// The fault of `kind` on `host` at `t`, if one is on.
+    fn fault(&self, kind: usize, host: Option<usize>, t: u64) -> Option<&Fault> {
+        self.s.faults.iter().find(|f| {
+            f.kind == kind && f.from <= t && t < f.to && host.is_none_or(|h| f.arg == h as u64)
+        })
+    }
+
+    /// Host `h`'s clock at simulated time `t`.
+    fn local(&self, h: usize, t: u64) -> u64 {
+        t.saturating_sub(self.hosts[h].start)
+    }
+
+    fn at(&self, t: u64) -> Instant {
+        self.base + Duration::from_millis(t)
+    }
+
+    pub(super) fn run(mut self) -> Outcome {
+        let end = self.s.healed + self.s.bound;
+        while let Some(Reverse((t, seq))) = self.queue.pop() {
+            if t > end {
+                break;
+            }
+            let Some(ev) = self.events.remove(&seq) else {
+                continue;
+            };
+            self.now = t;
+            if let Some(h) = host_of(&ev) {
+                // A stopped process runs nothing: its events wait for the thaw.
+                if let Some(to) = self.fault(6, Some(h), t).map(|f| f.to) {
+                    let jitter = self.rng.range(0, 3);
+                    self.push(to + jitter, ev);
+                    continue;
+                }
+            }
+            self.step(ev);
+            self.check();
+        }
+        self.now = end;
+        self.check();
+        let fenced = self.hosts.iter().all(|h| h.fenced);
+        match self.settled_since {
+            Some(t) => self.out.settled_after = Some(t.saturating_sub(self.s.healed)),
+            None if !fenced => {
+                let acting: Vec<usize> = (0..self.s.hosts).filter(|&h| self.acting(h)).collect();
+                let v = format!(
+                    "liveness: {} ms after the faults ended, {} hosts act as master ({acting:?}); views {:?}",
+                    self.s.bound,
+                    acting.len(),
+                    self.views()
+                );
+                self.note(format!("VIOLATION {v}"));
+                self.out.violations.push(v);
+            }
+            None => {}
+        }
+        self.out
+    }
+
+    fn views(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .map(|h| {
+                let (m, i, _) = h.view;
+                let flags = match (h.fenced, h.resigned) {
+                    (true, _) => " fenced",
+                    (false, true) => " resigned",
+                    _ => "",
+                };
+                format!("h{m}/{i}{flags}")
+            })
+            .collect()
+    }
+
+    /// Whether host `h` acts as master now: hbd's gate is open, or it
+    /// claims the reign and its lease (`may_reign`) holds.
+    fn acting(&self, h: usize) -> bool {
+        let host = &self.hosts[h];
+        let now = self.local(h, self.now);
+        let claims = host.view.0 == h && !host.resigned && !host.fenced;
+        host.gate.is_open(self.at(self.now))
+            || (claims && may_reign(host.last_write, now, self.s.master_timeout))
+    }
+
+    fn check(&mut self) {
+        let acting: Vec<usize> = (0..self.s.hosts).filter(|&h| self.acting(h)).collect();
+        if acting.len() > 1 && self.out.violations.is_empty() {
+            let how: Vec<String> = acting
+                .iter()
+                .map(|&h| {
+                    let open = self.hosts[h].gate.is_open(self.at(self.now));
+                    format!(
+                        "h{h} {}",
+                        if open {
+                            "gate open"
+                        } else {
+                            "claims, may_reign"
+                        }
+                    )
+                })
+                .collect();
+            let v = format!(
+                "two masters at {} ms: {}; views {:?}",
+                self.now,
+                how.join(", "),
+                self.views()
+            );
+            self.note(format!("VIOLATION {v}"));
+            self.out.violations.push(v);
+        }
+        if self.now >= self.s.healed {
+            if acting.len() == 1 {
+                self.settled_since.get_or_insert(self.now);
+            } else {
+                self.settled_since = None;
+            }
+        }
+    }
+
+    fn step(&mut self, ev: Ev) {
+        let i = self.s.interval;
+        match ev {
+            Ev::MasterTick(h) => {
+                self.master_tick(h);
+                self.push(self.now + i, Ev::MasterTick(h));
+            }
+            Ev::GroupTick(h) => {
+                self.hosts[h].group_next = self.now + i;
+                self.read(h);
+            }
+            Ev::ReadComplete(h) => {
+                let snap = self.disk.clone();
+                self.push(self.now, Ev::ReadDone(h, Some(snap)));
+            }
+            Ev::ReadDone(h, snap) => {
+                if let Some(snap) = snap {
+                    self.take_reads(h, snap);
+                }
+                self.write(h);
+            }
+            Ev::WriteLand(h, slot) => self.disk[h] = Some(slot),
+            Ev::WriteDone(h, ok, began, claims) => {
+                if ok {
+                    let local = self.local(h, began);
+                    let lease = self.at(began + self.s.master_timeout / 2);
+                    let host = &mut self.hosts[h];
+                    host.last_write = Some(local);
+                    if claims {
+                        host.gate.lease_until(lease);
+                    }
+                }
+                self.check_self_fence(h);
+                let next = self.hosts[h].group_next.max(self.now);
+                self.push(next, Ev::GroupTick(h));
+            }
+            Ev::Msg { to, from, beat } => {
+                let now = self.local(to, self.now);
+                self.hosts[to].heard[from] = Some(now);
+                if let Some(instance) = beat {
+                    self.master_input(to, from, instance);
+                }
+            }
+        }
+    }
+
+    /// An I/O issued now by `h`: when it completes, and whether it returns
+    /// within the deadline (None: it fails at once).
+    fn io(&mut self, h: usize, lost: usize) -> Option<(u64, bool)> {
+        if self.fault(lost, Some(h), self.now).is_some() {
+            return None;
+        }
+        let deadline = (self.s.master_timeout / 2).max(self.s.interval);
+        let done = match self.fault(5, Some(h), self.now).map(|f| f.to) {
+            Some(to) => to + self.rng.range(1, 3),
+            None => self.now + self.rng.range(1, 3),
+        };
+        Some((done, done - self.now <= deadline))
+    }
+
+    fn read(&mut self, h: usize) {
+        let deadline = (self.s.master_timeout / 2).max(self.s.interval);
+        match self.io(h, 4) {
+            None => self.push(self.now + 1, Ev::ReadDone(h, None)),
+            Some((done, true)) => self.push(done, Ev::ReadComplete(h)),
+            Some((_, false)) => self.push(self.now + deadline, Ev::ReadDone(h, None)),
+        }
+    }
+
+    /// channels.rs's `take_reads`: the others' slots watched; the last
+    /// slot claiming a reign, if newer, followed.
+    fn take_reads(&mut self, h: usize, snap: Vec<Option<Slot>>) {
+        let now = self.local(h, self.now);
+        let host = &mut self.hosts[h];
+        host.last_read = Some(now);
+        let mut newer = None;
+        for (o, slot) in snap.into_iter().enumerate() {
+            let Some(slot) = slot else { continue };
+            if o == h {
+                continue;
+            }
+            if let Some(instance) = slot.master {
+                newer = Some((o, instance));
+            }
+            let watch = SlotWatch::observe(host.watches[o].as_ref(), slot, now);
+            host.watches[o] = Some(watch);
+        }
+        if let Some((o, instance)) = newer {
+            if instance > self.hosts[h].view.1 {
+                self.note(format!(
+                    "h{h} follows h{o}'s reign {instance}, from its slot"
+                ));
+                self.install(h, o, instance);
+            }
+        }
+    }
+
+    /// channels.rs's `write_now`.
+    fn write(&mut self, h: usize) {
+        let host = &mut self.hosts[h];
+        host.serial += 1;
+        let claims = !host.fenced && !host.resigned && host.view.0 == h;
+        let slot = Slot {
+            host: format!("h{h}"),
+            run: 1,
+            serial: host.serial,
+            state: if host.fenced {
+                SlotState::Fenced
+            } else {
+                SlotState::Up
+            },
+            master: claims.then_some(host.view.1),
+            ack: None,
+            reason: None,
+        };
+        let deadline = (self.s.master_timeout / 2).max(self.s.interval);
+        let began = self.now;
+        match self.io(h, 3) {
+            None => self.push(began + 1, Ev::WriteDone(h, false, began, claims)),
+            Some((done, in_time)) => {
+                self.push(done, Ev::WriteLand(h, slot));
+                let (at, ok) = if in_time {
+                    (done, true)
+                } else {
+                    (began + deadline, false)
+                };
+                self.push(at, Ev::WriteDone(h, ok, began, claims));
+            }
+        }
+    }
+
+    /// channels.rs's `check_self_fence`.
+    fn check_self_fence(&mut self, h: usize) {
+        let now = self.local(h, self.now);
+        let host = &mut self.hosts[h];
+        if host.fenced || self.s.hosts < 2 {
+            return;
+        }
+        let lan = (0..self.s.hosts)
+            .filter(|&o| o != h)
+            .filter_map(|o| host.heard[o])
+            .max()
+            .unwrap_or(0);
+        let slot = host.last_write.unwrap_or(host.watching);
+        if must_self_fence(lan, slot, now, self.s.fence_timeout) {
+            host.fenced = true;
+            host.resigned = true;
+            host.gate.set(false);
+            self.out.self_fences += 1;
+            self.note(format!(
+                "h{h} fences itself (LAN heard at {lan}, slot written at {slot})"
+            ));
+        }
+    }
+
+    /// master.rs's `install_master`.
+    fn install(&mut self, h: usize, master: usize, instance: u64) {
+        let now = self.local(h, self.now);
+        let host = &mut self.hosts[h];
+        if host.view.0 == h && master != h && !host.resigned {
+            self.out.step_downs += 1;
+        }
+        host.resigned = host.fenced;
+        host.gate.set(master == h && !host.fenced);
+        host.view = (master, instance, now);
+        // reign_begins
+        host.watching = now;
+        host.heard.iter_mut().for_each(|t| *t = Some(now));
+    }
+
+    /// master.rs's `master_tick`.
+    fn master_tick(&mut self, h: usize) {
+        let now = self.local(h, self.now);
+        let (mt, interval) = (self.s.master_timeout, self.s.interval);
+        let host = &mut self.hosts[h];
+        if host
+            .ticked
+            .replace(now)
+            .is_some_and(|t| now - t > 3 * interval)
+        {
+            host.view.2 = now;
+            host.watching = now;
+            host.heard.iter_mut().for_each(|t| *t = Some(now));
+        }
+        let (master, instance, last_seen) = host.view;
+        if master == h {
+            if host.resigned {
+                return;
+            }
+            if !may_reign(host.last_write, now, mt) {
+                host.resigned = true;
+                host.gate.set(false);
+                self.out.resignations += 1;
+                self.note(format!("h{h} resigns its reign {instance}: lease lapsed"));
+                return;
+            }
+            for to in (0..self.s.hosts).filter(|&o| o != h) {
+                self.send(h, to, Some(instance));
+            }
+            return;
+        }
+        let silent = now.saturating_sub(last_seen);
+        if silent <= mt {
+            return;
+        }
+        let read = host.last_read.unwrap_or(host.watching);
+        let watch = host.watches[master].as_ref();
+        if may_succeed(silent, watch, host.watching, read, instance, mt) {
+            let still = SlotWatch::still_ms(watch, host.watching, read);
+            let next = (master + 1) % self.s.hosts;
+            self.out.elections += 1;
+            self.note(format!(
+                "h{h}: master h{master} silent {silent} ms, slot still {still} ms: h{next} is master, reign {}",
+                instance + 1
+            ));
+            self.install(h, next, instance + 1);
+        }
+    }
+
+    /// master.rs's `master_input` (the replay check aside).
+    fn master_input(&mut self, h: usize, from: usize, instance: u64) {
+        let view = self.hosts[h].view;
+        if instance > view.1 {
+            self.note(format!(
+                "h{h} follows h{from}'s reign {instance}, from its heartbeat"
+            ));
+            self.install(h, from, instance);
+        } else if instance == view.1 && from == view.0 {
+            self.hosts[h].view.2 = self.local(h, self.now);
+            self.send(h, from, None);
+        }
+    }
+
+    fn send(&mut self, from: usize, to: usize, beat: Option<u64>) {
+        let t = self.now;
+        let cut = self.fault(0, None, t).is_some_and(|f| {
+            let side = |x: usize| f.arg >> x & 1;
+            side(from) != side(to)
+        });
+        let loss = self.fault(1, None, t).map_or(0, |f| f.arg);
+        let extra = self.fault(2, None, t).map_or(0, |f| f.arg);
+        if cut || self.rng.range(1, 100) <= loss {
+            return;
+        }
+        let delay = self.rng.range(0, 2) + self.rng.range(0, extra);
+        self.push(t + delay, Ev::Msg { to, from, beat });
+    }
+}
+
+fn host_of(ev: &Ev) -> Option<usize> {
+    match ev {
+        Ev::MasterTick(h) | Ev::GroupTick(h) | Ev::ReadDone(h, _) | Ev::WriteDone(h, ..) => {
+            Some(*h)
+        }
+        Ev::Msg { to, .. } => Some(*to),
+        Ev::ReadComplete(_) | Ev::WriteLand(..) => None,
+    }
+}
