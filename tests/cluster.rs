@@ -11,7 +11,7 @@ mod harness;
 mod hbcluster;
 
 use common::wait_for;
-use harness::{app, at, event_ms, node, now_ms, Members, CLIENT, HOSTS};
+use harness::{app, at, event_ms, groups, node, now_ms, Members, CLIENT, HOSTS};
 
 /// Pings `address` from the client until `host` answers (by its MAC); when
 /// it first did (ms since the epoch).
@@ -360,57 +360,6 @@ fn start_of_day_forms_the_cluster_from_who_answers_and_reports_a_mismatch() {
     assert_eq!(node(&mib, "s3")["status"], "STANDBY");
     assert_eq!(node(&mib, "p1")["status"], "ACTIVE");
     assert_eq!(app(&mib, "app2")["active"], "p2");
-}
-
-/// Groups of two hosts per site, each with a master (seed 000): prod {p1, p2}
-/// keeping the table on the volume `tbl` (each host through its own
-/// remote mount of it), standby {s1, s2}; each master's
-/// heartbeats go to both hosts of the other group.
-fn groups(host: &str, config: &mut String, apart: &hbcluster::hosts::Apart) {
-    let (group, other) = if host.starts_with('p') {
-        (["p1", "p2"], ["s1", "s2"])
-    } else {
-        (["s1", "s2"], ["p1", "p2"])
-    };
-    if !group.contains(&host) {
-        return;
-    }
-    let approved = format!("peers = [\"{}\", \"{}\"]\n", other[0], other[1]);
-    let addresses = format!(
-        "peers = [\"{}:7790\", \"{}:7790\"]\n",
-        apart.lan.addr(at(other[0])),
-        apart.lan.addr(at(other[1]))
-    );
-    let mut out = String::new();
-    let mut seen_peers = 0;
-    for line in config.lines() {
-        if line.starts_with("peers = ") {
-            out += if seen_peers == 0 {
-                &approved
-            } else {
-                &addresses
-            };
-            seen_peers += 1;
-        } else if line.starts_with("timeout_ms") && host.starts_with('s') {
-            // The standby outlasts prod's change of master (1 s) without failing over.
-            out += "timeout_ms = 4000\n";
-        } else if line.starts_with("volume_dir") && host.starts_with('p') {
-            out += &format!(
-                "{line}\ntable_volume = \"{}\"\n",
-                apart.host(host).file("tbl").display()
-            );
-        } else {
-            out += line;
-            out += "\n";
-        }
-    }
-    out += &format!(
-        "group_members = [\"{}\", \"{}\"]\nmaster_timeout_ms = 1000\ngroup_volume = \"{}\"\n",
-        group[0],
-        group[1],
-        apart.host(host).file("grp").display()
-    );
-    *config = out;
 }
 
 #[test]

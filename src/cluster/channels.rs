@@ -178,7 +178,7 @@ impl Member {
                 let Some(seen) = seen.as_mut() else {
                     return;
                 };
-                if seen.last_write_ms.is_none() {
+                if seen.last_write_ms.is_none() || seen.trouble.take().is_some() {
                     tracing::info!(volume = %volume.path.display(), "this host's slot is written on the group volume");
                 }
                 seen.last_write_ms = Some(seen.ms(began));
@@ -193,13 +193,16 @@ impl Member {
         }
     }
 
-    /// Logs a failed group-volume I/O (at most once per interval's kind).
+    /// Logs a failed group-volume I/O once, until the volume works again.
     fn volume_trouble(&self, what: &str, e: &(dyn std::error::Error + 'static)) {
-        let path = self
-            .seen()
-            .map(|s| s.volume.path.display().to_string())
-            .unwrap_or_default();
-        tracing::warn!(volume = %path, "{what}: {}", report::chain(e));
+        let text = format!("{what}: {}", report::chain(e));
+        let Some(mut seen) = self.seen() else {
+            return;
+        };
+        if seen.trouble.as_ref() != Some(&text) {
+            tracing::warn!(volume = %seen.volume.path.display(), "{text}");
+            seen.trouble = Some(text);
+        }
     }
 
     /// The fence timeout (`fence_timeout_ms`).

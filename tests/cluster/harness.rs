@@ -59,11 +59,13 @@ fn install_app(out: &Path, host: &str) {
         "{}/$HBD_CLUSTER_APP.$HBD_CLUSTER_NODE${{HBD_CLUSTER_VALIDATION:+.trial}}.pid",
         out.display()
     );
+    // Each round of a running application, "node ns", in out/APP.runs.
+    let runs = format!("{}/$HBD_CLUSTER_APP.runs", out.display());
     let script = format!(
         r#"#!/bin/sh
 case "$1" in
 start) if [ -n "$HBD_CLUSTER_VALIDATION" ]; then nohup sleep 600 >/dev/null 2>&1 &
-  else nohup sh -c 'while :; do printf "%-4095s\n" "$HBD_CLUSTER_NODE $(date +%s%N)" | dd of="$HBD_VOLUME_DIR/$HBD_CLUSTER_APP" bs=4096 count=1 conv=notrunc,fsync 2>/dev/null; sleep 0.1; done' >/dev/null 2>&1 &
+  else nohup sh -c 'while :; do printf "%-4095s\n" "$HBD_CLUSTER_NODE $(date +%s%N)" | dd of="$HBD_VOLUME_DIR/$HBD_CLUSTER_APP" bs=4096 count=1 conv=notrunc,fsync 2>/dev/null; echo "$HBD_CLUSTER_NODE $(date +%s%N)" >> {runs}; sleep 0.1; done' >/dev/null 2>&1 &
   fi
   echo $! > {pid} ;;
 stop) kill $(cat {pid}) ;;
@@ -381,4 +383,55 @@ impl Drop for Members {
             }
         }
     }
+}
+
+/// Groups of two hosts per site, each with a master (seed 000): prod {p1, p2}
+/// keeping the table on the volume `tbl` (each host through its own
+/// remote mount of it), standby {s1, s2}; each master's
+/// heartbeats go to both hosts of the other group.
+pub fn groups(host: &str, config: &mut String, apart: &Apart) {
+    let (group, other) = if host.starts_with('p') {
+        (["p1", "p2"], ["s1", "s2"])
+    } else {
+        (["s1", "s2"], ["p1", "p2"])
+    };
+    if !group.contains(&host) {
+        return;
+    }
+    let approved = format!("peers = [\"{}\", \"{}\"]\n", other[0], other[1]);
+    let addresses = format!(
+        "peers = [\"{}:7790\", \"{}:7790\"]\n",
+        apart.lan.addr(at(other[0])),
+        apart.lan.addr(at(other[1]))
+    );
+    let mut out = String::new();
+    let mut seen_peers = 0;
+    for line in config.lines() {
+        if line.starts_with("peers = ") {
+            out += if seen_peers == 0 {
+                &approved
+            } else {
+                &addresses
+            };
+            seen_peers += 1;
+        } else if line.starts_with("timeout_ms") && host.starts_with('s') {
+            // The standby outlasts prod's change of master (1 s) without failing over.
+            out += "timeout_ms = 4000\n";
+        } else if line.starts_with("volume_dir") && host.starts_with('p') {
+            out += &format!(
+                "{line}\ntable_volume = \"{}\"\n",
+                apart.host(host).file("tbl").display()
+            );
+        } else {
+            out += line;
+            out += "\n";
+        }
+    }
+    out += &format!(
+        "group_members = [\"{}\", \"{}\"]\nmaster_timeout_ms = 1000\ngroup_volume = \"{}\"\n",
+        group[0],
+        group[1],
+        apart.host(host).file("grp").display()
+    );
+    *config = out;
 }

@@ -1,0 +1,223 @@
+//! Inside a site, two channels and one master (issue 26), with real
+//! processes: the cluster of `cluster/harness.rs` with its groups (prod
+//! {p1, p2}, standby {s1, s2}, each keeping its slots on its site's
+//! unpaired volume `grp`, each host through its own remote mount), a
+//! host's LAN cut by taking its veth down while its storage path stays,
+//! a host frozen with SIGSTOP while a watchdog stand-in (a FIFO read by
+//! the test) watches its petting.
+
+mod common;
+#[path = "cluster/harness.rs"]
+mod harness;
+mod hbcluster;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{wait_for, WatchdogStandin};
+use harness::{app, at, groups, node, Members};
+
+/// The senders of the heartbeats `hbd`'s table has accepted.
+fn senders(t: &serde_json::Value) -> Vec<String> {
+    t["watermarks"]
+        .as_array()
+        .map(|w| {
+            w.iter()
+                .filter_map(|w| w["sender"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn lan_faults(v: &serde_json::Value) -> Vec<String> {
+    v["group"]["lan_faults"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|h| h.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_host_cut_off_its_lan_is_a_lan_fault_never_a_takeover_or_a_second_master() {
+    let Some(m) = Members::start_with("a_host_cut_off_its_lan", groups, |_| {}) else {
+        return;
+    };
+    m.hbd("p2").wait_table("p1 master", |t| t["master"] == "p1");
+    m.hbd("s1").wait_table("prod alive, from its master", |t| {
+        t["remote_group_via_network"] == "ALIVE"
+    });
+    m.wait_view("p1", "p2's slot seen", |v| {
+        v["group"]["slots"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["host"] == "p2"))
+    });
+
+    // p2's LAN goes; its storage path stays.
+    m.apart.lan.link(at("p2"), false);
+    // Both sides see a LAN fault (the other's slot advances), no DOWN.
+    m.wait_view("p1", "p2 a LAN fault at p1", |v| {
+        lan_faults(v).contains(&"p2".to_string())
+    });
+    m.wait_view("p2", "p1 a LAN fault at p2", |v| {
+        lan_faults(v).contains(&"p1".to_string())
+    });
+    // Progress: prod's master goes on sending; the standby takes 30 more beats.
+    m.hbd("s1").wait_advance("network.last_serial", 30);
+    let v = m.view("p1");
+    assert_ne!(node(&v, "p2")["status"], "DOWN", "{v}");
+    assert_eq!(app(&v, "app2")["active"], "p2", "nothing taken over: {v}");
+    assert!(
+        v["group"]["slots"].as_array().is_some_and(|s| s
+            .iter()
+            .any(|s| s["host"] == "p2" && s["still_ms"].as_u64() < Some(1000))),
+        "p2's slot still advances: {v}"
+    );
+    let p2 = m.hbd("p2").table();
+    assert_eq!(
+        (&p2["master"], &p2["master_instance"]),
+        (&serde_json::json!("p1"), &serde_json::json!(1)),
+        "p2 elected no one: {p2}"
+    );
+    let s1 = m.hbd("s1").table();
+    assert_eq!(senders(&s1), vec!["p1".to_string()], "one sender: {s1}");
+    assert!(
+        m.hbd("p1").log_text().contains("a LAN fault, not a DOWN"),
+        "the LAN fault is reported"
+    );
+
+    // The LAN back: the fault is over.
+    m.apart.lan.link(at("p2"), true);
+    m.wait_view("p1", "the LAN fault over", |v| lan_faults(v).is_empty());
+    assert_eq!(senders(&m.hbd("s1").table()), vec!["p1".to_string()]);
+}
+
+/// A master that cannot write its slot gives up its reign before the next
+/// host may start: at the standby, the two never send at once.
+#[test]
+fn a_master_that_loses_its_slot_resigns_before_the_next_one_reigns() {
+    let Some(m) = Members::start_with("a_master_that_loses_its_slot", groups, |_| {}) else {
+        return;
+    };
+    m.hbd("p2").wait_table("p1 master", |t| t["master"] == "p1");
+    m.hbd("s1")
+        .wait_table("p1's beats at the standby", |t| senders(t) == ["p1"]);
+    // p1's storage path cut (its LAN stays): it cannot write its slot.
+    m.apart.host("p1").storage_link(false);
+    m.hbd("p2").wait_table("p2 master, instance 2", |t| {
+        t["master"] == "p2" && t["master_instance"] == 2
+    });
+    // (Its run task may be held up by its storage probe and hear p2's reign
+    // before it says its lease ran out; its gate, a lease checked at each
+    // use, closed on time either way.)
+    wait_for("p1 gave up its reign", || {
+        let log = m.hbd("p1").log_text();
+        log.contains("stops acting as its group's master")
+            || log.contains("another host is master now: this one steps down")
+    });
+    // The standby hears p2 now; p1 sent nothing after p2 began.
+    m.hbd("s1").wait_table("p2's beats at the standby", |t| {
+        senders(t).contains(&"p2".to_string())
+    });
+    let serial_of = |t: &serde_json::Value, who: &str| {
+        t["watermarks"].as_array().and_then(|w| {
+            w.iter()
+                .find(|w| w["sender"] == who)
+                .and_then(|w| w["serial"].as_u64())
+        })
+    };
+    let before = serial_of(&m.hbd("s1").table(), "p1");
+    let p2_then = serial_of(&m.hbd("s1").table(), "p2").unwrap_or(0);
+    wait_for("20 more beats of p2 at the standby", || {
+        serial_of(&m.hbd("s1").table(), "p2").is_some_and(|s| s >= p2_then + 20)
+    });
+    assert_eq!(
+        serial_of(&m.hbd("s1").table(), "p1"),
+        before,
+        "p1 sends nothing once p2 reigns"
+    );
+    m.apart.host("p1").storage_link(true);
+}
+
+/// A member frozen with SIGSTOP keeps its application running; its
+/// watchdog (a stand-in that kills its processes when petting stops) ends
+/// it, and only after msgwait is it started on the host of its group that
+/// takes it over: the application never runs on two hosts at once.
+#[test]
+fn a_frozen_member_is_fenced_before_its_application_starts_elsewhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("p2.watchdog");
+    let victims: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let kill = Arc::clone(&victims);
+    let standin = WatchdogStandin::start(&fifo, Duration::from_millis(2000), move || {
+        kill.lock().map(|v| v.clone()).unwrap_or_default()
+    });
+    let edit = |host: &str, config: &mut String, apart: &hbcluster::hosts::Apart| {
+        groups(host, config, apart);
+        if host.starts_with('p') {
+            // Both hosts of prod's group: msgwait = 2 × fence_timeout_ms (p1, no
+            // watchdog) outlasts p2's watchdog timeout.
+            let mut top = "fence_timeout_ms = 2000\nwatchdog_timeout_ms = 2000\n".to_string();
+            if host == "p2" {
+                top += &format!("watchdog_device = \"{}\"\n", fifo.display());
+            }
+            *config = format!("{top}{config}");
+        }
+    };
+    // One application, app2, on p2; p1, the other host of its group (and
+    // its master), stands by first (only a STANDBY node takes over).
+    let Some(m) = Members::start_with("a_frozen_member_is_fenced", edit, |mib| {
+        mib["applications"][1]["standby"] = serde_json::json!(["p1", "s2"]);
+        if let Some(apps) = mib["applications"].as_array_mut() {
+            apps.remove(0);
+        }
+        mib["nodes"][0]["status"] = serde_json::json!("STANDBY");
+    }) else {
+        return;
+    };
+    m.hbd("p2").wait_table("p1 master", |t| t["master"] == "p1");
+    standin.wait_pets(5);
+    let hbd = m.hbd("p2").pid().expect("p2's hbd runs");
+    wait_for("app2's pid on p2", || m.app_pid("app2", "p2").is_some());
+    let app2 = m.app_pid("app2", "p2").expect("app2 runs on p2");
+    *victims.lock().expect("victims") = vec![hbd, app2];
+    let runs = m.out().join("app2.runs");
+    wait_for("app2 runs on p2", || {
+        std::fs::read_to_string(&runs).is_ok_and(|t| t.contains("p2 "))
+    });
+
+    // p2's hbd freezes; its application goes on until the watchdog ends it.
+    common::signal(hbd, "STOP");
+    standin.wait_fired();
+    m.wait_view("p1", "app2 taken over by p1", |v| {
+        app(v, "app2")["active"] == "p1"
+    });
+    wait_for("app2 runs on p1", || {
+        std::fs::read_to_string(&runs).is_ok_and(|t| t.contains("p1 "))
+    });
+    let log = m.hbd("p1").log_text();
+    assert!(
+        log.contains("did not acknowledge the poison within msgwait"),
+        "p1 waited out msgwait before starting app2"
+    );
+    // Never two at once: every round of p2 comes before every round of p1.
+    let text = std::fs::read_to_string(&runs).expect("runs");
+    let at = |who: &str| -> Vec<u128> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(who))
+            .filter_map(|t| t.trim().parse().ok())
+            .collect()
+    };
+    let (p2_last, p1_first) = (
+        at("p2 ").into_iter().max().expect("p2 ran"),
+        at("p1 ").into_iter().min().expect("p1 ran"),
+    );
+    assert!(
+        p2_last < p1_first,
+        "app2 ran on p2 until {p2_last} ns and on p1 from {p1_first} ns: overlap"
+    );
+    let v = m.view("p1");
+    assert_eq!(node(&v, "p2")["status"], "DOWN", "{v}");
+}
