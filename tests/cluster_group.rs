@@ -7,6 +7,8 @@
 //! the test) watches its petting.
 
 mod common;
+// Shared with tests/cluster.rs, which uses the rest of it.
+#[allow(dead_code)]
 #[path = "cluster/harness.rs"]
 mod harness;
 mod hbcluster;
@@ -86,6 +88,12 @@ fn a_host_cut_off_its_lan_is_a_lan_fault_never_a_takeover_or_a_second_master() {
     assert!(
         m.hbd("p1").log_text().contains("a LAN fault, not a DOWN"),
         "the LAN fault is reported"
+    );
+    let shown = m.hbctl("p1", &["show"]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("LAN fault: p2 is silent on the LAN but its slot advances"),
+        "{text}"
     );
 
     // The LAN back: the fault is over.
@@ -220,4 +228,68 @@ fn a_frozen_member_is_fenced_before_its_application_starts_elsewhere() {
     );
     let v = m.view("p1");
     assert_eq!(node(&v, "p2")["status"], "DOWN", "{v}");
+}
+
+/// A poison with a bad tag, or addressed to another host, in a member's
+/// mailbox: refused and named in its log and its `hbctl cluster show`,
+/// and nothing is stopped.
+#[test]
+fn a_forged_or_misaddressed_poison_is_refused_and_stops_nothing() {
+    use hbmirror::cluster::group::slot::{slot_offset, Poison, BLOCK};
+    use std::os::unix::fs::FileExt;
+
+    let Some(m) = Members::start_with("a_forged_poison", groups, |_| {}) else {
+        return;
+    };
+    m.hbd("p2").wait_table("p1 master", |t| t["master"] == "p1");
+    wait_for("app2's pid on p2", || m.app_pid("app2", "p2").is_some());
+    let app2 = m.app_pid("app2", "p2").expect("app2 runs on p2");
+    let key = hbcore::config::read_key(&m.apart.hb_key).expect("the heartbeat key");
+    // p2 is the second host of prod's group: its mailbox follows its slot.
+    let mailbox = slot_offset(0, 1) + BLOCK as u64;
+    let grp = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.apart.prod.file("grp"))
+        .expect("prod's grp through mirrord's own mount");
+    let poison = |to: &str, key: &[u8]| {
+        Poison {
+            to: to.into(),
+            run: 0,
+            from: "p1".into(),
+            id: 77,
+        }
+        .encode(key)
+        .expect("a block")
+    };
+    let refused = |what: &str| {
+        wait_for(&format!("p2 refuses {what}"), || {
+            m.view("p2")["group"]["refused"]["p2"]
+                .as_str()
+                .is_some_and(|r| r.contains(what))
+        });
+    };
+
+    grp.write_all_at(&poison("p2", b"not the group's key, 32 bytes...."), mailbox)
+        .expect("a forged poison");
+    grp.sync_all().expect("sync");
+    refused("signed with another key");
+    grp.write_all_at(&poison("p1", &key), mailbox)
+        .expect("a misaddressed poison");
+    grp.sync_all().expect("sync");
+    refused("addressed to host 'p1'");
+
+    // Nothing stopped: p2 serves on, its application runs, no fence.
+    let v = m.view("p2");
+    assert!(v["group"]["fenced"].is_null(), "{v}");
+    assert_eq!(node(&v, "p2")["status"], "ACTIVE", "{v}");
+    assert!(
+        std::path::Path::new(&format!("/proc/{app2}")).exists(),
+        "app2 still runs on p2"
+    );
+    assert!(
+        m.hbd("p2")
+            .log_text()
+            .contains("the poison in this host's mailbox is refused"),
+        "named in the log"
+    );
 }

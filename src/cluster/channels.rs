@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::group::disk::{GroupVolume, Read};
-use super::group::rules::{must_self_fence, SlotWatch};
+use super::group::rules::{must_self_fence, reign, Reign, SlotWatch};
 use super::group::slot::{Poison, Slot, SlotState};
 use super::group::Seen;
 use super::member::Member;
@@ -69,8 +69,9 @@ impl Member {
     /// Takes what one read found; returns a poison this host must obey.
     fn take_reads(&self, volume: &GroupVolume, reads: Vec<Read>, now: Instant) -> Option<Poison> {
         let run = self.shared.clock.instance;
-        let mut newer_reign = None;
+        let mut newer_reign: Option<(String, u64)> = None;
         let mut obey = None;
+        let at_start;
         {
             let mut seen = self.seen()?;
             let now_ms = seen.ms(now);
@@ -85,7 +86,9 @@ impl Member {
                     }
                     Ok(Some(slot)) => {
                         if let Some(instance) = slot.master {
-                            newer_reign = Some((host.clone(), instance));
+                            if newer_reign.as_ref().is_none_or(|(_, i)| instance > *i) {
+                                newer_reign = Some((host.clone(), instance));
+                            }
                         }
                         let before = seen.watches.get(host);
                         let watch = SlotWatch::observe(before, slot, now_ms);
@@ -130,17 +133,23 @@ impl Member {
                     }
                 }
             }
+            at_start = !seen.started;
             seen.started = true;
         }
         if let Some((host, instance)) = newer_reign {
-            self.slot_claims_reign(&host, instance);
+            self.slot_claims_reign(&host, instance, at_start);
         }
         obey
     }
 
-    /// Writes this host's slot; a master's good write renews its lease.
+    /// Writes this host's slot; a master's good write renews its lease
+    /// from when it began, if the lease still held then (a lapsed lease is
+    /// given up, never renewed: after a stall, a successor may be counting).
     pub(super) async fn write_now(&self, volume: &Arc<GroupVolume>, index: usize) {
         let view = lock(&self.master).clone();
+        let began = Instant::now();
+        let limit = self.master_timeout().as_millis() as u64;
+        let lapsed;
         let (slot, claims) = {
             let Some(mut seen) = self.seen() else {
                 return;
@@ -148,9 +157,12 @@ impl Member {
             seen.serial += 1;
             let fenced = seen.fenced.clone();
             let down = lock(&self.mib).state(&self.me) == NodeState::Down;
-            let claims = fenced.is_none()
+            let master = fenced.is_none()
                 && !seen.resigned
                 && view.as_ref().is_some_and(|v| v.master == self.me);
+            let now = seen.ms(began);
+            lapsed = master && reign(seen.last_write_ms, now, limit) == Reign::Resign;
+            let claims = master && !lapsed;
             let slot = Slot {
                 host: self.me.clone(),
                 run: self.shared.clock.instance,
@@ -171,7 +183,9 @@ impl Member {
             };
             (slot, claims)
         };
-        let began = Instant::now();
+        if lapsed {
+            self.resign("its lease ran out before its next slot write (a stall, or a slow volume)");
+        }
         match volume.write_slot(index, &slot).await {
             Ok(()) => {
                 let mut seen = self.seen();

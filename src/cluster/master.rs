@@ -68,8 +68,9 @@ impl Member {
         let me = master == self.me;
         if let Some(mut seen) = self.seen() {
             // A new reign: this host may reign again if it is the master
-            // (once a good slot write renews its lease), unless fenced.
+            // (while its slot writes keep its lease), unless fenced.
             seen.resigned = seen.fenced.is_some();
+            seen.resigned_ms = None;
         }
         self.shared.master_gate.set(me && self.fenced().is_none());
         {
@@ -102,6 +103,7 @@ impl Member {
             return;
         };
         if view.master == self.me && !self.keeps_reign() {
+            self.after_resigning(&view);
             return;
         }
         if view.master == self.me {
@@ -223,30 +225,48 @@ impl Member {
     }
 
     /// A master keeps its reign only while its lease holds (its last good
-    /// slot write began less than `master_timeout_ms / 2` ago); once it
-    /// ran out, this host gives up the reign for good (the group elects
+    /// slot write began less than `master_timeout_ms / 2` ago; see
+    /// `group::rules::reign`); before its first write it waits; once the
+    /// lease ran out it gives up the reign for good (the group elects
     /// another after the full timeout). Without a group volume: always.
     fn keeps_reign(&self) -> bool {
-        let lapsed = {
-            let Some(mut seen) = self.seen() else {
+        let (now, last, limit) = {
+            let Some(seen) = self.seen() else {
                 return true;
             };
             if seen.resigned {
                 return false;
             }
-            let now = seen.ms(Instant::now());
             let limit = self.master_timeout().as_millis() as u64;
-            if rules::may_reign(seen.last_write_ms, now, limit) {
-                return true;
+            (seen.ms(Instant::now()), seen.last_write_ms, limit)
+        };
+        match rules::reign(last, now, limit) {
+            rules::Reign::Keep => true,
+            rules::Reign::Wait => false,
+            rules::Reign::Resign => {
+                let ms = last.map_or(0, |t| now.saturating_sub(t));
+                self.resign(&format!(
+                    "its last good write of its slot began {ms} ms ago"
+                ));
+                false
+            }
+        }
+    }
+
+    /// Gives up this host's reign (its lease ran out: `why`) until a new
+    /// one begins; logged once.
+    pub(super) fn resign(&self, why: &str) {
+        {
+            let Some(mut seen) = self.seen() else {
+                return;
+            };
+            if seen.resigned {
+                return;
             }
             seen.resigned = true;
-            seen.last_write_ms.map(|t| now.saturating_sub(t))
-        };
+            seen.resigned_ms = Some(seen.ms(Instant::now()));
+        }
         self.shared.master_gate.set(false);
-        let why = match lapsed {
-            Some(ms) => format!("its last good write of its slot began {ms} ms ago"),
-            None => "it has not written its slot on the group volume".to_string(),
-        };
         let text = format!(
             "{} stops acting as its group's master: {why} (the lease is {:?}); the group elects another",
             self.me,
@@ -254,7 +274,28 @@ impl Member {
         );
         tracing::error!("{text}");
         self.event(Some(Level::Serious), text);
-        false
+    }
+
+    /// A master that gave up its reign a full timeout ago starts the next
+    /// one itself (electing the next host of the group), so a group whose
+    /// other hosts cannot reign is not left without a master.
+    fn after_resigning(&self, view: &MasterView) {
+        let due = self.seen().is_some_and(|s| {
+            let now = s.ms(Instant::now());
+            s.resigned
+                && s.fenced.is_none()
+                && s.resigned_ms.is_some_and(|r| {
+                    rules::resigned_long_enough(r, now, self.master_timeout().as_millis() as u64)
+                })
+        });
+        if due {
+            let why = format!(
+                "{} gave up its reign {:?} ago",
+                self.me,
+                self.master_timeout()
+            );
+            self.elect(view, why);
+        }
     }
 
     /// Whether the master's slot also says it is gone (always, without a
@@ -294,12 +335,16 @@ impl Member {
     }
 
     /// A slot of `host` claims the reign in cluster `instance`: a newer
-    /// reign is followed (as its master heartbeat would be).
-    pub(super) fn slot_claims_reign(&self, host: &str, instance: u64) {
+    /// reign is followed (as its master heartbeat would be); at this run's
+    /// first read, so is one as new as this host's own start-of-day view
+    /// (a restarted host does not claim a reign another holds).
+    pub(super) fn slot_claims_reign(&self, host: &str, instance: u64, at_start: bool) {
         let Some(view) = lock(&self.master).clone() else {
             return;
         };
-        if instance > view.instance && self.group().iter().any(|h| h == host) {
+        let newer = instance > view.instance
+            || (at_start && instance == view.instance && host != view.master);
+        if newer && self.group().iter().any(|h| h == host) {
             if view.master == self.me {
                 tracing::warn!(master = %host, instance, "another host claims a newer reign in its slot: this one steps down");
             }

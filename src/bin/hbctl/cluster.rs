@@ -93,6 +93,37 @@ fn show(v: &View) {
             );
         }
     }
+    if let Some(g) = &v.group {
+        let written = g
+            .slot_written_ms_ago
+            .map_or("never".to_string(), |ms| format!("{ms} ms ago"));
+        println!(
+            "group volume {} (this host's slot written {written}):",
+            g.volume
+        );
+        for s in &g.slots {
+            let master = s
+                .master
+                .map(|i| format!("  master (instance {i})"))
+                .unwrap_or_default();
+            println!(
+                "  {:<12} serial {:<8} {:<7} still {} ms{master}",
+                s.host,
+                s.serial,
+                format!("{:?}", s.state).to_lowercase(),
+                s.still_ms
+            );
+        }
+        for h in &g.lan_faults {
+            println!("  LAN fault: {h} is silent on the LAN but its slot advances (not DOWN)");
+        }
+        for (h, why) in &g.refused {
+            println!("  refused: {h}: {why}");
+        }
+        if let Some(why) = &g.fenced {
+            println!("  this host is FENCED: {why}");
+        }
+    }
     for c in &v.conflicts {
         println!("conflict: {c}");
     }

@@ -60,6 +60,8 @@ pub struct Seen {
     /// This host gave up its reign (its lease ran out): it does not act as
     /// master again until a new reign begins.
     pub resigned: bool,
+    /// When it gave it up.
+    pub resigned_ms: Option<u64>,
     /// The first read has carried over this host's earlier slot.
     pub started: bool,
     /// What last failed on the volume (logged once until it works again).
@@ -82,6 +84,7 @@ impl Seen {
             refused: BTreeMap::new(),
             lan_faults: BTreeSet::new(),
             resigned: false,
+            resigned_ms: None,
             started: false,
             trouble: None,
         }

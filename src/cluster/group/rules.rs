@@ -14,6 +14,10 @@
 //!   start of its last good write and the successor from when it saw that
 //!   write, the two never reign at once, whatever the two hosts' clocks
 //!   read (only their rates are assumed alike);
+//! - a master's lease starts with its first slot write, is renewed by each
+//!   write that begins while it holds, and once lapsed is given up, never
+//!   renewed ([`reign`]); a master that gave up its reign starts the next
+//!   one after the full timeout ([`resigned_long_enough`]);
 //! - a host that has lost both its LAN and its slot for `fence_timeout / 2`
 //!   fences itself ([`must_self_fence`]), within `fence_timeout`.
 
@@ -26,6 +30,8 @@ pub struct SlotWatch {
     pub slot: Slot,
     /// When it was first seen with its current run and serial.
     pub advanced_ms: u64,
+    /// The newest reign this run of the host was seen claiming.
+    pub claimed: Option<u64>,
 }
 
 impl SlotWatch {
@@ -35,7 +41,15 @@ impl SlotWatch {
             Some(b) if b.slot.run == slot.run && b.slot.serial == slot.serial => b.advanced_ms,
             _ => now_ms,
         };
-        SlotWatch { slot, advanced_ms }
+        let claimed = match before {
+            Some(b) if b.slot.run == slot.run => b.claimed.max(slot.master),
+            _ => slot.master,
+        };
+        SlotWatch {
+            slot,
+            advanced_ms,
+            claimed,
+        }
     }
 
     /// How long the slot had not advanced at `read_ms`, this host's last
@@ -90,6 +104,37 @@ pub fn judge(
     }
 }
 
+/// What a host that holds the reign in its view does with it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reign {
+    /// Its lease holds: it acts as master (and its next write renews it).
+    Keep,
+    /// It has not written its slot yet in this run: it does not act yet,
+    /// and gives up nothing (a first write starts the lease).
+    Wait,
+    /// Its lease ran out: it gives up the reign (a lapsed lease is never
+    /// renewed: a successor may already be counting).
+    Resign,
+}
+
+/// The reign of a master whose last good slot write (of this run) began
+/// at `last_write_ms`, at `now_ms`.
+pub fn reign(last_write_ms: Option<u64>, now_ms: u64, master_timeout_ms: u64) -> Reign {
+    match last_write_ms {
+        None => Reign::Wait,
+        Some(_) if may_reign(last_write_ms, now_ms, master_timeout_ms) => Reign::Keep,
+        Some(_) => Reign::Resign,
+    }
+}
+
+/// Whether a master that gave up its reign at `resigned_ms` starts the
+/// next one now (electing the next host of the group): after the full
+/// timeout, as a successor would, so that a group whose other hosts cannot
+/// reign (fenced, or deaf to it) is not left without a master.
+pub fn resigned_long_enough(resigned_ms: u64, now_ms: u64, master_timeout_ms: u64) -> bool {
+    now_ms.saturating_sub(resigned_ms) >= master_timeout_ms
+}
+
 /// Whether a master whose last good slot write began at `last_write_ms`
 /// may still act as master at `now_ms`.
 pub fn may_reign(last_write_ms: Option<u64>, now_ms: u64, master_timeout_ms: u64) -> bool {
@@ -99,7 +144,10 @@ pub fn may_reign(last_write_ms: Option<u64>, now_ms: u64, master_timeout_ms: u64
 /// Whether the master of cluster instance `instance` may be succeeded:
 /// silent on the LAN for `master_timeout_ms` and its slot still as long,
 /// or its slot saying (in a write seen advancing) that it no longer reigns
-/// in that instance; `read_ms`: this host's last good read of the volume.
+/// in that instance — only once that run of it was seen claiming the
+/// reign, or it is fenced: a host elected while it was stalled does not
+/// claim a reign it has not heard of, and that is no resignation;
+/// `read_ms`: this host's last good read of the volume.
 pub fn may_succeed(
     lan_silent_ms: u64,
     watch: Option<&SlotWatch>,
@@ -111,8 +159,11 @@ pub fn may_succeed(
     if lan_silent_ms < master_timeout_ms {
         return false;
     }
-    let resigned =
-        watch.is_some_and(|w| w.slot.master != Some(instance) && w.advanced_ms >= watching_ms);
+    let resigned = watch.is_some_and(|w| {
+        (w.claimed >= Some(instance) || w.slot.state == SlotState::Fenced)
+            && w.slot.master != Some(instance)
+            && w.advanced_ms >= watching_ms
+    });
     resigned || SlotWatch::still_ms(watch, watching_ms, read_ms) >= master_timeout_ms
 }
 
@@ -202,5 +253,29 @@ mod tests {
         assert!(!must_self_fence(0, 900, 1000, 2000));
         assert!(!must_self_fence(900, 0, 1000, 2000));
         assert!(must_self_fence(0, 0, 1000, 2000));
+    }
+
+    #[test]
+    fn a_host_that_never_claimed_the_reign_has_not_resigned_it() {
+        // Elected while stalled (hbsim --group --seed 1378): its slot
+        // advances without a claim; that is no resignation.
+        let before = SlotWatch::observe(None, slot(5, SlotState::Up, None), 100);
+        let w = SlotWatch::observe(Some(&before), slot(6, SlotState::Up, None), 200);
+        assert_eq!(w.claimed, None);
+        assert!(!may_succeed(5000, Some(&w), 0, 300, 2, 1000));
+        let fenced = SlotWatch::observe(Some(&w), slot(7, SlotState::Fenced, None), 300);
+        assert!(
+            may_succeed(5000, Some(&fenced), 0, 400, 2, 1000),
+            "a fenced host reigns no more"
+        );
+    }
+
+    #[test]
+    fn a_lease_starts_with_a_first_write_and_a_lapsed_one_is_given_up() {
+        assert_eq!(reign(None, 5000, 1000), Reign::Wait);
+        assert_eq!(reign(Some(4600), 5000, 1000), Reign::Keep);
+        assert_eq!(reign(Some(4500), 5000, 1000), Reign::Resign);
+        assert!(!resigned_long_enough(4500, 5000, 1000));
+        assert!(resigned_long_enough(4000, 5000, 1000));
     }
 }

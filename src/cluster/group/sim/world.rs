@@ -1,15 +1,17 @@
 //! The simulated world of [`super`]: the event queue, the LAN, the group
 //! volume, and each host's member as `master.rs` and `channels.rs` run it,
-//! deciding with the real [`may_reign`], [`may_succeed`],
-//! [`must_self_fence`], [`SlotWatch`] and [`MasterGate`]; the checker runs
-//! after every event. Single-threaded.
+//! deciding with the real [`reign`], [`may_reign`], [`may_succeed`],
+//! [`resigned_long_enough`], [`must_self_fence`], [`SlotWatch`] and
+//! [`MasterGate`]; the checker runs after every event. Single-threaded.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::time::{Duration, Instant};
 
 use super::{Fault, Outcome, Shape, KINDS};
-use crate::cluster::group::rules::{may_reign, may_succeed, must_self_fence, SlotWatch};
+use crate::cluster::group::rules::{
+    may_reign, may_succeed, must_self_fence, reign, resigned_long_enough, Reign, SlotWatch,
+};
 use crate::cluster::group::slot::{Slot, SlotState};
 use crate::hb::daemon::shared::MasterGate;
 use crate::hb::sim::rng::Rng;
@@ -25,8 +27,9 @@ enum Ev {
     ReadDone(usize, Option<Vec<Option<Slot>>>),
     /// A slot write reached the volume.
     WriteLand(usize, Slot),
-    /// A write returned: (host, ok, began, claims).
-    WriteDone(usize, bool, u64, bool),
+    /// A write returned: (host, ok, began, claims, the tick's last: a
+    /// self-fence's acknowledging write).
+    WriteDone(usize, bool, u64, bool, bool),
     Msg {
         to: usize,
         from: usize,
@@ -45,6 +48,9 @@ struct Host {
     serial: u64,
     fenced: bool,
     resigned: bool,
+    resigned_at: Option<u64>,
+    /// The first read of the slots is done (`Seen::started`).
+    started: bool,
     last_write: Option<u64>,
     last_read: Option<u64>,
     watching: u64,
@@ -101,6 +107,8 @@ impl<'a> World<'a> {
                 serial: 0,
                 fenced: false,
                 resigned: false,
+                resigned_at: None,
+                started: false,
                 last_write: None,
                 last_read: None,
                 watching: 0,
@@ -276,10 +284,10 @@ impl<'a> World<'a> {
                 if let Some(snap) = snap {
                     self.take_reads(h, snap);
                 }
-                self.write(h);
+                self.write(h, false);
             }
             Ev::WriteLand(h, slot) => self.disk[h] = Some(slot),
-            Ev::WriteDone(h, ok, began, claims) => {
+            Ev::WriteDone(h, ok, began, claims, last) => {
                 if ok {
                     let local = self.local(h, began);
                     let lease = self.at(began + self.s.master_timeout / 2);
@@ -289,7 +297,11 @@ impl<'a> World<'a> {
                         host.gate.lease_until(lease);
                     }
                 }
-                self.check_self_fence(h);
+                // channels.rs: a self-fence writes the FENCED slot at once.
+                if !last && self.check_self_fence(h) {
+                    self.write(h, true);
+                    return;
+                }
                 let next = self.hosts[h].group_next.max(self.now);
                 self.push(next, Ev::GroupTick(h));
             }
@@ -326,26 +338,31 @@ impl<'a> World<'a> {
         }
     }
 
-    /// channels.rs's `take_reads`: the others' slots watched; the last
-    /// slot claiming a reign, if newer, followed.
+    /// channels.rs's `take_reads`: the others' slots watched; the highest
+    /// reign claimed in a slot followed as `slot_claims_reign` does.
     fn take_reads(&mut self, h: usize, snap: Vec<Option<Slot>>) {
         let now = self.local(h, self.now);
         let host = &mut self.hosts[h];
         host.last_read = Some(now);
-        let mut newer = None;
+        let mut newer: Option<(usize, u64)> = None;
         for (o, slot) in snap.into_iter().enumerate() {
             let Some(slot) = slot else { continue };
             if o == h {
                 continue;
             }
             if let Some(instance) = slot.master {
-                newer = Some((o, instance));
+                if newer.is_none_or(|(_, i)| instance > i) {
+                    newer = Some((o, instance));
+                }
             }
             let watch = SlotWatch::observe(host.watches[o].as_ref(), slot, now);
             host.watches[o] = Some(watch);
         }
+        let at_start = !std::mem::replace(&mut host.started, true);
         if let Some((o, instance)) = newer {
-            if instance > self.hosts[h].view.1 {
+            // master.rs's `slot_claims_reign`.
+            let (master, current, _) = self.hosts[h].view;
+            if instance > current || (at_start && instance == current && o != master) {
                 self.note(format!(
                     "h{h} follows h{o}'s reign {instance}, from its slot"
                 ));
@@ -354,11 +371,15 @@ impl<'a> World<'a> {
         }
     }
 
-    /// channels.rs's `write_now`.
-    fn write(&mut self, h: usize) {
+    /// channels.rs's `write_now` (`last`: the tick ends with it).
+    fn write(&mut self, h: usize, last: bool) {
+        let now = self.local(h, self.now);
         let host = &mut self.hosts[h];
         host.serial += 1;
-        let claims = !host.fenced && !host.resigned && host.view.0 == h;
+        let master = !host.fenced && !host.resigned && host.view.0 == h;
+        let lapsed =
+            master && reign(host.last_write, now, self.s.master_timeout) == Reign::Resign;
+        let claims = master && !lapsed;
         let slot = Slot {
             host: format!("h{h}"),
             run: 1,
@@ -372,10 +393,13 @@ impl<'a> World<'a> {
             ack: None,
             reason: None,
         };
+        if lapsed {
+            self.resign(h, "its lease ran out before its next slot write");
+        }
         let deadline = (self.s.master_timeout / 2).max(self.s.interval);
         let began = self.now;
         match self.io(h, 3) {
-            None => self.push(began + 1, Ev::WriteDone(h, false, began, claims)),
+            None => self.push(began + 1, Ev::WriteDone(h, false, began, claims, last)),
             Some((done, in_time)) => {
                 self.push(done, Ev::WriteLand(h, slot));
                 let (at, ok) = if in_time {
@@ -383,17 +407,17 @@ impl<'a> World<'a> {
                 } else {
                     (began + deadline, false)
                 };
-                self.push(at, Ev::WriteDone(h, ok, began, claims));
+                self.push(at, Ev::WriteDone(h, ok, began, claims, last));
             }
         }
     }
 
-    /// channels.rs's `check_self_fence`.
-    fn check_self_fence(&mut self, h: usize) {
+    /// channels.rs's `check_self_fence` (true: it fenced this host).
+    fn check_self_fence(&mut self, h: usize) -> bool {
         let now = self.local(h, self.now);
         let host = &mut self.hosts[h];
         if host.fenced || self.s.hosts < 2 {
-            return;
+            return false;
         }
         let lan = (0..self.s.hosts)
             .filter(|&o| o != h)
@@ -409,7 +433,9 @@ impl<'a> World<'a> {
             self.note(format!(
                 "h{h} fences itself (LAN heard at {lan}, slot written at {slot})"
             ));
+            return true;
         }
+        false
     }
 
     /// master.rs's `install_master`.
@@ -420,6 +446,7 @@ impl<'a> World<'a> {
             self.out.step_downs += 1;
         }
         host.resigned = host.fenced;
+        host.resigned_at = None;
         host.gate.set(master == h && !host.fenced);
         host.view = (master, instance, now);
         // reign_begins
@@ -443,14 +470,32 @@ impl<'a> World<'a> {
         }
         let (master, instance, last_seen) = host.view;
         if master == h {
-            if host.resigned {
-                return;
-            }
-            if !may_reign(host.last_write, now, mt) {
-                host.resigned = true;
-                host.gate.set(false);
-                self.out.resignations += 1;
-                self.note(format!("h{h} resigns its reign {instance}: lease lapsed"));
+            // `keeps_reign`, then `after_resigning`.
+            let keeps = !host.resigned
+                && match reign(host.last_write, now, mt) {
+                    Reign::Keep => true,
+                    Reign::Wait => false,
+                    Reign::Resign => {
+                        self.resign(h, "its lease lapsed");
+                        false
+                    }
+                };
+            if !keeps {
+                let host = &self.hosts[h];
+                let due = host.resigned
+                    && !host.fenced
+                    && host
+                        .resigned_at
+                        .is_some_and(|r| resigned_long_enough(r, now, mt));
+                if due {
+                    let next = (h + 1) % self.s.hosts;
+                    self.out.elections += 1;
+                    self.note(format!(
+                        "h{h} resigned {mt} ms ago: h{next} is master, reign {}",
+                        instance + 1
+                    ));
+                    self.install(h, next, instance + 1);
+                }
                 return;
             }
             for to in (0..self.s.hosts).filter(|&o| o != h) {
@@ -474,6 +519,21 @@ impl<'a> World<'a> {
             ));
             self.install(h, next, instance + 1);
         }
+    }
+
+    /// master.rs's `resign`.
+    fn resign(&mut self, h: usize, why: &str) {
+        let now = self.local(h, self.now);
+        let host = &mut self.hosts[h];
+        if host.resigned {
+            return;
+        }
+        host.resigned = true;
+        host.resigned_at = Some(now);
+        host.gate.set(false);
+        self.out.resignations += 1;
+        let instance = host.view.1;
+        self.note(format!("h{h} resigns its reign {instance}: {why}"));
     }
 
     /// master.rs's `master_input` (the replay check aside).
