@@ -427,13 +427,13 @@ fn the_next_host_of_a_group_becomes_master_and_keeps_the_table() {
     assert_eq!(app(&v, "app1")["active"], "s1");
     assert_eq!(m.apart.standby.pair("app1").expect("app1")["state"], "SSWS");
 
-    // s2 stalls (SIGSTOP) past the master timeout (1 s) and goes on: the
+    // s2 stalls (SIGSTOP) past the master timeout (2 s) and goes on: the
     // silence was its own, so it re-elects no one. (Within the standby's
     // 4 s timeout, so its master does not mark it DOWN either.)
     m.wait_view("s1", "s2 STANDBY", |v| node(v, "s2")["status"] == "STANDBY");
     let s2 = m.hbd("s2").pid().expect("s2 runs");
     common::signal(s2, "STOP");
-    std::thread::sleep(std::time::Duration::from_millis(2000));
+    std::thread::sleep(std::time::Duration::from_millis(2500));
     common::signal(s2, "CONT");
     wait_for("s2 says it was stalled", || {
         m.hbd("s2").log_text().contains("this host was stalled for")

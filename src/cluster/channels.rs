@@ -54,7 +54,17 @@ impl Member {
         let Some(index) = volume.index(&self.me) else {
             return;
         };
-        match volume.read_all().await {
+        // The run's first read comes before its first write (an earlier
+        // run's acknowledgement, a reign already claimed); after it, the
+        // write goes beside the read, so a slow read never delays the write
+        // that keeps a master's lease.
+        let started = self.seen().is_some_and(|s| s.started);
+        let read = if started {
+            tokio::join!(volume.read_all(), self.write_now(&volume, index)).0
+        } else {
+            volume.read_all().await
+        };
+        match read {
             Ok(reads) => {
                 if let Some(poison) = self.take_reads(&volume, reads, Instant::now()) {
                     self.obey(poison).await;
@@ -62,7 +72,9 @@ impl Member {
             }
             Err(e) => self.volume_trouble("cannot read the group volume", &e),
         }
-        self.write_now(&volume, index).await;
+        if !started {
+            self.write_now(&volume, index).await;
+        }
         self.check_self_fence().await;
     }
 

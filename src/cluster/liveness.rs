@@ -84,6 +84,9 @@ impl Member {
             let mut seen = self.seen();
             for h in self.group().into_iter().filter(|h| *h != self.me) {
                 if mib.node(&h).is_none_or(|n| n.status == NodeState::Down) {
+                    if let Some(seen) = seen.as_mut() {
+                        seen.lan_faults.remove(&h);
+                    }
                     continue;
                 }
                 let lan_silent = heard.get(&h).map_or(timeout, |t| now.duration_since(*t));

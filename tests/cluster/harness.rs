@@ -415,7 +415,7 @@ pub fn groups(host: &str, config: &mut String, apart: &Apart) {
             };
             seen_peers += 1;
         } else if line.starts_with("timeout_ms") && host.starts_with('s') {
-            // The standby outlasts prod's change of master (1 s) without failing over.
+            // The standby outlasts prod's change of master (2 s) without failing over.
             out += "timeout_ms = 4000\n";
         } else if line.starts_with("volume_dir") && host.starts_with('p') {
             out += &format!(
@@ -428,7 +428,7 @@ pub fn groups(host: &str, config: &mut String, apart: &Apart) {
         }
     }
     out += &format!(
-        "group_members = [\"{}\", \"{}\"]\nmaster_timeout_ms = 1000\ngroup_volume = \"{}\"\n",
+        "group_members = [\"{}\", \"{}\"]\nmaster_timeout_ms = 2000\ngroup_volume = \"{}\"\n",
         group[0],
         group[1],
         apart.host(host).file("grp").display()
