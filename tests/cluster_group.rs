@@ -293,3 +293,94 @@ fn a_forged_or_misaddressed_poison_is_refused_and_stops_nothing() {
         "named in the log"
     );
 }
+
+/// Sends `datagram` to `to` from inside network namespace `ns` (a thread
+/// of its own enters it, so the test's other threads stay where they are).
+fn send_from_ns(ns: &str, to: std::net::SocketAddr, datagram: Vec<u8>) {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(&path).expect("the namespace");
+        // SAFETY: `f` is an open namespace file for the call; setns changes
+        // only this thread's network namespace.
+        let entered = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(
+            entered,
+            0,
+            "setns {path}: {}",
+            std::io::Error::last_os_error()
+        );
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("a socket");
+        socket.send_to(&datagram, to).expect("sent");
+    })
+    .join()
+    .expect("the sender");
+}
+
+/// The seed's invalid master heartbeats (seed 000): one whose time does
+/// not advance (a replay, or a stuck clock), one from a wrong master id,
+/// one of an expired instance — each refused and named in the log, and no
+/// one is re-elected while the real master's heartbeats go on.
+#[test]
+fn invalid_master_heartbeats_are_refused_and_reelect_no_one() {
+    use hbmirror::cluster::notice::{Kind, Notice};
+
+    let Some(m) = Members::start_with("invalid_master_heartbeats", groups, |_| {}) else {
+        return;
+    };
+    m.hbd("p2").wait_table("p1 master", |t| t["master"] == "p1");
+    // p1 has been sending its master heartbeats to p2 for a while.
+    m.hbd("p1").wait_advance("serial", 10);
+    let key = hbcore::config::read_key(&m.apart.hb_key).expect("the heartbeat key");
+    let mib = std::fs::read_to_string(m.apart.root.path().join("mib.json")).expect("the MIB");
+    // p1's run, as its hbd logged it at start (hex).
+    let log = m.hbd("p1").log_text();
+    let run = log
+        .split("instance=\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .expect("p1's instance in its log");
+    let beat = |from: &str, instance: u64, run: u64, uptime: u64| -> Vec<u8> {
+        let n: Notice = serde_json::from_value(serde_json::json!({
+            "from": from, "about": from, "kind": "master",
+            "instance": instance, "time_ms": 1, "run": run, "uptime_ms": uptime,
+            "mib": serde_json::from_str::<serde_json::Value>(&mib).expect("MIB JSON"),
+        }))
+        .expect("a notice");
+        assert_eq!(n.kind, Kind::Master);
+        n.encode(&key).expect("signed")
+    };
+    let client = m.apart.lan.hosts[harness::CLIENT].clone();
+    let at = |host: &str| -> std::net::SocketAddr {
+        format!("{}:{}", m.apart.lan.addr(at(host)), harness::PORT)
+            .parse()
+            .expect("an address")
+    };
+
+    // p1's own run with an uptime long past: its time does not advance.
+    send_from_ns(&client, at("p2"), beat("p1", 1, run, 1));
+    // p2 claiming p1's reign: a wrong master id (to p1, the master).
+    send_from_ns(&client, at("p1"), beat("p2", 1, 7, 1_000_000));
+    // p1 of instance 0: an expired reign.
+    send_from_ns(&client, at("p2"), beat("p1", 0, run, u64::MAX / 2));
+    for (host, said) in [
+        ("p2", "whose time does not advance refused"),
+        ("p1", "with a wrong master id refused"),
+        ("p2", "with an expired cluster instance id refused"),
+    ] {
+        wait_for(&format!("{host} logs a master heartbeat {said}"), || {
+            m.hbd(host).log_text().contains(said)
+        });
+    }
+    // The real master's heartbeats go on; no one was re-elected.
+    m.hbd("p1").wait_advance("serial", 20);
+    for h in ["p1", "p2"] {
+        let t = m.hbd(h).table();
+        assert_eq!(
+            (&t["master"], &t["master_instance"]),
+            (&serde_json::json!("p1"), &serde_json::json!(1)),
+            "{h}: {t}"
+        );
+    }
+}
