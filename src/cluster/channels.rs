@@ -97,9 +97,11 @@ impl Member {
                         }
                     }
                     Ok(Some(slot)) => {
-                        if let Some(instance) = slot.master {
+                        // The newest reign a slot claims, or follows.
+                        let claim = slot.master.map(|i| (host.clone(), i));
+                        for (master, instance) in claim.into_iter().chain(slot.follows.clone()) {
                             if newer_reign.as_ref().is_none_or(|(_, i)| instance > *i) {
-                                newer_reign = Some((host.clone(), instance));
+                                newer_reign = Some((master, instance));
                             }
                         }
                         let before = seen.watches.get(host);
@@ -162,13 +164,20 @@ impl Member {
         let began = Instant::now();
         let limit = self.master_timeout().as_millis() as u64;
         let lapsed;
+        // Read before `seen` is locked: `seen` is a leaf lock (nothing else
+        // is taken while it is held; `liveness` holds the MIB and `heard`
+        // and then takes it).
+        let (down, down_reason) = {
+            let mib = lock(&self.mib);
+            let down = mib.state(&self.me) == NodeState::Down;
+            (down, mib.node(&self.me).and_then(|n| n.reason.clone()))
+        };
         let (slot, claims) = {
             let Some(mut seen) = self.seen() else {
                 return;
             };
             seen.serial += 1;
             let fenced = seen.fenced.clone();
-            let down = lock(&self.mib).state(&self.me) == NodeState::Down;
             let master = fenced.is_none()
                 && !seen.resigned
                 && view.as_ref().is_some_and(|v| v.master == self.me);
@@ -184,14 +193,10 @@ impl Member {
                     (None, true) => SlotState::Down,
                     (None, false) => SlotState::Up,
                 },
-                master: view.filter(|_| claims).map(|v| v.instance),
+                master: view.as_ref().filter(|_| claims).map(|v| v.instance),
+                follows: view.map(|v| (v.master, v.instance)),
                 ack: seen.ack,
-                reason: fenced.or_else(|| {
-                    lock(&self.mib)
-                        .node(&self.me)
-                        .and_then(|n| n.reason.clone())
-                        .filter(|_| down)
-                }),
+                reason: fenced.or(down_reason.filter(|_| down)),
             };
             (slot, claims)
         };
@@ -240,22 +245,27 @@ impl Member {
     /// host of its group) and its slot (no good write) for half the fence
     /// timeout.
     async fn check_self_fence(self: &Arc<Self>) {
+        let group = self.group();
+        if group.len() < 2 {
+            return;
+        }
+        let last_heard = {
+            let heard = lock(&self.heard);
+            group
+                .iter()
+                .filter(|h| **h != self.me)
+                .filter_map(|h| heard.get(h).copied())
+                .max()
+        };
         let why = {
             let Some(seen) = self.seen() else {
                 return;
             };
-            if seen.fenced.is_some() || self.group().len() < 2 {
+            if seen.fenced.is_some() {
                 return;
             }
             let now = Instant::now();
-            let heard = lock(&self.heard);
-            let lan = self
-                .group()
-                .iter()
-                .filter(|h| **h != self.me)
-                .filter_map(|h| heard.get(h))
-                .max()
-                .map_or(0, |t| seen.ms(*t));
+            let lan = last_heard.map_or(0, |t| seen.ms(t));
             let slot = seen.last_write_ms.unwrap_or(seen.watching_ms);
             let now_ms = seen.ms(now);
             let limit = self.fence_timeout().as_millis() as u64;

@@ -15,7 +15,8 @@
 //!
 //! The member's run task drives them every interval (`crate::cluster`'s
 //! `channels` and `fence`); [`Seen`] is what it keeps, behind the member's
-//! lock, held briefly and never across an await.
+//! lock, held briefly and never across an await; a leaf lock: no other
+//! lock is taken while it is held.
 
 pub mod disk;
 pub mod rules;

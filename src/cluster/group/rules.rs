@@ -186,6 +186,7 @@ mod tests {
             state,
             master,
             ack: None,
+            follows: None,
             reason: None,
         }
     }

@@ -69,6 +69,10 @@ pub struct Slot {
     /// The id of the last poison it obeyed.
     #[serde(default)]
     pub ack: Option<u64>,
+    /// The master and cluster instance it follows: a host elected while it
+    /// could not hear it learns its reign here (hbsim --group, seed 95).
+    #[serde(default)]
+    pub follows: Option<(String, u64)>,
     /// Why it is DOWN or fenced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -190,6 +194,7 @@ mod tests {
             state: SlotState::Up,
             master: Some(3),
             ack: None,
+            follows: Some(("p1".into(), 3)),
             reason: None,
         }
     }

@@ -350,9 +350,13 @@ impl<'a> World<'a> {
             if o == h {
                 continue;
             }
-            if let Some(instance) = slot.master {
+            let followed = slot.follows.as_ref().and_then(|(m, i)| {
+                let m: usize = m.strip_prefix('h')?.parse().ok()?;
+                Some((m, *i))
+            });
+            for (m, instance) in slot.master.map(|i| (o, i)).into_iter().chain(followed) {
                 if newer.is_none_or(|(_, i)| instance > i) {
-                    newer = Some((o, instance));
+                    newer = Some((m, instance));
                 }
             }
             let watch = SlotWatch::observe(host.watches[o].as_ref(), slot, now);
@@ -377,8 +381,7 @@ impl<'a> World<'a> {
         let host = &mut self.hosts[h];
         host.serial += 1;
         let master = !host.fenced && !host.resigned && host.view.0 == h;
-        let lapsed =
-            master && reign(host.last_write, now, self.s.master_timeout) == Reign::Resign;
+        let lapsed = master && reign(host.last_write, now, self.s.master_timeout) == Reign::Resign;
         let claims = master && !lapsed;
         let slot = Slot {
             host: format!("h{h}"),
@@ -391,6 +394,7 @@ impl<'a> World<'a> {
             },
             master: claims.then_some(host.view.1),
             ack: None,
+            follows: Some((format!("h{}", host.view.0), host.view.1)),
             reason: None,
         };
         if lapsed {
