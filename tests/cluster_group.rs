@@ -149,48 +149,88 @@ fn a_master_that_loses_its_slot_resigns_before_the_next_one_reigns() {
     m.apart.host("p1").storage_link(true);
 }
 
+/// Prod's group with one application, app2, on p2; p1, the other host of
+/// its group (and its master), stands by first (only a STANDBY node takes
+/// over). p2's watchdog is a stand-in that kills p2's hbd and app2 when
+/// the petting stops; msgwait = 2 × fence_timeout_ms (p1 has no watchdog)
+/// outlasts p2's watchdog timeout.
+struct Fenceable {
+    m: Members,
+    standin: WatchdogStandin,
+    _dir: tempfile::TempDir,
+}
+
+impl Fenceable {
+    fn start(test: &str) -> Option<Fenceable> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("p2.watchdog");
+        let victims: Arc<Mutex<Vec<u32>>> = Arc::default();
+        let kill = Arc::clone(&victims);
+        let standin = WatchdogStandin::start(&fifo, Duration::from_millis(2000), move || {
+            kill.lock().map(|v| v.clone()).unwrap_or_default()
+        });
+        let edit = |host: &str, config: &mut String, apart: &hbcluster::hosts::Apart| {
+            groups(host, config, apart);
+            if host.starts_with('p') {
+                let mut top = "fence_timeout_ms = 2000\nwatchdog_timeout_ms = 2000\n".to_string();
+                if host == "p2" {
+                    top += &format!("watchdog_device = \"{}\"\n", fifo.display());
+                }
+                *config = format!("{top}{config}");
+            }
+        };
+        let m = Members::start_with(test, edit, |mib| {
+            mib["applications"][1]["standby"] = serde_json::json!(["p1", "s2"]);
+            if let Some(apps) = mib["applications"].as_array_mut() {
+                apps.remove(0);
+            }
+            mib["nodes"][0]["status"] = serde_json::json!("STANDBY");
+        })?;
+        m.hbd("p2").wait_table("p1 master", |t| t["master"] == "p1");
+        standin.wait_pets(5);
+        wait_for("app2's pid on p2", || m.app_pid("app2", "p2").is_some());
+        let hbd = m.hbd("p2").pid().expect("p2's hbd runs");
+        let app2 = m.app_pid("app2", "p2").expect("app2 runs on p2");
+        *victims.lock().expect("victims") = vec![hbd, app2];
+        Some(Fenceable {
+            m,
+            standin,
+            _dir: dir,
+        })
+    }
+
+    /// app2's rounds never overlap: every round of p2 before every one of p1.
+    fn never_twice(&self) {
+        let runs = self.m.out().join("app2.runs");
+        let text = std::fs::read_to_string(&runs).expect("runs");
+        let at = |who: &str| -> Vec<u128> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(who))
+                .filter_map(|t| t.trim().parse().ok())
+                .collect()
+        };
+        let (p2_last, p1_first) = (
+            at("p2 ").into_iter().max().expect("p2 ran"),
+            at("p1 ").into_iter().min().expect("p1 ran"),
+        );
+        assert!(
+            p2_last < p1_first,
+            "app2 ran on p2 until {p2_last} ns and on p1 from {p1_first} ns: overlap"
+        );
+    }
+}
+
 /// A member frozen with SIGSTOP keeps its application running; its
 /// watchdog (a stand-in that kills its processes when petting stops) ends
 /// it, and only after msgwait is it started on the host of its group that
 /// takes it over: the application never runs on two hosts at once.
 #[test]
 fn a_frozen_member_is_fenced_before_its_application_starts_elsewhere() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let fifo = dir.path().join("p2.watchdog");
-    let victims: Arc<Mutex<Vec<u32>>> = Arc::default();
-    let kill = Arc::clone(&victims);
-    let standin = WatchdogStandin::start(&fifo, Duration::from_millis(2000), move || {
-        kill.lock().map(|v| v.clone()).unwrap_or_default()
-    });
-    let edit = |host: &str, config: &mut String, apart: &hbcluster::hosts::Apart| {
-        groups(host, config, apart);
-        if host.starts_with('p') {
-            // Both hosts of prod's group: msgwait = 2 × fence_timeout_ms (p1, no
-            // watchdog) outlasts p2's watchdog timeout.
-            let mut top = "fence_timeout_ms = 2000\nwatchdog_timeout_ms = 2000\n".to_string();
-            if host == "p2" {
-                top += &format!("watchdog_device = \"{}\"\n", fifo.display());
-            }
-            *config = format!("{top}{config}");
-        }
-    };
-    // One application, app2, on p2; p1, the other host of its group (and
-    // its master), stands by first (only a STANDBY node takes over).
-    let Some(m) = Members::start_with("a_frozen_member_is_fenced", edit, |mib| {
-        mib["applications"][1]["standby"] = serde_json::json!(["p1", "s2"]);
-        if let Some(apps) = mib["applications"].as_array_mut() {
-            apps.remove(0);
-        }
-        mib["nodes"][0]["status"] = serde_json::json!("STANDBY");
-    }) else {
+    let Some(f) = Fenceable::start("a_frozen_member_is_fenced") else {
         return;
     };
-    m.hbd("p2").wait_table("p1 master", |t| t["master"] == "p1");
-    standin.wait_pets(5);
+    let (m, standin) = (&f.m, &f.standin);
     let hbd = m.hbd("p2").pid().expect("p2's hbd runs");
-    wait_for("app2's pid on p2", || m.app_pid("app2", "p2").is_some());
-    let app2 = m.app_pid("app2", "p2").expect("app2 runs on p2");
-    *victims.lock().expect("victims") = vec![hbd, app2];
     let runs = m.out().join("app2.runs");
     wait_for("app2 runs on p2", || {
         std::fs::read_to_string(&runs).is_ok_and(|t| t.contains("p2 "))
@@ -210,24 +250,46 @@ fn a_frozen_member_is_fenced_before_its_application_starts_elsewhere() {
         log.contains("did not acknowledge the poison within msgwait"),
         "p1 waited out msgwait before starting app2"
     );
-    // Never two at once: every round of p2 comes before every round of p1.
-    let text = std::fs::read_to_string(&runs).expect("runs");
-    let at = |who: &str| -> Vec<u128> {
-        text.lines()
-            .filter_map(|l| l.strip_prefix(who))
-            .filter_map(|t| t.trim().parse().ok())
-            .collect()
-    };
-    let (p2_last, p1_first) = (
-        at("p2 ").into_iter().max().expect("p2 ran"),
-        at("p1 ").into_iter().min().expect("p1 ran"),
-    );
-    assert!(
-        p2_last < p1_first,
-        "app2 ran on p2 until {p2_last} ns and on p1 from {p1_first} ns: overlap"
-    );
+    f.never_twice();
     let v = m.view("p1");
     assert_eq!(node(&v, "p2")["status"], "DOWN", "{v}");
+}
+
+/// A member that loses both its LAN and its slot (its LAN link and its
+/// storage path taken down) fences itself within fence_timeout_ms: it
+/// stops its application and its watchdog is no longer petted; the other
+/// host of its group takes the application over only after msgwait.
+#[test]
+fn a_member_that_loses_its_lan_and_its_slot_fences_itself() {
+    let Some(f) = Fenceable::start("a_member_that_loses_both") else {
+        return;
+    };
+    let m = &f.m;
+    let runs = m.out().join("app2.runs");
+    wait_for("app2 runs on p2", || {
+        std::fs::read_to_string(&runs).is_ok_and(|t| t.contains("p2 "))
+    });
+    m.apart.lan.link(at("p2"), false);
+    m.apart.host("p2").storage_link(false);
+    wait_for("p2 fences itself", || {
+        m.hbd("p2")
+            .log_text()
+            .contains("is FENCED: it lost both its LAN")
+    });
+    f.standin.wait_fired();
+    m.wait_view("p1", "app2 taken over by p1", |v| {
+        app(v, "app2")["active"] == "p1"
+    });
+    wait_for("app2 runs on p1", || {
+        std::fs::read_to_string(&runs).is_ok_and(|t| t.contains("p1 "))
+    });
+    f.never_twice();
+    assert!(
+        m.hbd("p2")
+            .log_text()
+            .contains("hbd stops petting the watchdog"),
+        "its watchdog is no longer petted"
+    );
 }
 
 /// A poison with a bad tag, or addressed to another host, in a member's
