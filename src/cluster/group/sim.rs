@@ -3,7 +3,7 @@
 //! the master tick, heartbeats, elections; `channels.rs`: the group task
 //! reading every slot then writing its own, the lease, the self-fence),
 //! every decision taken by the real functions of [`super::rules`] and the
-//! real [`MasterGate`], on a simulated clock (ms), over a simulated LAN and
+//! real `MasterGate`, on a simulated clock (ms), over a simulated LAN and
 //! group volume, under faults drawn from a seed: LAN partitions (any
 //! split), loss and delay, a host's slot writes or reads failing, hung I/O
 //! (completing at the hang's end, failed at the deadline), stalls
@@ -11,7 +11,7 @@
 //! one instant (hbd's gate open, or claiming the reign with `may_reign`
 //! true); once every fault is over, exactly one master within a bound.
 //!
-//! [`world`] holds the event loop, the hosts and the checker.
+//! `world` holds the event loop, the hosts and the checker.
 //! Single-threaded and pure (one `Instant` all simulated times are offsets
 //! of): run by `hbsim --group` and the test suite; a seed replays exactly.
 
