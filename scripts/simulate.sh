@@ -7,7 +7,10 @@
 #      (mirrord/src/pair/machine.rs) over modelled volumes and a modelled link
 #      under schedules of host writes, link cuts, kill -9, disk errors,
 #      takeovers, thaws and resyncs.
-# Checkers judge every history; exit 1 if either simulation found a violation.
+#   3. hbsim --group (src/cluster/group/sim.rs): one group of 2-4 hosts runs
+#      the group master rules (slots, leases, claims, elections, self-fences)
+#      under LAN partitions, loss, delay, failing or hung I/O and stalls.
+# Checkers judge every history; exit 1 if any simulation found a violation.
 #   scripts/simulate.sh N                  N schedules of each (seeds 1..N)
 #   scripts/simulate.sh N --first-seed S   N schedules of each from seed S
 #   scripts/simulate.sh --seed S           replay seed S of each, with its trace
@@ -20,4 +23,6 @@ echo "== hbsim: the heartbeat check"
 target/release/hbsim "$@" || status=1
 echo "== pairsim: the pair machine"
 target/release/pairsim "$@" || status=1
+echo "== hbsim --group: the group master rules"
+target/release/hbsim --group "$@" || status=1
 exit $status

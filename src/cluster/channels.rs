@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::group::disk::{GroupVolume, Read};
-use super::group::rules::{must_self_fence, reign, Reign, SlotWatch};
+use super::group::rules::{must_self_fence, rival_claims, Reign, SlotWatch};
 use super::group::slot::{Poison, Slot, SlotState};
 use super::group::Seen;
 use super::member::Member;
@@ -59,6 +59,7 @@ impl Member {
         // write goes beside the read, so a slow read never delays the write
         // that keeps a master's lease.
         let started = self.seen().is_some_and(|s| s.started);
+        let read_began = Instant::now();
         let read = if started {
             tokio::join!(volume.read_all(), self.write_now(&volume, index)).0
         } else {
@@ -66,7 +67,7 @@ impl Member {
         };
         match read {
             Ok(reads) => {
-                if let Some(poison) = self.take_reads(&volume, reads, Instant::now()) {
+                if let Some(poison) = self.take_reads(&volume, reads, read_began, Instant::now()) {
                     self.obey(poison).await;
                 }
             }
@@ -78,8 +79,16 @@ impl Member {
         self.check_self_fence().await;
     }
 
-    /// Takes what one read found; returns a poison this host must obey.
-    fn take_reads(&self, volume: &GroupVolume, reads: Vec<Read>, now: Instant) -> Option<Poison> {
+    /// Takes what one read (begun at `began`) found: the slots watched,
+    /// this host's claim cleared if no rival claims (its gate opened), a
+    /// newer reign followed; returns a poison this host must obey.
+    fn take_reads(
+        &self,
+        volume: &GroupVolume,
+        reads: Vec<Read>,
+        began: Instant,
+        now: Instant,
+    ) -> Option<Poison> {
         let run = self.shared.clock.instance;
         let mut newer_reign: Option<(String, u64)> = None;
         let mut obey = None;
@@ -149,6 +158,18 @@ impl Member {
             }
             at_start = !seen.started;
             seen.started = true;
+            let limit = self.master_timeout().as_millis() as u64;
+            let rival = rival_claims(seen.watches.values(), now_ms, limit);
+            let began_ms = seen.ms(began);
+            if seen.claim.read(began_ms, rival) && !seen.resigned && seen.fenced.is_none() {
+                // Only a master's claims land: its first read after them
+                // found no rival claiming a reign, so it acts from now.
+                self.shared.master_gate.set(true);
+                tracing::info!(
+                    instance = seen.claim.instance,
+                    "this host's claim of its group's reign is clear: it acts as master"
+                );
+            }
         }
         if let Some((host, instance)) = newer_reign {
             self.slot_claims_reign(&host, instance, at_start);
@@ -182,7 +203,7 @@ impl Member {
                 && !seen.resigned
                 && view.as_ref().is_some_and(|v| v.master == self.me);
             let now = seen.ms(began);
-            lapsed = master && reign(seen.last_write_ms, now, limit) == Reign::Resign;
+            lapsed = master && seen.claim.state(now, limit) == Reign::Resign;
             let claims = master && !lapsed;
             let slot = Slot {
                 host: self.me.clone(),
@@ -198,7 +219,8 @@ impl Member {
                 ack: seen.ack,
                 reason: fenced.or(down_reason.filter(|_| down)),
             };
-            (slot, claims)
+            let claimed = slot.master;
+            (slot, claimed)
         };
         if lapsed {
             self.resign("its lease ran out before its next slot write (a stall, or a slow volume)");
@@ -212,9 +234,10 @@ impl Member {
                 if seen.last_write_ms.is_none() || seen.trouble.take().is_some() {
                     tracing::info!(volume = %volume.path.display(), "this host's slot is written on the group volume");
                 }
-                seen.last_write_ms = Some(seen.ms(began));
+                let (began_ms, returned_ms) = (seen.ms(began), seen.ms(Instant::now()));
+                seen.last_write_ms = Some(began_ms);
                 self.petting.connected_until(began + self.fence_timeout());
-                if claims {
+                if claims.is_some_and(|i| seen.claim.wrote(i, began_ms, returned_ms, limit)) {
                     self.shared
                         .master_gate
                         .lease_until(began + self.master_timeout() / 2);

@@ -68,11 +68,16 @@ impl Member {
         let me = master == self.me;
         if let Some(mut seen) = self.seen() {
             // A new reign: this host may reign again if it is the master
-            // (while its slot writes keep its lease), unless fenced.
+            // (once its claim is clear, while its slot writes keep its
+            // lease: `channels`), unless fenced.
             seen.resigned = seen.fenced.is_some();
             seen.resigned_ms = None;
+            seen.claim = rules::Claim::new(instance);
         }
-        self.shared.master_gate.set(me && self.fenced().is_none());
+        let without_volume = self.group_seen.is_none();
+        self.shared
+            .master_gate
+            .set(me && without_volume && self.fenced().is_none());
         {
             let mut c = self.shared.checker();
             c.table.master = Some(master.clone());
@@ -225,12 +230,12 @@ impl Member {
     }
 
     /// A master keeps its reign only while its lease holds (its last good
-    /// slot write began less than `master_timeout_ms / 2` ago; see
-    /// `group::rules::reign`); before its first write it waits; once the
-    /// lease ran out it gives up the reign for good (the group elects
-    /// another after the full timeout). Without a group volume: always.
+    /// claiming slot write began less than `master_timeout_ms / 2` ago; see
+    /// `group::rules::Claim`); until its claim landed and is clear it waits;
+    /// once the lease ran out it gives up the reign for good (the group
+    /// elects another after the full timeout). Without a group volume: always.
     fn keeps_reign(&self) -> bool {
-        let (now, last, limit) = {
+        let (now, claim, limit) = {
             let Some(seen) = self.seen() else {
                 return true;
             };
@@ -238,13 +243,13 @@ impl Member {
                 return false;
             }
             let limit = self.master_timeout().as_millis() as u64;
-            (seen.ms(Instant::now()), seen.last_write_ms, limit)
+            (seen.ms(Instant::now()), seen.claim.clone(), limit)
         };
-        match rules::reign(last, now, limit) {
+        match claim.state(now, limit) {
             rules::Reign::Keep => true,
             rules::Reign::Wait => false,
             rules::Reign::Resign => {
-                let ms = last.map_or(0, |t| now.saturating_sub(t));
+                let ms = claim.wrote_ms.map_or(0, |t| now.saturating_sub(t));
                 self.resign(&format!(
                     "its last good write of its slot began {ms} ms ago"
                 ));

@@ -30,7 +30,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use disk::GroupVolume;
-use rules::SlotWatch;
+use rules::{Claim, SlotWatch};
 use slot::SlotState;
 
 /// What this host keeps of its group's volume.
@@ -48,6 +48,8 @@ pub struct Seen {
     pub fenced: Option<String>,
     /// The start of this host's last good slot write.
     pub last_write_ms: Option<u64>,
+    /// This host's hold on the reign in its view (its claims, if master).
+    pub claim: Claim,
     /// This host's last good read of the volume.
     pub last_read_ms: Option<u64>,
     /// When this host began to watch the slots (start, or a new reign).
@@ -79,6 +81,7 @@ impl Seen {
             ack: None,
             fenced: None,
             last_write_ms: None,
+            claim: Claim::new(0),
             last_read_ms: None,
             watching_ms: 0,
             watches: BTreeMap::new(),

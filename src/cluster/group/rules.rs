@@ -14,10 +14,11 @@
 //!   start of its last good write and the successor from when it saw that
 //!   write, the two never reign at once, whatever the two hosts' clocks
 //!   read (only their rates are assumed alike);
-//! - a master's lease starts with its first slot write, is renewed by each
-//!   write that begins while it holds, and once lapsed is given up, never
-//!   renewed ([`reign`]); a master that gave up its reign starts the next
-//!   one after the full timeout ([`resigned_long_enough`]);
+//! - a new master acts only once its claim landed and a read begun after
+//!   it shows no rival claim; its lease runs from its claiming writes, is
+//!   renewed by each that begins while it holds, and once lapsed is given
+//!   up, never renewed ([`Claim`]); a master that gave up its reign starts
+//!   the next one after the full timeout ([`resigned_long_enough`]);
 //! - a host that has lost both its LAN and its slot for `fence_timeout / 2`
 //!   fences itself ([`must_self_fence`]), within `fence_timeout`.
 
@@ -107,24 +108,97 @@ pub fn judge(
 /// What a host that holds the reign in its view does with it now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reign {
-    /// Its lease holds: it acts as master (and its next write renews it).
+    /// Its claim is clear and its lease holds: it acts as master (and its
+    /// next write renews the lease).
     Keep,
-    /// It has not written its slot yet in this run: it does not act yet,
-    /// and gives up nothing (a first write starts the lease).
+    /// Its claim has not landed yet, or is not clear yet: it does not act
+    /// yet, and gives up nothing.
     Wait,
     /// Its lease ran out: it gives up the reign (a lapsed lease is never
     /// renewed: a successor may already be counting).
     Resign,
 }
 
-/// The reign of a master whose last good slot write (of this run) began
-/// at `last_write_ms`, at `now_ms`.
-pub fn reign(last_write_ms: Option<u64>, now_ms: u64, master_timeout_ms: u64) -> Reign {
-    match last_write_ms {
-        None => Reign::Wait,
-        Some(_) if may_reign(last_write_ms, now_ms, master_timeout_ms) => Reign::Keep,
-        Some(_) => Reign::Resign,
+/// A master's hold on one reign (each host keeps one per reign it
+/// installs; only the master's claiming writes fill it).
+///
+/// A host that becomes master may already have been given up for dead by a
+/// host that read its slot before its first claim landed (it was stalled,
+/// or elected while its I/O hung: `hbsim --group --seed 7022`); a lease
+/// taken from that claim alone would overlap the next reign. So a new
+/// master acts only once a read begun after its first claim returned shows
+/// no other host claiming a reign in a slot that still advances
+/// ([`rival_claims`]): of two hosts that write their claim and then read,
+/// at least one sees the other, and the older reign follows the newer.
+/// Once clear, it reigns while its lease holds ([`may_reign`]): the lease
+/// runs from the start of the last claiming write that began while it held;
+/// once lapsed, it is given up, never renewed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The reign (cluster instance) claimed.
+    pub instance: u64,
+    /// The start of the last good write that claimed it.
+    pub wrote_ms: Option<u64>,
+    /// When the first good claiming write returned.
+    pub landed_ms: Option<u64>,
+    /// A read begun after `landed_ms` found no rival claim.
+    pub clear: bool,
+}
+
+impl Claim {
+    /// Nothing claimed yet in reign `instance`.
+    pub fn new(instance: u64) -> Claim {
+        Claim {
+            instance,
+            wrote_ms: None,
+            landed_ms: None,
+            clear: false,
+        }
     }
+
+    /// A good slot write claiming reign `instance` began at `began_ms` and
+    /// returned at `returned_ms`; true when it renews the lease (it claimed
+    /// this reign and began while the lease held, or before there was one).
+    pub fn wrote(&mut self, instance: u64, began_ms: u64, returned_ms: u64, mt: u64) -> bool {
+        if instance != self.instance || self.state(began_ms, mt) == Reign::Resign {
+            return false;
+        }
+        self.wrote_ms = self.wrote_ms.max(Some(began_ms));
+        self.landed_ms.get_or_insert(returned_ms);
+        true
+    }
+
+    /// A good read began at `began_ms` and found a rival claim or not;
+    /// true when it clears this claim (the master may act from now).
+    pub fn read(&mut self, began_ms: u64, rival: bool) -> bool {
+        let after = self.landed_ms.is_some_and(|landed| began_ms >= landed);
+        let clears = after && !rival && !self.clear;
+        self.clear |= clears;
+        clears
+    }
+
+    /// The reign at `now_ms` (`mt`: `master_timeout_ms`).
+    pub fn state(&self, now_ms: u64, mt: u64) -> Reign {
+        match self.wrote_ms {
+            None => Reign::Wait,
+            Some(_) if !may_reign(self.wrote_ms, now_ms, mt) => Reign::Resign,
+            Some(_) if self.clear => Reign::Keep,
+            Some(_) => Reign::Wait,
+        }
+    }
+}
+
+/// Whether another host's slot claims a reign and advanced less than
+/// `master_timeout_ms` before `read_ms` (a host still writing may act on
+/// that claim; one whose slot stopped that long cannot, its lease lapsed).
+pub fn rival_claims<'a>(
+    others: impl IntoIterator<Item = &'a SlotWatch>,
+    read_ms: u64,
+    master_timeout_ms: u64,
+) -> bool {
+    others.into_iter().any(|w| {
+        w.slot.master.is_some() && read_ms.saturating_sub(w.advanced_ms) < master_timeout_ms
+    })
 }
 
 /// Whether a master that gave up its reign at `resigned_ms` starts the
@@ -272,11 +346,31 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_starts_with_a_first_write_and_a_lapsed_one_is_given_up() {
-        assert_eq!(reign(None, 5000, 1000), Reign::Wait);
-        assert_eq!(reign(Some(4600), 5000, 1000), Reign::Keep);
-        assert_eq!(reign(Some(4500), 5000, 1000), Reign::Resign);
+    fn a_claim_acts_only_once_clear_and_a_lapsed_lease_is_given_up() {
+        let mut c = Claim::new(2);
+        assert_eq!(c.state(5000, 1000), Reign::Wait);
+        assert!(!c.wrote(1, 4600, 4602, 1000), "another reign's write");
+        assert!(c.wrote(2, 4600, 4602, 1000));
+        assert_eq!(c.state(4700, 1000), Reign::Wait, "not clear yet");
+        assert!(!c.read(4600, false), "a read begun before the claim landed");
+        assert!(!c.read(4700, true), "a rival claims");
+        assert!(c.read(4800, false));
+        assert_eq!(c.state(4900, 1000), Reign::Keep);
+        assert_eq!(c.state(5100, 1000), Reign::Resign);
+        assert!(
+            !c.wrote(2, 5100, 5102, 1000),
+            "a lapsed lease is not renewed"
+        );
         assert!(!resigned_long_enough(4500, 5000, 1000));
         assert!(resigned_long_enough(4000, 5000, 1000));
+    }
+
+    #[test]
+    fn a_rival_claim_counts_while_its_slot_advances() {
+        let w = SlotWatch::observe(None, slot(5, SlotState::Up, Some(1)), 100);
+        assert!(rival_claims([&w], 1099, 1000));
+        assert!(!rival_claims([&w], 1100, 1000), "its lease lapsed");
+        let quiet = SlotWatch::observe(None, slot(5, SlotState::Up, None), 100);
+        assert!(!rival_claims([&quiet], 200, 1000));
     }
 }

@@ -8,8 +8,8 @@
 //! split), loss and delay, a host's slot writes or reads failing, hung I/O
 //! (completing at the hang's end, failed at the deadline), stalls
 //! (SIGSTOP). Checked at every event: never two hosts acting as master at
-//! one instant (hbd's gate open, or claiming the reign with `may_reign`
-//! true); once every fault is over, exactly one master within a bound.
+//! one instant (hbd's gate open, or claiming the reign with its claim
+//! clear and its lease holding); once every fault is over, exactly one master within a bound.
 //!
 //! `world` holds the event loop, the hosts and the checker.
 //! Single-threaded and pure (one `Instant` all simulated times are offsets

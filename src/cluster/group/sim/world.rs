@@ -1,6 +1,6 @@
 //! The simulated world of [`super`]: the event queue, the LAN, the group
 //! volume, and each host's member as `master.rs` and `channels.rs` run it,
-//! deciding with the real [`reign`], [`may_reign`], [`may_succeed`],
+//! deciding with the real [`Claim`], [`rival_claims`], [`may_succeed`],
 //! [`resigned_long_enough`], [`must_self_fence`], [`SlotWatch`] and
 //! [`MasterGate`]; the checker runs after every event. Single-threaded.
 
@@ -8,9 +8,11 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::time::{Duration, Instant};
 
-use super::{Fault, Outcome, Shape, KINDS};
+use super::{Outcome, Shape, KINDS};
+
+mod io;
 use crate::cluster::group::rules::{
-    may_reign, may_succeed, must_self_fence, reign, resigned_long_enough, Reign, SlotWatch,
+    may_succeed, must_self_fence, resigned_long_enough, rival_claims, Claim, Reign, SlotWatch,
 };
 use crate::cluster::group::slot::{Slot, SlotState};
 use crate::hb::daemon::shared::MasterGate;
@@ -21,15 +23,15 @@ use crate::hb::sim::rng::Rng;
 enum Ev {
     MasterTick(usize),
     GroupTick(usize),
-    /// A read's I/O completed on the volume (it reads what is there now).
-    ReadComplete(usize),
-    /// A read returned to the group task (None: it failed).
-    ReadDone(usize, Option<Vec<Option<Slot>>>),
+    /// A read begun at `.1` completed on the volume (it reads what is there now).
+    ReadComplete(usize, u64),
+    /// A read begun at `.1` returned to the group task (None: it failed).
+    ReadDone(usize, u64, Option<Vec<Option<Slot>>>),
     /// A slot write reached the volume.
     WriteLand(usize, Slot),
-    /// A write returned: (host, ok, began, claims, the tick's last: a
-    /// self-fence's acknowledging write).
-    WriteDone(usize, bool, u64, bool, bool),
+    /// A write returned: (host, ok, began, the reign it claimed, the
+    /// tick's last: a self-fence's acknowledging write).
+    WriteDone(usize, bool, u64, Option<u64>, bool),
     Msg {
         to: usize,
         from: usize,
@@ -51,6 +53,8 @@ struct Host {
     resigned_at: Option<u64>,
     /// The first read of the slots is done (`Seen::started`).
     started: bool,
+    /// `Seen::claim`: its hold on the reign in its view.
+    claim: Claim,
     last_write: Option<u64>,
     last_read: Option<u64>,
     watching: u64,
@@ -96,9 +100,10 @@ impl<'a> World<'a> {
             let start = rng.range(0, s.interval - 1);
             let gate = MasterGate::default();
             // hbd: a master's gate opens only with a lease (Member::new),
-            // and at start the group's first host is master, reign 1.
+            // and at start the group's first host is master, reign 1,
+            // acting once its claim is clear.
             gate.lease_until(base + Duration::from_millis(start));
-            gate.set(h == 0);
+            gate.set(false);
             w.hosts.push(Host {
                 start,
                 view: (0, 1, 0),
@@ -109,6 +114,7 @@ impl<'a> World<'a> {
                 resigned: false,
                 resigned_at: None,
                 started: false,
+                claim: Claim::new(1),
                 last_write: None,
                 last_read: None,
                 watching: 0,
@@ -145,13 +151,6 @@ impl<'a> World<'a> {
         if self.keep_trace {
             self.out.trace.push(format!("{:>7} {line}", self.now));
         }
-    }
-
-    /// The fault of `kind` on `host` at `t`, if one is on.
-    fn fault(&self, kind: usize, host: Option<usize>, t: u64) -> Option<&Fault> {
-        self.s.faults.iter().find(|f| {
-            f.kind == kind && f.from <= t && t < f.to && host.is_none_or(|h| f.arg == h as u64)
-        })
     }
 
     /// Host `h`'s clock at simulated time `t`.
@@ -221,13 +220,13 @@ impl<'a> World<'a> {
     }
 
     /// Whether host `h` acts as master now: hbd's gate is open, or it
-    /// claims the reign and its lease (`may_reign`) holds.
+    /// claims the reign and its claim says `Keep`.
     fn acting(&self, h: usize) -> bool {
         let host = &self.hosts[h];
         let now = self.local(h, self.now);
         let claims = host.view.0 == h && !host.resigned && !host.fenced;
         host.gate.is_open(self.at(self.now))
-            || (claims && may_reign(host.last_write, now, self.s.master_timeout))
+            || (claims && host.claim.state(now, self.s.master_timeout) == Reign::Keep)
     }
 
     fn check(&mut self) {
@@ -242,7 +241,7 @@ impl<'a> World<'a> {
                         if open {
                             "gate open"
                         } else {
-                            "claims, may_reign"
+                            "claims, its lease holds"
                         }
                     )
                 })
@@ -276,13 +275,13 @@ impl<'a> World<'a> {
                 self.hosts[h].group_next = self.now + i;
                 self.read(h);
             }
-            Ev::ReadComplete(h) => {
+            Ev::ReadComplete(h, began) => {
                 let snap = self.disk.clone();
-                self.push(self.now, Ev::ReadDone(h, Some(snap)));
+                self.push(self.now, Ev::ReadDone(h, began, Some(snap)));
             }
-            Ev::ReadDone(h, snap) => {
+            Ev::ReadDone(h, began, snap) => {
                 if let Some(snap) = snap {
-                    self.take_reads(h, snap);
+                    self.take_reads(h, began, snap);
                 }
                 self.write(h, false);
             }
@@ -290,10 +289,12 @@ impl<'a> World<'a> {
             Ev::WriteDone(h, ok, began, claims, last) => {
                 if ok {
                     let local = self.local(h, began);
+                    let returned = self.local(h, self.now);
                     let lease = self.at(began + self.s.master_timeout / 2);
+                    let mt = self.s.master_timeout;
                     let host = &mut self.hosts[h];
                     host.last_write = Some(local);
-                    if claims {
+                    if claims.is_some_and(|i| host.claim.wrote(i, local, returned, mt)) {
                         host.gate.lease_until(lease);
                     }
                 }
@@ -315,33 +316,12 @@ impl<'a> World<'a> {
         }
     }
 
-    /// An I/O issued now by `h`: when it completes, and whether it returns
-    /// within the deadline (None: it fails at once).
-    fn io(&mut self, h: usize, lost: usize) -> Option<(u64, bool)> {
-        if self.fault(lost, Some(h), self.now).is_some() {
-            return None;
-        }
-        let deadline = (self.s.master_timeout / 2).max(self.s.interval);
-        let done = match self.fault(5, Some(h), self.now).map(|f| f.to) {
-            Some(to) => to + self.rng.range(1, 3),
-            None => self.now + self.rng.range(1, 3),
-        };
-        Some((done, done - self.now <= deadline))
-    }
-
-    fn read(&mut self, h: usize) {
-        let deadline = (self.s.master_timeout / 2).max(self.s.interval);
-        match self.io(h, 4) {
-            None => self.push(self.now + 1, Ev::ReadDone(h, None)),
-            Some((done, true)) => self.push(done, Ev::ReadComplete(h)),
-            Some((_, false)) => self.push(self.now + deadline, Ev::ReadDone(h, None)),
-        }
-    }
-
-    /// channels.rs's `take_reads`: the others' slots watched; the highest
+    /// channels.rs's `take_reads`: the others' slots watched; this host's
+    /// claim cleared (its gate opened) if no rival claims; the highest
     /// reign claimed in a slot followed as `slot_claims_reign` does.
-    fn take_reads(&mut self, h: usize, snap: Vec<Option<Slot>>) {
+    fn take_reads(&mut self, h: usize, began: u64, snap: Vec<Option<Slot>>) {
         let now = self.local(h, self.now);
+        let began = self.local(h, began);
         let host = &mut self.hosts[h];
         host.last_read = Some(now);
         let mut newer: Option<(usize, u64)> = None;
@@ -363,6 +343,19 @@ impl<'a> World<'a> {
             host.watches[o] = Some(watch);
         }
         let at_start = !std::mem::replace(&mut host.started, true);
+        let others = host.watches.iter().enumerate().filter(|(o, _)| *o != h);
+        let rival = rival_claims(
+            others.filter_map(|(_, w)| w.as_ref()),
+            now,
+            self.s.master_timeout,
+        );
+        if host.claim.read(began, rival) && !host.resigned && !host.fenced {
+            host.gate.set(true);
+            let instance = host.claim.instance;
+            self.note(format!(
+                "h{h}'s claim of reign {instance} is clear: it acts"
+            ));
+        }
         if let Some((o, instance)) = newer {
             // master.rs's `slot_claims_reign`.
             let (master, current, _) = self.hosts[h].view;
@@ -381,8 +374,9 @@ impl<'a> World<'a> {
         let host = &mut self.hosts[h];
         host.serial += 1;
         let master = !host.fenced && !host.resigned && host.view.0 == h;
-        let lapsed = master && reign(host.last_write, now, self.s.master_timeout) == Reign::Resign;
+        let lapsed = master && host.claim.state(now, self.s.master_timeout) == Reign::Resign;
         let claims = master && !lapsed;
+        let instance = host.view.1;
         let slot = Slot {
             host: format!("h{h}"),
             run: 1,
@@ -392,7 +386,7 @@ impl<'a> World<'a> {
             } else {
                 SlotState::Up
             },
-            master: claims.then_some(host.view.1),
+            master: claims.then_some(instance),
             ack: None,
             follows: Some((format!("h{}", host.view.0), host.view.1)),
             reason: None,
@@ -403,7 +397,7 @@ impl<'a> World<'a> {
         let deadline = (self.s.master_timeout / 2).max(self.s.interval);
         let began = self.now;
         match self.io(h, 3) {
-            None => self.push(began + 1, Ev::WriteDone(h, false, began, claims, last)),
+            None => self.push(began + 1, Ev::WriteDone(h, false, began, None, last)),
             Some((done, in_time)) => {
                 self.push(done, Ev::WriteLand(h, slot));
                 let (at, ok) = if in_time {
@@ -411,7 +405,8 @@ impl<'a> World<'a> {
                 } else {
                     (began + deadline, false)
                 };
-                self.push(at, Ev::WriteDone(h, ok, began, claims, last));
+                let claimed = claims.then_some(instance);
+                self.push(at, Ev::WriteDone(h, ok, began, claimed, last));
             }
         }
     }
@@ -451,7 +446,8 @@ impl<'a> World<'a> {
         }
         host.resigned = host.fenced;
         host.resigned_at = None;
-        host.gate.set(master == h && !host.fenced);
+        host.claim = Claim::new(instance);
+        host.gate.set(false);
         host.view = (master, instance, now);
         // reign_begins
         host.watching = now;
@@ -476,7 +472,7 @@ impl<'a> World<'a> {
         if master == h {
             // `keeps_reign`, then `after_resigning`.
             let keeps = !host.resigned
-                && match reign(host.last_write, now, mt) {
+                && match host.claim.state(now, mt) {
                     Reign::Keep => true,
                     Reign::Wait => false,
                     Reign::Resign => {
@@ -553,29 +549,14 @@ impl<'a> World<'a> {
             self.send(h, from, None);
         }
     }
-
-    fn send(&mut self, from: usize, to: usize, beat: Option<u64>) {
-        let t = self.now;
-        let cut = self.fault(0, None, t).is_some_and(|f| {
-            let side = |x: usize| f.arg >> x & 1;
-            side(from) != side(to)
-        });
-        let loss = self.fault(1, None, t).map_or(0, |f| f.arg);
-        let extra = self.fault(2, None, t).map_or(0, |f| f.arg);
-        if cut || self.rng.range(1, 100) <= loss {
-            return;
-        }
-        let delay = self.rng.range(0, 2) + self.rng.range(0, extra);
-        self.push(t + delay, Ev::Msg { to, from, beat });
-    }
 }
 
 fn host_of(ev: &Ev) -> Option<usize> {
     match ev {
-        Ev::MasterTick(h) | Ev::GroupTick(h) | Ev::ReadDone(h, _) | Ev::WriteDone(h, ..) => {
+        Ev::MasterTick(h) | Ev::GroupTick(h) | Ev::ReadDone(h, ..) | Ev::WriteDone(h, ..) => {
             Some(*h)
         }
         Ev::Msg { to, .. } => Some(*to),
-        Ev::ReadComplete(_) | Ev::WriteLand(..) => None,
+        Ev::ReadComplete(..) | Ev::WriteLand(..) => None,
     }
 }
