@@ -44,6 +44,17 @@
 //!  copy task ─ dirty runs ─ paced (crate::rate) ─ read ahead ─ ship under the order lock (read again if a write came) ─ ack clears ─ no write in flight, clean? ─ PAIR
 //! ```
 //!
+//! **What an SVOL holds after a crash at any instant** (kill -9 of its
+//! mirrord, while writes are in flight): the writes of a pair in the order
+//! they left the PVOL, up to some point, applied one at a time (a small
+//! one by the link's reader, a large one by the session's answerer, opened
+//! ahead by its opener: `crate::link`), so never a write without one that
+//! had completed at the PVOL before it was issued. Tested with eight
+//! writers at once and
+//! kill -9 of the standby, sync and adaptive (`tests/write_order.rs`).
+//! During a copy (initial copy, resync, an adaptive overflow) the SVOL is
+//! inconsistent until PAIR, as with any block copy.
+//!
 //! The record lives in the registry's `Inner` behind a std mutex never
 //! held across an await; every change of a volume or pair is persisted
 //! through [`Meta`]. `Site` holds no state of its own but its name, the
