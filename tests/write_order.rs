@@ -1,8 +1,8 @@
 //! Crash consistency of the SVOL under writes in flight together: eight
 //! host threads write fresh blocks through hbfs at once (queue depth 8), in
 //! sync and in adaptive mode, of 4 KiB (applied by the SVOL's link reader)
-//! and of 128 KiB (read into pooled buffers, opened by the session's opener
-//! task, applied by its answerer), and the standby's mirrord is killed
+//! and of 128 KiB (read into pooled buffers, opened and applied by the
+//! session's answerer task), and the standby's mirrord is killed
 //! with kill -9 in the middle of the stream. Its volume file, read straight
 //! from the standby's disk, must honour the order the host saw: a write
 //! issued after another had completed is never there without it (the

@@ -47,11 +47,10 @@
 //! **What an SVOL holds after a crash at any instant** (kill -9 of its
 //! mirrord, while writes are in flight): the writes of a pair in the order
 //! they left the PVOL, up to some point, applied one at a time (a small
-//! one by the link's reader, a large one by the session's answerer, opened
-//! ahead by its opener: `crate::link`), so never a write without one that
-//! had completed at the PVOL before it was issued. Tested with eight
-//! writers at once and
-//! kill -9 of the standby, sync and adaptive (`tests/write_order.rs`).
+//! one by the link's reader, a large one by the session's answerer:
+//! `crate::link`), so never a write without one that had completed at the
+//! PVOL before it was issued. Tested with eight writers at once and kill
+//! -9 of the standby, sync and adaptive (`tests/write_order.rs`).
 //! During a copy (initial copy, resync, an adaptive overflow) the SVOL is
 //! inconsistent until PAIR, as with any block copy.
 //!

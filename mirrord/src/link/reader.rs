@@ -19,10 +19,9 @@
 //! A sealed session ([`hbcore::link::seal`]) reads the same way: a large
 //! write's head section is opened first (its counter checked and taken, in
 //! order, here), its data section read into the pooled buffer and handed on
-//! still sealed ([`Incoming::Sealed`]): the session's opener task opens it
-//! in place while the answerer applies the write before and this task reads
-//! the next frame, so that the AEAD is on neither the one serial reader's
-//! path nor the disk's. A frame that does
+//! still sealed ([`Incoming::Sealed`]): the session's answerer task opens it
+//! in place before applying it, while this task reads the next frame, so
+//! that the AEAD is not on the one serial reader's path. A frame that does
 //! not open, or comes out of counter order, ends the session before
 //! anything of it is applied.
 
@@ -49,7 +48,7 @@ pub(super) enum Incoming {
 }
 
 /// A large sealed write whose data section is read and not yet opened
-/// (read by the reader task, opened by the opener task).
+/// (read by the reader task, opened by the answerer task).
 pub(super) struct SealedWrite {
     head: WriteHead,
     sealed: SealedData,

@@ -7,9 +7,8 @@
 //!                               ├ Write <= 64 KiB, nothing queued or awaited ──> Handler::handle here,
 //!                               │    answer written here (Wire::send_now, never waits)
 //!                               ├ Ping ──> Pong written here (Wire::send_now)
-//!                               └ other Request (a copy frame too) ──> opener task ──> answerer task ──> Handler::handle ──> Wire::send
-//!                                   (a large sealed write's data is opened by the opener, not the reader,
-//!                                    while the answerer applies the write before)
+//!                               └ other Request (a copy frame too) ──> answerer task ──> Handler::handle ──> Wire::send
+//!                                   (a large sealed write's data is opened there, not in the reader)
 //!  flusher task: what send_now could not write; a Ping when nothing went out for timeout / 8
 //! ```
 //!
@@ -234,20 +233,12 @@ fn say_replaced(peer: &PeerLink, session: &Session, old: Option<&Session>) {
     }
 }
 
-/// What the opener task takes from the reader, in arrival order.
+/// What the answerer task takes, in arrival order.
 enum Job {
     /// A request, whole.
     Request(u64, PeerRequest),
-    /// A large sealed write, opened by the opener before it is applied.
+    /// A large sealed write, opened by the answerer before it is applied.
     Sealed(Box<SealedWrite>),
-}
-
-/// What the answerer task takes from the opener, in arrival order.
-enum Ready {
-    /// A request to answer.
-    Request(u64, PeerRequest),
-    /// A sealed write that did not open: why the session ends.
-    Refused(String),
 }
 
 /// The session's reader loop, until the session breaks: why, and whether
@@ -268,31 +259,6 @@ async fn serve<H: Handler>(
     let queued = Arc::new(AtomicUsize::new(0));
     // Why the answerer ended the session (a sealed write that did not open).
     let refused = Arc::new(Mutex::new(None::<String>));
-    // A large sealed write is opened (its AEAD, about half a millisecond a
-    // MiB) by the opener while the answerer applies the one before: the
-    // SVOL's disk no longer idles while the next write is decrypted. Both
-    // keep arrival order; a frame that does not open reaches the answerer
-    // as a refusal after every write before it was applied.
-    let (opened, mut ready) = mpsc::channel::<Ready>(2);
-    let opener = {
-        let peer = Arc::clone(peer);
-        tokio::spawn(async move {
-            while let Some(job) = incoming.recv().await {
-                let next = match job {
-                    Job::Request(id, body) => Ready::Request(id, body),
-                    Job::Sealed(write) => match write.open() {
-                        Ok((id, body)) => Ready::Request(id, body),
-                        // Refused as the reader refuses a frame: counted.
-                        Err(e) => Ready::Refused(dropped(&peer, &e).0),
-                    },
-                };
-                let refused = matches!(next, Ready::Refused(_));
-                if opened.send(next).await.is_err() || refused {
-                    break;
-                }
-            }
-        })
-    };
     let answerer = {
         let (wire, peer, handler, answered, session, refused) = (
             Arc::clone(wire),
@@ -304,18 +270,23 @@ async fn serve<H: Handler>(
         );
         let incarnation = session.incarnation;
         tokio::spawn(async move {
-            while let Some(next) = ready.recv().await {
-                let (id, body) = match next {
-                    Ready::Request(id, body) => (id, body),
-                    // Nothing of it applied, and the session ends for good.
-                    Ready::Refused(why) => {
-                        if let Ok(mut r) = refused.lock() {
-                            *r = Some(why);
+            while let Some(job) = incoming.recv().await {
+                let (id, body) = match job {
+                    Job::Request(id, body) => (id, body),
+                    Job::Sealed(write) => match write.open() {
+                        Ok(request) => request,
+                        // Refused as the reader refuses a frame: counted,
+                        // nothing applied, and the session ends for good.
+                        Err(e) => {
+                            let (why, _) = dropped(&peer, &e);
+                            if let Ok(mut r) = refused.lock() {
+                                *r = Some(why);
+                            }
+                            session.no_resume();
+                            session.closed.cancel();
+                            break;
                         }
-                        session.no_resume();
-                        session.closed.cancel();
-                        break;
-                    }
+                    },
                 };
                 let result = peer
                     .answer(incarnation, id, handler.handle(&peer.site, body))
@@ -408,7 +379,6 @@ async fn serve<H: Handler>(
         }
     };
     drop(requests);
-    opener.abort();
     answerer.abort();
     ended
 }
