@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::group::disk::{GroupVolume, Read};
-use super::group::rules::{must_self_fence, rival_claims, Reign, SlotWatch};
+use super::group::rules::{must_self_fence, newest_reign, rival_claims, SlotWatch};
 use super::group::slot::{Poison, Slot, SlotState};
 use super::group::Seen;
 use super::member::Member;
@@ -90,7 +90,7 @@ impl Member {
         now: Instant,
     ) -> Option<Poison> {
         let run = self.shared.clock.instance;
-        let mut newer_reign: Option<(String, u64)> = None;
+        let mut reigns: Vec<(String, u64)> = Vec::new();
         let mut obey = None;
         let at_start;
         {
@@ -106,13 +106,9 @@ impl Member {
                         }
                     }
                     Ok(Some(slot)) => {
-                        // The newest reign a slot claims, or follows.
-                        let claim = slot.master.map(|i| (host.clone(), i));
-                        for (master, instance) in claim.into_iter().chain(slot.follows.clone()) {
-                            if newer_reign.as_ref().is_none_or(|(_, i)| instance > *i) {
-                                newer_reign = Some((master, instance));
-                            }
-                        }
+                        // The reigns a slot claims, or follows.
+                        reigns.extend(slot.master.map(|i| (host.clone(), i)));
+                        reigns.extend(slot.follows.clone());
                         let before = seen.watches.get(host);
                         let watch = SlotWatch::observe(before, slot, now_ms);
                         seen.watches.insert(host.clone(), watch);
@@ -171,7 +167,7 @@ impl Member {
                 );
             }
         }
-        if let Some((host, instance)) = newer_reign {
+        if let Some((host, instance)) = newest_reign(reigns) {
             self.slot_claims_reign(&host, instance, at_start);
         }
         obey
@@ -202,9 +198,8 @@ impl Member {
             let master = fenced.is_none()
                 && !seen.resigned
                 && view.as_ref().is_some_and(|v| v.master == self.me);
-            let now = seen.ms(began);
-            lapsed = master && seen.claim.state(now, limit) == Reign::Resign;
-            let claims = master && !lapsed;
+            let claims;
+            (claims, lapsed) = seen.claim.next_write(master, seen.ms(began), limit);
             let slot = Slot {
                 host: self.me.clone(),
                 run: self.shared.clock.instance,

@@ -339,16 +339,14 @@ impl Member {
         false
     }
 
-    /// A slot of `host` claims the reign in cluster `instance`: a newer
-    /// reign is followed (as its master heartbeat would be); at this run's
-    /// first read, so is one as new as this host's own start-of-day view
-    /// (a restarted host does not claim a reign another holds).
+    /// A slot of `host` claims the reign in cluster `instance`: followed
+    /// as `rules::follows_reign` says.
     pub(super) fn slot_claims_reign(&self, host: &str, instance: u64, at_start: bool) {
         let Some(view) = lock(&self.master).clone() else {
             return;
         };
-        let newer = instance > view.instance
-            || (at_start && instance == view.instance && host != view.master);
+        let current = (&view.master.as_str(), view.instance);
+        let newer = rules::follows_reign((&host, instance), current, at_start);
         if newer && self.group().iter().any(|h| h == host) {
             if view.master == self.me {
                 tracing::warn!(master = %host, instance, "another host claims a newer reign in its slot: this one steps down");

@@ -177,6 +177,15 @@ impl Claim {
         clears
     }
 
+    /// What this host's next slot write says, begun at `now_ms`, when it
+    /// is the master in its view and has neither resigned nor been fenced
+    /// (`master`): (it claims the reign, its lease lapsed so it resigns
+    /// now). A lapsed lease is never claimed again.
+    pub fn next_write(&self, master: bool, now_ms: u64, mt: u64) -> (bool, bool) {
+        let lapsed = master && self.state(now_ms, mt) == Reign::Resign;
+        (master && !lapsed, lapsed)
+    }
+
     /// The reign at `now_ms` (`mt`: `master_timeout_ms`).
     pub fn state(&self, now_ms: u64, mt: u64) -> Reign {
         match self.wrote_ms {
@@ -186,6 +195,30 @@ impl Claim {
             Some(_) => Reign::Wait,
         }
     }
+}
+
+/// The newest of the reigns the slots read claim or follow (`seen`:
+/// (master, cluster instance) pairs, in the group's order; the first wins
+/// a tie).
+pub fn newest_reign<H>(seen: impl IntoIterator<Item = (H, u64)>) -> Option<(H, u64)> {
+    seen.into_iter()
+        .fold(None, |newest, (host, instance)| match newest {
+            Some((_, i)) if instance <= i => newest,
+            _ => Some((host, instance)),
+        })
+}
+
+/// Whether a host whose view is reign `current` of `master` follows reign
+/// `instance` of `host`, read in a slot: a newer one always (as its master
+/// heartbeat would be); at this run's first read (`at_start`), also one as
+/// new as its start-of-day view held by another host (a restarted host does
+/// not claim a reign another holds).
+pub fn follows_reign<H: PartialEq>(
+    (host, instance): (&H, u64),
+    (master, current): (&H, u64),
+    at_start: bool,
+) -> bool {
+    instance > current || (at_start && instance == current && host != master)
 }
 
 /// Whether another host's slot claims a reign and advanced less than
@@ -363,6 +396,22 @@ mod tests {
         );
         assert!(!resigned_long_enough(4500, 5000, 1000));
         assert!(resigned_long_enough(4000, 5000, 1000));
+    }
+
+    #[test]
+    fn the_newest_reign_is_followed_and_at_start_also_one_as_new() {
+        let seen = [("h1", 3), ("h2", 5), ("h0", 5), ("h1", 4)];
+        assert_eq!(newest_reign(seen), Some(("h2", 5)));
+        assert_eq!(newest_reign(Vec::<(&str, u64)>::new()), None);
+        assert!(follows_reign((&"h2", 5), (&"h0", 4), false));
+        assert!(!follows_reign((&"h2", 4), (&"h0", 4), false));
+        assert!(follows_reign((&"h2", 4), (&"h0", 4), true));
+        assert!(!follows_reign((&"h0", 4), (&"h0", 4), true));
+        let mut c = Claim::new(1);
+        assert_eq!(c.next_write(true, 0, 1000), (true, false));
+        assert_eq!(c.next_write(false, 0, 1000), (false, false));
+        assert!(c.wrote(1, 0, 2, 1000));
+        assert_eq!(c.next_write(true, 500, 1000), (false, true), "lapsed");
     }
 
     #[test]

@@ -12,7 +12,8 @@ use super::{Outcome, Shape, KINDS};
 
 mod io;
 use crate::cluster::group::rules::{
-    may_succeed, must_self_fence, resigned_long_enough, rival_claims, Claim, Reign, SlotWatch,
+    follows_reign, may_succeed, must_self_fence, newest_reign, resigned_long_enough, rival_claims,
+    Claim, Reign, SlotWatch,
 };
 use crate::cluster::group::slot::{Slot, SlotState};
 use crate::hb::daemon::shared::MasterGate;
@@ -324,7 +325,7 @@ impl<'a> World<'a> {
         let began = self.local(h, began);
         let host = &mut self.hosts[h];
         host.last_read = Some(now);
-        let mut newer: Option<(usize, u64)> = None;
+        let mut reigns: Vec<(usize, u64)> = Vec::new();
         for (o, slot) in snap.into_iter().enumerate() {
             let Some(slot) = slot else { continue };
             if o == h {
@@ -334,11 +335,8 @@ impl<'a> World<'a> {
                 let m: usize = m.strip_prefix('h')?.parse().ok()?;
                 Some((m, *i))
             });
-            for (m, instance) in slot.master.map(|i| (o, i)).into_iter().chain(followed) {
-                if newer.is_none_or(|(_, i)| instance > i) {
-                    newer = Some((m, instance));
-                }
-            }
+            reigns.extend(slot.master.map(|i| (o, i)));
+            reigns.extend(followed);
             let watch = SlotWatch::observe(host.watches[o].as_ref(), slot, now);
             host.watches[o] = Some(watch);
         }
@@ -356,10 +354,10 @@ impl<'a> World<'a> {
                 "h{h}'s claim of reign {instance} is clear: it acts"
             ));
         }
-        if let Some((o, instance)) = newer {
+        if let Some((o, instance)) = newest_reign(reigns) {
             // master.rs's `slot_claims_reign`.
             let (master, current, _) = self.hosts[h].view;
-            if instance > current || (at_start && instance == current && o != master) {
+            if follows_reign((&o, instance), (&master, current), at_start) {
                 self.note(format!(
                     "h{h} follows h{o}'s reign {instance}, from its slot"
                 ));
@@ -374,8 +372,7 @@ impl<'a> World<'a> {
         let host = &mut self.hosts[h];
         host.serial += 1;
         let master = !host.fenced && !host.resigned && host.view.0 == h;
-        let lapsed = master && host.claim.state(now, self.s.master_timeout) == Reign::Resign;
-        let claims = master && !lapsed;
+        let (claims, lapsed) = host.claim.next_write(master, now, self.s.master_timeout);
         let instance = host.view.1;
         let slot = Slot {
             host: format!("h{h}"),
