@@ -187,8 +187,12 @@ impl PeerLink {
     where
         F: std::future::Future<Output = Answer>,
     {
-        let mut inbox = self.inbox.lock().await;
-        match inbox.seen(incarnation, id) {
+        // Not held across `handle`: requests a session runs together
+        // (`Handler::together`) are answered at once. Their ids differ; a
+        // request re-sent on a new session comes once the old session's
+        // answerer was stopped.
+        let seen = self.inbox.lock().await.seen(incarnation, id);
+        match seen {
             super::resume::Seen::Answered(answer) => {
                 self.stats.request_repeated();
                 answer
@@ -196,7 +200,7 @@ impl PeerLink {
             super::resume::Seen::Forgotten => Err(super::resume::forgotten(id)),
             super::resume::Seen::New => {
                 let answer = handle.await;
-                inbox.answered(id, &answer);
+                self.inbox.lock().await.answered(id, &answer);
                 answer
             }
         }
