@@ -64,9 +64,7 @@
 //! (`site::copy`). A request other than a write (or a write behind one, or
 //! any write while this site awaits answers of its own on the session, so
 //! its acks never wait behind the peer's disk write) is answered at the peer
-//! by the session's answerer task, in arrival order; large writes to an SVOL
-//! in sync mode or copying run there together, up to 8, never two of one
-//! block (`link::Handler::together`). Copies keep to the
+//! by the session's answerer task, in arrival order. Copies keep to the
 //! pair's rate controller ([`rate`]); volume I/O buffers come from a pool.
 //! A write's data is copied once in user space at each site: at the PVOL
 //! into a pooled buffer that is both the frame's data and the PVOL's write,

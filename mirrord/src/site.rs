@@ -45,18 +45,12 @@
 //! ```
 //!
 //! **What an SVOL holds after a crash at any instant** (kill -9 of its
-//! mirrord, while writes are in flight): never a write without one that had
-//! completed at the PVOL before it was issued. In adaptive and semi-sync
-//! mode the writes of a pair are applied in the order they left the PVOL,
-//! one at a time (a small one by the link's reader, a large one by the
-//! session's answerer: `crate::link`), so the SVOL holds them up to some
-//! point. In sync mode the PVOL answers its host only once this site
-//! applied the write, so the writes that arrive together were in flight
-//! together and none depends on another: large ones are applied together,
-//! up to 8, never two sharing a block (`peer::SiteHandler::together`), and
-//! the SVOL holds those before some point and any of those in flight then.
-//! Tested with eight writers at once and kill -9 of the standby, sync and
-//! adaptive, 4 KiB and 128 KiB writes (`tests/write_order.rs`).
+//! mirrord, while writes are in flight): the writes of a pair in the order
+//! they left the PVOL, up to some point, applied one at a time (a small
+//! one by the link's reader, a large one by the session's answerer:
+//! `crate::link`), so never a write without one that had completed at the
+//! PVOL before it was issued. Tested with eight writers at once and kill
+//! -9 of the standby, sync and adaptive (`tests/write_order.rs`).
 //! During a copy (initial copy, resync, an adaptive overflow) the SVOL is
 //! inconsistent until PAIR, as with any block copy.
 //!

@@ -162,10 +162,8 @@ pub struct Volume {
     pub device: u64,
     file: Arc<File>,
     /// Held by whoever writes, so that writes (and their copies to the peer)
-    /// are applied in one order, and a read-modify-write is never interleaved;
-    /// shared only by an SVOL's applies of the peer's writes, which the
-    /// link's session orders (those it runs together share no block).
-    pub order: tokio::sync::RwLock<()>,
+    /// are applied in one order, and a read-modify-write is never interleaved.
+    pub order: tokio::sync::Mutex<()>,
 }
 
 impl Volume {
@@ -304,7 +302,7 @@ impl Volume {
             backing,
             device,
             file: Arc::new(file),
-            order: tokio::sync::RwLock::new(()),
+            order: tokio::sync::Mutex::new(()),
         })
     }
 

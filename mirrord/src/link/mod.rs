@@ -5,7 +5,7 @@
 //! ```text
 //!  Site ──send()──> PeerLink ──(Wire lock, caller's thread)──frames──> TCP ──> peer
 //!   ▲                     waiting[id] <── Response ── reader task <──frames── TCP <──┘
-//!   └── Handler::handle ── answerer task <── Request ──┘   (in arrival order; writes the handler lets run together, at once)
+//!   └── Handler::handle ── answerer task <── Request ──┘   (one at a time, in arrival order)
 //! ```
 //!
 //! Two sessions join each pair of sites, one per [`Lane`]: heartbeat pairs
@@ -111,41 +111,10 @@ pub enum LinkError {
     UnknownPeer(String),
 }
 
-/// The blocks of a pair's volume that a write applied together with
-/// others touches: no two writes of one span run at once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Span {
-    /// The pair.
-    pub pair: String,
-    /// Its first 4 KiB block.
-    pub first: u64,
-    /// The block after its last.
-    pub end: u64,
-}
-
-impl Span {
-    /// The blocks a write of `len` bytes at `offset` of `pair` touches (a
-    /// write of part of a block reads and rewrites all of it).
-    pub fn of(pair: &str, offset: u64, len: usize) -> Span {
-        let block = hbio::ALIGN as u64;
-        Span {
-            pair: pair.to_string(),
-            first: offset / block,
-            end: (offset + len as u64).div_ceil(block),
-        }
-    }
-
-    /// Whether the two share a block.
-    pub fn overlaps(&self, other: &Span) -> bool {
-        self.pair == other.pair && self.first < other.end && other.first < self.end
-    }
-}
-
 /// What the site does with the link's events; implemented by the site.
 pub trait Handler: Send + Sync + 'static {
-    /// Answers a request from `peer`. Requests of one session are taken in
-    /// arrival order, each once every request before it is answered, but
-    /// for those [`Handler::together`] lets run at once.
+    /// Answers a request from `peer`. Requests of one session are handled one
+    /// at a time in arrival order (writes must apply in the PVOL's order).
     fn handle(
         &self,
         peer: &str,
@@ -155,12 +124,6 @@ pub trait Handler: Send + Sync + 'static {
     fn link_up(self: &Arc<Self>, peer: &str, lane: Lane);
     /// The session with `peer` on `lane` closed.
     fn link_down(self: &Arc<Self>, peer: &str, lane: Lane);
-    /// Whether `request` may run while the session's other requests it
-    /// let run are still running: the span it must share with none of
-    /// them (`None`, the default: it runs alone, in order).
-    fn together(&self, _request: &PeerRequest) -> Option<Span> {
-        None
-    }
     /// The buffers a large write's data is read into (aligned, for the
     /// disk), given back when the write is done with them.
     fn buffers(&self) -> Arc<BufPool> {

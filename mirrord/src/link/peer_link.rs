@@ -187,12 +187,8 @@ impl PeerLink {
     where
         F: std::future::Future<Output = Answer>,
     {
-        // Not held across `handle`: requests a session runs together
-        // (`Handler::together`) are answered at once. Their ids differ; a
-        // request re-sent on a new session comes once the old session's
-        // answerer was stopped.
-        let seen = self.inbox.lock().await.seen(incarnation, id);
-        match seen {
+        let mut inbox = self.inbox.lock().await;
+        match inbox.seen(incarnation, id) {
             super::resume::Seen::Answered(answer) => {
                 self.stats.request_repeated();
                 answer
@@ -200,7 +196,7 @@ impl PeerLink {
             super::resume::Seen::Forgotten => Err(super::resume::forgotten(id)),
             super::resume::Seen::New => {
                 let answer = handle.await;
-                self.inbox.lock().await.answered(id, &answer);
+                inbox.answered(id, &answer);
                 answer
             }
         }

@@ -56,7 +56,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use hbcore::link::seal::{Opener, Sealer};
 use hbcore::link::{LinkError, Message, PeerRequest};
 use hbcore::report::chain;
@@ -69,7 +68,7 @@ use super::paths::PathLink;
 use super::peer_link::Install;
 use super::reader::{FrameReader, Incoming, SealedWrite};
 use super::wire::{Out, Wire};
-use super::{Handler, PeerLink, Span};
+use super::{Handler, PeerLink};
 
 /// What a session brings beside its connection.
 pub(super) struct Opened {
@@ -234,14 +233,7 @@ fn say_replaced(peer: &PeerLink, session: &Session, old: Option<&Session>) {
     }
 }
 
-/// Most requests a session's answerer runs together (`Handler::together`).
-const TOGETHER: usize = 8;
-
-/// What the answerer task takes, in arrival order. It runs each request
-/// once those before it are answered, except the requests
-/// [`Handler::together`] gives a span: those run beside the ones before
-/// them (up to [`TOGETHER`]) whose span they do not overlap, and answer as
-/// they finish.
+/// What the answerer task takes, in arrival order.
 enum Job {
     /// A request, whole.
     Request(u64, PeerRequest),
@@ -278,26 +270,7 @@ async fn serve<H: Handler>(
         );
         let incarnation = session.incarnation;
         tokio::spawn(async move {
-            // Requests the handler lets run together, running (each with
-            // its span); any other waits until they are all answered.
-            let mut running = FuturesUnordered::new();
-            let mut spans: Vec<(u64, Span)> = Vec::new();
-            loop {
-                let job = tokio::select! {
-                    biased;
-                    Some((id, result)) = running.next(), if !running.is_empty() => {
-                        spans.retain(|(i, _)| *i != id);
-                        answered.fetch_sub(1, Ordering::SeqCst);
-                        if wire.send(Message::Response { id, result }).await.is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                    job = incoming.recv() => match job {
-                        Some(job) => job,
-                        None => break,
-                    },
-                };
+            while let Some(job) = incoming.recv().await {
                 let (id, body) = match job {
                     Job::Request(id, body) => (id, body),
                     Job::Sealed(write) => match write.open() {
@@ -315,43 +288,9 @@ async fn serve<H: Handler>(
                         }
                     },
                 };
-                let span = handler.together(&body);
-                // Alone: after every request before it; together: beside
-                // those whose blocks it does not share, a few at a time.
-                let waits = |spans: &[(u64, Span)]| match &span {
-                    None => !spans.is_empty(),
-                    Some(s) => spans.len() >= TOGETHER || spans.iter().any(|(_, o)| o.overlaps(s)),
-                };
-                let mut broken = false;
-                while waits(&spans) {
-                    let Some((done, result)) = running.next().await else {
-                        break;
-                    };
-                    spans.retain(|(i, _)| *i != done);
-                    answered.fetch_sub(1, Ordering::SeqCst);
-                    if wire
-                        .send(Message::Response { id: done, result })
-                        .await
-                        .is_err()
-                    {
-                        broken = true;
-                        break;
-                    }
-                }
-                if broken {
-                    break;
-                }
-                let (p, h) = (Arc::clone(&peer), Arc::clone(&handler));
-                let answer = Box::pin(async move {
-                    let result = p.answer(incarnation, id, h.handle(&p.site, body)).await;
-                    (id, result)
-                });
-                if let Some(span) = span {
-                    spans.push((id, span));
-                    running.push(answer);
-                    continue;
-                }
-                let (id, result) = answer.await;
+                let result = peer
+                    .answer(incarnation, id, handler.handle(&peer.site, body))
+                    .await;
                 answered.fetch_sub(1, Ordering::SeqCst);
                 if wire.send(Message::Response { id, result }).await.is_err() {
                     break;

@@ -1,7 +1,6 @@
 //! Two sites linked on loopback with handlers that hold chosen writes: a
 //! slow write at one side never holds the answers the other side awaits,
-//! a heartbeat lane never waits behind the bulk lane, and the writes a
-//! handler lets run together do, but never two of one block.
+//! and a heartbeat lane never waits behind the bulk lane.
 
 use super::*;
 use crate::config::{LinkConfig, PeerConfig};
@@ -66,10 +65,10 @@ pub(super) fn config(
 }
 
 /// Sites `a` and `b` linked on loopback, each with its handler; both lanes up.
-async fn linked<H: Handler>(
+async fn linked(
     dir: &std::path::Path,
-    at_a: Arc<H>,
-    at_b: Arc<H>,
+    at_a: Arc<Holding>,
+    at_b: Arc<Holding>,
     stop: &CancellationToken,
 ) -> (Arc<Link>, Arc<Link>) {
     let (la, lb) = (
@@ -186,114 +185,5 @@ async fn a_heartbeat_write_is_answered_while_a_bulk_write_is_held_at_the_peer() 
     held.release.notify_one();
     assert!(stuck.wait(Duration::from_secs(3)).await.is_ok());
     assert!(behind.wait(Duration::from_secs(3)).await.is_ok());
-    stop.cancel();
-}
-
-/// Holds every write until released; writes to pair `t` may run together.
-struct Gathering {
-    /// The spans of the writes inside `handle` now.
-    inside: std::sync::Mutex<Vec<Span>>,
-    /// Most writes inside at once.
-    most: std::sync::atomic::AtomicUsize,
-    /// A write entered beside one of a block it shares, or one that runs
-    /// alone entered beside another.
-    broken: std::sync::atomic::AtomicBool,
-    release: tokio::sync::Semaphore,
-}
-
-impl Gathering {
-    fn new() -> Arc<Gathering> {
-        Arc::new(Gathering {
-            inside: std::sync::Mutex::default(),
-            most: std::sync::atomic::AtomicUsize::default(),
-            broken: std::sync::atomic::AtomicBool::default(),
-            release: tokio::sync::Semaphore::new(0),
-        })
-    }
-}
-
-impl Handler for Gathering {
-    fn together(&self, request: &PeerRequest) -> Option<Span> {
-        match request {
-            PeerRequest::Write { pair, offset, data } if pair == "t" => {
-                Some(Span::of(pair, *offset, data.len()))
-            }
-            _ => None,
-        }
-    }
-
-    async fn handle(&self, _peer: &str, request: PeerRequest) -> Result<PeerReply, PeerError> {
-        use std::sync::atomic::Ordering::SeqCst;
-        let PeerRequest::Write { pair, offset, data } = request else {
-            return Ok(PeerReply::Done);
-        };
-        let span = Span::of(&pair, offset, data.len());
-        if let Ok(mut inside) = self.inside.lock() {
-            let alone = pair != "t";
-            if inside.iter().any(|o| o.overlaps(&span)) || (alone && !inside.is_empty()) {
-                self.broken.store(true, SeqCst);
-            }
-            inside.push(span.clone());
-            self.most.fetch_max(inside.len(), SeqCst);
-        }
-        if let Ok(permit) = self.release.acquire().await {
-            permit.forget();
-        }
-        if let Ok(mut inside) = self.inside.lock() {
-            inside.retain(|o| *o != span);
-        }
-        Ok(PeerReply::Done)
-    }
-    fn link_up(self: &Arc<Self>, _peer: &str, _lane: Lane) {}
-    fn link_down(self: &Arc<Self>, _peer: &str, _lane: Lane) {}
-}
-
-/// A write too large for the reader to apply itself (over `SMALL_WRITE`).
-fn write_at(pair: &str, offset: u64) -> PeerRequest {
-    PeerRequest::Write {
-        pair: pair.into(),
-        offset,
-        data: vec![7; 128 << 10].into(),
-    }
-}
-
-/// Large writes the handler lets run together are applied at once, up to
-/// its limit; one that shares a block with a running one waits for it, as does
-/// one that runs alone; every one is answered.
-#[tokio::test]
-async fn writes_let_run_together_do_but_never_two_of_one_block() {
-    use std::sync::atomic::Ordering::SeqCst;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let stop = CancellationToken::new();
-    let (at_a, at_b) = (Gathering::new(), Gathering::new());
-    let (a, _b) = linked(dir.path(), Arc::clone(&at_a), Arc::clone(&at_b), &stop).await;
-    let bulk = a.peer("b", Lane::Bulk).expect("bulk");
-    let mut sent = Vec::new();
-    for n in 0..4 {
-        sent.push(bulk.send(write_at("t", n << 17)).await.expect("queued"));
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while at_b.inside.lock().map_or(0, |i| i.len()) < 4 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "four writes of distinct blocks were not applied together"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    // One of a block under way, one beside it, one alone: each waits its turn.
-    sent.push(bulk.send(write_at("t", 0)).await.expect("queued"));
-    sent.push(bulk.send(write_at("t", 40 << 17)).await.expect("queued"));
-    sent.push(bulk.send(write_at("alone", 0)).await.expect("queued"));
-    sent.push(bulk.send(write_at("t", 2048)).await.expect("queued"));
-    at_b.release.add_permits(sent.len());
-    for pending in sent {
-        let answer = pending.wait(Duration::from_secs(10)).await;
-        assert!(matches!(answer, Ok(PeerReply::Done)), "{answer:?}");
-    }
-    assert!(at_b.most.load(SeqCst) >= 4);
-    assert!(
-        !at_b.broken.load(SeqCst),
-        "two writes of one block, or a lone write, ran at once"
-    );
     stop.cancel();
 }

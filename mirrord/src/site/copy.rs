@@ -98,7 +98,7 @@ impl Site {
             w.rt.copy_remaining(w.rt.dirty().dirty_blocks() * BLOCK);
             total += self.pipeline().ship_dirty(name, &w, false, true).await?;
             // Clean under the order lock: no host write slips between the check and PAIR.
-            let _order = w.volume.order.write().await;
+            let _order = w.volume.order.lock().await;
             // Sync writes wait for their acks outside the lock: once those on
             // the wire settle, every bit left is one the copy must ship.
             w.rt.drained().await;
@@ -197,7 +197,7 @@ impl Site {
                 }
                 if rt.queue().overflowed {
                     self.pipeline().ship_dirty(name, &w, false, false).await?;
-                    let _order = w.volume.order.write().await;
+                    let _order = w.volume.order.lock().await;
                     if rt.dirty().dirty_blocks() == 0 {
                         let mut q = rt.queue();
                         if q.entries.is_empty() {

@@ -84,7 +84,7 @@ impl Site {
         let _timed = self
             .pacing
             .time_host_io(&v, on_data_pair, HostOp::Write, data.len() as u64);
-        let order = v.order.write().await;
+        let order = v.order.lock().await;
         // Read the pair under the order lock: a state change cannot slip
         // between this check and the write's place on the wire.
         let Some((name, meta, rt)) = self.registry.pair_holding(volume) else {
@@ -125,7 +125,7 @@ impl Site {
         policy: WritePolicy,
         offset: u64,
         data: &[u8],
-        order: tokio::sync::RwLockWriteGuard<'_, ()>,
+        order: tokio::sync::MutexGuard<'_, ()>,
     ) -> Result<(), SiteError> {
         let fenced = policy == WritePolicy::Fenced;
         // Marked before anything is written or shipped: whatever fails
@@ -358,10 +358,7 @@ impl Site {
                 })
             }
         }
-        // Shared: the session applies together only writes that share no
-        // block (`SiteHandler::together`); anything else that orders this
-        // volume's writes (a takeover's wait, a verify) waits for them.
-        let _order = w.volume.order.read().await;
+        let _order = w.volume.order.lock().await;
         // A large write's data was read into an aligned buffer and is
         // written from there; a small one's is a slice of the reader's
         // buffer, copied once into an aligned one (this site's one copy).

@@ -331,7 +331,7 @@ impl Site {
         let w = self.registry.work(name)?;
         // Refuse before draining anything: a pair still copying cannot be split.
         transition(name, w.meta.state, PairState::Psus)?;
-        let _order = w.volume.order.write().await;
+        let _order = w.volume.order.lock().await;
         Wire::settle_semi(&w.rt).await;
         let mirrored = self
             .registry

@@ -118,7 +118,7 @@ impl Site {
         let (site, pair) = (Arc::clone(self), pair.to_string());
         tokio::spawn(async move {
             if let Ok(w) = site.registry.work(&pair) {
-                drop(w.volume.order.write().await);
+                drop(w.volume.order.lock().await);
             }
             if let Err(e) = site.compare_with_peer(&pair).await {
                 tracing::debug!(

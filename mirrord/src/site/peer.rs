@@ -9,7 +9,7 @@ use std::sync::Arc;
 use hbcore::control::IntegrityOptions;
 use hbcore::link::{Attach, Generations, Lane, PeerError, PeerReply, PeerRequest};
 use hbcore::report::chain;
-use hbcore::vocab::{Mode, PairState, Role};
+use hbcore::vocab::{PairState, Role};
 
 use super::error::paired_error;
 use super::registry::{bitmap_path, changed, transition, Pair, Registry};
@@ -17,7 +17,7 @@ use super::resync::Keep;
 use super::Site;
 use crate::bitmap::DirtyMap;
 use crate::generation;
-use crate::link::{Handler, Span};
+use crate::link::Handler;
 use crate::meta::PairMeta;
 use crate::pair::machine::Event;
 use crate::pair::PairRt;
@@ -29,25 +29,6 @@ pub struct SiteHandler(pub Arc<Site>);
 impl Handler for SiteHandler {
     async fn handle(&self, peer: &str, request: PeerRequest) -> Result<PeerReply, PeerError> {
         self.0.handle_request(peer, request).await
-    }
-
-    /// A write to an SVOL in sync mode, or copying, runs beside the writes
-    /// of the session before it whose blocks it does not share. In sync
-    /// mode the PVOL answers its host only once this site applied the
-    /// write, so writes in flight together were issued together and none
-    /// depends on another: applied in any order, never a write is there
-    /// without one that completed before it was issued. A copying SVOL is
-    /// consistent only once PAIR. Anything else (adaptive and semi-sync
-    /// writes, every other request) runs alone, in arrival order; the
-    /// request that changes the mode or the state does too, so it falls
-    /// between the writes it follows and those that follow it.
-    fn together(&self, request: &PeerRequest) -> Option<Span> {
-        let PeerRequest::Write { pair, offset, data } = request else {
-            return None;
-        };
-        let meta = self.0.registry.meta_of(pair)?;
-        let free = meta.settings.mode == Mode::Sync || meta.state == PairState::Copy;
-        (meta.role == Role::Svol && free).then(|| Span::of(pair, *offset, data.len()))
     }
 
     fn link_up(self: &Arc<Self>, peer: &str, lane: Lane) {
@@ -147,7 +128,7 @@ impl Site {
                     )));
                 }
                 let w = self.registry.work(&pair)?;
-                let _order = w.volume.order.write().await;
+                let _order = w.volume.order.lock().await;
                 w.rt.queue().clear();
                 let bits = {
                     let mut d = w.rt.dirty();

@@ -222,7 +222,7 @@ impl Pipeline<'_> {
         let seqs = if locked {
             w.rt.dirty().seqs(first, blocks)
         } else {
-            let _order = w.volume.order.write().await;
+            let _order = w.volume.order.lock().await;
             w.rt.dirty().seqs(first, blocks)
         };
         let reading = Instant::now();
@@ -252,7 +252,7 @@ impl Pipeline<'_> {
         let _order = if locked {
             None
         } else {
-            Some(w.volume.order.write().await)
+            Some(w.volume.order.lock().await)
         };
         let Frame {
             first,

@@ -66,7 +66,7 @@ impl Digests<'_> {
     ) -> Result<(Read, Pending), SiteError> {
         let offset = first * BLOCK;
         let len = (count * BLOCK).min(w.volume.size - offset) as usize;
-        let _order = w.volume.order.write().await;
+        let _order = w.volume.order.lock().await;
         Wire::settle_semi(&w.rt).await;
         let data = w.volume.read(self.io, offset, len).await?;
         let (seqs, dirty) = {
@@ -175,7 +175,7 @@ impl Site {
         let count = u64::from(count).min(blocks - first);
         let offset = first * BLOCK;
         let len = (count * BLOCK).min(w.volume.size - offset) as usize;
-        let _order = w.volume.order.write().await;
+        let _order = w.volume.order.lock().await;
         let data = w
             .volume
             .read(&self.io, offset, len)

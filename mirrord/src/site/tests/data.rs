@@ -116,7 +116,7 @@ async fn concurrent_sync_writes_of_one_volume_are_in_flight_together() {
     let (prod, standby) = two_sites().await;
     paired(&prod, &standby, Mode::Sync).await;
     let svol = standby.site.registry.volume("v").expect("the SVOL");
-    let held = svol.order.write().await;
+    let held = svol.order.lock().await;
     let writers: Vec<_> = (0..WRITERS)
         .map(|b| {
             let site = Arc::clone(&prod.site);
