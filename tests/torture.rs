@@ -33,8 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    closed_by_peer, header_stating, pattern, read_all, vm_rss_kib, wait_for, warn_lines, write_at,
-    Options, SmallFs, TwoSites,
+    closed_by_peer, header_stating, pattern, read_all, trials, vm_rss_kib, wait_for, warn_lines,
+    write_at, Options, SmallFs, TwoSites,
 };
 use hbcluster::Cluster;
 use hbcore::link::{Lane, Message, FORMAT};
@@ -42,14 +42,6 @@ use hbcore::link::{Lane, Message, FORMAT};
 const BLOCK: u64 = 4096;
 /// Blocks of the torture volume (4 MiB).
 const BLOCKS: u64 = 1024;
-
-/// Trials of each torture, from HBMIRROR_TORTURE_TRIALS (default: a short form).
-fn trials(short: u32) -> u32 {
-    std::env::var("HBMIRROR_TORTURE_TRIALS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(short)
-}
 
 /// The contents of block `n` in write `round`: unique per (round, block).
 fn block(round: u32, n: u64) -> Vec<u8> {

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{pattern, read_all, wait_for, TwoSites};
+use common::{pattern, read_all, trials, wait_for, TwoSites};
 
 /// Writer threads: writes in flight together.
 const THREADS: u64 = 8;
@@ -73,13 +73,6 @@ fn writer(
             r.completed.push(id);
         }
     }
-}
-
-fn trials() -> u32 {
-    std::env::var("HBMIRROR_TORTURE_TRIALS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(2)
 }
 
 /// One trial: (writes issued, present at the SVOL).
@@ -148,7 +141,7 @@ fn kill_9_of_the_standby_during_qd8_writes_keeps_the_write_order_at_the_svol() {
     ];
     for (mode, bs) in runs {
         let (mut issued, mut there) = (0, 0);
-        let rounds = trials();
+        let rounds = trials(2);
         for round in 0..rounds {
             let Some((i, t)) = trial(name, mode, bs, round) else {
                 return;

@@ -53,11 +53,7 @@ fn main() -> ExitCode {
             outcome.counts.step_downs,
             outcome.violations.len()
         );
-        return if outcome.violations.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        };
+        return exit(outcome.violations.is_empty());
     }
     let started = Instant::now();
     let mut summary = Summary::default();
@@ -69,11 +65,7 @@ fn main() -> ExitCode {
         println!("FAILED seed {seed}: {v}  (replay: scripts/simulate.sh --seed {seed})");
     }
     println!("{}", summary.line(started.elapsed().as_secs_f64()));
-    if summary.failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    exit(summary.failed.is_empty())
 }
 
 /// `--group`: the group master rules' simulation.
@@ -95,11 +87,7 @@ fn group(cli: &Cli) -> ExitCode {
             outcome.self_fences,
             outcome.violations.len()
         );
-        return if outcome.violations.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        };
+        return exit(outcome.violations.is_empty());
     }
     let started = Instant::now();
     let mut summary = gsim::Summary::default();
@@ -113,7 +101,12 @@ fn group(cli: &Cli) -> ExitCode {
         );
     }
     println!("{}", summary.line(started.elapsed().as_secs_f64()));
-    if summary.failed.is_empty() {
+    exit(summary.failed.is_empty())
+}
+
+/// Success when no property broke.
+fn exit(clean: bool) -> ExitCode {
+    if clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -61,6 +61,15 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Trials of each torture, from HBMIRROR_TORTURE_TRIALS (default: `short`,
+/// the test suite's short form; `scripts/torture.sh N` sets N).
+pub fn trials(short: u32) -> u32 {
+    std::env::var("HBMIRROR_TORTURE_TRIALS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(short)
+}
+
 /// Polls `cond` until it holds or [`DEADLINE`] passes; panics with `what` then.
 pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
